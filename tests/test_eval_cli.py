@@ -82,8 +82,36 @@ def test_choose_threads(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
     assert choose_threads("auto")[0] == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 1.2, 1.2))
+    assert choose_threads("auto")[0] == 1  # one core is taken: never oversubscribe
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
-    assert choose_threads("auto") == (None, "default")
+    assert choose_threads("auto")[0] == 2
+    assert choose_threads("0") == (None, "torch's default")
+
+
+def test_torch_threads_restores():
+    import torch
+
+    from t3unlearn.io import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_progress_writes_lines_in_logs(monkeypatch, capsys):
+    from t3unlearn import progress as P
+
+    monkeypatch.setenv("T3UNLEARN_PROGRESS", "log")
+    monkeypatch.setattr(P, "LOG_INTERVAL", 0.0)
+    with P.progress(total=3, desc="work", unit="step") as bar:
+        for _ in range(3):
+            bar.update(1)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("work:")]
+    assert len(lines) >= 2 and "3/3" in lines[-1]
 
 
 def test_report_table_and_plot(runs, capsys):

@@ -139,28 +139,50 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def choose_threads(setting: str = "auto") -> tuple[int | None, str]:
+def choose_threads(setting: str | int | None = "auto") -> tuple[int | None, str]:
     """Torch CPU threads for ``--threads``: ``(n or None for torch's default, reason)``.
 
-    ``auto``: one thread when the 1-minute load average is at least ``cores - 1``. On a shared
-    machine, torch's threads spin waiting for each other at every operation; measured on 2 busy
-    cores, one thread scored and generated 4-15x faster than two.
+    ``auto`` never oversubscribes the machine: ``cores - int(load)`` threads, at least one, where
+    ``load`` is the 1-minute load average. On a shared machine torch's threads spin waiting for each
+    other at every operation; measured on 2 busy cores, one thread scored and generated 4-15x faster
+    than two. ``0`` means torch's own default.
     """
     from t3unlearn.errors import T3Error
 
-    if str(setting) != "auto":
+    if setting is None or str(setting) == "auto":
+        cores = os.cpu_count() or 1
         try:
-            n = int(setting)
-        except ValueError:
-            raise T3Error(f"--threads must be a number or auto, not {setting!r}.") from None
-        if n < 1:
-            raise T3Error("--threads must be >= 1.")
-        return n, "--threads"
-    cores = os.cpu_count() or 1
+            load = os.getloadavg()[0]
+        except OSError:  # pragma: no cover - not on every platform
+            return None, "default"
+        n = max(1, min(cores, cores - int(load)))
+        if n < cores:
+            return n, f"machine busy (load {load:.1f} on {cores} cores): {n} torch thread(s); --threads to override"
+        return n, f"{n} torch threads ({cores} cores, load {load:.1f})"
     try:
-        load = os.getloadavg()[0]
-    except OSError:  # pragma: no cover - not on every platform
-        return None, "default"
-    if cores > 1 and load >= cores - 1:
-        return 1, f"machine busy (load {load:.1f} on {cores} cores): 1 torch thread (--threads to override)"
-    return None, "default"
+        n = int(setting)
+    except (TypeError, ValueError):
+        raise T3Error(f"--threads must be a number or auto, not {setting!r}.") from None
+    if n < 0:
+        raise T3Error(f"--threads must be >= 1 (or 0 for torch's default, or auto), not {n}.")
+    return (None, "torch's default") if n == 0 else (n, "--threads")
+
+
+@contextlib.contextmanager
+def torch_threads(setting: str | int | None = "auto", *, log=None) -> Iterator[int]:
+    """Run the block with torch's CPU thread count chosen by :func:`choose_threads`; the previous
+    count is restored afterwards. Yields the count in effect. ``log`` (e.g. ``print``) gets one line
+    saying what was chosen and why. Commands own this; library functions never change threads."""
+    import torch
+
+    n, why = choose_threads(setting)
+    saved = torch.get_num_threads()
+    if n is not None and n != saved:
+        torch.set_num_threads(n)
+    if log is not None:
+        log(f"torch threads: {torch.get_num_threads()} ({why})")
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if torch.get_num_threads() != saved:
+            torch.set_num_threads(saved)
