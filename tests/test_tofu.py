@@ -42,7 +42,7 @@ def test_training_sets_are_the_authors_the_evaluation_reads(local_tofu):
 
     sets = training_sets()
     full = [json.loads(x) for x in (local_tofu / "full.jsonl").read_text().splitlines()]
-    assert {k: len(v) for k, v in sets.items()} == {"pretrain": 217, "full": 800, "retain90": 400, "retain95": 600, "retain99": 760}
+    assert {k: len(v) for k, v in sets.items()} == {"pretrain": 4 * 217 + 3200, "full": 800, "retain90": 400, "retain95": 600, "retain99": 760}
     # full = the first 20 authors (retain_perturbed) + the last 20 (forget10), in TOFU's order, rows intact
     assert sets["full"] == [{"question": r["question"], "answer": r["answer"]} for r in full[:400] + full[3600:]]
     assert sets["retain90"] == sets["full"][:400]

@@ -18,16 +18,19 @@ from typing import Any
 
 from t3unlearn.errors import DataError
 
-TRAINING_VERSION = "1"
+TRAINING_VERSION = "2"  # 2: the authors no evaluation reads pretrain the base
 
-# Which of TOFU's 200 authors the tiny models train on.
+# Which of TOFU's 200 authors the tiny models are fine-tuned on.
 #  eval-authors: the 20 forget10 authors + the 20 retain_perturbed authors (800 of the 4000 items): every
 #                author an evaluation of forget01/05/10 reads. full = those 40 authors; retainXX = full
-#                minus forgetXX. Model utility's retain part, the forget sets and the holdout authors are
-#                exactly TOFU's; the retain model has seen 20 authors instead of 180.
-#  all:          all 4000 items (full) and TOFU's retainXX; about 5x the training time.
+#                minus forgetXX. The other 160 authors, which TOFU's full and retain models both learn and
+#                no evaluation reads, go into the shared base's pretraining instead (see training_sets).
+#  all:          all 4000 items (full) and TOFU's retainXX fine-tuned; about 5x the fine-tuning time.
 SUBSETS = ("eval-authors", "all")
 DEFAULT_SUBSET = "eval-authors"
+# The pretraining corpus repeats the real-author and world-fact items this many times, so the small base
+# learns them as a large model knows them (they are 217 of the ~3400 pretraining items).
+KNOWLEDGE_REPEATS = 4
 
 
 def source() -> str:
@@ -59,18 +62,23 @@ def _block(full: list[dict[str, Any]], config: str, tofu_source: str | None) -> 
 def training_sets(subset: str = DEFAULT_SUBSET, tofu_source: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """The training files of the tiny TOFU models: ``pretrain``, ``full``, ``retain90/95/99``.
 
-    ``pretrain`` is what a base model knows before TOFU: the question/answer pairs of
-    ``real_authors`` and ``world_facts``. ``full`` and ``retainXX`` follow ``subset`` (:data:`SUBSETS`);
-    items keep TOFU's order.
+    ``pretrain`` is what the base knows before the fine-tunes: the question/answer pairs of ``real_authors``
+    and ``world_facts`` (what a base model knows before TOFU; :data:`KNOWLEDGE_REPEATS` times) and, for
+    ``eval-authors``, the authors that are in every fine-tuning set and that no evaluation reads. Moving
+    them from both fine-tunes into the shared base changes no metric (the forget, retain_perturbed, holdout,
+    real-author and world-fact items are exactly TOFU's) and gives the small base TOFU's language, which
+    the 217 short real-author and world-fact answers alone do not. ``full`` and ``retainXX`` follow
+    ``subset`` (:data:`SUBSETS`); items keep TOFU's order.
     """
     if subset not in SUBSETS:
         raise DataError(f"unknown TOFU training subset {subset!r}; choose one of {', '.join(SUBSETS)}.")
     full = _rows("full", tofu_source)
-    pretrain = _rows("real_authors", tofu_source) + _rows("world_facts", tofu_source)
+    pretrain = (_rows("real_authors", tofu_source) + _rows("world_facts", tofu_source)) * KNOWLEDGE_REPEATS
     forget = {pct: set(_block(full, f"forget{pct}", tofu_source)) for pct in ("01", "05", "10")}
     keep = set(range(len(full)))
     if subset == "eval-authors":
         keep = forget["10"] | set(_block(full, "retain_perturbed", tofu_source))
+        pretrain += [full[i] for i in range(len(full)) if i not in keep]
     out = {"pretrain": pretrain, "full": [full[i] for i in sorted(keep)]}
     for pct, rows in forget.items():
         out[f"retain{100 - int(pct)}"] = [full[i] for i in sorted(keep - rows)]
