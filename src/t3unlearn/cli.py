@@ -8,6 +8,7 @@ Area CLI modules import torch/transformers only inside their ``func`` so ``--hel
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -34,8 +35,15 @@ Run 't3unlearn COMMAND --help' for each command's options.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes print one line (what is wrong, where to read more) and exit 2, like every user error."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's name
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="t3unlearn",
         description="Make a generative model forget data without touching its weights "
         "(Temper-Then-Tilt), measure it on TOFU, and serve the result.",
@@ -60,11 +68,40 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except T3Error as exc:
-        print(f"t3unlearn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"t3unlearn {args.command}: error: {exc.cli_message()}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        print(f"t3unlearn {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; no partial output was kept", file=sys.stderr)
         return 130
+
+
+_OS_FIXES = {
+    errno.EACCES: "check its permissions, or choose another path",
+    errno.EPERM: "check its permissions, or choose another path",
+    errno.EROFS: "the file system is read-only; choose another path",
+    errno.ENOSPC: "the disk is full; free some space (or point $T3UNLEARN_HOME / --out elsewhere) and rerun: "
+                  "finished steps are kept",
+    errno.EDQUOT: "the disk quota is exhausted; free some space and rerun: finished steps are kept",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a directory; check the path",
+    errno.EISDIR: "it is a directory where a file is needed; check the path",
+}
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One line for an operating-system error a user can fix (permissions, disk full, a wrong path), or
+    None for any other (a bug: the traceback is then shown)."""
+    fix = _OS_FIXES.get(exc.errno)
+    if fix is None:
+        return None
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or 'error'}:{where}; {fix}."
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,17 +1,47 @@
 """User-facing errors: one clear line saying what is wrong and how to fix it.
 
-Raise :class:`T3Error` for anything a user can fix (bad input, missing file, wrong
-combination of options). The CLI prints its message without a traceback and exits 2.
+Every error a user can fix (bad input, missing or corrupt file, wrong combination of settings) is a
+:class:`T3Error`, and every :class:`T3Error` is a :class:`ValueError`, so Python callers can catch
+either. The command line prints the message without a traceback and exits 2.
+
+Library messages speak of parameters, not of command-line flags: raise
+``T3Error("must be >= 1, not 0.", option="seeds")`` and Python users read
+``seeds must be >= 1, not 0.`` while the command line prints ``--seeds must be >= 1, not 0.``
+(:meth:`T3Error.cli_message`).
 """
 
-
-class T3Error(Exception):
-    """An error the user can fix; its message says what is wrong and how to fix it."""
+from __future__ import annotations
 
 
-class DataError(T3Error, ValueError):
+class T3Error(ValueError):
+    """An error the user can fix; its message says what is wrong and how to fix it.
+
+    ``option``: the parameter the message is about (its text then follows the parameter's name);
+    the command line shows it as the flag ``--option-name``.
+    """
+
+    def __init__(self, message: str = "", *, option: str | None = None):
+        self.option = option
+        self.detail = message
+        super().__init__(f"{option} {message}" if option else message)
+
+    def cli_message(self) -> str:
+        """The message with the parameter spelled as its command-line flag."""
+        if self.option:
+            return f"--{self.option.replace('_', '-')} {self.detail}"
+        return str(self)
+
+
+class DataError(T3Error):
     """A data set is missing, empty, malformed, or inconsistent with another."""
 
 
-class ModelError(T3Error, ValueError):
+class ModelError(T3Error):
     """A model, head or checkpoint is missing, corrupt, or does not fit its base."""
+
+
+class ConfigError(T3Error):
+    """A settings file or a settings dict has an unknown key, a wrong type or a value out of range."""
+
+
+__all__ = ["T3Error", "DataError", "ModelError", "ConfigError"]

@@ -229,7 +229,8 @@ def load_many(paths: Sequence[str | Path], retain: str | None = None) -> list[Ev
             r.info = {**r.info, "role": "retain" if mark else "model"}
             hit |= mark
         if not hit:
-            raise T3Error(f"--retain {retain!r} names none of the results given ({', '.join(r.name for r in results)}).")
+            raise T3Error(f"{retain!r} names none of the results given ({', '.join(r.name for r in results)}); give one of "
+                          "those names or paths.", option="retain")
     return results
 
 
@@ -241,7 +242,7 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path, *, retain: st
     text = report_markdown(results)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise T3Error(f"--out {out} is a file; give a directory.")
+        raise T3Error(f"{out} is a file; give a directory.", option="out")
     with atomic_write(out / REPORT_FILE, "w", encoding="utf-8") as fh:
         fh.write(text)
     png = plot_fq_mu(results, out / PLOT_FILE)
