@@ -7,6 +7,8 @@ Every file or directory the package writes goes through :func:`atomic_write` or
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import json
 import os
@@ -33,12 +35,53 @@ def cache_home() -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "t3unlearn"
 
 
+def _temp_prefix(path: Path) -> str:
+    """Temporary names beside ``path`` carry the writer's pid, so a later writer can tell the leftovers
+    of a killed process (``kill -9``) from a live one's work in progress and remove them."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> None:
+    """Delete what killed writers left beside ``path``: temporary files or directories of
+    :func:`atomic_write` / :func:`atomic_dir` and set-aside old copies, whose pid is no longer running."""
+    path = Path(path)
+    try:
+        siblings = list(path.parent.glob(f".{glob.escape(path.name)}.*"))
+    except OSError:
+        return
+    for p in siblings:
+        rest = p.name[len(path.name) + 2 :]
+        head = rest.split(".", 1)[0]
+        if rest.startswith("old-"):
+            head = rest[4:].split(".", 1)[0]
+        elif not rest.endswith(".tmp"):
+            continue
+        if not head.isdigit() or _pid_alive(int(head)):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[Any]:
     """Open a temporary file beside ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, _umask_mode(0o666))  # mkstemp makes 0600; give the usual permissions
     try:
@@ -53,25 +96,53 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; it replaces ``path`` only on success."""
+    """Yield a temporary directory beside ``path``; it replaces ``path`` only on success.
+
+    Two processes writing the same ``path`` at once (two runs filling the same cache entry) both
+    succeed: the last one's directory is what remains, whole.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     os.chmod(tmp, _umask_mode(0o777))
     try:
         yield tmp
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(f"{path} already exists")
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        _move_dir_into_place(tmp, path, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _move_dir_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
+    for _ in range(100):
+        if path.exists():
+            if not overwrite:
+                raise FileExistsError(f"{path} already exists")
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{os.getpid()}.", dir=path.parent))
+            try:
+                os.replace(path, old / "entry")  # set the current one aside (another writer may race us)
+            except FileNotFoundError:
+                shutil.rmtree(old, ignore_errors=True)
+                continue
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    os.replace(old / "entry", path)  # put the old one back
+                    shutil.rmtree(old, ignore_errors=True)
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+                continue  # another writer got there first: go round again
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        try:
+            os.replace(tmp, path)
+            return
+        except OSError as exc:  # another writer created it since we looked
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    raise OSError(errno.EBUSY, f"could not move the new {path.name} into place (other writers keep replacing it)", str(path))
 
 
 def save_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:
@@ -162,9 +233,9 @@ def choose_threads(setting: str | int | None = "auto") -> tuple[int | None, str]
     try:
         n = int(setting)
     except (TypeError, ValueError):
-        raise T3Error(f"--threads must be a number or auto, not {setting!r}.") from None
+        raise T3Error(f"must be a number, 0 (torch's default) or auto, not {setting!r}.", option="threads") from None
     if n < 0:
-        raise T3Error(f"--threads must be >= 1 (or 0 for torch's default, or auto), not {n}.")
+        raise T3Error(f"must be >= 1 (or 0 for torch's default, or auto), not {n}.", option="threads")
     return (None, "torch's default") if n == 0 else (n, "--threads")
 
 

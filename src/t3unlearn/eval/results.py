@@ -107,17 +107,27 @@ class EvalResults:
 
     # ------------------------------------------------------------------ files
     def save(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write TOFU_EVAL.json, TOFU_SUMMARY.json and run_info.json into ``out_dir`` (atomically)."""
-        from t3unlearn.io import save_json
+        """Write TOFU_EVAL.json, TOFU_SUMMARY.json and run_info.json into ``out_dir``.
+
+        Each file is written to a temporary name first and the three are renamed into place together,
+        TOFU_EVAL.json last: a killed run leaves either the previous results or the new ones.
+        """
+        import json
+
+        from t3unlearn.io import atomic_write
 
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
-            raise T3Error(f"--out {out} is a file; give a directory for the results.")
-        paths = {
-            "eval": save_json(out / EVAL_FILE, _jsonable(self.metrics)),
-            "summary": save_json(out / SUMMARY_FILE, _jsonable(self.summary())),
-            "info": save_json(out / INFO_FILE, _jsonable(self.info)),
-        }
+            raise T3Error(f"{out} is a file; give a directory for the results.")
+        paths = {"eval": out / EVAL_FILE, "summary": out / SUMMARY_FILE, "info": out / INFO_FILE}
+        content = {"eval": self.metrics, "summary": self.summary(), "info": self.info}
+        # the innermost file is renamed first: run_info, then the summary, then TOFU_EVAL.json
+        with atomic_write(paths["eval"], "w", encoding="utf-8") as fe, \
+                atomic_write(paths["summary"], "w", encoding="utf-8") as fs, \
+                atomic_write(paths["info"], "w", encoding="utf-8") as fi:
+            for key, fh in (("eval", fe), ("summary", fs), ("info", fi)):
+                json.dump(_jsonable(content[key]), fh, indent=2, ensure_ascii=False)
+                fh.write("\n")
         self.path = out
         return paths
 
@@ -140,7 +150,7 @@ class EvalResults:
         elif p.is_file():
             file, directory = p, p.parent
         else:
-            raise T3Error(f"results file or directory {p} does not exist; give a directory written by 't3unlearn eval --out' or a TOFU_EVAL.json file.")
+            raise T3Error(f"results file or directory {p} does not exist; give a results directory (written by t3unlearn eval or EvalResults.save) or a TOFU_EVAL.json file.")
         data = load_json(file)
         if not isinstance(data, dict) or not data:
             raise T3Error(f"{file} is not a TOFU results file (expected a JSON object keyed by metric name).")
