@@ -51,6 +51,38 @@ class TokenScores:
         return TokenScores(self.logprob[:-1], self.correct[:-1], self.mu[:-1], self.var[:-1], self.labels[:-1])
 
 
+# --------------------------------------------------------------------------- answer log-probabilities
+
+
+def answer_targets(labels):
+    """Shift and mask: ``(mask (B, T-1), target (n,))`` where position ``t`` predicts ``labels[:, t + 1]``
+    and ``mask`` marks the answer positions (labels other than ``-100``); ``target`` are their labels in
+    row-major order."""
+    shifted = labels[:, 1:]
+    mask = shifted != IGNORE_INDEX
+    return mask, shifted[mask]
+
+
+def answer_logprobs(logits, labels):
+    """Next-token log-probabilities at the answer positions only: ``(logp (n, V) float32, target (n,),
+    mask (B, T-1))``. Prompt and padding positions never reach the softmax."""
+    import torch
+
+    mask, target = answer_targets(labels)
+    logp = torch.log_softmax(logits[:, :-1][mask].float(), dim=-1)
+    return logp, target, mask
+
+
+def answer_token_logprobs(logits, labels):
+    """``log p(label_t | prefix)`` of every answer token: ``(token_logprobs (B, T-1), mask (B, T-1))``,
+    zeros off the answer; differentiable. Sum over the last axis for an item's ``log pi(y | x)``."""
+    logp, target, mask = answer_logprobs(logits, labels)
+    picked = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    out = picked.new_zeros(mask.shape)
+    out[mask] = picked
+    return out, mask
+
+
 class CausalLM:
     """A causal LM and its tokenizer behind one interface (see the module doc)."""
 
@@ -92,11 +124,7 @@ class CausalLM:
                 batch = collate([examples[i] for i in idx], self.formatter.pad_id)
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                labels = batch["labels"][:, 1:]
-                valid = labels != IGNORE_INDEX
-                # Only the labelled positions: prompt and padding rows never reach the softmax.
-                logp = torch.log_softmax(logits[:, :-1][valid].float(), dim=-1)  # (n_labelled, V)
-                target = labels[valid]
+                logp, target, valid = answer_logprobs(logits, batch["labels"])  # (n_labelled, V)
                 tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
                 correct = logp.argmax(-1) == target
                 p = logp.exp()

@@ -13,32 +13,19 @@ import math
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
-
-
-def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Align next-token logits with their labels: ``logits[:, :-1]`` predicts ``labels[:, 1:]``."""
-    return logits[:, :-1], labels[:, 1:]
-
-
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-position log p(label) and the answer mask, both ``[B, T-1]`` (zeros off the answer)."""
-    logits, labels = shift(logits, labels)
-    mask = labels != IGNORE_INDEX
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    lp = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    return lp * mask, mask
+from t3unlearn.data import IGNORE_INDEX  # noqa: F401 - the label of prompt and padding positions
+from t3unlearn.lm import answer_logprobs, answer_targets, answer_token_logprobs
 
 
 def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log pi(y|x), n)`` per item: the summed answer log-probability and the answer length."""
-    lp, mask = token_logprobs(logits, labels)
+    lp, mask = answer_token_logprobs(logits, labels)
     return lp.sum(-1), mask.sum(-1)
 
 
 def nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean token cross-entropy over every answer token of the batch (the usual LM loss)."""
-    lp, mask = token_logprobs(logits, labels)
+    lp, mask = answer_token_logprobs(logits, labels)
     return -lp.sum() / mask.sum().clamp_min(1)
 
 
@@ -81,13 +68,10 @@ def dpo_loss(
 
 def kl_to_ref(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``KL(p_ref || p)`` of the next-token distributions, averaged over answer positions."""
-    logits, labels = shift(logits, labels)
-    ref_logits = ref_logits[:, :-1]
-    mask = labels != IGNORE_INDEX
-    logp = torch.log_softmax(logits.float(), -1)
-    logq = torch.log_softmax(ref_logits.float(), -1)
+    logp, _, mask = answer_logprobs(logits, labels)
+    logq, _, _ = answer_logprobs(ref_logits, labels)
     kl = (logq.exp() * (logq - logp)).sum(-1)
-    return (kl * mask).sum() / mask.sum().clamp_min(1)
+    return kl.sum() / mask.sum().clamp_min(1)
 
 
 def kl_from_uniform(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -95,12 +79,11 @@ def kl_from_uniform(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
     Zero exactly when the model's next-token distribution is uniform (maximally uninformative).
     """
-    logits, labels = shift(logits, labels)
-    mask = labels != IGNORE_INDEX
-    z = logits.float()
+    mask, _ = answer_targets(labels)
+    z = logits[:, :-1][mask].float()
     ce_uniform = torch.logsumexp(z, -1) - z.mean(-1)
     kl = ce_uniform - math.log(z.shape[-1])
-    return (kl * mask).sum() / mask.sum().clamp_min(1)
+    return kl.sum() / mask.sum().clamp_min(1)
 
 
 def rmu_loss(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

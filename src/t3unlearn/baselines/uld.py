@@ -136,10 +136,11 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
         a = self.assistant(**common, past_key_values=cache.assistant if caching else None)
         logits = uld_logits(b.logits, a.logits, self.alpha)
         loss = None
-        if labels is not None:
-            loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
-            )
+        if labels is not None:  # mean NLL of the labelled tokens
+            from t3unlearn.lm import answer_token_logprobs
+
+            lp, mask = answer_token_logprobs(logits, labels.to(logits.device))
+            loss = -lp.sum() / mask.sum().clamp_min(1)
         if caching:
             cache.base, cache.assistant = b.past_key_values, a.past_key_values
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache if caching else None)

@@ -191,13 +191,13 @@ def answer_loss(model, ids, labels):
     """Mean cross-entropy over answer tokens; logits only where labels are set (right padding, causal)."""
     import torch.nn.functional as F
 
-    from t3unlearn.data import IGNORE_INDEX
+    from t3unlearn.lm import answer_targets
 
     hidden = model.model(input_ids=ids).last_hidden_state[:, :-1]
-    target = labels[:, 1:]
-    mask = target != IGNORE_INDEX
+    mask, target = answer_targets(labels)
+    # the LM head runs on the answer positions only; cross_entropy is log_softmax + gather, fused
     logits = model.lm_head(hidden[mask])
-    return F.cross_entropy(logits.float(), target[mask]), logits, target[mask]
+    return F.cross_entropy(logits.float(), target)
 
 
 # ----------------------------------------------------------------------------- model
@@ -256,7 +256,7 @@ def train_loop(model, examples, s: TrainSettings, *, epochs: int, seed: int, des
         t0, tot, n = time.perf_counter(), 0.0, 0
         for idx in batches:
             ids, labels = _collate(pool, idx, pad_id)
-            loss, _, _ = answer_loss(model, ids, labels)
+            loss = answer_loss(model, ids, labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
