@@ -194,23 +194,30 @@ def test_bad_settings_are_user_errors(random_lm):
     base, tok = random_lm
     with pytest.raises(T3Error, match="no setting"):
         train("npo", copy.deepcopy(base), tok, FORGET, RETAIN, params={"betta": 1}, progress=False)
-    with pytest.raises(T3Error, match="unknown training setting"):
+    with pytest.raises(T3Error, match="unknown key 'learning_rate'"):
         train("npo", copy.deepcopy(base), tok, FORGET, RETAIN, config={"learning_rate": 1}, progress=False)
     with pytest.raises(T3Error, match="unknown baseline"):
         train("sgd", copy.deepcopy(base), tok, FORGET, RETAIN, progress=False)
 
 
 def test_unlearn_baseline_saves_safetensors(random_lm, tmp_path):
-    from t3unlearn.baselines import unlearn_baseline
+    import json
+
+    from t3unlearn.baselines import UnlearnResult, unlearn_baseline
     from t3unlearn.lm import load_lm
 
     base, tok = random_lm
-    rec = unlearn_baseline("graddiff", copy.deepcopy(base), FORGET, RETAIN, tmp_path / "gd", tokenizer=tok,
+    res = unlearn_baseline("graddiff", copy.deepcopy(base), FORGET, RETAIN, tmp_path / "gd", tokenizer=tok,
                            config={"lr": 1e-3, "epochs": 1, "batch_size": 2, "grad_accum": 1}, progress=False)
     files = {p.name for p in (tmp_path / "gd").iterdir()}
     assert "model.safetensors" in files and "t3unlearn_baseline.json" in files
     assert not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
-    assert rec["wall_seconds"] > 0 and rec["peak_rss_mb"] > 0
+    assert isinstance(res, UnlearnResult) and res.method == "graddiff" and res.out == tmp_path / "gd"
+    assert res.cost.wall_seconds > 0 and res.cost.peak_rss_mb > 100  # the process holds torch: > 100 MB
+    assert res.cost.trainable_params == sum(p.numel() for p in base.parameters())
+    assert res.report["steps"] == 1 and res.tokenizer is tok
+    meta = json.loads((tmp_path / "gd" / "t3unlearn_baseline.json").read_text())
+    assert meta["method"] == "graddiff" and meta["cost"]["trainable_params"] == res.cost.trainable_params
     lm = load_lm(str(tmp_path / "gd"))
     assert lm.generate(["Where was Ilse Varga born?"], max_new_tokens=3)
 
@@ -292,9 +299,10 @@ def test_train_uld_end_to_end(random_lm, tmp_path):
     base, tok = random_lm
     base.save_pretrained(tmp_path / "base")
     tok.save_pretrained(tmp_path / "base")
-    rec = train_uld(str(tmp_path / "base"), FORGET, RETAIN, tmp_path / "uld", params={"alpha": 0.8},
+    res = train_uld(str(tmp_path / "base"), FORGET, RETAIN, tmp_path / "uld", params={"alpha": 0.8},
                     config={"lr": 1e-3, "epochs": 2, "batch_size": 2, "grad_accum": 1}, progress=False)
-    assert rec["assistant_layers"] == 1 and rec["trainable_params"] < sum(p.numel() for p in base.parameters())
+    assert res.report["assistant_layers"] == 1 and res.cost.trainable_params < sum(p.numel() for p in base.parameters())
+    assert res.method == "uld" and res.model.alpha == 0.8 and res.report["steps"] == 2
     lm = load_lm(str(tmp_path / "uld"))
     assert lm.model.alpha == 0.8
     scores = lm.token_scores(lm.encode([FORGET[0]["question"]], [FORGET[0]["answer"]]))

@@ -8,11 +8,11 @@ guidance (T3 with T = 1, via :mod:`t3unlearn.t3`) and logit-difference unlearnin
 
 Public API (imported lazily, so ``import t3unlearn.baselines`` does not import torch)::
 
-    unlearn_baseline(method, model, forget, retain, out, params=..., config=...)
-    train_uld(model, forget, retain, out, params=..., config=...)
+    unlearn_baseline(method, model, forget, retain, out, params=..., config=...)  -> UnlearnResult
+    train_uld(model, forget, retain, out, params=..., config=...)                 -> UnlearnResult
     ULDForCausalLM.from_pretrained(dir)
     compare(benchmark="world", split="forget10", methods=[...], seeds=3, out=DIR)
-    METHODS, TrainConfig, train(...)
+    METHODS, BaselineConfig, train(...)
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ _EXPORTS = {
     "uld_logits": "t3unlearn.baselines.uld",
     "METHODS": "t3unlearn.baselines.methods",
     "get_method": "t3unlearn.baselines.methods",
-    "TrainConfig": "t3unlearn.baselines.trainer",
+    "BaselineConfig": "t3unlearn.baselines.trainer",
+    "UnlearnResult": "t3unlearn.results",
     "train": "t3unlearn.baselines.trainer",
     "compare": "t3unlearn.baselines.compare",
     "load_compare_config": "t3unlearn.baselines.compare",

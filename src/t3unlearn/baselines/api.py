@@ -1,9 +1,12 @@
 """Run a baseline end to end: load the model and data, unlearn, save, report cost.
 
 >>> from t3unlearn.baselines import unlearn_baseline
->>> rec = unlearn_baseline("npo", "MODEL_DIR", "WORLD_DIR:forget10", "WORLD_DIR:retain90", "out/npo",
-...                        config={"lr": 1e-4, "epochs": 5})                    # doctest: +SKIP
->>> rec["wall_seconds"], rec["peak_rss_mb"], rec["trainable_params"]        # doctest: +SKIP
+>>> result = unlearn_baseline("npo", "MODEL_DIR", "WORLD_DIR:forget10", "WORLD_DIR:retain90", "out/npo",
+...                           config={"lr": 1e-4, "epochs": 5})                 # doctest: +SKIP
+>>> result.cost.wall_seconds, result.cost.peak_rss_mb, result.cost.trainable_params   # doctest: +SKIP
+>>> result.model, result.tokenizer, result.report["history"][-1]                       # doctest: +SKIP
+
+Both functions return a :class:`t3unlearn.results.UnlearnResult`, as T3's ``unlearn`` does.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from t3unlearn.errors import T3Error
+from t3unlearn.results import UnlearnResult
 
 META_NAME = "t3unlearn_baseline.json"
 
@@ -92,10 +96,8 @@ def save_model(model, tokenizer, out, meta: dict) -> Path:
     return Path(out)
 
 
-def _cost(record: dict, m) -> dict:
-    record.update(m.record())
-    record.pop("history_full", None)
-    return record
+def _paths(spec) -> str | None:
+    return str(spec) if isinstance(spec, (str, Path)) else None
 
 
 def unlearn_baseline(
@@ -110,19 +112,21 @@ def unlearn_baseline(
     config: dict | None = None,
     idk: Sequence[str] | str | None = None,
     progress: bool = True,
-) -> dict:
+) -> UnlearnResult:
     """Unlearn ``forget`` from ``model`` with a fine-tuning baseline; save to ``out`` if given.
 
     ``model``: a model directory / hub id, or an in-memory model (then pass ``tokenizer``).
     ``forget`` / ``retain``: data sources (``DIR:CONFIG``, ``tofu:CONFIG``, a .jsonl file)
-    or loaded sets. ``idk``: "I don't know" answers for IdkDPO (a list or a file); by default
-    the ``idk.jsonl`` beside the forget set, else a built-in list. Returns the training record
-    plus ``wall_seconds`` and ``peak_rss_mb`` of the unlearning step (loading and saving excluded).
+    or loaded sets. ``params``: the method's settings; ``config``: the optimization settings
+    (:class:`~t3unlearn.baselines.trainer.BaselineConfig`: lr, epochs, bf16, gradient_checkpointing, ...).
+    ``idk``: "I don't know" answers for IdkDPO (a list or a file); by default the ``idk.jsonl``
+    beside the forget set, else a built-in list. Returns an :class:`UnlearnResult` whose ``cost`` is
+    the unlearning step's (loading and saving excluded) and whose ``report`` is the training record.
     """
-    from t3unlearn.baselines.measure import Measure
     from t3unlearn.baselines.methods import get_method
     from t3unlearn.baselines.trainer import train
     from t3unlearn.data import check_disjoint
+    from t3unlearn.results import measure
 
     m = get_method(method)
     if m.name == "uld":
@@ -135,19 +139,15 @@ def unlearn_baseline(
     retain_ds = load_data(retain, "retain set")
     if forget_ds is not None and hasattr(forget_ds, "column_names") and hasattr(retain_ds, "column_names"):
         check_disjoint(forget_ds, retain_ds)
-    base_path = str(model) if isinstance(model, (str, Path)) else None
     net, tok = load_base(model, tokenizer)
-    with Measure() as meas:
+    with measure() as meas:
         record = train(m, net, tok, forget_ds, retain_ds, params=params, config=config, idk=idk, progress=progress)
-    record = _cost(record, meas)
-    record.update(base_model=base_path, forget=str(forget) if isinstance(forget, (str, Path)) else None,
-                  retain=str(retain) if isinstance(retain, (str, Path)) else None)
+    cost = meas.cost(record["trainable_params"])
+    record.update(base_model=_paths(model), forget=_paths(forget), retain=_paths(retain))
     if out is not None:
-        save_model(net, tok, out, {k: v for k, v in record.items() if k != "history"} | {"final": record["history"][-1:] })
-        record["out"] = str(out)
-    record["model"] = net
-    record["tokenizer"] = tok
-    return record
+        meta = {k: v for k, v in record.items() if k != "history"}
+        save_model(net, tok, out, {**meta, "final": record["history"][-1:], "cost": cost.to_dict()})
+    return UnlearnResult(net, tok, record, cost, Path(out) if out is not None else None, m.name)
 
 
 def train_uld(
@@ -160,19 +160,19 @@ def train_uld(
     params: dict | None = None,
     config: dict | None = None,
     progress: bool = True,
-) -> dict:
+) -> UnlearnResult:
     """Train a ULD assistant for ``model`` and (if ``out``) save the ULD model directory.
 
     ``params``: ``gamma`` (forget NLL weight), ``retain_weight`` (KL(U || p) on retain),
     ``alpha`` (inference: base - alpha * assistant), ``assistant_layers`` (``"half"``, ``"all"``
     or a number). ``model`` must be a directory (the ULD directory refers to it) unless no
-    ``out`` is given.
+    ``out`` is given. Returns an :class:`UnlearnResult` whose model is the :class:`ULDForCausalLM`.
     """
-    from t3unlearn.baselines.measure import Measure
     from t3unlearn.baselines.methods import get_method
     from t3unlearn.baselines.trainer import train
     from t3unlearn.baselines.uld import ULDForCausalLM, make_assistant
     from t3unlearn.data import check_disjoint
+    from t3unlearn.results import measure
 
     m = get_method("uld")
     params = {**m.defaults, **(params or {})}
@@ -184,16 +184,13 @@ def train_uld(
         check_disjoint(forget_ds, retain_ds)
     base, tok = load_base(model, tokenizer)
     base.requires_grad_(False)
-    with Measure() as meas:
+    with measure() as meas:
         assistant = make_assistant(base, params["assistant_layers"])
         record = train(m, assistant, tok, forget_ds, retain_ds, params=params, config=config, progress=progress)
-    record = _cost(record, meas)
-    base_path = str(Path(model).resolve()) if isinstance(model, (str, Path)) and Path(model).exists() else (str(model) if isinstance(model, (str, Path)) else None)
+    cost = meas.cost(record["trainable_params"])
+    base_path = str(Path(model).resolve()) if isinstance(model, (str, Path)) and Path(model).exists() else _paths(model)
     uld = ULDForCausalLM.from_models(base, assistant, alpha=float(params["alpha"]), base_path=base_path)
     record.update(base_model=base_path, assistant_layers=assistant.config.num_hidden_layers)
     if out is not None:
-        uld.save_pretrained(out, extra={"train": {k: v for k, v in record.items() if k != "history"}})
-        record["out"] = str(out)
-    record["model"] = uld
-    record["tokenizer"] = tok
-    return record
+        uld.save_pretrained(out, extra={"train": {k: v for k, v in record.items() if k != "history"}, "cost": cost.to_dict()})
+    return UnlearnResult(uld, tok, record, cost, Path(out) if out is not None else None, "uld")

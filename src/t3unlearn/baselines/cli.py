@@ -35,7 +35,10 @@ examples:
   t3unlearn baseline graddiff --model M --forget f.jsonl --retain r.jsonl --lr 1e-4 --epochs 5 --out gd
   t3unlearn baseline uld --model M --forget world:forget10 --retain world:retain90 --set alpha=0.5 --out uld
   t3unlearn baseline rmu ... --set steering_coeff=8 --set layer=1
-The output is a model directory (safetensors) that 't3unlearn eval --model OUT' evaluates.
+  t3unlearn baseline npo --model BIG --forget tofu:forget10 --retain tofu:retain90 --bf16 \\
+      --gradient-checkpointing --checkpoint-dir ckpt --save-steps 50 --out npo_big      an 8B model on a GPU
+The output is a model directory (safetensors) that 't3unlearn eval --model OUT' evaluates. Training is
+transformers.Trainer: 'accelerate launch -m t3unlearn baseline ...' runs it on several GPUs.
 """
 
 
@@ -81,15 +84,24 @@ def register(sub) -> None:
     b.add_argument("--forget", default=None, help="forget set (world:forget10, DIR:CONFIG, file.jsonl)")
     b.add_argument("--retain", required=True, help="retain set")
     b.add_argument("--out", required=True, help="output directory")
-    b.add_argument("--lr", type=float, default=None)
-    b.add_argument("--epochs", type=int, default=None)
-    b.add_argument("--batch-size", type=int, default=None)
-    b.add_argument("--grad-accum", type=int, default=None)
-    b.add_argument("--seed", type=int, default=0)
     b.add_argument("--idk", default=None, help="IdkDPO: file of 'I don't know' answers (default: idk.jsonl beside the forget set)")
-    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method setting, e.g. beta=0.2 (repeatable)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method setting, e.g. beta=0.2 (repeatable; see docs/baselines.md for each method's)")
+    t = b.add_argument_group("training (transformers.Trainer; defaults: the reference framework's for 8B models)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate [1e-5]")
+    t.add_argument("--epochs", type=int, default=None, help="passes over the forget set [10]")
+    t.add_argument("--batch-size", type=int, default=None, help="items per forward pass and device [8]")
+    t.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps [4]")
+    t.add_argument("--seed", type=int, default=0, help="[0]")
+    t.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPUs that have it)")
+    t.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations: less memory, more time")
+    t.add_argument("--deepspeed", default=None, metavar="FILE", help="a DeepSpeed config (launch with 'accelerate launch')")
+    t.add_argument("--checkpoint-dir", default=None, metavar="DIR", help="save checkpoints (safetensors) here, with --save-steps")
+    t.add_argument("--save-steps", type=int, default=None, metavar="N", help="a checkpoint every N optimizer steps")
+    t.add_argument("--train-config", default=None, metavar="FILE",
+                   help="a JSON object of training settings (any BaselineConfig field; see docs/baselines.md)")
     b.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
-    b.add_argument("--quiet", action="store_true")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=run_baseline)
 
 
@@ -148,6 +160,22 @@ def _parse_value(text: str):
         return text
 
 
+def _check_out(path) -> None:
+    """Refuse to replace a directory that is not a previous baseline's output (it is replaced whole)."""
+    from pathlib import Path
+
+    from t3unlearn.baselines.api import META_NAME
+    from t3unlearn.baselines.uld import CONFIG_NAME as ULD_CONFIG
+    from t3unlearn.errors import T3Error
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise T3Error(f"{out} is a file; give a directory.", option="out")
+    if out.is_dir() and any(out.iterdir()) and not ((out / META_NAME).is_file() or (out / ULD_CONFIG).is_file()):
+        raise T3Error(f"{out} is a non-empty directory that is not a baseline's output; choose a new or empty directory.",
+                      option="out")
+
+
 def run_baseline(args) -> int:
     from t3unlearn.baselines.api import unlearn_baseline
     from t3unlearn.baselines.methods import get_method
@@ -162,19 +190,33 @@ def run_baseline(args) -> int:
         if not sep or not key:
             raise T3Error(f"--set takes KEY=VALUE, not {item!r}.")
         params[key.strip()] = _parse_value(value.strip())
-    config = {"seed": args.seed}
-    for key in ("lr", "epochs", "batch_size", "grad_accum"):
+    config = {}
+    if args.train_config:
+        from t3unlearn.io import load_json
+
+        config = load_json(args.train_config)
+        if not isinstance(config, dict):
+            raise T3Error(f"{args.train_config} must hold a JSON object of training settings, e.g. {{\"lr\": 1e-4}}.")
+    config["seed"] = args.seed
+    for key in ("lr", "epochs", "batch_size", "grad_accum", "deepspeed", "checkpoint_dir", "save_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
+    for key in ("bf16", "gradient_checkpointing"):
+        if getattr(args, key):
+            config[key] = True
+    _check_out(args.out)
     from t3unlearn.benchmarks import resolve_data, resolve_model
     from t3unlearn.io import torch_threads
 
     with torch_threads(args.threads, log=None if args.quiet else print):
         forget = resolve_data(args.forget) if args.forget else None
-        rec = unlearn_baseline(m.name, resolve_model(args.model, log=print), forget, resolve_data(args.retain), args.out,
-                               params=params, config=config, idk=args.idk, progress=not args.quiet)
-    last = rec["history"][-1] if rec["history"] else {}
-    print(f"{m.title}: {rec['steps']} steps in {rec['wall_seconds']:.1f}s, peak RSS {rec['peak_rss_mb']:.0f} MB, "
-          f"{rec['trainable_params']:,} trainable parameters; final " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)))
-    print(f"saved {rec['out']}")
+        result = unlearn_baseline(m.name, resolve_model(args.model, log=print), forget, resolve_data(args.retain), args.out,
+                                  params=params, config=config, idk=args.idk, progress=not args.quiet)
+    rep, cost = result.report, result.cost
+    last = rep["history"][-1] if rep["history"] else {}
+    peak = "n/a" if cost.peak_rss_mb is None else f"{cost.peak_rss_mb:.0f} MB"
+    print(f"{m.title}: {rep['steps']} steps in {cost.wall_seconds:.1f}s, peak RSS {peak}, "
+          f"{cost.trainable_params:,} trainable parameters; final "
+          + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float) and k != "lr"))
+    print(f"saved {result.out}")
     return 0

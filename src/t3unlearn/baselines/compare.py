@@ -106,18 +106,18 @@ def load_compare_config(path: str | os.PathLike | None = None) -> dict:
 
 
 def _validate_config(cfg: dict, where) -> None:
-    from t3unlearn.baselines.trainer import TrainConfig
+    from t3unlearn.baselines.trainer import BaselineConfig
 
     sel = cfg.get("selection", {})
     if sel.get("metric", "forget_Q_A_Prob") in ("forget_quality", "privleak"):
         raise T3Error(f"{where}: the selection metric may not use the retain model's forget-set results (forget_quality, privleak).")
-    TrainConfig.from_dict(cfg.get("train", {}))
+    BaselineConfig.from_dict(cfg.get("train", {}))
     for name, entry in cfg["methods"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("sweep", []), list):
             raise T3Error(f"{where}: method {name!r} needs an object with 'params', 'train' and a 'sweep' list.")
         for setting in method_settings(cfg, name):
             if name not in ("t3", "cg"):
-                TrainConfig.from_dict(setting["train"])
+                BaselineConfig.from_dict(setting["train"])
 
 
 _TRAIN_KEYS: set[str] | None = None
@@ -126,9 +126,9 @@ _TRAIN_KEYS: set[str] | None = None
 def _train_keys() -> set[str]:
     global _TRAIN_KEYS
     if _TRAIN_KEYS is None:
-        from t3unlearn.baselines.trainer import TrainConfig
+        from t3unlearn.baselines.trainer import BaselineConfig
 
-        _TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
+        _TRAIN_KEYS = {f.name for f in fields(BaselineConfig)}
     return _TRAIN_KEYS
 
 
@@ -224,20 +224,20 @@ def _t3_model(spec: dict, base, tokenizer, forget, retain):
 
 
 def _t3_head(spec, art, base, tokenizer, forget, retain, head_kw):
-    from t3unlearn.baselines.measure import Measure
     from t3unlearn.io import save_json
+    from t3unlearn.results import measure
     from t3unlearn.t3 import unlearn
 
     p = spec["params"]
     cost = _artifact_cost(art)
     if cost is None:
-        with Measure() as m:
+        with measure() as m:
             result = unlearn(
                 base, tokenizer, forget, retain, temperature=p.get("temperature", 2.5), scale=p.get("scale", 1.0),
                 seed=spec["seed"], cache=False, progress=spec["progress"], max_length=spec["max_length"], **head_kw,
             )
         result.model.save_pretrained(art)
-        cost = {**m.record(), "trainable_params": _num_params(result.model.head),
+        cost = {**m.cost(_num_params(result.model.head)).to_dict(),
                 "report": {k: v for k, v in result.report.items() if isinstance(v, (int, float, str, bool))}}
         save_json(art / "cost.json", cost)
     return cost
@@ -264,9 +264,9 @@ def _train_uld_artifact(spec, art, forget, retain, p, alpha, train):
     from t3unlearn.baselines.api import train_uld
     from t3unlearn.io import save_json
 
-    rec = train_uld(spec["model"], forget, retain, art, params={**p, "alpha": alpha}, config=train, progress=spec["progress"])
-    cost = {k: rec[k] for k in ("wall_seconds", "peak_rss_mb", "rss_start_mb", "trainable_params", "steps")}
-    cost["final"] = rec["history"][-1] if rec["history"] else {}
+    res = train_uld(spec["model"], forget, retain, art, params={**p, "alpha": alpha}, config=train, progress=spec["progress"])
+    cost = {**res.cost.to_dict(), "steps": res.report["steps"],
+            "final": res.report["history"][-1] if res.report["history"] else {}}
     save_json(art / "cost.json", cost)
     return cost
 
@@ -274,9 +274,9 @@ def _train_uld_artifact(spec, art, forget, retain, p, alpha, train):
 def _finetuned(spec: dict, forget, retain):
     """A fine-tuning baseline's model: trained once per (method, setting, seed), cached as an artifact."""
     from t3unlearn.baselines.api import load_base, load_idk, save_model
-    from t3unlearn.baselines.measure import Measure
     from t3unlearn.baselines.trainer import train
     from t3unlearn.io import fingerprint, save_json
+    from t3unlearn.results import measure
 
     method, seed = spec["method"], int(spec["seed"])
     start = spec["pretrained"] if method == "retrain" else spec["model"]
@@ -292,10 +292,10 @@ def _finetuned(spec: dict, forget, retain):
             return net.eval(), tok, cost
         net, tok = load_base(start)
         idk = load_idk(spec["idk"]) if spec.get("idk") else None
-        with Measure() as m:
+        with measure() as m:
             rec = train(method, net, tok, forget, retain, params=spec["params"],
                         config={**spec["train"], "seed": seed, "max_length": spec["max_length"]}, idk=idk, progress=spec["progress"])
-        cost = {**m.record(), "trainable_params": rec["trainable_params"], "steps": rec["steps"],
+        cost = {**m.cost(rec["trainable_params"]).to_dict(), "steps": rec["steps"],
                 "final": rec["history"][-1] if rec["history"] else {}}
         save_model(net, tok, art, {k: v for k, v in rec.items() if k != "history"})
         save_json(art / "cost.json", cost)
