@@ -19,22 +19,28 @@ def tiny_models(tiny_world, random_lm, tmp_path_factory):
     return tiny_world, root
 
 
-def _fast_config(tmp_path):
-    from t3unlearn.baselines.compare import load_compare_config
+FAST = {
+    "eval": {"batch_size": 32, "max_new_tokens": 4},
+    "train": {"epochs": 1, "batch_size": 16, "grad_accum": 1},
+    "isolate": False,
+    "methods": {
+        "graddiff": {"params": {}, "train": {"lr": 1e-4}, "sweep": [{"lr": 1e-4}, {"lr": 1e-3}]},
+        "uld": {"params": {"alpha": 1.0}, "train": {"lr": 1e-3}, "sweep": []},
+        "t3": {"params": {"temperature": 2.5, "hidden_size": 4, "epochs": 2, "batch_size": 8}, "sweep": []},
+        "cg": {"params": {"temperature": 1.0, "hidden_size": 4, "epochs": 2, "batch_size": 8}, "sweep": []},
+    },
+}
 
-    cfg = load_compare_config()
-    cfg["eval"] = {"batch_size": 32, "max_new_tokens": 4}
-    cfg["train"] = {"epochs": 1, "batch_size": 16, "grad_accum": 1}
-    cfg["isolate"] = False
-    cfg["methods"]["graddiff"] = {"params": {}, "train": {"lr": 1e-4}, "sweep": [{"lr": 1e-4}, {"lr": 1e-3}]}
-    cfg["methods"]["uld"] = {"params": {"alpha": 1.0}, "train": {"lr": 1e-3}, "sweep": []}
+
+def _fast_config(tmp_path, **changes):
     path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
+    path.write_text(json.dumps({**FAST, **changes}))
     return path
 
 
 def test_compare_end_to_end_and_resume(tiny_models, tmp_path, monkeypatch, capsys):
-    from t3unlearn.baselines import compare as C
+    from t3unlearn.baselines.compare import doc_markers, select_setting, units
+    from t3unlearn.baselines.compare.config import Selection
     from t3unlearn.cli import main
 
     world, models = tiny_models
@@ -51,52 +57,114 @@ def test_compare_end_to_end_and_resume(tiny_models, tmp_path, monkeypatch, capsy
     gd = rep["rows"][1]
     assert gd["seeds"] == [0] and gd["forget_quality"][0] is not None and gd["trainable_params"] > 0
     assert gd["wall_seconds"][0] > 0 and gd["peak_rss_mb"][0] > 0
-    assert len(rep["sweeps"]["graddiff"]) == 2 and rep["chosen"]["graddiff"] in (0, 1)
-    assert set(rep["sweeps"]["graddiff"][0]["summary"]) == {"forget_Q_A_Prob", "retain_Q_A_Prob"}  # quick evaluation
+    sweep = rep["sweeps"]["graddiff"]
+    assert [s["setting"] for s in sweep] == ["lr=0.0001", "lr=0.001"]
+    assert set(sweep[0]["summary"]) == {"forget_Q_A_Prob", "retain_Q_A_Prob"}  # quick evaluation
+    # the chosen setting is the rule's choice on the recorded sweep, and the row runs it
+    full_quick = json.loads(next((tmp_path / "cmp" / "forget10" / "runs" / "full").glob("*-quick/record.json")).read_text())
+    expect = select_setting(sweep, full_quick["summary"]["retain_Q_A_Prob"], Selection())
+    assert rep["chosen"]["graddiff"] == expect and gd["setting"] == sweep[expect]["setting"]
     assert "uld" not in rep["sweeps"]  # one setting: no sweep
     assert (tmp_path / "cmp" / "forget10" / "fq_vs_mu_forget10.png").stat().st_size > 1000
     doc = (tmp_path / "comparison.md").read_text()
-    assert C.doc_markers("forget10")[0] in doc and "t3unlearn compare" in doc and "comparison_forget10.png" in doc
+    assert doc_markers("forget10")[0] in doc and "t3unlearn compare" in doc and "comparison_forget10.png" in doc
     assert (tmp_path / "comparison_forget10.png").is_file()
+    # the fine-tuned weights were only kept between the sweep and the evaluation
+    arts = tmp_path / "cmp" / "forget10" / "artifacts"
+    assert list(arts.glob("graddiff-*/cost.json")) and not list(arts.glob("graddiff-*/model.safetensors"))
 
     # a rerun resumes from the cached records: nothing is executed again
     def boom(spec):
-        raise AssertionError(f"re-ran {spec['label']}")
+        raise AssertionError(f"re-ran {spec.method}")
 
-    monkeypatch.setattr(C, "execute_unit", boom)
+    monkeypatch.setattr(units, "execute_unit", boom)
+    assert main(argv) == 0
+
+
+@pytest.mark.slow
+def test_compare_t3_and_cg_isolated_in_parallel(tiny_models, tmp_path, monkeypatch, capsys):
+    """t3 and cg share one head; every unit runs in its own process; --jobs 2 runs two at once, each with at
+    most cores/2 torch threads; a rerun starts no process."""
+    import os
+
+    from t3unlearn.baselines.compare import units
+    from t3unlearn.cli import main
+
+    world, models = tiny_models
+    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
+    cfg = _fast_config(tmp_path, isolate=True)
+    argv = ["compare", "--world", str(world), "--model", str(models / "full"), "--retain-model", str(models / "retain"),
+            "--methods", "t3,cg,graddiff", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path / "cmp"),
+            "--quiet", "--jobs", "2"]
+    assert main(argv) == 0
+    assert "| T3 |" in capsys.readouterr().out
+    out = tmp_path / "cmp" / "forget10"
+    recs = {p.parent.parent.name + "/" + p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/*/record.json")}
+    assert len(recs) == 7  # quick: full + graddiff x2; full: full, t3, cg, graddiff
+    pids = {r["process"]["pid"] for r in recs.values()}
+    assert len(pids) == 7 and os.getpid() not in pids  # every unit in its own process
+    assert all(r["process"]["torch_threads"] <= max(1, (os.cpu_count() or 1) // 2) for r in recs.values())
+    spans = sorted((r["process"]["started"], r["process"]["finished"]) for r in recs.values())
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))  # two ran at the same time
+    t3 = next(r for r in recs.values() if r["method"] == "t3")
+    cg = next(r for r in recs.values() if r["method"] == "cg")
+    assert t3["cost"]["artifact"] == cg["cost"]["artifact"]  # one head, two temperatures
+    assert t3["cost"]["trainable_params"] > 0 and t3["cost"]["peak_rss_mb"] > 100  # measured in the unit's process
+    assert t3["summary"]["forget_Q_A_Prob"] != cg["summary"]["forget_Q_A_Prob"]  # T = 2.5 vs T = 1
+    rep = json.loads((out / "compare.json").read_text())
+    assert [r["method"] for r in rep["rows"]] == ["full", "t3", "cg", "graddiff"]
+
+    def boom(*a, **k):
+        raise AssertionError("a finished unit was started again")
+
+    monkeypatch.setattr(units.subprocess, "run", boom)
     assert main(argv) == 0
 
 
 def test_selection_rule_ignores_forget_quality():
     from t3unlearn.baselines.compare import select_setting
+    from t3unlearn.baselines.compare.config import Selection
 
     def rec(fprob, mu, fq):
         return {"summary": {"forget_Q_A_Prob": fprob, "retain_Q_A_Prob": mu, "forget_quality": fq}}
 
-    sel = {"metric": "forget_Q_A_Prob", "utility_metric": "retain_Q_A_Prob", "utility_tolerance": 0.05}
+    sel = Selection(metric="forget_Q_A_Prob", utility_metric="retain_Q_A_Prob", utility_tolerance=0.05)
     recs = [rec(0.5, 0.60, 1e-3), rec(0.1, 0.57, 1e-9), rec(0.01, 0.40, 0.9)]
     assert select_setting(recs, 0.60, sel) == 1  # lowest forget prob within 0.05 of the full utility
     assert select_setting([rec(0.1, 0.3, 0.5), rec(0.2, 0.4, 0.1)], 0.60, sel) == 1  # none in band: best utility
 
 
 def test_config_override_and_validation(tmp_path):
-    from t3unlearn.baselines.compare import load_compare_config, method_settings
-    from t3unlearn.errors import T3Error
+    from t3unlearn.baselines.compare import load_compare_config
+    from t3unlearn.errors import ConfigError
 
     user = tmp_path / "c.json"
     user.write_text(json.dumps({"methods": {"npo": {"params": {"beta": 0.2}, "train": {"lr": 1e-3}, "sweep": [{"lr": 1e-4}, {"beta": 0.5}]}}}))
     cfg = load_compare_config(user)
-    s = method_settings(cfg, "npo")
-    assert s[0]["train"]["lr"] == 1e-4 and s[0]["params"]["beta"] == 0.2
-    assert s[1]["train"]["lr"] == 1e-3 and s[1]["params"]["beta"] == 0.5
-    assert s[0]["train"]["epochs"] == cfg["train"]["epochs"]
-    assert method_settings(cfg, "graddiff")  # untouched methods keep their defaults
-    user.write_text(json.dumps({"methods": {"sgd": {}}}))
-    with pytest.raises(T3Error, match="unknown method"):
-        load_compare_config(user)
-    user.write_text(json.dumps({"selection": {"metric": "forget_quality"}}))
-    with pytest.raises(T3Error, match="retain model"):
-        load_compare_config(user)
+    s = cfg.settings("npo")
+    assert s[0].train["lr"] == 1e-4 and s[0].params["beta"] == 0.2
+    assert s[1].train["lr"] == 1e-3 and s[1].params["beta"] == 0.5
+    assert s[0].train["epochs"] == cfg.train["epochs"]
+    assert len(cfg.settings("graddiff")) == 3  # untouched methods keep their defaults
+    bad = [
+        ({"methods": {"sgd": {}}}, "unknown method 'sgd'"),
+        ({"selection": {"metric": "forget_quality"}}, "peek at the oracle"),
+        ({"selection": {"utility_tolerence": 0.1}}, "unknown key 'utility_tolerence' .did you mean 'utility_tolerance'"),
+        ({"selection": {"utility_tolerance": "0.1"}}, "utility_tolerance must be a number"),
+        ({"selection": {"metric": "model_utility"}}, "not computed by the 'quick' evaluation"),
+        ({"retain_subset": 0}, "retain_subset must be"),
+        ({"trheads": 1}, "unknown key 'trheads' .did you mean 'threads'"),
+        ({"train": {"learning_rate": 1e-4}}, "unknown key 'learning_rate'"),
+        ({"methods": {"npo": {"params": {"betta": 1}}}}, r"methods.npo.params: unknown key 'betta' .did you mean 'beta'"),
+        ({"methods": {"npo": {"sweep": [{"lrr": 1e-4}]}}}, r"methods.npo.sweep\[0\]: unknown key 'lrr'"),
+        ({"methods": {"t3": {"params": {"temprature": 2.0}}}}, "unknown key 'temprature' .did you mean 'temperature'"),
+        ({"methods": {"npo": {"train": {"lr": -1}}}}, "lr must be > 0"),
+        ({"eval": {"batch_size": 0}}, "must be >= 1"),
+    ]
+    for body, message in bad:
+        user.write_text(json.dumps(body))
+        with pytest.raises(ConfigError, match=message):
+            load_compare_config(user)
 
 
 def test_compare_user_errors(tmp_path):

@@ -64,7 +64,9 @@ def register(sub) -> None:
     p.add_argument("--retain-model", default=None, help="the oracle (default: the world's retainXX model)")
     p.add_argument("--pretrained", default=None, help="base to retrain from when no retain model is given")
     p.add_argument("--doc", default=None, help="also write the tables and plots into this markdown file (generated section)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (default: torch's; use 1 on a busy machine)")
+    p.add_argument("--threads", default=None,
+                   help="torch CPU threads of each run: a number, 0 (torch's default) or auto: the cores not busy, "
+                        "at most cores/JOBS per run (default: the config's threads, else auto)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes; default 1)")
     p.add_argument("--in-process", action="store_true", help="run every unit in this process (faster start; peak memory then not per run)")
     p.add_argument("--keep-models", action="store_true", help="also save each fine-tuned model (safetensors) in its run directory")
@@ -106,7 +108,7 @@ def register(sub) -> None:
 
 
 def _all_methods():
-    from t3unlearn.baselines.compare import ALL_METHODS
+    from t3unlearn.baselines.compare.config import ALL_METHODS
 
     return ALL_METHODS
 
@@ -114,29 +116,36 @@ def _all_methods():
 def run_compare(args) -> int:
     from pathlib import Path
 
-    from t3unlearn.baselines.compare import DEFAULT_CONFIG, compare, write_doc
+    from t3unlearn.baselines.compare import DEFAULT_CONFIG, compare, load_compare_config, unit_threads, write_doc
     from t3unlearn.errors import T3Error
+    from t3unlearn.io import torch_threads
 
     if args.print_config:
         sys.stdout.write(Path(DEFAULT_CONFIG).read_text(encoding="utf-8"))
         return 0
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
     if not splits:
-        raise T3Error("--split is empty; give e.g. forget10.")
-    if (args.model or args.retain_model) and len(splits) > 1 and args.retain_model:
-        raise T3Error("--retain-model belongs to one split; run one split at a time with it.")
+        raise T3Error("is empty; give e.g. forget10.", option="split")
+    if args.retain_model and len(splits) > 1:
+        raise T3Error("belongs to one split; run one split at a time with it.", option="retain_model")
+    if args.jobs < 1:
+        raise T3Error(f"must be >= 1, not {args.jobs}.", option="jobs")
+    cfg = load_compare_config(args.config)
+    setting = args.threads if args.threads is not None else cfg.threads
+    isolate = cfg.isolate and not args.in_process
     reports = []
-    for split in splits:
-        rep = compare(
-            args.benchmark, split, args.methods.split(","), args.seeds, args.config, args.out,
-            world=args.world, model=args.model, retain_model=args.retain_model, pretrained=args.pretrained,
-            isolate=False if args.in_process else None, keep_models=args.keep_models, progress=not args.quiet,
-            threads=args.threads, jobs=args.jobs,
-        )
-        print()
-        print(rep["markdown"])
-        print(f"table: {Path(args.out) / split / 'compare.md'}   plot: {rep['plot']}")
-        reports.append(rep)
+    # this process's own threads (the reference evaluation, units run here): the units' share of the machine
+    with torch_threads(unit_threads(setting, args.jobs if isolate else 1)[0] or 0):
+        for split in splits:
+            rep = compare(
+                args.benchmark, split, args.methods.split(","), args.seeds, cfg, args.out,
+                world=args.world, model=args.model, retain_model=args.retain_model, pretrained=args.pretrained,
+                isolate=isolate, keep_models=args.keep_models, progress=not args.quiet, threads=setting, jobs=args.jobs,
+            )
+            print()
+            print(rep["markdown"])
+            print(f"table: {Path(args.out) / split / 'compare.md'}   plot: {rep['plot']}")
+            reports.append(rep)
     if args.doc:
         cmd = "t3unlearn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("t3unlearn") else _reconstruct(args)
         print(f"wrote {write_doc(args.doc, reports, cmd)}")

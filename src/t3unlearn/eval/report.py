@@ -9,6 +9,7 @@ point per model, the retain model as the reference).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -60,14 +61,23 @@ def is_retain(res: EvalResults) -> bool:
     return bool(re.search(r"retain\d*", res.name, re.IGNORECASE))
 
 
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None) -> str:
+    """A markdown table. ``align``: one letter per column, ``l`` / ``r`` / ``c`` (default: the first
+    column left, the others right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = {"l": "---", "r": "---:", "c": ":---:"}
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
 def markdown_table(results: Sequence[EvalResults], columns: Sequence[str]) -> str:
     """A markdown table: one row per results, one column per metric."""
-    head = ["model", *(LABELS.get(c, c) for c in columns)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|"]
+    rows = []
     for res in results:
         name = res.name + (" (retain)" if is_retain(res) and "retain" not in res.name.lower() else "")
-        lines.append("| " + " | ".join([name, *(fmt(c, res.agg(c)) for c in columns)]) + " |")
-    return "\n".join(lines)
+        rows.append([name, *(fmt(c, res.agg(c)) for c in columns)])
+    return table(["model", *(LABELS.get(c, c) for c in columns)], rows)
 
 
 def single_table(res: EvalResults) -> str:
@@ -109,48 +119,90 @@ def report_markdown(results: Sequence[EvalResults]) -> str:
     return "\n".join(parts) + "\n"
 
 
+@dataclass
+class PlotPoint:
+    """One model on the forget-quality vs model-utility plot. ``reference``: the retain model (a star and a
+    dashed utility line); ``start``: the model unlearning starts from (a grey cross); ``fq_range``: a
+    horizontal bar from the lowest to the highest forget quality (over seeds)."""
+
+    name: str
+    fq: float | None
+    mu: float | None
+    reference: bool = False
+    start: bool = False
+    fq_range: tuple[float | None, float | None] | None = None
+
+
 def plot_fq_mu(results: Sequence[EvalResults], path: str | Path) -> Path:
     """Scatter of forget quality (log x) vs model utility, labelled, the retain model starred."""
+    points = []
+    for r in results:
+        ref = is_retain(r)
+        suffix = ((" (reference)" if "retain" in r.name.lower() else " (retain, reference)") if ref else "")
+        points.append(PlotPoint(r.name + suffix, r.agg("forget_quality"), r.agg("model_utility"), reference=ref))
+    return plot_points(points, path)
+
+
+def plot_points(points: Sequence[PlotPoint], path: str | Path, *, title: str = "TOFU: forget quality vs model utility",
+                legend: bool = False) -> Path:
+    """Forget quality (log x, the FQ = 0.05 line) against model utility, one marker per point, written
+    atomically to ``path`` (png). Points are labelled beside their marker, or with ``legend`` (many
+    points) by distinct markers and a legend to the right."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [(r, r.agg("forget_quality"), r.agg("model_utility")) for r in results]
-    ok = [(r, fq, mu) for r, fq, mu in pts if fq is not None and mu is not None]
-    missing = [r.name for r, fq, mu in pts if fq is None or mu is None]
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.8), dpi=150)
     floor = 1e-300
-    xs = [max(fq, floor) for _, fq, _ in ok]
-    lo = min(xs + [1e-3]) / 10
-    hi = 10.0
+    ok = [p for p in points if p.fq is not None and p.mu is not None]
+    missing = [p.name for p in points if p.fq is None or p.mu is None]
+    fig, ax = plt.subplots(figsize=(7.2 if legend else 7.0, 4.8), dpi=150)
+    xs = [max(p.fq, floor) for p in ok]
+    lo, hi = min(xs + [1e-3]) / 10, (3.0 if legend else 10.0)
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
-    ax.axvspan(FQ_THRESHOLD, hi, color="tab:green", alpha=0.08, lw=0)
     ax.axvline(FQ_THRESHOLD, color="tab:green", ls=":", lw=1)
-    ax.text(
-        FQ_THRESHOLD, 0.015, f"FQ = {FQ_THRESHOLD} ", color="tab:green", fontsize=7, ha="right", va="bottom",
-        transform=ax.get_xaxis_transform(),
-    )  # fmt: skip
-    mus = [mu for _, _, mu in ok]
-    ax.set_ylim(0, min(1.05, max(mus + [0.1]) * 1.2 + 0.02))
+    if not legend:
+        ax.axvspan(FQ_THRESHOLD, hi, color="tab:green", alpha=0.08, lw=0)
+        ax.text(
+            FQ_THRESHOLD, 0.015, f"FQ = {FQ_THRESHOLD} ", color="tab:green", fontsize=7, ha="right", va="bottom",
+            transform=ax.get_xaxis_transform(),
+        )  # fmt: skip
+        ax.set_ylim(0, min(1.05, max([p.mu for p in ok] + [0.1]) * 1.2 + 0.02))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "osD^vP<>Xhp"
     ci = 0
-    for r, fq, mu in ok:
-        x = max(fq, floor)
-        if is_retain(r):
-            ax.axhline(mu, color="0.5", ls="--", lw=0.8, zorder=1)
-            ax.scatter([x], [mu], marker="*", s=240, color="black", zorder=3)
-        else:
-            ax.scatter([x], [mu], s=60, color=colors[ci % len(colors)], edgecolor="black", lw=0.5, zorder=3)
-            ci += 1
-    labels = [(r.name + ((" (reference)" if "retain" in r.name.lower() else " (retain, reference)") if is_retain(r) else ""), max(fq, floor), mu) for r, fq, mu in ok]
-    _place_labels(fig, ax, sorted(labels, key=lambda t: not t[0].endswith("reference)")))  # reference first
-    ax.set_xlabel("forget quality: KS p-value vs the retain model (log scale; higher is better)")
-    ax.set_ylabel("model utility (higher is better)")
-    ax.set_title("TOFU: forget quality vs model utility", fontsize=11)
-    ax.grid(True, which="major", alpha=0.3)
+    for p in ok:
+        x = max(p.fq, floor)
+        label = p.name if legend else None
+        if p.reference:
+            ax.axhline(p.mu, color="0.5" if not legend else "0.6", ls="--", lw=0.8, zorder=1)
+            ax.scatter([x], [p.mu], marker="*", s=260 if legend else 240, color="black", zorder=3 if not legend else 4,
+                       label=label)
+            continue
+        color = "0.45" if p.start else colors[ci % len(colors)]
+        if p.fq_range and p.fq_range[0] is not None and p.fq_range[1] is not None and p.fq_range[1] > p.fq_range[0]:
+            ax.plot([max(p.fq_range[0], floor), p.fq_range[1]], [p.mu, p.mu], color=color, lw=1.2, alpha=0.7, zorder=2)
+        if p.start:
+            ax.scatter([x], [p.mu], marker="x", s=70, color=color, zorder=3, label=label)
+            continue
+        marker = markers[ci % len(markers)] if legend else "o"
+        ax.scatter([x], [p.mu], marker=marker, s=70 if legend else 60, color=color, edgecolor="black", lw=0.5, zorder=3,
+                   label=label)
+        ci += 1
+    if legend:
+        ax.set_xlabel("forget quality (KS p-value vs the oracle; log scale) → better")
+        ax.set_ylabel("model utility → better")
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    else:
+        labels = [(p.name, max(p.fq, floor), p.mu) for p in ok]
+        _place_labels(fig, ax, sorted(labels, key=lambda t: not t[0].endswith("reference)")))  # reference first
+        ax.set_xlabel("forget quality: KS p-value vs the retain model (log scale; higher is better)")
+        ax.set_ylabel("model utility (higher is better)")
+        ax.set_title(title, fontsize=11)
+        ax.grid(True, which="major", alpha=0.3)
     if missing:
         fig.text(0.01, 0.01, "not plotted (no forget quality): " + ", ".join(missing), fontsize=7, color="0.3")
     fig.tight_layout()

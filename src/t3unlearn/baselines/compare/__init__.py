@@ -1,0 +1,67 @@
+"""``t3unlearn compare``: run every method on one benchmark split, evaluate, tabulate, plot.
+
+Every method ends as a causal LM behind :class:`t3unlearn.lm.CausalLM` and is scored by the
+one evaluation runner (:func:`t3unlearn.eval.runner.evaluate`); forget quality and privleak
+are against the retain (oracle) model's results on the same split.
+
+Plan per method (settings from a JSON config; the packaged default is ``compare_default.json``):
+
+1. **sweep** — each setting of the method's ``sweep`` list is run with the first seed and scored
+   by a *quick* evaluation (teacher-forced only: forget ``Q_A_Prob`` on forgetXX, retain
+   ``Q_A_Prob`` on retain_perturbed; ``selection.eval: "full"`` uses the whole evaluation);
+2. **select** — the setting with the lowest forget ``Q_A_Prob`` among those whose retain
+   ``Q_A_Prob`` is at least the full model's minus ``utility_tolerance`` (0.05); if none keeps
+   that much, the one with the highest retain ``Q_A_Prob``. The rule never looks at the retain
+   model's results on the forget set (so not at forget quality or privleak);
+3. **evaluate** — the selected setting, with every seed, gets the full TOFU evaluation; the
+   table reports mean ± std over seeds.
+
+Data: every method trains on the forget set and the same seeded retain subset, as large as the
+forget set (``retain_subset: "forget"``; ``null`` for the whole retain set) — one retain item
+per forget item is what each method's pairing uses per epoch anyway.
+
+Every (method, setting, seed, evaluation) is a *unit* cached under ``OUT/SPLIT/runs/METHOD/ID/``:
+a rerun resumes where it stopped, and ``jobs`` units run side by side, each in its own process.
+
+Modules: :mod:`.config` (the strict settings), :mod:`.units` (one unit, the shared artifacts, the
+unit's process), :mod:`.selection` (choosing a sweep setting, aggregating seeds), :mod:`.report`
+(tables, verdict, plot, the ``--doc`` sections), :mod:`.driver` (:func:`compare`).
+"""
+
+from __future__ import annotations
+
+from t3unlearn.baselines.compare.config import (
+    ALL_METHODS,
+    DEFAULT_CONFIG,
+    FINETUNE,
+    INFERENCE_METHODS,
+    CompareConfig,
+    Setting,
+    load_compare_config,
+)
+
+_LAZY = {
+    "compare": "t3unlearn.baselines.compare.driver",
+    "unit_threads": "t3unlearn.baselines.compare.driver",
+    "UnitSpec": "t3unlearn.baselines.compare.units",
+    "execute_unit": "t3unlearn.baselines.compare.units",
+    "run_unit": "t3unlearn.baselines.compare.units",
+    "quick_scores": "t3unlearn.baselines.compare.units",
+    "select_setting": "t3unlearn.baselines.compare.selection",
+    "aggregate": "t3unlearn.baselines.compare.selection",
+    "TITLES": "t3unlearn.baselines.compare.selection",
+    "markdown_table": "t3unlearn.baselines.compare.report",
+    "write_doc": "t3unlearn.baselines.compare.report",
+    "doc_markers": "t3unlearn.baselines.compare.report",
+}
+
+__all__ = ["ALL_METHODS", "CompareConfig", "DEFAULT_CONFIG", "FINETUNE", "INFERENCE_METHODS", "Setting",
+           "load_compare_config", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 't3unlearn.baselines.compare' has no attribute {name!r}")

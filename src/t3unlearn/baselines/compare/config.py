@@ -1,0 +1,243 @@
+"""``t3unlearn compare``'s settings: strict dataclasses read from the packaged ``compare_default.json`` and a
+user file laid over it.
+
+Merging: a user file's top-level keys replace the defaults', except ``selection``, ``eval`` and ``train``,
+whose keys are merged into the defaults'; a method entry given there replaces the default entry of that
+method. Every key is checked: a typo (``utility_tolerence``) is an error naming the known keys, and so is a
+value of the wrong type or out of range; keys starting with ``_`` are comments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from t3unlearn.errors import ConfigError
+from t3unlearn.eval.metrics import UTILITY_PARTS
+from t3unlearn.settings import check_keys, check_types, from_dict
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "compare_default.json"
+ALL_METHODS = ("t3", "cg", "uld", "gradascent", "graddiff", "npo", "simnpo", "idkdpo", "rmu", "retrain")
+INFERENCE_METHODS = ("t3", "cg", "uld")
+FINETUNE = ("gradascent", "graddiff", "npo", "simnpo", "idkdpo", "rmu", "retrain")
+# T3 and classifier guidance: the unlearn() settings compare passes on (head and optimizer: T3_HEAD_KEYS;
+# temperature and scale only change the served model, so settings differing in them share one head)
+T3_HEAD_KEYS = ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr", "weight_decay", "batch_size")
+T3_KEYS = ("temperature", "scale", *T3_HEAD_KEYS)
+# what the teacher-forced "quick" evaluation of a sweep computes, and what a full unit records
+QUICK_METRICS = ("forget_Q_A_Prob", "retain_Q_A_Prob")
+TABLE_METRICS = ("forget_quality", "model_utility", "forget_Q_A_ROUGE", "forget_truth_ratio", "privleak", "extraction_strength")
+SUMMARY_METRICS = TABLE_METRICS + ("forget_Q_A_Prob", "exact_memorization", *UTILITY_PARTS, "mia_min_k")
+# metrics that use the retain model's results on the forget set: selection may not look at them
+ORACLE_METRICS = ("forget_quality", "privleak")
+
+
+@dataclass
+class Selection:
+    """How a sweep setting is chosen (see :func:`t3unlearn.baselines.compare.selection.select_setting`)."""
+
+    eval: Literal["quick", "full"] = "quick"
+    metric: str = "forget_Q_A_Prob"
+    utility_metric: str = "retain_Q_A_Prob"
+    utility_tolerance: float = 0.05
+    lower_is_better: bool = True
+
+
+@dataclass
+class EvalSettings:
+    batch_size: int = 32
+    max_new_tokens: int = 200
+
+
+@dataclass
+class MethodEntry:
+    """One method: base ``params`` and ``train`` settings, and the ``sweep`` of overrides tried with the first seed."""
+
+    params: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    sweep: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a method, as run: its ``params``, its ``train`` settings, and the sweep ``override``."""
+
+    params: dict
+    train: dict
+    override: dict
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.override.items()) or "default"
+
+
+NO_SETTING = Setting({}, {}, {})
+
+
+@dataclass
+class CompareConfig:
+    selection: Selection = field(default_factory=Selection)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    retain_subset: str | int | None = "forget"
+    isolate: bool = True
+    threads: int | str | None = None
+    max_length: int = 512
+    train: dict = field(default_factory=dict)
+    methods: dict = field(default_factory=dict)  # name -> MethodEntry
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def settings(self, method: str) -> list[Setting]:
+        """The method's settings to try: its base ``params`` / ``train`` with each ``sweep`` override (keys
+        go to ``train`` when they are training settings, else to ``params``; T3's all go to ``params``)."""
+        entry = self.methods.get(method) or MethodEntry()
+        base_train = {} if method in ("t3", "cg") else {**self.train, **entry.train}
+        out = []
+        for override in entry.sweep or [{}]:
+            params, train = dict(entry.params), dict(base_train)
+            for k, v in override.items():
+                if method not in ("t3", "cg") and k in _train_keys():
+                    train[k] = v
+                else:
+                    params[k] = v
+            out.append(Setting(params, train, dict(override)))
+        return out
+
+
+def _train_keys() -> tuple[str, ...]:
+    from dataclasses import fields
+
+    from t3unlearn.baselines.trainer import BaselineConfig
+
+    return tuple(f.name for f in fields(BaselineConfig))
+
+
+def _param_keys(method: str) -> tuple[str, ...]:
+    if method in ("t3", "cg"):
+        return T3_KEYS
+    if method == "retrain":
+        return ()
+    from t3unlearn.baselines.methods import get_method
+
+    return tuple(get_method(method).defaults)
+
+
+def _read(path: str | os.PathLike) -> dict:
+    from t3unlearn.io import load_json
+
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object (print the default one with 't3unlearn compare --print-config').")
+    return data
+
+
+def merge(base: dict, user: dict, where: str) -> dict:
+    """``user`` laid over ``base`` (see the module doc); raw dicts, checked afterwards by :func:`parse`."""
+    cfg = json.loads(json.dumps(base))
+    check_keys(user, [f for f in CompareConfig.__dataclass_fields__], where=where)
+    for key, value in user.items():
+        if key == "methods":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: methods must map method names to settings, not {type(value).__name__}.")
+            for name, entry in value.items():
+                if name not in ALL_METHODS:
+                    raise ConfigError(f"{where}: unknown method {name!r}; methods: {', '.join(ALL_METHODS)}.")
+                cfg.setdefault("methods", {})[name] = entry
+        elif key in ("selection", "eval", "train") and isinstance(value, dict):
+            cfg[key] = {**cfg.get(key, {}), **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def parse(raw: dict, where: str) -> CompareConfig:
+    """A :class:`CompareConfig` from a raw dict, every key, type and range checked."""
+    from t3unlearn.baselines.trainer import BaselineConfig
+
+    check_keys(raw, [f for f in CompareConfig.__dataclass_fields__], where=where)
+    cfg = CompareConfig(
+        selection=from_dict(Selection, raw.get("selection"), where=f"{where}: selection"),
+        eval=from_dict(EvalSettings, raw.get("eval"), where=f"{where}: eval"),
+    )
+    scalars = {k: raw[k] for k in ("retain_subset", "isolate", "threads", "max_length", "train") if k in raw}
+    check_types(CompareConfig, scalars, where=where)
+    for k, v in scalars.items():
+        setattr(cfg, k, v)
+    _check(cfg, where)
+    BaselineConfig.from_dict(cfg.train, where=f"{where}: train")
+    methods = raw.get("methods") or {}
+    if not isinstance(methods, dict):
+        raise ConfigError(f"{where}: methods must map method names to settings.")
+    for name, entry in methods.items():
+        if name.startswith("_"):
+            continue
+        if name not in ALL_METHODS:
+            raise ConfigError(f"{where}: unknown method {name!r}; methods: {', '.join(ALL_METHODS)}.")
+        cfg.methods[name] = _method_entry(name, entry, f"{where}: methods.{name}")
+    for name in cfg.methods:
+        for setting in cfg.settings(name):
+            if name not in ("t3", "cg"):
+                BaselineConfig.from_dict(setting.train, where=f"{where}: methods.{name} ({setting.label})")
+    return cfg
+
+
+def _method_entry(name: str, entry: Any, where: str) -> MethodEntry:
+    e = from_dict(MethodEntry, entry, where=where)
+    known_params = _param_keys(name)
+    check_keys(e.params, known_params, where=f"{where}.params")
+    if name in ("t3", "cg"):
+        if e.train:
+            raise ConfigError(f"{where}: T3's settings all go in 'params' ({', '.join(T3_KEYS)}); 'train' must be empty.")
+    else:
+        check_keys(e.train, _train_keys(), where=f"{where}.train")
+    for i, override in enumerate(e.sweep):
+        if not isinstance(override, dict):
+            raise ConfigError(f"{where}.sweep[{i}] must be an object of settings, e.g. {{\"lr\": 1e-4}}.")
+        known = known_params if name in ("t3", "cg") else (*known_params, *_train_keys())
+        check_keys(override, known, where=f"{where}.sweep[{i}]")
+    return e
+
+
+def _check(cfg: CompareConfig, where: str) -> None:
+    sel = cfg.selection
+    for name, metric in (("metric", sel.metric), ("utility_metric", sel.utility_metric)):
+        if metric in ORACLE_METRICS:
+            raise ConfigError(f"{where}: selection.{name} may not use the retain model's forget-set results "
+                              f"({', '.join(ORACLE_METRICS)}): that would peek at the oracle.")
+        known = QUICK_METRICS if sel.eval == "quick" else tuple(m for m in SUMMARY_METRICS if m not in ORACLE_METRICS)
+        if metric not in known:
+            raise ConfigError(f"{where}: selection.{name} {metric!r} is not computed by the {sel.eval!r} evaluation; "
+                              f"choose from {', '.join(known)}.")
+    if sel.utility_tolerance < 0:
+        raise ConfigError(f"{where}: selection.utility_tolerance must be >= 0, not {sel.utility_tolerance}.")
+    if cfg.eval.batch_size < 1 or cfg.eval.max_new_tokens < 1:
+        raise ConfigError(f"{where}: eval.batch_size and eval.max_new_tokens must be >= 1.")
+    rs = cfg.retain_subset
+    if not (rs is None or rs in ("forget", "all") or (isinstance(rs, int) and not isinstance(rs, bool) and rs >= 1)):
+        raise ConfigError(f"{where}: retain_subset must be \"forget\", \"all\", null or a number of items >= 1, not {rs!r}.")
+    t = cfg.threads
+    if not (t is None or t == "auto" or (isinstance(t, int) and not isinstance(t, bool) and t >= 0)):
+        raise ConfigError(f"{where}: threads must be null, \"auto\" or a number >= 0 (0: torch's default), not {t!r}.")
+    if cfg.max_length < 2:
+        raise ConfigError(f"{where}: max_length must be >= 2, not {cfg.max_length}.")
+
+
+def load_compare_config(config: str | os.PathLike | dict | CompareConfig | None = None) -> CompareConfig:
+    """The packaged default config with ``config`` (a JSON file, or a dict of the same shape) laid over it."""
+    if isinstance(config, CompareConfig):
+        return config
+    base = _read(DEFAULT_CONFIG)
+    if config is None:
+        return parse(base, str(DEFAULT_CONFIG))
+    where = "config" if isinstance(config, dict) else str(config)
+    user = config if isinstance(config, dict) else _read(config)
+    return parse(merge(base, user, where), where)
+
+
+__all__ = ["ALL_METHODS", "CompareConfig", "DEFAULT_CONFIG", "EvalSettings", "FINETUNE", "INFERENCE_METHODS",
+           "MethodEntry", "NO_SETTING", "QUICK_METRICS", "SUMMARY_METRICS", "Selection", "Setting", "T3_HEAD_KEYS",
+           "TABLE_METRICS", "load_compare_config"]

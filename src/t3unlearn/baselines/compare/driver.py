@@ -1,0 +1,199 @@
+"""The comparison's driver: resolve the models, run the units (in parallel with ``jobs``), select, report."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+from t3unlearn.baselines.compare.config import ALL_METHODS, FINETUNE, NO_SETTING, Setting, load_compare_config
+from t3unlearn.baselines.compare.report import markdown_table, number, plot, sweep_table, verdict
+from t3unlearn.baselines.compare.selection import TITLES, aggregate, select_setting
+from t3unlearn.baselines.compare.units import UnitSpec, run_unit, unit_key
+from t3unlearn.errors import T3Error
+
+
+def unit_threads(setting: int | str | None, jobs: int) -> tuple[int | None, str]:
+    """Torch threads for each unit's own process: ``auto`` never oversubscribes (at most ``cores / jobs``
+    per unit, fewer on a busy machine); a number is used as given; 0 is torch's default."""
+    from t3unlearn.io import choose_threads
+
+    setting = "auto" if setting is None else setting
+    n, why = choose_threads(setting)
+    if str(setting) == "auto":
+        cores = os.cpu_count() or 1
+        cap = max(1, cores // max(1, jobs))
+        if n is None or n > cap:
+            n, why = cap, f"{cores} cores shared by {jobs} parallel run(s)"
+    return n, why
+
+
+def _resolve_models(benchmark: str, split: str, world, model, retain_model, pretrained, log):
+    """``(bench, model, retain_model, pretrained)``: the benchmark's own tiny models unless given."""
+    from t3unlearn.benchmarks import get_benchmark, resolve_model
+    from t3unlearn.eval.runner import retain_split
+
+    if world and benchmark != "world":
+        raise T3Error(f"applies to the world benchmark only, not {benchmark}.", option="world")
+    bench = get_benchmark(world if benchmark == "world" and world else benchmark)
+    if model or retain_model:
+        model = resolve_model(model, log=log) if model else None
+        retain_model = resolve_model(retain_model, log=log) if retain_model else None
+        if bench.kind == "tofu" and not model:
+            raise T3Error("TOFU with a retain model needs the model to unlearn from as well (the fine-tuned 'full' model).")
+        if bench.kind == "tofu" and not retain_model and not pretrained:
+            raise T3Error("TOFU with your own model needs its retain model (the oracle) or a pretrained base to retrain one from.")
+    need = [n for n, given in (("full", model), (retain_split(split), retain_model or (pretrained if model else None))) if not given]
+    got = {k: str(v) for k, v in bench.models(tuple(need), log=log).items()} if need else {}
+    return bench, model or got["full"], retain_model or got.get(retain_split(split)), pretrained
+
+
+def compare(
+    benchmark: str = "world",
+    split: str = "forget10",
+    methods: Sequence[str] = ALL_METHODS,
+    seeds: int = 3,
+    config=None,
+    out: str | os.PathLike = "compare",
+    *,
+    world: str | None = None,
+    model: str | None = None,
+    retain_model: str | None = None,
+    pretrained: str | None = None,
+    isolate: bool | None = None,
+    keep_models: bool = False,
+    progress: bool = True,
+    threads: int | str | None = None,
+    jobs: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run, evaluate and tabulate ``methods`` on one split (see :mod:`t3unlearn.baselines.compare`). Returns the
+    report dict (``rows``, ``sweeps``, ``chosen``, ``markdown``, ``plot``), also written to ``OUT/SPLIT/``.
+
+    ``config``: a JSON file, a dict laid over the packaged defaults, or a :class:`CompareConfig`. ``isolate``:
+    each unit in its own process (default: the config's, true). ``threads``: torch threads of each isolated
+    unit (a number, 0 for torch's default, ``auto``; default: the config's, else ``auto``, which gives each
+    of ``jobs`` parallel units at most ``cores / jobs``). Units run in this process use its own threads (the
+    command line sets them; see :func:`t3unlearn.io.torch_threads`).
+    """
+    from t3unlearn.eval.runner import retain_split, split_configs
+    from t3unlearn.io import atomic_write, save_json
+
+    split_configs(split)
+    methods = [m.strip().lower() for m in methods if m.strip()]
+    bad = [m for m in methods if m not in ALL_METHODS]
+    if bad or not methods:
+        raise T3Error(f"has unknown method(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(ALL_METHODS)}.",
+                      option="methods")
+    if seeds < 1:
+        raise T3Error(f"must be >= 1, not {seeds}.", option="seeds")
+    if jobs < 1:
+        raise T3Error(f"must be >= 1, not {jobs}.", option="jobs")
+    cfg = load_compare_config(config)
+    isolate = cfg.isolate if isolate is None else isolate
+    n_threads, why = unit_threads(threads if threads is not None else cfg.threads, jobs if isolate else 1)
+    out = Path(out) / split
+    if out.exists() and not out.is_dir():
+        raise T3Error(f"{out} is a file; give a directory.", option="out")
+    t_start = time.perf_counter()
+
+    bench, model, retain_model, pretrained = _resolve_models(benchmark, split, world, model, retain_model, pretrained, log)
+    source = bench.data_source()
+    world_dir = str(bench.world_dir()) if bench.kind == "world" else None
+    idk = str(Path(world_dir) / "idk.jsonl") if world_dir and (Path(world_dir) / "idk.jsonl").is_file() else None
+    log(f"compare: {bench.label} {split}; model {model}; retain model {retain_model}; out {out}")
+    if isolate:
+        log(f"torch threads per run: {n_threads or 'torch default'} ({why})")
+
+    # the retain (oracle) reference: forget quality and privleak of every run are against it
+    ref_dir = out / "reference"
+    if not (ref_dir / "TOFU_EVAL.json").is_file():
+        from t3unlearn.benchmarks import cached_evaluation
+
+        if not retain_model:
+            raise T3Error("forget quality needs the oracle's results: give the retain model.", option="retain_model")
+        res = cached_evaluation(retain_model, name=retain_split(split), split=split, data=bench.data(split),
+                                benchmark=bench.label, batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+                                progress=progress, log=log, role="retain")
+        res.save(ref_dir)
+
+    ev = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
+    context = {"benchmark": bench.label, "split": split, "world": world_dir, "model": model, "retain_model": retain_model,
+               "pretrained": pretrained, "eval": ev, "max_length": cfg.max_length, "retain_subset": cfg.retain_subset}
+
+    def spec_of(method: str, setting: Setting, seed: int, mode: str = "full") -> UnitSpec:
+        key = unit_key(method, setting, seed, mode, context)
+        unit_dir = out / "runs" / method / f"{key[:10]}-seed{seed}{'-quick' if mode == 'quick' else ''}"
+        return UnitSpec(method=method, params=setting.params, train=setting.train, setting=setting.label, seed=seed,
+                        eval_mode=mode, benchmark=bench.label, source=source, split=split, model=model,
+                        retain_model=retain_model, pretrained=pretrained, forget=f"{source}:{split}",
+                        retain=f"{source}:{retain_split(split)}", idk=idk, eval=ev, reference=str(ref_dir),
+                        artifacts=str(out / "artifacts"), max_length=cfg.max_length, retain_subset=cfg.retain_subset,
+                        unit_dir=str(unit_dir), threads=n_threads, progress=progress)
+
+    def run_all(specs: list[UnitSpec]) -> list[dict]:
+        if jobs <= 1 or not isolate or len(specs) < 2:
+            return [run_unit(s, isolate=isolate, log=log) for s in specs]
+        with ThreadPoolExecutor(max_workers=jobs) as pool:  # each unit is its own process
+            return list(pool.map(lambda s: run_unit(s, isolate=True, log=log), specs))
+
+    settings = {m: (cfg.settings(m) if m != "retrain" or not retain_model else [NO_SETTING]) for m in methods}
+    seed_list = list(range(seeds))
+    selection = cfg.selection
+    # 1. the sweeps, first seed (quick evaluation by default: forget / retain Q_A_Prob, no generation)
+    swept = [m for m in methods if len(settings[m]) > 1]
+    sel_specs = [spec_of("full", NO_SETTING, 0, selection.eval)] + [spec_of(m, st, seed_list[0], selection.eval) for m in swept for st in settings[m]]
+    done = run_all(sel_specs) if swept else [None]
+    full_sel, done = done[0], done[1:]
+    full_sel_u = full_sel["summary"].get(selection.utility_metric) if full_sel else None
+    sweeps: dict[str, list[dict]] = {}
+    chosen: dict[str, int] = {m: 0 for m in methods}
+    for m in swept:
+        sweeps[m], done = done[: len(settings[m])], done[len(settings[m]) :]
+        chosen[m] = select_setting(sweeps[m], full_sel_u, selection)
+        log(f"{TITLES[m]}: selected {settings[m][chosen[m]].label}")
+    # 2. the full evaluation of the selected settings, every seed (the world's retain model is one fixed model)
+    todo = [("full", NO_SETTING, 0)] + [
+        (m, settings[m][chosen[m]], s) for m in methods for s in seed_list if s == seed_list[0] or not (m == "retrain" and retain_model)
+    ]
+    recs = run_all([spec_of(m, st, s) for m, st, s in todo])
+    full_mu = recs[0]["summary"].get("model_utility")
+    rows = [aggregate("full", "-", [recs[0]])]
+    for m in methods:
+        rows.append(aggregate(m, settings[m][chosen[m]].label, [r for (mm, _, _), r in zip(todo, recs) if mm == m]))
+
+    title = f"{benchmark} {split}"
+    png = plot(rows, out / f"fq_vs_mu_{split}.png", title)
+    tol = selection.utility_tolerance
+    lines = [
+        f"### {title}: {len(seed_list)} seed(s) per method",
+        "",
+        markdown_table(rows),
+        "",
+        *verdict(rows, full_mu, tol),
+        "",
+        f"Sweep (first seed, {selection.eval} evaluation; selection: lowest {selection.metric} among "
+        f"settings with {selection.utility_metric} ≥ the full model's ({number(full_sel_u)}) − {tol}):",
+        "",
+        sweep_table(sweeps, chosen, selection),
+        "",
+    ]
+    text = "\n".join(lines)
+    report = {"benchmark": benchmark, "split": split, "seeds": seed_list, "full_utility": full_mu, "rows": rows,
+              "sweeps": {m: [{"setting": r["setting"], "summary": r["summary"], "cost": r["cost"]} for r in rs] for m, rs in sweeps.items()},
+              "chosen": chosen, "config": cfg.to_dict(), "wall_seconds": time.perf_counter() - t_start}
+    if not keep_models:  # fine-tuned weights were only needed between the sweep and the evaluations
+        for art in (out / "artifacts").glob("*-seed*"):
+            if art.name.split("-")[0] in FINETUNE and (art / "model.safetensors").is_file():
+                (art / "model.safetensors").unlink()
+    save_json(out / "compare.json", report)
+    with atomic_write(out / "compare.md", "w", encoding="utf-8") as fh:
+        fh.write(text)
+    report["markdown"] = text
+    report["plot"] = str(png)
+    return report
+
+
+__all__ = ["compare", "unit_threads"]

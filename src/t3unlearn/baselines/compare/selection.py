@@ -1,0 +1,73 @@
+"""Choosing a sweep setting, and aggregating a method's seeds into one table row.
+
+Selection (first seed of each setting): the setting with the lowest ``selection.metric`` (forget
+``Q_A_Prob``) among those whose ``selection.utility_metric`` (retain ``Q_A_Prob``) is at least the full
+model's minus ``utility_tolerance``; if none keeps that much, the one with the highest utility metric.
+The rule never looks at the retain model's results on the forget set (forget quality, privleak): the
+config refuses those metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any, Sequence
+
+from t3unlearn.baselines.compare.config import SUMMARY_METRICS, Selection
+
+TITLES = {
+    "full": "Full (before unlearning)",
+    "t3": "T3",
+    "cg": "Classifier guidance (T=1)",
+    "uld": "ULD",
+    "gradascent": "GradAscent",
+    "graddiff": "GradDiff",
+    "npo": "NPO",
+    "simnpo": "SimNPO",
+    "idkdpo": "IdkDPO",
+    "rmu": "RMU",
+    "retrain": "Retrain (oracle)",
+}
+
+
+def _value(record: dict, key: str) -> float | None:
+    v = record["summary"].get(key)
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def select_setting(records: Sequence[dict], full_utility: float | None, selection: Selection) -> int:
+    """Index of the chosen setting (see the module doc); ``records`` are the first-seed runs, in sweep order."""
+    metric, umetric = selection.metric, selection.utility_metric
+    floor = None if full_utility is None else full_utility - selection.utility_tolerance
+    ok = [i for i, r in enumerate(records) if floor is None or (_value(r, umetric) is not None and _value(r, umetric) >= floor)]
+    ok = [i for i in ok if _value(records[i], metric) is not None]
+    if ok:
+        sign = 1 if selection.lower_is_better else -1
+        return min(ok, key=lambda i: (sign * _value(records[i], metric), i))
+    return max(range(len(records)), key=lambda i: (_value(records[i], umetric) or -1.0, -i))
+
+
+def mean_and_stdev(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values that are numbers (stdev 0 for one value)."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def aggregate(method: str, setting: str, records: Sequence[dict]) -> dict:
+    """One table row: every summary metric and cost as (mean, stdev) over the records (seeds)."""
+    row: dict[str, Any] = {"method": method, "title": TITLES.get(method, method), "setting": setting,
+                           "seeds": [r["seed"] for r in records]}
+    for k in SUMMARY_METRICS:
+        row[k] = mean_and_stdev([r["summary"].get(k) for r in records])
+    row["trainable_params"] = records[0]["cost"].get("trainable_params") if records else None
+    row["wall_seconds"] = mean_and_stdev([r["cost"].get("wall_seconds") for r in records])
+    row["peak_rss_mb"] = mean_and_stdev([r["cost"].get("peak_rss_mb") for r in records])
+    row["note"] = records[0]["cost"].get("note") if records else None
+    fqs = [r["summary"].get("forget_quality") for r in records if r["summary"].get("forget_quality") is not None]
+    row["fq_range"] = (min(fqs), max(fqs)) if fqs else (None, None)
+    return row
+
+
+__all__ = ["TITLES", "aggregate", "mean_and_stdev", "select_setting"]

@@ -1,0 +1,388 @@
+"""Units and artifacts of ``t3unlearn compare``.
+
+A *unit* is one (method, setting, seed, evaluation mode): unlearn (or reuse the trained artifact),
+evaluate, and write ``UNIT_DIR/record.json`` (plus ``eval/`` for a full evaluation) in one atomic
+directory, so a unit is either done, whole, or not there. A rerun finds the finished units and skips
+them. A unit runs in its own Python process (``python -m t3unlearn.baselines.compare``, its spec on
+standard input) so that its peak memory is its own; that process exits when its parent dies, and it
+takes a file lock on its unit, so an orphan and a rerun never both write it.
+
+*Artifacts* are trained models that several units share, under ``OUT/artifacts``: the T3 head (also
+classifier guidance's, which is the same head at T = 1, and every temperature's), the ULD assistant
+(``alpha`` only matters at inference), and the fine-tuned models between the sweep and the evaluation.
+Each is built once under a file lock, in an atomic directory holding its ``cost.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from t3unlearn.baselines.compare.config import FINETUNE, QUICK_METRICS, SUMMARY_METRICS, T3_HEAD_KEYS, Setting
+from t3unlearn.baselines.compare.report import number
+from t3unlearn.errors import T3Error
+
+RECORD = "record.json"
+COST = "cost.json"
+LOCKS = ".locks"
+# the training recipe of the fine-tuning baselines and ULD (bumped when it changes: their cached units and
+# artifacts are then redone). 2: transformers.Trainer (its linear warm-up starts at lr 0).
+TRAINER_VERSION = 2
+
+
+@dataclass
+class UnitSpec:
+    """Everything one unit needs (JSON: it is handed to the unit's process)."""
+
+    method: str
+    params: dict
+    train: dict
+    setting: str  # the setting's label
+    seed: int
+    eval_mode: str  # "full" or "quick"
+    benchmark: str
+    source: str  # the data source of the evaluation configs
+    split: str
+    model: str
+    retain_model: str | None
+    pretrained: str | None
+    forget: str
+    retain: str
+    idk: str | None
+    eval: dict
+    reference: str  # the retain model's results directory
+    artifacts: str
+    max_length: int
+    retain_subset: str | int | None
+    unit_dir: str
+    threads: int | None = None  # torch threads of the unit's own process (None: torch's default)
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "UnitSpec":
+        return cls(**json.loads(text))
+
+
+def unit_key(method: str, setting: Setting, seed: int, mode: str, context: dict) -> str:
+    """The unit's cache key: everything that changes its result."""
+    from t3unlearn.io import fingerprint
+
+    parts = ["unit-v2", method, setting.params, setting.train, seed, mode, context]
+    if method in FINETUNE or method == "uld":
+        parts.append({"trainer": TRAINER_VERSION})
+    return fingerprint(*parts)
+
+
+# --------------------------------------------------------------------------- locks and artifacts
+
+
+def lock_for(path: Path):
+    """A file lock for ``path``, kept in a ``.locks`` directory beside it (parallel runs share entries)."""
+    from filelock import FileLock
+
+    path = Path(path)
+    locks = path.parent / LOCKS
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"{path.name}.lock"))
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None  # unreadable: rebuilt
+
+
+def artifact(art: Path, build: Callable[[Path], dict], *, needs: tuple[str, ...] = ()) -> dict:
+    """The cost of the artifact at ``art``: built by ``build(tmp_dir) -> cost`` once, under a file lock, in an
+    atomic directory that also holds ``cost.json``; reused while ``cost.json`` and the ``needs`` files are there."""
+    from t3unlearn.io import atomic_dir, save_json
+
+    with lock_for(art):
+        cost = _read_json(art / COST)
+        if cost is None or not all((art / n).is_file() for n in needs):
+            with atomic_dir(art) as tmp:
+                cost = build(tmp)
+                save_json(tmp / COST, cost)
+    return cost
+
+
+def _num_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _t3_model(spec: UnitSpec, base, tokenizer, forget, retain):
+    """T3 / classifier guidance: train (or reuse) the head, attach it with this setting's T and s."""
+    from t3unlearn.io import fingerprint
+    from t3unlearn.t3.model import T3ForCausalLM
+
+    p = spec.params
+    head_kw = {k: p[k] for k in T3_HEAD_KEYS if k in p}
+    key = fingerprint("t3-head-v1", head_kw, spec.seed, spec.model, spec.forget, spec.retain, spec.max_length, spec.retain_subset)
+    art = Path(spec.artifacts) / f"t3-head-{key}-seed{spec.seed}"
+
+    def build(tmp: Path) -> dict:
+        from t3unlearn.results import measure
+        from t3unlearn.t3 import unlearn
+
+        with measure() as m:
+            result = unlearn(base, tokenizer, forget, retain, temperature=p.get("temperature", 2.5), scale=p.get("scale", 1.0),
+                             seed=spec.seed, cache=False, progress=spec.progress, max_length=spec.max_length, **head_kw)
+        result.model.save_pretrained(tmp)
+        report = {k: v for k, v in result.report.items() if isinstance(v, (int, float, str, bool))}
+        return {**m.cost(_num_params(result.model.head)).to_dict(), "report": report}
+
+    cost = artifact(art, build)
+    model = T3ForCausalLM.from_base(base, str(art), temperature=p.get("temperature", 2.5), scale=p.get("scale", 1.0))
+    return model, {**cost, "artifact": str(art)}
+
+
+def _uld_model(spec: UnitSpec, forget, retain):
+    from t3unlearn.baselines.uld import ULDForCausalLM
+    from t3unlearn.io import fingerprint
+
+    p = dict(spec.params)
+    alpha = float(p.pop("alpha", 1.0))
+    train = {**spec.train, "seed": spec.seed, "max_length": spec.max_length}
+    key = fingerprint("uld-v1", p, train, spec.model, spec.forget, spec.retain, spec.retain_subset, {"trainer": TRAINER_VERSION})
+    art = Path(spec.artifacts) / f"uld-{key}-seed{spec.seed}"
+
+    def build(tmp: Path) -> dict:
+        from t3unlearn.baselines.api import train_uld
+
+        res = train_uld(spec.model, forget, retain, tmp, params={**p, "alpha": alpha}, config=train, progress=spec.progress)
+        history = res.report["history"]
+        return {**res.cost.to_dict(), "steps": res.report["steps"], "final": history[-1] if history else {}}
+
+    cost = artifact(art, build)
+    return ULDForCausalLM.from_pretrained(str(art), alpha=alpha), {**cost, "artifact": str(art)}
+
+
+def _finetuned(spec: UnitSpec, forget, retain):
+    """A fine-tuning baseline's model: trained once per (method, setting, seed), cached as an artifact."""
+    from t3unlearn.baselines.api import load_base, load_idk, save_model, unlearn_baseline
+    from t3unlearn.io import fingerprint
+
+    method, seed = spec.method, spec.seed
+    start = spec.pretrained if method == "retrain" else spec.model
+    if method == "retrain" and not start:
+        raise T3Error("retrain needs a pretrained base or a retain model to start from; give one of them.")
+    key = fingerprint("ft-v1", method, spec.params, spec.train, seed, start, spec.forget, spec.retain, spec.max_length,
+                      spec.retain_subset, {"trainer": TRAINER_VERSION})
+    art = Path(spec.artifacts) / f"{method}-{key}-seed{seed}"
+
+    def build(tmp: Path) -> dict:
+        net, tok = load_base(start)
+        idk = load_idk(spec.idk) if spec.idk else None
+        res = unlearn_baseline(method, net, forget, retain, tokenizer=tok, params=spec.params, idk=idk, progress=spec.progress,
+                               config={**spec.train, "seed": seed, "max_length": spec.max_length})
+        rep = res.report
+        save_model(net, tok, tmp, {k: v for k, v in rep.items() if k != "history"})
+        return {**res.cost.to_dict(), "steps": rep["steps"], "final": rep["history"][-1] if rep["history"] else {}}
+
+    cost = artifact(art, build, needs=("model.safetensors",))
+    net, tok = load_base(str(art))
+    return net.eval(), tok, cost
+
+
+def retain_subset(spec: UnitSpec, forget, retain):
+    """The retain items every method trains with: a seeded subset as large as the forget set (``retain_subset:
+    "forget"``, the default), a number of items, or all of them (``null`` / ``"all"``). Same subset for every
+    method of a seed."""
+    how = spec.retain_subset
+    if how in (None, "all") or retain is None:
+        return retain
+    n = len(forget) if how == "forget" else int(how)
+    if n >= len(retain):
+        return retain
+    idx = sorted(random.Random(f"retain-subset-{spec.seed}").sample(range(len(retain)), n))
+    return retain.select(idx)
+
+
+def _world_model_cost(model_dir: Path) -> dict:
+    info = _read_json(Path(model_dir) / "train_info.json") or {}
+    secs = info.get("seconds") or (info.get("log") or {}).get("seconds")
+    if secs is None:
+        return {"wall_seconds": None, "peak_rss_mb": None, "note": "the world's retain model, reused"}
+    return {"wall_seconds": float(secs), "peak_rss_mb": None,
+            "note": "the world's retain model, reused (its training time from train_info.json)"}
+
+
+def quick_scores(lm, data: dict, batch_size: int = 32) -> dict:
+    """Teacher-forced only (no generation): forget and retain Q_A_Prob, for selecting a sweep setting."""
+    import math
+
+    out = {}
+    for role, key in zip(("forget_qa", "retain"), QUICK_METRICS):
+        ds = data[role]
+        scores = lm.token_scores(lm.encode(ds["question"], ds["answer"]), batch_size=batch_size)
+        out[key] = sum(math.exp(-s.avg_loss) for s in scores) / len(scores)
+    return out
+
+
+# --------------------------------------------------------------------------- one unit
+
+
+def execute_unit(spec: UnitSpec) -> dict:
+    """Unlearn with one (method, setting, seed), evaluate, write ``record.json`` + results. Returns the record.
+
+    ``spec.eval_mode``: ``"full"`` (the TOFU evaluation) or ``"quick"`` (forget / retain Q_A_Prob only, for the
+    sweep); the trained model is an artifact shared by both. Takes the unit's lock: a unit that another process
+    finished meanwhile is read, not redone.
+    """
+    unit_dir = Path(spec.unit_dir)
+    with lock_for(unit_dir):
+        done = _read_json(unit_dir / RECORD)
+        if done is not None:
+            return done
+        return _execute(spec)
+
+
+def _execute(spec: UnitSpec) -> dict:
+    from t3unlearn.data import load_qa
+    from t3unlearn.eval.results import EvalResults
+    from t3unlearn.eval.runner import evaluate, load_eval_data
+    from t3unlearn.io import atomic_dir, default_device, save_json, set_seed
+    from t3unlearn.lm import CausalLM, load_lm, load_model, load_tokenizer
+
+    import torch
+
+    method, seed = spec.method, spec.seed
+    set_seed(seed)
+    t_unit, started = time.perf_counter(), time.time()
+    forget = retain = None
+    if method not in ("full", "retrain") or not spec.retain_model:
+        forget = load_qa(spec.forget, what="forget set")
+        retain = retain_subset(spec, forget, load_qa(spec.retain, what="retain set"))
+
+    cost: dict[str, Any]
+    if method == "full":
+        lm = load_lm(spec.model, name="full")
+        cost = {"wall_seconds": 0.0, "peak_rss_mb": None, "trainable_params": 0, "note": "no unlearning"}
+    elif method == "retrain" and spec.retain_model:
+        lm = load_lm(spec.retain_model, name="retrain")
+        cost = {**_world_model_cost(Path(spec.retain_model)), "trainable_params": _num_params(lm.model)}
+    elif method in ("t3", "cg"):
+        base = load_model(spec.model, device=default_device())
+        tok = load_tokenizer(spec.model)
+        model, cost = _t3_model(spec, base, tok, forget, retain)
+        lm = CausalLM(model, tok, name=method)
+    elif method == "uld":
+        model, cost = _uld_model(spec, forget, retain)
+        lm = CausalLM(model.to(default_device()), load_tokenizer(spec.model), name=method)
+    else:
+        net, tok, cost = _finetuned(spec, forget, retain)
+        lm = CausalLM(net, tok, name=method)
+
+    data = load_eval_data(spec.source, spec.split)
+    batch_size, max_new_tokens = int(spec.eval.get("batch_size", 32)), int(spec.eval.get("max_new_tokens", 200))
+    record = {"method": method, "setting": spec.setting, "params": spec.params, "train": spec.train, "seed": seed,
+              "split": spec.split, "benchmark": spec.benchmark, "eval_mode": spec.eval_mode, "cost": cost}
+
+    def process() -> dict:  # where and when the unit ran (each isolated unit is its own process)
+        return {"pid": os.getpid(), "torch_threads": torch.get_num_threads(), "started": started, "finished": time.time()}
+
+    if spec.eval_mode == "quick":
+        t = time.perf_counter()
+        record["summary"] = quick_scores(lm, data, batch_size)
+        record.update(eval_seconds=time.perf_counter() - t, unit_seconds=time.perf_counter() - t_unit, process=process())
+        with atomic_dir(spec.unit_dir) as tmp:
+            save_json(tmp / RECORD, record)
+        return record
+    reference = EvalResults.load(spec.reference)
+    res = evaluate(lm, data=data, split=spec.split, benchmark=spec.benchmark, retain_results=reference,
+                   batch_size=batch_size, max_new_tokens=max_new_tokens, progress=spec.progress)
+    res.info.update({"name": method, "method": method, "setting": spec.setting, "seed": seed,
+                     "role": "retain" if method == "retrain" else "model"})
+    record.update(eval_seconds=res.info.get("wall_time_s"), unit_seconds=time.perf_counter() - t_unit,
+                  summary={k: res.agg(k) for k in SUMMARY_METRICS}, process=process())
+    with atomic_dir(spec.unit_dir) as tmp:
+        res.save(tmp / "eval")
+        save_json(tmp / RECORD, record)
+    return record
+
+
+def run_unit(spec: UnitSpec, *, isolate: bool, log: Callable[[str], None]) -> dict:
+    """The unit's record: read when the unit is done, else run here or (``isolate``) in a fresh process."""
+    unit_dir = Path(spec.unit_dir)
+    done = _read_json(unit_dir / RECORD)
+    if done is not None:
+        return done
+    log(f"  run {spec.method} [{spec.setting}] seed {spec.seed} ({spec.eval_mode} eval) ...")
+    t0 = time.perf_counter()
+    if not isolate:
+        rec = execute_unit(spec)
+    else:
+        proc = subprocess.run([sys.executable, "-m", "t3unlearn.baselines.compare"], input=spec.to_json(), text=True)
+        rec = _read_json(unit_dir / RECORD)
+        if proc.returncode != 0 or rec is None:
+            raise T3Error(f"the run {spec.method} [{spec.setting}] seed {spec.seed} failed (exit {proc.returncode}); "
+                          "its error is printed above.")
+    s = rec["summary"]
+    if rec.get("eval_mode") == "quick":
+        scores = f"forget prob {number(s.get('forget_Q_A_Prob'))}, retain prob {number(s.get('retain_Q_A_Prob'))}"
+    else:
+        scores = (f"forget quality {number(s.get('forget_quality'))}, utility {number(s.get('model_utility'))}, "
+                  f"forget prob {number(s.get('forget_Q_A_Prob'))}")
+    log(f"    {spec.method} [{spec.setting}] seed {spec.seed} done in {time.perf_counter() - t0:.0f}s "
+        f"({rec.get('eval_mode', 'full')} eval): {scores}, unlearning {number(rec['cost'].get('wall_seconds'))}s")
+    return rec
+
+
+# --------------------------------------------------------------------------- the unit's own process
+
+
+def _exit_with_parent(interval: float = 0.5) -> None:
+    """End this process when the one that started it is gone (killed with -9, say): an orphaned unit would
+    otherwise go on computing what the rerun computes again."""
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main(argv: list[str]) -> int:
+    """``python -m t3unlearn.baselines.compare`` (internal): run the unit whose spec is on standard input."""
+    if argv:
+        print("usage: python -m t3unlearn.baselines.compare < SPEC.json (internal: one run of t3unlearn compare)",
+              file=sys.stderr)
+        return 2
+    from t3unlearn.io import torch_threads
+
+    _exit_with_parent()
+    spec = UnitSpec.from_json(sys.stdin.read())
+    try:
+        with torch_threads(spec.threads or 0):  # this process's own threads: the driver split the machine
+            execute_unit(spec)
+    except T3Error as exc:
+        print(f"t3unlearn compare: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        from t3unlearn.cli import os_error_message
+
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        print(f"t3unlearn compare: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["RECORD", "UnitSpec", "execute_unit", "quick_scores", "retain_subset", "run_unit", "unit_key"]
