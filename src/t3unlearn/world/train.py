@@ -20,7 +20,6 @@ directory :mod:`t3unlearn.tofu` derives from TOFU's own data).
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -332,38 +331,27 @@ def ensure_models(world_dir, names: Sequence[str] = ("full", "retain90"), *, log
 
 
 def _ensure(world_dir: Path, names: list[str], s: TrainSettings, log, progress: bool) -> dict[str, Path]:
-    import time
-
     import torch
     from transformers import AutoTokenizer
 
-    from t3unlearn.io import atomic_dir, save_json
+    from t3unlearn.io import save_json
 
     root = models_root(world_dir, s)
     base_root = models_root(world_dir, s, base=True)
     paths = {n: model_path(world_dir, s, n) for n in names}
     if all(_done(p) for p in paths.values()):
         return paths
-    if not (base_root / "tokenizer" / "tokenizer.json").is_file():
-        t0 = time.perf_counter()
-        tok = train_tokenizer(world_dir, s.vocab_size)
-        with atomic_dir(base_root / "tokenizer") as tmp:
-            tok.save_pretrained(tmp)
-        log(f"tokenizer: {len(tok)} tokens, trained on {', '.join(f + '.jsonl' for f in BASE_FILES)} in {time.perf_counter() - t0:.1f}s")
+    from filelock import FileLock
+
+    base_root.mkdir(parents=True, exist_ok=True)
+    # the tokenizer and the pretrained base are shared by every fine-tune variant (other roots): their own lock
+    with FileLock(str(base_root) + ".lock"):
+        pre_path = _ensure_base(world_dir, s, base_root, log, progress)
     tokenizer = AutoTokenizer.from_pretrained(str(base_root / "tokenizer"))
     save_json(root / "settings.json", {"train_version": TRAIN_VERSION, "world": str(world_dir), **asdict(s)})
     common = {"world": str(world_dir), "settings": asdict(s), "train_version": TRAIN_VERSION,
               "torch": torch.__version__, "threads": torch.get_num_threads()}
-    pre_items = _read(world_dir, "pretrain")
-    pre_examples = _examples(tokenizer, pre_items, s.max_length)
-    pre_path = model_path(world_dir, s, "pretrained")
-    if not _done(pre_path):
-        model = new_model(tokenizer, s)
-        n = sum(p.numel() for p in model.parameters())
-        log(f"pretraining a {n / 1e6:.2f}M-parameter Llama on {len(pre_items)} items for {s.pretrain_epochs} epochs")
-        info = train_loop(model, pre_examples, s, epochs=s.pretrain_epochs, seed=s.seed, desc="pretrained", progress=progress)
-        _save(model, tokenizer, pre_path, {**common, "name": "pretrained", "data": "pretrain", **info})
-        log(f"  pretrained: {info['seconds']:.1f}s, final answer loss {info['epoch_loss'][-1]:.3f}")
+    pre_examples = _examples(tokenizer, _read(world_dir, "pretrain"), s.max_length)
     for name in names:
         if name == "pretrained" or _done(paths[name]):
             continue
@@ -376,3 +364,34 @@ def _ensure(world_dir: Path, names: list[str], s: TrainSettings, log, progress: 
         _save(model, tokenizer, paths[name], {**common, "name": name, "data": name, **info})
         log(f"  {name}: {info['seconds']:.1f}s, final answer loss {info['epoch_loss'][-1]:.3f}")
     return paths
+
+
+def _ensure_base(world_dir: Path, s: TrainSettings, base_root: Path, log, progress: bool) -> Path:
+    """The tokenizer and the pretrained base (trained if missing); returns the base's directory."""
+    import time
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from t3unlearn.io import atomic_dir
+
+    if not (base_root / "tokenizer" / "tokenizer.json").is_file():
+        t0 = time.perf_counter()
+        tok = train_tokenizer(world_dir, s.vocab_size)
+        with atomic_dir(base_root / "tokenizer") as tmp:
+            tok.save_pretrained(tmp)
+        log(f"tokenizer: {len(tok)} tokens, trained on {', '.join(f + '.jsonl' for f in BASE_FILES)} in {time.perf_counter() - t0:.1f}s")
+    tokenizer = AutoTokenizer.from_pretrained(str(base_root / "tokenizer"))
+    pre_path = model_path(world_dir, s, "pretrained")
+    if not _done(pre_path):
+        common = {"world": str(world_dir), "settings": asdict(s), "train_version": TRAIN_VERSION,
+                  "torch": torch.__version__, "threads": torch.get_num_threads()}
+        pre_items = _read(world_dir, "pretrain")
+        pre_examples = _examples(tokenizer, pre_items, s.max_length)
+        model = new_model(tokenizer, s)
+        n = sum(p.numel() for p in model.parameters())
+        log(f"pretraining a {n / 1e6:.2f}M-parameter Llama on {len(pre_items)} items for {s.pretrain_epochs} epochs")
+        info = train_loop(model, pre_examples, s, epochs=s.pretrain_epochs, seed=s.seed, desc="pretrained", progress=progress)
+        _save(model, tokenizer, pre_path, {**common, "name": "pretrained", "data": "pretrain", **info})
+        log(f"  pretrained: {info['seconds']:.1f}s, final answer loss {info['epoch_loss'][-1]:.3f}")
+    return pre_path
