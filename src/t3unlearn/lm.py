@@ -234,8 +234,13 @@ def load_model(path: str, *, device: str | None = None, head: str | None = None,
         return adapter.from_pretrained(str(p), **adapter_kwargs).to(device)
     if p.exists() and not (p / "config.json").is_file():
         raise ModelError(f"{p} holds no config.json, t3_config.json or other model config; is it a model directory?")
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype="auto")
+    except SafetensorError as exc:
+        raise ModelError(f"the weights of {path} are corrupt or incomplete ({str(exc).splitlines()[0]}); "
+                         "copy or save the model again.") from None
     except OSError as exc:
         raise ModelError(f"could not load the model {path!r}: {exc}".split("\n")[0]) from None
     return model.to(device).eval()

@@ -70,16 +70,9 @@ def load_idk(path) -> list[str]:
 def load_base(model, tokenizer=None):
     """``(model, tokenizer)`` from a directory / hub id, or passed through."""
     if isinstance(model, (str, Path)):
-        from transformers import AutoModelForCausalLM
+        from t3unlearn.lm import load_model, load_tokenizer
 
-        from t3unlearn.io import default_device
-        from t3unlearn.lm import load_tokenizer
-
-        try:
-            m = AutoModelForCausalLM.from_pretrained(str(model), dtype="auto")
-        except OSError as exc:
-            raise T3Error(f"could not load the model {model!r}: {exc}".split("\n")[0]) from None
-        return m.to(default_device()), tokenizer or load_tokenizer(str(model))
+        return load_model(str(model)), tokenizer or load_tokenizer(str(model))
     if tokenizer is None:
         raise T3Error("pass the tokenizer along with an in-memory model.")
     return model, tokenizer

@@ -183,9 +183,7 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
         return str(save_directory)
 
     @classmethod
-    def from_pretrained(cls, path, *, alpha: float | None = None, **kwargs) -> "ULDForCausalLM":
-        from transformers import AutoModelForCausalLM
-
+    def from_pretrained(cls, path, *, alpha: float | None = None) -> "ULDForCausalLM":
         from t3unlearn.io import load_json
 
         path = Path(path)
@@ -198,8 +196,10 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
             raise ModelError(f"the ULD base model {base_path} (from {path / CONFIG_NAME}) does not exist; rebuild or move it back.")
         if not asst_path.is_dir():
             raise ModelError(f"{asst_path} is missing: the ULD directory {path} is incomplete.")
-        base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto").eval()
-        assistant = AutoModelForCausalLM.from_pretrained(str(asst_path), dtype="auto").eval()
+        from t3unlearn.lm import load_model
+
+        base = load_model(base_path, device="cpu")
+        assistant = load_model(str(asst_path), device="cpu")
         return cls.from_models(base, assistant, alpha=cfg.get("alpha", 1.0) if alpha is None else alpha, base_path=base_path)
 
 
