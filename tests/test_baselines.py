@@ -307,3 +307,75 @@ def test_train_uld_end_to_end(random_lm, tmp_path):
     assert lm.model.alpha == 0.8
     scores = lm.token_scores(lm.encode([FORGET[0]["question"]], [FORGET[0]["answer"]]))
     assert scores[0].logprob.shape[0] > 0
+
+
+# ----------------------------------------------------------------------------- the Trainer underneath
+
+
+def test_trainer_sees_the_seeded_pairing(random_lm):
+    """Each epoch: the forget items in a seeded order, each with a seeded random retain partner, drawn in turn
+    from one random.Random(seed) (the pairing the baselines have always used)."""
+    import dataclasses
+    import random
+
+    from t3unlearn.baselines.methods import get_method
+    from t3unlearn.baselines.trainer import train
+
+    base, tok = random_lm
+    forget = [{"question": f"Question {i}?", "answer": f"Answer {i}."} for i in range(5)]
+    retain = [{"question": f"Keep {i}?", "answer": f"Kept {i}."} for i in range(3)]
+    seen = []
+    real = get_method("graddiff")
+
+    def spy(ctx, batch):
+        for part in ("forget", "retain"):
+            seen.append((part, [tok.decode(ids, skip_special_tokens=True).split("?")[0].split()[-1]
+                                for ids in batch[part]["input_ids"].tolist()]))
+        return real.compute(ctx, batch)
+
+    train(dataclasses.replace(real, compute=spy), copy.deepcopy(base), tok, forget, retain,
+          config={"lr": 1e-4, "epochs": 3, "batch_size": 2, "grad_accum": 2, "seed": 7}, progress=False)
+    rng, expect = random.Random(7), []
+    for _ in range(3):
+        order = list(range(5))
+        rng.shuffle(order)
+        partners = [rng.randrange(3) for _ in order]
+        for s in range(0, 5, 2):
+            expect.append(("forget", [str(i) for i in order[s : s + 2]]))
+            expect.append(("retain", [str(j) for j in partners[s : s + 2]]))
+    assert seen == expect
+
+
+def test_trainer_uses_the_transformers_schedule(random_lm):
+    """Linear warm-up from 0 over warmup_epochs, then linear decay (transformers' scheduler); the remainder
+    micro-batch of an epoch makes its own optimizer step."""
+    from t3unlearn.baselines.trainer import train
+
+    base, tok = random_lm
+    forget = FORGET * 3  # 6 items, batch 2: 3 micro-batches, 2 optimizer steps per epoch with grad_accum 2
+    rec = train("gradascent", copy.deepcopy(base), tok, forget, RETAIN, progress=False,
+                config={"lr": 1e-3, "epochs": 3, "batch_size": 2, "grad_accum": 2, "warmup_epochs": 1})
+    lrs = [h["lr"] for h in rec["history"]]
+    assert rec["steps"] == 6 and [h["epoch"] for h in rec["history"]] == [0, 0, 1, 1, 2, 2]
+    assert lrs == pytest.approx([0.0, 5e-4, 1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    rec = train("gradascent", copy.deepcopy(base), tok, forget, RETAIN, progress=False,
+                config={"lr": 1e-3, "epochs": 2, "batch_size": 2, "grad_accum": 2, "warmup_epochs": 0, "scheduler": "constant"})
+    assert [h["lr"] for h in rec["history"]] == pytest.approx([1e-3] * 4)
+
+
+def test_checkpoints_are_safetensors_without_pickles(random_lm, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from t3unlearn.baselines.trainer import train
+
+    base, tok = random_lm
+    model = copy.deepcopy(base)
+    train("npo", model, tok, FORGET, RETAIN, progress=False,
+          config={"lr": 1e-3, "epochs": 2, "batch_size": 1, "grad_accum": 1, "checkpoint_dir": str(tmp_path / "ck"), "save_steps": 2})
+    ckpts = sorted((tmp_path / "ck").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert [p.name for p in ckpts] == ["checkpoint-2", "checkpoint-4"]
+    files = {f.name for f in ckpts[-1].iterdir()}
+    assert "model.safetensors" in files and "baseline_config.json" in files
+    assert not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files), files
+    last = AutoModelForCausalLM.from_pretrained(ckpts[-1])
+    assert all(torch.equal(p, q) for p, q in zip(last.parameters(), model.parameters()))

@@ -259,6 +259,26 @@ def _history_callback(trainer, history: list, bar, steps_per_epoch: int):
     return History()
 
 
+def _checkpoint_callback(cfg: BaselineConfig):
+    from transformers import TrainerCallback
+
+    class Checkpoints(TrainerCallback):
+        """Checkpoints without pickles: the Trainer's ``training_args.bin`` (a torch pickle) becomes the run's
+        settings as JSON."""
+
+        def on_save(self, args, state, control, **kw):
+            from pathlib import Path
+
+            from t3unlearn.io import save_json
+
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                (ckpt / "training_args.bin").unlink(missing_ok=True)
+                save_json(ckpt / "baseline_config.json", cfg.to_dict())
+
+    return Checkpoints()
+
+
 def training_arguments(cfg: BaselineConfig, output_dir: str, steps_per_epoch: int, total_steps: int):
     """The ``TrainingArguments`` of a run: ``cfg`` mapped onto them, then ``cfg.trainer_args``."""
     from transformers import TrainingArguments
@@ -350,6 +370,8 @@ def train(
                                        batches=batches)
             trainer.remove_callback(PrinterCallback)
             trainer.add_callback(_history_callback(trainer, history, bar, steps_per_epoch))
+            if cfg.save_steps:
+                trainer.add_callback(_checkpoint_callback(cfg))
             if method.needs_ref(params):
                 ctx.ref = make_reference(trainer.model)  # after the Trainer placed the model on its device
             trainer.train()
