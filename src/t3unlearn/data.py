@@ -207,10 +207,6 @@ class QAExample:
     labels: list[int]  # IGNORE_INDEX on the prompt
     prompt_len: int
 
-    @property
-    def n_answer(self) -> int:
-        return len(self.input_ids) - self.prompt_len
-
 
 # The reference framework's chat settings (its configs/model/*.yaml): every chat model it evaluates is
 # given this system message, except those whose template refuses a system role (Gemma), and Llama-3.x

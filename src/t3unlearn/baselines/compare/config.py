@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from t3unlearn.baselines.methods import FINETUNE_METHODS as FINETUNE
 from t3unlearn.errors import ConfigError
 from t3unlearn.eval.metrics import UTILITY_PARTS
 from t3unlearn.settings import check_keys, check_types, from_dict
@@ -22,7 +23,6 @@ from t3unlearn.settings import check_keys, check_types, from_dict
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "compare_default.json"
 ALL_METHODS = ("t3", "cg", "uld", "gradascent", "graddiff", "npo", "simnpo", "idkdpo", "rmu", "retrain")
 INFERENCE_METHODS = ("t3", "cg", "uld")
-FINETUNE = ("gradascent", "graddiff", "npo", "simnpo", "idkdpo", "rmu", "retrain")
 # T3 and classifier guidance: the unlearn() settings compare passes on (head and optimizer: T3_HEAD_KEYS;
 # temperature and scale only change the served model, so settings differing in them share one head)
 T3_HEAD_KEYS = ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr", "weight_decay", "batch_size")

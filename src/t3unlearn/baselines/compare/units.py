@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -65,7 +65,6 @@ class UnitSpec:
     unit_dir: str
     threads: int | None = None  # torch threads of the unit's own process (None: torch's default)
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
