@@ -1,0 +1,290 @@
+"""The commands end to end on the tiny world, as a user runs them: killed with SIGKILL and rerun, the demo,
+the baseline command, and results that do not depend on the torch thread count.
+
+Kill -9 anywhere, lose nothing: each command runs as ``python -m t3unlearn ...``; when a chosen line of its
+progress output appears it is killed with SIGKILL, wherever it then is. What a kill leaves must be whole or
+absent: the rerun completes, reuses what was finished (a trained base model, cached features, the retain
+reference, finished compare units) and every output and cache entry loads. One home (``T3UNLEARN_HOME``)
+serves the whole module: the tiny world's models are trained by the ``world train`` test's runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+TINY = ["--world", "tiny"]
+
+
+def _env(home: Path) -> dict:
+    return dict(os.environ, T3UNLEARN_HOME=str(home), PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                T3UNLEARN_PROGRESS="log", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+def run(argv: list[str], home: Path, *, kill_at: str | None = None, at_kill=None, timeout: float = 900) -> str:
+    """``python -m t3unlearn ARGV``; with ``kill_at``, SIGKILL it when a line containing that text appears (the
+    line must appear), then call ``at_kill()``. Returns the output (stdout and stderr). Every process it started
+    must be gone soon after."""
+    proc = subprocess.Popen([sys.executable, "-m", "t3unlearn", *argv], env=_env(home), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    lines, killed, children = [], False, []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if kill_at is not None and kill_at in line:
+                children = _children(proc.pid)
+                os.kill(proc.pid, signal.SIGKILL)
+                killed = True
+                if at_kill is not None:
+                    at_kill()
+                break
+        proc.wait()
+    finally:
+        timer.cancel()
+    text = "".join(lines)
+    if kill_at is not None:
+        assert killed, f"{kill_at!r} never appeared:\n{text}"
+        deadline = time.monotonic() + 10
+        while not all(_gone(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert all(_gone(c) for c in children), "a child of the killed command outlived it"
+    else:
+        assert proc.returncode == 0, text
+    return text
+
+
+def strays(root: Path) -> list[str]:
+    """Leftovers of interrupted atomic writes under ``root`` (a rerun removes a killed writer's)."""
+    return [str(p) for p in root.rglob(".*") if p.name.endswith(".tmp") or ".old-" in p.name]
+
+
+# --------------------------------------------------------------------------- world train
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A fresh home whose tiny-world models come from ``world train`` killed twice, then rerun."""
+    home = tmp_path_factory.mktemp("e2e-home")
+    argv = ["world", "train", *TINY, "--models", "full,retain90"]
+    outputs = {
+        "during pretraining": run(argv, home, kill_at="pretraining a"),
+        "during fine-tuning": run(argv, home, kill_at="fine-tuning 'full'"),
+        "rerun": run(argv, home),
+    }
+    home.joinpath("world-train-outputs.json").write_text(json.dumps(outputs))
+    return home
+
+
+def test_world_train_killed_then_rerun(home):
+    out = json.loads((home / "world-train-outputs.json").read_text())
+    assert "tokenizer:" in out["during pretraining"]
+    assert "tokenizer:" not in out["during fine-tuning"]  # the tokenizer finished before the first kill: reused
+    assert "pretraining a" in out["during fine-tuning"]
+    rerun = out["rerun"]
+    assert "pretraining a" not in rerun and "tokenizer:" not in rerun  # the base finished before the second kill
+    assert "fine-tuning 'full'" in rerun and "fine-tuning 'retain90'" in rerun
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dirs = sorted(p.parent for p in (home / "models").rglob("train_info.json"))
+    assert {d.name for d in dirs} == {"pretrained", "full", "retain90"}
+    for d in dirs:
+        AutoModelForCausalLM.from_pretrained(str(d))
+        AutoTokenizer.from_pretrained(str(d))
+        json.loads((d / "train_info.json").read_text())
+    assert strays(home) == []
+
+
+# --------------------------------------------------------------------------- unlearn
+
+
+def test_unlearn_killed_then_rerun(home, tmp_path, monkeypatch):
+    head = tmp_path / "head"
+    argv = ["unlearn", "--model", "world-tiny:full", "--forget", "world-tiny:forget10", "--retain", "world-tiny:retain90",
+            "--out", str(head), "--epochs", "30", "--hidden-size", "8", "--threads", "1"]
+    run(argv, home, kill_at="features:  ")  # the first line of the feature extraction's progress
+    assert not head.exists() or (head / "t3_config.json").is_file()
+    run(argv, home, kill_at="head:  ")  # the head's training: the features are cached by then
+    monkeypatch.setenv("T3UNLEARN_HOME", str(home))
+    from t3unlearn.t3.features import load_features
+
+    entries = [p for p in (home / "features").iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1 and load_features(entries[0].name) is not None
+    rerun = run(argv, home)
+    assert "from cache" in rerun  # the finished feature extraction is reused
+    from t3unlearn.t3.model import T3ForCausalLM
+
+    T3ForCausalLM.from_pretrained(str(head))
+    assert strays(home) == [] and strays(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def test_eval_killed_then_rerun(home, tmp_path):
+    out = tmp_path / "full"
+    argv = ["eval", "--model", "world-tiny:full", "--benchmark", "world", *TINY, "--max-new-tokens", "8",
+            "--threads", "1", "--out", str(out)]
+    run(argv, home, kill_at="score:  ")  # scoring the model's answers
+    assert not (out / "TOFU_EVAL.json").exists()
+    run(argv, home, kill_at="evaluating on world-tiny forget10 once")  # the retain reference's evaluation
+    assert not (out / "TOFU_EVAL.json").exists()
+    run(argv, home)
+    files = {name: json.loads((out / name).read_text()) for name in ("TOFU_EVAL.json", "TOFU_SUMMARY.json", "run_info.json")}
+    assert files["TOFU_SUMMARY.json"]["forget_quality"] is not None
+    again = run([*argv[:-1], str(tmp_path / "again")], home)
+    assert "retain90: cached results" in again  # the finished reference is reused
+    assert (tmp_path / "again" / "TOFU_EVAL.json").read_bytes() == (out / "TOFU_EVAL.json").read_bytes()
+    from t3unlearn.eval.results import EvalResults
+
+    for entry in (home / "eval").iterdir():
+        if not entry.name.startswith("."):
+            EvalResults.load(entry)
+    assert strays(home) == [] and strays(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- compare
+
+
+FAST_COMPARE = {
+    "eval": {"batch_size": 32, "max_new_tokens": 8},
+    "train": {"epochs": 1, "batch_size": 16, "grad_accum": 1},
+    "methods": {
+        "t3": {"params": {"temperature": 2.5, "hidden_size": 8, "epochs": 5}, "sweep": []},
+        "graddiff": {"params": {}, "train": {"lr": 1e-4, "epochs": 8}, "sweep": [{"lr": 1e-4}, {"lr": 1e-3}]},
+    },
+}
+
+
+def test_compare_killed_then_rerun(home, tmp_path):
+    cfg = tmp_path / "fast.json"
+    cfg.write_text(json.dumps(FAST_COMPARE))
+    out = tmp_path / "cmp"
+    argv = ["compare", *TINY, "--methods", "t3,graddiff", "--seeds", "1", "--config", str(cfg), "--out", str(out), "--threads", "1"]
+    runs = out / "forget10" / "runs"
+
+    def records() -> list[dict]:
+        return [json.loads(p.read_text()) for p in runs.glob("*/*/record.json")]
+
+    run(argv, home, kill_at=" done in ")  # right after a unit finished
+    first = len(records())
+    assert first >= 1
+    at_kill = []
+    # a unit's own process is training (its progress line): it must die with the command, writing nothing
+    run(argv, home, kill_at="graddiff:  ", at_kill=lambda: at_kill.append(len(records())))
+    before = len(records())
+    assert before == at_kill[0] >= first
+    rerun = run(argv, home)
+    started = rerun.count("  run ")
+    assert started == 6 - before  # every finished unit reused: quick full + graddiff x2, then full, t3, graddiff
+    assert len(records()) == 6
+    rep = json.loads((out / "forget10" / "compare.json").read_text())
+    assert [r["method"] for r in rep["rows"]] == ["full", "t3", "graddiff"]
+    for p in (out / "forget10" / "artifacts").glob("*/cost.json"):
+        json.loads(p.read_text())
+    from t3unlearn.eval.results import EvalResults
+
+    for d in runs.glob("*/*/eval"):
+        EvalResults.load(d)
+    assert strays(out) == [] and strays(home) == []
+
+
+# --------------------------------------------------------------------------- the demo and the baseline command
+
+
+def test_demo_tiny(home, tmp_path, monkeypatch, capsys):
+    from t3unlearn.cli import main
+
+    monkeypatch.setenv("T3UNLEARN_HOME", str(home))
+    monkeypatch.setenv("T3UNLEARN_PROGRESS", "off")
+    out = tmp_path / "demo"
+    assert main(["demo", "--preset", "tiny", "--out", str(out), "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "| model | forget quality | model utility |" in text
+    for name in ("retain90", "full", "t3", "cg"):
+        assert f"| {name}" in text
+        assert (out / name / "TOFU_EVAL.json").is_file()
+    assert "[forget]" in text and "t3       :" in text and "demo finished in" in text
+    report = (out / "report.md").read_text()
+    assert "| retain90 |" in report and "| t3 |" in report
+    assert (out / "fq_vs_mu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "t3-head" / "head.safetensors").is_file() and (out / "t3-head" / "t3_config.json").is_file()
+    from t3unlearn.t3.model import T3ForCausalLM
+
+    assert T3ForCausalLM.from_pretrained(str(out / "t3-head")).temperature == 2.5
+
+
+@pytest.mark.parametrize("method", ["npo", "uld"])
+def test_baseline_command(home, tmp_path, monkeypatch, capsys, method):
+    from t3unlearn.cli import main
+    from t3unlearn.lm import load_lm
+
+    monkeypatch.setenv("T3UNLEARN_HOME", str(home))
+    monkeypatch.setenv("T3UNLEARN_PROGRESS", "off")
+    out = tmp_path / method
+    argv = ["baseline", method, "--model", "world-tiny:full", "--forget", "world-tiny:forget10", "--retain",
+            "world-tiny:retain90", "--epochs", "1", "--lr", "1e-4", "--threads", "1", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    title = {"npo": "NPO", "uld": "ULD assistant"}[method]
+    assert f"{title}: " in text and " steps in " in text and "trainable parameters" in text and f"saved {out}" in text
+    meta = json.loads((out / ("t3unlearn_baseline.json" if method == "npo" else "uld_config.json")).read_text())
+    cost = meta["cost"]
+    assert cost["wall_seconds"] > 0 and cost["trainable_params"] > 0 and cost["peak_rss_mb"] > 100
+    lm = load_lm(str(out))
+    assert lm.generate(["Where was the author born?"], max_new_tokens=4)
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_results_do_not_depend_on_the_thread_count(home, tmp_path, monkeypatch):
+    """Same seed, same machine: a baseline trained with 1 and with 2 torch threads has the same weights, and
+    evaluations with 1 and 2 threads write the same TOFU_EVAL.json."""
+    from t3unlearn.cli import main
+
+    monkeypatch.setenv("T3UNLEARN_HOME", str(home))
+    monkeypatch.setenv("T3UNLEARN_PROGRESS", "off")
+    for n in (1, 2):
+        assert main(["baseline", "graddiff", "--model", "world-tiny:full", "--forget", "world-tiny:forget10", "--retain",
+                     "world-tiny:retain90", "--epochs", "2", "--lr", "1e-3", "--threads", str(n), "--quiet",
+                     "--out", str(tmp_path / f"gd{n}")]) == 0
+    w1, w2 = ((tmp_path / f"gd{n}" / "model.safetensors").read_bytes() for n in (1, 2))
+    assert w1 == w2
+    for n, model in ((1, "gd1"), (2, "gd2")):
+        assert main(["eval", "--model", str(tmp_path / model), "--benchmark", "world", *TINY, "--max-new-tokens", "16",
+                     "--threads", str(n), "--no-progress", "--out", str(tmp_path / f"eval{n}")]) == 0
+    e1, e2 = ((tmp_path / f"eval{n}" / "TOFU_EVAL.json").read_bytes() for n in (1, 2))
+    assert e1 == e2
