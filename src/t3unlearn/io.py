@@ -88,9 +88,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator
         with open(tmp, mode, **kwargs) as fh:
             yield fh
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # disk full, ...: name the file being written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 
@@ -109,8 +111,12 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[P
     try:
         yield tmp
         _move_dir_into_place(tmp, path, overwrite)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc.filename, bytes):
+            name = str(exc.filename) if exc.filename is not None else str(tmp)
+            if name.startswith(str(tmp)):  # disk full, ...: name the entry being written, not its temporary
+                raise OSError(exc.errno, exc.strerror or str(exc), str(path) + name[len(str(tmp)):]) from exc
         raise
 
 

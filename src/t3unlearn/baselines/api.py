@@ -50,7 +50,8 @@ def load_idk(path) -> list[str]:
     """Answers from a jsonl file of ``{"answer": ...}`` lines (or a plain text file, one per line)."""
     path = Path(path)
     if not path.is_file():
-        raise T3Error(f"idk file {path} does not exist.")
+        raise T3Error(f"idk file {path} does not exist; check the path, or leave it out for the idk.jsonl beside the "
+                      "forget set (else built-in answers).")
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()

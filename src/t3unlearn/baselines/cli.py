@@ -192,7 +192,7 @@ def run_baseline(args) -> int:
 
     m = get_method(args.method)
     if m.data == "paired" and not args.forget:
-        raise T3Error(f"{m.title} needs --forget.")
+        raise T3Error(f"{m.title} needs --forget (the set to forget; only retrain trains on the retain set alone).")
     params = {}
     for item in args.set:
         key, sep, value = item.partition("=")

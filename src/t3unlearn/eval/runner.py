@@ -320,7 +320,7 @@ def evaluate(
         data = load_eval_data(source, split)
     missing = [r for r in split_configs(split) if r not in data]
     if missing:
-        raise T3Error(f"evaluation data lacks the {', '.join(missing)} set(s).")
+        raise T3Error(f"evaluation data lacks the {', '.join(missing)} set(s); pass every set load_eval_data(source, split) returns.")
     rows = {role: _rows(ds) for role, ds in data.items()}
     timings["load_data_s"] = time.perf_counter() - t_start
 
