@@ -85,6 +85,7 @@ def files(random_lm, tmp_path_factory):
     (root / "a_file").write_text("not a directory")
     f["world"].mkdir()
     build_fake_benchmark(f["world"])
+    f["corrupt_head"], f["bad_config_head"] = root / "corrupt_head", root / "bad_config_head"
     home = root / "home"
     from t3unlearn.cli import main
 
@@ -100,6 +101,12 @@ def files(random_lm, tmp_path_factory):
             os.environ.pop("T3UNLEARN_HOME", None)
         else:
             os.environ["T3UNLEARN_HOME"] = old
+    shutil.copytree(f["head"], f["corrupt_head"])
+    weights = f["corrupt_head"] / "head.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    shutil.copytree(f["head"], f["bad_config_head"])
+    config = f["bad_config_head"] / "t3_config.json"
+    config.write_text(config.read_text()[:20])
     return f
 
 
@@ -283,6 +290,12 @@ CLI = [
     Case("head-dir-is-not-a-head", "`--head` names a directory that is no head",
          lambda f: ["generate", "--model", str(f["model"]), "--head", str(f["root"] / "emptydir"), "Where?"],
          r"holds no t3_config.json; it is not a saved T3 head", "give a directory written by unlearn"),
+    Case("head-corrupt-weights", "a T3 head whose head.safetensors is truncated",
+         lambda f: ["generate", "--model", str(f["model"]), "--head", str(f["corrupt_head"]), "Where?"],
+         r"head.safetensors is corrupt or not a safetensors file .*save the head again", "save the head again"),
+    Case("head-truncated-config", "a T3 head whose t3_config.json is truncated",
+         lambda f: ["generate", "--model", str(f["model"]), "--head", str(f["bad_config_head"]), "Where?"],
+         r"t3_config.json is corrupt or not a T3 config .*save the head again", "save the head again"),
     Case("temperature-without-head", "`generate --temperature` without a head",
          lambda f: ["generate", "--model", str(f["model"]), "--temperature", "2", "Where?"],
          r"--temperature/--scale are T3's T and s; they need a head", "add --head"),

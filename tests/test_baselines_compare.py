@@ -81,46 +81,6 @@ def test_compare_end_to_end_and_resume(tiny_models, tmp_path, monkeypatch, capsy
     assert main(argv) == 0
 
 
-@pytest.mark.slow
-def test_compare_t3_and_cg_isolated_in_parallel(tiny_models, tmp_path, monkeypatch, capsys):
-    """t3 and cg share one head; every unit runs in its own process; --jobs 2 runs two at once, each with at
-    most cores/2 torch threads; a rerun starts no process."""
-    import os
-
-    from t3unlearn.baselines.compare import units
-    from t3unlearn.cli import main
-
-    world, models = tiny_models
-    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
-    cfg = _fast_config(tmp_path, isolate=True)
-    argv = ["compare", "--world", str(world), "--model", str(models / "full"), "--retain-model", str(models / "retain"),
-            "--methods", "t3,cg,graddiff", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path / "cmp"),
-            "--quiet", "--jobs", "2"]
-    assert main(argv) == 0
-    assert "| T3 |" in capsys.readouterr().out
-    out = tmp_path / "cmp" / "forget10"
-    recs = {p.parent.parent.name + "/" + p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/*/record.json")}
-    assert len(recs) == 7  # quick: full + graddiff x2; full: full, t3, cg, graddiff
-    pids = {r["process"]["pid"] for r in recs.values()}
-    assert len(pids) == 7 and os.getpid() not in pids  # every unit in its own process
-    assert all(r["process"]["torch_threads"] <= max(1, (os.cpu_count() or 1) // 2) for r in recs.values())
-    spans = sorted((r["process"]["started"], r["process"]["finished"]) for r in recs.values())
-    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))  # two ran at the same time
-    t3 = next(r for r in recs.values() if r["method"] == "t3")
-    cg = next(r for r in recs.values() if r["method"] == "cg")
-    assert t3["cost"]["artifact"] == cg["cost"]["artifact"]  # one head, two temperatures
-    assert t3["cost"]["trainable_params"] > 0 and t3["cost"]["peak_rss_mb"] > 100  # measured in the unit's process
-    assert t3["summary"]["forget_Q_A_Prob"] != cg["summary"]["forget_Q_A_Prob"]  # T = 2.5 vs T = 1
-    rep = json.loads((out / "compare.json").read_text())
-    assert [r["method"] for r in rep["rows"]] == ["full", "t3", "cg", "graddiff"]
-
-    def boom(*a, **k):
-        raise AssertionError("a finished unit was started again")
-
-    monkeypatch.setattr(units.subprocess, "run", boom)
-    assert main(argv) == 0
-
-
 def test_selection_rule_ignores_forget_quality():
     from t3unlearn.baselines.compare import select_setting
     from t3unlearn.baselines.compare.config import Selection

@@ -183,22 +183,27 @@ FAST_COMPARE = {
     "train": {"epochs": 1, "batch_size": 16, "grad_accum": 1},
     "methods": {
         "t3": {"params": {"temperature": 2.5, "hidden_size": 8, "epochs": 5}, "sweep": []},
+        "cg": {"params": {"temperature": 1.0, "hidden_size": 8, "epochs": 5}, "sweep": []},
         "graddiff": {"params": {}, "train": {"lr": 1e-4, "epochs": 8}, "sweep": [{"lr": 1e-4}, {"lr": 1e-3}]},
     },
 }
 
 
 def test_compare_killed_then_rerun(home, tmp_path):
+    """compare with T3 and classifier guidance, every unit in its own process, two at a time (--jobs 2): killed
+    after a unit finished and while a unit trains, then rerun. T3 and CG share one head; each unit ran with at
+    most cores/2 torch threads; finished units are reused; nothing a killed unit did is left."""
     cfg = tmp_path / "fast.json"
     cfg.write_text(json.dumps(FAST_COMPARE))
     out = tmp_path / "cmp"
-    argv = ["compare", *TINY, "--methods", "t3,graddiff", "--seeds", "1", "--config", str(cfg), "--out", str(out), "--threads", "1"]
+    argv = ["compare", *TINY, "--methods", "t3,cg,graddiff", "--seeds", "1", "--config", str(cfg), "--out", str(out),
+            "--jobs", "2"]
     runs = out / "forget10" / "runs"
 
     def records() -> list[dict]:
         return [json.loads(p.read_text()) for p in runs.glob("*/*/record.json")]
 
-    run(argv, home, kill_at=" done in ")  # right after a unit finished
+    run(argv, home, kill_at=" done in ")  # right after a unit finished (another one is running)
     first = len(records())
     assert first >= 1
     at_kill = []
@@ -207,11 +212,20 @@ def test_compare_killed_then_rerun(home, tmp_path):
     before = len(records())
     assert before == at_kill[0] >= first
     rerun = run(argv, home)
-    started = rerun.count("  run ")
-    assert started == 6 - before  # every finished unit reused: quick full + graddiff x2, then full, t3, graddiff
-    assert len(records()) == 6
+    assert rerun.count("  run ") == 7 - before  # every finished unit reused
+    recs = records()
+    assert len(recs) == 7  # quick: full, graddiff x2; full: full, t3, cg, graddiff
+    assert len({r["process"]["pid"] for r in recs}) == 7  # each unit in its own process
+    assert all(r["process"]["torch_threads"] <= max(1, (os.cpu_count() or 1) // 2) for r in recs)
+    spans = sorted((r["process"]["started"], r["process"]["finished"]) for r in recs if r["eval_mode"] == "full")
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))  # two ran at once
+    t3 = next(r for r in recs if r["method"] == "t3")
+    cg = next(r for r in recs if r["method"] == "cg")
+    assert t3["cost"]["artifact"] == cg["cost"]["artifact"]  # one head, two temperatures
+    assert t3["cost"]["trainable_params"] > 0 and t3["cost"]["peak_rss_mb"] > 100  # measured in the unit's process
+    assert t3["summary"]["forget_Q_A_Prob"] != cg["summary"]["forget_Q_A_Prob"]  # T = 2.5 vs T = 1
     rep = json.loads((out / "forget10" / "compare.json").read_text())
-    assert [r["method"] for r in rep["rows"]] == ["full", "t3", "graddiff"]
+    assert [r["method"] for r in rep["rows"]] == ["full", "t3", "cg", "graddiff"]
     for p in (out / "forget10" / "artifacts").glob("*/cost.json"):
         json.loads(p.read_text())
     from t3unlearn.eval.results import EvalResults

@@ -20,7 +20,9 @@ methods:
 per method: a small sweep with the first seed, selection = lowest forget Q_A_Prob among the
 settings whose model utility is within 0.05 of the full model's (never forget quality: that
 would peek at the oracle), then the remaining seeds; table = mean ± std over seeds.
-Every run is cached under OUT/SPLIT/runs: rerun the same command to resume.
+Every run is cached under OUT/SPLIT/runs: rerun the same command to resume (also after a crash or
+kill -9: finished runs are kept whole). Each run is its own process; --jobs N runs N at once, each with
+at most cores/N torch threads (--threads auto, the default).
 
 examples:
   t3unlearn compare --methods t3,cg,graddiff --seeds 1 --out cmp            quick look (forget10)
