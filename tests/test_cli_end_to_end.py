@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes in /proc")]
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = ["--world", "tiny"]
 
