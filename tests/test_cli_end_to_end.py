@@ -77,7 +77,7 @@ def run(argv: list[str], home: Path, *, kill_at: str | None = None, at_kill=None
     text = "".join(lines)
     if kill_at is not None:
         assert killed, f"{kill_at!r} never appeared:\n{text}"
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not all(_gone(c) for c in children) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert all(_gone(c) for c in children), "a child of the killed command outlived it"
@@ -203,14 +203,15 @@ def test_compare_killed_then_rerun(home, tmp_path):
     def records() -> list[dict]:
         return [json.loads(p.read_text()) for p in runs.glob("*/*/record.json")]
 
-    run(argv, home, kill_at=" done in ")  # right after a unit finished (another one is running)
-    first = len(records())
-    assert first >= 1
     at_kill = []
-    # a unit's own process is training (its progress line): it must die with the command, writing nothing
+    # right after a unit finished (another one is running: it must die with the command, writing nothing)
+    run(argv, home, kill_at=" done in ", at_kill=lambda: at_kill.append(len(records())))
+    first = len(records())
+    assert first == at_kill[0] >= 1
+    # a unit's own process is training (its progress line): the same
     run(argv, home, kill_at="graddiff:  ", at_kill=lambda: at_kill.append(len(records())))
     before = len(records())
-    assert before == at_kill[0] >= first
+    assert before == at_kill[1] >= first
     rerun = run(argv, home)
     assert rerun.count("  run ") == 7 - before  # every finished unit reused
     recs = records()

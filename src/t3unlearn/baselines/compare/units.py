@@ -324,7 +324,8 @@ def run_unit(spec: UnitSpec, *, isolate: bool, log: Callable[[str], None]) -> di
     if not isolate:
         rec = execute_unit(spec)
     else:
-        proc = subprocess.run([sys.executable, "-m", "t3unlearn.baselines.compare"], input=spec.to_json(), text=True)
+        proc = subprocess.run([sys.executable, "-m", "t3unlearn.baselines.compare"], input=spec.to_json(), text=True,
+                              env={**os.environ, PARENT_ENV: str(os.getpid())})
         rec = _read_json(unit_dir / RECORD)
         if proc.returncode != 0 or rec is None:
             raise T3Error(f"the run {spec.method} [{spec.setting}] seed {spec.seed} failed (exit {proc.returncode}); "
@@ -343,11 +344,15 @@ def run_unit(spec: UnitSpec, *, isolate: bool, log: Callable[[str], None]) -> di
 # --------------------------------------------------------------------------- the unit's own process
 
 
-def _exit_with_parent(interval: float = 0.2) -> None:
-    """End this process when the one that started it is gone (killed with -9, say): an orphaned unit would
-    otherwise go on computing, and writing, what the rerun computes again. On Linux the kernel kills it at
-    once (``PR_SET_PDEATHSIG``); elsewhere, and as a fallback, a thread watches the parent."""
-    parent = os.getppid()
+PARENT_ENV = "T3UNLEARN_UNIT_PARENT"  # the pid of the driver that started a unit's process
+
+
+def exit_with_parent(parent: int, interval: float = 0.2) -> None:
+    """End this process when ``parent``, the process that started it, is gone (killed with -9, say): an
+    orphaned unit would otherwise go on computing, and writing, what the rerun computes again. On Linux the
+    kernel kills it at once (``PR_SET_PDEATHSIG``); elsewhere, and as a fallback, a thread watches the parent.
+    ``parent`` comes from the driver (``$T3UNLEARN_UNIT_PARENT``): a parent that died before this call is
+    noticed too."""
     if sys.platform.startswith("linux"):
         import ctypes
         import signal
@@ -369,14 +374,14 @@ def _exit_with_parent(interval: float = 0.2) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m t3unlearn.baselines.compare`` (internal): run the unit whose spec is on standard input."""
+    """``python -m t3unlearn.baselines.compare`` (internal): run the unit whose spec is on standard input
+    (``__main__`` first ties this process's life to its parent's, :func:`exit_with_parent`)."""
     if argv:
         print("usage: python -m t3unlearn.baselines.compare < SPEC.json (internal: one run of t3unlearn compare)",
               file=sys.stderr)
         return 2
     from t3unlearn.io import torch_threads
 
-    _exit_with_parent()
     spec = UnitSpec.from_json(sys.stdin.read())
     try:
         with torch_threads(spec.threads or 0):  # this process's own threads: the driver split the machine
