@@ -130,8 +130,24 @@ class CausalLM:
         answers are the same (greedy continuation of the same prefix); one long answer no longer
         holds its whole batch for ``max_new_tokens`` steps.
         """
-        generate_kwargs.setdefault("do_sample", False)
         prompts = [self.formatter.prompt_ids(q) for q in questions]
+        return self.complete(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+                             stage_tokens=stage_tokens, **generate_kwargs)
+
+    def complete(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int = 200,
+        batch_size: int = 16,
+        progress=None,
+        stage_tokens: int | None = None,
+        **generate_kwargs,
+    ) -> list[str]:
+        """Continue each prompt given as token ids (a formatted question, perhaps with the start of an
+        answer); the new tokens decoded as :meth:`generate` does."""
+        generate_kwargs.setdefault("do_sample", False)
+        prompts = [list(p) for p in prompts]
         if stage_tokens is not None and (stage_tokens < 1 or generate_kwargs.get("do_sample")):
             stage_tokens = None
         first = min(stage_tokens or max_new_tokens, max_new_tokens)

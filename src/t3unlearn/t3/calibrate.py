@@ -229,3 +229,51 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
     feasible = [r for r in rows if r.feasible] or rows
     chosen = min(feasible, key=lambda r: (round(r.ks, 6), r.setting.scale, r.setting.temperature))
     return Calibration(rows, chosen, base_retain, tolerance)
+
+
+# --------------------------------------------------------------------------- the whole step
+
+DEFAULT_TEMPERATURES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
+DEFAULT_TEMPERINGS = ("global", "adaptive")
+RETAIN_ITEMS = 400  # retain items scored for the utility constraint (a seeded sample of the retain set)
+
+
+def _examples(fmt, data) -> list:
+    rows = data.to_list() if hasattr(data, "to_list") else list(data)
+    return fmt.encode_batch([r["question"] for r in rows], [r["answer"] for r in rows])
+
+
+def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Setting] | None = None,
+              tolerance: float = 0.03, retain_items: int = RETAIN_ITEMS, seed: int = 0, batch_size: int = 32,
+              max_length: int = 512, template: str = "auto", progress: bool = False, apply: bool = True) -> Calibration:
+    """Choose the guidance of ``t3`` (a :class:`~t3unlearn.t3.model.T3ForCausalLM`) from forget vs
+    holdout answers under a retain-utility constraint (see the module doc); with ``apply`` the chosen
+    setting is set on ``t3`` and the table recorded in ``t3.config.calibration`` (saved with the head).
+
+    ``forget`` / ``holdout`` / ``retain``: datasets or lists of ``{"question", "answer"}``; at most
+    ``retain_items`` retain items (a seeded sample) are scored.
+    """
+    import random
+
+    from t3unlearn.data import QAFormatter
+    from t3unlearn.t3.config import Guidance
+
+    if len(forget) == 0 or len(holdout) == 0 or len(retain) == 0:
+        raise T3Error("calibration needs non-empty forget, holdout and retain sets.")
+    fmt = QAFormatter(tokenizer, max_length=max_length, template=template)
+    if len(retain) > retain_items:
+        pick = sorted(random.Random(f"t3-calibrate-retain-{seed}").sample(range(len(retain)), retain_items))
+        retain = retain.select(pick) if hasattr(retain, "select") else [retain[i] for i in pick]
+    base, head = t3.base, t3.head
+    states = {name: answer_states(base, _examples(fmt, data), fmt.pad_id, batch_size=batch_size)
+              for name, data in (("forget", forget), ("holdout", holdout), ("retain", retain))}
+    if settings is None:
+        settings = grid(DEFAULT_TEMPERATURES, DEFAULT_SCALES, DEFAULT_TEMPERINGS)
+    cal = evaluate_settings(base, head, states["forget"], states["holdout"], states["retain"], settings,
+                            tolerance=tolerance, progress=progress)
+    if apply:
+        st = cal.chosen.setting
+        t3.guidance = Guidance(st.temperature, st.scale, st.tempering, st.tail_logp, st.bias)
+        t3.config.calibration = {**cal.as_dict(), "items": {k: v.n_items for k, v in states.items()}}
+    return cal
