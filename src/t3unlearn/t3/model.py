@@ -505,4 +505,11 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
             raise ModelError("this tokenizer's vocabulary differs from the one the T3 head was trained with; use the base model's tokenizer.")
 
 
+def load_head(head_dir) -> tuple[GuidanceHead, dict]:
+    """The head saved in ``head_dir`` and its ``t3_config.json`` content, checked, without a base
+    (a server holds many heads over one base; :meth:`T3ForCausalLM.from_base` attaches one)."""
+    data = T3ForCausalLM.read_config(head_dir)
+    return T3ForCausalLM._load_head(head_dir, data), data
+
+
 __all__ = ["T3Config", "T3Cache", "T3ForCausalLM", "T3Error", "check_temperature"]
