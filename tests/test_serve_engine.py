@@ -46,11 +46,12 @@ def setup(random_lm, tmp_path_factory):
 
 class Collector:
     def __init__(self):
-        self.deltas, self.finished, self.lock = {}, {}, threading.Lock()
+        self.deltas, self.tokens, self.finished, self.lock = {}, {}, {}, threading.Lock()
 
     def __call__(self, seq, delta, tokens, reason):
         with self.lock:
             self.deltas.setdefault(id(seq), []).append(delta)
+            self.tokens.setdefault(id(seq), []).extend(tokens)
             if reason is not None:
                 self.finished[id(seq)] = reason
 
@@ -63,19 +64,23 @@ def _seq(tok, prompt, head=None, T=None, s=None, **kw):
 
 
 @torch.no_grad()
-def _reference(model, tok, prompt, n, T=None, s=None):
-    """What ``generate`` gives for ``prompt`` alone (greedy, ``n`` new tokens), at T and s if given."""
+def _reference(model, tok, prompt, n, T=None, s=None, logprobs=False):
+    """What ``generate`` gives for ``prompt`` alone (greedy, ``n`` new tokens), at T and s if given;
+    with ``logprobs``, also the log-prob of each token under the model."""
     saved = (model.temperature, model.scale) if T is not None else None
     if saved:
         model.temperature, model.scale = T, s
     try:
         ids = torch.tensor([tok(prompt)["input_ids"]])
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False, output_scores=True,
+                             return_dict_in_generate=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     finally:
         if saved:
             model.temperature, model.scale = saved
-    return out[0, ids.shape[1]:].tolist()
+    new = out.sequences[0, ids.shape[1]:].tolist()
+    if not logprobs:
+        return new
+    return new, [float(torch.log_softmax(sc[0].float(), -1)[t]) for sc, t in zip(out.scores, new)]
 
 
 def _until(cond, timeout=10.0):
@@ -118,17 +123,18 @@ def test_sequences_join_and_leave_a_running_batch(setup):
     engine = Engine(base, tok, max_batch=3).start()  # smaller than the work: sequences wait, join and leave
     try:
         got = Collector()
-        seqs = [_seq(tok, p, h1 if i % 2 else None, max_tokens=3 + 2 * i, emit=got) for i, p in enumerate(PROMPTS * 2)]
+        seqs = [_seq(tok, p, h1 if i % 2 else None, max_tokens=3 + 2 * i, emit=got, logprobs=0, ignore_eos=True)
+                for i, p in enumerate(PROMPTS * 2)]
         engine.submit(seqs[:4])
         engine.submit(seqs[4:])
         assert wait_idle(engine, 30)
     finally:
         engine.close()
     for i, (p, seq) in enumerate(zip(PROMPTS * 2, seqs)):
-        want = _reference(refs["h1"] if i % 2 else base, tok, p, 3 + 2 * i)
-        if tok.eos_token_id in want:
-            want = want[: want.index(tok.eos_token_id) + 1]
+        want, want_lp = _reference(refs["h1"] if i % 2 else base, tok, p, 3 + 2 * i, logprobs=True)
         assert seq.out_ids == want
+        # the same distribution at every step, whatever the batch (padding, rows joining and leaving)
+        torch.testing.assert_close([t.logprob for t in got.tokens[id(seq)]], want_lp, atol=1e-4, rtol=0)
         assert "".join(got.deltas[id(seq)]) == seq.text == tok.decode(seq.out_ids, skip_special_tokens=True)
 
 
@@ -225,3 +231,35 @@ def test_registry_refuses_bad_heads_and_keeps_serving(setup, tmp_path, random_lm
     with pytest.raises(HeadError) as e:
         registry.resolve("h3")
     assert e.value.status == 404 and e.value.param == "model"
+
+
+def test_chat_prompts_use_the_template_of_training(random_lm):
+    from t3unlearn.data import QAFormatter
+    from t3unlearn.serve.app import APIError, ChatMessage, chat_prompt_ids
+
+    _, tok = random_lm
+    q = "Where was Ilse Varga born?"
+
+    def msgs(*pairs):
+        return [ChatMessage.model_validate({"role": r, "content": c}) for r, c in pairs]
+
+    plain = QAFormatter(tok)  # this tokenizer has no chat template: the project's Question/Answer one
+    assert not plain.use_chat
+    assert chat_prompt_ids(tok, plain, msgs(("user", q))) == plain.prompt_ids(q)
+    parts = msgs(("user", [{"type": "text", "text": "Where was "}, {"type": "text", "text": "Ilse Varga born?"}]))
+    assert chat_prompt_ids(tok, plain, parts) == plain.prompt_ids(q)
+    ids = chat_prompt_ids(tok, plain, msgs(("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", q)))
+    assert tok.decode(ids, skip_special_tokens=True) == f"Be brief.\nQuestion: Hi\nAnswer: Hello.\nQuestion: {q}\nAnswer:"
+    with pytest.raises(APIError) as e:
+        chat_prompt_ids(tok, plain, msgs(("user", q), ("assistant", "No.")))
+    assert e.value.param == "messages[1].role"
+
+    chat_tok = copy.deepcopy(tok)  # a tokenizer with a chat template: that template
+    chat_tok.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
+                              "{% if add_generation_prompt %}<assistant>{% endif %}")
+    fmt = QAFormatter(chat_tok)
+    assert fmt.use_chat
+    ids = chat_prompt_ids(chat_tok, fmt, msgs(("user", q)))
+    assert ids == fmt.prompt_ids(q) and chat_tok.decode(ids) == f"<user>{q}\n<assistant>"
+    ids = chat_prompt_ids(chat_tok, fmt, msgs(("developer", "Be brief."), ("user", q)))
+    assert chat_tok.decode(ids) == f"<system>Be brief.\n<user>{q}\n<assistant>"

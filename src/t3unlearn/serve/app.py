@@ -216,6 +216,37 @@ class HeadRequest(_Strict):
     force: bool = False
 
 
+def chat_prompt_ids(tokenizer, formatter, messages: list[ChatMessage]) -> list[int]:
+    """Token ids of a chat prompt: the tokenizer's chat template when it has one (``formatter.use_chat``),
+    else the project's plain template, earlier turns as ``Question: ...\nAnswer: ...`` lines."""
+    if messages[-1].role != "user":
+        raise APIError(400, "the last message must be the user's (the model answers it).", param=f"messages[{len(messages) - 1}].role")
+    if formatter.use_chat:
+        convo = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
+        try:
+            text = tokenizer.apply_chat_template(convo, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # noqa: BLE001 - a template may reject a conversation shape
+            raise APIError(400, f"the model's chat template refused these messages: {exc}"[:300], param="messages") from None
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if len(messages) == 1:
+        return formatter.prompt_ids(messages[0].text())  # exactly the prompt of training and evaluation
+    parts, pending = [], None
+    for m in messages[:-1]:
+        if m.role in ("system", "developer"):
+            parts.append(m.text().strip() + "\n")
+        elif m.role == "user":
+            if pending is not None:  # two user turns in a row: the first one unanswered
+                parts.append(f"Question: {pending}\n")
+            pending = m.text()
+        else:
+            parts.append(f"Question: {pending or ''}\nAnswer: {m.text().strip()}\n")
+            pending = None
+    if pending is not None:
+        parts.append(f"Question: {pending}\n")
+    text = "".join(parts) + formatter.prompt_text(messages[-1].text())
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
 # --------------------------------------------------------------------------- the app
 
 
@@ -546,32 +577,6 @@ def create_app(state: ServeState) -> FastAPI:
             out.append(ids)
         return out
 
-    def chat_prompt(messages: list[ChatMessage]) -> list[int]:
-        if messages[-1].role != "user":
-            raise APIError(400, "the last message must be the user's (the model answers it).", param=f"messages[{len(messages) - 1}].role")
-        fmt = state.formatter
-        if fmt.use_chat:
-            convo = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
-            try:
-                text = tok.apply_chat_template(convo, add_generation_prompt=True, tokenize=False)
-            except Exception as exc:  # noqa: BLE001 - a template may reject a conversation shape
-                raise APIError(400, f"the model's chat template refused these messages: {exc}"[:300], param="messages") from None
-            return list(tok(text, add_special_tokens=False)["input_ids"])
-        # the project's plain template: earlier turns as Question/Answer pairs, the last question open
-        if len(messages) == 1:
-            return fmt.prompt_ids(messages[0].text())
-        parts, pending = [], None
-        for m in messages[:-1]:
-            if m.role in ("system", "developer"):
-                parts.append(m.text().strip() + "\n")
-            elif m.role == "user":
-                pending = m.text()
-            else:
-                parts.append(f"Question: {pending or ''}\nAnswer: {m.text().strip()}\n")
-                pending = None
-        text = "".join(parts) + fmt.prompt_text(messages[-1].text())
-        return list(tok(text, add_special_tokens=True)["input_ids"])
-
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request):
         head = registry.resolve(req.model)
@@ -579,7 +584,7 @@ def create_app(state: ServeState) -> FastAPI:
             raise APIError(400, "'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
         if req.max_tokens is not None and req.max_completion_tokens is not None and req.max_tokens != req.max_completion_tokens:
             raise APIError(400, "give 'max_completion_tokens' or 'max_tokens', not two different values.", param="max_tokens")
-        prompts = [chat_prompt(req.messages)]
+        prompts = [chat_prompt_ids(tok, state.formatter, req.messages)]
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         field = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
         max_tokens = max_tokens_for(req, prompts, None, field, requested)
