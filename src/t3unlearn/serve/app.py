@@ -384,13 +384,13 @@ def create_app(state: ServeState) -> FastAPI:
     # ------------------------------------------------------------------ the playground
     @app.get("/", response_class=HTMLResponse)
     async def playground():
-        return HTMLResponse(resources.files("t3unlearn.serve").joinpath("static/playground.html").read_text(encoding="utf-8"))
+        return HTMLResponse(resources.files("t3unlearn.serve").joinpath("static").joinpath("playground.html").read_text(encoding="utf-8"))
 
     @app.get("/static/{name}")
     async def static(name: str):
         types = {".js": "text/javascript", ".css": "text/css"}
         kind = next((t for ext, t in types.items() if name.endswith(ext)), None)
-        f = resources.files("t3unlearn.serve").joinpath("static", name)
+        f = resources.files("t3unlearn.serve").joinpath("static").joinpath(name)
         if kind is None or "/" in name or not f.is_file():
             raise APIError(404, f"no such file: /static/{name}", code="not_found")
         return Response(f.read_text(encoding="utf-8"), media_type=kind)
