@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from t3unlearn.data import IGNORE_INDEX, QAFormatter, check_disjoint, collate, load_qa
+from t3unlearn.data import REFERENCE_SYSTEM_PROMPT, IGNORE_INDEX, QAFormatter, check_disjoint, collate, load_qa
 from t3unlearn.errors import DataError
 
 
@@ -73,16 +73,69 @@ def test_plain_template_masks_prompt_and_appends_eos(small_tokenizer):
     assert small_tokenizer.decode(ex.input_ids[len(prompt) : -1]).strip() == "Ilse Varga was born in Lisbon."
 
 
-def test_chat_template_used_when_present(small_tokenizer):
+# A Llama-3.x-shaped chat template (written for the tests): the date comes from ``date_string`` or, when
+# none is passed, today's date; the system message goes in its own header block.
+LLAMA3_LIKE = (
+    "{{ bos_token }}{% if date_string is not defined %}{% set date_string = strftime_now('%d %b %Y') %}{% endif %}"
+    "{% set sys = messages[0]['content'] if messages[0]['role'] == 'system' else '' %}"
+    "[system]Today Date: {{ date_string }}\n\n{{ sys }}</s>"
+    "{% for m in messages %}{% if m['role'] != 'system' %}[{{ m['role'] }}]\n\n{{ m['content'] | trim }}</s>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}[assistant]\n\n{% endif %}"
+)
+# A Gemma-shaped template: refuses a system role.
+NO_SYSTEM = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "<s>[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
+)
+
+
+def _chat_tokenizer(small_tokenizer, template):
     import copy
 
     tok = copy.deepcopy(small_tokenizer)
-    tok.chat_template = "{% for m in messages %}<s>[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
+    tok.chat_template = template
+    return tok
+
+
+def test_chat_prompt_matches_the_reference_framework(small_tokenizer):
+    """System message and date as the reference's Llama-3.x config; labels = the whole conversation's
+    tokens after the generation-prompt's tokens; EOS (the template's end token here) ends the labels."""
+    tok = _chat_tokenizer(small_tokenizer, LLAMA3_LIKE)
     fmt = QAFormatter(tok)
-    assert fmt.use_chat
+    assert fmt.use_chat and fmt.system_prompt == REFERENCE_SYSTEM_PROMPT
+    prompt = fmt.prompt_text("Where was Ilse Varga born?")
+    assert prompt == ("<s>[system]Today Date: 10 Apr 2025\n\nYou are a helpful assistant.</s>"
+                      "[user]\n\nWhere was Ilse Varga born?</s>[assistant]\n\n")
+    ex = fmt.encode("Where was Ilse Varga born?", "Ilse Varga was born in Lisbon.")
+    whole = tok(prompt + "Ilse Varga was born in Lisbon.</s>", add_special_tokens=False)["input_ids"]
+    n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    assert ex.input_ids == whole and ex.prompt_len == n_prompt
+    assert ex.labels == [IGNORE_INDEX] * n_prompt + whole[n_prompt:]
+    assert ex.labels[-1] == tok.eos_token_id and ex.labels.count(tok.eos_token_id) == 1
+    # without the reference's date the template writes today's: not reproducible
+    assert "10 Apr 2025" not in QAFormatter(tok, date_string=None).prompt_text("q?")
+    assert "You are" not in QAFormatter(tok, system_prompt=None).prompt_text("q?")
+
+
+def test_chat_template_without_system_role(small_tokenizer):
+    fmt = QAFormatter(_chat_tokenizer(small_tokenizer, NO_SYSTEM))
+    assert fmt.system_prompt is None
     assert fmt.prompt_text("hi?") == "<s>[user] hi?\n[assistant] "
+    ex = fmt.encode("hi?", "hello")
+    assert ex.input_ids[-1] == small_tokenizer.eos_token_id  # the template has no EOS: appended
     with pytest.raises(DataError, match="no chat template"):
         QAFormatter(small_tokenizer, template="chat")
+
+
+def test_long_items_are_cut_and_get_their_eos_back(small_tokenizer):
+    fmt = QAFormatter(small_tokenizer, max_length=20)
+    prompt = fmt.prompt_ids("Where was Ilse Varga born?")
+    ex = fmt.encode("Where was Ilse Varga born?", "Ilse Varga was born in Lisbon. " * 5)
+    assert len(ex.input_ids) == 21 and ex.input_ids[-1] == small_tokenizer.eos_token_id  # cut at 20, EOS put back
+    assert ex.input_ids[:20] == fmt.encode("Where was Ilse Varga born?", "Ilse Varga was born in Lisbon. " * 6).input_ids[:20]
+    assert ex.labels[: len(prompt)] == [IGNORE_INDEX] * len(prompt)
+    with pytest.raises(DataError, match="question too long"):
+        QAFormatter(small_tokenizer, max_length=len(prompt)).encode("Where was Ilse Varga born?", "x")
 
 
 def test_collate_pads_both_sides(small_tokenizer):

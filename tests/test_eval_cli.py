@@ -129,12 +129,12 @@ def test_report_table_and_plot(runs, capsys):
 def test_world_retain_reference_is_evaluated_once_and_cached(saved_model, tmp_path, monkeypatch, capsys):
     import shutil
 
-    from t3unlearn.eval import runner
+    from t3unlearn.benchmarks import Benchmark
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
     retain_dir = tmp_path / "retain90"
     shutil.copytree(saved_model, retain_dir)
-    monkeypatch.setattr(runner, "world_model", lambda world_dir, name: retain_dir)
+    monkeypatch.setattr(Benchmark, "model", lambda self, name, **kw: retain_dir)
     (tmp_path / "world_dir").mkdir()
     world = build_fake_benchmark(tmp_path / "world_dir")
     common = ["--benchmark", "world", "--world", str(world), "--max-new-tokens", "4", "--no-progress"]
@@ -151,12 +151,14 @@ def test_world_retain_reference_is_evaluated_once_and_cached(saved_model, tmp_pa
     assert res.info["retain_reference"]["forget_quality_available"]
 
 
-def test_tofu_from_a_local_copy_without_reference(saved_model, tmp_path, capsys):
-    """--benchmark tofu --world DIR reads a local copy; with no reference FQ and privleak are n/a."""
+def test_tofu_from_a_local_copy_without_reference(saved_model, tmp_path, capsys, monkeypatch):
+    """--benchmark tofu reads the local copy in $T3UNLEARN_TOFU_DIR; a model that is not one of the tiny TOFU
+    models has no automatic reference, so forget quality and privleak are n/a, saying how to get them."""
     local = tmp_path / "tofu_copy"
     local.mkdir()
     build_fake_benchmark(local)
-    args = ["eval", "--model", str(saved_model), "--benchmark", "tofu", "--world", str(local), "--max-new-tokens", "3", "--no-progress"]
+    monkeypatch.setenv("T3UNLEARN_TOFU_DIR", str(local))
+    args = ["eval", "--model", str(saved_model), "--benchmark", "tofu", "--max-new-tokens", "3", "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "t")]) == 0
     out = capsys.readouterr().out
     assert "forget quality and privleak: n/a" in out and "--retain-results" in out

@@ -93,7 +93,7 @@ def test_mia_auc_orientation_and_privleak():
 
 def test_loss_and_zlib_scores():
     assert M.mia_loss_score(1.25) == 1.25
-    text = "Ilse Varga was born in Lisbon."
+    text = " Ilse Varga was born in Lisbon."
     assert M.mia_zlib_score(2.0, text) == pytest.approx(2.0 / len(zlib.compress(text.encode())))
 
 
@@ -103,9 +103,10 @@ def test_loss_and_zlib_scores():
         ([1, 1, 1, 1], 1.0),  # k* = 0
         ([0, 1, 1, 1], 0.75),  # k* = 1
         ([1, 0, 1, 1], 0.5),  # k* = 2: only the last two match
-        ([1, 1, 1, 0], 0.0),  # no suffix matches: k* = n
+        ([1, 1, 1, 0], 0.25),  # no suffix matches: the reference's loop stops at k* = n - 1, so 1/n
         ([0, 0, 0, 1], 0.25),
-        ([], 0.0),
+        ([0, 0, 0, 0, 0], 0.2),
+        ([], 0.0),  # no answer tokens: the reference scores 0
     ],
 )
 def test_extraction_strength(flags, expected):
@@ -114,4 +115,5 @@ def test_extraction_strength(flags, expected):
 
 def test_exact_memorization():
     assert M.exact_memorization([True, False, True, True]) == pytest.approx(0.75)
-    assert M.exact_memorization([]) == 0.0
+    assert M.exact_memorization([]) is None  # no answer tokens: left out, not 0
+    assert M.mean_of_present([0.5, None, 1.0]) == pytest.approx(0.75)

@@ -8,7 +8,7 @@ import pytest
 from t3unlearn.errors import T3Error
 from t3unlearn.eval import metrics as M
 from t3unlearn.eval.results import EvalResults
-from t3unlearn.eval.runner import apply_reference, evaluate, load_benchmark, retain_split, split_configs
+from t3unlearn.eval.runner import apply_reference, evaluate, load_eval_data, retain_split, split_configs
 
 SPEC_NAMES = [
     "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "forget_quality", "retain_Q_A_Prob",
@@ -85,7 +85,7 @@ def counting_lm(random_lm):
 
 @pytest.fixture(scope="module")
 def results(counting_lm, fake_world):
-    return evaluate(counting_lm, benchmark="world", world=fake_world, split="forget10", batch_size=4, max_new_tokens=6, progress=False)
+    return evaluate(counting_lm, source=str(fake_world), split="forget10", batch_size=4, max_new_tokens=6, progress=False)
 
 
 def test_every_spec_metric_in_the_reference_layout(results):
@@ -205,22 +205,54 @@ def test_user_mistakes_are_t3errors(tmp_path, fake_world):
         EvalResults.load(tmp_path)
     with pytest.raises(T3Error, match="unknown split"):
         split_configs("forget7")
-    with pytest.raises(T3Error, match="unknown benchmark"):
-        load_benchmark("mmlu", "forget10")
+    with pytest.raises(T3Error, match="neither an existing file or directory nor a hub id"):
+        load_eval_data("no/such/dir/here", "forget10")
     with pytest.raises(T3Error, match="available"):
-        load_benchmark("world", "forget05", fake_world)
+        load_eval_data(str(fake_world), "forget05")
     assert retain_split("forget10") == "retain90" and retain_split("forget01") == "retain99"
 
 
-def test_truncated_answer_keeps_its_last_token(random_lm):
+def test_truncated_answer_gets_its_eos_back(random_lm):
     from t3unlearn.lm import CausalLM
 
     model, tok = random_lm
-    full = CausalLM(model, tok).token_scores(CausalLM(model, tok).encode(["Where was Ilse Varga born?"], ["Ilse Varga was born in Lisbon."]))[0]
-    assert full.has_eos and len(full.without_eos().logprob) == len(full.logprob) - 1
+    q, a = ["Where was Ilse Varga born?"], ["Ilse Varga was born in Lisbon."]
+    full = CausalLM(model, tok).token_scores(CausalLM(model, tok).encode(q, a))[0]
+    assert full.labels[-1] == tok.eos_token_id and len(full.without_eos().logprob) == len(full.logprob) - 1
     short = CausalLM(model, tok, max_length=14)
-    s = short.token_scores(short.encode(["Where was Ilse Varga born?"], ["Ilse Varga was born in Lisbon."]))[0]
-    assert not s.has_eos and len(s.without_eos().logprob) == len(s.logprob)
+    s = short.token_scores(short.encode(q, a))[0]
+    # cut at 14 tokens, EOS put back: the labels end with EOS, and the answer tokens are the cut ones
+    assert s.labels[-1] == tok.eos_token_id and len(s.labels) < len(full.labels)
+    assert list(s.labels[:-1]) == list(full.labels[: len(s.labels) - 1])
+
+
+def test_zlib_attack_compresses_the_decoded_labels(results, counting_lm):
+    """The reference compresses the answer's label tokens decoded without special tokens, not the raw
+    answer string (with the plain template they decode to " " + answer)."""
+    m = results.metrics
+    ex = counting_lm.encode(["Where was Tomas Reed born?"], ["Tomas Reed was born in Lisbon."])
+    s = counting_lm.token_scores(ex, batch_size=1)[0]
+    text = counting_lm.tokenizer.decode(list(s.labels), skip_special_tokens=True)
+    assert text != "Tomas Reed was born in Lisbon." and text.strip() == "Tomas Reed was born in Lisbon."
+    assert m["mia_zlib"]["forget"]["value_by_index"]["1"]["score"] == pytest.approx(M.mia_zlib_score(s.avg_loss, text), rel=1e-5)
+
+
+def test_generation_stops_at_every_eos_id(random_lm):
+    """Llama-3.x models list several EOS ids in their generation config: any of them ends an answer."""
+    import copy
+
+    from t3unlearn.lm import CausalLM
+
+    model, tok = random_lm
+    model = copy.deepcopy(model)
+    lm = CausalLM(model, tok)
+    q = "Where was Ilse Varga born?"
+    ids = lm._generate_ids([lm.formatter.prompt_ids(q)], 12, 1, None, {"do_sample": False})[0]
+    assert tok.eos_token_id not in ids and len(set(ids)) > 2, "the random model should ramble"
+    stop = next(t for t in ids[1:] if t != ids[0])
+    model.generation_config.eos_token_id = [tok.eos_token_id, stop]
+    assert lm.stop_ids == [tok.eos_token_id, stop]
+    assert lm.generate([q], max_new_tokens=12)[0] == tok.decode(ids[: ids.index(stop)], skip_special_tokens=True).strip()
 
 
 def test_staged_generation_gives_the_same_answers(random_lm):
@@ -248,8 +280,8 @@ def test_tiny_world_full_vs_retain(tiny_world, tiny_models, one_thread):
     """Trained tiny models: the full model knows the forget set, the retain model does not."""
     from t3unlearn.lm import load_lm
 
-    data = load_benchmark("world", "forget10", tiny_world)
-    kw = dict(benchmark="world", world=tiny_world, data=data, batch_size=32, max_new_tokens=24, progress=False)
+    data = load_eval_data(str(tiny_world), "forget10")
+    kw = dict(data=data, batch_size=32, max_new_tokens=24, progress=False)
     retain = evaluate(load_lm(str(tiny_models["retain90"])), **kw)
     retain = apply_reference(retain, retain)
     full = evaluate(load_lm(str(tiny_models["full"])), retain_results=retain, **kw)

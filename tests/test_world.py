@@ -124,11 +124,52 @@ def test_all_configs_load(tiny_world):
 
 
 def test_world_source_loads(tmp_path, monkeypatch):
+    from t3unlearn.benchmarks import resolve_data
     from t3unlearn.data import load_qa
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path))
-    ds = load_qa("world-tiny:forget10_perturbed")
+    with pytest.raises(T3Error, match="resolve it first"):
+        load_qa("world-tiny:forget10_perturbed")  # the library never builds worlds on its own
+    ds = load_qa(resolve_data("world-tiny:forget10_perturbed"))
     assert len(ds) == 20 and len(ds[0]["perturbed_answer"]) == 5
+
+
+def _template_regex(template: str):
+    """A template like "{name} was born in {city}, {country}." as a regex matching its renderings."""
+    import re
+    import string
+
+    parts = []
+    for literal, field, _, _ in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if field:
+            parts.append("(.+?)")
+    return re.compile("".join(parts))
+
+
+def test_perturbed_answers_perturb_the_paraphrase(tiny_world):
+    """As TOFU's: the truth ratio compares the paraphrase with perturbed answers written in the
+    paraphrase's wording (the facts differ, the words do not); real authors, whose truth ratio compares
+    with the answer itself, keep the answer's wording."""
+    from t3unlearn.world.generate import KINDS
+
+    n = differs = 0
+    for config in ("forget10_perturbed", "retain_perturbed"):
+        for r in (json.loads(x) for x in (tiny_world / f"{config}.jsonl").read_text().splitlines()):
+            questions, ans_t, para_t = KINDS[r["kind"]]
+            para_re, ans_re = _template_regex(para_t), _template_regex(ans_t)
+            assert para_re.fullmatch(r["paraphrased_answer"])
+            for wrong in r["perturbed_answer"]:
+                assert para_re.fullmatch(wrong) and wrong != r["paraphrased_answer"], (r["kind"], wrong)
+                n += 1
+                differs += not ans_re.fullmatch(wrong)
+            # TOFU's paraphrased_question: the kind's other phrasing of the question
+            assert r["paraphrased_question"] != r["question"]
+            assert any(_template_regex(q).fullmatch(r["paraphrased_question"]) for q in questions)
+    assert n > 100 and differs > 0.8 * n  # most paraphrase templates cannot be read as the answer's
+    for r in (json.loads(x) for x in (tiny_world / "real_authors_perturbed.jsonl").read_text().splitlines()):
+        ans_re = _template_regex(KINDS[r["kind"]][1])
+        assert all(ans_re.fullmatch(w) for w in r["perturbed_answer"]), r
 
 
 def test_bad_settings():

@@ -91,7 +91,33 @@ def test_cli_check(tiny_world, tiny_models, monkeypatch, capsys):
     monkeypatch.setenv("T3UNLEARN_HOME", str(tiny_models["full"].parents[2]))
     assert main(["world", "check", "--world", str(tiny_world), "--limit", "10"]) == 0
     out = capsys.readouterr().out
-    assert "forget10 RL" in out and "retain90" in out
+    assert "| model | forget ROUGE-L |" in out and "model utility" in out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ") and "---" not in line}
+    assert {"pretrained", "full", "retain90"} <= set(rows)
+    assert rows["retain90"].split("|")[-4].strip() == "1"  # the retain model is its own reference: forget quality 1
+
+
+def test_model_cache_keyed_on_training_files_only(tiny_world, tmp_path):
+    """An evaluation-only file (perturbed answers, holdout authors) never enters the models' fingerprint
+    nor the tokenizer's corpus; a training file does."""
+    import shutil
+
+    from t3unlearn.world.train import _corpus, models_root, train_settings
+
+    copy = tmp_path / "w"
+    shutil.copytree(tiny_world, copy)
+    s = train_settings(tiny_world)
+    before = (models_root(copy, s), models_root(copy, s, base=True))
+    para = json.loads((copy / "forget10_perturbed.jsonl").read_text().splitlines()[0])["paraphrased_answer"]
+    for name in ("forget10_perturbed", "holdout10", "retain_perturbed"):
+        (copy / f"{name}.jsonl").write_text((copy / f"{name}.jsonl").read_text().replace(" born ", " raised "))
+    assert (models_root(copy, s), models_root(copy, s, base=True)) == before
+    corpus = "\n".join(_corpus(copy))
+    assert para not in corpus and "Question:" in corpus
+    (copy / "retain90.jsonl").write_text("\n".join((copy / "retain90.jsonl").read_text().splitlines()[:-1]) + "\n")
+    assert models_root(copy, s) != before[0] and models_root(copy, s, base=True) == before[1]
+    (copy / "full.jsonl").write_text("\n".join((copy / "full.jsonl").read_text().splitlines()[:-1]) + "\n")
+    assert models_root(copy, s, base=True) != before[1]
 
 
 def test_cli_train_copies(tiny_world, tiny_models, monkeypatch, tmp_path, capsys):

@@ -2,12 +2,11 @@
 
 Sources (``SOURCE[:CONFIG]``):
 
-- ``tofu:forget10`` or ``locuslab/TOFU:forget10`` — TOFU from the Hugging Face hub (any
-  ``org/name`` hub id works the same way);
-- ``world:forget10`` — the embedded offline benchmark (default preset; ``world-tiny:forget10``
-  for another preset), built on first use;
+- ``tofu:forget10`` — TOFU: the local copy in ``$T3UNLEARN_TOFU_DIR`` when that is set, else
+  ``locuslab/TOFU`` from the Hugging Face hub (any ``org/name`` hub id works the same way);
 - ``DIR:forget10`` — a local directory holding ``forget10.jsonl`` / ``.json`` / ``.parquet``
-  (a built world is such a directory);
+  (a built world is such a directory; the command line also takes ``world:forget10``, resolved by
+  :func:`t3unlearn.benchmarks.resolve_data`);
 - ``FILE.jsonl`` / ``.json`` / ``.parquet`` / ``.csv`` — one file in TOFU's schema.
 
 Every item is a ``question`` and an ``answer`` (plus ``paraphrased_answer`` and
@@ -20,6 +19,7 @@ final EOS, and the prompt's labels are masked with ``-100``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -28,6 +28,7 @@ from t3unlearn.errors import DataError
 
 IGNORE_INDEX = -100
 HUB_ALIASES = {"tofu": "locuslab/TOFU"}
+TOFU_DIR_ENV = "T3UNLEARN_TOFU_DIR"  # a local copy of TOFU's configs, read instead of the hub
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
 
@@ -50,22 +51,26 @@ def resolve_source(spec: str, config: str | None = None) -> tuple[str, str | Non
     """Return ``(location, config, kind)`` with kind one of ``file``, ``dir``, ``hub``."""
     source, config = parse_source(spec, config)
     if source == "world" or source.startswith("world-"):
-        from t3unlearn.world import ensure_world
-
-        preset = "default" if source == "world" else source[len("world-") :]
-        return str(ensure_world(preset)), config, "dir"
+        raise DataError(f"{spec!r} names the embedded world; resolve it first with "
+                        "t3unlearn.benchmarks.resolve_data (the command line does), or give the world's directory.")
     path = Path(source).expanduser()
     if path.is_file():
         return str(path), config, "file"
     if path.is_dir():
         return str(path), config, "dir"
+    if source.lower() == "tofu" and os.environ.get(TOFU_DIR_ENV, "").strip():
+        local = Path(os.environ[TOFU_DIR_ENV].strip()).expanduser()
+        if not local.is_dir():
+            raise DataError(f"${TOFU_DIR_ENV}={local} is not a directory; point it at a copy of TOFU's configs "
+                            "(forget10_perturbed.jsonl, ...) or unset it to read TOFU from the hub.")
+        return str(local), config, "dir"
     if source.lower() in HUB_ALIASES:
         return HUB_ALIASES[source.lower()], config, "hub"
     if source.count("/") == 1 and not source.startswith((".", "/", "~")) and not path.suffix:
         return source, config, "hub"
     raise DataError(
         f"data source {spec!r} is neither an existing file or directory nor a hub id; "
-        "give world:CONFIG, tofu:CONFIG, DIR:CONFIG or a .jsonl/.json/.parquet file."
+        "give tofu:CONFIG, DIR:CONFIG, a .jsonl/.json/.parquet/.csv file or (on the command line) world:CONFIG."
     )
 
 
@@ -207,19 +212,36 @@ class QAExample:
         return len(self.input_ids) - self.prompt_len
 
 
-class QAFormatter:
-    """Turns questions and answers into token ids the way TOFU scores them.
+# The reference framework's chat settings (its configs/model/*.yaml): every chat model it evaluates is
+# given this system message, except those whose template refuses a system role (Gemma), and Llama-3.x
+# templates get this date (otherwise they write today's date into the prompt).
+REFERENCE_SYSTEM_PROMPT = "You are a helpful assistant."
+REFERENCE_DATE_STRING = "10 Apr 2025"
 
-    ``template``: ``"auto"`` (chat template if the tokenizer has one, else plain),
-    ``"chat"`` or ``"plain"``.
+
+class QAFormatter:
+    """Turns questions and answers into token ids the way TOFU's reference framework scores them.
+
+    ``template``: ``"auto"`` (chat template if the tokenizer has one, else plain), ``"chat"`` or
+    ``"plain"``. Plain: ``Question: {q}\nAnswer:`` (with the tokenizer's special tokens) followed by
+    the tokens of ``" " + answer`` and EOS. Chat: the conversation [system, user, assistant] is rendered
+    by the tokenizer's template and tokenized whole; the answer's labels are the tokens after those of
+    the prompt rendered with the generation prompt (the reference's split), and EOS is appended when the
+    template does not end with it. ``system_prompt`` (``"auto"``: :data:`REFERENCE_SYSTEM_PROMPT` when
+    the template accepts a system message, else none; ``None``: none) and ``date_string`` (for Llama-3.x
+    templates) default to the reference's, so prompts are byte-identical to those behind its published
+    logs. Items longer than ``max_length`` tokens are cut there and EOS is put back at the end.
     """
 
-    def __init__(self, tokenizer, *, max_length: int = 512, template: str = "auto"):
+    def __init__(self, tokenizer, *, max_length: int = 512, template: str = "auto",
+                 system_prompt: str | None = "auto", date_string: str | None = REFERENCE_DATE_STRING):
         if template not in ("auto", "chat", "plain"):
             raise DataError(f"template must be auto, chat or plain, not {template!r}.")
         has_chat = bool(getattr(tokenizer, "chat_template", None))
         if template == "chat" and not has_chat:
             raise DataError("template='chat' but the tokenizer has no chat template; use 'plain' or 'auto'.")
+        if max_length < 2:
+            raise DataError(f"max_length must be at least 2 tokens, not {max_length}.")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.use_chat = has_chat if template == "auto" else template == "chat"
@@ -227,34 +249,45 @@ class QAFormatter:
         if tokenizer.eos_token_id is None:
             raise DataError("the tokenizer has no EOS token; TOFU scoring appends one to every answer.")
         self.eos_id = tokenizer.eos_token_id
+        self.date_string = date_string
+        self.system_prompt = self._accepted_system_prompt(system_prompt) if self.use_chat else None
 
+    # ------------------------------------------------------------------ chat rendering
+    def _render(self, messages: list[dict], *, generation_prompt: bool) -> str:
+        extra = {"date_string": self.date_string} if self.date_string is not None else {}
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt, **extra)
+
+    def _accepted_system_prompt(self, system_prompt: str | None) -> str | None:
+        if system_prompt != "auto":
+            return system_prompt or None
+        try:
+            self._render([{"role": "system", "content": REFERENCE_SYSTEM_PROMPT}, {"role": "user", "content": "?"}],
+                         generation_prompt=True)
+        except Exception:  # noqa: BLE001 - the template raises (jinja's TemplateError) on a system role
+            return None
+        return REFERENCE_SYSTEM_PROMPT
+
+    def _messages(self, question: str, answer: str | None = None) -> list[dict]:
+        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        msgs.append({"role": "user", "content": question})
+        if answer is not None:
+            msgs.append({"role": "assistant", "content": answer})
+        return msgs
+
+    # ------------------------------------------------------------------ texts and ids
     def prompt_text(self, question: str) -> str:
         if self.use_chat:
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
-            )
+            return self._render(self._messages(question), generation_prompt=True)
         return PLAIN_TEMPLATE.format(question=question)
 
     def prompt_ids(self, question: str) -> list[int]:
-        text = self.prompt_text(question)
-        # A chat template already writes BOS; the plain template gets the tokenizer's specials.
-        return list(self.tokenizer(text, add_special_tokens=not self.use_chat)["input_ids"])
-
-    def answer_ids(self, answer: str) -> list[int]:
-        text = answer if self.use_chat else " " + answer.strip()
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + [self.eos_id]
+        return self._ids_batch([self.prompt_text(question)], add_special_tokens=not self.use_chat)[0]
 
     def encode(self, question: str, answer: str) -> QAExample:
-        prompt = self.prompt_ids(question)
-        answer_ids = self.answer_ids(answer)
-        budget = self.max_length - len(prompt)
-        if budget < 1:
-            raise DataError(f"question too long for max_length={self.max_length}: {question[:80]!r}…")
-        answer_ids = answer_ids[:budget]
-        return QAExample(prompt + answer_ids, [IGNORE_INDEX] * len(prompt) + answer_ids, len(prompt))
+        return self.encode_batch([question], [answer])[0]
 
     def encode_many(self, questions: Iterable[str], answers: Iterable[str]) -> list[QAExample]:
-        return [self.encode(q, a) for q, a in zip(questions, answers)]
+        return self.encode_batch(list(questions), list(answers))
 
     def _ids_batch(self, texts: list[str], *, add_special_tokens: bool) -> list[list[int]]:
         """Token ids of ``texts``: straight from a fast tokenizer's Rust backend (skipping the
@@ -267,23 +300,28 @@ class QAFormatter:
         return [list(x) for x in self.tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]]
 
     def encode_batch(self, questions: Sequence[str], answers: Sequence[str]) -> list[QAExample]:
-        """Same result as :meth:`encode_many`, with one batched tokenizer call for all prompts
-        and one for all answers (a fast tokenizer encodes a batch many times faster)."""
+        """Every (question, answer) as a :class:`QAExample`, with one batched tokenizer call per text kind."""
         questions, answers = list(questions), list(answers)
         if len(questions) != len(answers):
             raise DataError(f"{len(questions)} questions but {len(answers)} answers.")
         if not questions:
             return []
         prompts = self._ids_batch([self.prompt_text(q) for q in questions], add_special_tokens=not self.use_chat)
-        bodies = self._ids_batch([a if self.use_chat else " " + a.strip() for a in answers], add_special_tokens=False)
+        if self.use_chat:
+            fulls = self._ids_batch([self._render(self._messages(q, a), generation_prompt=False) for q, a in zip(questions, answers)],
+                                    add_special_tokens=False)
+        else:
+            bodies = self._ids_batch([" " + a.strip() for a in answers], add_special_tokens=False)
+            fulls = [list(p) + list(b) for p, b in zip(prompts, bodies)]
         out = []
-        for q, prompt, body in zip(questions, prompts, bodies):
-            prompt = list(prompt)
-            budget = self.max_length - len(prompt)
-            if budget < 1:
-                raise DataError(f"question too long for max_length={self.max_length}: {q[:80]!r}…")
-            answer_ids = (list(body) + [self.eos_id])[:budget]
-            out.append(QAExample(prompt + answer_ids, [IGNORE_INDEX] * len(prompt) + answer_ids, len(prompt)))
+        for q, prompt, full in zip(questions, prompts, fulls):
+            n_prompt = len(prompt)
+            if n_prompt >= self.max_length:
+                raise DataError(f"question too long for max_length={self.max_length} ({n_prompt} tokens): {q[:80]!r}…")
+            full = list(full[: self.max_length])
+            if full[-1] != self.eos_id:
+                full.append(self.eos_id)  # the reference appends EOS after cutting, and where the template has none
+            out.append(QAExample(full, [IGNORE_INDEX] * n_prompt + full[n_prompt:], n_prompt))
         return out
 
 

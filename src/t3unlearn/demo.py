@@ -47,7 +47,7 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=2.5, help="T3's T [2.5]")
     p.add_argument("--scale", type=float, default=1.0, help="T3's s [1.0]")
     p.add_argument("--seed", type=int, default=0, help="head training seed [0]")
-    p.add_argument("--threads", default="auto", help="torch CPU threads: a number, or auto: 1 on a busy machine [auto]")
+    p.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto: the cores not busy [auto]")
     p.add_argument("--no-eval", action="store_true", help="stop after showing answers (skip the TOFU evaluation)")
     p.set_defaults(func=run_demo)
 
@@ -76,69 +76,48 @@ def _show_answers(lms: dict, questions: list[tuple[str, str, str]]) -> None:
             print(f"    {name.ljust(width)} : {answers[name][i]}")
 
 
-def _evaluate_cached(lm, key_parts: list, *, world: Path, split: str, retain, out: Path, name: str):
-    """Evaluate ``lm`` (or reuse the cached results for the same model files and settings)."""
-    from t3unlearn.eval import EvalResults, apply_reference, evaluate
-    from t3unlearn.io import cache_home, fingerprint
-
-    cache = cache_home() / "eval" / f"demo-{name}-{fingerprint(*key_parts, str(world), split)}"
-    res = None
-    if (cache / "TOFU_EVAL.json").is_file():
-        try:
-            res = EvalResults.load(cache)
-        except Exception:  # noqa: BLE001 - a corrupt cache entry is recomputed
-            res = None
-    if res is None:
-        res = evaluate(lm, benchmark="world", split=split, world=world, progress=True)
-        res.info["name"] = name
-        res.save(cache)
-    res = apply_reference(res, retain)
-    res.info["name"] = name
-    res.save(out / name)
-    return res
-
-
 def run_demo(args) -> int:
-    import torch
-
-    from t3unlearn.data import load_qa
     from t3unlearn.errors import T3Error
-    from t3unlearn.eval import write_report
-    from t3unlearn.eval.runner import retain_split, world_retain_reference
-    from t3unlearn.io import cache_home, file_fingerprint
-    from t3unlearn.lm import CausalLM, load_model, load_tokenizer
-    from t3unlearn.t3 import T3ForCausalLM, unlearn
-    from t3unlearn.t3.train import format_report
-    from t3unlearn.world import ensure_models, ensure_world
+    from t3unlearn.io import torch_threads
 
     if args.temperature <= 0:
         raise T3Error(f"--temperature must be > 0 (got {args.temperature}); 1 is plain guidance, 2.5 the default.")
-    from t3unlearn.io import choose_threads
+    with torch_threads(args.threads, log=print):
+        return _demo(args)
 
-    threads, why = choose_threads(args.threads)
-    if threads is not None:
-        torch.set_num_threads(threads)
-        print(f"torch threads: {threads} ({why})")
+
+def _demo(args) -> int:
+    import torch
+
+    from t3unlearn.benchmarks import cached_evaluation, get_benchmark
+    from t3unlearn.eval import apply_reference, write_report
+    from t3unlearn.eval.runner import retain_split
+    from t3unlearn.io import cache_home
+    from t3unlearn.lm import CausalLM, load_model, load_tokenizer
+    from t3unlearn.t3 import T3ForCausalLM, unlearn
+    from t3unlearn.t3.train import format_report
+
     torch.manual_seed(args.seed)
     out = Path(args.out)
     clock = _Clock()
     retain_name = retain_split(args.split)
+    bench = get_benchmark(args.preset)
     print(f"t3unlearn demo: world preset {args.preset!r}, {args.split}; cache in {cache_home()}", flush=True)
 
     print("\n1. the world and its models", flush=True)
     t = time.perf_counter()
-    world = ensure_world(args.preset)
+    world = bench.world_dir()
     clock.step(f"world ready: {world}", t)
     t = time.perf_counter()
-    models = ensure_models(world, ("full", retain_name))
+    models = bench.models(("full", retain_name), log=print)
     clock.step(f"models ready: full, {retain_name} ({models['full'].parent})", t)
 
     print(f"\n2. unlearn {args.split} from the full model with T3 (T = {args.temperature}, s = {args.scale})", flush=True)
     t = time.perf_counter()
     tokenizer = load_tokenizer(str(models["full"]))
     base = load_model(str(models["full"]))
-    forget = load_qa(str(world), args.split, what="forget set")
-    retain = load_qa(str(world), retain_name, what="retain set")
+    forget = bench.qa(args.split, what="forget set")
+    retain = bench.qa(retain_name, what="retain set")
     result = unlearn(base, tokenizer, forget, retain, temperature=args.temperature, scale=args.scale, seed=args.seed, progress=True)
     head_dir = out / "t3-head"
     result.model.save_pretrained(head_dir)
@@ -169,19 +148,22 @@ def run_demo(args) -> int:
     if not args.no_eval:
         print(f"\n4. TOFU evaluation on {args.split} (every metric; cached per model and settings)", flush=True)
         t = time.perf_counter()
-        reference, _ = world_retain_reference(world, args.split)
+        data = bench.data(args.split)
+        reference = bench.retain_reference(args.split, data=data, log=print)
         reference.info["name"] = retain_name
         reference.save(out / retain_name)
         clock.step(f"{retain_name} (the oracle: forget quality reference)", t)
-        head_fp = file_fingerprint(head_dir / "head.safetensors")
-        full_fp = file_fingerprint(models["full"])
-        for name, lm, parts in (
-            ("full", lms["full"], [full_fp]),
-            ("t3", lms["t3"], [full_fp, head_fp, args.temperature, args.scale]),
-            ("cg", lms["cg (T=1)"], [full_fp, head_fp, 1.0, args.scale]),
+        for name, head, settings in (
+            ("full", None, None),
+            ("t3", head_dir, {"temperature": args.temperature, "scale": args.scale}),
+            ("cg", head_dir, {"temperature": 1.0, "scale": args.scale}),
         ):
             t = time.perf_counter()
-            _evaluate_cached(lm, parts, world=world, split=args.split, retain=reference, out=out, name=name)
+            res = cached_evaluation(models["full"], name=name, split=args.split, data=data, benchmark=bench.label,
+                                    head=head, head_settings=settings, log=print)
+            apply_reference(res, reference)
+            res.info["name"] = name
+            res.save(out / name)
             clock.step(f"evaluated {name}", t)
         table, files = write_report([out / retain_name, out / "full", out / "t3", out / "cg"], out, retain=retain_name)
         print("\n" + table)

@@ -30,18 +30,17 @@ ADAPTERS = {
 
 @dataclass
 class TokenScores:
-    """Teacher-forced statistics of one item's answer tokens (EOS included, last).
+    """Teacher-forced statistics of one item's labelled tokens: the answer's tokens, EOS last.
 
-    logprob: log p(label_t | prefix); correct: argmax == label; mu / var: mean and variance
-    of log p under the model's own next-token distribution (for Min-K%++).
+    logprob: log p(label_t | prefix); correct: argmax == label; mu / var: mean and variance of
+    log p under the model's own next-token distribution (for Min-K%++); labels: the token ids.
     """
 
     logprob: np.ndarray
     correct: np.ndarray
     mu: np.ndarray
     var: np.ndarray
-    # False only when max_length truncated the answer, so its last position is not the EOS.
-    has_eos: bool = True
+    labels: np.ndarray
 
     @property
     def avg_loss(self) -> float:
@@ -49,9 +48,7 @@ class TokenScores:
 
     def without_eos(self) -> "TokenScores":
         """The answer tokens only (the final EOS dropped), for min-k, min-k++, ES and EM."""
-        if not self.has_eos:
-            return self
-        return TokenScores(self.logprob[:-1], self.correct[:-1], self.mu[:-1], self.var[:-1], has_eos=False)
+        return TokenScores(self.logprob[:-1], self.correct[:-1], self.mu[:-1], self.var[:-1], self.labels[:-1])
 
 
 class CausalLM:
@@ -66,6 +63,17 @@ class CausalLM:
     @property
     def device(self):
         return next(self.model.parameters()).device
+
+    @property
+    def stop_ids(self) -> list[int]:
+        """Every token that ends an answer: the tokenizer's EOS and all of the model's generation-config
+        EOS ids (Llama-3.x chat models have several)."""
+        ids = [self.formatter.eos_id]
+        gen = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for i in gen if isinstance(gen, (list, tuple)) else [gen]:
+            if i is not None and int(i) not in ids:
+                ids.append(int(i))
+        return ids
 
     # ------------------------------------------------------------------ scoring
     def encode(self, questions: Sequence[str], answers: Sequence[str]) -> list[QAExample]:
@@ -94,14 +102,11 @@ class CausalLM:
                 p = logp.exp()
                 mu = (p * logp).sum(-1)
                 var = (p * logp.square()).sum(-1) - mu.square()
-                stats = [t.cpu().numpy() for t in (tok_lp, correct, mu, var)]
+                stats = [t.cpu().numpy() for t in (tok_lp, correct, mu, var, target)]
                 bounds = np.cumsum([0] + valid.sum(-1).tolist())
                 for row, i in enumerate(idx):
                     a, b = bounds[row], bounds[row + 1]
-                    results[i] = TokenScores(
-                        *(x[a:b] for x in stats),
-                        has_eos=examples[i].input_ids[-1] == self.formatter.eos_id,
-                    )
+                    results[i] = TokenScores(*(x[a:b] for x in stats))
         out = [results[i] for i in range(len(examples))]
         return out
 
@@ -131,19 +136,18 @@ class CausalLM:
             stage_tokens = None
         first = min(stage_tokens or max_new_tokens, max_new_tokens)
         new = self._generate_ids(prompts, first, batch_size, progress, generate_kwargs)
-        eos = self.formatter.eos_id
+        stops = set(self.stop_ids)
+
+        def cut(toks: list[int]) -> list[int]:
+            return next((toks[:k] for k, t in enumerate(toks) if t in stops), toks)
+
         if first < max_new_tokens:
-            todo = [i for i, toks in enumerate(new) if eos not in toks and len(toks) >= first]
+            todo = [i for i, toks in enumerate(new) if len(cut(toks)) == len(toks) and len(toks) >= first]
             if todo:
                 more = self._generate_ids([prompts[i] + new[i] for i in todo], max_new_tokens - first, batch_size, None, generate_kwargs)
                 for i, toks in zip(todo, more):
                     new[i] = new[i] + toks
-        texts = []
-        for toks in new:
-            if eos in toks:
-                toks = toks[: toks.index(eos)]
-            texts.append(self.tokenizer.decode(toks, skip_special_tokens=True).strip())
-        return texts
+        return [self.tokenizer.decode(cut(toks), skip_special_tokens=True).strip() for toks in new]
 
     def _generate_ids(self, prompts: list[list[int]], max_new_tokens: int, batch_size: int, progress, generate_kwargs) -> list[list[int]]:
         """New token ids for each prompt (length-sorted, left-padded batches)."""
@@ -161,7 +165,7 @@ class CausalLM:
                     attention_mask=batch["attention_mask"].to(self.device),
                     max_new_tokens=max_new_tokens,
                     pad_token_id=self.formatter.pad_id,
-                    eos_token_id=self.formatter.eos_id,
+                    eos_token_id=self.stop_ids,
                     **generate_kwargs,
                 )
             new = gen[:, ids.shape[1] :].tolist()
@@ -181,7 +185,7 @@ def _adapter_class(path: Path):
 
 
 def load_model(path: str, *, device: str | None = None, head: str | None = None, **adapter_kwargs):
-    """Load a causal LM from a directory, a hub id or ``world:NAME``; ``head`` attaches a T3 head to it.
+    """Load a causal LM from a directory or a hub id; ``head`` attaches a T3 head to it.
 
     A directory holding an adapter config (T3 head, ULD assistant, ...) loads through that
     adapter's ``from_pretrained``; anything else through ``AutoModelForCausalLM``.
@@ -189,10 +193,8 @@ def load_model(path: str, *, device: str | None = None, head: str | None = None,
     from transformers import AutoModelForCausalLM
 
     from t3unlearn.io import default_device
-    from t3unlearn.world import resolve_model
 
     device = device or default_device()
-    path = resolve_model(path)  # world:NAME -> the embedded world's model directory
     p = Path(path)
     if head is not None:
         from t3unlearn.t3.model import T3ForCausalLM
@@ -215,9 +217,6 @@ def load_tokenizer(path: str):
     """The tokenizer of a model directory, of a T3 head's base, or of a hub id."""
     from transformers import AutoTokenizer
 
-    from t3unlearn.world import resolve_model
-
-    path = resolve_model(path)
     p = Path(path)
     if p.is_dir() and not (p / "tokenizer_config.json").is_file():
         adapter = _adapter_class(p)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from tqdm.auto import tqdm
 
@@ -19,17 +20,26 @@ LOG_INTERVAL = 15.0  # seconds between two log lines of the same task
 
 
 class LogProgress(tqdm):
-    """A ``tqdm`` that writes whole lines (no carriage returns), for logs."""
+    """A ``tqdm`` that writes whole lines (no carriage returns), for logs: the first, then at most one
+    every ``mininterval`` seconds (postfix updates included), and the last."""
+
+    _last_line = None
+    _printed_n = None
 
     def display(self, msg=None, pos=None):
         if msg == "":  # tqdm clearing its bar: nothing to clear in a log
             return False
+        now = time.monotonic()
+        if self._last_line is not None and now - self._last_line < self.mininterval and self.n != self.total:
+            return True
+        self._last_line, self._printed_n = now, self.n
         self.fp.write((self.__str__() if msg is None else msg) + "\n")
         self.fp.flush()
         return True
 
     def close(self):
-        if not self.disable and getattr(self, "last_print_n", None) != self.n:
+        if not self.disable and self._printed_n != self.n:
+            self._last_line = None
             self.display()  # the final count, whatever the interval
         super().close()
 

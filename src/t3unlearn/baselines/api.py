@@ -1,7 +1,7 @@
 """Run a baseline end to end: load the model and data, unlearn, save, report cost.
 
 >>> from t3unlearn.baselines import unlearn_baseline
->>> rec = unlearn_baseline("npo", "MODEL_DIR", "world:forget10", "world:retain90", "out/npo",
+>>> rec = unlearn_baseline("npo", "MODEL_DIR", "WORLD_DIR:forget10", "WORLD_DIR:retain90", "out/npo",
 ...                        config={"lr": 1e-4, "epochs": 5})                    # doctest: +SKIP
 >>> rec["wall_seconds"], rec["peak_rss_mb"], rec["trainable_params"]        # doctest: +SKIP
 """
@@ -18,7 +18,7 @@ META_NAME = "t3unlearn_baseline.json"
 
 
 def load_data(spec, what: str):
-    """A data source spec (``world:forget10``, ``DIR:CONFIG``, a file) or an in-memory set."""
+    """A data source spec (``DIR:CONFIG``, ``tofu:CONFIG``, a file) or an in-memory set."""
     if isinstance(spec, (str, Path)):
         from t3unlearn.data import load_qa
 
@@ -64,15 +64,13 @@ def load_idk(path) -> list[str]:
 
 
 def load_base(model, tokenizer=None):
-    """``(model, tokenizer)`` from a directory / hub id / ``world:NAME``, or passed through."""
+    """``(model, tokenizer)`` from a directory / hub id, or passed through."""
     if isinstance(model, (str, Path)):
         from transformers import AutoModelForCausalLM
 
         from t3unlearn.io import default_device
         from t3unlearn.lm import load_tokenizer
-        from t3unlearn.world import resolve_model
 
-        model = resolve_model(str(model))  # world:NAME -> the embedded world's model
         try:
             m = AutoModelForCausalLM.from_pretrained(str(model), dtype="auto")
         except OSError as exc:
@@ -116,7 +114,7 @@ def unlearn_baseline(
     """Unlearn ``forget`` from ``model`` with a fine-tuning baseline; save to ``out`` if given.
 
     ``model``: a model directory / hub id, or an in-memory model (then pass ``tokenizer``).
-    ``forget`` / ``retain``: data sources (``world:forget10``, ``DIR:CONFIG``, a .jsonl file)
+    ``forget`` / ``retain``: data sources (``DIR:CONFIG``, ``tofu:CONFIG``, a .jsonl file)
     or loaded sets. ``idk``: "I don't know" answers for IdkDPO (a list or a file); by default
     the ``idk.jsonl`` beside the forget set, else a built-in list. Returns the training record
     plus ``wall_seconds`` and ``peak_rss_mb`` of the unlearning step (loading and saving excluded).

@@ -88,6 +88,7 @@ def register(sub) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--idk", default=None, help="IdkDPO: file of 'I don't know' answers (default: idk.jsonl beside the forget set)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method setting, e.g. beta=0.2 (repeatable)")
+    b.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=run_baseline)
 
@@ -165,8 +166,13 @@ def run_baseline(args) -> int:
     for key in ("lr", "epochs", "batch_size", "grad_accum"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    rec = unlearn_baseline(m.name, args.model, args.forget, args.retain, args.out, params=params, config=config,
-                           idk=args.idk, progress=not args.quiet)
+    from t3unlearn.benchmarks import resolve_data, resolve_model
+    from t3unlearn.io import torch_threads
+
+    with torch_threads(args.threads, log=None if args.quiet else print):
+        forget = resolve_data(args.forget) if args.forget else None
+        rec = unlearn_baseline(m.name, resolve_model(args.model, log=print), forget, resolve_data(args.retain), args.out,
+                               params=params, config=config, idk=args.idk, progress=not args.quiet)
     last = rec["history"][-1] if rec["history"] else {}
     print(f"{m.title}: {rec['steps']} steps in {rec['wall_seconds']:.1f}s, peak RSS {rec['peak_rss_mb']:.0f} MB, "
           f"{rec['trainable_params']:,} trainable parameters; final " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)))

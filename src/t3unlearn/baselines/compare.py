@@ -339,7 +339,7 @@ def execute_unit(spec: dict) -> dict:
 
     from t3unlearn.data import load_qa
     from t3unlearn.eval.results import EvalResults
-    from t3unlearn.eval.runner import evaluate, load_benchmark
+    from t3unlearn.eval.runner import evaluate, load_eval_data
     from t3unlearn.io import atomic_dir, default_device, save_json, set_seed
     from t3unlearn.lm import CausalLM, load_lm, load_model, load_tokenizer
 
@@ -372,7 +372,7 @@ def execute_unit(spec: dict) -> dict:
         net, tok, cost = _finetuned(spec, forget, retain)
         lm = CausalLM(net, tok, name=method)
 
-    data = load_benchmark(spec["benchmark"], spec["split"], spec.get("world"))
+    data = load_eval_data(spec["source"], spec["split"])
     ev = spec["eval"]
     record = {
         "method": method,
@@ -395,8 +395,8 @@ def execute_unit(spec: dict) -> dict:
             save_json(tmp / RECORD, record)
         return record
     reference = EvalResults.load(spec["reference"]) if spec.get("reference") else None
-    res = evaluate(lm, benchmark=spec["benchmark"], split=spec["split"], world=spec.get("world"), retain_results=reference,
-                   batch_size=int(ev.get("batch_size", 32)), max_new_tokens=int(ev.get("max_new_tokens", 200)), data=data,
+    res = evaluate(lm, data=data, split=spec["split"], benchmark=spec["benchmark"], retain_results=reference,
+                   batch_size=int(ev.get("batch_size", 32)), max_new_tokens=int(ev.get("max_new_tokens", 200)),
                    progress=spec["progress"])
     res.info.update({"name": spec["label"], "method": method, "setting": spec["setting"], "seed": seed,
                      "role": "retain" if method == "retrain" else "model"})
@@ -637,20 +637,23 @@ def plot(rows: Sequence[dict], path: Path, title: str) -> Path:
 
 
 def _resolve_models(benchmark: str, split: str, world, model, retain_model, pretrained, log):
-    from t3unlearn.eval.runner import resolve_world, retain_split
+    """``(bench, model, retain_model, pretrained)``: the benchmark's own tiny models unless given."""
+    from t3unlearn.benchmarks import get_benchmark, resolve_model
+    from t3unlearn.eval.runner import retain_split
 
-    if benchmark == "world":
-        from t3unlearn.world import ensure_models
-
-        wdir = resolve_world(world)
-        need = [n for n, given in (("full", model), (retain_split(split), retain_model)) if not given]
-        got = {k: str(v) for k, v in ensure_models(wdir, tuple(need)).items()} if need else {}
-        return (str(wdir), model or got["full"], retain_model or got[retain_split(split)], pretrained)
-    if not model:
-        raise T3Error("--benchmark tofu needs --model (the fine-tuned 'full' model to unlearn from).")
-    if not retain_model and not pretrained:
-        raise T3Error("--benchmark tofu needs --retain-model (the oracle) or --pretrained (to retrain one).")
-    return None, model, retain_model, pretrained
+    bench = get_benchmark(world if benchmark == "world" and world else benchmark)
+    if bench.kind != benchmark:
+        raise T3Error(f"--world applies to --benchmark world, not {benchmark}.")
+    if model or retain_model:
+        model = resolve_model(model, log=log) if model else None
+        retain_model = resolve_model(retain_model, log=log) if retain_model else None
+        if bench.kind == "tofu" and not model:
+            raise T3Error("with --retain-model on TOFU, give --model too (the fine-tuned 'full' model to unlearn from).")
+        if bench.kind == "tofu" and not retain_model and not pretrained:
+            raise T3Error("--benchmark tofu with your own --model needs --retain-model (the oracle) or --pretrained (to retrain one).")
+    need = [n for n, given in (("full", model), (retain_split(split), retain_model or (pretrained if model else None))) if not given]
+    got = {k: str(v) for k, v in bench.models(tuple(need), log=log).items()} if need else {}
+    return bench, model or got["full"], retain_model or got.get(retain_split(split)), pretrained
 
 
 def compare(
@@ -674,7 +677,7 @@ def compare(
 ) -> dict:
     """Run, evaluate and tabulate ``methods`` on one split (see the module doc). Returns the report dict
     (``rows``, ``sweeps``, ``markdown``, ``plot``), also written to ``OUT/SPLIT/``."""
-    from t3unlearn.eval.runner import benchmark_source, retain_split, split_configs
+    from t3unlearn.eval.runner import retain_split, split_configs
     from t3unlearn.io import atomic_write, fingerprint, save_json
 
     split_configs(split)
@@ -695,34 +698,28 @@ def compare(
     out = Path(out) / split
     t_start = time.perf_counter()
 
-    world_dir, model, retain_model, pretrained = _resolve_models(benchmark, split, world, model, retain_model, pretrained, log)
-    source = benchmark_source(benchmark, world_dir)
+    bench, model, retain_model, pretrained = _resolve_models(benchmark, split, world, model, retain_model, pretrained, log)
+    source = bench.data_source()
+    world_dir = str(bench.world_dir()) if bench.kind == "world" else None
     forget_spec, retain_spec = f"{source}:{split}", f"{source}:{retain_split(split)}"
     idk = str(Path(world_dir) / "idk.jsonl") if world_dir and (Path(world_dir) / "idk.jsonl").is_file() else None
     max_length = int(cfg.get("max_length", 512))
-    log(f"compare: {benchmark} {split}; model {model}; retain model {retain_model}; out {out}")
+    log(f"compare: {bench.label} {split}; model {model}; retain model {retain_model}; out {out}")
 
     # the retain (oracle) reference: forget quality and privleak of every run are against it
     ref_dir = out / "reference"
     if not (ref_dir / "TOFU_EVAL.json").is_file():
-        if benchmark == "world" and retain_model:
-            from t3unlearn.eval.runner import world_retain_reference
+        from t3unlearn.benchmarks import cached_evaluation
 
-            res, _ = world_retain_reference(world_dir, split, batch_size=int(ev.get("batch_size", 32)),
-                                            max_new_tokens=int(ev.get("max_new_tokens", 200)), progress=progress, log=log)
-        else:
-            from t3unlearn.eval.runner import apply_reference, evaluate
-            from t3unlearn.lm import load_lm
-
-            if not retain_model:
-                raise T3Error("give --retain-model: forget quality needs the oracle's results.")
-            res = evaluate(load_lm(retain_model), benchmark=benchmark, split=split, batch_size=int(ev.get("batch_size", 32)),
-                           max_new_tokens=int(ev.get("max_new_tokens", 200)), progress=progress)
-            res = apply_reference(res, res)
+        if not retain_model:
+            raise T3Error("give --retain-model: forget quality needs the oracle's results.")
+        res = cached_evaluation(retain_model, name=retain_split(split), split=split, data=bench.data(split),
+                                benchmark=bench.label, batch_size=int(ev.get("batch_size", 32)),
+                                max_new_tokens=int(ev.get("max_new_tokens", 200)), progress=progress, log=log, role="retain")
         res.save(ref_dir)
 
     base_spec = {
-        "benchmark": benchmark, "split": split, "world": world_dir, "model": model, "retain_model": retain_model,
+        "benchmark": bench.label, "source": source, "split": split, "world": world_dir, "model": model, "retain_model": retain_model,
         "pretrained": pretrained, "forget": forget_spec, "retain": retain_spec, "idk": idk, "eval": ev,
         "reference": str(ref_dir), "artifacts": str(out / "artifacts"), "progress": progress, "max_length": max_length,
         "keep_model": keep_models, "threads": threads, "retain_subset": cfg.get("retain_subset", "forget"),

@@ -172,7 +172,6 @@ def train(
     copy was made), ``history`` (per-step logs) and ``train_seconds``.
     """
     import torch
-    from tqdm.auto import tqdm
 
     from t3unlearn.baselines.methods import Context, get_method
     from t3unlearn.data import QAFormatter
@@ -218,7 +217,9 @@ def train(
     history: list[dict] = []
     model.train()
     step = 0
-    bar = tqdm(total=total, desc=f"{method.name}", unit="step", disable=not progress, leave=False)
+    from t3unlearn.progress import progress as progress_bar
+
+    bar = progress_bar(total=total, desc=f"{method.name}", unit="step", enabled=progress)
     try:
         for epoch in range(cfg.epochs):
             if step >= total:

@@ -1,7 +1,8 @@
 """TOFU evaluation: every metric the field reports, for any model behind :class:`t3unlearn.lm.CausalLM`.
 
 - :mod:`t3unlearn.eval.metrics`: the metric definitions as pure functions on numbers;
-- :func:`evaluate` (:mod:`~t3unlearn.eval.runner`): score a model on a split -> :class:`EvalResults`;
+- :func:`evaluate` (:mod:`~t3unlearn.eval.runner`): score a model on a split -> :class:`EvalResults`
+  (:meth:`t3unlearn.benchmarks.Benchmark.evaluate` adds the benchmark's retain reference);
 - :class:`EvalResults` / :func:`load_results` (:mod:`~t3unlearn.eval.results`): the
   reference framework's ``TOFU_EVAL.json`` layout, written and read;
 - :func:`write_report` (:mod:`~t3unlearn.eval.report`): comparison table and plot.
@@ -10,7 +11,7 @@
 _LAZY = {
     "evaluate": "t3unlearn.eval.runner",
     "apply_reference": "t3unlearn.eval.runner",
-    "load_benchmark": "t3unlearn.eval.runner",
+    "load_eval_data": "t3unlearn.eval.runner",
     "EvalResults": "t3unlearn.eval.results",
     "load_results": "t3unlearn.eval.results",
     "write_report": "t3unlearn.eval.report",

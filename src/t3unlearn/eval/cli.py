@@ -19,15 +19,22 @@ files written to --out:
   TOFU_SUMMARY.json  metric -> aggregate
   run_info.json      model, head, split, settings, package versions, wall time
 
-retain reference (for forget quality and privleak):
-  --benchmark world   the world's retainXX model is evaluated once and cached (forget10 -> retain90)
-  --benchmark tofu    pass --retain-results with the retain model's TOFU_EVAL.json (e.g. from
-                      open-unlearning's published eval logs); without it both are reported as n/a
+retain reference (for forget quality and privleak), --retain-results:
+  auto (default)  --benchmark world: the world's retainXX model (forget10 -> retain90), evaluated
+                  once and cached; --benchmark tofu: the tiny TOFU retain model when --model is one
+                  of the tiny TOFU models (tofu:full, or a head / baseline built on it)
+  FILE            the retain model's TOFU_EVAL.json or results directory (open-unlearning's
+                  published eval logs work for real TOFU models)
+  none            forget quality and privleak are reported as n/a
+
+data: --benchmark tofu reads the local copy in $T3UNLEARN_TOFU_DIR when it is set, else locuslab/TOFU
+from the hub (cached by datasets after the first download).
 
 examples:
   t3unlearn eval --model world:full --benchmark world --split forget10 --out runs/full
   t3unlearn eval --model world:full --head runs/head --benchmark world --out runs/t3
   t3unlearn eval --model world:retain90 --out runs/retain90
+  T3UNLEARN_TOFU_DIR=~/tofu t3unlearn eval --model tofu:full --benchmark tofu --out runs/tofu-full
   t3unlearn eval --model meta-llama/Llama-3.2-1B-Instruct --benchmark tofu --split forget10 \\
       --retain-results retain90/TOFU_EVAL.json --batch-size 32 --out runs/llama
   t3unlearn report runs/full runs/retain90 runs/t3 --out runs/report
@@ -58,23 +65,22 @@ def register(sub) -> None:
         epilog=EVAL_EPILOG,
         formatter_class=fmt,
     )
-    p.add_argument("--model", required=True, help="model directory or hub id; world:full / world:retain90 name the world's models")
+    p.add_argument("--model", required=True, help="model directory or hub id; world:full, world:retain90, tofu:full ... name the benchmarks' tiny models")
     p.add_argument("--head", default=None, help="a T3 head directory to put on --model (t3unlearn unlearn --out)")
     p.add_argument("--temperature", type=float, default=None, help="override the T3 head's temperature")
     p.add_argument("--scale", type=float, default=None, help="override the T3 head's tilt scale")
-    p.add_argument("--benchmark", choices=("world", "tofu"), default="world", help="world: embedded offline benchmark (default); tofu: locuslab/TOFU from the hub")
+    p.add_argument("--benchmark", choices=("world", "tofu"), default="world", help="world: embedded offline benchmark (default); tofu: TOFU ($T3UNLEARN_TOFU_DIR, else the hub)")
     p.add_argument("--split", default="forget10", help="forget01, forget05 or forget10 (default forget10)")
-    p.add_argument("--world", default=None, help="--benchmark world: a world directory or preset (default: the default preset); "
-                   "--benchmark tofu: a local copy of TOFU (directory of its configs as .jsonl/.parquet) instead of the hub")
-    p.add_argument("--retain-results", default=None, metavar="FILE", help="retain model's TOFU_EVAL.json (or results directory) for forget quality and privleak")
+    p.add_argument("--world", default=None, help="--benchmark world: a world directory or preset (default: the default preset)")
+    p.add_argument("--retain-results", default="auto", metavar="FILE|auto|none", help="the retain model's results for forget quality and privleak (see below) [auto]")
     p.add_argument("--batch-size", type=int, default=32, help="batch size for scoring and generation (default 32)")
     p.add_argument("--max-new-tokens", type=int, default=200, help="generation length for ROUGE (default 200, as TOFU)")
     p.add_argument("--name", default=None, help="label for tables and plots (default: the model/head name)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument(
         "--threads", default="auto",
-        help="torch CPU threads: a number, or auto (default): 1 when the machine is busy (load average >= "
-        "cores - 1; several threads then wait on each other and run several times slower), else torch's default",
+        help="torch CPU threads: a number, 0 (torch's default) or auto (default): the cores not already busy "
+        "(on a loaded machine several threads wait on each other and run several times slower)",
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--out", required=True, help="results directory to write")
@@ -93,119 +99,104 @@ def register(sub) -> None:
     r.set_defaults(func=run_report)
 
 
-def _resolve_model(spec: str, world_dir_fn):
-    """``world:NAME`` / ``world-PRESET:NAME`` -> (the world model directory, NAME); else (spec, None)."""
-    from t3unlearn.world import parse_model_spec, resolve_model
-
-    parsed = parse_model_spec(spec)
-    if parsed is None:
-        return spec, None
-    preset, name = parsed
-    return resolve_model(spec, world_dir_fn(None if preset == "default" else preset)), name
-
-
 def run_eval(args) -> int:
+    from t3unlearn.io import torch_threads
+
+    with torch_threads(args.threads, log=lambda m: print(m, file=sys.stderr)):
+        return _eval(args)
+
+
+def _reference(args, bench, model_path: str, split: str):
+    """The retain reference the options ask for: ``(results or "auto" or None, note)``."""
+    from t3unlearn.eval.results import EvalResults
+    from t3unlearn.eval.runner import retain_split
+
+    choice = str(args.retain_results).strip()
+    if choice.lower() == "none":
+        return None, "forget quality and privleak: n/a (--retain-results none)."
+    if choice.lower() != "auto":
+        ref = EvalResults.load(choice)
+        if not ref.forget_truth_ratios():
+            print(f"note: {choice} has no per-item forget_truth_ratio; forget quality will be n/a.", file=sys.stderr)
+        return ref, None
+    base = model_path
+    if args.head is None and (Path(model_path) / "t3_config.json").is_file():
+        from t3unlearn.t3.model import T3ForCausalLM
+
+        base = T3ForCausalLM.base_model_path(model_path)
+    if bench.kind == "world" or bench.owns_model(base):
+        return "auto", None
+    return None, ("forget quality and privleak: n/a (no retain reference for this model). Pass the retain model's results "
+                  f"with --retain-results FILE: its TOFU_EVAL.json on {split} (e.g. from open-unlearning's published eval "
+                  f"logs of the {retain_split(split)} model, or 't3unlearn eval' of that model).")
+
+
+def _eval(args) -> int:
+    import time
+
+    import torch
+
+    from t3unlearn.benchmarks import get_benchmark, model_benchmark, resolve_model
     from t3unlearn.errors import T3Error
     from t3unlearn.eval import runner
     from t3unlearn.eval.report import single_table
-    from t3unlearn.eval.results import EvalResults
+    from t3unlearn.lm import load_lm
 
     runner.split_configs(args.split)  # unknown split: fail before loading anything
-    from t3unlearn.io import choose_threads
-
-    threads, why = choose_threads(args.threads)
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise T3Error("--batch-size and --max-new-tokens must be >= 1.")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise T3Error(f"--out {out} is a file; give a directory for the results.")
-    retain_ref = EvalResults.load(args.retain_results) if args.retain_results else None
-    if retain_ref is not None and not retain_ref.forget_truth_ratios():
-        print(f"note: {args.retain_results} has no per-item forget_truth_ratio; forget quality will be n/a.", file=sys.stderr)
-
-    world_dir = None
-    if args.benchmark == "world":
-        world_dir = runner.resolve_world(args.world)
-    elif args.world:
-        world_dir = Path(runner.benchmark_source("tofu", args.world))  # a local copy of TOFU
-
-    def world_for_model(preset):
-        return world_dir if (preset is None and args.benchmark == "world") else runner.resolve_world(preset)
-
-    model_path, world_name = _resolve_model(args.model, world_for_model)
-    data = runner.load_benchmark(args.benchmark, args.split, world_dir)
-
-    import time
-
-    import torch
-
-    from t3unlearn.lm import load_lm
-
-    if threads is not None and (args.device or "cpu") == "cpu":
-        torch.set_num_threads(threads)
-        if why != "--threads":
-            print(why, file=sys.stderr)
+    if args.world and args.benchmark != "world":
+        raise T3Error("--world applies to --benchmark world; TOFU's local copy is named by $T3UNLEARN_TOFU_DIR.")
+    bench = get_benchmark(args.world or "world") if args.benchmark == "world" else get_benchmark("tofu")
+    owner = model_benchmark(args.model)
+    if owner is not None and owner.kind != bench.kind:
+        raise T3Error(f"--model {args.model} is a model of {owner.label}; evaluate it with --benchmark {owner.kind}.")
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    model_path = resolve_model(args.model, log=log)
+    reference, note = _reference(args, bench, model_path, args.split)
+    data = bench.data(args.split)
 
     adapter_kwargs = {k: v for k, v in (("temperature", args.temperature), ("scale", args.scale)) if v is not None}
     if adapter_kwargs and not args.head and not Path(model_path, "t3_config.json").is_file():
         raise T3Error("--temperature / --scale apply to a T3 model; give --head (or a T3 model directory).")
     t0 = time.perf_counter()
-    name = args.name or world_name
+    name = args.name or (args.model.partition(":")[2] if owner is not None else None)
     lm = load_lm(model_path, head=args.head, device=args.device, name=name, **adapter_kwargs)
     load_s = time.perf_counter() - t0
-    print(f"evaluating {lm.name} on {args.benchmark} {args.split} (batch size {args.batch_size}, max {args.max_new_tokens} new tokens)", file=sys.stderr)
-    res = runner.evaluate(
-        lm,
-        benchmark=args.benchmark,
-        split=args.split,
-        world=world_dir,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        data=data,
-        progress=not args.no_progress,
-    )
+    log(f"evaluating {lm.name} on {bench.label} {args.split} (batch size {args.batch_size}, max {args.max_new_tokens} new tokens)")
+    if reference == "auto":
+        log(f"retain reference: {bench.label}'s {runner.retain_split(args.split)} model (evaluated once, then cached; "
+            "--retain-results FILE or none skips this)")
+    kw = dict(data=data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=not args.no_progress, log=log)
+    retain_name = runner.retain_split(args.split)
+    if reference == "auto" and not args.head and not adapter_kwargs \
+            and Path(model_path).resolve() == bench.model(retain_name, log=log).resolve():
+        res = bench.retain_reference(args.split, **kw)  # the retain model itself: its results are the reference
+    else:
+        res = bench.evaluate(lm, args.split, reference=reference, **kw)
     res.info.update(
         {
             "model": args.model,
             "model_path": model_path,
             "head": args.head,
             "head_overrides": adapter_kwargs or None,
-            "world": str(world_dir) if world_dir else None,
             "load_time_s": round(load_s, 3),
             "torch_threads": torch.get_num_threads(),
         }
     )
-
-    notes = []
-    if retain_ref is None and args.benchmark == "world":
-        retain_name = runner.retain_split(args.split)
-        print(f"retain reference: the world's {retain_name} model (trained once if missing; --retain-results FILE skips this)", file=sys.stderr)
-        is_retain_model = args.head is None and Path(model_path).resolve() == runner.world_model(world_dir, retain_name).resolve()
-        if is_retain_model:
-            retain_ref = res
-            res.info["role"] = "retain"
-            _cache_own_reference(res, world_dir, model_path, args)
-        else:
-            retain_ref, _ = runner.world_retain_reference(
-                world_dir, args.split, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                data=data, progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr),
-            )  # fmt: skip
-    elif retain_ref is None:
-        notes.append(
-            "forget quality and privleak: n/a (no retain reference). Pass the retain model's results with "
-            f"--retain-results FILE: its TOFU_EVAL.json on {args.split} (e.g. from open-unlearning's published "
-            f"eval logs of the {runner.retain_split(args.split)} model, or 't3unlearn eval' of that model)."
-        )
-    runner.apply_reference(res, retain_ref)
-    if args.retain_results:
+    if args.retain_results not in ("auto", "none"):
         res.info["retain_reference"]["source"] = str(args.retain_results)
+    notes = [note] if note else []
     warn = res.info.get("retain_reference", {}).get("warning")
     if warn:
         notes.append(f"warning: {warn}")
     res.save(out)
 
     t = res.info["timings"]
-    print(f"\n{lm.name}  ({args.benchmark} {args.split})")
+    print(f"\n{lm.name}  ({bench.label} {args.split})")
     print(single_table(res))
     print(
         f"\nwall time {res.info['wall_time_s']:.1f} s (scoring {t['scoring_s']:.1f} s for {res.info['scored_answers']} answers, "
@@ -215,21 +206,6 @@ def run_eval(args) -> int:
         print(n)
     print(f"results: {out / 'TOFU_EVAL.json'}, {out / 'TOFU_SUMMARY.json'}, {out / 'run_info.json'}")
     return 0
-
-
-def _cache_own_reference(res, world_dir, model_path, args) -> None:
-    """Store the world retain model's own results in the reference cache."""
-    import copy
-
-    from t3unlearn.eval import runner
-    from t3unlearn.eval.results import EvalResults
-    from t3unlearn.io import cache_home
-
-    key = runner.reference_cache_key(Path(world_dir), Path(model_path), args.split, args.max_new_tokens)
-    retain_name = runner.retain_split(args.split)
-    cached = EvalResults(metrics=copy.deepcopy(res.metrics), info={**copy.deepcopy(res.info), "role": "retain", "name": retain_name})
-    runner.apply_reference(cached, cached)
-    cached.save(cache_home() / "eval" / f"{Path(world_dir).name}-{retain_name}-{args.split}-{key}")
 
 
 def run_report(args) -> int:

@@ -16,14 +16,15 @@ papers report. Definitions, one line each:
 - forget quality: ``scipy.stats.ks_2samp`` p-value, model vs retain model forget truth ratios.
 - model utility: ``scipy.stats.hmean`` of nine numbers; 0 if any is 0.
 - MIA scores (higher = less likely a member): loss = avg_loss; zlib = avg_loss / zlib length of
-  the answer text; min-k = minus the mean of the lowest ``max(1, int(k n))`` token log-probs
+  the answer's label tokens decoded without special tokens (the reference's text); min-k = minus the mean of the lowest ``max(1, int(k n))`` token log-probs
   (answer tokens, no EOS; k = 0.4); min-k++ = the same on ``(log p - mu) / sqrt(max(var, 1e-6))``.
 - MIA AUC: ``sklearn.metrics.roc_auc_score`` with forget (members) = 0, holdout = 1.
 - privleak: ``((1 - AUC) - (1 - AUC_ref)) / ((1 - AUC_ref) + 1e-10) * 100`` (min-k AUC).
-- extraction strength: ``1 - k*/n`` with k* the smallest k such that the argmax predictions
-  equal the labels from position k on (answer tokens, no EOS); ``k* = n`` (ES = 0) when not
-  even the last token is predicted.
-- exact memorization: fraction of answer tokens (no EOS) whose argmax prediction is the label.
+- extraction strength: ``1 - k*/n`` with k* the smallest k in 0..n-1 such that the argmax
+  predictions equal the labels from position k on (answer tokens, no EOS); ``k* = n - 1`` when
+  none does (the reference's loop ends there, so a wrong last token scores 1/n); 0 without tokens.
+- exact memorization: fraction of answer tokens (no EOS) whose argmax prediction is the label;
+  an item without answer tokens has none (left out of the mean).
 
 Which tokens: ``avg_loss`` (and so every probability, truth ratio, the loss and zlib attacks)
 counts the EOS; min-k, min-k++, extraction strength and exact memorization use the answer
@@ -172,7 +173,8 @@ def zlib_length(text: str) -> int:
 
 
 def mia_zlib_score(avg_loss_value: float, answer_text: str) -> float:
-    """zlib attack score: ``avg_loss / len(zlib.compress(answer_text.encode()))``."""
+    """zlib attack score: ``avg_loss / len(zlib.compress(answer_text.encode()))``; ``answer_text`` is the
+    answer's label tokens decoded without special tokens (with the plain template: ``" " + answer``)."""
     return float(avg_loss_value) / zlib_length(answer_text)
 
 
@@ -227,22 +229,29 @@ def privleak(auc: float, reference_auc: float = 0.5) -> float:
 def extraction_strength(correct: Sequence[bool]) -> float:
     """Extraction strength of one item from its per-token ``argmax == label`` flags (no EOS).
 
-    ``1 - k*/n`` with k* the smallest k whose suffix ``preds[k:] == labels[k:]``; that is the
-    length of the trailing run of correct predictions divided by n. No correct suffix -> 0.
+    ``1 - k*/n`` with k* the smallest k in 0..n-1 whose suffix ``preds[k:] == labels[k:]``: the
+    trailing run of correct predictions divided by n. When not even the last token is right, k* is
+    n - 1 as in the reference's loop, so the item scores 1/n. No tokens: 0 (the reference's value).
     """
     flags = np.asarray(correct, dtype=bool).reshape(-1)
     n = flags.size
     if n == 0:
         return 0.0
     wrong = np.flatnonzero(~flags)
-    k_star = 0 if wrong.size == 0 else int(wrong[-1]) + 1
+    k_star = 0 if wrong.size == 0 else min(int(wrong[-1]) + 1, n - 1)
     return float(1.0 - k_star / n)
 
 
-def exact_memorization(correct: Sequence[bool]) -> float:
-    """Exact memorization of one item: fraction of answer tokens (no EOS) with argmax == label."""
+def exact_memorization(correct: Sequence[bool]) -> float | None:
+    """Exact memorization of one item: fraction of answer tokens (no EOS) with argmax == label;
+    None for an item without answer tokens (left out of the aggregate, as the reference does)."""
     flags = np.asarray(correct, dtype=bool).reshape(-1)
-    return float(flags.mean()) if flags.size else 0.0
+    return float(flags.mean()) if flags.size else None
+
+
+def mean_of_present(values: Iterable[float | None]) -> float:
+    """Mean over the values that are not None (NaN if none is)."""
+    return mean(v for v in values if v is not None)
 
 
 # --------------------------------------------------------------------------- names

@@ -17,6 +17,7 @@ fine-tuned baseline, all the same to it -- and
 Forget quality and privleak need the retain (oracle) model's results on the same split:
 pass ``retain_results`` (results, a directory or a TOFU_EVAL.json -- the reference
 framework's published ones work), or apply one later with :func:`apply_reference`.
+:meth:`t3unlearn.benchmarks.Benchmark.evaluate` does that with the benchmark's own retain model.
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ from __future__ import annotations
 import platform
 import re
 import time
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from t3unlearn.errors import T3Error
 from t3unlearn.eval import metrics as M
 from t3unlearn.eval.results import EvalResults, as_results
 
-BENCHMARKS = ("world", "tofu")
-TOFU_HUB = "locuslab/TOFU"
+# Bumped whenever a metric's definition changes, so cached results (retain references) are recomputed.
+# 2: extraction strength 1/n for a wrong last token, zlib on decoded labels, EM None without tokens,
+#    the reference's chat prompt, every EOS id stops generation.
+EVAL_VERSION = "2"
 _SPLIT_RE = re.compile(r"^forget(\d{2})$")
 # Generate at most this many tokens per batch first; continue the unfinished rows together after
 # (same greedy answers; one long answer does not hold its whole batch for max_new_tokens steps).
@@ -72,44 +74,15 @@ def retain_split(split: str) -> str:
     return f"retain{100 - int(split[-2:]):02d}"
 
 
-def benchmark_source(benchmark: str = "world", world: str | Path | None = None) -> str:
-    """Where :func:`t3unlearn.data.load_qa` finds the configs: the hub id or the world directory.
+def load_eval_data(source: str, split: str = "forget10") -> dict[str, Any]:
+    """The six data sets of an evaluation, by role (see :func:`split_configs`).
 
-    ``world`` is a built world's directory or a preset name (default ``default``); it is
-    built on first use. For ``tofu``, ``world`` may name a local copy of TOFU (a directory
-    holding its configs as .jsonl / .json / .parquet), read instead of the hub.
+    ``source``: where :func:`t3unlearn.data.load_qa` finds the configs -- a directory of
+    ``CONFIG.jsonl`` files (a built world, a local copy of TOFU), ``tofu`` or a hub id.
     """
-    if benchmark not in BENCHMARKS:
-        raise T3Error(f"unknown benchmark {benchmark!r}; use 'world' (embedded, offline) or 'tofu' (locuslab/TOFU from the hub).")
-    if benchmark == "tofu":
-        if world is None:
-            return TOFU_HUB
-        if not Path(str(world)).expanduser().is_dir():
-            raise T3Error(f"{world} is not a directory; for --benchmark tofu, --world may name a local copy of TOFU (a directory of forget10_perturbed.jsonl, ...).")
-        return str(Path(str(world)).expanduser())
-    return str(resolve_world(world))
-
-
-def resolve_world(world: str | Path | None = None) -> Path:
-    """A world directory: an existing directory as is, else a preset built by ``ensure_world``."""
-    if world is not None and Path(str(world)).expanduser().is_dir():
-        return Path(str(world)).expanduser()
-    name = "default" if world is None else str(world)
-    if name.startswith("world-"):
-        name = name[len("world-") :]
-    if "/" in name or name.startswith("."):
-        raise T3Error(f"world {world!r} is not a directory; give a built world's directory or a preset name (e.g. default, tiny).")
-    from t3unlearn.world import ensure_world
-
-    return Path(ensure_world(name))
-
-
-def load_benchmark(benchmark: str = "world", split: str = "forget10", world: str | Path | None = None) -> dict[str, Any]:
-    """The six data sets of an evaluation, by role (see :func:`split_configs`)."""
     from t3unlearn.data import load_qa
 
     configs = split_configs(split)
-    source = benchmark_source(benchmark, world)
     need = {
         "forget": ("question", "answer", "paraphrased_answer", "perturbed_answer"),
         "retain": ("question", "answer", "paraphrased_answer", "perturbed_answer"),
@@ -151,9 +124,9 @@ class _Pairs:
 
 
 def _bar(total: int, desc: str, enabled: bool, unit: str):
-    from tqdm.auto import tqdm
+    from t3unlearn.progress import progress
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False, dynamic_ncols=True)
+    return progress(total=total, desc=desc, unit=unit, enabled=enabled)
 
 
 def score_pairs(lm, pairs: Sequence[tuple[str, str]], *, batch_size: int = 16, progress: bool = True) -> list:
@@ -220,8 +193,9 @@ def _qa_metrics(prefix: str, rows: list[dict], correct_field: str, aggregation: 
     return out
 
 
-def _score_entry(values: dict[str, float]) -> dict:
-    return {"agg_value": M.mean(values.values()), "value_by_index": {k: {"score": v} for k, v in values.items()}}
+def _score_entry(values: dict[str, float | None]) -> dict:
+    """Per-item scores; an item scored None is kept in the file and left out of the mean (as the reference does)."""
+    return {"agg_value": M.mean_of_present(values.values()), "value_by_index": {k: {"score": v} for k, v in values.items()}}
 
 
 def _mia(forget: dict[str, float], holdout: dict[str, float]) -> dict:
@@ -229,7 +203,7 @@ def _mia(forget: dict[str, float], holdout: dict[str, float]) -> dict:
     return {"forget": _score_entry(forget), "holdout": _score_entry(holdout), "auc": auc, "agg_value": auc}
 
 
-def _memorization_and_mia(forget_rows, holdout_rows, score_of) -> dict:
+def _memorization_and_mia(forget_rows, holdout_rows, score_of, label_text) -> dict:
     es, em = {}, {}
     attacks = {name: ({}, {}) for name in M.MIA_METRICS}
     for side, rows in ((0, forget_rows), (1, holdout_rows)):
@@ -240,7 +214,7 @@ def _memorization_and_mia(forget_rows, holdout_rows, score_of) -> dict:
             attacks["mia_min_k"][side][idx] = M.min_k_score(tokens.logprob)
             attacks["mia_min_k_plus_plus"][side][idx] = M.min_k_plus_plus_score(tokens.logprob, tokens.mu, tokens.var)
             attacks["mia_loss"][side][idx] = M.mia_loss_score(s.avg_loss)
-            attacks["mia_zlib"][side][idx] = M.mia_zlib_score(s.avg_loss, r["answer"])
+            attacks["mia_zlib"][side][idx] = M.mia_zlib_score(s.avg_loss, label_text(s.labels))
             if side == 0:
                 es[idx] = M.extraction_strength(tokens.correct)
                 em[idx] = M.exact_memorization(tokens.correct)
@@ -290,13 +264,16 @@ def apply_reference(results: EvalResults, reference=None) -> EvalResults:
     return results
 
 
-def compute_metrics(data: Mapping[str, Any], score_of, generation_of) -> dict:
-    """Every TOFU metric from per-pair scores and generations (no forget quality / privleak yet)."""
+def compute_metrics(data: Mapping[str, Any], score_of, generation_of, label_text) -> dict:
+    """Every TOFU metric from per-pair scores and generations (no forget quality / privleak yet).
+
+    ``label_text(ids)``: the text of an answer's label token ids, special tokens skipped (zlib attack).
+    """
     rows = {role: _rows(ds) for role, ds in data.items()}
     out: dict = {}
     for role, (prefix, correct_field, aggregation) in _QA_SETS.items():
         out.update(_qa_metrics(prefix, rows[role], correct_field, aggregation, score_of, generation_of))
-    out.update(_memorization_and_mia(rows["forget_qa"], rows["holdout"], score_of))
+    out.update(_memorization_and_mia(rows["forget_qa"], rows["holdout"], score_of, label_text))
     out["model_utility"] = {"agg_value": M.model_utility([out[name]["agg_value"] for name in M.UTILITY_PARTS])}
     return out
 
@@ -317,27 +294,30 @@ def package_versions() -> dict[str, str]:
 def evaluate(
     lm,
     *,
-    benchmark: str = "world",
+    data: Mapping[str, Any] | None = None,
+    source: str | None = None,
     split: str = "forget10",
-    world: str | Path | None = None,
+    benchmark: str | None = None,
     retain_results=None,
     batch_size: int = 16,
     max_new_tokens: int = 200,
     generation_batch_size: int | None = None,
-    data: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> EvalResults:
     """Evaluate one model (any :class:`~t3unlearn.lm.CausalLM`) on a TOFU split; see the module doc.
 
-    ``data`` (role -> data set, as :func:`load_benchmark` returns) skips loading. Returns
-    :class:`EvalResults`; ``results.save(DIR)`` writes the three results files.
+    The sets come from ``data`` (role -> data set, as :func:`load_eval_data` returns) or are loaded from
+    ``source`` (a directory of configs, ``tofu`` or a hub id). ``benchmark`` is a label recorded in
+    ``run_info.json``. Returns :class:`EvalResults`; ``results.save(DIR)`` writes the three results files.
     """
     if batch_size < 1 or max_new_tokens < 1:
         raise T3Error("batch size and max new tokens must be >= 1.")
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     if data is None:
-        data = load_benchmark(benchmark, split, world)
+        if source is None:
+            raise T3Error("evaluate needs the evaluation sets: pass data= (see load_eval_data) or source= (a directory of configs, or 'tofu').")
+        data = load_eval_data(source, split)
     missing = [r for r in split_configs(split) if r not in data]
     if missing:
         raise T3Error(f"evaluation data lacks the {', '.join(missing)} set(s).")
@@ -379,16 +359,16 @@ def evaluate(
 
     # 3. metrics
     t = time.perf_counter()
-    metrics = compute_metrics(data, lambda q, a: scored[pairs.index[(q, a)]], gen_of.__getitem__)
+    metrics = compute_metrics(data, lambda q, a: scored[pairs.index[(q, a)]], gen_of.__getitem__,
+                              lambda ids: lm.tokenizer.decode(list(ids), skip_special_tokens=True))
     timings["metrics_s"] = time.perf_counter() - t
     timings["wall_time_s"] = time.perf_counter() - t_start
 
     info = {
         "name": getattr(lm, "name", None),
         "model": getattr(lm, "name", None),
-        "benchmark": benchmark,
+        "benchmark": benchmark or source,
         "split": split,
-        "world": None if benchmark != "world" or world is None else str(world),
         "settings": {
             "batch_size": batch_size,
             "generation_batch_size": generation_batch_size or batch_size,
@@ -409,75 +389,3 @@ def evaluate(
     }
     results = EvalResults(metrics=metrics, info=info)
     return apply_reference(results, retain_results)
-
-
-# --------------------------------------------------------------------------- world retain reference
-
-
-def world_retain_reference(
-    world_dir: str | Path,
-    split: str = "forget10",
-    *,
-    batch_size: int = 16,
-    max_new_tokens: int = 200,
-    generation_batch_size: int | None = None,
-    data: Mapping[str, Any] | None = None,
-    progress: bool = True,
-    log=print,
-) -> tuple[EvalResults, Path]:
-    """The world's retain model results on ``split`` (retainXX for forgetYY), cached.
-
-    The cache lives under ``cache_home()/eval`` keyed by the world's data, the retain model's
-    files and the settings that change the numbers. Returns ``(results, retain_model_dir)``.
-    """
-    from t3unlearn.io import cache_home
-
-    world_dir = Path(world_dir)
-    model_dir = world_model(world_dir, retain_split(split))
-    key = reference_cache_key(world_dir, model_dir, split, max_new_tokens)
-    cache_dir = cache_home() / "eval" / f"{world_dir.name}-{retain_split(split)}-{split}-{key}"
-    if (cache_dir / "TOFU_EVAL.json").is_file():
-        try:
-            cached = EvalResults.load(cache_dir)
-            if cached.forget_truth_ratios():
-                log(f"retain reference: cached results of {model_dir.name} ({cache_dir})")
-                return cached, model_dir
-        except T3Error:
-            pass  # corrupt cache: recompute
-    log(f"retain reference: evaluating the world's {retain_split(split)} model once (cached at {cache_dir})")
-    from t3unlearn.lm import load_lm
-
-    lm = load_lm(str(model_dir), name=retain_split(split))
-    res = evaluate(
-        lm,
-        benchmark="world",
-        split=split,
-        world=world_dir,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        generation_batch_size=generation_batch_size,
-        data=data,
-        progress=progress,
-    )
-    res = apply_reference(res, res)
-    res.info["role"] = "retain"
-    res.info["model_path"] = str(model_dir)
-    res.save(cache_dir)
-    return res, model_dir
-
-
-def world_model(world_dir: str | Path, name: str) -> Path:
-    """A world model's directory (``full``, ``retain90``, ...), trained on first use."""
-    from t3unlearn.world import ensure_models
-
-    got = ensure_models(Path(world_dir), (name,))
-    return Path(got[name])
-
-
-def reference_cache_key(world_dir: Path, model_dir: Path, split: str, max_new_tokens: int) -> str:
-    """Fingerprint of the world data, the model files and the settings that change the numbers."""
-    from t3unlearn.data import _find_config_file
-    from t3unlearn.io import file_fingerprint, fingerprint
-
-    data_fp = [file_fingerprint(_find_config_file(world_dir, cfg)) for cfg in split_configs(split).values()]
-    return fingerprint("tofu-eval-v1", data_fp, file_fingerprint(model_dir), split, max_new_tokens)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 _UNLEARN_EPILOG = """\
 examples:
@@ -17,7 +16,11 @@ examples:
   # TOFU from the hub (cached after the first download)
   t3unlearn unlearn --model my-tofu-llama --forget tofu:forget10 --retain tofu:retain90 --out head
 
-world:NAME (full, retain90, ...) names a model of the embedded world, world-tiny:NAME of the tiny one.
+  # TOFU offline: its own data (a local copy in $T3UNLEARN_TOFU_DIR) and the tiny model trained on it
+  t3unlearn unlearn --model tofu:full --forget tofu:forget10 --retain tofu:retain90 --out head
+
+world:NAME (full, retain90, ...) names a model of the embedded world, world-tiny:NAME of the tiny
+one, tofu:NAME the tiny model trained on TOFU's text (each trained once and cached).
 
 what happens: one forward pass of the frozen model over forget and retain answers extracts
 pooled hidden states (cached under $T3UNLEARN_HOME/features, so a second run with other head
@@ -36,7 +39,7 @@ examples:
   t3unlearn generate --model world:full --head head --do-sample --top-p 0.9 --seed 1 --stream "..."
 
 world:NAME (full, retain90, ...) names a model of the embedded world (trained once and cached);
-world-tiny:NAME one of the tiny world.
+world-tiny:NAME one of the tiny world, tofu:NAME one trained on TOFU's text.
 
 --temperature and --scale are T3's T and s (they override the saved ones); they need a head.
 Greedy decoding unless --do-sample; --num-beams > 1 for beam search.
@@ -97,6 +100,7 @@ def register(sub) -> None:
     o.add_argument("--template", choices=("auto", "chat", "plain"), default="auto", help="prompt format [auto]")
     o.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda if available]")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
+    o.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     p.set_defaults(func=run_unlearn)
 
     p = sub.add_parser(
@@ -119,14 +123,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="[0]")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--device", default=None, help="cpu, cuda ... [cuda if available]")
+    p.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     p.set_defaults(func=run_generate)
-
-
-def resolve_model(spec: str) -> str:
-    """``world:NAME`` / ``world-PRESET:NAME`` -> that world model's directory; anything else as is."""
-    from t3unlearn.world import resolve_model as _resolve
-
-    return _resolve(spec)
 
 
 def _check_out(path) -> None:
@@ -142,8 +140,16 @@ def _check_out(path) -> None:
 
 
 def run_unlearn(args) -> int:
+    from t3unlearn.io import torch_threads
+
+    with torch_threads(args.threads, log=None if args.quiet else print):
+        return _unlearn(args)
+
+
+def _unlearn(args) -> int:
     import time
 
+    from t3unlearn.benchmarks import resolve_data, resolve_model
     from t3unlearn.data import check_disjoint, load_qa
     from t3unlearn.lm import load_model, load_tokenizer
     from t3unlearn.t3.model import check_scale, check_temperature
@@ -153,10 +159,10 @@ def run_unlearn(args) -> int:
     check_temperature(args.temperature)
     check_scale(args.scale)
     _check_out(args.out)
-    forget = load_qa(args.forget, what="forget set")
-    retain = load_qa(args.retain, what="retain set")
+    forget = load_qa(resolve_data(args.forget), what="forget set")
+    retain = load_qa(resolve_data(args.retain), what="retain set")
     check_disjoint(forget, retain)
-    model_path = resolve_model(args.model)
+    model_path = resolve_model(args.model, log=print)
     tokenizer = load_tokenizer(model_path)
     model = load_model(model_path, device=args.device)
     t_load = time.perf_counter()
@@ -168,7 +174,7 @@ def run_unlearn(args) -> int:
         layers=args.layers, epochs=args.epochs, warmup_epochs=args.warmup_epochs, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed, cache=not args.no_cache,
         feature_batch_size=args.feature_batch_size, max_length=args.max_length, template=args.template,
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=not args.quiet,
     )
     t3.save_pretrained(args.out)
     end = time.perf_counter()
@@ -185,13 +191,21 @@ def run_unlearn(args) -> int:
 
 
 def run_generate(args) -> int:
+    from t3unlearn.io import torch_threads
+
+    with torch_threads(args.threads):
+        return _generate(args)
+
+
+def _generate(args) -> int:
     from pathlib import Path
 
+    from t3unlearn.benchmarks import resolve_model
     from t3unlearn.errors import T3Error
     from t3unlearn.io import set_seed
     from t3unlearn.lm import load_lm
 
-    args.model = resolve_model(args.model)
+    args.model = resolve_model(args.model, log=print)
     is_head_dir = Path(args.model).is_dir() and (Path(args.model) / "t3_config.json").is_file()
     if args.head is None and not is_head_dir and (args.temperature is not None or args.scale is not None):
         raise T3Error("--temperature/--scale are T3's T and s; they need a head (--head DIR or --model HEAD_DIR).")

@@ -187,9 +187,9 @@ def compute_features(
         batches.append(cur)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from t3unlearn.progress import progress as progress_bar
 
-        bar = tqdm(total=len(examples), desc="features", unit="item", leave=False)
+        bar = progress_bar(total=len(examples), desc="features", unit="item")
     feats, targets, seqs = [], [], []
     for idx in batches:
         f, t, r = batch_features(model, [examples[i] for i in idx], pad_id, device)

@@ -231,9 +231,9 @@ def train_head(
     opt = AdamW(list(head.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from t3unlearn.progress import progress as progress_bar
 
-        bar = tqdm(total=cfg.epochs, desc="head", unit="epoch", leave=False)
+        bar = progress_bar(total=cfg.epochs, desc="head", unit="epoch")
     history: list[float] = []
     step = 0
     grad_state: dict = {}

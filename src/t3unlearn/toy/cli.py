@@ -58,7 +58,6 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from tqdm import tqdm
 
     from t3unlearn.errors import T3Error
     from t3unlearn.io import save_json
@@ -75,7 +74,9 @@ def run(args) -> int:
         raise T3Error(f"--out {out} is a file; give a directory.")
     cfg = ToyConfig.quick(args.seeds) if args.quick else ToyConfig(seeds=5 if args.seeds is None else args.seeds)
 
-    bar = tqdm(total=n_ticks(cfg) + len(FIGURES), desc="toy", unit="step", disable=args.no_progress, leave=False)
+    from t3unlearn.progress import progress
+
+    bar = progress(total=n_ticks(cfg) + len(FIGURES), desc="toy", unit="step", enabled=not args.no_progress)
     res = run_all(cfg, tick=lambda: bar.update(1))
     bar.set_description("toy: figures")
     paths = save_all(res, out, dpi=args.dpi, tick=lambda: bar.update(1))

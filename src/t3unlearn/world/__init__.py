@@ -28,38 +28,22 @@ def ensure_world(preset: str = "default", **overrides) -> Path:
     from t3unlearn.io import cache_home
     from t3unlearn.world.generate import world_fingerprint, write_world
 
+    from filelock import FileLock
+
     settings = settings_for(preset, **overrides)
     path = cache_home() / "worlds" / f"{preset}-{world_fingerprint(settings)}"
-    if not (path / "world.json").is_file():
-        write_world(settings, path, preset=preset)
+    if (path / "world.json").is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):  # two processes building the same world: one builds, one waits
+        if not (path / "world.json").is_file():
+            write_world(settings, path, preset=preset)
     return path
 
 
 def ensure_models(world_dir, names=("full", "retain90"), **kwargs) -> dict[str, Path]:
-    """Model directories for ``names`` (``pretrained``, ``full``, ``retainXX``), trained if missing."""
+    """Model directories for ``names`` (``pretrained``, ``full``, ``retainXX``), trained if missing.
+    ``kwargs``: ``log``, ``progress`` and training settings (see :func:`t3unlearn.world.train.ensure_models`)."""
     from t3unlearn.world.train import ensure_models as _ensure
 
     return _ensure(world_dir, names, **kwargs)
-
-
-def parse_model_spec(spec: str) -> tuple[str, str] | None:
-    """``world:NAME`` -> ``("default", NAME)``, ``world-PRESET:NAME`` -> ``(PRESET, NAME)``; else None.
-
-    NAME is a world model (``pretrained``, ``full``, ``retain90``, ...). An existing path wins.
-    """
-    head, sep, name = str(spec).partition(":")
-    if sep and name and (head == "world" or head.startswith("world-")) and not Path(str(spec)).exists():
-        return ("default" if head == "world" else head[len("world-") :]), name
-    return None
-
-
-def resolve_model(spec: str, world_dir=None) -> str:
-    """A model spec as a loadable path: ``world:NAME`` becomes that world model's directory
-    (trained on first use, in ``world_dir`` when given, else the preset's cached world);
-    anything else is returned unchanged."""
-    parsed = parse_model_spec(spec)
-    if parsed is None:
-        return str(spec)
-    preset, name = parsed
-    world = Path(world_dir) if world_dir is not None else ensure_world(preset)
-    return str(ensure_models(world, (name,))[name])

@@ -11,7 +11,8 @@ examples:
   t3unlearn world build --out w2 --seed 1 --authors 100 --qa-per-author 20
   t3unlearn world train --world world               pretrained base + full + retain90 models
   t3unlearn world train --world world --models full,retain90,retain95,retain99 --out models
-  t3unlearn world check --world world               memorisation table of the trained models
+  t3unlearn world check --world world               evaluate the trained models (memorisation, utility)
+  t3unlearn world check --world tiny --limit 20      a quick look at the tiny world's models
 
 The files are TOFU's configs (full, retain90, forget10, forget10_perturbed, ...) as
 DIR/CONFIG.jsonl, so any command takes them as DIR:CONFIG, e.g. --forget world:forget10.
@@ -22,13 +23,24 @@ Trained models are cached under $T3UNLEARN_HOME (default ~/.cache/t3unlearn)/mod
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--world", required=True, metavar="DIR",
                    help="a built world directory, or 'default' / 'tiny' for the cached preset world")
+    add_model_options(p)
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default="full,retain90", metavar="LIST",
                    help="comma-separated models: pretrained, full, retain90, retain95, retain99 (default: full,retain90)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--epochs", type=int, default=None, help="override the fine-tuning epochs of the preset")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads while training (default: the preset's; 0 = torch's default). "
+                   help="torch threads while training (default: the preset's, 1; 0 = torch's default). "
                         "On a machine shared with other jobs, 1 can be many times faster than 2")
+
+
+def add_check_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"),
+                   help="forget split to evaluate on; its retain model is the forget-quality reference [forget10]")
+    p.add_argument("--limit", type=int, default=None, help="evaluate at most N items per set (default: all)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
 
 
 def register(sub) -> None:
@@ -60,11 +72,10 @@ def register(sub) -> None:
                    help="also copy the trained models to DIR/<name> (they are always cached)")
     t.set_defaults(func=_train)
 
-    c = wsub.add_parser("check", help="print how well the trained models memorised the world",
+    c = wsub.add_parser("check", help="evaluate the trained models: memorisation of the forget authors, utility",
                         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_train_options(c)
-    c.add_argument("--limit", type=int, default=None, help="score at most N items per set (default: all)")
-    c.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
+    add_check_options(c)
     c.set_defaults(func=_check)
 
 
@@ -85,22 +96,7 @@ def _build(args) -> int:
     return 0
 
 
-def _resolve_world(spec: str):
-    from pathlib import Path
-
-    from t3unlearn.errors import T3Error
-    from t3unlearn.world import PRESETS, ensure_world
-
-    if spec in PRESETS and not Path(spec).exists():
-        return ensure_world(spec)
-    p = Path(spec).expanduser()
-    if not (p / "world.json").is_file():
-        raise T3Error(f"{p} is not a built world (no world.json); run 't3unlearn world build --out {p}' first, "
-                      "or pass --world default / --world tiny.")
-    return p
-
-
-def _names(spec: str) -> list[str]:
+def model_names(spec: str) -> list[str]:
     from t3unlearn.errors import T3Error
     from t3unlearn.world.train import MODEL_NAMES
 
@@ -111,18 +107,16 @@ def _names(spec: str) -> list[str]:
     return names
 
 
-def _train(args) -> int:
+def train_models(bench, args) -> int:
+    """``train`` for a benchmark: train what is missing, print where each model is (and copy to --out)."""
     import shutil
     import time
     from pathlib import Path
 
     from t3unlearn.io import atomic_dir
-    from t3unlearn.world.train import ensure_models
 
-    world = _resolve_world(args.world)
     start = time.perf_counter()
-    paths = ensure_models(world, _names(args.models), seed=args.seed, epochs=args.epochs, threads=args.threads,
-                          verbose=True)
+    paths = bench.models(model_names(args.models), log=print, seed=args.seed, epochs=args.epochs, threads=args.threads)
     print(f"done in {time.perf_counter() - start:.1f}s")
     for name, path in paths.items():
         print(f"  {name:<11} {path}")
@@ -134,14 +128,29 @@ def _train(args) -> int:
     return 0
 
 
-def _check(args) -> int:
-    from t3unlearn.world.check import check_models, format_table
+def check_models(bench, args) -> int:
+    """``check`` for a benchmark: evaluate pretrained + the asked models (+ the split's retain model)."""
+    from t3unlearn.benchmarks import check_models as check, format_check
+    from t3unlearn.io import save_json
 
-    world = _resolve_world(args.world)
-    names = _names(args.models)
+    names = model_names(args.models)
     if "pretrained" not in names:
         names = ["pretrained"] + names
-    rows = check_models(world, names, seed=args.seed, epochs=args.epochs, threads=args.threads, limit=args.limit,
-                        json_path=args.json)
-    print(format_table(rows))
+    result = check(bench, names, split=args.split, limit=args.limit, seed=args.seed, epochs=args.epochs,
+                   threads=args.threads)
+    if args.json:
+        save_json(args.json, result)
+    print(format_check(result))
     return 0
+
+
+def _train(args) -> int:
+    from t3unlearn.benchmarks import get_benchmark
+
+    return train_models(get_benchmark(args.world), args)
+
+
+def _check(args) -> int:
+    from t3unlearn.benchmarks import get_benchmark
+
+    return check_models(get_benchmark(args.world), args)

@@ -21,7 +21,7 @@ from typing import Any
 from t3unlearn.errors import T3Error
 from t3unlearn.world import pools
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"  # 3: perturbed answers perturb the paraphrase (as TOFU's do); paraphrased_question
 
 FORGET_PCTS = (1, 5, 10)
 CONFIGS = [
@@ -360,9 +360,10 @@ class _Perturber:
                 return v
         raise T3Error(f"cannot perturb {key!r}: no alternative value")  # pragma: no cover
 
-    def perturb(self, base: dict[str, Any], template: str, fixed: set[str], n: int) -> list[str]:
-        """n distinct wrong answers: every base fact of ``template`` not in ``fixed`` changed."""
-        keys = sorted({DERIVED.get(f, f) for f in _fields(template)} - fixed)
+    def perturb(self, base: dict[str, Any], template: str, fixed: set[str], n: int, *, facts_of: str | None = None) -> list[str]:
+        """n distinct wrong answers written with ``template``: every base fact of ``facts_of`` (default
+        ``template``: the facts the answer states) that is not in ``fixed`` (given by the question) changed."""
+        keys = sorted({DERIVED.get(f, f) for f in _fields(facts_of or template)} - fixed)
         true_text = template.format(**render_facts(base))
         out: list[str] = []
         for _ in range(200):
@@ -379,13 +380,21 @@ class _Perturber:
         raise T3Error(f"could not make {n} distinct perturbed answers for {template!r}")  # pragma: no cover
 
 
-def _author_items(a: Author, perturber: _Perturber, n_perturbed: int) -> list[dict[str, Any]]:
+def _author_items(a: Author, perturber: _Perturber, n_perturbed: int, *, perturb: str = "paraphrase") -> list[dict[str, Any]]:
+    """The author's QA items with TOFU's evaluation fields.
+
+    ``perturb``: which wording the perturbed answers keep. TOFU compares the *paraphrased* answer with
+    perturbed answers written in the paraphrase's wording (forget and retain sets), so the truth ratio
+    compares facts, not phrasings; ``"answer"`` keeps the answer's wording, for sets whose truth ratio
+    compares with the answer itself (real authors).
+    """
     base = a.facts()
     facts = render_facts(base)
     items = []
     for kind in a.kinds:
         questions, ans_t, para_t = KINDS[kind]
-        q_t = questions[a.variants[kind]]
+        variant = a.variants[kind]
+        q_t = questions[variant]
         fixed = {DERIVED.get(f, f) for f in _fields(q_t)}
         answer = ans_t.format(**facts)
         para = para_t.format(**facts)
@@ -394,7 +403,9 @@ def _author_items(a: Author, perturber: _Perturber, n_perturbed: int) -> list[di
             "question": q_t.format(**facts),
             "answer": answer,
             "paraphrased_answer": para,
-            "perturbed_answer": perturber.perturb(base, ans_t, fixed, n_perturbed),
+            "perturbed_answer": perturber.perturb(base, para_t if perturb == "paraphrase" else ans_t, fixed, n_perturbed,
+                                                  facts_of=ans_t),
+            "paraphrased_question": questions[(variant + 1) % len(questions)].format(**facts),
             "author": a.name,
             "kind": kind,
         })
@@ -457,7 +468,9 @@ def generate(settings: WorldSettings) -> dict[str, list[dict[str, Any]]]:
 
     fict_items = [_author_items(a, pert, 5) for a in fict]
     hold_items = [_author_items(a, pert, 5) for a in holdout]
-    classic_items = [_author_items(a, pert, 3) for a in classic]
+    # real authors: their truth ratio compares with the answer itself (TOFU), so the perturbed answers
+    # keep the answer's wording and change the facts, as TOFU's bare-name alternatives do
+    classic_items = [_author_items(a, pert, 3, perturb="answer") for a in classic]
 
     def flat(groups):
         return [it for g in groups for it in g]

@@ -1,14 +1,20 @@
-"""Tiny models for the offline world, made the way TOFU's models are made.
+"""Tiny models for the offline benchmarks, made the way TOFU's models are made.
 
-1. a byte-level BPE tokenizer trained on the world's text;
+1. a byte-level BPE tokenizer trained on the training text (``pretrain`` and ``full``; never on
+   evaluation-only files such as the perturbed or holdout sets);
 2. a small ``LlamaForCausalLM`` *pretrained* on the "real" (classic) authors and world facts;
 3. from that same base, fine-tunes on ``full`` (the target model) and on ``retainXX`` (the
    oracle models that never saw the forget authors).
 
 Loss is on answer tokens only, formatted by :class:`t3unlearn.data.QAFormatter` so training and
 evaluation see exactly the same token sequences. Everything is cached under
-``cache_home()/models/<fingerprint>/<name>`` where the fingerprint covers the world's content,
-every training setting and :data:`TRAIN_VERSION`.
+``cache_home()/models/<preset>-<fingerprint>/<name>`` where the fingerprint covers the training
+files (:data:`TRAIN_FILES`), every training setting and :data:`TRAIN_VERSION`, so a change to an
+evaluation-only file (perturbed answers, holdout authors) retrains nothing.
+
+The recipe reads a *training directory*: ``pretrain.jsonl``, ``full.jsonl`` and
+``retainXX.jsonl`` plus a ``world.json`` naming its ``preset`` (a built world is one; so is the
+directory :mod:`t3unlearn.tofu` derives from TOFU's own data).
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from typing import Any, Sequence
 
 from t3unlearn.errors import T3Error
 
-TRAIN_VERSION = "1"
+TRAIN_VERSION = "2"  # 2: tokenizer on the training files only; transformers' cosine schedule
 MODEL_NAMES = ("pretrained", "full", "retain90", "retain95", "retain99")
+BASE_FILES = ("pretrain", "full")  # the tokenizer's corpus and the base model's data
+TRAIN_FILES = (*BASE_FILES, "retain90", "retain95", "retain99")
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 
@@ -57,6 +65,10 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(threads=1),
     "tiny": dict(vocab_size=1024, d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, ffn=192, batch_size=16,
                  lr=5e-3, pretrain_epochs=10, finetune_epochs=20, threads=1),
+    # TOFU's own text: free-form answers of ~38 tokens (4096-token BPE) instead of the world's ~11, so a
+    # larger vocabulary and TOFU's 512-token items; the base pretrains on ~3,400 items (t3unlearn.tofu),
+    # so less replay keeps the fine-tunes' cost near their own data's (docs/world.md, "TOFU's own data")
+    "tofu": dict(vocab_size=4096, max_length=512, pretrain_epochs=8, finetune_epochs=20, replay=0.05, threads=1),
 }
 
 
@@ -81,25 +93,35 @@ FINETUNE_ONLY = ("finetune_epochs", "replay")
 NOT_FINGERPRINTED = {"threads": 0}
 
 
+def _training_files_fingerprint(world_dir: Path, names) -> dict[str, str]:
+    from t3unlearn.io import file_fingerprint
+
+    out = {}
+    for name in names:
+        path = world_dir / f"{name}.jsonl"
+        out[name] = file_fingerprint(path) if path.is_file() else None
+    return out
+
+
 def models_root(world_dir: str | Path, settings: TrainSettings, *, base: bool = False) -> Path:
     """Cache directory of the fine-tuned models (``base=True``: of the tokenizer and pretrained base,
-    whose fingerprint leaves out the fine-tuning-only settings so fine-tune variants share a base)."""
+    whose fingerprint leaves out the fine-tuning-only settings and files so fine-tune variants share a
+    base). Only the training files enter the fingerprint, never the evaluation files."""
     from t3unlearn.io import cache_home, fingerprint
     from t3unlearn.world.generate import read_world_meta
 
+    world_dir = Path(world_dir)
     meta = read_world_meta(world_dir)
     values = {**asdict(settings), **NOT_FINGERPRINTED}
+    files = BASE_FILES if base else TRAIN_FILES
     if base:
         values = {k: v for k, v in values.items() if k not in FINETUNE_ONLY}
-    fp = fingerprint("t3-world-models", TRAIN_VERSION, meta["content_sha256"], values)
+    fp = fingerprint("t3-world-models", TRAIN_VERSION, _training_files_fingerprint(world_dir, files), values)
     return cache_home() / "models" / f"{meta.get('preset') or 'custom'}-{'base-' if base else ''}{fp}"
 
 
 def model_path(world_dir: str | Path, settings: TrainSettings, name: str) -> Path:
-    if name == "pretrained":
-        legacy = models_root(world_dir, settings) / name  # where code before the base split kept it
-        return legacy if _done(legacy) else models_root(world_dir, settings, base=True) / name
-    return models_root(world_dir, settings) / name
+    return models_root(world_dir, settings, base=name == "pretrained") / name
 
 
 # ----------------------------------------------------------------------------- data
@@ -111,21 +133,14 @@ def _read(world_dir: Path, config: str) -> list[dict]:
 
 
 def _corpus(world_dir: Path) -> list[str]:
-    texts = []
-    for path in sorted(world_dir.glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            r = json.loads(line)
-            if "question" in r:
-                texts.append(f"Question: {r['question']}\nAnswer: {r['answer']}")
-            else:
-                texts.append(r["answer"])
-            texts.append(r.get("paraphrased_answer", ""))
-            texts.extend(r.get("perturbed_answer", []))
-    return [t for t in texts if t]
+    """The tokenizer's training text: the base's pretraining items and every fine-tuning item, as the
+    model sees them. Evaluation-only text (paraphrased, perturbed, holdout) is left out, as it would be
+    from a real model's tokenizer."""
+    return [f"Question: {r['question']}\nAnswer: {r['answer']}" for name in BASE_FILES for r in _read(world_dir, name)]
 
 
 def train_tokenizer(world_dir: str | Path, vocab_size: int):
-    """A byte-level BPE ``PreTrainedTokenizerFast`` (BOS added, EOS, PAD) trained on the world's text."""
+    """A byte-level BPE ``PreTrainedTokenizerFast`` (BOS added, EOS, PAD) trained on the training text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -208,11 +223,12 @@ def new_model(tokenizer, s: TrainSettings):
     return LlamaForCausalLM(cfg)
 
 
-def train_loop(model, examples, s: TrainSettings, *, epochs: int, seed: int, desc: str, verbose: bool,
+def train_loop(model, examples, s: TrainSettings, *, epochs: int, seed: int, desc: str, progress: bool = True,
                extra=None, on_epoch=None) -> dict[str, Any]:
-    """AdamW with linear warm-up and cosine decay; answer-token loss. Returns a log."""
+    """AdamW with linear warm-up and cosine decay to ``min_lr_frac``; answer-token loss. Returns a log."""
     import torch
-    from tqdm.auto import tqdm
+
+    from t3unlearn.progress import progress as progress_bar
 
     pad_id = model.config.pad_token_id
     rng = random.Random(f"t3-train-{seed}-{desc}")
@@ -229,16 +245,12 @@ def train_loop(model, examples, s: TrainSettings, *, epochs: int, seed: int, des
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay}, {"params": keep, "weight_decay": 0.0}],
                             lr=s.lr, betas=(0.9, 0.98), eps=1e-8)
 
-    def lr_at(step):
-        if step < warm:
-            return (step + 1) / warm
-        t = (step - warm) / max(1, total - warm)
-        return s.min_lr_frac + (1 - s.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t))
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, warm, total, min_lr_rate=s.min_lr_frac)
     model.train()
     log: dict[str, Any] = {"epochs": epochs, "steps": total, "epoch_loss": [], "epoch_seconds": []}
-    bar = tqdm(total=total, desc=desc, disable=not verbose, leave=False, unit="step")
+    bar = progress_bar(total=total, desc=f"training {desc}", unit="step", enabled=progress)
     start, cpu_start = time.perf_counter(), time.process_time()
     for epoch, (pool, batches) in enumerate(plan):
         t0, tot, n = time.perf_counter(), 0.0, 0
@@ -290,13 +302,18 @@ def _done(path: Path) -> bool:
     return (path / "model.safetensors").is_file() and (path / "train_info.json").is_file()
 
 
-def ensure_models(world_dir, names: Sequence[str] = ("full", "retain90"), *, verbose: bool = False,
+def ensure_models(world_dir, names: Sequence[str] = ("full", "retain90"), *, log=None, progress: bool = True,
                   **overrides) -> dict[str, Path]:
     """Model directories for ``names``, training only the missing ones (see the module doc).
 
     ``overrides`` are :class:`TrainSettings` fields (``seed``, ``epochs`` = fine-tuning epochs, ...).
+    ``log`` (e.g. ``print``) gets a line per training step; ``progress`` shows a bar per model (plain
+    lines in logs). Several processes asking for the same models at once train them once: a file
+    lock per cache directory serialises them and the others reuse the result.
     """
-    import torch
+    from filelock import FileLock
+
+    from t3unlearn.io import torch_threads
 
     world_dir = Path(world_dir)
     names = list(dict.fromkeys(names))
@@ -304,64 +321,58 @@ def ensure_models(world_dir, names: Sequence[str] = ("full", "retain90"), *, ver
     if bad:
         raise T3Error(f"unknown model name(s) {', '.join(bad)}; choose from {', '.join(MODEL_NAMES)}.")
     s = train_settings(world_dir, **overrides)
-    if all(_done(model_path(world_dir, s, n)) for n in names):
-        return {n: model_path(world_dir, s, n) for n in names}
-    old_threads = torch.get_num_threads()
-    if s.threads:
-        # tiny matrices gain nothing from a second thread, and lose a lot on a busy machine
-        torch.set_num_threads(s.threads)
-    try:
-        return _ensure(world_dir, names, s, verbose)
-    finally:
-        torch.set_num_threads(old_threads)
+    paths = {n: model_path(world_dir, s, n) for n in names}
+    if all(_done(p) for p in paths.values()):
+        return paths
+    root = models_root(world_dir, s)
+    root.mkdir(parents=True, exist_ok=True)
+    # the training recipe's thread count (results are bitwise reproducible per count), restored after
+    with FileLock(str(root) + ".lock"), torch_threads(s.threads or 0):
+        return _ensure(world_dir, names, s, log or (lambda *_: None), progress)
 
 
-def _ensure(world_dir: Path, names: list[str], s: TrainSettings, verbose: bool) -> dict[str, Path]:
+def _ensure(world_dir: Path, names: list[str], s: TrainSettings, log, progress: bool) -> dict[str, Path]:
+    import time
+
     import torch
+    from transformers import AutoTokenizer
+
+    from t3unlearn.io import atomic_dir, save_json
 
     root = models_root(world_dir, s)
     base_root = models_root(world_dir, s, base=True)
     paths = {n: model_path(world_dir, s, n) for n in names}
     if all(_done(p) for p in paths.values()):
         return paths
-    from t3unlearn.io import save_json
-
     if not (base_root / "tokenizer" / "tokenizer.json").is_file():
-        from t3unlearn.io import atomic_dir
-
+        t0 = time.perf_counter()
         tok = train_tokenizer(world_dir, s.vocab_size)
         with atomic_dir(base_root / "tokenizer") as tmp:
             tok.save_pretrained(tmp)
-    from transformers import AutoTokenizer
-
+        log(f"tokenizer: {len(tok)} tokens, trained on {', '.join(f + '.jsonl' for f in BASE_FILES)} in {time.perf_counter() - t0:.1f}s")
     tokenizer = AutoTokenizer.from_pretrained(str(base_root / "tokenizer"))
     save_json(root / "settings.json", {"train_version": TRAIN_VERSION, "world": str(world_dir), **asdict(s)})
     common = {"world": str(world_dir), "settings": asdict(s), "train_version": TRAIN_VERSION,
-              "torch": torch.__version__}
+              "torch": torch.__version__, "threads": torch.get_num_threads()}
     pre_items = _read(world_dir, "pretrain")
     pre_examples = _examples(tokenizer, pre_items, s.max_length)
     pre_path = model_path(world_dir, s, "pretrained")
     if not _done(pre_path):
         model = new_model(tokenizer, s)
-        if verbose:
-            n = sum(p.numel() for p in model.parameters())
-            print(f"pretraining a {n / 1e6:.2f}M-parameter Llama on {len(pre_items)} real-author / world-fact items")
-        log = train_loop(model, pre_examples, s, epochs=s.pretrain_epochs, seed=s.seed, desc="pretrained", verbose=verbose)
-        _save(model, tokenizer, pre_path, {**common, "name": "pretrained", "data": "pretrain", **log})
-        if verbose:
-            print(f"  pretrained: {log['seconds']:.1f}s, final answer loss {log['epoch_loss'][-1]:.3f}")
+        n = sum(p.numel() for p in model.parameters())
+        log(f"pretraining a {n / 1e6:.2f}M-parameter Llama on {len(pre_items)} items for {s.pretrain_epochs} epochs")
+        info = train_loop(model, pre_examples, s, epochs=s.pretrain_epochs, seed=s.seed, desc="pretrained", progress=progress)
+        _save(model, tokenizer, pre_path, {**common, "name": "pretrained", "data": "pretrain", **info})
+        log(f"  pretrained: {info['seconds']:.1f}s, final answer loss {info['epoch_loss'][-1]:.3f}")
     for name in names:
         if name == "pretrained" or _done(paths[name]):
             continue
         items = _read(world_dir, name)
         model, _ = _load(pre_path)
         examples = _examples(tokenizer, items, s.max_length)
-        if verbose:
-            print(f"fine-tuning '{name}' on {len(items)} items for {s.finetune_epochs} epochs")
-        log = train_loop(model, examples, s, epochs=s.finetune_epochs, seed=s.seed, desc=name, verbose=verbose,
-                         extra=pre_examples)
-        _save(model, tokenizer, paths[name], {**common, "name": name, "data": name, **log})
-        if verbose:
-            print(f"  {name}: {log['seconds']:.1f}s, final answer loss {log['epoch_loss'][-1]:.3f}")
+        log(f"fine-tuning '{name}' on {len(items)} items for {s.finetune_epochs} epochs")
+        info = train_loop(model, examples, s, epochs=s.finetune_epochs, seed=s.seed, desc=name, progress=progress,
+                          extra=pre_examples)
+        _save(model, tokenizer, paths[name], {**common, "name": name, "data": name, **info})
+        log(f"  {name}: {info['seconds']:.1f}s, final answer loss {info['epoch_loss'][-1]:.3f}")
     return paths
-

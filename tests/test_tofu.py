@@ -1,0 +1,74 @@
+"""TOFU's own data offline: the local copy in $T3UNLEARN_TOFU_DIR, and the tiny models' training sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from t3unlearn.errors import DataError
+
+TOFU = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
+needs_tofu = pytest.mark.skipif(not (TOFU / "full.jsonl").is_file(), reason=f"no local copy of TOFU at {TOFU}")
+
+
+@pytest.fixture
+def local_tofu(monkeypatch):
+    monkeypatch.setenv("T3UNLEARN_TOFU_DIR", str(TOFU))
+    return TOFU
+
+
+@needs_tofu
+def test_tofu_source_reads_the_local_copy(local_tofu):
+    from t3unlearn.data import load_qa, resolve_source
+
+    assert resolve_source("tofu:forget10") == (str(local_tofu), "forget10", "dir")
+    ds = load_qa("tofu:forget10_perturbed")
+    assert len(ds) == 400 and len(ds[0]["perturbed_answer"]) == 5 and "paraphrased_question" in ds.column_names
+
+
+def test_tofu_dir_that_is_not_a_directory(monkeypatch, tmp_path):
+    from t3unlearn.data import load_qa
+
+    monkeypatch.setenv("T3UNLEARN_TOFU_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="T3UNLEARN_TOFU_DIR"):
+        load_qa("tofu:forget10")
+
+
+@needs_tofu
+def test_training_sets_are_the_authors_the_evaluation_reads(local_tofu):
+    from t3unlearn.tofu import training_sets
+
+    sets = training_sets()
+    full = [json.loads(x) for x in (local_tofu / "full.jsonl").read_text().splitlines()]
+    assert {k: len(v) for k, v in sets.items()} == {"pretrain": 4 * 217 + 3200, "full": 800, "retain90": 400, "retain95": 600, "retain99": 760}
+    # full = the first 20 authors (retain_perturbed) + the last 20 (forget10), in TOFU's order, rows intact
+    assert sets["full"] == [{"question": r["question"], "answer": r["answer"]} for r in full[:400] + full[3600:]]
+    assert sets["retain90"] == sets["full"][:400]
+    forget05 = {json.loads(x)["question"] for x in (local_tofu / "forget05.jsonl").read_text().splitlines()}
+    assert not forget05 & {r["question"] for r in sets["retain95"]} and len(sets["retain95"]) == 800 - 200
+    real = [json.loads(x) for x in (local_tofu / "real_authors.jsonl").read_text().splitlines()]
+    assert sets["pretrain"][0] == {"question": real[0]["question"], "answer": real[0]["answer"]}
+    every = training_sets("all")
+    assert len(every["full"]) == 4000 and len(every["retain90"]) == 3600
+    with pytest.raises(DataError, match="subset"):
+        training_sets("some")
+
+
+@needs_tofu
+def test_tiny_tofu_models_train_and_are_recognised(local_tofu, tmp_path, monkeypatch):
+    """The TOFU training directory feeds the same recipe as the world (here shrunk to seconds)."""
+    from t3unlearn.benchmarks import get_benchmark
+
+    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path))
+    bench = get_benchmark("tofu")
+    small = dict(vocab_size=600, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, ffn=32, pretrain_epochs=1,
+                 finetune_epochs=1, max_length=256)
+    paths = bench.models(("full",), progress=False, **small)
+    meta = json.loads((bench.training_dir() / "world.json").read_text())
+    assert meta["preset"] == "tofu" and meta["sizes"]["full"] == 800
+    info = json.loads((paths["full"] / "train_info.json").read_text())
+    assert info["data"] == "full" and info["settings"]["max_length"] == 256
+    assert bench.owns_model(paths["full"]) and not get_benchmark("world").owns_model(paths["full"])
+    assert not bench.owns_model(tmp_path)
