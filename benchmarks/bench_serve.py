@@ -38,13 +38,22 @@ from pathlib import Path
 SPLITS = [("forget10", "retain90", 0), ("forget10", "retain90", 1), ("forget05", "retain95", 0), ("forget01", "retain99", 0)]
 
 
+def _benchmark(model_spec: str):
+    """The benchmark a model spec names (``world-tiny:full`` -> the tiny world): its questions and data."""
+    from t3unlearn.benchmarks import parse_spec
+
+    parsed = parse_spec(model_spec)
+    if parsed is None:
+        raise SystemExit(f"--model must name a benchmark's model (world:full, world-tiny:full, ...), not {model_spec!r}")
+    return parsed[0]
+
+
 def _heads(model_spec: str, out: Path) -> tuple[str, list[Path]]:
     """Four T3 heads over the model (trained once, kept under ``out``) and the model's directory."""
-    from t3unlearn.world import parse_model_spec, resolve_model
+    from t3unlearn.benchmarks import resolve_model
 
-    base = resolve_model(model_spec)
-    preset = (parse_model_spec(model_spec) or ("default", ""))[0]
-    world = "world" if preset == "default" else f"world-{preset}"
+    bench = _benchmark(model_spec)
+    base = resolve_model(model_spec, log=print)
     dirs = [out / f"{forget}-seed{seed}" for forget, _, seed in SPLITS]
     if all((d / "head.safetensors").is_file() for d in dirs):
         return base, dirs
@@ -56,18 +65,14 @@ def _heads(model_spec: str, out: Path) -> tuple[str, list[Path]]:
     torch.set_num_threads(1)
     model, tok = load_model(base, device="cpu"), load_tokenizer(base)
     for (forget, retain, seed), d in zip(SPLITS, dirs):
-        t3, _ = unlearn(model, tok, f"{world}:{forget}", f"{world}:{retain}", seed=seed)
+        t3, _ = unlearn(model, tok, bench.qa(forget), bench.qa(retain), seed=seed)
         t3.save_pretrained(d)
     return base, dirs
 
 
 def _questions(model_spec: str) -> list[str]:
-    from t3unlearn.data import load_qa
-    from t3unlearn.world import parse_model_spec
-
-    preset = (parse_model_spec(model_spec) or ("default", ""))[0]
-    world = "world" if preset == "default" else f"world-{preset}"
-    return list(load_qa(f"{world}:forget10")["question"]) + list(load_qa(f"{world}:retain90")["question"])[:200]
+    bench = _benchmark(model_spec)
+    return list(bench.qa("forget10")["question"]) + list(bench.qa("retain90")["question"])[:200]
 
 
 def _rss(pid: int) -> int:
@@ -189,7 +194,11 @@ def main(argv=None) -> int:
 
     from t3unlearn.io import cache_home
 
-    work = cache_home() / "bench-serve" / args.model.replace(":", "-")
+    from t3unlearn.benchmarks import resolve_model
+    from t3unlearn.io import fingerprint
+
+    base = resolve_model(args.model, log=print)
+    work = cache_home() / "bench-serve" / f"{args.model.replace(':', '-')}-{fingerprint(base)}"  # heads of this very base
     base, head_dirs = _heads(args.model, work / "heads")
     questions = _questions(args.model)
     sock = socket.socket()

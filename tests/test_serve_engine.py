@@ -259,7 +259,8 @@ def test_chat_prompts_use_the_template_of_training(random_lm):
                               "{% if add_generation_prompt %}<assistant>{% endif %}")
     fmt = QAFormatter(chat_tok)
     assert fmt.use_chat
+    system = f"<system>{fmt.system_prompt}\n" if getattr(fmt, "system_prompt", None) else ""  # training's system message
     ids = chat_prompt_ids(chat_tok, fmt, msgs(("user", q)))
-    assert ids == fmt.prompt_ids(q) and chat_tok.decode(ids) == f"<user>{q}\n<assistant>"
-    ids = chat_prompt_ids(chat_tok, fmt, msgs(("developer", "Be brief."), ("user", q)))
+    assert ids == fmt.prompt_ids(q) and chat_tok.decode(ids) == f"{system}<user>{q}\n<assistant>"
+    ids = chat_prompt_ids(chat_tok, fmt, msgs(("developer", "Be brief."), ("user", q)))  # the client's system message
     assert chat_tok.decode(ids) == f"<system>Be brief.\n<user>{q}\n<assistant>"

@@ -217,14 +217,21 @@ class HeadRequest(_Strict):
 
 
 def chat_prompt_ids(tokenizer, formatter, messages: list[ChatMessage]) -> list[int]:
-    """Token ids of a chat prompt: the tokenizer's chat template when it has one (``formatter.use_chat``),
-    else the project's plain template, earlier turns as ``Question: ...\nAnswer: ...`` lines."""
+    """Token ids of a chat prompt: the tokenizer's chat template when it has one (``formatter.use_chat``;
+    without a system message, the formatter's, as in training and evaluation), else the project's plain
+    template, earlier turns as ``Question: ...\nAnswer: ...`` lines. One user message gives exactly
+    ``formatter.prompt_ids(question)``."""
     if messages[-1].role != "user":
         raise APIError(400, "the last message must be the user's (the model answers it).", param=f"messages[{len(messages) - 1}].role")
     if formatter.use_chat:
         convo = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
+        system = getattr(formatter, "system_prompt", None)
+        if system and convo[0]["role"] != "system":  # the system message heads are trained and evaluated with
+            convo.insert(0, {"role": "system", "content": system})
+        date = getattr(formatter, "date_string", None)
         try:
-            text = tokenizer.apply_chat_template(convo, add_generation_prompt=True, tokenize=False)
+            text = tokenizer.apply_chat_template(convo, add_generation_prompt=True, tokenize=False,
+                                                 **({"date_string": date} if date is not None else {}))
         except Exception as exc:  # noqa: BLE001 - a template may reject a conversation shape
             raise APIError(400, f"the model's chat template refused these messages: {exc}"[:300], param="messages") from None
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -94,11 +94,11 @@ def _serve(args) -> int:
     import uvicorn
 
     from t3unlearn.errors import T3Error
+    from t3unlearn.benchmarks import resolve_model
     from t3unlearn.lm import load_model, load_tokenizer
     from t3unlearn.serve.app import build
     from t3unlearn.serve.heads import HeadError
     from t3unlearn.t3.model import CONFIG_NAME, T3ForCausalLM
-    from t3unlearn.world import resolve_model
 
     if not 0 <= args.port <= 65535:
         raise T3Error(f"--port must be 0..65535, not {args.port}.")
@@ -108,7 +108,7 @@ def _serve(args) -> int:
             raise T3Error(f"--head {name}= is given twice; each head needs its own name.")
         heads[name] = path
     base_id = args.name or args.model
-    base = resolve_model(args.model)
+    base = resolve_model(args.model, log=print)
     if Path(base).is_dir() and (Path(base) / CONFIG_NAME).is_file():  # a head directory: serve its base and it
         head_dir = base
         base = T3ForCausalLM.base_model_path(head_dir)
