@@ -263,9 +263,19 @@ def test_t3_knobs_per_request(server):
     off = client.completions.create(model="f10", prompt=_prompt(q), max_tokens=20, temperature=0,
                                     extra_body={"t3": {"temperature": 1, "scale": 0}})
     assert off.choices[0].text == base.choices[0].text  # T = 1, s = 0: the base itself
-    assert off.model_extra["t3"] == {"head": "f10", "temperature": 1.0, "scale": 0.0}
+    assert off.model_extra["t3"] | {"head": "f10", "temperature": 1.0, "scale": 0.0} == off.model_extra["t3"]
     half = client.completions.create(model="f05", prompt=_prompt(q), max_tokens=2, temperature=0, extra_body={"t3": {"scale": 0.5}})
-    assert half.model_extra["t3"] == {"head": "f05", "temperature": 2.0, "scale": 0.5}  # T: the head's saved one
+    assert half.model_extra["t3"] | {"head": "f05", "temperature": 2.0, "scale": 0.5} == half.model_extra["t3"]  # T: the saved one
+    # the other guidance knobs of T3ForCausalLM, per request: greedy text as generate() gives with them
+    from t3unlearn.t3.model import T3ForCausalLM
+
+    knobs = {"tempering": "adaptive", "tail_logp": -6.0, "bias": 0.5}
+    got = client.completions.create(model="f10", prompt=_prompt(q), max_tokens=20, temperature=0, extra_body={"t3": knobs})
+    assert got.model_extra["t3"] | knobs == got.model_extra["t3"]
+    ref = T3ForCausalLM.from_base(server["full"], server["heads"]["f10"], **knobs)
+    tok = server["tok"]
+    want = _generate(ref, tok, tok(_prompt(q))["input_ids"], 20)
+    assert got.choices[0].text == tok.decode([t for t in want if t != tok.eos_token_id], skip_special_tokens=True)
 
 
 def test_heads_added_and_removed_at_run_time(server):
@@ -315,6 +325,8 @@ BAD = [  # (what, kwargs of completions.create, status, param)
     ("unsupported logit_bias", dict(logit_bias={"5": 3}), 400, "logit_bias"),
     ("unknown parameter", dict(extra_body={"mirostat": 2}), 400, "mirostat"),
     ("bad T", dict(model="f10", extra_body={"t3": {"temperature": 0}}), 400, "t3.temperature"),
+    ("bad tempering", dict(model="f10", extra_body={"t3": {"tempering": "sideways"}}), 400, "t3.tempering"),
+    ("positive tail_logp", dict(model="f10", extra_body={"t3": {"tail_logp": 1.0}}), 400, "t3.tail_logp"),
     ("t3 on the base", dict(extra_body={"t3": {"scale": 2}}), 400, "t3"),
     ("token id outside the vocabulary", dict(prompt=[1, 2, 10**9]), 400, "prompt"),
 ]

@@ -57,10 +57,9 @@ class Collector:
 
 
 def _seq(tok, prompt, head=None, T=None, s=None, **kw):
-    T = (head.temperature if head else 1.0) if T is None else T
-    s = (head.scale if head else 0.0) if s is None else s
+    guidance = head.guidance.replace(temperature=T, scale=s) if head is not None else None
     kw.setdefault("sampling_temperature", 0.0)
-    return Sequence(list(tok(prompt)["input_ids"]), head, temperature=T, scale=s, **kw)
+    return Sequence(list(tok(prompt)["input_ids"]), head, guidance, **kw)
 
 
 @torch.no_grad()
@@ -184,12 +183,18 @@ def test_registry_refuses_bad_heads_and_keeps_serving(setup, tmp_path, random_lm
     (bad / "head.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(HeadError, match="corrupt"):
         registry.add("x", str(bad))
-    # another base's shape
-    other = T3ForCausalLM(T3Config(), copy.deepcopy(base), GuidanceHead(d, 4, vocab))
-    other.head = GuidanceHead(d + 1, 4, vocab)
-    other.save_pretrained(tmp_path / "wide")
+    # another base's shape: a head trained on a wider model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    wide = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=2 * d, intermediate_size=8, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=2))
+    T3ForCausalLM(T3Config(), wide, GuidanceHead(2 * d, 4, vocab)).save_pretrained(tmp_path / "wide")
     with pytest.raises(HeadError, match="hidden size"):
         registry.add("x", str(tmp_path / "wide"))
+    # guidance that does not validate
+    with pytest.raises(HeadError, match="tempering") as e:
+        registry.add("x", str(root / "h1"), tempering="sideways")
+    assert e.value.param == "tempering"
     # another tokenizer
     strange = HeadRegistry("base", hidden_size=d, vocab_size=vocab, tokenizer_hash="0" * 16)
     with pytest.raises(HeadError, match="tokenizer"):

@@ -24,7 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from t3unlearn.serve.engine import Engine, EngineFull, EngineStopped, Sequence
-from t3unlearn.serve.heads import HeadError, HeadRegistry
+from t3unlearn.errors import ModelError
+from t3unlearn.serve.heads import HeadError, HeadRegistry, guidance_dict
 
 log = logging.getLogger("t3unlearn.serve")
 
@@ -104,10 +105,16 @@ class _Strict(BaseModel):
 
 
 class T3Knobs(_Strict):
-    """T3's own knobs; each defaults to the head's saved value."""
+    """T3's own knobs (:class:`t3unlearn.t3.config.Guidance`); each defaults to the head's saved value."""
 
     temperature: float | None = Field(None, gt=0, description="T: tempering of the base (> 0; 1 = plain guidance)")
     scale: float | None = Field(None, description="s: guidance scale (0 = no tilt)")
+    tempering: Literal["global", "adaptive"] | None = None
+    tail_logp: float | None = Field(None, lt=0, description="tokens below this base log-prob are not lifted by tempering")
+    bias: float | None = Field(None, description="added to the head's logits")
+
+    def changes(self) -> dict:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class StreamOptions(_Strict):
@@ -213,6 +220,9 @@ class HeadRequest(_Strict):
     path: str
     temperature: float | None = Field(None, gt=0)
     scale: float | None = None
+    tempering: Literal["global", "adaptive"] | None = None
+    tail_logp: float | None = Field(None, lt=0)
+    bias: float | None = None
     force: bool = False
 
 
@@ -373,7 +383,8 @@ def create_app(state: ServeState) -> FastAPI:
 
     @app.post("/v1/heads", status_code=201)
     async def add_head(req: HeadRequest):
-        head = await run_in_threadpool(registry.add, req.name, req.path, temperature=req.temperature, scale=req.scale, force=req.force)
+        guidance = {k: getattr(req, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias")}
+        head = await run_in_threadpool(registry.add, req.name, req.path, force=req.force, **guidance)
         log.info("head %s added from %s (T=%g, s=%g)", head.name, head.path, head.temperature, head.scale)
         return head.card(registry.base_id)
 
@@ -403,16 +414,18 @@ def create_app(state: ServeState) -> FastAPI:
         return Response(f.read_text(encoding="utf-8"), media_type=kind)
 
     # ------------------------------------------------------------------ generation
-    def knobs(req: _Sampling, head) -> tuple[float, float]:
-        t3 = req.t3
+    def knobs(req: _Sampling, head):
+        """The guidance of a request: the head's saved one, with the request's ``t3`` changes (None for the base)."""
+        changes = req.t3.changes() if req.t3 is not None else {}
         if head is None:
-            if t3 is not None and (t3.temperature is not None or t3.scale is not None):
-                raise APIError(400, f"'t3' sets a head's T and s, but '{registry.base_id}' is the base model; pick a head as 'model'.",
-                               param="t3")
-            return 1.0, 0.0
-        T = head.temperature if t3 is None or t3.temperature is None else t3.temperature
-        s = head.scale if t3 is None or t3.scale is None else t3.scale
-        return float(T), float(s)
+            if changes:
+                raise APIError(400, f"'t3' sets a head's guidance (T, s, ...), but '{registry.base_id}' is the base model; "
+                               "pick a head as 'model'.", param="t3")
+            return None
+        try:
+            return head.guidance.replace(**changes)
+        except ModelError as exc:
+            raise APIError(400, str(exc), param="t3") from None
 
     def max_tokens_for(req: _Sampling, prompts: list[list[int]], default: int | None, field: str, requested: int | None) -> int:
         longest = max(len(p) for p in prompts)
@@ -433,7 +446,7 @@ def create_app(state: ServeState) -> FastAPI:
             raise APIError(400, f"n={req.n} is over this server's limit of {state.max_n} choices per request.", param="n")
         if len(prompts) * req.n > state.max_n * 4:
             raise APIError(400, f"{len(prompts)} prompts x n={req.n} is over {state.max_n * 4} sequences per request.", param="n")
-        T, s = knobs(req, head)
+        guidance = knobs(req, head)
         temp = 1.0 if req.temperature is None else float(req.temperature)
         top_p = 1.0 if req.top_p is None else float(req.top_p)
         stop = tuple([req.stop] if isinstance(req.stop, str) else (req.stop or []))
@@ -445,7 +458,7 @@ def create_app(state: ServeState) -> FastAPI:
         for p in prompts:
             for _ in range(req.n):
                 seed = None if req.seed is None else (req.seed + len(seqs)) % (1 << 63)
-                seqs.append(Sequence(p, head, temperature=T, scale=s, max_tokens=max_tokens, sampling_temperature=temp, top_p=top_p,
+                seqs.append(Sequence(p, head, guidance, max_tokens=max_tokens, sampling_temperature=temp, top_p=top_p,
                                      stop=stop, ignore_eos=req.ignore_eos, logprobs=logprobs, seed=seed, stream=req.stream, emit=emit))
         return seqs
 
@@ -489,7 +502,7 @@ def create_app(state: ServeState) -> FastAPI:
     def t3_info(head, seqs) -> dict | None:
         if head is None:
             return None
-        return {"head": head.name, "temperature": seqs[0].temperature, "scale": seqs[0].scale}
+        return {"head": head.name, **guidance_dict(seqs[0].guidance)}
 
     def completion_logprobs(tokens, offset: int = 0) -> dict:
         offsets, pos = [], offset

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from t3unlearn.errors import ModelError
 
@@ -65,8 +64,7 @@ class Sequence:
 
     prompt_ids: list[int]
     head: object | None  # serve.heads.Head, or None for the base
-    temperature: float = 1.0  # T3's T (ignored without a head)
-    scale: float = 0.0  # T3's s
+    guidance: object | None = None  # t3unlearn.t3.config.Guidance (T, s, ...) for a head; None: the head's saved one
     max_tokens: int = 16
     sampling_temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
@@ -356,33 +354,34 @@ class Engine:
 
     # ------------------------------------------------------------------ guided logits and sampling
     def guided_logits(self, seqs: list[Sequence], base_logits: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """``(B, V)`` guided logits: per row its head, T and s (the base's log-probs for base rows).
+        """``(B, V)`` guided logits: per row its head and guidance (the base's log-probs for base rows).
 
-        One head product per head present in the batch, over that head's rows only."""
+        One head product per head present in the batch, over that head's rows only; then, per group of rows
+        with the same guidance, :func:`t3unlearn.t3.guidance.guided_logits`, the function
+        :class:`t3unlearn.T3ForCausalLM` uses."""
+        from t3unlearn.t3.guidance import guided_logits
+
         out = torch.log_softmax(base_logits.float(), dim=-1)
         by_head: dict[int, list[int]] = {}
         for row, s in enumerate(seqs):
-            if s.head is not None and (s.temperature != 1.0 or s.scale != 0.0):
+            if s.head is not None:
                 by_head.setdefault(id(s.head), []).append(row)
         for rows in by_head.values():
             head = seqs[rows[0]].head
-            index = torch.tensor(rows, device=out.device)
-            sub = out.index_select(0, index)
-            knobs: dict[tuple[float, float], list[int]] = {}
+            groups: dict[object, list[int]] = {}
             for i, r in enumerate(rows):
-                knobs.setdefault((seqs[r].temperature, seqs[r].scale), []).append(i)
-            tilt = None
-            if any(s_ != 0.0 for _, s_ in knobs):
-                tilt = F.logsigmoid(head.logits(pooled.index_select(0, index)).float())
-            for (T, s_), local in knobs.items():  # the scalar operations of T3ForCausalLM.guided_logits
-                part = sub if len(local) == len(rows) else sub[local]
-                if T != 1.0:
-                    part.div_(T)
-                if s_ != 0.0:
-                    part.add_(tilt if len(local) == len(rows) else tilt[local], alpha=s_)
-                if part is not sub:
-                    sub[local] = part
-            out.index_copy_(0, index, sub)
+                groups.setdefault(seqs[r].guidance or head.guidance, []).append(i)
+            needs_head = any(g.temperature != 1.0 or g.scale != 0.0 for g in groups)
+            if not needs_head:  # T = 1, s = 0: the base itself
+                continue
+            index = torch.tensor(rows, device=out.device)
+            head_logits = head.logits(pooled.index_select(0, index))
+            for g, local in groups.items():
+                sel = index if len(local) == len(rows) else index[local]
+                hl = head_logits if len(local) == len(rows) else head_logits[local]
+                guided = guided_logits(base_logits.index_select(0, sel), hl, g.temperature, g.scale, tempering=g.tempering,
+                                       tail_logp=g.tail_logp, bias=g.bias)
+                out.index_copy_(0, sel, guided)
         return out
 
     def _next_tokens(self, seqs: list[Sequence], base_logits: torch.Tensor, pooled: torch.Tensor) -> list[int]:

@@ -32,19 +32,26 @@ class HeadError(T3Error):
 
 @dataclass(eq=False)
 class Head:
-    """One guidance head: its weights and the T and s saved with it (the request defaults)."""
+    """One guidance head: its weights and the guidance saved with it (T, s, ...: the request defaults)."""
 
     name: str
     path: str
     weights: tuple  # Linear weights in order: inp (h, d), mid (h, h)..., out (V, h); float32
     activation: str
-    temperature: float
-    scale: float
+    guidance: object  # t3unlearn.t3.config.Guidance
     nbytes: int
     base: str | None = None  # the base recorded in t3_config.json
     training: dict = field(default_factory=dict)
     created: int = field(default_factory=lambda: int(time.time()))
     act: object = None  # the activation module (None for identity)
+
+    @property
+    def temperature(self) -> float:
+        return self.guidance.temperature
+
+    @property
+    def scale(self) -> float:
+        return self.guidance.scale
 
     def logits(self, pooled: torch.Tensor) -> torch.Tensor:
         """Head logits ``(k, V)`` for pooled features ``(k, d)``: the same products, in the same
@@ -67,8 +74,15 @@ class Head:
             "owned_by": "t3unlearn",
             "root": self.path,
             "parent": base_id,
-            "t3": {"temperature": self.temperature, "scale": self.scale, "path": self.path, "bytes": self.nbytes},
+            "t3": {**guidance_dict(self.guidance), "path": self.path, "bytes": self.nbytes},
         }
+
+
+def guidance_dict(g) -> dict:
+    """A :class:`~t3unlearn.t3.config.Guidance` as JSON: temperature, scale, tempering, tail_logp, bias."""
+    from dataclasses import asdict
+
+    return asdict(g)
 
 
 def _same_base(recorded: str | None, served: str | None) -> bool:
@@ -81,14 +95,14 @@ def _same_base(recorded: str | None, served: str | None) -> bool:
 
 
 def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_hash: str | None, base_path: str | None,
-              temperature=None, scale=None, force: bool = False) -> Head:
+              force: bool = False, **guidance) -> Head:
     """Load and check the head saved in ``path`` for a base of ``hidden_size`` / ``vocab_size``.
 
     Raises :class:`HeadError` with one clear line for anything that would make it unservable:
     not a head directory, corrupt files, another base's shape or tokenizer, or (unless
-    ``force``) another base recorded in its ``t3_config.json``.
+    ``force``) another base recorded in its ``t3_config.json``. ``guidance`` (``temperature``, ``scale``,
+    ``tempering``, ``tail_logp``, ``bias``; None keeps the saved value) overrides the saved guidance.
     """
-    from t3unlearn.t3.model import check_scale, check_temperature
     from t3unlearn.t3.model import load_head as _load
 
     if not isinstance(name, str) or not NAME_RE.match(name):
@@ -97,21 +111,23 @@ def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_h
     if not isinstance(path, str) or not path.strip():
         raise HeadError("give the head's directory as 'path' (where 't3unlearn unlearn --out' wrote it).")
     try:
-        head, data = _load(Path(path).expanduser())
-        T = check_temperature(data["temperature"] if temperature is None else temperature)
-        s = check_scale(data["scale"] if scale is None else scale)
+        head, cfg = _load(Path(path).expanduser())
     except ModelError as exc:
         raise HeadError(str(exc), param="path") from None
+    try:
+        g = cfg.guidance.replace(**guidance)
+    except ModelError as exc:
+        raise HeadError(str(exc), param=next((k for k in guidance if k in str(exc)), None)) from None
     if (head.in_features, head.vocab_size) != (hidden_size, vocab_size):
         raise HeadError(
             f"the head in {path} was trained on a base with hidden size {head.in_features} and vocabulary {head.vocab_size} "
-            f"({data.get('base_model_name_or_path')}), but this server's base has hidden size {hidden_size} and vocabulary "
+            f"({cfg.base_model_name_or_path}), but this server's base has hidden size {hidden_size} and vocabulary "
             f"{vocab_size}; serve it with the base it was trained on."
         )
-    want = (data.get("base") or {}).get("tokenizer_hash")
+    want = cfg.tokenizer_hash
     if want and tokenizer_hash and want != tokenizer_hash:
         raise HeadError(f"the head in {path} was trained with another tokenizer than this server's base; serve it with its own base.")
-    recorded = data.get("base_model_name_or_path")
+    recorded = cfg.base_model_name_or_path
     if not force and not _same_base(recorded, base_path):
         raise HeadError(
             f"the head in {path} was trained on {recorded}, but this server serves {base_path}; "
@@ -121,8 +137,7 @@ def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_h
     weights = tuple(w.detach().float().contiguous() for w in weights)
     nbytes = sum(w.numel() * w.element_size() for w in weights)
     act = None if head.activation == "identity" else head.act
-    return Head(name, str(Path(path).expanduser()), weights, head.activation, T, s, nbytes, recorded, data.get("training") or {},
-                act=act)
+    return Head(name, str(Path(path).expanduser()), weights, head.activation, g, nbytes, recorded, cfg.training or {}, act=act)
 
 
 class HeadRegistry:
@@ -137,11 +152,12 @@ class HeadRegistry:
         self._heads: dict[str, Head] = {}
         self._lock = threading.Lock()
 
-    def add(self, name: str, path, *, temperature=None, scale=None, force: bool = False) -> Head:
-        """Load the head in ``path`` and serve it as ``name``; refuses a name in use (409)."""
+    def add(self, name: str, path, *, force: bool = False, **guidance) -> Head:
+        """Load the head in ``path`` and serve it as ``name`` (``guidance`` overrides its saved knobs);
+        refuses a name in use (409)."""
         if name == self.base_id or name in self._heads:
             raise HeadError(f"a model named {name!r} is already served; delete it first or choose another name.", param="name", status=409)
-        head = load_head(name, path, temperature=temperature, scale=scale, force=force, **self._check)
+        head = load_head(name, path, force=force, **guidance, **self._check)
         if self._device is not None:
             head.weights = tuple(w.to(self._device) for w in head.weights)
         with self._lock:  # checked again: another request may have taken the name while this one loaded
