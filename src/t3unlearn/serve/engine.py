@@ -462,7 +462,10 @@ class Engine:
                 delta, s.sent = s.text[s.sent: safe], max(s.sent, safe)
                 pending, s.pending = s.pending, []
                 if s.emit is not None:
-                    s.emit(s, delta, pending, None)
+                    try:
+                        s.emit(s, delta, pending, None)
+                    except Exception:  # noqa: BLE001 - a closed event loop must not stop the engine
+                        s.cancelled = True
         return False
 
     def _finish(self, s: Sequence, reason: str) -> None:
