@@ -185,7 +185,7 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", type=int, default=16, help="[16]")
     ap.add_argument("--solo", type=int, default=100, help="requests at concurrency 1 [100]")
     ap.add_argument("--max-tokens", type=int, default=32, help="new tokens per request at most [32]")
-    ap.add_argument("--rounds", type=int, default=5, help="the phases run interleaved in this many rounds [5]")
+    ap.add_argument("--rounds", type=int, default=10, help="the phases run interleaved in this many rounds [10]")
     ap.add_argument("--threads", default="1", help="the server's --threads [1]")
     ap.add_argument("--time-limit", type=float, default=1200, help="seconds for the whole run; requests after it fail [1200]")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
