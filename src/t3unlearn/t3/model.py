@@ -429,4 +429,11 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
             raise ModelError("this tokenizer's vocabulary differs from the one the T3 head was trained with; use the base model's tokenizer.")
 
 
+def load_head(head_dir) -> tuple[GuidanceHead, T3Config]:
+    """The head saved in ``head_dir`` and its checked :class:`T3Config`, without a base (a server holds
+    many heads over one base; :meth:`T3ForCausalLM.from_base` attaches one)."""
+    cfg = T3Config.load(head_dir)
+    return T3ForCausalLM._load_head(head_dir, cfg), cfg
+
+
 __all__ = ["T3Config", "T3Cache", "T3ForCausalLM", "T3Error", "Guidance", "check_temperature", "load_base"]
