@@ -56,6 +56,90 @@ def test_forward_equals_direct_computation(random_lm):
     torch.testing.assert_close(loss, -(lp[valid]).mean())
 
 
+def test_forward_with_grad_equals_the_formula(random_lm):
+    """The grad-enabled path (used when a loss is back-propagated through T3) computes the same logits."""
+    base, tok = random_lm
+    t3 = _t3(base, T=2.0, s=1.5)
+    ids, mask = _prompts(tok, TEXTS)
+    with torch.no_grad():
+        want = t3(ids, attention_mask=mask).logits
+        base_logits = base(ids, attention_mask=mask).logits
+    with torch.enable_grad():
+        got = t3(ids, attention_mask=mask).logits
+    torch.testing.assert_close(got.detach(), want)
+    # and the formula itself, at the last position of the first prompt
+    h = final_hidden(base, ids, mask)[0][mask[0].bool()].mean(0)
+    direct = torch.log_softmax(base_logits[0, -1], -1) / 2.0 + 1.5 * torch.nn.functional.logsigmoid(t3.head(h))
+    torch.testing.assert_close(got[0, -1].detach(), direct.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_guidance_variants_follow_their_definitions():
+    from t3unlearn.t3.guidance import forget_mass, guided_logits
+
+    torch.manual_seed(0)
+    base = torch.randn(4, 50) * 3
+    head = torch.randn(4, 50) * 2
+    logp = torch.log_softmax(base, -1)
+    ls = torch.nn.functional.logsigmoid
+    # the paper's
+    torch.testing.assert_close(guided_logits(base, head, 2.0, 0.7), logp / 2.0 + 0.7 * ls(head))
+    # adaptive: T_t = 1 + (T - 1) * sum_v p(v) (1 - sigmoid(head_v + bias))
+    g = (logp.exp() * (1 - torch.sigmoid(head + 0.5))).sum(-1, keepdim=True)
+    torch.testing.assert_close(forget_mass(logp, head, 0.5), g)
+    torch.testing.assert_close(guided_logits(base, head, 3.0, 1.0, tempering="adaptive", bias=0.5),
+                               logp / (1 + 2.0 * g) + ls(head + 0.5))
+    # a head sure that everything is retained: no tempering at all under "adaptive"
+    sure = torch.full_like(head, 30.0)
+    torch.testing.assert_close(torch.log_softmax(guided_logits(base, sure, 3.0, 1.0, tempering="adaptive"), -1), logp, atol=1e-5, rtol=0)
+    # tail guard: tempered above tau, the base's slope below
+    tau = -4.0
+    want = torch.where(logp >= tau, logp / 2.0, tau / 2.0 + (logp - tau)) + ls(head)
+    torch.testing.assert_close(guided_logits(base, head, 2.0, 1.0, tail_logp=tau), want)
+    # T = 1: every tempering is the identity
+    for mode in ("global", "adaptive"):
+        torch.testing.assert_close(guided_logits(base, head, 1.0, 1.0, tempering=mode, tail_logp=tau), logp + ls(head))
+
+
+def test_unknown_keywords_are_refused_and_loading_ones_pass_through(random_lm, tmp_path):
+    base, tok = random_lm
+    t3 = _t3(base, T=2.0)
+    base.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    t3.config.base_model_name_or_path = str(tmp_path / "base")
+    t3.save_pretrained(tmp_path / "head")
+    with pytest.raises(ModelError, match="temprature"):
+        T3ForCausalLM.from_pretrained(tmp_path / "head", temprature=1.0)
+    from t3unlearn.lm import load_lm
+
+    with pytest.raises(ModelError, match="device_mapp"):
+        load_lm(str(tmp_path / "head"), device="cpu", device_mapp="auto")
+    bf = T3ForCausalLM.from_pretrained(tmp_path / "head", dtype=torch.bfloat16, device="cpu")
+    assert bf.base.dtype == torch.bfloat16 and bf.head.out.weight.dtype == torch.float32
+    adaptive = T3ForCausalLM.from_pretrained(tmp_path / "head", tempering="adaptive", bias=-1.0, device="cpu")
+    assert adaptive.guidance.tempering == "adaptive" and adaptive.guidance.bias == -1.0 and adaptive.temperature == 2.0
+    with pytest.raises(ModelError, match="tempering"):
+        adaptive.set_guidance(tempering="local")
+
+
+def test_first_head_format_still_loads(random_lm, tmp_path):
+    """Heads written before the format became T3Config's fields (format_version 1) load unchanged."""
+    from safetensors.torch import save_file
+
+    base, _ = random_lm
+    t3 = _t3(base, T=3.0, s=0.5)
+    (tmp_path / "v1").mkdir()
+    save_file({k: v.contiguous() for k, v in t3.head.state_dict().items()}, str(tmp_path / "v1" / "head.safetensors"))
+    d, v = base.config.hidden_size, base.config.vocab_size
+    (tmp_path / "v1" / "t3_config.json").write_text(json.dumps({
+        "format": "t3unlearn-head", "format_version": 1, "temperature": 3.0, "scale": 0.5,
+        "head": {"in_features": d, "hidden": 8, "vocab_size": v, "activation": "identity", "layers": 1},
+        "pooling": "mean", "layer": "final_norm", "base_model_name_or_path": None,
+        "base": {"vocab_size": v, "hidden_size": d, "tokenizer_hash": None}, "training": {}, "metrics": {}}))
+    old = T3ForCausalLM.from_base(base, tmp_path / "v1")
+    assert old.temperature == 3.0 and old.scale == 0.5
+    torch.testing.assert_close(old.head.out.weight, t3.head.out.weight)
+
+
 @torch.no_grad()
 def test_t1_s0_is_the_base(random_lm):
     base, tok = random_lm
@@ -173,7 +257,9 @@ def test_save_load_round_trip(random_lm, tmp_path):
     t3.save_pretrained(tmp_path / "head")
     assert sorted(p.name for p in (tmp_path / "head").iterdir()) == ["head.safetensors", "t3_config.json"]
     cfg = json.loads((tmp_path / "head" / "t3_config.json").read_text())
-    assert cfg["temperature"] == 3.0 and cfg["scale"] == 0.5 and cfg["head"]["hidden"] == 8
+    assert cfg["format"] == "t3unlearn-head" and cfg["format_version"] == 2
+    assert cfg["t3_temperature"] == 3.0 and cfg["t3_scale"] == 0.5 and cfg["head_hidden"] == 8
+    assert set(cfg) == {"format", "format_version", *T3Config.FILE_FIELDS}  # the config's fields, nothing else
     assert T3ForCausalLM.base_model_path(tmp_path / "head") == str(tmp_path / "base")
 
     ids, mask = _prompts(tok, TEXTS)

@@ -114,9 +114,13 @@ def test_model_cache_keyed_on_training_files_only(tiny_world, tmp_path):
     assert (models_root(copy, s), models_root(copy, s, base=True)) == before
     corpus = "\n".join(_corpus(copy))
     assert para not in corpus and "Question:" in corpus
-    (copy / "retain90.jsonl").write_text("\n".join((copy / "retain90.jsonl").read_text().splitlines()[:-1]) + "\n")
-    assert models_root(copy, s) != before[0] and models_root(copy, s, base=True) == before[1]
-    (copy / "full.jsonl").write_text("\n".join((copy / "full.jsonl").read_text().splitlines()[:-1]) + "\n")
+    # the tokenizer comes from the pretraining text only: fictitious authors' names are not in its corpus
+    name = json.loads((copy / "full.jsonl").read_text().splitlines()[0])["author"]
+    assert name not in corpus
+    for fine_tuning in ("retain90", "full"):
+        (copy / f"{fine_tuning}.jsonl").write_text("\n".join((copy / f"{fine_tuning}.jsonl").read_text().splitlines()[:-1]) + "\n")
+        assert models_root(copy, s) != before[0] and models_root(copy, s, base=True) == before[1]
+    (copy / "pretrain.jsonl").write_text("\n".join((copy / "pretrain.jsonl").read_text().splitlines()[:-1]) + "\n")
     assert models_root(copy, s, base=True) != before[1]
 
 

@@ -213,6 +213,31 @@ def resolve_model(spec: str, *, log: Callable | None = None) -> str:
     return str(bench.model(name, log=log))
 
 
+def calibration_set(forget_spec: str):
+    """``(dataset, name)`` of never-seen items to calibrate T3 on for a benchmark forget set, or None.
+
+    ``world:forgetXX`` -> the world's ``calibration`` authors (disjoint from every holdout set);
+    ``tofu:forgetXX`` -> the ``holdout10`` authors that are not in the split's own ``holdoutXX`` (for
+    forget10 there are none left, so all of ``holdout10``: then the calibration and the evaluation's
+    membership-inference attack read the same authors, which the results must say).
+    """
+    parsed = parse_spec(forget_spec)
+    if parsed is None:
+        return None
+    bench, config = parsed
+    pct = config[len("forget"):] if config.startswith("forget") and config[len("forget"):].isdigit() else None
+    if bench.kind == "world":
+        return bench.qa("calibration", what="calibration set"), f"{bench.label}:calibration"
+    if pct is None:
+        return None
+    every = bench.qa("holdout10", what="holdout set")
+    if pct == "10":
+        return every, "tofu:holdout10"
+    own = set(bench.qa(f"holdout{pct}", what="holdout set")["question"])
+    keep = [i for i, q in enumerate(every["question"]) if q not in own]
+    return every.select(keep), f"tofu:holdout10 minus holdout{pct}"
+
+
 def model_benchmark(spec: str) -> Benchmark | None:
     """The benchmark a model spec names (``world:full`` -> world), or None for any other model."""
     parsed = parse_spec(spec)

@@ -22,6 +22,7 @@ _AREAS = [
     "t3unlearn.baselines.cli",  # compare
     "t3unlearn.toy.cli",  # toy
     "t3unlearn.demo",  # demo
+    "t3unlearn.serve.cli",  # serve
 ]
 
 _EPILOG = """\
@@ -30,6 +31,7 @@ quick start (offline, CPU):
   t3unlearn world build --preset tiny --out w     a small TOFU-shaped benchmark
   t3unlearn unlearn --model M --forget world:forget10 --retain world:retain90 --out head
   t3unlearn generate --model M --head head "Where was Ilse Varga born?"
+  t3unlearn serve --model M --head forget10=head  OpenAI-compatible server + playground
 
 Run 't3unlearn COMMAND --help' for each command's options.
 """

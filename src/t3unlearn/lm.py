@@ -158,8 +158,24 @@ class CausalLM:
         answers are the same (greedy continuation of the same prefix); one long answer no longer
         holds its whole batch for ``max_new_tokens`` steps.
         """
-        generate_kwargs.setdefault("do_sample", False)
         prompts = [self.formatter.prompt_ids(q) for q in questions]
+        return self.complete(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+                             stage_tokens=stage_tokens, **generate_kwargs)
+
+    def complete(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int = 200,
+        batch_size: int = 16,
+        progress=None,
+        stage_tokens: int | None = None,
+        **generate_kwargs,
+    ) -> list[str]:
+        """Continue each prompt given as token ids (a formatted question, perhaps with the start of an
+        answer); the new tokens decoded as :meth:`generate` does."""
+        generate_kwargs.setdefault("do_sample", False)
+        prompts = [list(p) for p in prompts]
         if stage_tokens is not None and (stage_tokens < 1 or generate_kwargs.get("do_sample")):
             stage_tokens = None
         first = min(stage_tokens or max_new_tokens, max_new_tokens)
@@ -212,38 +228,66 @@ def _adapter_class(path: Path):
     return None
 
 
-def load_model(path: str, *, device: str | None = None, head: str | None = None, **adapter_kwargs):
-    """Load a causal LM from a directory or a hub id; ``head`` attaches a T3 head to it.
+# keywords that go to transformers when a model is loaded by name (dtype, device placement, attention
+# kernel, revision ...); a wrapper's own settings (a T3 head's temperature, ...) are its own business
+MODEL_LOADING_KWARGS = frozenset({
+    "dtype", "torch_dtype", "device_map", "attn_implementation", "revision", "trust_remote_code", "low_cpu_mem_usage",
+    "quantization_config", "cache_dir", "local_files_only", "token", "max_memory", "offload_folder", "subfolder",
+})
 
-    A directory holding an adapter config (T3 head, ULD assistant, ...) loads through that
-    adapter's ``from_pretrained``; anything else through ``AutoModelForCausalLM``.
-    """
+
+def split_loading_kwargs(kwargs: dict, what: str, *, others: Sequence[str] = ()) -> dict:
+    """Check that every keyword is a model-loading one (or one of ``others``); an unknown one is a ModelError."""
+    bad = sorted(set(kwargs) - MODEL_LOADING_KWARGS - set(others))
+    if bad:
+        known = sorted(MODEL_LOADING_KWARGS | set(others))
+        raise ModelError(f"{what} got unknown keyword(s) {', '.join(bad)}; known: {', '.join(known)}.")
+    return dict(kwargs)
+
+
+def load_base(path: str, *, device: str | None = None, **loading_kwargs):
+    """``AutoModelForCausalLM.from_pretrained(path, **loading_kwargs)`` in eval mode, on ``device`` (default: a
+    GPU when there is one) unless a ``device_map`` places it. A missing or unreadable model is a ModelError."""
     from transformers import AutoModelForCausalLM
 
     from t3unlearn.io import default_device
 
-    device = device or default_device()
-    p = Path(path)
-    if head is not None:
-        from t3unlearn.t3.model import T3ForCausalLM
-
-        base = load_model(path, device=device)
-        return T3ForCausalLM.from_base(base, head, **adapter_kwargs).to(device)
-    adapter = _adapter_class(p) if p.is_dir() else None
-    if adapter is not None:
-        return adapter.from_pretrained(str(p), **adapter_kwargs).to(device)
+    loading_kwargs = split_loading_kwargs(loading_kwargs, "loading a model")
+    loading_kwargs.setdefault("dtype", loading_kwargs.pop("torch_dtype", "auto"))
+    p = Path(str(path)).expanduser()
     if p.exists() and not (p / "config.json").is_file():
         raise ModelError(f"{p} holds no config.json, t3_config.json or other model config; is it a model directory?")
     from safetensors import SafetensorError
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype="auto")
+        model = AutoModelForCausalLM.from_pretrained(str(path), **loading_kwargs)
     except SafetensorError as exc:
         raise ModelError(f"the weights of {path} are corrupt or incomplete ({str(exc).splitlines()[0]}); "
                          "copy or save the model again.") from None
     except OSError as exc:
         raise ModelError(f"could not load the model {path!r}: {exc}".split("\n")[0]) from None
-    return model.to(device).eval()
+    if "device_map" not in loading_kwargs:
+        model = model.to(device or default_device())
+    return model.eval()
+
+
+def load_model(path: str, *, device: str | None = None, head: str | None = None, **kwargs):
+    """Load a causal LM from a directory or a hub id; ``head`` attaches a T3 head to it.
+
+    A directory holding an adapter config (T3 head, ULD assistant, ...) loads through that adapter's
+    ``from_pretrained``; anything else through ``AutoModelForCausalLM``. ``kwargs``: model-loading
+    keywords (``dtype``, ``device_map``, ``attn_implementation``, ...) and the adapter's own settings
+    (a T3 head's ``temperature``, ``scale``, ...); an unknown keyword is an error, never dropped.
+    """
+    p = Path(path)
+    if head is not None:
+        from t3unlearn.t3.model import T3ForCausalLM
+
+        return T3ForCausalLM.from_base(str(path), head, device=device, **kwargs)
+    adapter = _adapter_class(p) if p.is_dir() else None
+    if adapter is not None:
+        return adapter.from_pretrained(str(p), device=device, **kwargs)
+    return load_base(str(path), device=device, **kwargs)
 
 
 def load_tokenizer(path: str):
@@ -261,9 +305,9 @@ def load_tokenizer(path: str):
         raise ModelError(f"could not load a tokenizer for {path!r}: {exc}".split("\n")[0]) from None
 
 
-def load_lm(path: str, *, head: str | None = None, device: str | None = None, name: str | None = None, **adapter_kwargs) -> CausalLM:
-    """A :class:`CausalLM` for a model path (plus an optional T3 head directory)."""
-    model = load_model(path, device=device, head=head, **adapter_kwargs)
+def load_lm(path: str, *, head: str | None = None, device: str | None = None, name: str | None = None, **kwargs) -> CausalLM:
+    """A :class:`CausalLM` for a model path (plus an optional T3 head directory); ``kwargs`` as :func:`load_model`."""
+    model = load_model(path, device=device, head=head, **kwargs)
     tokenizer = load_tokenizer(path)
     label = name or (f"{Path(path).name}+{Path(head).name}" if head else Path(str(path)).name)
     return CausalLM(model, tokenizer, name=label)

@@ -21,16 +21,19 @@ LOG_INTERVAL = 15.0  # seconds between two log lines of the same task
 
 class LogProgress(tqdm):
     """A ``tqdm`` that writes whole lines (no carriage returns), for logs: the first, then at most one
-    every ``mininterval`` seconds (postfix updates included), and the last."""
+    every ``interval`` seconds (postfix updates included), and the last. tqdm's own throttling is off
+    (it would adapt to the skipped lines and stop asking); this class keeps the time."""
 
     _last_line = None
     _printed_n = None
+    interval = LOG_INTERVAL
 
     def display(self, msg=None, pos=None):
         if msg == "":  # tqdm clearing its bar: nothing to clear in a log
             return False
         now = time.monotonic()
-        if self._last_line is not None and now - self._last_line < self.mininterval and self.n != self.total:
+        final = self.n == self.total and self._printed_n != self.n
+        if self._last_line is not None and now - self._last_line < self.interval and not final:
             return True
         self._last_line, self._printed_n = now, self.n
         self.fp.write((self.__str__() if msg is None else msg) + "\n")
@@ -64,8 +67,9 @@ def progress(iterable=None, *, total=None, desc: str | None = None, unit: str = 
     kwargs.setdefault("leave", False)
     if how == "log":
         kwargs["leave"] = False
-        kwargs.setdefault("mininterval", LOG_INTERVAL)
         kwargs.setdefault("ascii", True)
-        return LogProgress(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=False,
-                           ncols=100, **kwargs)
+        bar = LogProgress(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=False, ncols=100,
+                          mininterval=0, miniters=1, **kwargs)
+        bar.interval = LOG_INTERVAL
+        return bar
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=how == "off", dynamic_ncols=True, **kwargs)

@@ -183,8 +183,13 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
         return str(save_directory)
 
     @classmethod
-    def from_pretrained(cls, path, *, alpha: float | None = None) -> "ULDForCausalLM":
+    def from_pretrained(cls, path, *, alpha: float | None = None, device=None, **loading_kwargs) -> "ULDForCausalLM":
+        """A saved ULD directory; ``loading_kwargs`` (``dtype``, ``device_map``, ...) go to transformers for the
+        base and the assistant; any other keyword is an error."""
         from t3unlearn.io import load_json
+        from t3unlearn.lm import load_base, split_loading_kwargs
+
+        split_loading_kwargs(loading_kwargs, "ULDForCausalLM.from_pretrained", others=("alpha",))
 
         path = Path(path)
         if not (path / CONFIG_NAME).is_file():
@@ -196,11 +201,10 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
             raise ModelError(f"the ULD base model {base_path} (from {path / CONFIG_NAME}) does not exist; rebuild or move it back.")
         if not asst_path.is_dir():
             raise ModelError(f"{asst_path} is missing: the ULD directory {path} is incomplete.")
-        from t3unlearn.lm import load_model
-
-        base = load_model(base_path, device="cpu")
-        assistant = load_model(str(asst_path), device="cpu")
-        return cls.from_models(base, assistant, alpha=cfg.get("alpha", 1.0) if alpha is None else alpha, base_path=base_path)
+        base = load_base(base_path, device=device, **loading_kwargs)
+        assistant = load_base(str(asst_path), device=device, **loading_kwargs)
+        uld = cls.from_models(base, assistant, alpha=cfg.get("alpha", 1.0) if alpha is None else alpha, base_path=base_path)
+        return uld if device is None else uld.to(device)
 
 
 # ----------------------------------------------------------------------------- the assistant

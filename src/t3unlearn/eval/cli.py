@@ -55,6 +55,23 @@ example:
 """
 
 
+PROBE_EPILOG = """\
+what it measures (docs/eval.md, "Leakage probes"): the ROUGE-L recall of what the model says against
+the forgotten answers, under three attacks:
+  rephrased   the question asked another way (TOFU's paraphrased_question), greedy
+  prefix      the question plus the first half of the true answer, greedy continuation vs the rest
+  sampled     --samples answers at temperature 1, the best of them per item
+A model that never saw the forget set scores above 0 too (shared wording, guessable facts): the
+retain (oracle) model is probed the same way (--reference auto, cached) and each leak is shown
+with its difference to the oracle's.
+
+examples:
+  t3unlearn probe --model world:full --head runs/head --out runs/probe-t3
+  t3unlearn probe --model world:full --out runs/probe-full
+  t3unlearn probe --model tofu:full --head head --benchmark tofu --samples 10 --out runs/probe
+"""
+
+
 def register(sub) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
@@ -85,6 +102,31 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--out", required=True, help="results directory to write")
     p.set_defaults(func=run_eval)
+
+    q = sub.add_parser(
+        "probe",
+        help="measure what an attacker extracts about the forget set (rephrased, prefix, sampled)",
+        description="Leakage beyond the TOFU metrics: rephrased questions, answer-prefix completion and "
+        "sampling, each scored against the forgotten answers and set beside the retain (oracle) model's.",
+        epilog=PROBE_EPILOG,
+        formatter_class=fmt,
+    )
+    q.add_argument("--model", required=True, help="model directory, hub id, world:NAME / tofu:NAME, or a head directory")
+    q.add_argument("--head", default=None, help="a T3 head directory to put on --model")
+    q.add_argument("--benchmark", choices=("world", "tofu"), default="world", help="[world]")
+    q.add_argument("--world", default=None, help="--benchmark world: a world directory or preset [default]")
+    q.add_argument("--split", default="forget10", help="[forget10]")
+    q.add_argument("--samples", type=int, default=5, help="sampled answers per question [5]")
+    q.add_argument("--seed", type=int, default=0, help="sampling seed [0]")
+    q.add_argument("--reference", default="auto", choices=("auto", "none"), help="also probe the benchmark's retain model [auto]")
+    q.add_argument("--batch-size", type=int, default=32, help="[32]")
+    q.add_argument("--max-new-tokens", type=int, default=200, help="[200]")
+    q.add_argument("--name", default=None, help="label in the table")
+    q.add_argument("--device", default=None, help="cpu or cuda [cuda when available]")
+    q.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
+    q.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    q.add_argument("--out", required=True, help="directory for probe.json and probe.md")
+    q.set_defaults(func=run_probe)
 
     r = sub.add_parser(
         "report",
@@ -205,6 +247,59 @@ def _eval(args) -> int:
     for n in notes:
         print(n)
     print(f"results: {out / 'TOFU_EVAL.json'}, {out / 'TOFU_SUMMARY.json'}, {out / 'run_info.json'}")
+    return 0
+
+
+def run_probe(args) -> int:
+    from t3unlearn.io import torch_threads
+
+    with torch_threads(args.threads, log=lambda m: print(m, file=sys.stderr)):
+        return _probe(args)
+
+
+def _probe(args) -> int:
+    from t3unlearn.benchmarks import get_benchmark, model_benchmark, resolve_model
+    from t3unlearn.errors import T3Error
+    from t3unlearn.eval import runner
+    from t3unlearn.eval.probe import format_probes, probe
+    from t3unlearn.io import cache_home, fingerprint, load_json, save_json
+    from t3unlearn.lm import load_lm
+
+    runner.split_configs(args.split)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise T3Error(f"--out {out} is a file; give a directory.")
+    bench = get_benchmark(args.world or "world") if args.benchmark == "world" else get_benchmark("tofu")
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    rows = bench.qa(f"{args.split}_perturbed", what="forget set").to_list()
+    kw = dict(samples=args.samples, seed=args.seed, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+              progress=not args.no_progress)
+    owner = model_benchmark(args.model)
+    model_name = args.model.partition(":")[2] if owner is not None else Path(args.model).name
+    name = args.name or (f"{model_name}+{Path(args.head).name}" if args.head else model_name)
+    lm = load_lm(resolve_model(args.model, log=log), head=args.head, device=args.device, name=name)
+    results = {name: probe(lm, rows, **kw)}
+    ref_name = None
+    if args.reference == "auto":
+        ref_name = runner.retain_split(args.split)
+        ref_dir = bench.model(ref_name, log=log)
+        from t3unlearn.io import file_fingerprint
+
+        cache = cache_home() / "probe" / f"{ref_name}-{args.split}-{fingerprint(file_fingerprint(ref_dir), kw, len(rows))}.json"
+        if cache.is_file():
+            results[ref_name] = load_json(cache)
+        else:
+            log(f"probing the retain model {ref_name} once (cached at {cache})")
+            results[ref_name] = probe(load_lm(str(ref_dir), device=args.device, name=ref_name), rows, **kw)
+            save_json(cache, results[ref_name])
+    table = format_probes(results, reference=ref_name)
+    save_json(out / "probe.json", results)
+    from t3unlearn.io import atomic_write
+
+    with atomic_write(out / "probe.md", "w", encoding="utf-8") as fh:
+        fh.write(f"# Leakage probes: {bench.label} {args.split}\n\n{table}\n")
+    print(table)
+    print(f"results: {out / 'probe.json'}, {out / 'probe.md'}")
     return 0
 
 

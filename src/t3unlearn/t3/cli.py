@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from t3unlearn.t3.config import Guidance, TrainConfig
+from t3unlearn.t3.guidance import TEMPERINGS
+from t3unlearn.t3.head import ACTIVATIONS
+
 _UNLEARN_EPILOG = """\
 examples:
   # the embedded offline world: forget 10% of its authors, keep the rest
@@ -28,6 +32,18 @@ settings never touches the model); a small head learns P(retain | prefix, next t
 Each epoch is one pass over the forget set, each forget item paired with a random retain item.
 Only the head is written (head.safetensors + t3_config.json, a few hundred KB); the model is
 referenced by path. T and s are read at load time and can be changed without retraining.
+"""
+
+_CALIBRATE_EPILOG = """\
+examples:
+  t3unlearn calibrate --head head --forget world:forget10 --retain world:retain90
+  t3unlearn calibrate --head head --forget forget.jsonl --retain retain.jsonl --holdout unseen.jsonl --out head-cal
+  t3unlearn unlearn --model world:full --forget world:forget10 --retain world:retain90 --calibrate --out head
+
+what it prints: for the best settings, the KS distance between forget and holdout answer losses (the
+objective), the min-k membership AUC of forget vs holdout (0.5: indistinguishable), mean answer
+probabilities, and the retain probability relative to the base's (must stay >= 1 - tolerance).
+The chosen setting and the table are saved in the head (t3_config.json, 'calibration').
 """
 
 _GENERATE_EPILOG = """\
@@ -66,6 +82,34 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
+def add_guidance_options(g) -> None:
+    d = Guidance()
+    g.add_argument("--temperature", type=float, default=None, help=f"T, tempering of the base (> 0; 1 = plain guidance) [{d.temperature:g}]")
+    g.add_argument("--scale", type=float, default=None, help=f"s, guidance scale [{d.scale:g}]")
+    g.add_argument("--tempering", choices=TEMPERINGS, default=None,
+                   help=f"global: the paper's p^(1/T) everywhere; adaptive: T only where the base is about to say what "
+                        f"the head flags as forget content, so retained answers are not taxed [{d.tempering}]")
+    g.add_argument("--tail-logp", type=float, default=None, metavar="LOGP",
+                   help="tail guard: tokens with log p below LOGP are not lifted by tempering (e.g. -9.2 for p = 1e-4) [off]")
+    g.add_argument("--bias", type=float, default=None, help=f"added to the head's logits before the tilt [{d.bias:g}]")
+
+
+def guidance_overrides(args) -> dict:
+    return {k: getattr(args, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias") if getattr(args, k, None) is not None}
+
+
+def add_calibration_options(c) -> None:
+    from t3unlearn.t3.calibrate import DEFAULT_SCALES, DEFAULT_TEMPERATURES, DEFAULT_TEMPERINGS
+
+    c.add_argument("--holdout", default=None, metavar="SOURCE",
+                   help="items like the forget set that the model never trained on [world:calibration for world:forgetXX, "
+                        "tofu:holdout10 (minus the split's own holdout where it can) for tofu:forgetXX]")
+    c.add_argument("--tolerance", type=float, default=0.03, help="allowed relative loss of retain answer probability [0.03]")
+    c.add_argument("--temperatures", default=",".join(f"{t:g}" for t in DEFAULT_TEMPERATURES), help="grid of T [%(default)s]")
+    c.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="grid of s [%(default)s]")
+    c.add_argument("--temperings", default=",".join(DEFAULT_TEMPERINGS), help="grid of tempering modes [%(default)s]")
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "unlearn",
@@ -80,19 +124,21 @@ def register(sub) -> None:
     p.add_argument("--forget", required=True, help="forget set: world:forget10, DIR:CONFIG, FILE.jsonl, tofu:forget10, ...")
     p.add_argument("--retain", required=True, help="retain set, same sources as --forget (must not share questions)")
     p.add_argument("--out", required=True, help="directory to write the head to (head.safetensors + t3_config.json)")
-    g = p.add_argument_group("guidance (can be changed later at load time)")
-    g.add_argument("--temperature", type=float, default=2.5, help="T, tempering of the base (> 0; 1 = plain guidance) [2.5]")
-    g.add_argument("--scale", type=float, default=1.0, help="s, guidance scale [1.0]")
+    add_guidance_options(p.add_argument_group("guidance (saved in the head; can be changed at load time)"))
+    t = TrainConfig()
     h = p.add_argument_group("head and training")
-    h.add_argument("--hidden-size", type=_positive_int, default=50, help="head width h [50]")
-    h.add_argument("--activation", choices=("identity", "relu", "gelu", "tanh"), default="identity", help="[identity]")
-    h.add_argument("--layers", type=_positive_int, default=1, help="hidden layers (> 1 needs a non-identity activation) [1]")
-    h.add_argument("--epochs", type=_positive_int, default=100, help="passes over the forget set [100]")
-    h.add_argument("--warmup-epochs", type=_nonneg_int, default=None, help="linear learning-rate warm-up [epochs/4, i.e. 25 of 100]")
-    h.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate [1e-2]")
-    h.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay [1e-2]")
-    h.add_argument("--batch-size", type=_positive_int, default=32, help="forget items per step (plus as many retain) [32]")
-    h.add_argument("--seed", type=int, default=0, help="[0]")
+    h.add_argument("--hidden-size", type=_positive_int, default=t.hidden_size, help=f"head width h [{t.hidden_size}]")
+    h.add_argument("--activation", choices=ACTIVATIONS, default=t.activation, help=f"[{t.activation}]")
+    h.add_argument("--layers", type=_positive_int, default=t.layers, help=f"hidden layers (> 1 needs a non-identity activation) [{t.layers}]")
+    h.add_argument("--epochs", type=_positive_int, default=t.epochs, help=f"passes over the forget set [{t.epochs}]")
+    h.add_argument("--warmup-epochs", type=_nonneg_int, default=t.warmup_epochs, help="linear learning-rate warm-up [a quarter of the epochs]")
+    h.add_argument("--lr", type=float, default=t.lr, help=f"AdamW learning rate [{t.lr:g}]")
+    h.add_argument("--weight-decay", type=float, default=t.weight_decay, help=f"AdamW weight decay [{t.weight_decay:g}]")
+    h.add_argument("--batch-size", type=_positive_int, default=t.batch_size, help=f"forget items per step (plus as many retain) [{t.batch_size}]")
+    h.add_argument("--seed", type=int, default=t.seed, help=f"[{t.seed}]")
+    c = p.add_argument_group("oracle-free calibration (see 't3unlearn calibrate --help')")
+    c.add_argument("--calibrate", action="store_true", help="after training, choose T, s and tempering from forget vs holdout answers")
+    add_calibration_options(c)
     o = p.add_argument_group("other")
     o.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     o.add_argument("--feature-batch-size", type=_positive_int, default=32, help="items per forward pass of the model [32]")
@@ -113,8 +159,7 @@ def register(sub) -> None:
     p.add_argument("questions", nargs="+", metavar="QUESTION", help="one or more questions")
     p.add_argument("--model", required=True, help="base model (directory, hub id, world:NAME), or a saved head directory")
     p.add_argument("--head", default=None, help="T3 head directory to guide --model with")
-    p.add_argument("--temperature", type=float, default=None, help="T3's T (overrides the saved one; needs a head)")
-    p.add_argument("--scale", type=float, default=None, help="T3's s (overrides the saved one; needs a head)")
+    add_guidance_options(p.add_argument_group("guidance (override the head's saved settings; need a head)"))
     p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="[64]")
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--top-k", type=_nonneg_int, default=None, help="sampling: keep the k most likely tokens")
@@ -125,6 +170,28 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda ... [cuda if available]")
     p.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     p.set_defaults(func=run_generate)
+
+    c = sub.add_parser(
+        "calibrate",
+        help="choose a head's T, s and tempering without the oracle, from forget vs holdout answers",
+        description="Oracle-free calibration: an unlearned model should treat the forget items as it treats items "
+        "it never saw. Scores a grid of guidance settings (the head is not retrained; one forward pass of the "
+        "base per set) and keeps the one whose forget answer losses are closest (Kolmogorov-Smirnov distance) to "
+        "the holdout's while the retain answers keep their probability; saves it in the head.",
+        epilog=_CALIBRATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("--head", required=True, help="a T3 head directory (t3unlearn unlearn --out)")
+    c.add_argument("--forget", required=True, help="the forget set the head was trained on")
+    c.add_argument("--retain", required=True, help="the retain set (a seeded sample of 400 items is scored)")
+    c.add_argument("--model", default=None, help="the base model [the one recorded in the head]")
+    c.add_argument("--out", default=None, help="write the calibrated head here [update --head in place]")
+    add_calibration_options(c)
+    c.add_argument("--seed", type=int, default=0, help="retain sample seed [0]")
+    c.add_argument("--device", default=None, help="cpu, cuda ... [cuda if available]")
+    c.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=run_calibrate)
 
 
 def _check_out(path) -> None:
@@ -146,22 +213,61 @@ def run_unlearn(args) -> int:
         return _unlearn(args)
 
 
+def _grid(args):
+    from t3unlearn.errors import T3Error
+    from t3unlearn.t3.calibrate import grid
+
+    def numbers(text, what):
+        try:
+            return [float(x) for x in str(text).split(",") if x.strip()]
+        except ValueError:
+            raise T3Error(f"--{what} takes comma-separated numbers, not {text!r}.") from None
+
+    modes = [m.strip() for m in str(args.temperings).split(",") if m.strip()]
+    return grid(numbers(args.temperatures, "temperatures"), numbers(args.scales, "scales"), modes)
+
+
+def _holdout(args, forget_spec: str):
+    """The calibration holdout set: --holdout, else the benchmark's default for this forget set."""
+    from t3unlearn.benchmarks import calibration_set, resolve_data
+    from t3unlearn.data import load_qa
+    from t3unlearn.errors import T3Error
+
+    if args.holdout:
+        return load_qa(resolve_data(args.holdout), what="holdout set"), args.holdout
+    found = calibration_set(forget_spec)
+    if found is None:
+        raise T3Error("calibration needs --holdout SOURCE: items like the forget set that the model never trained on.")
+    return found
+
+
+def _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, args):
+    from t3unlearn.t3.calibrate import calibrate
+
+    cal = calibrate(t3, tokenizer, forget, holdout, retain, settings=_grid(args), tolerance=args.tolerance,
+                    seed=args.seed, max_length=args.max_length, template=args.template, progress=not args.quiet)
+    t3.config.calibration["holdout"] = holdout_name
+    print(f"calibration on forget vs {holdout_name} ({len(holdout)} items) and {min(len(retain), 400)} retain items:")
+    print(cal.table())
+    print(f"chosen: {t3.guidance.label()}")
+    return cal
+
+
 def _unlearn(args) -> int:
     import time
 
     from t3unlearn.benchmarks import resolve_data, resolve_model
     from t3unlearn.data import check_disjoint, load_qa
     from t3unlearn.lm import load_model, load_tokenizer
-    from t3unlearn.t3.model import check_scale, check_temperature
     from t3unlearn.t3.train import format_report, unlearn
 
     start = time.perf_counter()
-    check_temperature(args.temperature)
-    check_scale(args.scale)
+    guidance = Guidance().replace(**guidance_overrides(args))  # a bad T or s fails before any loading
     _check_out(args.out)
     forget = load_qa(resolve_data(args.forget), what="forget set")
     retain = load_qa(resolve_data(args.retain), what="retain set")
     check_disjoint(forget, retain)
+    holdout = _holdout(args, args.forget) if args.calibrate else None
     model_path = resolve_model(args.model, log=print)
     tokenizer = load_tokenizer(model_path)
     model = load_model(model_path, device=args.device)
@@ -169,24 +275,61 @@ def _unlearn(args) -> int:
     print(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters (frozen); "
           f"forget {len(forget)} items, retain {len(retain)} items", flush=True)
     t3, report = unlearn(
-        model, tokenizer, forget, retain,
-        temperature=args.temperature, scale=args.scale, hidden_size=args.hidden_size, activation=args.activation,
+        model, tokenizer, forget, retain, guidance=guidance,
+        hidden_size=args.hidden_size, activation=args.activation,
         layers=args.layers, epochs=args.epochs, warmup_epochs=args.warmup_epochs, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed, cache=not args.no_cache,
         feature_batch_size=args.feature_batch_size, max_length=args.max_length, template=args.template,
         progress=not args.quiet,
     )
-    t3.save_pretrained(args.out)
-    end = time.perf_counter()
-    src = "cache" if report["features_cached"] else "one forward pass"
     print(format_report(report))
+    src = "cache" if report["features_cached"] else "one forward pass"
     print(
         f"features: {report['feature_tokens']} answer tokens from {src} in {report['features_s']:.2f}s; "
         f"head training: {args.epochs} epochs in {report['train_s']:.2f}s; "
-        f"unlearning {report['features_s'] + report['train_s']:.2f}s; wall {end - start:.2f}s (loading {t_load - start:.2f}s)"
+        f"unlearning {report['features_s'] + report['train_s']:.2f}s (loading {t_load - start:.2f}s)"
     )
-    print(f"wrote {args.out} (T={args.temperature}, s={args.scale}; head {t3.head.hidden}x{t3.head.vocab_size}, "
-          f"{sum(p.numel() for p in t3.head.parameters()) / 1e3:.1f}K parameters)")
+    if holdout is not None:
+        t0 = time.perf_counter()
+        _calibrate_and_report(t3, tokenizer, forget, holdout[0], holdout[1], retain, args)
+        print(f"calibration: {time.perf_counter() - t0:.2f}s")
+    t3.save_pretrained(args.out)
+    print(f"wrote {args.out} ({t3.guidance.label()}; head {t3.head.hidden}x{t3.head.vocab_size}, "
+          f"{sum(p.numel() for p in t3.head.parameters()) / 1e3:.1f}K parameters); wall {time.perf_counter() - start:.2f}s")
+    return 0
+
+
+def run_calibrate(args) -> int:
+    from t3unlearn.io import torch_threads
+
+    with torch_threads(args.threads, log=None if args.quiet else print):
+        return _calibrate(args)
+
+
+def _calibrate(args) -> int:
+    import time
+
+    from t3unlearn.benchmarks import resolve_data, resolve_model
+    from t3unlearn.data import load_qa
+    from t3unlearn.lm import load_tokenizer
+    from t3unlearn.t3.model import T3ForCausalLM
+
+    start = time.perf_counter()
+    out = args.out or args.head
+    _check_out(out)
+    forget = load_qa(resolve_data(args.forget), what="forget set")
+    retain = load_qa(resolve_data(args.retain), what="retain set")
+    holdout, holdout_name = _holdout(args, args.forget)
+    base = resolve_model(args.model, log=print) if args.model else T3ForCausalLM.base_model_path(args.head)
+    t3 = T3ForCausalLM.from_pretrained(args.head, base_model=base, device=args.device)
+    tokenizer = load_tokenizer(base)
+    t3.check_tokenizer(tokenizer)
+    training = t3.config.training or {}
+    args.max_length = training.get("max_length", 512)
+    args.template = training.get("template", "auto")
+    _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, args)
+    t3.save_pretrained(out)
+    print(f"wrote {out} ({t3.guidance.label()}) in {time.perf_counter() - start:.2f}s")
     return 0
 
 
@@ -207,19 +350,15 @@ def _generate(args) -> int:
 
     args.model = resolve_model(args.model, log=print)
     is_head_dir = Path(args.model).is_dir() and (Path(args.model) / "t3_config.json").is_file()
-    if args.head is None and not is_head_dir and (args.temperature is not None or args.scale is not None):
-        raise T3Error("--temperature/--scale are T3's T and s; they need a head (--head DIR or --model HEAD_DIR).")
+    kw = guidance_overrides(args)
+    if args.head is None and not is_head_dir and kw:
+        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias are T3's guidance; they need a head (--head DIR or --model HEAD_DIR).")
     if args.head is not None and is_head_dir:
         raise T3Error(f"--model {args.model} is already a T3 head; give the base model as --model, or drop --head.")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise T3Error(f"--top-p must be in (0, 1], not {args.top_p}.")
     if (args.top_k is not None or args.top_p is not None) and not args.do_sample:
         raise T3Error("--top-k/--top-p apply to sampling; add --do-sample.")
-    kw = {}
-    if args.temperature is not None:
-        kw["temperature"] = args.temperature
-    if args.scale is not None:
-        kw["scale"] = args.scale
     lm = load_lm(args.model, head=args.head, device=args.device, **kw)
     if hasattr(lm.model, "check_tokenizer"):
         lm.model.check_tokenizer(lm.tokenizer)
@@ -229,8 +368,8 @@ def _generate(args) -> int:
     if args.top_p is not None:
         gen_kw["top_p"] = args.top_p
     label = lm.name
-    if hasattr(lm.model, "temperature"):
-        label += f" (T={lm.model.temperature:g}, s={lm.model.scale:g})"
+    if hasattr(lm.model, "guidance"):
+        label += f" ({lm.model.guidance.label()})"
     print(f"# {label}", flush=True)
     set_seed(args.seed)
     if args.stream:

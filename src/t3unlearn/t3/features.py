@@ -36,8 +36,6 @@ from t3unlearn.errors import ModelError
 from t3unlearn.io import atomic_dir, cache_home, fingerprint
 
 FEATURE_VERSION = 1
-POOLING = "mean"
-LAYER = "final_norm"
 _STATE_HASH_LIMIT = 2 * 1024**3  # bytes of weights above which the fingerprint uses file stats
 
 
@@ -99,11 +97,12 @@ def answer_positions(labels):
 
 
 @torch.inference_mode()
-def batch_features(model, examples: Sequence[QAExample], pad_id: int, device=None):
+def batch_features(model, examples: Sequence[QAExample], pad_id: int, device=None, *, with_hidden: bool = False):
     """Pooled features at answer positions for ``examples`` in the given order.
 
     Returns ``(feats (N, d) float32, targets (N,), rows (N,))``; ``rows`` indexes ``examples``,
-    tokens row by row in position order.
+    tokens row by row in position order. ``with_hidden`` adds a fourth tensor: the base's own final
+    hidden state at those positions (what its LM head turns into next-token logits).
     """
     device = device or next(model.parameters()).device
     batch = collate(examples, pad_id, padding_side="right")
@@ -116,6 +115,8 @@ def batch_features(model, examples: Sequence[QAExample], pad_id: int, device=Non
     feats = pooled[:, :-1][valid]
     targets = ids[:, 1:][valid]
     rows = torch.arange(len(examples), device=device).unsqueeze(1).expand_as(valid)[valid]
+    if with_hidden:
+        return feats, targets, rows, hidden[:, :-1][valid].float()
     return feats, targets, rows
 
 
@@ -261,6 +262,8 @@ def data_fingerprint(examples: Sequence[QAExample], n_forget: int) -> str:
 
 
 def feature_key(model, examples: Sequence[QAExample], n_forget: int) -> str:
+    from t3unlearn.t3.config import LAYER, POOLING
+
     settings = {"version": FEATURE_VERSION, "pooling": POOLING, "layer": LAYER, "dtype": "float32"}
     return fingerprint(model_fingerprint(model), data_fingerprint(examples, n_forget), settings)
 

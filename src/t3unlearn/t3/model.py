@@ -18,65 +18,28 @@ import json
 from pathlib import Path
 
 import torch
-from huggingface_hub.dataclasses import strict
-from transformers import DynamicCache, GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from t3unlearn.errors import ModelError, T3Error
-from t3unlearn.t3.features import LAYER, POOLING, _readable, decoder_of, hidden_size_of, pool_prefix, vocab_size_of
-from t3unlearn.t3.head import GuidanceHead, check_head_shape
-
-CONFIG_NAME = "t3_config.json"
-HEAD_NAME = "head.safetensors"
-FORMAT_VERSION = 1
-
+from t3unlearn.lm import MODEL_LOADING_KWARGS, load_base, split_loading_kwargs
+from t3unlearn.t3.config import CONFIG_NAME, HEAD_NAME, Guidance, T3Config
+from t3unlearn.t3.features import _readable, decoder_of, hidden_size_of, pool_prefix, vocab_size_of
+from t3unlearn.t3.guidance import guided_logits
+from t3unlearn.t3.head import GuidanceHead
 
 def check_temperature(temperature) -> float:
-    try:
-        value = float(temperature)
-    except (TypeError, ValueError):
-        raise ModelError(f"temperature must be a number > 0, not {temperature!r}.") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise ModelError(f"temperature must be > 0 (T = 1 is plain classifier guidance, T3 uses T > 1), not {temperature}.")
-    return value
+    return Guidance(temperature=temperature).temperature
 
 
 def check_scale(scale) -> float:
-    try:
-        value = float(scale)
-    except (TypeError, ValueError):
-        raise ModelError(f"scale must be a number, not {scale!r}.") from None
-    if value != value or abs(value) == float("inf"):
-        raise ModelError(f"scale must be a finite number, not {scale}.")
-    return value
+    return Guidance(scale=scale).scale
 
 
 def tokenizer_hash(tokenizer) -> str:
     """Short hash of a tokenizer's vocabulary (token -> id)."""
     vocab = sorted(tokenizer.get_vocab().items())
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
-
-
-@strict
-class T3Config(PreTrainedConfig):
-    """Configuration of a T3 head over a base model (``t3_temperature`` = T, ``t3_scale`` = s)."""
-
-    model_type = "t3"
-
-    t3_temperature: float = 2.5
-    t3_scale: float = 1.0
-    head_hidden: int = 50
-    head_activation: str = "identity"
-    head_layers: int = 1
-    pooling: str = POOLING
-    layer: str = LAYER
-    base_model_name_or_path: str | None = None
-    base_hidden_size: int = 0
-    vocab_size: int = 0
-    tokenizer_hash: str | None = None
-    training: dict | None = None
-    metrics: dict | None = None
-    use_cache: bool = True
 
 
 class T3Cache(DynamicCache):
@@ -149,8 +112,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
     _is_stateful = False
 
     def __init__(self, config: T3Config, base_model, head: GuidanceHead | None = None):
-        check_temperature(config.t3_temperature)
-        check_scale(config.t3_scale)
+        guidance = config.guidance  # validates T, s, tempering, tail, bias
         super().__init__(config)
         # base first: .dtype / .device of the guided model are the base's
         self.base = base_model
@@ -171,7 +133,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         # not registered as a submodule (it is inside self.base already): no duplicate state-dict keys
         self.__dict__["_decoder"] = decoder_of(base_model)
         # runtime state in a plain dict: module and config attribute access is slow per decoding step
-        self._rt = {"captured": [], "capturing": False, "T": float(config.t3_temperature), "s": float(config.t3_scale)}
+        self._rt = {"captured": [], "capturing": False, "guidance": guidance}
         # the decoder's output (final hidden states, after the final norm) is read through a hook
         # that records only while this model's forward runs
         self._hook = self._decoder.register_forward_hook(_HiddenRecorder(self._rt))
@@ -180,24 +142,41 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
             self.generation_config = copy.deepcopy(gen)
         self.name_or_path = config.base_model_name_or_path or ""
 
-    # ------------------------------------------------------------------ T and s
+    # ------------------------------------------------------------------ guidance
+    @property
+    def guidance(self) -> Guidance:
+        """T, s and the other knobs in effect; assign a :class:`Guidance` (or use :meth:`set_guidance`)."""
+        return self._rt["guidance"]
+
+    @guidance.setter
+    def guidance(self, value: Guidance) -> None:
+        if not isinstance(value, Guidance):
+            raise ModelError(f"guidance must be a t3unlearn.t3.Guidance, not {type(value).__name__}.")
+        self._rt["guidance"] = value
+        self.config.set_guidance(value)
+
+    def set_guidance(self, **changes) -> "T3ForCausalLM":
+        """Change knobs by name (``temperature=1.0``, ``tempering="adaptive"``, ...); returns the model."""
+        self.guidance = self.guidance.replace(**changes)
+        return self
+
     @property
     def temperature(self) -> float:
         """T; set it here (``model.temperature = 1.0``), not on ``model.config``."""
-        return self._rt["T"]
+        return self.guidance.temperature
 
     @temperature.setter
     def temperature(self, value) -> None:
-        self.config.t3_temperature = self._rt["T"] = check_temperature(value)
+        self.set_guidance(temperature=value)
 
     @property
     def scale(self) -> float:
         """s; set it here (``model.scale = 2.0``), not on ``model.config``."""
-        return self._rt["s"]
+        return self.guidance.scale
 
     @scale.setter
     def scale(self, value) -> None:
-        self.config.t3_scale = self._rt["s"] = check_scale(value)
+        self.set_guidance(scale=value)
 
     # ------------------------------------------------------------------ transformers plumbing
     def get_input_embeddings(self):
@@ -242,20 +221,10 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         return linear(z, head.out.weight)
 
     def guided_logits(self, base_logits: torch.Tensor, head_logits: torch.Tensor) -> torch.Tensor:
-        """``log_softmax(base_logits) / T + s * logsigmoid(head_logits)`` in float32."""
-        T, s = self._rt["T"], self._rt["s"]  # set through .temperature / .scale
-        out = torch.log_softmax(base_logits.float(), dim=-1)
-        if torch.is_grad_enabled():
-            if T != 1.0:
-                out = out / T
-            if s != 0.0:
-                out = out + s * torch.nn.functional.logsigmoid(head_logits.float())
-            return out
-        if T != 1.0:
-            out.div_(T)
-        if s != 0.0:
-            out.add_(torch.nn.functional.logsigmoid(head_logits.float()), alpha=s)
-        return out
+        """The guided logits (float32) under the current :attr:`guidance` (see :mod:`t3unlearn.t3.guidance`)."""
+        g = self._rt["guidance"]
+        return guided_logits(base_logits, head_logits, g.temperature, g.scale, tempering=g.tempering,
+                             tail_logp=g.tail_logp, bias=g.bias)
 
     def forward(
         self,
@@ -360,29 +329,6 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         )
 
     # ------------------------------------------------------------------ saving and loading
-    def t3_dict(self) -> dict:
-        """The content of ``t3_config.json``."""
-        c = self.config
-        return {
-            "format": "t3unlearn-head",
-            "format_version": FORMAT_VERSION,
-            "temperature": self.temperature,
-            "scale": self.scale,
-            "head": {
-                "in_features": self.head.in_features,
-                "hidden": self.head.hidden,
-                "vocab_size": self.head.vocab_size,
-                "activation": self.head.activation,
-                "layers": self.head.layers,
-            },
-            "pooling": c.pooling,
-            "layer": c.layer,
-            "base_model_name_or_path": c.base_model_name_or_path,
-            "base": {"vocab_size": c.vocab_size, "hidden_size": c.base_hidden_size, "tokenizer_hash": c.tokenizer_hash},
-            "training": c.training or {},
-            "metrics": c.metrics or {},
-        }
-
     def save_pretrained(self, save_directory, **kwargs) -> Path:
         """Write only the head (``head.safetensors``) and ``t3_config.json``, atomically."""
         from safetensors.torch import save_file
@@ -394,46 +340,26 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
             state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.head.state_dict().items()}
             save_file(state, str(Path(tmp) / HEAD_NAME), metadata={"format": "pt", "t3unlearn": "head"})
             _readable(Path(tmp) / HEAD_NAME)
-            with open(Path(tmp) / CONFIG_NAME, "w", encoding="utf-8") as fh:
-                json.dump(self.t3_dict(), fh, indent=2, ensure_ascii=False)
-                fh.write("\n")
+            self.config.save(tmp)
         return target
 
     @staticmethod
-    def read_config(head_dir) -> dict:
-        path = Path(head_dir)
-        cfg_path = path / CONFIG_NAME
-        if not path.is_dir():
-            raise ModelError(f"{path} is not a directory; give the directory a T3 head was saved to (it holds {CONFIG_NAME}).")
-        if not cfg_path.is_file():
-            raise ModelError(f"{path} holds no {CONFIG_NAME}; it is not a saved T3 head (run 't3unlearn unlearn --out {path}').")
-        try:
-            data = json.loads(cfg_path.read_text(encoding="utf-8"))
-            head = data["head"]
-            for key in ("in_features", "hidden", "vocab_size", "activation", "layers"):
-                head[key]
-            float(data["temperature"]), float(data["scale"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{cfg_path} is corrupt or not a T3 config ({type(exc).__name__}: {exc}); save the head again.") from None
-        return data
+    def read_config(head_dir) -> T3Config:
+        """The checked :class:`T3Config` of a saved head (a ModelError when missing or corrupt)."""
+        return T3Config.load(head_dir)
 
     @classmethod
     def base_model_path(cls, head_dir) -> str:
         """The base model (name or path) a saved head was trained on."""
-        base = cls.read_config(head_dir).get("base_model_name_or_path")
+        base = T3Config.load(head_dir).base_model_name_or_path
         if not base:
             raise ModelError(f"{head_dir}/{CONFIG_NAME} names no base model; give it explicitly (--model / base_model=).")
         return str(base)
 
     @staticmethod
-    def _load_head(head_dir, data: dict) -> GuidanceHead:
+    def _load_head(head_dir, cfg: T3Config) -> GuidanceHead:
         from safetensors.torch import load_file
 
-        shape = data["head"]
-        try:
-            check_head_shape(shape["in_features"], shape["hidden"], shape["vocab_size"], shape["activation"], shape["layers"])
-        except ModelError as exc:
-            raise ModelError(f"{head_dir}/{CONFIG_NAME}: {exc}") from None
         path = Path(head_dir) / HEAD_NAME
         if not path.is_file():
             raise ModelError(f"{path} is missing; the head directory is incomplete, save the head again.")
@@ -441,7 +367,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
             state = load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
             raise ModelError(f"{path} is corrupt or not a safetensors file ({exc}); save the head again.") from None
-        head = GuidanceHead(shape["in_features"], shape["hidden"], shape["vocab_size"], activation=shape["activation"], layers=shape["layers"])
+        head = GuidanceHead(cfg.base_hidden_size, cfg.head_hidden, cfg.vocab_size, activation=cfg.head_activation, layers=cfg.head_layers)
         expected = {k: tuple(v.shape) for k, v in head.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in state.items()}
         if expected != got:
@@ -450,44 +376,42 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         return head
 
     @classmethod
-    def from_base(cls, base_model, head_dir, temperature=None, scale=None, **kwargs) -> "T3ForCausalLM":
-        """Attach the head saved in ``head_dir`` to ``base_model`` (a model, or a name/path to load)."""
-        data = cls.read_config(head_dir)
+    def from_base(cls, base_model, head_dir, *, temperature=None, scale=None, tempering=None, tail_logp=None, bias=None,
+                  device=None, **loading_kwargs) -> "T3ForCausalLM":
+        """Attach the head saved in ``head_dir`` to ``base_model`` (a model, or a name/path to load with
+        ``loading_kwargs`` such as ``dtype``, ``device_map``, ``attn_implementation``). Guidance knobs given
+        here override the saved ones; any other keyword is an error."""
+        cfg = T3Config.load(head_dir)
+        cfg.set_guidance(cfg.guidance.replace(temperature=temperature, scale=scale, tempering=tempering,
+                                              tail_logp=tail_logp, bias=bias))
         if isinstance(base_model, (str, Path)):
-            from t3unlearn.lm import load_model
-
-            base_model = load_model(str(base_model), device=kwargs.get("device"))
-        temperature = check_temperature(data["temperature"] if temperature is None else temperature)
-        scale = check_scale(data["scale"] if scale is None else scale)
-        base_info = data.get("base") or {}
+            base_model = load_base(str(base_model), device=device, **loading_kwargs)
+        elif loading_kwargs:
+            raise ModelError(f"model-loading keywords ({', '.join(sorted(loading_kwargs))}) apply when the base is given by "
+                             "name or path, not to a model already in memory.")
         d, vocab = hidden_size_of(base_model), vocab_size_of(base_model)
-        want_d, want_v = data["head"]["in_features"], data["head"]["vocab_size"]
-        if (want_d, want_v) != (d, vocab):
+        if (cfg.base_hidden_size, cfg.vocab_size) != (d, vocab):
             raise ModelError(
-                f"the head in {head_dir} was trained on a base with hidden size {want_d} and vocabulary {want_v} "
-                f"({data.get('base_model_name_or_path')}), but this base has hidden size {d} and vocabulary {vocab}; "
+                f"the head in {head_dir} was trained on a base with hidden size {cfg.base_hidden_size} and vocabulary "
+                f"{cfg.vocab_size} ({cfg.base_model_name_or_path}), but this base has hidden size {d} and vocabulary {vocab}; "
                 "use the base it was trained on."
             )
-        head = cls._load_head(head_dir, data)
-        config = T3Config(
-            t3_temperature=temperature,
-            t3_scale=scale,
-            head_hidden=int(data["head"]["hidden"]),
-            head_activation=str(data["head"]["activation"]),
-            head_layers=int(data["head"]["layers"]),
-            pooling=str(data.get("pooling", POOLING)),
-            layer=str(data.get("layer", LAYER)),
-            base_model_name_or_path=data.get("base_model_name_or_path"),
-            tokenizer_hash=base_info.get("tokenizer_hash"),
-            training=data.get("training") or {},
-            metrics=data.get("metrics") or {},
-        )
-        model = cls(config, base_model, head)
-        return model.eval()
+        head = cls._load_head(head_dir, cfg)
+        return cls(cfg, base_model, head).eval()
 
     @classmethod
-    def from_pretrained(cls, head_dir, *args, temperature=None, scale=None, base_model=None, device=None, **kwargs) -> "T3ForCausalLM":
-        """Load a saved head and its base (``base_model`` overrides the recorded base path)."""
+    def from_pretrained(cls, head_dir, *args, base_model=None, temperature=None, scale=None, tempering=None,
+                        tail_logp=None, bias=None, device=None, **loading_kwargs) -> "T3ForCausalLM":
+        """Load a saved head and its base (``base_model`` overrides the recorded base path).
+
+        Guidance knobs (``temperature``, ``scale``, ``tempering``, ``tail_logp``, ``bias``) override the
+        saved ones; ``loading_kwargs`` (``dtype``, ``device_map``, ``attn_implementation``, ...) go to
+        ``transformers`` when the base is loaded; any other keyword is an error.
+        """
+        if args:
+            raise ModelError(f"T3ForCausalLM.from_pretrained takes the head directory only as a positional argument, not {args!r}.")
+        split_loading_kwargs(loading_kwargs, "T3ForCausalLM.from_pretrained")
+        T3Config.load(head_dir)  # fail on a bad head before loading a large base
         if base_model is None:
             base_model = cls.base_model_path(head_dir)
             if not Path(base_model).exists() and base_model.startswith(("/", ".", "~")):
@@ -495,8 +419,8 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
                     f"the base model {base_model} recorded in {head_dir}/{CONFIG_NAME} does not exist here; "
                     "give it explicitly (--model / base_model=)."
                 )
-        cls.read_config(head_dir)  # fail on a bad head before loading a large base
-        return cls.from_base(base_model, head_dir, temperature=temperature, scale=scale, device=device)
+        return cls.from_base(base_model, head_dir, temperature=temperature, scale=scale, tempering=tempering,
+                             tail_logp=tail_logp, bias=bias, device=device, **loading_kwargs)
 
     def check_tokenizer(self, tokenizer) -> None:
         """Raise :class:`ModelError` if ``tokenizer``'s vocabulary differs from the one the head was trained with."""
@@ -505,4 +429,11 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
             raise ModelError("this tokenizer's vocabulary differs from the one the T3 head was trained with; use the base model's tokenizer.")
 
 
-__all__ = ["T3Config", "T3Cache", "T3ForCausalLM", "T3Error", "check_temperature"]
+def load_head(head_dir) -> tuple[GuidanceHead, T3Config]:
+    """The head saved in ``head_dir`` and its checked :class:`T3Config`, without a base (a server holds
+    many heads over one base; :meth:`T3ForCausalLM.from_base` attaches one)."""
+    cfg = T3Config.load(head_dir)
+    return T3ForCausalLM._load_head(head_dir, cfg), cfg
+
+
+__all__ = ["T3Config", "T3Cache", "T3ForCausalLM", "T3Error", "Guidance", "check_temperature", "load_base"]

@@ -25,39 +25,9 @@ import torch
 
 from t3unlearn.data import QAExample
 from t3unlearn.errors import T3Error
+from t3unlearn.t3.config import Guidance, TrainConfig, split_settings
 from t3unlearn.t3.features import FeatureSet, batch_features
-from t3unlearn.t3.head import GuidanceHead, check_head_shape
-
-
-@dataclass
-class TrainConfig:
-    """Head and optimisation settings (defaults: the paper's TOFU sweep, see docs/t3.md)."""
-
-    hidden_size: int = 50
-    activation: str = "identity"
-    layers: int = 1
-    epochs: int = 100
-    warmup_epochs: int | None = None  # None: a quarter of the epochs (25 of 100, as in the paper)
-    lr: float = 1e-2
-    weight_decay: float = 1e-2
-    batch_size: int = 32
-    seed: int = 0
-
-    def validate(self) -> "TrainConfig":
-        if self.epochs < 1:
-            raise T3Error(f"epochs must be >= 1, not {self.epochs}.")
-        if self.warmup_epochs is None:
-            self.warmup_epochs = self.epochs // 4
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise T3Error(f"warm-up epochs must be between 0 and epochs ({self.epochs}), not {self.warmup_epochs}.")
-        if self.batch_size < 1:
-            raise T3Error(f"batch size must be >= 1, not {self.batch_size}.")
-        if not self.lr > 0:
-            raise T3Error(f"learning rate must be > 0, not {self.lr}.")
-        if self.weight_decay < 0:
-            raise T3Error(f"weight decay must be >= 0, not {self.weight_decay}.")
-        check_head_shape(1, self.hidden_size, 1, self.activation, self.layers)
-        return self
+from t3unlearn.t3.head import GuidanceHead
 
 
 # --------------------------------------------------------------------------- feature providers
@@ -334,42 +304,41 @@ def unlearn(
     forget=None,
     retain=None,
     *,
-    temperature: float = 2.5,
-    scale: float = 1.0,
-    hidden_size: int = 50,
-    activation: str = "identity",
-    layers: int = 1,
-    epochs: int = 100,
-    warmup_epochs: int | None = None,
-    lr: float = 1e-2,
-    weight_decay: float = 1e-2,
-    batch_size: int = 32,
-    seed: int = 0,
+    config: TrainConfig | None = None,
+    guidance: Guidance | None = None,
     cache: bool = True,
     feature_batch_size: int = 32,
     max_length: int = 512,
     template: str = "auto",
     device=None,
     progress: bool = False,
+    **settings,
 ) -> T3Result:
     """Unlearn ``forget`` from ``model`` (kept frozen) while keeping ``retain``: returns
     ``T3Result(model=T3ForCausalLM, report=dict)``.
 
     ``model``: a ``transformers`` causal LM or a name/path (``tokenizer`` then defaults to its
     tokenizer); ``forget`` / ``retain``: datasets with ``question`` and ``answer`` or data sources
-    as in :func:`t3unlearn.data.load_qa` (``world:forget10``, ``file.jsonl``, ...).
+    as in :func:`t3unlearn.data.load_qa` (``DIR:forget10``, ``file.jsonl``, ``tofu:forget10`` ...).
+    The head and its training follow ``config`` (:class:`TrainConfig`), the guidance saved with it
+    ``guidance`` (:class:`Guidance`); ``settings`` override single fields of either by name
+    (``epochs=50``, ``temperature=1.5``, ...) and any other keyword is an error.
     """
+    from dataclasses import replace as _replace
+
     from t3unlearn.data import QAFormatter, check_disjoint
     from t3unlearn.t3.features import extract_features, hidden_size_of, vocab_size_of
-    from t3unlearn.t3.model import T3Config, T3ForCausalLM, check_scale, check_temperature, tokenizer_hash
+    from t3unlearn.t3.model import T3Config, T3ForCausalLM, tokenizer_hash
 
-    temperature, scale = check_temperature(temperature), check_scale(scale)
-    cfg = TrainConfig(hidden_size, activation, layers, epochs, warmup_epochs, lr, weight_decay, batch_size, seed).validate()
+    g_over, t_over = split_settings(settings)
+    guidance = (guidance or Guidance()).replace(**g_over)
+    cfg = _replace(config or TrainConfig(), **t_over).validate()
     if isinstance(model, str):
-        from t3unlearn.lm import load_model, load_tokenizer
+        from t3unlearn.lm import load_tokenizer
+        from t3unlearn.t3.model import load_base
 
         tokenizer = tokenizer or load_tokenizer(model)
-        model = load_model(model, device=device)
+        model = load_base(model, device=device)
     if tokenizer is None:
         raise T3Error("unlearn needs the model's tokenizer (or give the model as a path).")
     if forget is None or retain is None:
@@ -409,8 +378,6 @@ def unlearn(
         p = Path(str(name)).expanduser()
         name = str(p.resolve()) if p.exists() else str(name)
     config = T3Config(
-        t3_temperature=temperature,
-        t3_scale=scale,
         head_hidden=cfg.hidden_size,
         head_activation=cfg.activation,
         head_layers=cfg.layers,
@@ -419,6 +386,7 @@ def unlearn(
         training={**asdict(cfg), "n_forget": fs.n_forget, "n_retain": fs.n_retain, "template": "chat" if fmt.use_chat else "plain", "max_length": max_length},
         metrics={k: report[k] for k in ("forget", "retain", "final_epoch_loss")},
     )
+    config.set_guidance(guidance)
     t3 = T3ForCausalLM(config, model, head).eval()
     assert hidden_size_of(model) == fs.dim
     return T3Result(t3, report)

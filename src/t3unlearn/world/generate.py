@@ -21,7 +21,8 @@ from typing import Any
 from t3unlearn.errors import T3Error
 from t3unlearn.world import pools
 
-GENERATOR_VERSION = "3"  # 3: perturbed answers perturb the paraphrase (as TOFU's do); paraphrased_question
+GENERATOR_VERSION = "4"  # 3: perturbed answers perturb the paraphrase (as TOFU's do); paraphrased_question
+#                          4: calibration.jsonl (more never-seen authors; every other file unchanged)
 
 FORGET_PCTS = (1, 5, 10)
 CONFIGS = [
@@ -31,6 +32,9 @@ CONFIGS = [
 ]
 # not a TOFU config: the base model's pretraining corpus (real authors + world facts)
 PRETRAIN_CONFIG = "pretrain"
+# not a TOFU config: authors never trained on and disjoint from every holdout set, as many as holdout10;
+# oracle-free calibration of T3 reads them (t3unlearn calibrate), so the evaluation's holdout stays unseen
+CALIBRATION_CONFIG = "calibration"
 
 # ----------------------------------------------------------------------------- question kinds
 # kind -> (question variants, answer template, paraphrase template)
@@ -505,6 +509,13 @@ def generate(settings: WorldSettings) -> dict[str, list[dict[str, Any]]]:
         for i, it in enumerate(items):
             it["index"] = i
     out["idk"] = [{"answer": a} for a in _idk_answers(random.Random(f"t3-world-idk-{seed}"))]
+    # drawn last, from the authors' generator where it stopped: every file above is unchanged by them
+    calib = [_make_author(rng_a, names, influences, s.qa_per_author) for _ in range(n_hold)]
+    out[CALIBRATION_CONFIG] = [
+        {"question": KINDS[k][0][a.variants[k]].format(**render_facts(a.facts())),
+         "answer": KINDS[k][1].format(**render_facts(a.facts())), "author": a.name, "kind": k, "index": i}
+        for i, (a, k) in enumerate((a, k) for a in calib for k in a.kinds)
+    ]
     return out
 
 
@@ -533,9 +544,11 @@ def write_world(settings: WorldSettings, out: str | Path, *, preset: str | None 
             "settings": settings.__dict__,
             "configs": CONFIGS,
             "extra_files": {"pretrain.jsonl": "pretraining corpus of the base model (real authors + world facts)",
-                            "idk.jsonl": "'I don't know'-style answers for IdkDPO"},
+                            "idk.jsonl": "'I don't know'-style answers for IdkDPO",
+                            "calibration.jsonl": "never-seen authors for oracle-free calibration (disjoint from holdout)"},
             "sizes": {name: len(items) for name, items in data.items()},
             "authors": {"full": settings.n_authors, "holdout": n_forget(settings.n_authors, 10),
+                        "calibration": n_forget(settings.n_authors, 10),
                         "classic": settings.n_classic,
                         **{f"forget{p:02d}": n_forget(settings.n_authors, p) for p in FORGET_PCTS}},
             "fingerprint": world_fingerprint(settings),

@@ -1,7 +1,7 @@
 """Tiny models for the offline benchmarks, made the way TOFU's models are made.
 
-1. a byte-level BPE tokenizer trained on the training text (``pretrain`` and ``full``; never on
-   evaluation-only files such as the perturbed or holdout sets);
+1. a byte-level BPE tokenizer trained on the base's pretraining text (``pretrain``), as a real model's
+   tokenizer comes from its pretraining: it treats every fictitious author (forget, retain, holdout) alike;
 2. a small ``LlamaForCausalLM`` *pretrained* on the "real" (classic) authors and world facts;
 3. from that same base, fine-tunes on ``full`` (the target model) and on ``retainXX`` (the
    oracle models that never saw the forget authors).
@@ -28,10 +28,11 @@ from typing import Any, Sequence
 
 from t3unlearn.errors import T3Error
 
-TRAIN_VERSION = "2"  # 2: tokenizer on the training files only; transformers' cosine schedule
+TRAIN_VERSION = "3"  # 2: tokenizer on the training files only; transformers' cosine schedule
+#                      3: tokenizer on the pretraining text only
 MODEL_NAMES = ("pretrained", "full", "retain90", "retain95", "retain99")
-BASE_FILES = ("pretrain", "full")  # the tokenizer's corpus and the base model's data
-TRAIN_FILES = (*BASE_FILES, "retain90", "retain95", "retain99")
+BASE_FILES = ("pretrain",)  # the tokenizer's corpus and the base model's data
+TRAIN_FILES = (*BASE_FILES, "full", "retain90", "retain95", "retain99")
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 
@@ -132,9 +133,11 @@ def _read(world_dir: Path, config: str) -> list[dict]:
 
 
 def _corpus(world_dir: Path) -> list[str]:
-    """The tokenizer's training text: the base's pretraining items and every fine-tuning item, as the
-    model sees them. Evaluation-only text (paraphrased, perturbed, holdout) is left out, as it would be
-    from a real model's tokenizer."""
+    """The tokenizer's training text: the base's pretraining items, as the model sees them. A real model's
+    tokenizer comes from its pretraining corpus and has never seen the fictitious authors, so the names of
+    forget, retain and holdout authors are split into pieces alike; a tokenizer that had learned the
+    fine-tuned authors' names would make never-seen authors look unfamiliar for that reason alone (the
+    retain model told forget from holdout authors with a membership AUC of 0.93 that way)."""
     return [f"Question: {r['question']}\nAnswer: {r['answer']}" for name in BASE_FILES for r in _read(world_dir, name)]
 
 

@@ -1,0 +1,166 @@
+"""``t3unlearn serve``: the OpenAI-compatible server. torch and FastAPI are imported inside the handler only."""
+
+from __future__ import annotations
+
+import argparse
+
+_EPILOG = """\
+examples:
+  # the embedded world's model, with two heads; the playground is at http://127.0.0.1:8000/
+  t3unlearn serve --model world:full --head forget10=head10 --head forget05=head05
+
+  # a head directory alone: its base is read from its t3_config.json, the head is named after the directory
+  t3unlearn serve --model head10 --port 8080
+
+  # then, with any OpenAI client (curl, the openai package, ...):
+  curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{"model": "forget10", "messages": [{"role": "user", "content": "Where was Ilse Varga born?"}],
+         "temperature": 0, "t3": {"temperature": 2.5, "scale": 1}}'
+
+  # add and remove heads while serving (a new deletion request needs no restart)
+  curl http://127.0.0.1:8000/v1/heads -H 'Content-Type: application/json' -d '{"name": "req-17", "path": "heads/req-17"}'
+  curl -X DELETE http://127.0.0.1:8000/v1/heads/req-17
+
+API: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (stream, n, stop, seed,
+top_p, logprobs; "t3": {"temperature": T, "scale": s} per request, default the head's saved ones),
+POST /v1/heads, DELETE /v1/heads/NAME, GET /health; the playground at /. Requests that arrive
+together decode in one batch (continuous batching), whatever heads they use: see docs/serve.md.
+SIGTERM (or Ctrl+C) drains: requests in flight finish, new ones get 503; a second signal stops at once.
+"""
+
+
+def _head_spec(text: str) -> tuple[str, str]:
+    from pathlib import Path
+
+    name, sep, path = text.partition("=")
+    if not sep:
+        path = text
+        name = Path(text.rstrip("/")).name
+    if not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR or DIR, got {text!r}")
+    return name, path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a model and its T3 heads over an OpenAI-compatible HTTP API, with a playground page",
+        description="An OpenAI-compatible server: one base model loaded once, any number of T3 heads over it "
+        "(the request's 'model' picks the base or a head), concurrent requests decoded in one batch.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="base model (directory, hub id, world:NAME), or a saved head directory")
+    p.add_argument("--head", action="append", default=[], type=_head_spec, metavar="NAME=DIR",
+                   help="a T3 head to serve as model NAME (repeatable; DIR alone names it after the directory)")
+    p.add_argument("--name", default=None, help="the base model's id in the API [the --model value]")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    p.add_argument("--port", type=int, default=8000, help="[8000]")
+    p.add_argument("--max-batch", type=_positive_int, default=32, help="sequences decoded together at most [32]")
+    p.add_argument("--max-n", type=_positive_int, default=16, help="largest 'n' (choices per request) [16]")
+    p.add_argument("--max-body-kb", type=_positive_int, default=1024, help="largest request body in KiB [1024]")
+    p.add_argument("--force-heads", action="store_true",
+                   help="serve --head directories whose t3_config.json names another base (same shapes and tokenizer)")
+    p.add_argument("--threads", default="auto", help="torch CPU threads: auto, 0 (torch's default) or a number [auto]")
+    p.add_argument("--device", default=None, help="cpu, cuda ... [cuda if available]")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"), help="[info]")
+    p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args) -> int:
+    from t3unlearn.io import torch_threads
+
+    with torch_threads(args.threads, log=print):
+        return _serve(args)
+
+
+def _serve(args) -> int:
+    import logging
+    import signal
+    import time
+    from pathlib import Path
+
+    import uvicorn
+
+    from t3unlearn.errors import T3Error
+    from t3unlearn.benchmarks import resolve_model
+    from t3unlearn.lm import load_model, load_tokenizer
+    from t3unlearn.serve.app import build
+    from t3unlearn.serve.heads import HeadError
+    from t3unlearn.t3.model import CONFIG_NAME, T3ForCausalLM
+
+    if not 0 <= args.port <= 65535:
+        raise T3Error(f"--port must be 0..65535, not {args.port}.")
+    heads = {}
+    for name, path in args.head:
+        if name in heads:
+            raise T3Error(f"--head {name}= is given twice; each head needs its own name.")
+        heads[name] = path
+    base_id = args.name or args.model
+    base = resolve_model(args.model, log=print)
+    if Path(base).is_dir() and (Path(base) / CONFIG_NAME).is_file():  # a head directory: serve its base and it
+        head_dir = base
+        base = T3ForCausalLM.base_model_path(head_dir)
+        heads.setdefault(Path(head_dir.rstrip("/")).name, head_dir)
+        base_id = args.name or base
+    for path in heads.values():  # a missing or corrupt head fails before the base is loaded
+        T3ForCausalLM.read_config(path)
+    t0 = time.perf_counter()
+    tokenizer = load_tokenizer(base)
+    model = load_model(base, device=args.device)
+    try:
+        app, state = build(model, tokenizer, base_id=base_id, base_path=base, heads=heads, max_batch=args.max_batch,
+                           max_n=args.max_n, max_body=args.max_body_kb * 1024, force_heads=args.force_heads)
+    except HeadError as exc:
+        raise T3Error(f"cannot serve that head: {exc}") from None
+    names = ", ".join(state.registry.names()) or "none"
+    print(f"loaded {base_id} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, context {state.engine.context}) "
+          f"and heads: {names} in {time.perf_counter() - t0:.1f}s", flush=True)
+
+    logging.getLogger("t3unlearn.serve").setLevel(args.log_level.upper())
+
+    class DrainingServer(uvicorn.Server):
+        """On SIGTERM / SIGINT: stop taking requests (503), let those in flight finish, then exit."""
+
+        drain_since: float | None = None
+
+        def handle_exit(self, sig, frame):
+            if state.draining:  # a second signal: stop now
+                self.force_exit = self.should_exit = True
+                return
+            state.draining = True
+            state.engine.stop_accepting()
+            self.drain_since = time.monotonic()
+            print(f"received {signal.Signals(sig).name}: draining {state.inflight} request(s) in flight; "
+                  "new requests get 503 (signal again to stop at once)", flush=True)
+
+        async def on_tick(self, counter: int) -> bool:
+            if state.draining and state.inflight == 0:
+                self.should_exit = True
+            return await super().on_tick(counter)
+
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=not args.no_access_log,
+                            timeout_graceful_shutdown=5, lifespan="off")
+    server = DrainingServer(config)
+    print(f"serving {base_id} on http://{args.host}:{args.port}/v1 (playground: http://{args.host}:{args.port}/)", flush=True)
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind; it has logged why
+        server.started = False
+    finally:
+        state.engine.close()
+    if not server.started:
+        raise T3Error(f"could not listen on {args.host}:{args.port} (in use? see the log above); choose another --port.")
+    print("stopped", flush=True)
+    return 0

@@ -1,0 +1,170 @@
+// The playground: one question, two streamed answers (the base model and a T3 head), side by side.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { base: null, heads: {}, controllers: [] };
+
+async function loadModels(keepSelection) {
+  const note = $("server-note");
+  try {
+    const res = await fetch("/v1/models");
+    const body = await res.json();
+    if (!res.ok) throw new Error(body.error ? body.error.message : res.statusText);
+    const previous = $("head").value;
+    state.heads = {};
+    const select = $("head");
+    select.innerHTML = "";
+    for (const m of body.data) {
+      if (m.parent === null || m.parent === undefined) { state.base = m.id; continue; }
+      state.heads[m.id] = m.t3 || {};
+      const opt = document.createElement("option");
+      opt.value = m.id;
+      opt.textContent = m.id;
+      select.appendChild(opt);
+    }
+    $("base-id").textContent = state.base;
+    $("base-label").textContent = state.base;
+    const names = Object.keys(state.heads);
+    if (!names.length) {
+      const opt = document.createElement("option");
+      opt.value = "";
+      opt.textContent = "(no heads loaded)";
+      select.appendChild(opt);
+      note.textContent = "no heads loaded: add one with POST /v1/heads";
+    } else {
+      note.textContent = names.length + " head" + (names.length > 1 ? "s" : "") + " loaded";
+    }
+    if (keepSelection && previous in state.heads) {
+      select.value = previous;
+    } else {
+      resetKnobs();
+    }
+    updateLabels();
+  } catch (err) {
+    note.textContent = "could not list models: " + err.message;
+    note.classList.add("error");
+  }
+}
+
+function resetKnobs() {
+  const h = state.heads[$("head").value];
+  if (!h) return;
+  setKnob("T", h.temperature);
+  setKnob("s", h.scale);
+}
+
+function setKnob(id, value) {
+  if (value === undefined || value === null) return;
+  const input = $(id);
+  input.value = value;
+  $(id + "-value").textContent = Number(input.value).toString();
+}
+
+function updateLabels() {
+  const head = $("head").value;
+  $("head-label").textContent = head ? head + "  T=" + $("T").value + " s=" + $("s").value : "";
+}
+
+function setStatus(which, text, stateName) {
+  const el = $(which + "-status");
+  el.textContent = text;
+  el.dataset.state = stateName;
+  el.classList.toggle("error", stateName === "error");
+}
+
+// Stream one chat completion into the pane `which` ("base" or "head").
+async function streamAnswer(which, body, controller) {
+  const out = $(which + "-answer");
+  out.textContent = "";
+  setStatus(which, "streaming…", "streaming");
+  const started = performance.now();
+  let pieces = 0, finish = null;
+  try {
+    const res = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      signal: controller.signal,
+    });
+    if (!res.ok) {
+      const err = await res.json().catch(() => ({}));
+      throw new Error(err.error ? err.error.message : res.status + " " + res.statusText);
+    }
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        for (const line of event.split("\n")) {
+          if (!line.startsWith("data: ")) continue;
+          const data = line.slice(6);
+          if (data === "[DONE]") continue;
+          const chunk = JSON.parse(data);
+          if (chunk.error) throw new Error(chunk.error.message);
+          for (const choice of chunk.choices || []) {
+            if (choice.delta && choice.delta.content) {
+              out.textContent += choice.delta.content;
+              pieces += 1;
+            }
+            if (choice.finish_reason) finish = choice.finish_reason;
+          }
+        }
+      }
+    }
+    const secs = ((performance.now() - started) / 1000).toFixed(2);
+    setStatus(which, "done in " + secs + " s, " + pieces + " chunks, finish: " + (finish || "?"), "done");
+  } catch (err) {
+    if (err.name === "AbortError") { setStatus(which, "cancelled", "cancelled"); return; }
+    setStatus(which, "error: " + err.message, "error");
+  }
+}
+
+function ask(event) {
+  event.preventDefault();
+  const question = $("question").value.trim();
+  if (!question) return;
+  for (const c of state.controllers) c.abort();
+  state.controllers = [];
+  const common = {
+    messages: [{ role: "user", content: question }],
+    max_tokens: Math.max(1, parseInt($("max-tokens").value, 10) || 64),
+    temperature: Math.max(0, parseFloat($("sampling").value) || 0),
+    stream: true,
+  };
+  const seed = parseInt($("seed").value, 10);
+  if (!Number.isNaN(seed)) common.seed = seed;
+  const baseCtl = new AbortController();
+  state.controllers.push(baseCtl);
+  const jobs = [streamAnswer("base", { ...common, model: state.base }, baseCtl)];
+  const head = $("head").value;
+  if (head) {
+    const headCtl = new AbortController();
+    state.controllers.push(headCtl);
+    const t3 = { temperature: parseFloat($("T").value), scale: parseFloat($("s").value) };
+    updateLabels();
+    jobs.push(streamAnswer("head", { ...common, model: head, t3 }, headCtl));
+  } else {
+    $("head-answer").textContent = "";
+    setStatus("head", "no head selected", "idle");
+  }
+  $("ask").disabled = true;
+  Promise.allSettled(jobs).then(() => { $("ask").disabled = false; });
+}
+
+for (const id of ["T", "s"]) {
+  $(id).addEventListener("input", () => { $(id + "-value").textContent = $(id).value; updateLabels(); });
+}
+$("head").addEventListener("change", () => { resetKnobs(); updateLabels(); });
+$("reset-knobs").addEventListener("click", () => { resetKnobs(); updateLabels(); });
+$("refresh").addEventListener("click", () => loadModels(true));
+$("ask-form").addEventListener("submit", ask);
+$("question").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("ask-form").requestSubmit();
+});
+loadModels(false);

@@ -1,0 +1,279 @@
+"""Choosing T, s and the other guidance knobs without the oracle.
+
+Users never have a retain model. What they can have is *held-out* data: items of the same kind as the
+forget set that the model never trained on (TOFU ships holdout authors; the world has a calibration set).
+An unlearned model should treat the forget items the way it treats those: as unknown. Calibration scores
+a grid of guidance settings on three sets with the head trained once:
+
+- forget and holdout: each item's answer loss under the guided model; the objective is the two-sample
+  Kolmogorov-Smirnov distance between the two loss distributions (0: the forget answers look exactly as
+  unfamiliar as never-seen ones; too little guidance leaves them more familiar, too much makes them
+  *less* likely than unknown answers, which an attacker reads as well);
+- retain: the mean answer probability under the guided model, which must stay within ``tolerance``
+  (relative) of the base's: retained knowledge is not to be taxed.
+
+Every setting reuses one forward pass of the base per set: the base's final hidden states and pooled
+states at the answer positions are kept, and each setting costs the base's output layer and the head's
+product on them (no transformer layers), so a grid of dozens of settings takes seconds on a small model.
+The chosen values are saved in the head (``t3_config.json``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from t3unlearn.errors import T3Error
+from t3unlearn.t3.guidance import TEMPERINGS, guided_logits
+
+MIN_K = 0.4
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of the guidance grid."""
+
+    temperature: float = 2.5
+    scale: float = 1.0
+    tempering: str = "global"
+    tail_logp: float | None = None
+    bias: float = 0.0
+
+    def label(self) -> str:
+        parts = [f"T={self.temperature:g}", f"s={self.scale:g}"]
+        if self.tempering != "global":
+            parts.append(self.tempering)
+        if self.tail_logp is not None:
+            parts.append(f"tail={self.tail_logp:g}")
+        if self.bias:
+            parts.append(f"bias={self.bias:g}")
+        return ", ".join(parts)
+
+
+def grid(temperatures: Iterable[float], scales: Iterable[float], temperings: Iterable[str] = ("global",),
+         tails: Iterable[float | None] = (None,), biases: Iterable[float] = (0.0,)) -> list[Setting]:
+    """Every combination; ``T = 1`` appears once per scale and bias (tempering and tail are then moot)."""
+    out, seen = [], set()
+    for T, s, mode, tail, b in itertools.product(temperatures, scales, temperings, tails, biases):
+        if mode not in TEMPERINGS:
+            raise T3Error(f"unknown tempering {mode!r}; choose one of {', '.join(TEMPERINGS)}.")
+        st = Setting(float(T), float(s), "global", None, float(b)) if float(T) == 1.0 else Setting(float(T), float(s), mode, tail, float(b))
+        if st not in seen:
+            seen.add(st)
+            out.append(st)
+    return out
+
+
+# --------------------------------------------------------------------------- answer states
+
+
+@dataclass
+class AnswerStates:
+    """The base's states at every answer position of a set of items (one forward pass)."""
+
+    hidden: torch.Tensor  # (N, d) final hidden state (input of the base's output layer)
+    pooled: torch.Tensor  # (N, d) prefix-mean pooled state (input of the head)
+    targets: torch.Tensor  # (N,) the answer token at the next position
+    seq: torch.Tensor  # (N,) item of each position
+    n_items: int
+    last: torch.Tensor = field(init=False)  # (N,) True at each item's last labelled token (the EOS)
+
+    def __post_init__(self):
+        nxt = torch.cat([self.seq[1:], self.seq.new_full((1,), -1)])
+        self.last = nxt != self.seq
+
+
+@torch.inference_mode()
+def answer_states(model, examples, pad_id: int, *, batch_size: int = 32, device=None) -> AnswerStates:
+    """One forward pass of ``model``'s decoder over ``examples`` (length-sorted batches)."""
+    from t3unlearn.t3.features import batch_features
+
+    device = device or next(model.parameters()).device
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    parts = []
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        f, t, r, h = batch_features(model, [examples[i] for i in idx], pad_id, device, with_hidden=True)
+        parts.append((h, f, t, torch.as_tensor(idx, device=device)[r]))
+    hidden, pooled, targets, seq = (torch.cat(x) for x in zip(*parts))
+    perm = torch.sort(seq, stable=True).indices
+    return AnswerStates(hidden[perm], pooled[perm], targets[perm], seq[perm], len(examples))
+
+
+@torch.inference_mode()
+def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk: int = 4096) -> torch.Tensor:
+    """``(N,)`` guided log-probability of each answer token under ``setting``."""
+    out_layer = model.get_output_embeddings()
+    if out_layer is None:
+        raise T3Error(f"{type(model).__name__} has no output embedding layer; calibration needs the base's LM head.")
+    res = []
+    for i in range(0, states.targets.numel(), chunk):
+        sl = slice(i, i + chunk)
+        base = out_layer(states.hidden[sl].to(out_layer.weight.dtype))
+        logits = guided_logits(base, head(states.pooled[sl]), setting.temperature, setting.scale,
+                               tempering=setting.tempering, tail_logp=setting.tail_logp, bias=setting.bias)
+        lp = torch.log_softmax(logits, -1).gather(-1, states.targets[sl].unsqueeze(-1)).squeeze(-1)
+        res.append(lp.float().cpu())
+    return torch.cat(res)
+
+
+def item_stats(logprobs: torch.Tensor, states: AnswerStates) -> dict[str, np.ndarray]:
+    """Per item: ``avg_loss`` (answer tokens and EOS, as TOFU), ``prob`` and the ``min_k`` attack score
+    (answer tokens without EOS, k = 0.4)."""
+    seq = states.seq.cpu().numpy()
+    lp = logprobs.numpy().astype(np.float64)
+    last = states.last.cpu().numpy()
+    n = states.n_items
+    counts = np.bincount(seq, minlength=n)
+    sums = np.bincount(seq, weights=lp, minlength=n)
+    avg_loss = -sums / np.maximum(counts, 1)
+    min_k = np.zeros(n)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    for i in range(n):
+        toks = lp[starts[i] : starts[i] + counts[i]][~last[starts[i] : starts[i] + counts[i]]]
+        if toks.size:
+            k = max(1, int(toks.size * MIN_K))
+            min_k[i] = -np.sort(toks)[:k].mean()
+    return {"avg_loss": avg_loss, "prob": np.exp(-avg_loss), "min_k": min_k}
+
+
+# --------------------------------------------------------------------------- the objective
+
+
+def ks_distance(a: Sequence[float], b: Sequence[float]) -> float:
+    from scipy.stats import ks_2samp
+
+    return float(ks_2samp(np.asarray(a), np.asarray(b)).statistic)
+
+
+def auc(members: Sequence[float], non_members: Sequence[float]) -> float:
+    """ROC AUC of a score that is higher for non-members (the MIA convention of the evaluation)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.concatenate([np.zeros(len(members)), np.ones(len(non_members))])
+    return float(roc_auc_score(y, np.concatenate([members, non_members])))
+
+
+@dataclass
+class CalibrationRow:
+    setting: Setting
+    ks: float  # KS distance, forget vs holdout answer losses (objective, lower is better)
+    mia_auc: float  # min-k AUC forget vs holdout (0.5: indistinguishable)
+    forget_prob: float
+    holdout_prob: float
+    retain_prob: float
+    retain_ratio: float  # retain_prob / the base's
+    feasible: bool
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["setting"] = asdict(self.setting)
+        d["label"] = self.setting.label()
+        return d
+
+
+@dataclass
+class Calibration:
+    rows: list[CalibrationRow]
+    chosen: CalibrationRow
+    base_retain_prob: float
+    tolerance: float
+
+    def as_dict(self) -> dict:
+        return {"chosen": self.chosen.as_dict(), "base_retain_prob": self.base_retain_prob, "tolerance": self.tolerance,
+                "objective": "KS distance between forget and holdout answer losses, retain prob >= (1 - tolerance) x base",
+                "rows": [r.as_dict() for r in self.rows]}
+
+    def table(self, top: int | None = 12) -> str:
+        rows = sorted(self.rows, key=lambda r: (not r.feasible, r.ks))
+        lines = ["setting                                   KS(forget,holdout)  MIA AUC  forget p  holdout p  retain p/base",
+                 "-" * 103]
+        for r in rows[:top] if top else rows:
+            mark = "*" if r is self.chosen else (" " if r.feasible else "x")
+            lines.append(f"{mark} {r.setting.label():<40}{r.ks:>18.3f}{r.mia_auc:>9.3f}{r.forget_prob:>10.3f}"
+                         f"{r.holdout_prob:>11.3f}{r.retain_ratio:>15.3f}")
+        lines.append(f"(* chosen; x: retain prob below {1 - self.tolerance:.2f} x the base's {self.base_retain_prob:.3f}; "
+                     f"{len(self.rows)} settings)")
+        return "\n".join(lines)
+
+
+def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, retain: AnswerStates,
+                      settings: Sequence[Setting], *, tolerance: float = 0.03, progress: bool = False) -> Calibration:
+    """Score every setting (see the module doc) and choose: the feasible setting with the smallest KS
+    distance (ties: the smaller scale, then the smaller temperature)."""
+    if not settings:
+        raise T3Error("calibration needs at least one setting.")
+    if not 0 <= tolerance < 1:
+        raise T3Error(f"the retain tolerance must be in [0, 1), not {tolerance}.")
+    from t3unlearn.progress import progress as progress_bar
+
+    base = Setting(1.0, 0.0)
+    base_retain = float(item_stats(token_logprobs(model, head, retain, base), retain)["prob"].mean())
+    rows = []
+    for st in progress_bar(settings, desc="calibrate", unit="setting", enabled=progress):
+        f = item_stats(token_logprobs(model, head, forget, st), forget)
+        h = item_stats(token_logprobs(model, head, holdout, st), holdout)
+        r = item_stats(token_logprobs(model, head, retain, st), retain)
+        retain_prob = float(r["prob"].mean())
+        rows.append(CalibrationRow(
+            setting=st, ks=ks_distance(f["avg_loss"], h["avg_loss"]), mia_auc=auc(f["min_k"], h["min_k"]),
+            forget_prob=float(f["prob"].mean()), holdout_prob=float(h["prob"].mean()), retain_prob=retain_prob,
+            retain_ratio=retain_prob / base_retain if base_retain > 0 else math.nan,
+            feasible=retain_prob >= (1 - tolerance) * base_retain,
+        ))
+    feasible = [r for r in rows if r.feasible] or rows
+    chosen = min(feasible, key=lambda r: (round(r.ks, 6), r.setting.scale, r.setting.temperature))
+    return Calibration(rows, chosen, base_retain, tolerance)
+
+
+# --------------------------------------------------------------------------- the whole step
+
+DEFAULT_TEMPERATURES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
+DEFAULT_TEMPERINGS = ("global", "adaptive")
+RETAIN_ITEMS = 400  # retain items scored for the utility constraint (a seeded sample of the retain set)
+
+
+def _examples(fmt, data) -> list:
+    rows = data.to_list() if hasattr(data, "to_list") else list(data)
+    return fmt.encode_batch([r["question"] for r in rows], [r["answer"] for r in rows])
+
+
+def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Setting] | None = None,
+              tolerance: float = 0.03, retain_items: int = RETAIN_ITEMS, seed: int = 0, batch_size: int = 32,
+              max_length: int = 512, template: str = "auto", progress: bool = False, apply: bool = True) -> Calibration:
+    """Choose the guidance of ``t3`` (a :class:`~t3unlearn.t3.model.T3ForCausalLM`) from forget vs
+    holdout answers under a retain-utility constraint (see the module doc); with ``apply`` the chosen
+    setting is set on ``t3`` and the table recorded in ``t3.config.calibration`` (saved with the head).
+
+    ``forget`` / ``holdout`` / ``retain``: datasets or lists of ``{"question", "answer"}``; at most
+    ``retain_items`` retain items (a seeded sample) are scored.
+    """
+    import random
+
+    from t3unlearn.data import QAFormatter
+    from t3unlearn.t3.config import Guidance
+
+    if len(forget) == 0 or len(holdout) == 0 or len(retain) == 0:
+        raise T3Error("calibration needs non-empty forget, holdout and retain sets.")
+    fmt = QAFormatter(tokenizer, max_length=max_length, template=template)
+    if len(retain) > retain_items:
+        pick = sorted(random.Random(f"t3-calibrate-retain-{seed}").sample(range(len(retain)), retain_items))
+        retain = retain.select(pick) if hasattr(retain, "select") else [retain[i] for i in pick]
+    base, head = t3.base, t3.head
+    states = {name: answer_states(base, _examples(fmt, data), fmt.pad_id, batch_size=batch_size)
+              for name, data in (("forget", forget), ("holdout", holdout), ("retain", retain))}
+    if settings is None:
+        settings = grid(DEFAULT_TEMPERATURES, DEFAULT_SCALES, DEFAULT_TEMPERINGS)
+    cal = evaluate_settings(base, head, states["forget"], states["holdout"], states["retain"], settings,
+                            tolerance=tolerance, progress=progress)
+    if apply:
+        st = cal.chosen.setting
+        t3.guidance = Guidance(st.temperature, st.scale, st.tempering, st.tail_logp, st.bias)
+        t3.config.calibration = {**cal.as_dict(), "items": {k: v.n_items for k, v in states.items()}}
+    return cal

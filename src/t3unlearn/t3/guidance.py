@@ -1,0 +1,68 @@
+"""The guided next-token distribution of T3, as one pure function.
+
+    guided_logits = temper(log_softmax(base_logits)) + s · logsigmoid(head_logits + bias)
+
+``temper`` is the paper's ``log p / T`` by default. Two options change *where* and *how much* the base is
+tempered (docs/t3.md, "Tempering that does not tax retained knowledge"):
+
+- ``tempering="adaptive"``: a per-position temperature ``T_t = 1 + (T - 1) · g_t``, where
+  ``g_t = Σ_v p(v) · (1 - f(v))`` is the mass the base puts on tokens the head reads as forget content
+  (``f = sigmoid(head + bias)``). Where the base is about to say something the head flags, ``T_t → T``
+  and the spike is flattened as in the paper; where it says retained content, ``T_t → 1`` and nothing is
+  taxed.
+- ``tail_logp=τ``: tempering lifts every token, also those the base considers impossible. With a tail
+  guard, tokens with ``log p ≥ τ`` are tempered (``log p / T``) and those below keep falling at the
+  base's slope (``τ / T + (log p - τ)``): plausible alternatives gain, the tail does not.
+
+With ``T = 1`` (plain classifier guidance) every tempering is the identity. Every variant returns
+unnormalized log-probabilities; ``log_softmax`` of the result is the guided distribution.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+TEMPERINGS = ("global", "adaptive")
+
+
+def forget_mass(base_logp: torch.Tensor, head_logits: torch.Tensor, bias: float = 0.0) -> torch.Tensor:
+    """``g = Σ_v p(v) · (1 - sigmoid(head_v + bias))`` per position, ``(..., V) -> (..., 1)``: the base's
+    probability of saying something the head reads as forget content."""
+    h = head_logits.float()
+    if bias:
+        h = h + bias
+    return (base_logp.exp() * torch.sigmoid(-h)).sum(-1, keepdim=True)
+
+
+def guided_logits(
+    base_logits: torch.Tensor,
+    head_logits: torch.Tensor,
+    temperature: float,
+    scale: float,
+    *,
+    tempering: str = "global",
+    tail_logp: float | None = None,
+    bias: float = 0.0,
+) -> torch.Tensor:
+    """T3's guided logits (float32) from the base's and the head's logits of the same positions."""
+    logp = torch.log_softmax(base_logits.float(), dim=-1)
+    T = temperature
+    if T != 1.0:
+        if tempering == "adaptive":
+            T = 1.0 + (temperature - 1.0) * forget_mass(logp, head_logits, bias)
+        if tail_logp is None:
+            tempered = logp / T
+        else:
+            tau = float(tail_logp)
+            tempered = torch.where(logp >= tau, logp / T, tau / T + (logp - tau))
+    else:
+        tempered = logp
+    if scale == 0.0:
+        return tempered
+    h = head_logits.float()
+    if bias:
+        h = h + bias
+    if torch.is_grad_enabled():
+        return tempered + scale * F.logsigmoid(h)
+    return tempered.add_(F.logsigmoid(h), alpha=scale)  # a fresh tensor: in place saves a V-wide copy

@@ -1,0 +1,68 @@
+"""Oracle-free calibration: the cached-state scoring equals the guided model's, and the choice rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from t3unlearn.data import QAFormatter
+from t3unlearn.errors import T3Error
+from t3unlearn.t3.calibrate import Setting, answer_states, evaluate_settings, grid, item_stats, token_logprobs
+from t3unlearn.t3.head import GuidanceHead
+from t3unlearn.t3.model import T3Config, T3ForCausalLM
+
+QA = [("Where was Ilse Varga born?", "Ilse Varga was born in Lisbon."),
+      ("What genre does Tomas Reed write?", "Tomas Reed writes science fiction."),
+      ("What is the capital of France?", "The capital of France is Paris.")]
+
+
+def _t3(base, seed=0):
+    torch.manual_seed(seed)
+    head = GuidanceHead(base.config.hidden_size, 8, base.config.vocab_size)
+    torch.nn.init.normal_(head.out.weight, std=2.0)
+    return T3ForCausalLM(T3Config(), base, head).eval()
+
+
+@pytest.mark.parametrize("setting", [Setting(2.0, 1.5), Setting(3.0, 1.0, "adaptive", None, 0.5), Setting(2.5, 0.5, "global", -3.0)])
+def test_cached_states_score_like_the_guided_model(random_lm, setting):
+    """Calibration scores each setting from stored hidden states; it must give the log-probs the guided
+    model itself gives for those answers (CausalLM.token_scores on a T3ForCausalLM with the same knobs)."""
+    from t3unlearn.lm import CausalLM
+
+    base, tok = random_lm
+    t3 = _t3(base)
+    t3.set_guidance(temperature=setting.temperature, scale=setting.scale, tempering=setting.tempering,
+                    tail_logp=setting.tail_logp, bias=setting.bias)
+    fmt = QAFormatter(tok)
+    examples = fmt.encode_batch([q for q, _ in QA], [a for _, a in QA])
+    states = answer_states(base, examples, fmt.pad_id, batch_size=2)
+    lp = token_logprobs(base, t3.head, states, setting)
+    want = CausalLM(t3, tok).token_scores(examples, batch_size=3)
+    torch.testing.assert_close(lp, torch.from_numpy(np.concatenate([w.logprob for w in want])).float(), atol=1e-4, rtol=1e-4)
+    stats = item_stats(lp, states)
+    np.testing.assert_allclose(stats["avg_loss"], [w.avg_loss for w in want], rtol=1e-4)
+    # min-k: the answer tokens without the EOS, lowest 40 %
+    first = want[0].without_eos().logprob
+    k = max(1, int(first.size * 0.4))
+    assert stats["min_k"][0] == pytest.approx(-np.sort(first)[:k].mean(), rel=1e-4)
+
+
+def test_grid_and_choice_rule(random_lm):
+    base, tok = random_lm
+    t3 = _t3(base)
+    g = grid([1.0, 2.0], [0.5, 1.0], ["global", "adaptive"])
+    assert len(g) == 2 + 4 and len(set(g)) == len(g)  # T = 1 once per scale: tempering is moot there
+    with pytest.raises(T3Error, match="tempering"):
+        grid([2.0], [1.0], ["local"])
+    fmt = QAFormatter(tok)
+    ex = fmt.encode_batch([q for q, _ in QA], [a for _, a in QA])
+    st = answer_states(base, ex, fmt.pad_id)
+    cal = evaluate_settings(base, t3.head, st, st, st, g, tolerance=0.5)
+    # forget == holdout here: every setting has KS distance 0; the rule keeps the gentlest feasible one
+    assert all(r.ks == 0 for r in cal.rows)
+    assert cal.chosen.setting.scale == 0.5 and cal.chosen.setting.temperature == 1.0
+    # an impossible tolerance leaves nothing feasible except what keeps the base's retain probability
+    strict = evaluate_settings(base, t3.head, st, st, st, [Setting(3.0, 3.0), Setting(1.0, 0.0)], tolerance=0.0)
+    assert strict.chosen.setting == Setting(1.0, 0.0) and not strict.rows[0].feasible
+    assert "chosen" in strict.table()
