@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from t3unlearn.errors import T3Error
-from t3unlearn.t3.guidance import TEMPERINGS, guided_logits
+from t3unlearn.t3.config import CALIBRATION_SCALES, CALIBRATION_TEMPERATURES, CALIBRATION_TEMPERINGS, TEMPERINGS
+from t3unlearn.t3.guidance import guided_logits
 
 MIN_K = 0.4
 
@@ -233,9 +234,9 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
 
 # --------------------------------------------------------------------------- the whole step
 
-DEFAULT_TEMPERATURES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
-DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
-DEFAULT_TEMPERINGS = ("global", "adaptive")
+DEFAULT_TEMPERATURES = CALIBRATION_TEMPERATURES
+DEFAULT_SCALES = CALIBRATION_SCALES
+DEFAULT_TEMPERINGS = CALIBRATION_TEMPERINGS
 RETAIN_ITEMS = 400  # retain items scored for the utility constraint (a seeded sample of the retain set)
 
 

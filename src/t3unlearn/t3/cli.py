@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from t3unlearn.t3.config import Guidance, TrainConfig
-from t3unlearn.t3.guidance import TEMPERINGS
-from t3unlearn.t3.head import ACTIVATIONS
+from t3unlearn.t3.config import ACTIVATIONS, TEMPERINGS, Guidance, TrainConfig
 
 _UNLEARN_EPILOG = """\
 examples:
@@ -99,7 +97,9 @@ def guidance_overrides(args) -> dict:
 
 
 def add_calibration_options(c) -> None:
-    from t3unlearn.t3.calibrate import DEFAULT_SCALES, DEFAULT_TEMPERATURES, DEFAULT_TEMPERINGS
+    from t3unlearn.t3.config import CALIBRATION_SCALES as DEFAULT_SCALES
+    from t3unlearn.t3.config import CALIBRATION_TEMPERATURES as DEFAULT_TEMPERATURES
+    from t3unlearn.t3.config import CALIBRATION_TEMPERINGS as DEFAULT_TEMPERINGS
 
     c.add_argument("--holdout", default=None, metavar="SOURCE",
                    help="items like the forget set that the model never trained on [world:calibration for world:forgetXX, "

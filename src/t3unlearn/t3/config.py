@@ -3,27 +3,21 @@
 - :class:`Guidance`: the inference-time knobs (T, s, how to temper, the head's bias). They are saved in the
   head and can be changed at load time without retraining.
 - :class:`TrainConfig`: the head's shape and how it is trained.
-- :class:`T3Config`: the ``transformers`` config of a :class:`~t3unlearn.t3.model.T3ForCausalLM`: the
-  guidance, the head's shape, what the base is, and the record of training and calibration. Its fields
-  are exactly what ``t3_config.json`` holds (:meth:`T3Config.save` / :meth:`T3Config.load`).
+- the head file's names and version. :class:`~t3unlearn.t3.model.T3Config`, the ``transformers`` config that
+  holds the guidance, the head's shape, the base and the record of training and calibration, is built from
+  these and lives beside the model (it needs ``transformers``; this module needs neither it nor torch, so
+  ``--help`` stays fast).
 
 Every default lives here; the command line, :func:`t3unlearn.t3.unlearn` and ``compare`` read them.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
-from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
-
 from t3unlearn.errors import ModelError
-from t3unlearn.t3.guidance import TEMPERINGS
-from t3unlearn.t3.head import ACTIVATIONS, check_head_shape
 
 CONFIG_NAME = "t3_config.json"
 HEAD_NAME = "head.safetensors"
@@ -31,6 +25,13 @@ FORMAT = "t3unlearn-head"
 FORMAT_VERSION = 2  # 2: the file is T3Config's fields; guidance knobs tempering / tail_logp / bias
 POOLING = "mean"
 LAYER = "final_norm"
+ACTIVATIONS = ("identity", "relu", "gelu", "tanh")  # of the head's hidden layers
+TEMPERINGS = ("global", "adaptive")  # how the base is tempered (t3unlearn.t3.guidance)
+
+# the grid `t3unlearn calibrate` searches by default
+CALIBRATION_TEMPERATURES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+CALIBRATION_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
+CALIBRATION_TEMPERINGS = TEMPERINGS
 
 
 def _number(name: str, value, *, positive: bool = False) -> float:
@@ -41,6 +42,21 @@ def _number(name: str, value, *, positive: bool = False) -> float:
     if not math.isfinite(v) or (positive and not v > 0):
         raise ModelError(f"{name} must be {'> 0' if positive else 'a finite number'}, not {value}.")
     return v
+
+
+
+def check_head_shape(in_features: int, hidden: int, vocab: int, activation: str, layers: int) -> None:
+    """Raise :class:`ModelError` for a head shape that cannot be built."""
+    if activation not in ACTIVATIONS:
+        raise ModelError(f"unknown head activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
+    for name, value in (("input size", in_features), ("hidden size", hidden), ("vocabulary size", vocab), ("layers", layers)):
+        if int(value) < 1:
+            raise ModelError(f"head {name} must be >= 1, not {value}.")
+    if layers > 1 and activation == "identity":
+        raise ModelError(
+            f"{layers} head layers with the identity activation equal one layer; "
+            "give a non-identity activation (relu, gelu, tanh) or use 1 layer."
+        )
 
 
 @dataclass(frozen=True)
@@ -129,93 +145,6 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict, dict]:
     if bad:
         raise ModelError(f"unknown T3 setting(s) {', '.join(bad)}; known: {', '.join(sorted(g_names | t_names))}.")
     return ({k: v for k, v in settings.items() if k in g_names}, {k: v for k, v in settings.items() if k in t_names})
-
-
-@strict
-class T3Config(PreTrainedConfig):
-    """Configuration of a T3 head over a base model; its T3 fields are the content of ``t3_config.json``."""
-
-    model_type = "t3"
-
-    t3_temperature: float = Guidance.temperature
-    t3_scale: float = Guidance.scale
-    t3_tempering: str = Guidance.tempering
-    t3_tail_logp: float | None = Guidance.tail_logp
-    t3_bias: float = Guidance.bias
-    head_hidden: int = TrainConfig.hidden_size
-    head_activation: str = TrainConfig.activation
-    head_layers: int = TrainConfig.layers
-    pooling: str = POOLING
-    layer: str = LAYER
-    base_model_name_or_path: str | None = None
-    base_hidden_size: int = 0
-    vocab_size: int = 0
-    tokenizer_hash: str | None = None
-    training: dict | None = None
-    metrics: dict | None = None
-    calibration: dict | None = None
-    use_cache: bool = True
-
-    # the fields written to t3_config.json, in this order
-    FILE_FIELDS = ("t3_temperature", "t3_scale", "t3_tempering", "t3_tail_logp", "t3_bias", "head_hidden",
-                   "head_activation", "head_layers", "pooling", "layer", "base_model_name_or_path",
-                   "base_hidden_size", "vocab_size", "tokenizer_hash", "training", "metrics", "calibration")
-
-    @property
-    def guidance(self) -> Guidance:
-        return Guidance(self.t3_temperature, self.t3_scale, self.t3_tempering, self.t3_tail_logp, self.t3_bias)
-
-    def set_guidance(self, g: Guidance) -> None:
-        self.t3_temperature, self.t3_scale, self.t3_tempering, self.t3_tail_logp, self.t3_bias = (
-            g.temperature, g.scale, g.tempering, g.tail_logp, g.bias)
-
-    # ------------------------------------------------------------------ the file
-    def file_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, **{k: getattr(self, k) for k in self.FILE_FIELDS}}
-
-    def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / CONFIG_NAME
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(self.file_dict(), fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-        return path
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "T3Config":
-        """Read and check ``DIR/t3_config.json``; a missing, corrupt or inconsistent file is a ModelError."""
-        path = Path(directory)
-        cfg_path = path / CONFIG_NAME
-        if not path.is_dir():
-            raise ModelError(f"{path} is not a directory; give the directory a T3 head was saved to (it holds {CONFIG_NAME}).")
-        if not cfg_path.is_file():
-            raise ModelError(f"{path} holds no {CONFIG_NAME}; it is not a saved T3 head (run 't3unlearn unlearn --out {path}').")
-        try:
-            data = json.loads(cfg_path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or data.get("format") != FORMAT:
-                raise ValueError(f"format is {data.get('format') if isinstance(data, dict) else type(data).__name__!r}, not {FORMAT!r}")
-            if data.get("format_version") == 1:
-                data = _from_v1(data)
-            values = {k: data[k] for k in cls.FILE_FIELDS if k in data}
-            cfg = cls(**values)
-            cfg.guidance  # noqa: B018 - validates T, s, tempering, tail, bias
-            if cfg.head_activation not in ACTIVATIONS:
-                raise ValueError(f"unknown head activation {cfg.head_activation!r}")
-            check_head_shape(cfg.base_hidden_size, cfg.head_hidden, cfg.vocab_size, cfg.head_activation, cfg.head_layers)
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{cfg_path} is corrupt or not a T3 config ({type(exc).__name__}: {exc}); save the head again.") from None
-        return cfg
-
-
-def _from_v1(data: dict) -> dict:
-    """The first head format (a hand-written dict) as T3Config fields."""
-    head, base = data["head"], data.get("base") or {}
-    return {
-        "t3_temperature": data["temperature"], "t3_scale": data["scale"], "head_hidden": head["hidden"],
-        "head_activation": head["activation"], "head_layers": head["layers"], "pooling": data.get("pooling", POOLING),
-        "layer": data.get("layer", LAYER), "base_model_name_or_path": data.get("base_model_name_or_path"),
-        "base_hidden_size": head["in_features"], "vocab_size": head["vocab_size"], "tokenizer_hash": base.get("tokenizer_hash"),
-        "training": data.get("training") or {}, "metrics": data.get("metrics") or {},
-    }
 
 
 def defaults() -> dict[str, Any]:

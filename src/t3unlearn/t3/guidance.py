@@ -23,7 +23,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-TEMPERINGS = ("global", "adaptive")
 
 
 def forget_mass(base_logp: torch.Tensor, head_logits: torch.Tensor, bias: float = 0.0) -> torch.Tensor:

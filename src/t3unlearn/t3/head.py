@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from t3unlearn.errors import ModelError
-
-ACTIVATIONS = ("identity", "relu", "gelu", "tanh")
+from t3unlearn.t3.config import ACTIVATIONS, check_head_shape  # noqa: F401 - part of this module's API
 
 
 def _activation(name: str) -> nn.Module:
@@ -28,20 +27,6 @@ def _activation(name: str) -> nn.Module:
     if name == "tanh":
         return nn.Tanh()
     raise ModelError(f"unknown head activation {name!r}; choose one of {', '.join(ACTIVATIONS)}.")
-
-
-def check_head_shape(in_features: int, hidden: int, vocab: int, activation: str, layers: int) -> None:
-    """Raise :class:`ModelError` for a head shape that cannot be built."""
-    if activation not in ACTIVATIONS:
-        raise ModelError(f"unknown head activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
-    for name, value in (("input size", in_features), ("hidden size", hidden), ("vocabulary size", vocab), ("layers", layers)):
-        if int(value) < 1:
-            raise ModelError(f"head {name} must be >= 1, not {value}.")
-    if layers > 1 and activation == "identity":
-        raise ModelError(
-            f"{layers} head layers with the identity activation equal one layer; "
-            "give a non-identity activation (relu, gelu, tanh) or use 1 layer."
-        )
 
 
 class GuidanceHead(nn.Module):

@@ -16,17 +16,20 @@ import copy
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+from huggingface_hub.dataclasses import strict
+from transformers import DynamicCache, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from t3unlearn.errors import ModelError, T3Error
-from t3unlearn.lm import MODEL_LOADING_KWARGS, load_base, split_loading_kwargs
-from t3unlearn.t3.config import CONFIG_NAME, HEAD_NAME, Guidance, T3Config
+from t3unlearn.lm import load_base, split_loading_kwargs
+from t3unlearn.t3.config import CONFIG_NAME, FORMAT, FORMAT_VERSION, HEAD_NAME, LAYER, POOLING, Guidance, TrainConfig
 from t3unlearn.t3.features import _readable, decoder_of, hidden_size_of, pool_prefix, vocab_size_of
 from t3unlearn.t3.guidance import guided_logits
-from t3unlearn.t3.head import GuidanceHead
+from t3unlearn.t3.head import ACTIVATIONS, GuidanceHead, check_head_shape
+
 
 def check_temperature(temperature) -> float:
     return Guidance(temperature=temperature).temperature
@@ -40,6 +43,94 @@ def tokenizer_hash(tokenizer) -> str:
     """Short hash of a tokenizer's vocabulary (token -> id)."""
     vocab = sorted(tokenizer.get_vocab().items())
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+
+@strict
+class T3Config(PreTrainedConfig):
+    """Configuration of a T3 head over a base model; its T3 fields are the content of ``t3_config.json``."""
+
+    model_type = "t3"
+
+    t3_temperature: float = Guidance.temperature
+    t3_scale: float = Guidance.scale
+    t3_tempering: str = Guidance.tempering
+    t3_tail_logp: float | None = Guidance.tail_logp
+    t3_bias: float = Guidance.bias
+    head_hidden: int = TrainConfig.hidden_size
+    head_activation: str = TrainConfig.activation
+    head_layers: int = TrainConfig.layers
+    pooling: str = POOLING
+    layer: str = LAYER
+    base_model_name_or_path: str | None = None
+    base_hidden_size: int = 0
+    vocab_size: int = 0
+    tokenizer_hash: str | None = None
+    training: dict | None = None
+    metrics: dict | None = None
+    calibration: dict | None = None
+    use_cache: bool = True
+
+    # the fields written to t3_config.json, in this order
+    FILE_FIELDS = ("t3_temperature", "t3_scale", "t3_tempering", "t3_tail_logp", "t3_bias", "head_hidden",
+                   "head_activation", "head_layers", "pooling", "layer", "base_model_name_or_path",
+                   "base_hidden_size", "vocab_size", "tokenizer_hash", "training", "metrics", "calibration")
+
+    @property
+    def guidance(self) -> Guidance:
+        return Guidance(self.t3_temperature, self.t3_scale, self.t3_tempering, self.t3_tail_logp, self.t3_bias)
+
+    def set_guidance(self, g: Guidance) -> None:
+        self.t3_temperature, self.t3_scale, self.t3_tempering, self.t3_tail_logp, self.t3_bias = (
+            g.temperature, g.scale, g.tempering, g.tail_logp, g.bias)
+
+    # ------------------------------------------------------------------ the file
+    def file_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **{k: getattr(self, k) for k in self.FILE_FIELDS}}
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / CONFIG_NAME
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(self.file_dict(), fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "T3Config":
+        """Read and check ``DIR/t3_config.json``; a missing, corrupt or inconsistent file is a ModelError."""
+        path = Path(directory)
+        cfg_path = path / CONFIG_NAME
+        if not path.is_dir():
+            raise ModelError(f"{path} is not a directory; give the directory a T3 head was saved to (it holds {CONFIG_NAME}).")
+        if not cfg_path.is_file():
+            raise ModelError(f"{path} holds no {CONFIG_NAME}; it is not a saved T3 head (run 't3unlearn unlearn --out {path}').")
+        try:
+            data = json.loads(cfg_path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("format") != FORMAT:
+                raise ValueError(f"format is {data.get('format') if isinstance(data, dict) else type(data).__name__!r}, not {FORMAT!r}")
+            if data.get("format_version") == 1:
+                data = _from_v1(data)
+            values = {k: data[k] for k in cls.FILE_FIELDS if k in data}
+            cfg = cls(**values)
+            cfg.guidance  # noqa: B018 - validates T, s, tempering, tail, bias
+            if cfg.head_activation not in ACTIVATIONS:
+                raise ValueError(f"unknown head activation {cfg.head_activation!r}")
+            check_head_shape(cfg.base_hidden_size, cfg.head_hidden, cfg.vocab_size, cfg.head_activation, cfg.head_layers)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{cfg_path} is corrupt or not a T3 config ({type(exc).__name__}: {exc}); save the head again.") from None
+        return cfg
+
+
+def _from_v1(data: dict) -> dict:
+    """The first head format (a hand-written dict) as T3Config fields."""
+    head, base = data["head"], data.get("base") or {}
+    return {
+        "t3_temperature": data["temperature"], "t3_scale": data["scale"], "head_hidden": head["hidden"],
+        "head_activation": head["activation"], "head_layers": head["layers"], "pooling": data.get("pooling", POOLING),
+        "layer": data.get("layer", LAYER), "base_model_name_or_path": data.get("base_model_name_or_path"),
+        "base_hidden_size": head["in_features"], "vocab_size": head["vocab_size"], "tokenizer_hash": base.get("tokenizer_hash"),
+        "training": data.get("training") or {}, "metrics": data.get("metrics") or {},
+    }
 
 
 class T3Cache(DynamicCache):
