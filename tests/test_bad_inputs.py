@@ -298,7 +298,7 @@ CLI = [
          r"t3_config.json is corrupt or not a T3 config .*save the head again", "save the head again"),
     Case("temperature-without-head", "`generate --temperature` without a head",
          lambda f: ["generate", "--model", str(f["model"]), "--temperature", "2", "Where?"],
-         r"--temperature/--scale are T3's T and s; they need a head", "add --head"),
+         r"--temperature/--scale/--tempering/--tail-logp/--bias are T3's guidance; they need a head", "add --head"),
     # ------------------------------------------------------------------ usage
     Case("usage-missing-option", "`eval` without `--out`",
          lambda f: ["eval", "--model", str(f["model"])],
