@@ -59,7 +59,8 @@ def test_compare_end_to_end_and_resume(tiny_models, tmp_path, monkeypatch, capsy
     assert gd["wall_seconds"][0] > 0 and gd["peak_rss_mb"][0] > 0
     sweep = rep["sweeps"]["graddiff"]
     assert [s["setting"] for s in sweep] == ["lr=0.0001", "lr=0.001"]
-    assert set(sweep[0]["summary"]) == {"forget_Q_A_Prob", "retain_Q_A_Prob"}  # quick evaluation
+    assert set(sweep[0]["summary"]) == {"forget_Q_A_Prob", "retain_Q_A_Prob", "forget_calibration_ks"}  # quick evaluation
+    assert all(0 < s["summary"]["forget_calibration_ks"] <= 1 for s in sweep)  # forget vs the world's never-seen authors
     # the chosen setting is the rule's choice on the recorded sweep, and the row runs it
     full_quick = json.loads(next((tmp_path / "cmp" / "forget10" / "runs" / "full").glob("*-quick/record.json")).read_text())
     expect = select_setting(sweep, full_quick["summary"]["retain_Q_A_Prob"], Selection())

@@ -112,6 +112,26 @@ class Benchmark:
         prefix = "tofu" if self.kind == "tofu" else (self.preset or "custom")
         return first.startswith(prefix + "-")
 
+    def calibration(self, config: str):
+        """``(dataset, name)`` of never-seen items like the forget set ``config``, for oracle-free calibration, or None.
+
+        World: its ``calibration`` authors (disjoint from every holdout set). TOFU ``forgetXX``: the
+        ``holdout10`` authors that are not in the split's own ``holdoutXX`` (for forget10 none are left, so all of
+        ``holdout10``: then calibration and the evaluation's membership-inference attack read the same authors,
+        which the results must say).
+        """
+        pct = config[len("forget"):] if config.startswith("forget") and config[len("forget"):].isdigit() else None
+        if self.kind == "world":
+            return self.qa("calibration", what="calibration set"), f"{self.label}:calibration"
+        if pct is None:
+            return None
+        every = self.qa("holdout10", what="holdout set")
+        if pct == "10":
+            return every, "tofu:holdout10"
+        own = set(self.qa(f"holdout{pct}", what="holdout set")["question"])
+        keep = [i for i, q in enumerate(every["question"]) if q not in own]
+        return every.select(keep), f"tofu:holdout10 minus holdout{pct}"
+
     def data(self, split: str = "forget10") -> dict[str, Any]:
         """The six evaluation sets of ``split`` by role (see :func:`t3unlearn.eval.runner.split_configs`)."""
         from t3unlearn.eval.runner import load_eval_data
@@ -214,28 +234,10 @@ def resolve_model(spec: str, *, log: Callable | None = None) -> str:
 
 
 def calibration_set(forget_spec: str):
-    """``(dataset, name)`` of never-seen items to calibrate T3 on for a benchmark forget set, or None.
-
-    ``world:forgetXX`` -> the world's ``calibration`` authors (disjoint from every holdout set);
-    ``tofu:forgetXX`` -> the ``holdout10`` authors that are not in the split's own ``holdoutXX`` (for
-    forget10 there are none left, so all of ``holdout10``: then the calibration and the evaluation's
-    membership-inference attack read the same authors, which the results must say).
-    """
+    """``(dataset, name)`` of never-seen items to calibrate T3 on for a benchmark forget set, or None
+    (see :meth:`Benchmark.calibration`)."""
     parsed = parse_spec(forget_spec)
-    if parsed is None:
-        return None
-    bench, config = parsed
-    pct = config[len("forget"):] if config.startswith("forget") and config[len("forget"):].isdigit() else None
-    if bench.kind == "world":
-        return bench.qa("calibration", what="calibration set"), f"{bench.label}:calibration"
-    if pct is None:
-        return None
-    every = bench.qa("holdout10", what="holdout set")
-    if pct == "10":
-        return every, "tofu:holdout10"
-    own = set(bench.qa(f"holdout{pct}", what="holdout set")["question"])
-    keep = [i for i, q in enumerate(every["question"]) if q not in own]
-    return every.select(keep), f"tofu:holdout10 minus holdout{pct}"
+    return None if parsed is None else parsed[0].calibration(parsed[1])
 
 
 def model_benchmark(spec: str) -> Benchmark | None:

@@ -17,6 +17,8 @@ import argparse
 import time
 from pathlib import Path
 
+from t3unlearn.t3.config import TEMPERINGS, Guidance
+
 _EPILOG = """\
 examples:
   t3unlearn demo                          # default world, forget10; writes t3-runs/demo/
@@ -44,8 +46,10 @@ def register(sub) -> None:
     p.add_argument("--preset", default="default", help="world preset: default or tiny [default]")
     p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"), help="[forget10]")
     p.add_argument("--out", default="t3-runs/demo", help="output directory [t3-runs/demo]")
-    p.add_argument("--temperature", type=float, default=2.5, help="T3's T [2.5]")
-    p.add_argument("--scale", type=float, default=1.0, help="T3's s [1.0]")
+    g = Guidance()
+    p.add_argument("--temperature", type=float, default=g.temperature, help=f"T3's T [{g.temperature:g}]")
+    p.add_argument("--scale", type=float, default=g.scale, help=f"T3's s [{g.scale:g}]")
+    p.add_argument("--tempering", default=g.tempering, choices=TEMPERINGS, help=f"where the base is tempered [{g.tempering}]")
     p.add_argument("--seed", type=int, default=0, help="head training seed [0]")
     p.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto: the cores not busy [auto]")
     p.add_argument("--no-eval", action="store_true", help="stop after showing answers (skip the TOFU evaluation)")
@@ -81,7 +85,7 @@ def run_demo(args) -> int:
     from t3unlearn.io import torch_threads
 
     if args.temperature <= 0:
-        raise T3Error(f"--temperature must be > 0 (got {args.temperature}); 1 is plain guidance, 2.5 the default.")
+        raise T3Error(f"--temperature must be > 0 (got {args.temperature}); 1 is plain guidance, {Guidance().temperature:g} the default.")
     with torch_threads(args.threads, log=print):
         return _demo(args)
 
@@ -112,13 +116,15 @@ def _demo(args) -> int:
     models = bench.models(("full", retain_name), log=print)
     clock.step(f"models ready: full, {retain_name} ({models['full'].parent})", t)
 
-    print(f"\n2. unlearn {args.split} from the full model with T3 (T = {args.temperature}, s = {args.scale})", flush=True)
+    guidance = {"temperature": args.temperature, "scale": args.scale, "tempering": args.tempering}
+    print(f"\n2. unlearn {args.split} from the full model with T3 (T = {args.temperature:g}, s = {args.scale:g}, "
+          f"{args.tempering} tempering)", flush=True)
     t = time.perf_counter()
     tokenizer = load_tokenizer(str(models["full"]))
     base = load_model(str(models["full"]))
     forget = bench.qa(args.split, what="forget set")
     retain = bench.qa(retain_name, what="retain set")
-    result = unlearn(base, tokenizer, forget, retain, temperature=args.temperature, scale=args.scale, seed=args.seed, progress=True)
+    result = unlearn(base, tokenizer, forget, retain, **guidance, seed=args.seed, progress=True)
     head_dir = out / "t3-head"
     result.model.save_pretrained(head_dir)
     rep = result.report
@@ -155,7 +161,7 @@ def _demo(args) -> int:
         clock.step(f"{retain_name} (the oracle: forget quality reference)", t)
         for name, head, settings in (
             ("full", None, None),
-            ("t3", head_dir, {"temperature": args.temperature, "scale": args.scale}),
+            ("t3", head_dir, guidance),
             ("cg", head_dir, {"temperature": 1.0, "scale": args.scale}),
         ):
             t = time.perf_counter()

@@ -29,8 +29,8 @@ ACTIVATIONS = ("identity", "relu", "gelu", "tanh")  # of the head's hidden layer
 TEMPERINGS = ("global", "adaptive")  # how the base is tempered (t3unlearn.t3.guidance)
 
 # the grid `t3unlearn calibrate` searches by default
-CALIBRATION_TEMPERATURES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
-CALIBRATION_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
+CALIBRATION_TEMPERATURES = (1.0, 1.5, 1.75, 2.0, 2.5)
+CALIBRATION_SCALES = (0.5, 0.6, 0.7, 0.8, 1.0, 1.5)
 CALIBRATION_TEMPERINGS = TEMPERINGS
 
 

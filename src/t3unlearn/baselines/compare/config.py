@@ -26,9 +26,10 @@ INFERENCE_METHODS = ("t3", "cg", "uld")
 # T3 and classifier guidance: the unlearn() settings compare passes on (head and optimizer: T3_HEAD_KEYS;
 # temperature and scale only change the served model, so settings differing in them share one head)
 T3_HEAD_KEYS = ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr", "weight_decay", "batch_size")
-T3_KEYS = ("temperature", "scale", *T3_HEAD_KEYS)
+T3_GUIDANCE_KEYS = ("temperature", "scale", "tempering", "tail_logp", "bias")
+T3_KEYS = (*T3_GUIDANCE_KEYS, *T3_HEAD_KEYS)
 # what the teacher-forced "quick" evaluation of a sweep computes, and what a full unit records
-QUICK_METRICS = ("forget_Q_A_Prob", "retain_Q_A_Prob")
+QUICK_METRICS = ("forget_Q_A_Prob", "retain_Q_A_Prob", "forget_calibration_ks")
 TABLE_METRICS = ("forget_quality", "model_utility", "forget_Q_A_ROUGE", "forget_truth_ratio", "privleak", "extraction_strength")
 SUMMARY_METRICS = TABLE_METRICS + ("forget_Q_A_Prob", "exact_memorization", *UTILITY_PARTS, "mia_min_k")
 # metrics that use the retain model's results on the forget set: selection may not look at them
@@ -40,7 +41,7 @@ class Selection:
     """How a sweep setting is chosen (see :func:`t3unlearn.baselines.compare.selection.select_setting`)."""
 
     eval: Literal["quick", "full"] = "quick"
-    metric: str = "forget_Q_A_Prob"
+    metric: str = "forget_calibration_ks"
     utility_metric: str = "retain_Q_A_Prob"
     utility_tolerance: float = 0.05
     lower_is_better: bool = True
@@ -239,5 +240,5 @@ def load_compare_config(config: str | os.PathLike | dict | CompareConfig | None 
 
 
 __all__ = ["ALL_METHODS", "CompareConfig", "DEFAULT_CONFIG", "EvalSettings", "FINETUNE", "INFERENCE_METHODS",
-           "MethodEntry", "NO_SETTING", "QUICK_METRICS", "SUMMARY_METRICS", "Selection", "Setting", "T3_HEAD_KEYS",
+           "MethodEntry", "NO_SETTING", "QUICK_METRICS", "SUMMARY_METRICS", "Selection", "Setting", "T3_GUIDANCE_KEYS", "T3_HEAD_KEYS",
            "TABLE_METRICS", "load_compare_config"]

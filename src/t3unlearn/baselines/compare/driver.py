@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -119,8 +120,19 @@ def compare(
                                 progress=progress, log=log, role="retain")
         res.save(ref_dir)
 
+    # never-seen items like the forget set: the oracle-free selection metric compares the forget set with them
+    calib, calib_file = bench.calibration(split), None
+    if calib is not None:
+        calib_file = out / "calibration.jsonl"
+        if not calib_file.is_file():
+            out.mkdir(parents=True, exist_ok=True)
+            with atomic_write(calib_file) as fh:
+                for q, a in zip(calib[0]["question"], calib[0]["answer"]):
+                    fh.write(json.dumps({"question": q, "answer": a}, ensure_ascii=False) + "\n")
+        log(f"calibration set (selection): {calib[1]}, {len(calib[0])} items")
+
     ev = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
-    context = {"benchmark": bench.label, "split": split, "world": world_dir, "model": model, "retain_model": retain_model,
+    context = {"calibration": calib[1] if calib else None, "benchmark": bench.label, "split": split, "world": world_dir, "model": model, "retain_model": retain_model,
                "pretrained": pretrained, "eval": ev, "max_length": cfg.max_length, "retain_subset": cfg.retain_subset}
 
     def spec_of(method: str, setting: Setting, seed: int, mode: str = "full") -> UnitSpec:
@@ -131,7 +143,9 @@ def compare(
                         retain_model=retain_model, pretrained=pretrained, forget=f"{source}:{split}",
                         retain=f"{source}:{retain_split(split)}", idk=idk, eval=ev, reference=str(ref_dir),
                         artifacts=str(out / "artifacts"), max_length=cfg.max_length, retain_subset=cfg.retain_subset,
-                        unit_dir=str(unit_dir), threads=n_threads, progress=progress)
+                        unit_dir=str(unit_dir), threads=n_threads, progress=progress,
+                        calibration=str(calib_file) if calib_file else None,
+                        calibration_name=calib[1] if calib else None)
 
     def run_all(specs: list[UnitSpec]) -> list[dict]:
         if jobs <= 1 or not isolate or len(specs) < 2:

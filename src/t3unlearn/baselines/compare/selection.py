@@ -1,7 +1,8 @@
 """Choosing a sweep setting, and aggregating a method's seeds into one table row.
 
-Selection (first seed of each setting): the setting with the lowest ``selection.metric`` (forget
-``Q_A_Prob``) among those whose ``selection.utility_metric`` (retain ``Q_A_Prob``) is at least the full
+Selection (first seed of each setting): the setting with the lowest ``selection.metric`` (by default
+``forget_calibration_ks``: how far the forget answers' losses are from those of never-seen items, the rule of
+``t3unlearn calibrate``) among those whose ``selection.utility_metric`` (retain ``Q_A_Prob``) is at least the full
 model's minus ``utility_tolerance``; if none keeps that much, the one with the highest utility metric.
 The rule never looks at the retain model's results on the forget set (forget quality, privleak): the
 config refuses those metrics.

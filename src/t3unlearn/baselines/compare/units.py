@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from t3unlearn.baselines.compare.config import FINETUNE, QUICK_METRICS, SUMMARY_METRICS, T3_HEAD_KEYS, Setting
+from t3unlearn.baselines.compare.config import FINETUNE, QUICK_METRICS, SUMMARY_METRICS, T3_GUIDANCE_KEYS, T3_HEAD_KEYS, Setting
 from t3unlearn.baselines.compare.report import number
 from t3unlearn.errors import T3Error
 
@@ -65,6 +65,8 @@ class UnitSpec:
     unit_dir: str
     threads: int | None = None  # torch threads of the unit's own process (None: torch's default)
     progress: bool = True
+    calibration: str | None = None  # a JSONL file of never-seen items like the forget set (selection metric)
+    calibration_name: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -125,10 +127,15 @@ def _num_params(module) -> int:
 def _t3_model(spec: UnitSpec, base, tokenizer, forget, retain):
     """T3 / classifier guidance: train (or reuse) the head, attach it with this setting's T and s."""
     from t3unlearn.io import fingerprint
+    from dataclasses import asdict
+
+    from t3unlearn.t3.config import Guidance
     from t3unlearn.t3.model import T3ForCausalLM
 
     p = spec.params
     head_kw = {k: p[k] for k in T3_HEAD_KEYS if k in p}
+    # every knob, the unset ones at Guidance's defaults (not the shared head's saved ones)
+    guidance = {**asdict(Guidance()), **{k: p[k] for k in T3_GUIDANCE_KEYS if k in p}}
     key = fingerprint("t3-head-v1", head_kw, spec.seed, spec.model, spec.forget, spec.retain, spec.max_length, spec.retain_subset)
     art = Path(spec.artifacts) / f"t3-head-{key}-seed{spec.seed}"
 
@@ -137,14 +144,14 @@ def _t3_model(spec: UnitSpec, base, tokenizer, forget, retain):
         from t3unlearn.t3 import unlearn
 
         with measure() as m:
-            result = unlearn(base, tokenizer, forget, retain, temperature=p.get("temperature", 2.5), scale=p.get("scale", 1.0),
-                             seed=spec.seed, cache=False, progress=spec.progress, max_length=spec.max_length, **head_kw)
+            result = unlearn(base, tokenizer, forget, retain, **guidance, seed=spec.seed, cache=False, progress=spec.progress,
+                             max_length=spec.max_length, **head_kw)
         result.model.save_pretrained(tmp)
         report = {k: v for k, v in result.report.items() if isinstance(v, (int, float, str, bool))}
         return {**m.cost(_num_params(result.model.head)).to_dict(), "report": report}
 
     cost = artifact(art, build)
-    model = T3ForCausalLM.from_base(base, str(art), temperature=p.get("temperature", 2.5), scale=p.get("scale", 1.0))
+    model = T3ForCausalLM.from_base(base, str(art), **guidance)
     return model, {**cost, "artifact": str(art)}
 
 
@@ -219,15 +226,24 @@ def _world_model_cost(model_dir: Path) -> dict:
             "note": "the world's retain model, reused (its training time from train_info.json)"}
 
 
-def quick_scores(lm, data: dict, batch_size: int = 32) -> dict:
-    """Teacher-forced only (no generation): forget and retain Q_A_Prob, for selecting a sweep setting."""
+def quick_scores(lm, data: dict, batch_size: int = 32, calibration=None) -> dict:
+    """Teacher-forced only (no generation), for selecting a sweep setting: forget and retain Q_A_Prob and, given a
+    ``calibration`` set of never-seen items like the forget set, ``forget_calibration_ks``: the KS distance between
+    the forget and the calibration items' mean answer losses (0 when the model treats forgotten items as items it
+    never saw; the rule ``t3unlearn calibrate`` uses)."""
     import math
 
-    out = {}
+    from t3unlearn.t3.calibrate import ks_distance
+
+    out, losses = {}, {}
     for role, key in zip(("forget_qa", "retain"), QUICK_METRICS):
         ds = data[role]
         scores = lm.token_scores(lm.encode(ds["question"], ds["answer"]), batch_size=batch_size)
-        out[key] = sum(math.exp(-s.avg_loss) for s in scores) / len(scores)
+        losses[role] = [s.avg_loss for s in scores]
+        out[key] = sum(math.exp(-x) for x in losses[role]) / len(scores)
+    if calibration is not None:
+        scores = lm.token_scores(lm.encode(calibration["question"], calibration["answer"]), batch_size=batch_size)
+        out["forget_calibration_ks"] = ks_distance(losses["forget_qa"], [s.avg_loss for s in scores])
     return out
 
 
@@ -295,7 +311,9 @@ def _execute(spec: UnitSpec) -> dict:
 
     if spec.eval_mode == "quick":
         t = time.perf_counter()
-        record["summary"] = quick_scores(lm, data, batch_size)
+        calib = load_qa(spec.calibration, what="calibration set") if spec.calibration else None
+        record["summary"] = quick_scores(lm, data, batch_size, calibration=calib)
+        record["calibration_set"] = spec.calibration_name
         record.update(eval_seconds=time.perf_counter() - t, unit_seconds=time.perf_counter() - t_unit, process=process())
         with atomic_dir(spec.unit_dir) as tmp:
             save_json(tmp / RECORD, record)
