@@ -39,7 +39,8 @@ def _free_socket() -> socket.socket:
 
 @pytest.fixture(scope="module")
 def world_heads(tiny_world, tiny_models, tmp_path_factory):
-    """Two heads over the tiny world's full model: f10 (forget10) and f05 (forget05, saved T=2, s=1.5)."""
+    """Two heads over the tiny world's full model: f10 (forget10, T=2.5, s=1, the default tempering) and f05
+    (forget05, saved T=2, s=1.5, global tempering)."""
     from t3unlearn.data import load_qa
     from t3unlearn.lm import load_model, load_tokenizer
     from t3unlearn.t3 import unlearn
@@ -50,9 +51,10 @@ def world_heads(tiny_world, tiny_models, tmp_path_factory):
     model, tok = load_model(full, device="cpu"), load_tokenizer(full)
     root = tmp_path_factory.mktemp("serve")
     heads = {}
-    for name, forget, retain, T, s in (("f10", "forget10", "retain90", 2.5, 1.0), ("f05", "forget05", "retain95", 2.0, 1.5)):
+    for name, forget, retain, T, s, tempering in (("f10", "forget10", "retain90", 2.5, 1.0, "adaptive"),
+                                                  ("f05", "forget05", "retain95", 2.0, 1.5, "global")):
         t3, _ = unlearn(model, tok, load_qa(str(tiny_world), forget), load_qa(str(tiny_world), retain), epochs=20,
-                        hidden_size=16, temperature=T, scale=s)
+                        hidden_size=16, temperature=T, scale=s, tempering=tempering)
         t3.save_pretrained(root / name)
         heads[name] = str(root / name)
     questions = list(load_qa(str(tiny_world), "forget10")["question"][:3]) + list(load_qa(str(tiny_world), "retain90")["question"][:2])
@@ -269,7 +271,7 @@ def test_t3_knobs_per_request(server):
     # the other guidance knobs of T3ForCausalLM, per request: greedy text as generate() gives with them
     from t3unlearn.t3.model import T3ForCausalLM
 
-    knobs = {"tempering": "adaptive", "tail_logp": -6.0, "bias": 0.5}
+    knobs = {"tempering": "global", "tail_logp": -6.0, "bias": 0.5}  # f10 is saved adaptive
     got = client.completions.create(model="f10", prompt=_prompt(q), max_tokens=20, temperature=0, extra_body={"t3": knobs})
     assert got.model_extra["t3"] | knobs == got.model_extra["t3"]
     ref = T3ForCausalLM.from_base(server["full"], server["heads"]["f10"], **knobs)
@@ -412,7 +414,7 @@ def test_playground_in_a_browser(server):
             page.wait_for_selector("#head option[value='f05']", state="attached")
             assert page.inner_text("#base-id") == "tiny-full"
             page.select_option("#head", "f10")
-            assert (page.input_value("#T"), page.input_value("#s")) == ("2.5", "1")  # the head's saved T and s
+            assert (page.input_value("#T"), page.input_value("#s"), page.input_value("#tempering")) == ("2.5", "1", "adaptive")
             page.fill("#question", q)
             page.fill("#max-tokens", "24")
             page.click("#ask")
@@ -424,7 +426,7 @@ def test_playground_in_a_browser(server):
 
             # switch heads: the sliders take the head's saved T and s; move them to T = 1, s = 0 (the base)
             page.select_option("#head", "f05")
-            assert (page.input_value("#T"), page.input_value("#s")) == ("2", "1.5")
+            assert (page.input_value("#T"), page.input_value("#s"), page.input_value("#tempering")) == ("2", "1.5", "global")
             page.fill("#T", "1")
             page.fill("#s", "0")
             assert page.inner_text("#T-value") == "1" and page.inner_text("#s-value") == "0"
@@ -433,7 +435,7 @@ def test_playground_in_a_browser(server):
             page.wait_for_function("document.getElementById('head-status').dataset.state === 'done'"
                                    " && document.getElementById('base-status').dataset.state === 'done'")
             head_req = next(s for s in sent if s["model"] == "f05")
-            assert head_req["t3"] == {"temperature": 1, "scale": 0}
+            assert head_req["t3"] == {"temperature": 1, "scale": 0, "tempering": "global"}
             assert page.inner_text("#head-answer") == page.inner_text("#base-answer")
             assert page.inner_text("#head-answer").strip() == chat("f05", extra_body={"t3": {"temperature": 1, "scale": 0}}).strip()
             assert "error" not in page.inner_text("#head-status")

@@ -40,9 +40,9 @@ def test_unlearn_then_generate(saved, capsys):
     q = "Where was Ilse Varga born?"
     assert main(["generate", "--model", str(saved / "base"), "--head", head, "--max-new-tokens", "4", "--device", "cpu", q]) == 0
     out = capsys.readouterr().out
-    assert "T=2.5, s=1" in out and f"Q: {q}" in out
+    assert "T=1.75, s=0.7, adaptive" in out and f"Q: {q}" in out  # the default guidance, named
     assert main(["generate", "--model", head, "--temperature", "1", "--num-beams", "2", "--max-new-tokens", "4", "--device", "cpu", q, "Who?"]) == 0
-    assert "T=1, s=1" in capsys.readouterr().out
+    assert "(T=1, s=0.7)" in capsys.readouterr().out  # T overridden, s saved; at T = 1 no tempering to name
     assert main(["generate", "--model", head, "--do-sample", "--top-k", "5", "--stream", "--max-new-tokens", "4", "--device", "cpu", q]) == 0
 
 

@@ -13,11 +13,12 @@ from t3unlearn.t3.head import GuidanceHead
 from t3unlearn.t3.model import T3Cache, T3Config, T3ForCausalLM
 
 
-def _t3(base, *, T=2.5, s=1.0, hidden=8, seed=0):
+def _t3(base, *, T=2.5, s=1.0, hidden=8, seed=0, tempering="global"):
+    """A T3 model with a random head; the paper's (global) tempering unless asked otherwise."""
     torch.manual_seed(seed)
     head = GuidanceHead(base.config.hidden_size, hidden, base.config.vocab_size)
     torch.nn.init.normal_(head.out.weight, std=2.0)  # a head that visibly tilts
-    return T3ForCausalLM(T3Config(t3_temperature=T, t3_scale=s), base, head).eval()
+    return T3ForCausalLM(T3Config(t3_temperature=T, t3_scale=s, t3_tempering=tempering), base, head).eval()
 
 
 def _prompts(tok, texts):

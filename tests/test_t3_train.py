@@ -118,10 +118,11 @@ def test_gather_equals_full_logits():
 
 def test_unlearn_learns_and_reports(random_lm, home):
     from t3unlearn.t3 import T3ForCausalLM, unlearn
+    from t3unlearn.t3.config import Guidance
 
     base, tok = random_lm
     t3, report = unlearn(base, tok, _ds(FORGET), _ds(RETAIN), hidden_size=16, epochs=60, warmup_epochs=5, batch_size=2, lr=3e-2)
-    assert isinstance(t3, T3ForCausalLM) and t3.temperature == 2.5 and t3.scale == 1.0
+    assert isinstance(t3, T3ForCausalLM) and t3.guidance == Guidance()  # the defaults, saved with the head
     for name in ("forget", "retain"):
         assert set(report[name]) >= {"token_loss", "token_acc", "seq_loss", "seq_acc"}
     # a head can separate five from seven items on their own features

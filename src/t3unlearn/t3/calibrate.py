@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from t3unlearn.errors import T3Error
-from t3unlearn.t3.config import CALIBRATION_SCALES, CALIBRATION_TEMPERATURES, CALIBRATION_TEMPERINGS, TEMPERINGS
+from t3unlearn.t3.config import CALIBRATION_SCALES, CALIBRATION_TEMPERATURES, CALIBRATION_TEMPERINGS, TEMPERINGS, Guidance
 from t3unlearn.t3.guidance import guided_logits
 
 MIN_K = 0.4
@@ -39,17 +39,17 @@ MIN_K = 0.4
 class Setting:
     """One point of the guidance grid."""
 
-    temperature: float = 2.5
-    scale: float = 1.0
-    tempering: str = "global"
-    tail_logp: float | None = None
-    bias: float = 0.0
+    temperature: float = Guidance.temperature
+    scale: float = Guidance.scale
+    tempering: str = Guidance.tempering
+    tail_logp: float | None = Guidance.tail_logp
+    bias: float = Guidance.bias
 
     def label(self) -> str:
         parts = [f"T={self.temperature:g}", f"s={self.scale:g}"]
-        if self.tempering != "global":
+        if self.tempering != "global" and self.temperature != 1:  # at T = 1 every tempering is the identity
             parts.append(self.tempering)
-        if self.tail_logp is not None:
+        if self.tail_logp is not None and self.temperature != 1:
             parts.append(f"tail={self.tail_logp:g}")
         if self.bias:
             parts.append(f"bias={self.bias:g}")
@@ -258,7 +258,6 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     import random
 
     from t3unlearn.data import QAFormatter
-    from t3unlearn.t3.config import Guidance
 
     if len(forget) == 0 or len(holdout) == 0 or len(retain) == 0:
         raise T3Error("calibration needs non-empty forget, holdout and retain sets.")

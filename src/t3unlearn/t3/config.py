@@ -69,9 +69,11 @@ class Guidance:
     (added to the head's logits). See :mod:`t3unlearn.t3.guidance`.
     """
 
-    temperature: float = 2.5
-    scale: float = 1.0
-    tempering: str = "global"
+    # measured on the world's forget10/forget05 (docs/t3.md, "Choosing T, s and the tempering"); the paper's
+    # TOFU setting is temperature=2.5, scale=1.0, tempering="global"
+    temperature: float = 1.75
+    scale: float = 0.7
+    tempering: str = "adaptive"
     tail_logp: float | None = None
     bias: float = 0.0
 
@@ -97,9 +99,9 @@ class Guidance:
 
     def label(self) -> str:
         parts = [f"T={self.temperature:g}", f"s={self.scale:g}"]
-        if self.tempering != "global":
+        if self.tempering != "global" and self.temperature != 1:  # at T = 1 every tempering is the identity
             parts.append(self.tempering)
-        if self.tail_logp is not None:
+        if self.tail_logp is not None and self.temperature != 1:
             parts.append(f"tail={self.tail_logp:g}")
         if self.bias:
             parts.append(f"bias={self.bias:g}")

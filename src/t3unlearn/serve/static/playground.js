@@ -51,6 +51,7 @@ function resetKnobs() {
   if (!h) return;
   setKnob("T", h.temperature);
   setKnob("s", h.scale);
+  if (h.tempering) $("tempering").value = h.tempering;
 }
 
 function setKnob(id, value) {
@@ -146,7 +147,7 @@ function ask(event) {
   if (head) {
     const headCtl = new AbortController();
     state.controllers.push(headCtl);
-    const t3 = { temperature: parseFloat($("T").value), scale: parseFloat($("s").value) };
+    const t3 = { temperature: parseFloat($("T").value), scale: parseFloat($("s").value), tempering: $("tempering").value };
     updateLabels();
     jobs.push(streamAnswer("head", { ...common, model: head, t3 }, headCtl));
   } else {
