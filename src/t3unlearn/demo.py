@@ -22,6 +22,7 @@ examples:
   t3unlearn demo                          # default world, forget10; writes t3-runs/demo/
   t3unlearn demo --preset tiny            # the test-sized world: about a minute cold
   t3unlearn demo --split forget05 --out runs/demo05
+  t3unlearn demo --images                 # the image job: DDPM + VAE unlearning (docs/images.md)
 
 what it writes to --out:
   t3-head/                  the T3 head (head.safetensors + t3_config.json), loadable with
@@ -49,6 +50,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="head training seed [0]")
     p.add_argument("--threads", default="auto", help="torch CPU threads: a number, or auto: 1 on a busy machine [auto]")
     p.add_argument("--no-eval", action="store_true", help="stop after showing answers (skip the TOFU evaluation)")
+    p.add_argument("--images", action="store_true", help="instead: the image job (DDPM + VAE, SISS, Adaptive-λ SISS, "
+                   "baselines) on the augmented-digits benchmark; writes t3-runs/images-demo (see docs/images.md)")
     p.set_defaults(func=run_demo)
 
 
@@ -99,6 +102,10 @@ def _evaluate_cached(lm, key_parts: list, *, world: Path, split: str, retain, ou
 
 
 def run_demo(args) -> int:
+    if getattr(args, "images", False):
+        from t3unlearn.images.demo import run_images_demo
+
+        return run_images_demo(args)
     import torch
 
     from t3unlearn.data import load_qa
