@@ -102,7 +102,7 @@ def train_classifier(bench: ImageBenchmark, config: ClassifierConfig | None = No
         torch.manual_seed(cfg.seed)
         clf = DigitClassifier(image_size=bench.train.shape[-1])
     X, y = bench.clf_train, bench.clf_train_labels
-    # balance the glyph class against the digits (it has about as many images as one digit)
+    # the glyph class has as many training images as one digit (clf_glyphs_train = train_per_class)
     opt = torch.optim.Adam(clf.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
     t0 = time.perf_counter()
@@ -316,7 +316,7 @@ def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int, title: str |
     fig.tight_layout(pad=0.2)
     path = Path(path)
     with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=dpi)
+        fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
     plt.close(fig)
     return path
 
