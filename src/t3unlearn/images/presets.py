@@ -6,7 +6,7 @@ the full and oracle models of both families train in a few minutes on 2 CPU core
 runs are 1-3 minutes each. ``tiny``: the test-sized version (seconds).
 
 The unlearning settings (learning rates, steps, superfactor, NegGrad's ``alpha``) were chosen on
-seed 0 of the default preset with the rule written in ``docs/images.md``; any of them can be
+seed 0 of the default preset (by hand; ``docs/images.md``); any of them can be
 overridden per run (``t3unlearn images unlearn --set key=value --steps N --lr X``).
 """
 
@@ -43,7 +43,7 @@ class ImagePreset:
 
 
 _DEFAULT_UNLEARN = {
-    # chosen on seed 0 (docs/images.md, "How the settings were chosen"); SISS and Adaptive-λ SISS
+    # set by hand on seed 0 of the default preset (docs/images.md, "Methods"); SISS and Adaptive-λ SISS
     # share every setting, so the table compares static and adaptive λ and nothing else
     "ddpm": {
         "naive": {"config": {"steps": 150, "batch_size": 32, "lr": 2e-4}},
