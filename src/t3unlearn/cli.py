@@ -21,6 +21,7 @@ _AREAS = [
     "t3unlearn.eval.cli",  # eval, report
     "t3unlearn.baselines.cli",  # compare
     "t3unlearn.toy.cli",  # toy
+    "t3unlearn.images.cli",  # images build / train / unlearn / eval / compare
     "t3unlearn.demo",  # demo
     "t3unlearn.serve.cli",  # serve
 ]

@@ -24,6 +24,7 @@ examples:
   t3unlearn demo                          # default world, forget10; writes t3-runs/demo/
   t3unlearn demo --preset tiny            # the test-sized world: about a minute cold
   t3unlearn demo --split forget05 --out runs/demo05
+  t3unlearn demo --images                 # the image job: DDPM + VAE unlearning (docs/images.md)
 
 what it writes to --out:
   t3-head/                  the T3 head (head.safetensors + t3_config.json), loadable with
@@ -53,6 +54,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="head training seed [0]")
     p.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto: the cores not busy [auto]")
     p.add_argument("--no-eval", action="store_true", help="stop after showing answers (skip the TOFU evaluation)")
+    p.add_argument("--images", action="store_true", help="instead: the image job (DDPM + VAE, SISS, Adaptive-λ SISS, "
+                   "baselines) on the augmented-digits benchmark; writes t3-runs/images-demo (see docs/images.md)")
     p.set_defaults(func=run_demo)
 
 
@@ -84,6 +87,10 @@ def run_demo(args) -> int:
     from t3unlearn.errors import T3Error
     from t3unlearn.io import torch_threads
 
+    if getattr(args, "images", False):
+        from t3unlearn.images.demo import run_images_demo
+
+        return run_images_demo(args)
     if args.temperature <= 0:
         raise T3Error(f"--temperature must be > 0 (got {args.temperature}); 1 is plain guidance, {Guidance().temperature:g} the default.")
     with torch_threads(args.threads, log=print):

@@ -1,0 +1,266 @@
+"""``t3unlearn images build | train | unlearn | eval | compare``: unlearning for image generators."""
+
+from __future__ import annotations
+
+import argparse
+
+_DESCRIPTION = """\
+Unlearning for image generative models (DDPMs and VAEs) on an offline augmented-digits benchmark:
+MNIST digits plus a generated trousers-like glyph family labelled "1" (about 1 % of the data, the
+forget set). Methods: naive deletion, NegGrad, NegGrad+, SISS (static λ) and Adaptive-λ SISS, for
+both a class-conditional diffusers DDPM and a conditional VAE; an evaluator classifier measures how
+often the forget glyphs come back and how good the digits stay.
+"""
+
+_EPILOG = """\
+examples:
+  t3unlearn images build                                   the benchmark (cached) + a picture of it
+  t3unlearn images train --family ddpm --role full,retain  the full model and the retrain oracle
+  t3unlearn images unlearn --model ddpm:full --method siss --out siss-ddpm
+  t3unlearn images unlearn --model vae:full --method adaptive_siss --set kl_weight=0.01 --out ad-vae
+  t3unlearn images eval --model siss-ddpm --out runs/siss-ddpm        metrics + sample grid
+  t3unlearn images eval --model ddpm:retain
+  t3unlearn images compare --seeds 3 --out t3-runs/images               every method, table + plots
+  t3unlearn images compare --preset tiny --seeds 1 --out /tmp/ti       test-sized, seconds
+
+models: a directory written by 'images train --out' / 'images unlearn --out', or FAMILY:ROLE
+(ddpm:full, ddpm:retain, vae:full, vae:retain) for the preset's cached models (trained on first use).
+Everything is cached under $T3UNLEARN_HOME/images (default ~/.cache/t3unlearn/images).
+"""
+
+_METHODS_HELP = """\
+methods (--method; settings with --set KEY=VALUE):
+  naive          naive deletion: fine-tune on the retain data only
+  neggrad        gradient ascent on the forget data
+  neggrad_plus   descent on retain + alpha x ascent on forget               [alpha]
+  siss           SISS: importance-sampled naive deletion minus c x the forget term, one noisy
+                 sample from the λ-mixture of a data image and a forget image
+                 [lambda=0.5, superfactor, forget_norm, forget_norm_ratio=0.1, forget_norm_mode=clip]
+  adaptive_siss  Adaptive-λ SISS: λ ~ q(λ | losses, gradient norms) from an inference network
+                 trained jointly on E_q[SISS loss] + kl_weight x KL(q || prior)
+                 [prior_lambda, prior_sigma, kl_weight, hidden, infer_lr, superfactor, forget_norm*]
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="default", help="default (minutes on a CPU) or tiny (seconds; tests) [default]")
+    p.add_argument("--threads", default="auto", help="torch CPU threads: a number, or auto (1 on a busy machine) [auto]")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("images", help="unlearning for image generators (DDPM, VAE): SISS, Adaptive-λ SISS, baselines",
+                       description=_DESCRIPTION, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    isub = p.add_subparsers(dest="images_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda a: p.print_help() or 2)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    b = isub.add_parser("build", help="build the augmented-digits benchmark (cached) and draw it", epilog=_EPILOG, formatter_class=fmt)
+    _common(b)
+    b.add_argument("--out", default=None, metavar="DIR", help="also write it to DIR (data.safetensors, bench.json, samples.png)")
+    b.set_defaults(func=_build)
+
+    t = isub.add_parser("train", help="train the full model and/or the retrain oracle", epilog=_EPILOG, formatter_class=fmt)
+    _common(t)
+    t.add_argument("--family", default="ddpm,vae", help="ddpm, vae or both, comma-separated [ddpm,vae]")
+    t.add_argument("--role", default="full,retain", help="full (all data), retain (the oracle: without the forget set) [full,retain]")
+    t.add_argument("--seed", type=int, default=0, help="training seed [0]")
+    t.add_argument("--out", default=None, metavar="DIR", help="also copy each model to DIR/FAMILY-ROLE")
+    t.set_defaults(func=_train)
+
+    u = isub.add_parser("unlearn", help="unlearn the forget glyphs from a model with one method",
+                        epilog=_METHODS_HELP + "\n" + _EPILOG, formatter_class=fmt)
+    _common(u)
+    u.add_argument("--model", default="ddpm:full", help="the model to unlearn from: a directory or FAMILY:full [ddpm:full]")
+    u.add_argument("--method", default="siss", help="naive, neggrad, neggrad_plus, siss, adaptive_siss [siss]")
+    u.add_argument("--out", required=True, metavar="DIR", help="output directory: the unlearned model + run.json")
+    u.add_argument("--steps", type=int, default=None, help="unlearning steps [the preset's]")
+    u.add_argument("--lr", type=float, default=None, help="learning rate [the preset's]")
+    u.add_argument("--batch-size", type=int, default=None, help="pairs per step [the preset's]")
+    u.add_argument("--seed", type=int, default=0, help="seed of every random draw [0]")
+    u.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method setting, e.g. superfactor=50 (repeatable)")
+    u.set_defaults(func=_unlearn)
+
+    e = isub.add_parser("eval", help="forget rates, class accuracy, Fréchet distance (and ELBOs) of a model + sample grid",
+                        epilog=_EPILOG, formatter_class=fmt)
+    _common(e)
+    e.add_argument("--model", required=True, help="a directory or FAMILY:ROLE (ddpm:full, vae:retain, ...)")
+    e.add_argument("--out", default=None, metavar="DIR", help="write eval.json and samples.png there")
+    e.add_argument("--sampler", default=None, choices=("ddpm", "ddim"), help="DDPM sampler [ddpm]")
+    e.add_argument("--steps", type=int, default=None, help="DDPM sampling steps [30]")
+    e.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (1 = off) [1]")
+    e.add_argument("--seed", type=int, default=None, help="sampling seed [1234]")
+    e.set_defaults(func=_eval)
+
+    c = isub.add_parser("compare", help="every method and the oracle on both families, several seeds: table + plots",
+                        epilog=_EPILOG, formatter_class=fmt)
+    _common(c)
+    c.add_argument("--families", default="ddpm,vae", help="comma-separated [ddpm,vae]")
+    c.add_argument("--methods", default="naive,neggrad,neggrad_plus,siss,adaptive_siss", help="comma-separated [all]")
+    c.add_argument("--seeds", type=int, default=3, help="unlearning (and oracle training) seeds [3]")
+    c.add_argument("--out", default="t3-runs/images", metavar="DIR", help="output directory [t3-runs/images]")
+    c.add_argument("--no-grids", action="store_true", help="skip the sample grids")
+    c.set_defaults(func=_compare)
+
+
+def _families(text: str) -> list[str]:
+    from t3unlearn.errors import T3Error
+
+    fams = [f.strip() for f in text.split(",") if f.strip()]
+    bad = [f for f in fams if f not in ("ddpm", "vae")]
+    if not fams or bad:
+        raise T3Error(f"--family takes ddpm, vae or both (comma-separated), not {text!r}.")
+    return fams
+
+
+def _build(args) -> int:
+    import shutil
+    import time
+    from pathlib import Path
+
+    from t3unlearn.images.data import ensure_benchmark, write_benchmark
+    from t3unlearn.images.evaluator import save_grid
+    from t3unlearn.images.presets import get_preset
+
+    t0 = time.perf_counter()
+    P = get_preset(args.preset)
+    bench = ensure_benchmark(P.bench)
+    if args.out:
+        out = write_benchmark(bench.settings, args.out, preset=P.bench)
+        import torch
+
+        per = 12
+        rows = [bench.retain[bench.retain_labels == c][:per] for c in range(10)] + [bench.forget[:per]]
+        save_grid(torch.cat(rows), Path(out) / "samples.png", nrow=per,
+                  row_labels=[str(c) for c in range(10)] + [f"forget ({bench.forget_label})"], title="training images")
+    s = bench.summary()
+    print(f"image benchmark ({P.bench}): {s['train']} training images = {s['retain']} digits + {s['forget']} forget glyphs "
+          f"labelled {s['forget_label']} ({100 * s['forget_fraction']:.2f} % of the data, {100 * s['forget_share_of_label']:.1f} % "
+          f"of label {s['forget_label']}); {s['test']} held-out digits; {s['image_size']}x{s['image_size']} pixels")
+    print(f"cached at {bench.path}" + (f"; written to {args.out} (with samples.png)" if args.out else ""))
+    print(f"wall time: {time.perf_counter() - t0:.1f} s")
+    del shutil
+    return 0
+
+
+def _train(args) -> int:
+    import shutil
+    import time
+    from pathlib import Path
+
+    from t3unlearn.errors import T3Error
+    from t3unlearn.images.api import ROLES, ensure_generator
+    from t3unlearn.images.models import ImageGenerator
+    from t3unlearn.io import atomic_dir, torch_threads
+
+    roles = [r.strip() for r in args.role.split(",") if r.strip()]
+    if not roles or any(r not in ROLES for r in roles):
+        raise T3Error(f"--role takes full, retain or both, not {args.role!r}.")
+    with torch_threads(args.threads, log=print):
+        for fam in _families(args.family):
+            for role in roles:
+                t0 = time.perf_counter()
+                path = ensure_generator(fam, role, preset=args.preset, seed=args.seed, progress=not args.quiet)
+                meta = ImageGenerator.load(path).meta["train"]
+                took = time.perf_counter() - t0
+                print(f"{fam} {role}: {meta['parameters']:,} parameters, {meta['config']['steps']} steps, trained in "
+                      f"{meta['train_seconds']:.1f} s{' (cached)' if took < meta['train_seconds'] / 2 else ''}; {path}")
+                if args.out:
+                    with atomic_dir(Path(args.out) / f"{fam}-{role}") as tmp:
+                        shutil.copytree(path, tmp, dirs_exist_ok=True)
+    return 0
+
+
+def _parse_sets(items) -> dict:
+    import json
+
+    from t3unlearn.errors import T3Error
+
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise T3Error(f"--set takes KEY=VALUE, not {item!r}.")
+        try:
+            params[key.strip()] = json.loads(value.strip())
+        except ValueError:
+            params[key.strip()] = value.strip()
+    return params
+
+
+def _unlearn(args) -> int:
+    from t3unlearn.images.api import load_bench, resolve_generator, save_unlearned
+    from t3unlearn.images.methods import get_method, resolve_params
+    from t3unlearn.images.models import ImageGenerator
+    from t3unlearn.images.presets import get_preset
+    from t3unlearn.images.trainer import UnlearnConfig, unlearn
+    from t3unlearn.io import torch_threads
+
+    method = get_method(args.method)
+    with torch_threads(args.threads, log=print):
+        src = resolve_generator(args.model, preset=args.preset, progress=not args.quiet, log=print)
+        gen = ImageGenerator.load(src)
+        cfg, prm = get_preset(args.preset).unlearn_settings(gen.family, method.name)
+        for key in ("steps", "lr", "batch_size"):
+            if getattr(args, key) is not None:
+                cfg[key] = getattr(args, key)
+        cfg["seed"] = args.seed
+        prm = resolve_params(method, {**prm, **_parse_sets(args.set)})
+        bench = load_bench(args.preset)
+        new, record = unlearn(gen, bench, method, params=prm, config=UnlearnConfig.from_dict(cfg), progress=not args.quiet)
+        record["source"] = str(src)
+        save_unlearned(new, record, args.out)
+    last = record["history"][-1]
+    logs = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float))
+    print(f"{method.title} on the {gen.family}: {record['config']['steps']} steps in {record['unlearn_seconds']:.1f} s; last step: {logs}")
+    if "lambda" in last and method.name == "adaptive_siss":
+        lam = [h["lambda_median"] for h in record["history"]]
+        print(f"λ (posterior median): {lam[0]:.3f} at the start, {lam[len(lam) // 2]:.3f} halfway, {lam[-1]:.3f} at the end")
+    print(f"saved {args.out} (evaluate it: t3unlearn images eval --model {args.out})")
+    return 0
+
+
+def _eval(args) -> int:
+    import time
+    from pathlib import Path
+
+    from t3unlearn.images.api import eval_config, evaluate_cached, load_bench, resolve_generator
+    from t3unlearn.images.evaluator import grid_samples, save_grid
+    from t3unlearn.images.models import ImageGenerator
+    from t3unlearn.io import save_json, torch_threads
+
+    t0 = time.perf_counter()
+    with torch_threads(args.threads, log=print):
+        path = resolve_generator(args.model, preset=args.preset, progress=not args.quiet, log=print)
+        cfg = eval_config(args.preset, sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed)
+        res = evaluate_cached(path, preset=args.preset, config=cfg, progress=not args.quiet)
+        if args.out:
+            out = Path(args.out)
+            save_json(out / "eval.json", res)
+            gen = ImageGenerator.load(path)
+            imgs, names = grid_samples(gen, load_bench(args.preset), steps=cfg.steps, sampler=cfg.sampler, guidance_scale=cfg.guidance_scale)
+            save_grid(imgs, out / "samples.png", nrow=12, row_labels=names, title=str(args.model))
+    fl = res["forget_label"]
+    print(f"{args.model} ({res['family']}):")
+    print(f"  forget-glyph rate, label {fl}: {100 * res['forget_rate_label']:.1f} % of {res['n_forget_label']} samples "
+          f"(the glyphs are {100 * res['forget_share_of_label']:.1f} % of label {fl}'s training images)")
+    print(f"  forget-glyph rate, unconditional: {100 * res['forget_rate_uncond']:.1f} % of {res['n_uncond']} samples")
+    print(f"  class-conditional accuracy: {res['class_acc']:.3f} (per digit: {' '.join(f'{v:.2f}' for v in res['per_class_acc'])})")
+    print(f"  Fréchet distance on classifier features (not Inception FID): {res['frechet']:.2f} "
+          f"(real vs real digits: {res['frechet_real']:.2f})")
+    if "elbo_retain" in res:
+        print(f"  ELBO (nats/image): retain {res['elbo_retain']:.1f}, forget {res['elbo_forget']:.1f}, held-out {res['elbo_test']:.1f}")
+    if args.out:
+        print(f"wrote {Path(args.out) / 'eval.json'} and {Path(args.out) / 'samples.png'}")
+    print(f"wall time: {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _compare(args) -> int:
+    from t3unlearn.images.compare import compare
+    from t3unlearn.io import torch_threads
+
+    with torch_threads(args.threads, log=print):
+        compare(args.preset, _families(args.families), [m.strip() for m in args.methods.split(",") if m.strip()],
+                args.seeds, args.out, progress=not args.quiet, grids=not args.no_grids)
+    return 0

@@ -1,0 +1,222 @@
+"""The image unlearning methods: each one small function from a batch to a descent / ascent pair.
+
+A :class:`Method` says which data pools it draws from (``retain`` = X \\ A, ``forget`` = A,
+``all`` = X), its default settings, and how to turn a batch into :class:`Terms` using the pure
+functions of :mod:`t3unlearn.images.losses` through the generator's
+:class:`~t3unlearn.images.objectives.Family`. The one trainer
+(:func:`t3unlearn.images.trainer.unlearn`) does everything else: gradients, forget-gradient
+normalisation, optimisers, logging. The same methods serve both families (DDPM and VAE): the
+family decides what "the loss of one image" and "the shared mixture sample" are.
+
+- ``naive``: naive deletion, fine-tune on the retain data;
+- ``neggrad``: gradient ascent on the forget data;
+- ``neggrad_plus``: descent on retain plus ascent on forget (``alpha``);
+- ``siss``: SISS with a static λ, the superfactor c and forget-gradient normalisation;
+- ``adaptive_siss``: Adaptive-λ SISS: an inference network maps the previous step's context
+  ``[mean retain loss, mean forget loss, ||∇ retain||, ||∇ forget||]`` to a logit-normal posterior
+  ``q_φ(λ)``; λ is sampled by reparameterisation, and ``φ`` is trained jointly with the model on
+  the variational objective ``E_q[SISS loss(λ)] + β·KL(q_φ(λ) || prior)``.
+
+A later method (say T3 guidance for diffusion, or Score Forgetting Distillation) is one more
+``Method`` here, on the same trainer, benchmark and evaluator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from t3unlearn.errors import T3Error
+from t3unlearn.images import losses as L
+from t3unlearn.images.objectives import Family
+
+
+@dataclass
+class Context:
+    """What a method sees besides the batch."""
+
+    family: Family
+    params: dict
+    n: int  # |X|, the full training set
+    k: int  # |A|, the forget set
+    generator: torch.Generator
+    step: int = 0
+    state: dict = field(default_factory=dict)  # per-run state: last step's statistics, the inference network
+
+
+@dataclass
+class Terms:
+    """A step's objective: minimise ``descent``, maximise ``ascent`` (either may be None).
+
+    ``aux``: an objective for the method's own parameters (``state["aux_params"]``), or None.
+    ``stats``: detached context statistics (``retain_loss``, ``forget_loss``) for the next step.
+    """
+
+    descent: torch.Tensor | None
+    ascent: torch.Tensor | None
+    aux: torch.Tensor | None = None
+    logs: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    title: str
+    summary: str
+    defaults: dict
+    compute: Callable[[Context, dict], Terms]
+    pools: tuple = ("retain",)
+    setup: Callable[[Context], None] | None = None
+
+
+# ----------------------------------------------------------------------------- the methods
+
+_NORM_DEFAULTS = {"forget_norm": None, "forget_norm_ratio": None, "forget_norm_mode": "clip"}
+
+
+def _naive(ctx: Context, batch: dict) -> Terms:
+    x, y = batch["retain"]
+    loss = ctx.family.plain_loss(x, y, ctx.generator)
+    d, _ = L.naive_deletion_loss(loss)
+    return Terms(d, None, logs={"retain_loss": float(d.detach())})
+
+
+def _neggrad(ctx: Context, batch: dict) -> Terms:
+    a, ya = batch["forget"]
+    loss = ctx.family.plain_loss(a, ya, ctx.generator)
+    _, asc = L.neggrad_loss(loss)
+    return Terms(None, asc, logs={"forget_loss": float(asc.detach())})
+
+
+def _neggrad_plus(ctx: Context, batch: dict) -> Terms:
+    x, y = batch["retain"]
+    a, ya = batch["forget"]
+    lr_ = ctx.family.plain_loss(x, y, ctx.generator)
+    lf = ctx.family.plain_loss(a, ya, ctx.generator)
+    d, asc = L.neggrad_plus_loss(lr_, lf, float(ctx.params["alpha"]))
+    return Terms(d, asc, logs={"retain_loss": float(d.detach()), "forget_loss": float(lf.mean().detach())})
+
+
+def _siss_with(ctx: Context, batch: dict, lam) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    x, yx = batch["all"]
+    a, ya = batch["forget"]
+    term_x, term_a, info = ctx.family.siss_terms(x, yx, a, ya, lam, ctx.generator)
+    d, asc = L.siss_objective(term_x, term_a, ctx.n, ctx.k, float(ctx.params["superfactor"]))
+    stats = {"retain_loss": float(term_x.mean().detach()), "forget_loss": float(term_a.mean().detach())}
+    return d, asc, stats
+
+
+def _siss(ctx: Context, batch: dict) -> Terms:
+    lam = float(ctx.params["lambda"])
+    d, asc, stats = _siss_with(ctx, batch, lam)
+    return Terms(d, asc, logs={"descent": float(d.detach()), "ascent": float(asc.detach()), "lambda": lam, **stats},
+                 stats=stats)
+
+
+class LambdaInferenceNet(nn.Module):
+    """MLP: 4 context features -> ``(mu, log_sigma)`` of the logit-normal posterior over λ.
+
+    The last layer starts at zero, so at the first step the posterior equals the prior.
+    """
+
+    def __init__(self, hidden: int = 32, mu0: float = 0.0, log_sigma0: float = 0.0):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
+        self.out = nn.Linear(hidden, 2)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.mu0, self.log_sigma0 = mu0, log_sigma0
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        o = self.out(self.body(feats))
+        return self.mu0 + o[..., 0], (self.log_sigma0 + o[..., 1]).clamp(-5.0, 2.0)
+
+
+_FEATURES = ("retain_loss", "forget_loss", "grad_retain", "grad_forget")
+
+
+def context_features(last: dict | None, first: dict | None) -> torch.Tensor:
+    """The inference network's input: ``log`` of the previous step's
+    ``[retain loss, forget loss, ||∇ retain||, ||∇ forget||]`` relative to the first step's (zeros at step 0)."""
+    if not last or not first:
+        return torch.zeros(4)
+    return torch.tensor([math.log(max(last[k], 1e-12)) - math.log(max(first[k], 1e-12)) for k in _FEATURES],
+                        dtype=torch.float32)
+
+
+def _adaptive_setup(ctx: Context) -> None:
+    p = ctx.params
+    lam0 = float(p["prior_lambda"])
+    if not 0 < lam0 < 1:
+        raise T3Error(f"prior_lambda must lie in (0, 1), not {lam0}.")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(ctx.generator.initial_seed()) + 17)
+        net = LambdaInferenceNet(int(p["hidden"]), math.log(lam0 / (1 - lam0)), math.log(float(p["prior_sigma"])))
+    ctx.state["net"] = net
+    ctx.state["aux_params"] = list(net.parameters())
+    ctx.state["aux_lr"] = float(p["infer_lr"])
+
+
+def _adaptive_siss(ctx: Context, batch: dict) -> Terms:
+    p = ctx.params
+    net: LambdaInferenceNet = ctx.state["net"]
+    feats = context_features(ctx.state.get("last_stats"), ctx.state.get("first_stats"))
+    mu, log_sigma = net(feats)
+    xi = torch.randn((), generator=ctx.generator)
+    lam = L.logit_normal_sample(mu, log_sigma, xi)
+    d, asc, stats = _siss_with(ctx, batch, lam)
+    kl = L.logit_normal_kl(mu, log_sigma, net.mu0, math.exp(net.log_sigma0))
+    aux = (d - asc) + float(p["kl_weight"]) * kl
+    logs = {"descent": float(d.detach()), "ascent": float(asc.detach()), "lambda": float(lam.detach()),
+            "lambda_median": float(torch.sigmoid(mu).detach()), "mu": float(mu.detach()),
+            "sigma": float(log_sigma.exp().detach()), "kl": float(kl.detach()), **stats}
+    return Terms(d, asc, aux=aux, logs=logs, stats=stats)
+
+
+METHODS: dict[str, Method] = {}
+
+
+def _register(m: Method) -> None:
+    METHODS[m.name] = m
+
+
+_register(Method("naive", "Naive deletion", "fine-tune on the retain data only", {}, _naive, ("retain",)))
+_register(Method("neggrad", "NegGrad", "gradient ascent on the forget data", dict(_NORM_DEFAULTS), _neggrad, ("forget",)))
+_register(Method("neggrad_plus", "NegGrad+", "descent on retain + alpha x ascent on forget",
+                 {"alpha": 1.0, **_NORM_DEFAULTS}, _neggrad_plus, ("retain", "forget")))
+_SISS_DEFAULTS = {"lambda": 0.5, "superfactor": 1.0, "forget_norm": None, "forget_norm_ratio": 0.1, "forget_norm_mode": "clip"}
+_register(Method("siss", "SISS (static λ)", "importance-sampled naive deletion minus c x forget term, λ fixed",
+                 dict(_SISS_DEFAULTS), _siss, ("all", "forget")))
+_register(Method(
+    "adaptive_siss", "Adaptive-λ SISS", "SISS with λ ~ q_φ(λ | context) from an inference network, trained jointly",
+    {k: v for k, v in _SISS_DEFAULTS.items() if k != "lambda"}
+    | {"prior_lambda": 0.5, "prior_sigma": 0.5, "kl_weight": 1e-3, "hidden": 32, "infer_lr": 1e-3},
+    _adaptive_siss, ("all", "forget"), setup=_adaptive_setup))
+
+ALL_METHODS = tuple(METHODS)
+
+
+def get_method(name: str | Method) -> Method:
+    if isinstance(name, Method):
+        return name
+    key = str(name).strip().lower().replace("-", "_").replace("+", "_plus")
+    key = {"neggradplus": "neggrad_plus", "adaptive": "adaptive_siss", "adaptive_lambda_siss": "adaptive_siss",
+           "naive_deletion": "naive"}.get(key, key)
+    if key not in METHODS:
+        raise T3Error(f"unknown image unlearning method {name!r}; choose one of {', '.join(METHODS)}.")
+    return METHODS[key]
+
+
+def resolve_params(method: Method, params: dict | None) -> dict:
+    """The method's defaults updated with ``params``; unknown keys are an error."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(method.defaults))
+    if unknown:
+        raise T3Error(f"{method.title} has no setting(s) {', '.join(unknown)}; it takes "
+                      f"{', '.join(method.defaults) or 'none'}.")
+    return {**method.defaults, **params}
