@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from t3unlearn.t3.config import TEMPERINGS, Guidance
+
 
 def _base(args):
     from t3unlearn.world import ensure_world
@@ -97,7 +99,7 @@ def rouge_table(args) -> int:
     tok = load_tokenizer(str(paths["full"]))
     full = load_model(str(paths["full"]), device="cpu")
     t0 = time.perf_counter()
-    t3, report = unlearn(full, tok, forget, retain, temperature=args.temperature, scale=args.scale,
+    t3, report = unlearn(full, tok, forget, retain, temperature=args.temperature, scale=args.scale, tempering=args.tempering,
                          hidden_size=args.hidden_size, lr=args.lr, weight_decay=args.weight_decay, epochs=args.epochs,
                          batch_size=args.batch_size, seed=args.seed)
     print(f"unlearn: {time.perf_counter() - t0:.1f}s (features {'cached' if report['features_cached'] else 'computed'})")
@@ -106,7 +108,7 @@ def rouge_table(args) -> int:
     t3.save_pretrained(head_dir)
     t1 = T3ForCausalLM.from_base(full, head_dir, temperature=1.0)  # the same head, T = 1
     models = [("full", full), (retain_cfg, load_model(str(paths[retain_cfg]), device="cpu")),
-              (f"T3 (T={args.temperature:g}, s={args.scale:g})", t3), (f"same head, T=1 (s={args.scale:g})", t1)]
+              (f"T3 (T={args.temperature:g}, s={args.scale:g}, {args.tempering})", t3), (f"same head, T=1 (s={args.scale:g})", t1)]
     for pair in filter(None, (args.also or "").split(";")):
         T, sc = (float(v) for v in pair.split(","))
         models.append((f"same head, T={T:g}, s={sc:g}", T3ForCausalLM.from_base(full, head_dir, temperature=T, scale=sc)))
@@ -143,8 +145,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the figures here")
     ap.add_argument("--rouge", action="store_true", help="print the ROUGE table instead of the timings")
     r = ap.add_argument_group("T3 settings for --rouge")
-    r.add_argument("--temperature", type=float, default=2.5)
-    r.add_argument("--scale", type=float, default=1.0)
+    g = Guidance()
+    r.add_argument("--temperature", type=float, default=g.temperature)
+    r.add_argument("--scale", type=float, default=g.scale)
+    r.add_argument("--tempering", default=g.tempering, choices=TEMPERINGS)
     r.add_argument("--hidden-size", type=int, default=50)
     r.add_argument("--lr", type=float, default=1e-2)
     r.add_argument("--weight-decay", type=float, default=1e-2)
