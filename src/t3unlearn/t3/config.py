@@ -154,12 +154,15 @@ class T3Config(PreTrainedConfig):
     training: dict | None = None
     metrics: dict | None = None
     calibration: dict | None = None
+    requests: list | None = None  # the deletion requests the head covers, in order (see t3unlearn.t3.requests)
+    retain_set: dict | None = None  # the retain set it was trained with (same record format)
     use_cache: bool = True
 
     # the fields written to t3_config.json, in this order
     FILE_FIELDS = ("t3_temperature", "t3_scale", "t3_tempering", "t3_tail_logp", "t3_bias", "head_hidden",
                    "head_activation", "head_layers", "pooling", "layer", "base_model_name_or_path",
-                   "base_hidden_size", "vocab_size", "tokenizer_hash", "training", "metrics", "calibration")
+                   "base_hidden_size", "vocab_size", "tokenizer_hash", "training", "metrics", "calibration",
+                   "requests", "retain_set")
 
     @property
     def guidance(self) -> Guidance:

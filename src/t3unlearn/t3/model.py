@@ -338,7 +338,8 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         target = Path(save_directory)
         with atomic_dir(target) as tmp:
             state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.head.state_dict().items()}
-            save_file(state, str(Path(tmp) / HEAD_NAME), metadata={"format": "pt", "t3unlearn": "head"})
+            # one metadata key: safetensors writes several in a random order, and a head must be byte-reproducible
+            save_file(state, str(Path(tmp) / HEAD_NAME), metadata={"format": "pt"})
             _readable(Path(tmp) / HEAD_NAME)
             self.config.save(tmp)
         return target
