@@ -226,3 +226,92 @@ def test_half_precision_base_keeps_an_fp32_head_and_its_own_cache(random_lm, hom
     ids = tok(["Question: Where was Ilse Varga born?\nAnswer:"], return_tensors="pt")
     out = t3.generate(**ids, max_new_tokens=4, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 4
+
+
+@pytest.fixture()
+def model_dir(random_lm, tmp_path):
+    base, tok = random_lm
+    path = tmp_path / "model"
+    base.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _run(args, env, timeout=300):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_data_parallel_extraction_with_accelerate_on_two_cpu_processes(model_dir, tmp_path):
+    """`accelerate launch` runs `t3unlearn features` in two processes; each extracts its half of the shards and
+    the part equals the one a single process writes."""
+    import os
+
+    import t3unlearn.t3.features as F
+    from t3unlearn.lm import load_model, load_tokenizer
+    from t3unlearn.t3.requests import DataSet
+
+    data = _jsonl(tmp_path / "retain.jsonl", RETAIN * 4)
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(F.__file__).resolve().parents[2]), "T3UNLEARN_PROGRESS": "off",
+           "OMP_NUM_THREADS": "1"}
+    mb = 4 * 32 * 40 / 2**20  # about 40 answer tokens per shard: several shards
+    launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "t3unlearn", "features", "--model", str(model_dir),
+              "--data", data, "--cache-dir", str(tmp_path / "dp"), "--shard-mb", str(mb), "--threads", "1"]
+    r = _run(launch, env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [x for x in r.stdout.splitlines() if "process" in x and "extracted" in x]
+    got = sorted(lines)
+    assert len(got) == 2 and got[0].split("process ")[1].startswith("0/2") and got[1].split("process ")[1].startswith("1/2")
+    n = [int(x.split(" extracted ")[1].split(" of")[0]) for x in got]
+    assert all(k >= 1 for k in n), got  # both processes did work
+    base, tok = load_model(str(model_dir), device="cpu"), load_tokenizer(str(model_dir))
+    ds = DataSet.load(data, what="retain").encode(QAFormatter(tok))
+    key = F.part_key(F.model_fingerprint(base), ds.examples)
+    assert sum(n) == len(json.loads((tmp_path / "dp" / key / "manifest.json").read_text())["shards"])
+    dp = F.load_part(key, tmp_path / "dp")
+    one = F.extract_part(base, ds.examples, pad_id=QAFormatter(tok).pad_id, cache_dir=tmp_path / "one", shard_mb=mb)
+    assert dp is not None and torch.equal(dp.targets, one.targets) and torch.equal(dp.seq, one.seq)
+    torch.testing.assert_close(dp.feats, one.feats, atol=1e-6, rtol=1e-5)
+
+
+def test_cli_adds_lists_and_withdraws_requests(model_dir, tmp_path, monkeypatch, capsys):
+    """`unlearn --head DIR --add-forget / --remove-forget / --list-requests`: the head dir records its requests in
+    t3_config.json; withdrawing gives the bytes of the head made from scratch without the request."""
+    from t3unlearn.cli import main
+
+    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
+    r1, r2, retain = (_jsonl(tmp_path / f"{n}.jsonl", p) for n, p in (("r1", R1), ("r2", R2), ("retain", RETAIN)))
+    train = ["--hidden-size", "8", "--epochs", "6", "--warmup-epochs", "1", "--batch-size", "2", "--lr", "3e-2", "--seed", "3",
+             "--device", "cpu", "--threads", "1", "--quiet"]
+    head, scratch = str(tmp_path / "head"), str(tmp_path / "scratch")
+    assert main(["unlearn", "--model", str(model_dir), "--forget", r1, "--retain", retain, "--out", scratch, *train]) == 0
+    assert main(["unlearn", "--model", str(model_dir), "--forget", r1, "--retain", retain, "--out", head, "--request-id", "jan",
+                 *train]) == 0
+    capsys.readouterr()
+    assert main(["unlearn", "--head", head, "--add-forget", f"feb={r2}", "--device", "cpu", "--threads", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "added feb" in out and "extracted: feb" in out  # only the new request ran through the base
+    cfg = json.loads((tmp_path / "head" / "t3_config.json").read_text())
+    assert [r["id"] for r in cfg["requests"]] == ["jan", "feb"]
+    assert [r["items"] for r in cfg["requests"]] == [len(R1), len(R2)]
+    assert all(len(r["fingerprint"]) == 16 and r["added"].endswith("Z") for r in cfg["requests"])
+    assert main(["unlearn", "--head", head, "--list-requests"]) == 0
+    listed = capsys.readouterr().out
+    assert "jan" in listed and "feb" in listed
+    assert main(["unlearn", "--head", head, "--remove-forget", "feb", "--device", "cpu", "--threads", "1", "--quiet"]) == 0
+    assert "withdrew feb" in capsys.readouterr().out
+    assert (tmp_path / "head" / "head.safetensors").read_bytes() == (tmp_path / "scratch" / "head.safetensors").read_bytes()
+    # mistakes are one-line errors, exit status 2, and the head is left as it was
+    before = (tmp_path / "head" / "t3_config.json").read_text()
+    assert main(["unlearn", "--head", head, "--remove-forget", "nope", "--device", "cpu", "--quiet"]) == 2
+    assert main(["unlearn", "--head", head, "--remove-forget", "jan", "--device", "cpu", "--quiet"]) == 2
+    assert main(["unlearn", "--head", head, "--add-forget", str(tmp_path / "missing.jsonl"), "--quiet"]) == 2
+    assert main(["unlearn", "--add-forget", r2, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no request nope" in err and "--head" in err and "Traceback" not in err
+    assert (tmp_path / "head" / "t3_config.json").read_text() == before

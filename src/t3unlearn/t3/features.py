@@ -201,9 +201,10 @@ def _rows_of(model, examples, items: Sequence[int], *, pad_id: int, batch_size: 
     """Features of ``items`` (item ids into ``examples``) in item order: ``(feats, targets, seq)``, ``seq``
     holding the item ids. One forward pass in length-sorted batches; ``to_cpu`` moves each batch's rows
     off the device as soon as it is done (streaming extraction keeps only one shard in memory)."""
+    local = {i: examples[i] for i in items}  # in order: a lazily tokenized set is read chunk by chunk
     feats, targets, seqs = [], [], []
-    for idx in _batches(examples, items, batch_size, max_tokens):
-        f, t, r = batch_features(model, [examples[i] for i in idx], pad_id, device)
+    for idx in _batches(local, list(local), batch_size, max_tokens):
+        f, t, r = batch_features(model, [local[i] for i in idx], pad_id, device)
         s = torch.as_tensor(idx, device=f.device)[r]
         if to_cpu:
             f, t, s = f.float().cpu(), t.cpu(), s.cpu()
@@ -288,11 +289,25 @@ def model_fingerprint(model) -> str:
     return fingerprint(type(model).__name__, cfg, dtypes, weights)
 
 
+def _example_bytes(e: QAExample) -> bytes:
+    return json.dumps([e.prompt_len, e.input_ids, e.labels], separators=(",", ":")).encode()
+
+
+def _prompt_hash(e: QAExample) -> str:
+    return hashlib.sha1(json.dumps(e.input_ids[: e.prompt_len], separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _answer_tokens(e: QAExample) -> int:
+    return sum(1 for x in e.labels[1:] if x != IGNORE_INDEX)
+
+
 def examples_fingerprint(examples: Sequence[QAExample]) -> str:
     """Hash of a data set's token ids (prompt length, ids and labels of every item, in order)."""
+    if isinstance(examples, LazyExamples):
+        return examples.fingerprint
     h = hashlib.sha256(f"{len(examples)}".encode())
     for e in examples:
-        h.update(json.dumps([e.prompt_len, e.input_ids, e.labels], separators=(",", ":")).encode())
+        h.update(_example_bytes(e))
     return h.hexdigest()[:16]
 
 
@@ -300,8 +315,59 @@ def prompt_hashes(examples: Sequence[QAExample]) -> list[str]:
     """Per item, a short hash of its prompt's token ids: two items ask the same question (in the same format)
     exactly when these agree. Kept in each part's manifest, so a new request can be checked against the
     requests and the retain set a head already covers without reading their data again."""
-    return [hashlib.sha1(json.dumps(e.input_ids[: e.prompt_len], separators=(",", ":")).encode()).hexdigest()[:16]
-            for e in examples]
+    if isinstance(examples, LazyExamples):
+        return list(examples.prompts)
+    return [_prompt_hash(e) for e in examples]
+
+
+def answer_token_counts(examples: Sequence[QAExample]) -> list[int]:
+    """Per item, the number of answer-predicting positions (feature rows) it contributes."""
+    if isinstance(examples, LazyExamples):
+        return list(examples.answer_tokens)
+    return [_answer_tokens(e) for e in examples]
+
+
+class LazyExamples(Sequence):
+    """A data set's items tokenized on demand, ``chunk`` items at a time, so that memory does not grow with the
+    set: one pass at construction keeps only what the cache needs of every item (the fingerprint of the token
+    ids, each item's number of answer tokens and its prompt hash); items are tokenized again, a chunk at a time,
+    when the base runs over them. ``formatter``: a :class:`t3unlearn.data.QAFormatter`."""
+
+    def __init__(self, formatter, questions: Sequence[str], answers: Sequence[str], *, chunk: int = 2048):
+        from array import array
+
+        self.formatter, self.questions, self.answers, self.chunk = formatter, questions, answers, max(1, int(chunk))
+        n = len(questions)
+        h = hashlib.sha256(f"{n}".encode())
+        self.answer_tokens, self.prompts = array("q"), []
+        self._cached: tuple[int, list] = (-1, [])
+        for start in range(0, n, self.chunk):
+            examples = self._encode(start)
+            for e in examples:
+                h.update(_example_bytes(e))
+                self.answer_tokens.append(_answer_tokens(e))
+                self.prompts.append(_prompt_hash(e))
+            self._cached = (start, examples)  # the last chunk stays: a set of one chunk is tokenized once
+        self.fingerprint = h.hexdigest()[:16]
+
+    def _encode(self, start: int) -> list:
+        end = min(start + self.chunk, len(self.questions))
+        return self.formatter.encode_batch(list(self.questions[start:end]), list(self.answers[start:end]))
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        start = i - i % self.chunk
+        if self._cached[0] != start:
+            self._cached = (start, self._encode(start))
+        return self._cached[1][i - start]
 
 
 def data_fingerprint(examples: Sequence[QAExample], n_forget: int) -> str:
@@ -376,8 +442,7 @@ def shard_plan(examples: Sequence[QAExample], dim: int, shard_mb: float = DEFAUL
         raise ModelError(f"shard size must be > 0 MB, not {shard_mb}.")
     budget = max(1, int(shard_mb * 1024 * 1024 // (4 * dim)))  # feature rows per shard
     plan, start, rows = [], 0, 0
-    for i, e in enumerate(examples):
-        n = sum(1 for x in e.labels[1:] if x != IGNORE_INDEX)
+    for i, n in enumerate(answer_token_counts(examples)):
         if i > start and rows + n > budget:
             plan.append((start, i))
             start, rows = i, 0
@@ -477,6 +542,7 @@ def extract_part(
     desc: str = "features",
     state=None,
     load: bool = True,
+    info: dict | None = None,
 ) -> Part | None:
     """Features of one data set: from the cache, or one streamed forward pass of the base (see the module doc).
 
@@ -484,6 +550,8 @@ def extract_part(
     or ``key`` name the cache entry. ``state``: an ``accelerate.PartialState`` -- each process extracts
     its share of the shards, the main process finishes the part, every process waits for it.
     ``load=False`` returns None instead of reading the finished part back (the data-parallel command).
+    ``info`` (a dict) receives ``shards`` (the part's shard count), ``assigned`` and ``computed`` (this
+    process's shards, and those it actually ran: the others were on disk already).
     """
     device = device or next(model.parameters()).device
     t0 = time.perf_counter()
@@ -499,9 +567,12 @@ def extract_part(
         return Part(feats, targets, seq, len(examples), "", False, time.perf_counter() - t0, prompt_hashes(examples))
     key = key or part_key(model_fp or model_fingerprint(model), examples)
     state = state or _single_process()
-    computed = False
+    computed = 0
+    if info is None:
+        info = {}
+    info.update(shards=None, assigned=[], computed=[])
     if not is_cached(key, cache_dir):
-        computed = _extract_shards(model, examples, key, state, pad_id=pad_id, cache_dir=cache_dir, batch_size=batch_size,
+        computed = _extract_shards(info, model, examples, key, state, pad_id=pad_id, cache_dir=cache_dir, batch_size=batch_size,
                         max_tokens=max_tokens, shard_mb=shard_mb, device=device, progress=progress, desc=desc)
     if not load:
         return None
@@ -514,9 +585,9 @@ def extract_part(
     return part
 
 
-def _extract_shards(model, examples, key, state, *, pad_id, cache_dir, batch_size, max_tokens, shard_mb, device,
+def _extract_shards(info, model, examples, key, state, *, pad_id, cache_dir, batch_size, max_tokens, shard_mb, device,
                     progress, desc) -> bool:
-    """Write the shards of this process (and, on the main process, finish the part); whether any were computed."""
+    """Write the shards of this process (and, on the main process, finish the part); how many it computed."""
     from t3unlearn.io import save_json
 
     final, partial = feature_dir(key, cache_dir), _partial_dir(key, cache_dir)
@@ -539,6 +610,7 @@ def _extract_shards(model, examples, key, state, *, pad_id, cache_dir, batch_siz
     else:
         mine = list(range(len(plan)))
     todo = [j for j in mine if not (partial / _shard_name(*plan[j])).is_file()]
+    info.update(shards=len(plan), assigned=mine, computed=list(todo))
     n_todo = sum(plan[j][1] - plan[j][0] for j in todo)
     with _bar(n_todo, progress and bool(todo), desc) as bar:
         for j in todo:
@@ -554,8 +626,8 @@ def _extract_shards(model, examples, key, state, *, pad_id, cache_dir, batch_siz
             feats, targets, seq = _rows_of(model, examples, range(start, end), pad_id=pad_id, batch_size=batch_size,
                                            max_tokens=max_tokens, device=device, to_cpu=True)
             _write_shard(partial / _shard_name(start, end), feats, targets, seq, start, key)
-            todo.append(-1)
-        n_tokens = sum(sum(1 for x in e.labels[1:] if x != IGNORE_INDEX) for e in examples)
+            info["computed"].append(plan.index((start, end)))
+        n_tokens = sum(answer_token_counts(examples))
         save_json(partial / MANIFEST, {"key": key, "version": FEATURE_VERSION, "n_items": len(examples), "n_tokens": n_tokens,
                                        "dim": dim, "shards": plan, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                        "prompts": prompt_hashes(examples)})
@@ -569,7 +641,7 @@ def _extract_shards(model, examples, key, state, *, pad_id, cache_dir, batch_siz
                 shutil.rmtree(final, ignore_errors=True)
             os.replace(partial, final)
     state.wait_for_everyone()
-    return bool(todo)
+    return len(info["computed"])
 
 
 # --------------------------------------------------------------------------- the training set: parts assembled

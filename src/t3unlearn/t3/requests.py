@@ -87,7 +87,11 @@ class DataSet:
         return cls(rid, _column(data, "question"), _column(data, "answer"), source)
 
     def encode(self, fmt) -> "DataSet":
-        self.examples = fmt.encode_batch(self.questions, self.answers)
+        """Tokenize the items with ``fmt`` (:class:`~t3unlearn.t3.features.LazyExamples`: a chunk at a time, so a
+        large set never sits in memory as token lists)."""
+        from t3unlearn.t3.features import LazyExamples
+
+        self.examples = LazyExamples(fmt, self.questions, self.answers)
         return self
 
     @property
@@ -95,10 +99,10 @@ class DataSet:
         return text_fingerprint(self.questions, self.answers)
 
     def make_record(self, feature_key: str, *, added: str | None = None, update: str | None = None) -> dict:
-        from t3unlearn.data import IGNORE_INDEX
+        from t3unlearn.t3.features import answer_token_counts
 
         rec = {"id": self.id} if self.id is not None else {}
-        rec.update(items=len(self.questions), tokens=sum(sum(1 for x in e.labels[1:] if x != IGNORE_INDEX) for e in self.examples),
+        rec.update(items=len(self.questions), tokens=sum(answer_token_counts(self.examples)),
                    added=added or now(), fingerprint=self.fingerprint, feature_key=feature_key or None, source=self.source)
         if update is not None:
             rec["update"] = update

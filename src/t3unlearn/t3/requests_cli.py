@@ -128,9 +128,13 @@ def _features(args, distributed: bool) -> int:
     for spec in args.data:
         ds = DataSet.load(resolve_data(spec), what="data set").encode(fmt)
         t0 = time.perf_counter()
+        info: dict = {}
         part = extract_part(model, ds.examples, pad_id=fmt.pad_id, cache_dir=args.cache_dir, model_fp=fp,
                             batch_size=args.feature_batch_size, shard_mb=args.shard_mb or DEFAULT_SHARD_MB,
-                            device=device, progress=not args.quiet and main, desc=spec, state=state, load=main)
+                            device=device, progress=not args.quiet and main, desc=spec, state=state, load=main, info=info)
+        if state is not None and info["shards"] is not None:
+            print(f"{spec}: process {state.process_index}/{state.num_processes} extracted {len(info['computed'])} of the "
+                  f"part's {info['shards']} shards ({len(info['assigned'])} assigned to it)", flush=True)
         if main:
             how = "already cached" if part.from_cache else f"extracted in {time.perf_counter() - t0:.2f}s"
             say(f"{spec}: {part.n_items} items, {part.n_tokens} answer tokens, {part.feats.shape[1]}-wide; {how} "
