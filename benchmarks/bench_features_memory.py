@@ -37,7 +37,9 @@ def main(argv=None) -> int:
     p.add_argument("--scales", default="1,4,16", help="how many times the retain set is repeated [1,4,16]")
     p.add_argument("--shard-mb", type=float, default=16.0, help="shard size of the streamed runs [16]")
     p.add_argument("--threads", default="1", help="torch threads in each run [1]")
+    p.add_argument("--modes", default="streamed,one shard", help="which runs: streamed, one shard [both]")
     args = p.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
     from t3unlearn.benchmarks import get_benchmark
 
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
                 for _ in range(scale):
                     for r in retain:
                         fh.write(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n")
-            for mode, mb in (("streamed", args.shard_mb), ("one shard", 1e9)):
+            for mode, mb in [x for x in (("streamed", args.shard_mb), ("one shard", 1e9)) if x[0] in modes]:
                 cache = tmp / f"cache-{scale}-{mode.replace(' ', '')}"
                 cmd = [sys.executable, "-c", CHILD, "features", "--model", str(model), "--data", str(data), "--cache-dir", str(cache),
                        "--shard-mb", str(mb), "--threads", args.threads, "--quiet"]
@@ -77,11 +79,14 @@ def main(argv=None) -> int:
     print("| retain set | items | features on disk (MB) | peak RSS, streamed in %g MB shards (MB) | peak RSS, one shard (MB) |" % args.shard_mb)
     print("|---|---:|---:|---:|---:|")
     for scale in scales:
-        s = next(r for r in rows if r[0] == scale and r[2] == "streamed")
-        o = next(r for r in rows if r[0] == scale and r[2] == "one shard")
-        print(f"| {scale}x | {s[1]} | {s[4]:.0f} | {s[5]:.0f} | {o[5]:.0f} |")
-    first = next(r for r in rows if r[2] == "streamed")
-    last = [r for r in rows if r[2] == "streamed"][-1]
+        s = next((r for r in rows if r[0] == scale and r[2] == "streamed"), None)
+        o = next((r for r in rows if r[0] == scale and r[2] == "one shard"), None)
+        any_ = s or o
+        print(f"| {scale}x | {any_[1]} | {any_[4]:.0f} | {s[5] if s else float('nan'):.0f} | {o[5] if o else float('nan'):.0f} |")
+    streamed = [r for r in rows if r[2] == "streamed"]
+    if not streamed:
+        return 0
+    first, last = streamed[0], streamed[-1]
     print(f"\nstreamed: peak RSS {first[5]:.0f} MB at {first[0]}x -> {last[5]:.0f} MB at {last[0]}x "
           f"({last[5] - first[5]:+.0f} MB for {last[4] - first[4]:.0f} MB more features)")
     return 0

@@ -92,6 +92,7 @@ def run_features(args) -> int:
 
 
 def _features(args, distributed: bool) -> int:
+    import json
     import time
 
     import torch
@@ -100,7 +101,7 @@ def _features(args, distributed: bool) -> int:
     from t3unlearn.data import QAFormatter
     from t3unlearn.errors import T3Error
     from t3unlearn.lm import load_model, load_tokenizer
-    from t3unlearn.t3.features import DEFAULT_SHARD_MB, extract_part, feature_home, model_fingerprint
+    from t3unlearn.t3.features import DEFAULT_SHARD_MB, MANIFEST, extract_part, feature_home, model_fingerprint, part_key
     from t3unlearn.t3.requests import DataSet
 
     start = time.perf_counter()
@@ -129,16 +130,19 @@ def _features(args, distributed: bool) -> int:
         ds = DataSet.load(resolve_data(spec), what="data set").encode(fmt)
         t0 = time.perf_counter()
         info: dict = {}
-        part = extract_part(model, ds.examples, pad_id=fmt.pad_id, cache_dir=args.cache_dir, model_fp=fp,
-                            batch_size=args.feature_batch_size, shard_mb=args.shard_mb or DEFAULT_SHARD_MB,
-                            device=device, progress=not args.quiet and main, desc=spec, state=state, load=main, info=info)
+        # load=False: the finished part is never read back into memory (extraction memory stays one shard)
+        extract_part(model, ds.examples, pad_id=fmt.pad_id, cache_dir=args.cache_dir, model_fp=fp,
+                     batch_size=args.feature_batch_size, shard_mb=args.shard_mb or DEFAULT_SHARD_MB,
+                     device=device, progress=not args.quiet and main, desc=spec, state=state, load=False, info=info)
         if state is not None and info["shards"] is not None:
             print(f"{spec}: process {state.process_index}/{state.num_processes} extracted {len(info['computed'])} of the "
                   f"part's {info['shards']} shards ({len(info['assigned'])} assigned to it)", flush=True)
         if main:
-            how = "already cached" if part.from_cache else f"extracted in {time.perf_counter() - t0:.2f}s"
-            say(f"{spec}: {part.n_items} items, {part.n_tokens} answer tokens, {part.feats.shape[1]}-wide; {how} "
-                f"({feature_home(args.cache_dir) / part.key})")
+            key = part_key(fp, ds.examples)
+            m = json.loads((feature_home(args.cache_dir) / key / MANIFEST).read_text(encoding="utf-8"))
+            how = "already cached" if info["shards"] is None else f"extracted in {time.perf_counter() - t0:.2f}s"
+            say(f"{spec}: {m['n_items']} items, {m['n_tokens']} answer tokens, {m['dim']}-wide, {len(m['shards'])} shard(s); "
+                f"{how} ({feature_home(args.cache_dir) / key})")
     say(f"wall {time.perf_counter() - start:.2f}s")
     return 0
 
