@@ -69,16 +69,20 @@ def test_cache_is_reused_without_the_base(random_lm, home, monkeypatch):
     base, tok = random_lm
     ex, pad = _examples(tok)
     first = F.extract_features(base, ex, 5, pad_id=pad)
-    assert not first.from_cache and (home / "features" / first.key / "features.safetensors").is_file()
+    fp = F.model_fingerprint(base)
+    keys = [F.part_key(fp, ex[:5]), F.part_key(fp, ex[5:])]  # one cache entry per data set
+    assert not first.from_cache and all((home / "features" / k / "manifest.json").is_file() for k in keys)
+    assert sorted(p.name for p in (home / "features").iterdir()) == sorted(keys)  # nothing half-written left
 
     def boom(*a, **k):
         raise AssertionError("the base was run although the features are cached")
 
-    monkeypatch.setattr(F, "compute_features", boom)
+    monkeypatch.setattr(F, "_rows_of", boom)
     second = F.extract_features(base, ex, 5, pad_id=pad)
     assert second.from_cache and second.key == first.key
-    torch.testing.assert_close(second.feats, first.feats)
+    assert torch.equal(second.feats, first.feats)
     assert torch.equal(second.targets, first.targets) and torch.equal(second.seq, first.seq)
+    assert torch.equal(second.item_label, first.item_label)
     # other data -> another key
     assert F.feature_key(base, ex[:-1], 5) != first.key
 

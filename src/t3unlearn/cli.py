@@ -17,7 +17,7 @@ from t3unlearn import __version__
 _AREAS = [
     "t3unlearn.world.cli",  # world build / train / check
     "t3unlearn.tofu.cli",  # tofu train / check
-    "t3unlearn.t3.cli",  # unlearn, generate
+    "t3unlearn.t3.cli",  # unlearn, generate, calibrate, features, sequential
     "t3unlearn.eval.cli",  # eval, report
     "t3unlearn.baselines.cli",  # compare
     "t3unlearn.toy.cli",  # toy

@@ -21,12 +21,21 @@ examples:
   # TOFU offline: its own data (a local copy in $T3UNLEARN_TOFU_DIR) and the tiny model trained on it
   t3unlearn unlearn --model tofu:full --forget tofu:forget10 --retain tofu:retain90 --out head
 
+  # deletion requests over time: a head records the requests it covers (ids, sizes, dates,
+  # fingerprints); a new one costs one forward pass over its own items, the rest is cached
+  t3unlearn unlearn --model world:full --forget req1.jsonl --retain world:retain90 --request-id req-1 --out head
+  t3unlearn unlearn --head head --add-forget req-2=req2.jsonl                 # retrain on both, seconds
+  t3unlearn unlearn --head head --add-forget req3.jsonl --update finetune     # id r2 ... by default
+  t3unlearn unlearn --head head --remove-forget req-2       # exactly the head trained without req-2
+  t3unlearn unlearn --head head --list-requests
+
 world:NAME (full, retain90, ...) names a model of the embedded world, world-tiny:NAME of the tiny
 one, tofu:NAME the tiny model trained on TOFU's text (each trained once and cached).
 
 what happens: one forward pass of the frozen model over forget and retain answers extracts
-pooled hidden states (cached under $T3UNLEARN_HOME/features, so a second run with other head
-settings never touches the model); a small head learns P(retain | prefix, next token) on them.
+pooled hidden states, cached per data set under $T3UNLEARN_HOME/features (streamed to disk in
+shards; an interrupted extraction resumes), so a second run with other head settings, or an
+update with one more request, never runs the model over what it has seen; a small head learns P(retain | prefix, next token) on them.
 Each epoch is one pass over the forget set, each forget item paired with a random retain item.
 Only the head is written (head.safetensors + t3_config.json, a few hundred KB); the model is
 referenced by path. T and s are read at load time and can be changed without retraining.
@@ -120,10 +129,23 @@ def register(sub) -> None:
         epilog=_UNLEARN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="base causal LM: local directory, hub id or world:NAME (kept frozen)")
-    p.add_argument("--forget", required=True, help="forget set: world:forget10, DIR:CONFIG, FILE.jsonl, tofu:forget10, ...")
-    p.add_argument("--retain", required=True, help="retain set, same sources as --forget (must not share questions)")
-    p.add_argument("--out", required=True, help="directory to write the head to (head.safetensors + t3_config.json)")
+    p.add_argument("--model", help="base causal LM: local directory, hub id or world:NAME (kept frozen) [with --head: the recorded base]")
+    p.add_argument("--forget", help="forget set: world:forget10, DIR:CONFIG, FILE.jsonl, tofu:forget10, ...")
+    p.add_argument("--retain", help="retain set, same sources as --forget (must not share questions) [with --head: the recorded one]")
+    p.add_argument("--out", help="directory to write the head to (head.safetensors + t3_config.json) [with --head: --head itself]")
+    r = p.add_argument_group("deletion requests over time (update a head instead of making one; see the examples)")
+    r.add_argument("--head", metavar="DIR", default=None, help="an existing head to update (written back in place unless --out)")
+    r.add_argument("--add-forget", metavar="[ID=]SOURCE", action="append", default=[],
+                   help="a new deletion request: a data source as for --forget, optionally named ID= (default r1, r2, ...); "
+                        "repeatable")
+    r.add_argument("--remove-forget", metavar="ID", action="append", default=[],
+                   help="withdraw a recorded request: the head becomes the one trained without it; repeatable")
+    r.add_argument("--update", choices=("retrain", "finetune"), default="retrain",
+                   help="retrain: train the head from scratch on all requests from cached features (exact: the same "
+                        "head however the requests arrived); finetune: train the current head further on the new "
+                        "requests only (time grows with the new items, not with all of them) [retrain]")
+    r.add_argument("--request-id", metavar="ID", default="r1", help="the id of --forget as the new head's first request [r1]")
+    r.add_argument("--list-requests", action="store_true", help="print the requests --head covers and exit")
     add_guidance_options(p.add_argument_group("guidance (saved in the head; can be changed at load time)"))
     t = TrainConfig()
     h = p.add_argument_group("head and training")
@@ -142,6 +164,8 @@ def register(sub) -> None:
     o = p.add_argument_group("other")
     o.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     o.add_argument("--feature-batch-size", type=_positive_int, default=32, help="items per forward pass of the model [32]")
+    o.add_argument("--shard-mb", type=float, default=None,
+                   help="features are streamed to the cache in shards of this many MB (extraction memory) [256]")
     o.add_argument("--max-length", type=_positive_int, default=512, help="token budget per item [512]")
     o.add_argument("--template", choices=("auto", "chat", "plain"), default="auto", help="prompt format [auto]")
     o.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda if available]")
@@ -192,6 +216,10 @@ def register(sub) -> None:
     c.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=run_calibrate)
+
+    from t3unlearn.t3 import requests_cli
+
+    requests_cli.register(sub)  # features, sequential
 
 
 def _check_out(path) -> None:
@@ -256,6 +284,17 @@ def _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, 
 def _unlearn(args) -> int:
     import time
 
+    from t3unlearn.errors import T3Error
+
+    if args.head is not None:
+        return _update(args)
+    if args.add_forget or args.remove_forget or args.list_requests:
+        raise T3Error("--add-forget, --remove-forget and --list-requests update a head: give it with --head DIR.")
+    missing = [f"--{n}" for n in ("model", "forget", "retain", "out") if getattr(args, n) is None]
+    if missing:
+        raise T3Error(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required to make a head "
+                      "(or give --head DIR --add-forget SOURCE to update one).")
+
     from t3unlearn.benchmarks import resolve_data, resolve_model
     from t3unlearn.data import check_disjoint, load_qa
     from t3unlearn.lm import load_model, load_tokenizer
@@ -264,8 +303,9 @@ def _unlearn(args) -> int:
     start = time.perf_counter()
     guidance = Guidance().replace(**guidance_overrides(args))  # a bad T or s fails before any loading
     _check_out(args.out)
-    forget = load_qa(resolve_data(args.forget), what="forget set")
-    retain = load_qa(resolve_data(args.retain), what="retain set")
+    forget_src, retain_src = resolve_data(args.forget), resolve_data(args.retain)
+    forget = load_qa(forget_src, what="forget set")
+    retain = load_qa(retain_src, what="retain set")
     check_disjoint(forget, retain)
     holdout = _holdout(args, args.forget) if args.calibrate else None
     model_path = resolve_model(args.model, log=print)
@@ -275,7 +315,7 @@ def _unlearn(args) -> int:
     print(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters (frozen); "
           f"forget {len(forget)} items, retain {len(retain)} items", flush=True)
     t3, report = unlearn(
-        model, tokenizer, forget, retain, guidance=guidance,
+        model, tokenizer, forget_src, retain_src, guidance=guidance, request_id=args.request_id, shard_mb=args.shard_mb,
         hidden_size=args.hidden_size, activation=args.activation,
         layers=args.layers, epochs=args.epochs, warmup_epochs=args.warmup_epochs, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed, cache=not args.no_cache,
@@ -296,6 +336,63 @@ def _unlearn(args) -> int:
     t3.save_pretrained(args.out)
     print(f"wrote {args.out} ({t3.guidance.label()}; head {t3.head.hidden}x{t3.head.vocab_size}, "
           f"{sum(p.numel() for p in t3.head.parameters()) / 1e3:.1f}K parameters); wall {time.perf_counter() - start:.2f}s")
+    return 0
+
+
+def _update(args) -> int:
+    """``unlearn --head DIR``: list, add or withdraw deletion requests of a saved head."""
+    import time
+
+    from t3unlearn.benchmarks import resolve_data, resolve_model
+    from t3unlearn.errors import T3Error
+    from t3unlearn.t3.config import T3Config
+    from t3unlearn.t3.requests import format_requests, update
+    from t3unlearn.t3.train import format_report
+
+    start = time.perf_counter()
+    cfg = T3Config.load(args.head)
+    if args.list_requests:
+        if args.add_forget or args.remove_forget:
+            raise T3Error("--list-requests only prints; drop --add-forget/--remove-forget, or drop --list-requests.")
+        print(f"{args.head}: {len(cfg.requests or [])} request(s) over {cfg.base_model_name_or_path}")
+        print(format_requests(cfg.requests or [], cfg.retain_set))
+        return 0
+    if args.forget is not None:
+        raise T3Error("--forget makes a new head; to add a request to --head give it as --add-forget SOURCE.")
+    if args.calibrate:
+        raise T3Error("--calibrate applies to a new head; run 't3unlearn calibrate --head DIR ...' after the update.")
+    t = TrainConfig()
+    changed = [f"--{name.replace('_', '-')}" for name in ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr",
+                                                         "weight_decay", "batch_size", "seed")
+               if getattr(args, name) != getattr(t, name)]
+    if args.max_length != 512 or args.template != "auto":
+        changed += ["--max-length/--template"]
+    if args.request_id != "r1":
+        changed += ["--request-id (name an added request as --add-forget ID=SOURCE)"]
+    if changed:
+        raise T3Error(f"{', '.join(changed)} apply to a new head; an update trains with the settings recorded in {args.head}.")
+    out = args.out or args.head
+    _check_out(out)
+    adds = []
+    for spec in args.add_forget:
+        rid, sep, src = spec.partition("=")
+        from pathlib import Path
+
+        adds.append(f"{rid}={resolve_data(src)}" if sep and not Path(spec).exists() else resolve_data(spec))
+    model = resolve_model(args.model, log=print) if args.model else None
+    result = update(args.head, adds, args.remove_forget, model=model, retain=resolve_data(args.retain) if args.retain else None,
+                    mode=args.update, cache=not args.no_cache, feature_batch_size=args.feature_batch_size, shard_mb=args.shard_mb,
+                    device=args.device, progress=not args.quiet, **guidance_overrides(args))
+    t3, report = result
+    print(format_report(report))
+    what = ", ".join([f"added {', '.join(report['added'])}" if report["added"] else "",
+                      f"withdrew {', '.join(report['removed'])}" if report["removed"] else ""]).strip(", ")
+    print(f"{what}: features of {report['new_items']} new item(s) in {report['new_features_s']:.2f}s "
+          f"(all {len(report['requests'])} request(s) + retain assembled in {report['features_s']:.2f}s; extracted: "
+          f"{', '.join(report['extracted']) or 'none, all cached'}); head {report['mode']} in {report['train_s']:.2f}s")
+    t3.save_pretrained(out)
+    print(format_requests(t3.config.requests, t3.config.retain_set))
+    print(f"wrote {out} ({t3.guidance.label()}); wall {time.perf_counter() - start:.2f}s")
     return 0
 
 

@@ -69,12 +69,15 @@ class T3Config(PreTrainedConfig):
     training: dict | None = None
     metrics: dict | None = None
     calibration: dict | None = None
+    requests: list | None = None  # the deletion requests the head covers, in order (see t3unlearn.t3.requests)
+    retain_set: dict | None = None  # the retain set it was trained with (same record format)
     use_cache: bool = True
 
     # the fields written to t3_config.json, in this order
     FILE_FIELDS = ("t3_temperature", "t3_scale", "t3_tempering", "t3_tail_logp", "t3_bias", "head_hidden",
                    "head_activation", "head_layers", "pooling", "layer", "base_model_name_or_path",
-                   "base_hidden_size", "vocab_size", "tokenizer_hash", "training", "metrics", "calibration")
+                   "base_hidden_size", "vocab_size", "tokenizer_hash", "training", "metrics", "calibration",
+                   "requests", "retain_set")
 
     @property
     def guidance(self) -> Guidance:
@@ -429,7 +432,8 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         target = Path(save_directory)
         with atomic_dir(target) as tmp:
             state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.head.state_dict().items()}
-            save_file(state, str(Path(tmp) / HEAD_NAME), metadata={"format": "pt", "t3unlearn": "head"})
+            # one metadata key: safetensors writes several in a random order, and a head must be byte-reproducible
+            save_file(state, str(Path(tmp) / HEAD_NAME), metadata={"format": "pt"})
             _readable(Path(tmp) / HEAD_NAME)
             self.config.save(tmp)
         return target

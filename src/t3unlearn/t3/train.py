@@ -281,23 +281,6 @@ class T3Result(NamedTuple):
     report: dict
 
 
-def _column(ds, name: str) -> list:
-    """A column as a list (slicing a ``datasets`` column is much faster than iterating it)."""
-    col = ds[name]
-    try:
-        return list(col[:])
-    except TypeError:
-        return list(col)
-
-
-def _as_dataset(data, what: str):
-    if isinstance(data, str):
-        from t3unlearn.data import load_qa
-
-        return load_qa(data, what=what)
-    return data
-
-
 def unlearn(
     model,
     tokenizer=None,
@@ -307,9 +290,12 @@ def unlearn(
     config: TrainConfig | None = None,
     guidance: Guidance | None = None,
     cache: bool = True,
+    cache_dir=None,
     feature_batch_size: int = 32,
+    shard_mb: float | None = None,
     max_length: int = 512,
     template: str = "auto",
+    request_id: str = "r1",
     device=None,
     progress: bool = False,
     **settings,
@@ -323,16 +309,23 @@ def unlearn(
     The head and its training follow ``config`` (:class:`TrainConfig`), the guidance saved with it
     ``guidance`` (:class:`Guidance`); ``settings`` override single fields of either by name
     (``epochs=50``, ``temperature=1.5``, ...) and any other keyword is an error.
+
+    The forget set is the head's first deletion request (``request_id``); the head records it and the
+    retain set, so :func:`t3unlearn.t3.requests.update` can add requests and withdraw them later. Features
+    are cached per data set under ``cache_dir`` (default ``$T3UNLEARN_HOME/features``; ``cache=False``
+    neither reads nor writes), streamed to disk in shards of ``shard_mb`` MB.
     """
     from dataclasses import replace as _replace
 
-    from t3unlearn.data import QAFormatter, check_disjoint
-    from t3unlearn.t3.features import extract_features, hidden_size_of, vocab_size_of
+    from t3unlearn.data import QAFormatter
+    from t3unlearn.t3.features import assemble, cache_enabled, hidden_size_of, model_fingerprint, vocab_size_of
     from t3unlearn.t3.model import T3Config, T3ForCausalLM, tokenizer_hash
+    from t3unlearn.t3.requests import DataSet, check_id, gather_parts
 
     g_over, t_over = split_settings(settings)
     guidance = (guidance or Guidance()).replace(**g_over)
     cfg = _replace(config or TrainConfig(), **t_over).validate()
+    request_id = check_id(request_id)
     if isinstance(model, str):
         from t3unlearn.lm import load_tokenizer
         from t3unlearn.t3.model import load_base
@@ -343,18 +336,20 @@ def unlearn(
         raise T3Error("unlearn needs the model's tokenizer (or give the model as a path).")
     if forget is None or retain is None:
         raise T3Error("unlearn needs a forget set and a retain set.")
-    forget, retain = _as_dataset(forget, "forget set"), _as_dataset(retain, "retain set")
-    check_disjoint(forget, retain)
+    forget = DataSet.load(forget, what="forget set", rid=request_id)
+    retain = DataSet.load(retain, what="retain set")
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     fmt = QAFormatter(tokenizer, max_length=max_length, template=template)
-    examples = fmt.encode_batch(_column(forget, "question"), _column(forget, "answer")) + fmt.encode_batch(
-        _column(retain, "question"), _column(retain, "answer")
-    )
-    n_forget = len(forget)
+    forget.encode(fmt)
+    retain.encode(fmt)
+    _check_disjoint_text(forget, retain)
 
     t0 = time.perf_counter()
-    fs = extract_features(model, examples, n_forget, pad_id=fmt.pad_id, cache=cache, batch_size=feature_batch_size, device=device, progress=progress)
+    model_fp = model_fingerprint(model) if cache_enabled(cache) else None
+    parts = gather_parts(model, [forget, retain], pad_id=fmt.pad_id, model_fp=model_fp, cache=cache, cache_dir=cache_dir,
+                         batch_size=feature_batch_size, shard_mb=shard_mb, device=device, progress=progress)
+    fs = assemble(parts[:1], parts[1], device)
     t1 = time.perf_counter()
     head, history = train_head(
         CachedProvider(fs), fs.n_forget, fs.n_retain, fs.dim, vocab_size_of(model), cfg, device=device, progress=progress
@@ -377,16 +372,33 @@ def unlearn(
 
         p = Path(str(name)).expanduser()
         name = str(p.resolve()) if p.exists() else str(name)
+    stamp = _now()
     config = T3Config(
         head_hidden=cfg.hidden_size,
         head_activation=cfg.activation,
         head_layers=cfg.layers,
         base_model_name_or_path=name,
         tokenizer_hash=tokenizer_hash(tokenizer),
-        training={**asdict(cfg), "n_forget": fs.n_forget, "n_retain": fs.n_retain, "template": "chat" if fmt.use_chat else "plain", "max_length": max_length},
+        training={**asdict(cfg), "n_forget": fs.n_forget, "n_retain": fs.n_retain, "template": "chat" if fmt.use_chat else "plain",
+                  "max_length": max_length, "base_fingerprint": model_fp},
         metrics={k: report[k] for k in ("forget", "retain", "final_epoch_loss")},
+        requests=[forget.make_record(parts[0].key, added=stamp, update="new")],
+        retain_set=retain.make_record(parts[1].key, added=stamp),
     )
     config.set_guidance(guidance)
     t3 = T3ForCausalLM(config, model, head).eval()
     assert hidden_size_of(model) == fs.dim
     return T3Result(t3, report)
+
+
+def _now() -> str:
+    from t3unlearn.t3.requests import now
+
+    return now()
+
+
+def _check_disjoint_text(forget, retain) -> None:
+    """Forget and retain sets must not share a question (as :func:`t3unlearn.data.check_disjoint` says it)."""
+    from t3unlearn.data import check_disjoint
+
+    check_disjoint({"question": forget.questions}, {"question": retain.questions})

@@ -1,0 +1,490 @@
+"""Deletion requests over time: a head records the requests it covers, and takes new ones or withdrawals.
+
+A T3 head is trained on a union of *requests* (forget sets) against one retain set. Its ``t3_config.json``
+records, in order, every request it covers (:data:`T3Config.requests`) and the retain set
+(:data:`T3Config.retain_set`)::
+
+    {"id": "r2", "items": 40, "tokens": 612, "added": "2026-03-02T10:14:07Z",
+     "fingerprint": "<sha256 of the items' questions and answers>", "feature_key": "<feature cache key>",
+     "source": "<where the items were read from, or null>", "update": "retrain"}
+
+:func:`update` adds requests and withdraws others. The base never runs over a request twice: each data set's
+features are cached on their own (:mod:`t3unlearn.t3.features`, keyed by the base and that set's token ids),
+so a new request extracts only its own items, and the union is assembled from the cached parts. The head is
+then
+
+- ``retrain`` (the default): trained from scratch on the union, with the head's recorded settings and seed.
+  The result does not depend on the path that led to it: a head after adding r1, r2, r3 and withdrawing r2
+  is the head trained on r1, r3 -- the same bytes. Training time grows with the union (one epoch is one pass
+  over every forget item).
+- ``finetune``: the current head trained further on the new requests only (each new forget item paired with
+  a replayed earlier forget item and retain items); time grows with the new items only, but the head now
+  depends on the order of updates (recorded in ``training["finetuned"]``). A withdrawal always retrains.
+
+A request whose features are no longer cached is read again from its recorded ``source`` and checked against
+its ``feature_key`` (same base, same token ids) before use.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from t3unlearn.errors import DataError, ModelError, T3Error
+
+UPDATES = ("retrain", "finetune")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def check_id(rid: str) -> str:
+    rid = str(rid)
+    if not _ID_RE.match(rid):
+        raise T3Error(f"request id {rid!r} is not valid; use letters, digits, '.', '_' or '-' (at most 64, e.g. req-17).")
+    return rid
+
+
+def text_fingerprint(questions: Sequence[str], answers: Sequence[str]) -> str:
+    """Hash of a data set's items as text (questions and answers, in order): the request's fingerprint."""
+    from t3unlearn.io import fingerprint
+
+    return fingerprint("qa-v1", list(questions), list(answers))
+
+
+@dataclass
+class DataSet:
+    """One data set on its way into a head: a deletion request or the retain set."""
+
+    id: str | None
+    questions: list[str]
+    answers: list[str]
+    source: str | None
+    examples: list = field(default_factory=list)  # QAExample, filled by encode()
+    record: dict = field(default_factory=dict)  # the record kept in t3_config.json
+
+    @classmethod
+    def load(cls, data, *, what: str, rid: str | None = None) -> "DataSet":
+        """From a data source (``DIR:CONFIG``, a .jsonl file, ``tofu:forget10``, ...) or a loaded set."""
+        from t3unlearn.data import load_qa, validate_qa
+
+        source = None
+        if isinstance(data, (str, Path)):
+            source = str(data)
+            data = load_qa(source, what=what)
+        elif hasattr(data, "column_names"):
+            validate_qa(data, label=what)
+        else:
+            raise DataError(f"{what}: give a data source (DIR:CONFIG, FILE.jsonl, tofu:CONFIG) or a datasets.Dataset.")
+        return cls(rid, _column(data, "question"), _column(data, "answer"), source)
+
+    def encode(self, fmt) -> "DataSet":
+        """Tokenize the items with ``fmt`` (:class:`~t3unlearn.t3.features.LazyExamples`: a chunk at a time, so a
+        large set never sits in memory as token lists)."""
+        from t3unlearn.t3.features import LazyExamples
+
+        self.examples = LazyExamples(fmt, self.questions, self.answers)
+        return self
+
+    @property
+    def fingerprint(self) -> str:
+        return text_fingerprint(self.questions, self.answers)
+
+    def make_record(self, feature_key: str, *, added: str | None = None, update: str | None = None) -> dict:
+        from t3unlearn.t3.features import answer_token_counts
+
+        rec = {"id": self.id} if self.id is not None else {}
+        rec.update(items=len(self.questions), tokens=sum(answer_token_counts(self.examples)),
+                   added=added or now(), fingerprint=self.fingerprint, feature_key=feature_key or None, source=self.source)
+        if update is not None:
+            rec["update"] = update
+        self.record = rec
+        return rec
+
+
+def _column(ds, name: str) -> list:
+    col = ds[name]
+    try:
+        return list(col[:])
+    except TypeError:
+        return list(col)
+
+
+def check_new_items(new: Sequence[tuple["DataSet", list]], kept: Sequence[tuple[str, list]], retain: list | None) -> None:
+    """No question in two requests, none in a request and the retain set. ``new``: ``(set, prompt hashes)``
+    of the sets being added; ``kept``: ``(request id, prompt hashes)`` of the requests the head keeps;
+    ``retain``: the retain set's prompt hashes (None: unknown, not checked)."""
+    owner = {h: rid for rid, hashes in kept for h in (hashes or ())}
+    retain_h = set(retain or ())
+    for s, hashes in new:
+        for h, q in zip(hashes, s.questions):
+            if h in retain_h:
+                raise DataError(f"request {s.id} and the retain set share the question {q!r}; remove it from the retain "
+                                "set (an item cannot be both forgotten and kept).")
+            if h in owner and owner[h] != s.id:
+                raise DataError(f"request {s.id} repeats a question of request {owner[h]} ({q!r}); a request may not "
+                                "overlap one the head covers: withdraw that one first or drop the question.")
+            owner[h] = s.id
+
+
+def check_retain_items(retain: "DataSet", hashes: list, kept: Sequence[tuple[str, list]]) -> None:
+    """A new retain set shares no question with the requests the head covers."""
+    owner = {h: rid for rid, hs in kept for h in (hs or ())}
+    for h, q in zip(hashes, retain.questions):
+        if h in owner:
+            raise DataError(f"the retain set holds a question of request {owner[h]} ({q!r}); remove it from the retain "
+                            "set (an item cannot be both forgotten and kept).")
+
+
+# --------------------------------------------------------------------------- features of several sets
+
+
+def gather_parts(model, sets: Sequence[DataSet], *, pad_id: int, model_fp: str | None, cache: bool = True,
+                 cache_dir=None, batch_size: int = 32, shard_mb: float | None = None, device=None,
+                 progress: bool = False) -> list:
+    """One :class:`~t3unlearn.t3.features.Part` per encoded data set: from the cache, or extracted (streamed) once."""
+    from t3unlearn.t3.features import DEFAULT_SHARD_MB, extract_part
+
+    out = []
+    for s in sets:
+        desc = f"features {s.id}" if s.id else "retain features"
+        out.append(extract_part(model, s.examples, pad_id=pad_id, cache=cache, cache_dir=cache_dir, model_fp=model_fp,
+                                batch_size=batch_size, shard_mb=shard_mb or DEFAULT_SHARD_MB, device=device,
+                                progress=progress, desc=desc))
+    return out
+
+
+def _stored_part(model, rec: dict, *, rid: str | None, fmt, model_fp, cache, cache_dir, **kw):
+    """``(DataSet, Part)`` of a recorded request (or retain set): the part from the feature cache when it is
+    there (the record is all that is needed), else from the items re-read from the recorded source, checked
+    against the record (same items, same base, same token ids) and extracted again."""
+    from t3unlearn.t3.features import cache_enabled, load_part, part_key
+
+    key = rec.get("feature_key")
+    name = f"request {rid}" if rid else "the retain set"
+    if cache_enabled(cache) and key:
+        part = load_part(key, cache_dir, kw.get("device"))
+        if part is not None:
+            ds = DataSet(rid, [], [], rec.get("source"))
+            ds.record = dict(rec)
+            return ds, part
+    src = rec.get("source")
+    if not src:
+        raise T3Error(f"the features of {name} are not in the feature cache and its items were given in memory (no "
+                      "source recorded); re-create the head from its requests' data.")
+    try:
+        ds = DataSet.load(src, what=name, rid=rid).encode(fmt)
+    except T3Error as exc:
+        raise T3Error(f"the features of {name} are not cached and its source {src} cannot be read again ({exc})") from None
+    if ds.fingerprint != rec.get("fingerprint") or (model_fp and key and part_key(model_fp, ds.examples) != key):
+        raise T3Error(f"{name}'s source {src} no longer holds the items recorded in the head (fingerprint "
+                      f"{rec.get('fingerprint')}); restore it, or withdraw the request and add it again.")
+    ds.record = dict(rec)
+    return ds, gather_parts(model, [ds], pad_id=fmt.pad_id, model_fp=model_fp, cache=cache, cache_dir=cache_dir, **kw)[0]
+
+
+# --------------------------------------------------------------------------- fine-tuning a head
+
+
+def finetune_head(head, fs, new_items: torch.Tensor, cfg, *, seed: int, device=None, progress: bool = False):
+    """Train ``head`` further on the forget items ``new_items`` of ``fs`` (ids < ``fs.n_forget``).
+
+    The recipe of :func:`~t3unlearn.t3.train.train_head`, started from ``head`` and over the new items only:
+    an epoch is one pass over the new forget items in random order; each is paired with a replayed earlier
+    forget item (when there are any), and each forget item with a random retain item; AdamW with a fresh
+    state, ``cfg.warmup_epochs`` of linear warm-up, ``cfg.epochs`` epochs. Returns ``(head, epoch losses)``.
+    """
+    from t3unlearn.t3.train import AdamW, CachedProvider, _threads_for, head_loss_and_grads
+
+    device = torch.device(device or fs.feats.device)
+    provider = CachedProvider(fs)
+    new_items = new_items.to("cpu").long()
+    is_new = torch.zeros(fs.n_forget, dtype=torch.bool)
+    is_new[new_items] = True
+    old = torch.nonzero(~is_new).flatten()
+    n_new, n_old, n_retain = new_items.numel(), old.numel(), fs.n_retain
+    if n_new < 1:
+        raise T3Error("fine-tuning needs at least one new forget item.")
+    gen = torch.Generator().manual_seed(int(seed))
+    b = cfg.batch_size
+    steps_per_epoch = math.ceil(n_new / b)
+    warmup = (cfg.warmup_epochs or 0) * steps_per_epoch
+    head = head.to(device).train()
+    opt = AdamW(list(head.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: list[float] = []
+    step = 0
+    grad_state: dict = {}
+    from t3unlearn.progress import progress as progress_bar
+
+    with progress_bar(total=cfg.epochs, desc="head fine-tune", unit="epoch", enabled=progress) as bar, \
+            _threads_for(device, 2 * 2 * b * 64 * head.in_features * head.hidden):
+        for _ in range(cfg.epochs):
+            forget = new_items[torch.randperm(n_new, generator=gen)]
+            if n_old:
+                replay = old[torch.randperm(n_old, generator=gen)[:n_new]] if n_old >= n_new else old[torch.randint(n_old, (n_new,), generator=gen)]
+            n_partners = n_new * (2 if n_old else 1)
+            if n_retain >= n_partners:
+                retain = torch.randperm(n_retain, generator=gen)[:n_partners] + fs.n_forget
+            else:
+                retain = torch.randint(n_retain, (n_partners,), generator=gen) + fs.n_forget
+            total = torch.zeros((), device=device)
+            for start in range(0, n_new, b):
+                sl = slice(start, start + b)
+                parts = [forget[sl]] + ([replay[sl]] if n_old else [])
+                k = sum(p.numel() for p in parts)
+                r0 = start * (2 if n_old else 1)
+                items = torch.cat(parts + [retain[r0 : r0 + k]])
+                feats, targets, labels = provider.batch(items)
+                loss = head_loss_and_grads(head, feats, targets, labels, grad_state)
+                step += 1
+                opt.step(cfg.lr * min(1.0, step / warmup) if warmup else cfg.lr)
+                total += loss.detach()
+            history.append(float(total) / steps_per_epoch)
+            bar.update(1)
+    return head.eval(), history
+
+
+# --------------------------------------------------------------------------- the head's requests
+
+
+def requests_of(head) -> list[dict]:
+    """The request records of a head (a directory or a loaded :class:`T3ForCausalLM`), in order."""
+    from t3unlearn.t3.config import T3Config
+
+    cfg = head.config if hasattr(head, "config") and hasattr(head, "head") else T3Config.load(head)
+    return list(cfg.requests or [])
+
+
+def format_requests(records: Sequence[dict], retain: dict | None = None) -> str:
+    """A small table of a head's requests."""
+    lines = [f"{'request':<14}{'items':>7}{'tokens':>8}  {'added':<21}{'fingerprint':<18}update    source"]
+    for r in records:
+        lines.append(f"{r.get('id', '?'):<14}{r.get('items', 0):>7}{r.get('tokens', 0):>8}  {r.get('added', ''):<21}"
+                     f"{(r.get('fingerprint') or '')[:16]:<18}{r.get('update', ''):<10}{r.get('source') or '(in memory)'}")
+    if retain:
+        lines.append(f"{'(retain set)':<14}{retain.get('items', 0):>7}{retain.get('tokens', 0):>8}  {retain.get('added', ''):<21}"
+                     f"{(retain.get('fingerprint') or '')[:16]:<18}{'':<10}{retain.get('source') or '(in memory)'}")
+    return "\n".join(lines)
+
+
+def _parse_add(add) -> list[tuple[str | None, Any]]:
+    """``add`` items as ``(id or None, data)``: a data source, a dataset, a ``(id, data)`` pair, or ``"ID=SOURCE"``."""
+    out = []
+    for item in add:
+        if isinstance(item, tuple) and len(item) == 2:
+            out.append((check_id(item[0]), item[1]))
+        elif isinstance(item, str) and "=" in item and not Path(item).exists():
+            rid, _, src = item.partition("=")
+            out.append((check_id(rid), src))
+        else:
+            out.append((None, item))
+    return out
+
+
+def _next_id(taken: set[str]) -> str:
+    n = 1
+    while f"r{n}" in taken:
+        n += 1
+    return f"r{n}"
+
+
+def _train_config(cfg_training: dict):
+    from dataclasses import fields
+
+    from t3unlearn.t3.config import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in (cfg_training or {}).items() if k in names}).validate()
+
+
+def update(
+    head,
+    add: Sequence = (),
+    remove: Sequence[str] = (),
+    *,
+    model=None,
+    tokenizer=None,
+    retain=None,
+    mode: str = "retrain",
+    cache: bool = True,
+    cache_dir=None,
+    feature_batch_size: int = 32,
+    shard_mb: float | None = None,
+    device=None,
+    progress: bool = False,
+    **guidance,
+):
+    """Add deletion requests to a T3 head and/or withdraw some; returns ``T3Result(model, report)``.
+
+    ``head``: a head directory (or a loaded :class:`~t3unlearn.t3.model.T3ForCausalLM`). ``add``: data sources
+    or datasets, each a new request (``"ID=SOURCE"`` or ``(id, data)`` to name it; default ids r1, r2, ...).
+    ``remove``: ids of recorded requests to withdraw. ``model``: the base (a model, or a name/path; default:
+    the base the head records; it must be the base it was trained on); ``tokenizer`` defaults to the base's.
+    ``retain``: a new retain set (default: the recorded one). ``mode``: ``retrain`` or ``finetune`` (see the
+    module doc; a withdrawal or a new retain set always retrains). ``guidance``: T3 guidance knobs
+    (``temperature=...``) for the updated head (default: the head's). Save the result with ``save_pretrained``.
+    """
+    from t3unlearn.data import QAFormatter
+    from t3unlearn.t3.config import Guidance, T3Config
+    from t3unlearn.t3.features import assemble, cache_enabled, model_fingerprint, vocab_size_of
+    from t3unlearn.t3.model import T3ForCausalLM, tokenizer_hash
+    from t3unlearn.t3.train import CachedProvider, T3Result, evaluate_head, train_head
+
+    if mode not in UPDATES:
+        raise T3Error(f"update mode must be one of {', '.join(UPDATES)}, not {mode!r}.")
+    t_start = time.perf_counter()
+    loaded = hasattr(head, "config") and hasattr(head, "head")
+    if loaded:
+        old_cfg, old_head, base_in_head = head.config, head.head, head.base
+        head_name = "the model's head"
+    else:
+        old_cfg, head_name = T3Config.load(head), str(head)
+        old_head = base_in_head = None
+    records = list(old_cfg.requests or [])
+    if not records:
+        raise T3Error(f"{head_name} records no deletion requests (it was made before heads recorded them); "
+                      "re-create it with 't3unlearn unlearn' from its forget set, then update it.")
+    remove = [check_id(r) for r in remove]
+    ids = [r["id"] for r in records]
+    unknown = [r for r in remove if r not in ids]
+    if unknown:
+        raise T3Error(f"{head_name} has no request {unknown[0]}; its requests are {', '.join(ids)}.")
+    adds = _parse_add(add)
+    if not adds and not remove and retain is None:
+        raise T3Error("nothing to do: give requests to add (--add-forget) or to withdraw (--remove-forget).")
+    if len(set(remove)) == len(ids) and not adds:
+        raise T3Error(f"withdrawing every request ({', '.join(ids)}) leaves nothing to forget; delete the head instead.")
+    g = Guidance().replace(**{**asdict(old_cfg.guidance), **{k: v for k, v in guidance.items() if v is not None}})
+
+    # the base, its tokenizer and the formatting the head was trained with
+    if model is None:
+        model = base_in_head if base_in_head is not None else T3ForCausalLM.base_model_path(head)
+    if isinstance(model, (str, Path)):
+        from t3unlearn.lm import load_base, load_tokenizer
+
+        tokenizer = tokenizer or load_tokenizer(str(model))
+        model = load_base(str(model), device=device)
+    if tokenizer is None:
+        raise T3Error("update needs the base's tokenizer (or give the base as a path).")
+    if old_cfg.tokenizer_hash and tokenizer_hash(tokenizer) != old_cfg.tokenizer_hash:
+        raise ModelError("this tokenizer's vocabulary differs from the one the head was trained with; use the base's tokenizer.")
+    model.eval()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    training = dict(old_cfg.training or {})
+    fmt = QAFormatter(tokenizer, max_length=int(training.get("max_length", 512)), template=training.get("template", "auto"))
+    tcfg = _train_config(training)
+    model_fp = model_fingerprint(model) if cache_enabled(cache) or training.get("base_fingerprint") else None
+    if model_fp and training.get("base_fingerprint") and model_fp != training["base_fingerprint"]:
+        raise ModelError(f"{head_name} was trained on another base (fingerprint {training['base_fingerprint']}, this one "
+                         f"{model_fp}); give the base it was trained on ({old_cfg.base_model_name_or_path}).")
+
+    # features: cached parts for everything already seen, one forward pass over the new items only
+    from t3unlearn.t3.features import prompt_hashes
+
+    t0 = time.perf_counter()
+    kw = dict(model_fp=model_fp, cache=cache, cache_dir=cache_dir, batch_size=feature_batch_size, shard_mb=shard_mb,
+              device=device, progress=progress)
+    kept = [_stored_part(model, r, rid=r["id"], fmt=fmt, **kw) for r in records if r["id"] not in remove]
+    kept_hashes = [(s.id, p.prompts) for s, p in kept]
+    if retain is not None:
+        retain_set = DataSet.load(retain, what="retain set").encode(fmt)
+        check_retain_items(retain_set, prompt_hashes(retain_set.examples), kept_hashes)
+        retain_part = None
+    elif old_cfg.retain_set:
+        retain_set, retain_part = _stored_part(model, old_cfg.retain_set, rid=None, fmt=fmt, **kw)
+    else:
+        raise T3Error(f"{head_name} records no retain set; give one (--retain).")
+    taken = set(ids)
+    new: list[DataSet] = []
+    for rid, data in adds:
+        rid = rid or _next_id(taken)
+        if rid in taken:
+            raise T3Error(f"request id {rid} is already used by this head (ids must be unique, even after a withdrawal).")
+        taken.add(rid)
+        s = DataSet.load(data, what=f"request {rid}", rid=rid).encode(fmt)
+        same = [r["id"] for r in records if r.get("fingerprint") == s.fingerprint and r["id"] not in remove]
+        if same:
+            raise T3Error(f"request {rid} holds exactly the items of request {same[0]}, which the head already covers.")
+        new.append(s)
+    check_new_items([(s, prompt_hashes(s.examples)) for s in new], kept_hashes,
+                    prompt_hashes(retain_set.examples) if retain_part is None else retain_part.prompts)
+    if retain_part is None:
+        retain_part = gather_parts(model, [retain_set], pad_id=fmt.pad_id, **kw)[0]
+    new_parts = gather_parts(model, new, pad_id=fmt.pad_id, **kw)
+    sets = [s for s, _ in kept] + new
+    parts = [p for _, p in kept] + new_parts + [retain_part]
+    fs = assemble(parts[:-1], parts[-1], device)
+    t1 = time.perf_counter()
+    stamp = now()
+    for s, p in zip(new, new_parts):
+        s.make_record(p.key, added=stamp, update=mode)
+    if retain is not None:
+        retain_set.make_record(retain_part.key, added=stamp)
+    new_records = [s.record for s in sets]
+
+    # the head: retrained on the union, or the current head fine-tuned on the new items
+    finetuned = list(training.get("finetuned") or [])
+    retrain = mode == "retrain" or bool(remove) or retain is not None
+    V = vocab_size_of(model)
+    if retrain:
+        new_head, history = train_head(CachedProvider(fs), fs.n_forget, fs.n_retain, fs.dim, V, tcfg, device=device, progress=progress)
+        finetuned = []
+    else:
+        from copy import deepcopy
+
+        start_head = deepcopy(old_head) if old_head is not None else T3ForCausalLM._load_head(head, old_cfg)
+        n_old = sum(p.n_items for _, p in kept)
+        new_items = torch.arange(n_old, fs.n_forget)
+        seed = int(tcfg.seed) * 1_000_003 + len(records) + len(new)  # deterministic, different for each update
+        new_head, history = finetune_head(start_head.float(), fs, new_items, tcfg, seed=seed, device=device, progress=progress)
+        finetuned += [s.id for s in new]
+    t2 = time.perf_counter()
+    report = evaluate_head(new_head, fs)
+    new_tokens = sum(p.n_tokens for p in new_parts)
+    report.update({
+        "final_epoch_loss": history[-1], "features_s": round(t1 - t0, 4), "train_s": round(t2 - t1, 4),
+        "features_cached": fs.from_cache, "feature_key": fs.key, "feature_tokens": int(fs.targets.numel()),
+        "mode": "retrain" if retrain else "finetune", "added": [s.id for s in new], "removed": list(remove),
+        "requests": [s.id for s in sets], "new_items": sum(len(s.examples) for s in new), "new_tokens": new_tokens,
+        "extracted": [s.id or "retain" for s, p in zip([*sets, retain_set], parts) if not p.from_cache],
+        "new_features_s": round(sum(p.seconds for p in new_parts), 4),
+        "wall_s": round(time.perf_counter() - t_start, 4),
+    })
+    training.update({"n_forget": fs.n_forget, "n_retain": fs.n_retain, "finetuned": finetuned or None,
+                     "base_fingerprint": model_fp or training.get("base_fingerprint")})
+    cfg = T3Config(**{k: getattr(old_cfg, k) for k in T3Config.FILE_FIELDS})
+    cfg.training = training
+    cfg.metrics = {k: report[k] for k in ("forget", "retain", "final_epoch_loss")}
+    cfg.requests = new_records
+    cfg.retain_set = retain_set.record
+    cfg.set_guidance(g)
+    t3 = T3ForCausalLM(cfg, model, new_head).eval()
+    return T3Result(t3, report)
+
+
+def split_requests(ds, n: int, *, by: str = "author") -> list:
+    """Cut a forget set into ``n`` requests of whole authors, in order: by its ``by`` column when it has one
+    (authors in order of appearance, ``len(authors) / n`` per request), else into ``n`` equal contiguous runs
+    (TOFU's configs list each author's items together). Returns ``datasets.Dataset`` selections."""
+    if n < 1:
+        raise T3Error(f"the number of requests must be >= 1, not {n}.")
+    if by in ds.column_names:
+        authors = list(dict.fromkeys(ds[by]))
+        if len(authors) % n:
+            raise DataError(f"{len(authors)} authors cannot be split into {n} equal requests; choose a divisor of {len(authors)}.")
+        per = len(authors) // n
+        col = ds[by]
+        groups = [set(authors[i * per : (i + 1) * per]) for i in range(n)]
+        return [ds.select([j for j, a in enumerate(col) if a in g]) for g in groups]
+    if len(ds) % n:
+        raise DataError(f"{len(ds)} items cannot be split into {n} equal requests; choose a divisor of {len(ds)}.")
+    per = len(ds) // n
+    return [ds.select(range(i * per, (i + 1) * per)) for i in range(n)]
