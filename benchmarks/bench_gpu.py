@@ -204,8 +204,8 @@ def main(argv=None) -> int:
           f"{sizes['retain']} items{' (TOFU forget10-sized)' if sizes is TOFU else ''}, one more request of {sizes['request']} items; "
           f"{'features in memory' if args.no_cache else 'features streamed to a disk cache'}", flush=True)
     rows = [bench(n, args, sizes) for n in names]
-    print(f"\n| model | params | features (s) | tokens/s | head training (s) | end-to-end (s) | +1 request: forward (s) | "
-          f"update, retrain (s) | update, fine-tune (s) | peak GPU (GB) |")
+    print("\n| model | params | features (s) | tokens/s | head training (s) | end-to-end (s) | +1 request: forward (s) | "
+          "update, retrain (s) | update, fine-tune (s) | peak GPU (GB) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         gpu = "n/a" if r["peak_gpu_gb"] is None else f"{r['peak_gpu_gb']:.1f}"

@@ -142,29 +142,9 @@ def test_unlearn_learns_and_reports(random_lm, home):
         unlearn(base, tok, _ds(FORGET), _ds(RETAIN), temperature=0)
 
 
-def test_adamw_matches_torch():
-    from t3unlearn.t3.train import AdamW
-
-    torch.manual_seed(0)
-    a = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
-    b = [p.detach().clone().requires_grad_(True) for p in a]
-    ours = AdamW(a, lr=1e-2, weight_decay=1e-2)
-    ref = torch.optim.AdamW(b, lr=1e-2, weight_decay=1e-2)
-    for step in range(5):
-        g = [torch.randn_like(p) for p in a]
-        for p, q, gi in zip(a, b, g):
-            p.grad, q.grad = gi.clone(), gi.clone()
-        lr = 1e-2 * (step + 1) / 5
-        ref.param_groups[0]["lr"] = lr
-        ours.step(lr)
-        ref.step()
-    for p, q in zip(a, b):
-        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
-
-
 def test_closed_form_gradients_equal_autograd():
     from t3unlearn.t3.head import GuidanceHead
-    from t3unlearn.t3.train import AdamW, head_loss_and_grads
+    from t3unlearn.t3.train import head_loss_and_grads
 
     torch.manual_seed(0)
     head = GuidanceHead(12, 5, 40)
@@ -178,18 +158,18 @@ def test_closed_form_gradients_equal_autograd():
     torch.testing.assert_close(loss, ref.detach())
     for g, p in zip(grads, head.parameters()):
         torch.testing.assert_close(g, p.grad)
-    # the fused and the plain AdamW agree
-    a = [torch.randn(4, 3), torch.randn(6)]
-    b = [p.clone() for p in a]
-    fa, fb = AdamW(a, lr=0.1, weight_decay=0.1, fused=True), AdamW(b, lr=0.1, weight_decay=0.1, fused=False)
-    for _ in range(3):
-        for p, q in zip(a, b):
-            p.grad = torch.ones_like(p)
-            q.grad = torch.ones_like(q)
-        fa.step(0.05)
-        fb.step(0.05)
-    for p, q in zip(a, b):
-        torch.testing.assert_close(p, q)
+    # over several steps the output layer's gradient buffer is reused: only this step's rows may be non-zero
+    state = {}
+    for step in range(3):
+        t = torch.randint(0, 40, (30,), generator=torch.Generator().manual_seed(step))
+        head_loss_and_grads(head, x, t, y, state)
+        fast = [p.grad.clone() for p in head.parameters()]
+        for p in head.parameters():
+            p.grad = None
+        torch.nn.functional.binary_cross_entropy_with_logits(head.gather(x, t), y).backward()
+        for g, p in zip(fast, head.parameters()):
+            torch.testing.assert_close(g, p.grad)
+        head_loss_and_grads(head, x, t, y, state)  # leave the buffer as training leaves it
 
 
 def test_encode_batch_equals_encode_many(small_tokenizer):

@@ -14,7 +14,6 @@ model: the glyphs before, none after) and ``grids/<family>-<model>.png`` (every 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Sequence

@@ -202,7 +202,7 @@ def finetune_head(head, fs, new_items: torch.Tensor, cfg, *, seed: int, device=N
     forget item (when there are any), and each forget item with a random retain item; AdamW with a fresh
     state, ``cfg.warmup_epochs`` of linear warm-up, ``cfg.epochs`` epochs. Returns ``(head, epoch losses)``.
     """
-    from t3unlearn.t3.train import AdamW, CachedProvider, _threads_for, head_loss_and_grads
+    from t3unlearn.t3.train import CachedProvider, _threads_for, head_loss_and_grads, head_on_fused_device
 
     device = torch.device(device or fs.feats.device)
     provider = CachedProvider(fs)
@@ -218,7 +218,7 @@ def finetune_head(head, fs, new_items: torch.Tensor, cfg, *, seed: int, device=N
     steps_per_epoch = math.ceil(n_new / b)
     warmup = (cfg.warmup_epochs or 0) * steps_per_epoch
     head = head.to(device).train()
-    opt = AdamW(list(head.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=head_on_fused_device(device))
     history: list[float] = []
     step = 0
     grad_state: dict = {}
@@ -245,7 +245,9 @@ def finetune_head(head, fs, new_items: torch.Tensor, cfg, *, seed: int, device=N
                 feats, targets, labels = provider.batch(items)
                 loss = head_loss_and_grads(head, feats, targets, labels, grad_state)
                 step += 1
-                opt.step(cfg.lr * min(1.0, step / warmup) if warmup else cfg.lr)
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * min(1.0, step / warmup) if warmup else cfg.lr
+                opt.step()
                 total += loss.detach()
             history.append(float(total) / steps_per_epoch)
             bar.update(1)

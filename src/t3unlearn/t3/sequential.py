@@ -47,11 +47,6 @@ RECORD = "record.json"
 METRICS = ("forget_quality", "forget_Q_A_ROUGE", "model_utility", "forget_Q_A_Prob", "forget_truth_ratio")
 
 
-def _get(rec, name: str):
-    """A field of a baseline's training record, a dict today (a dataclass tomorrow)."""
-    return rec[name] if isinstance(rec, dict) else getattr(rec, name)
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -302,15 +297,13 @@ class Runner:
         from t3unlearn.lm import CausalLM
 
         cfg = load_compare_config()
-        entry = cfg["methods"][method]
-        train = {**cfg.get("train", {}), **entry.get("train", {}), "lr": BASELINE_LR[method], "seed": seed,
-                 "max_length": int(cfg.get("max_length", 512))}
+        entry = cfg.methods[method]
+        train = {**cfg.train, **entry.train, "lr": BASELINE_LR[method], "seed": seed, "max_length": int(cfg.max_length)}
         start = self.paths["full"] if k == 1 else self.unit_dir(method, seed, k - 1) / "state"
         net, tok = load_base(str(start))
-        rec = unlearn_baseline(method, net, self.requests[k - 1], self.retain, tokenizer=tok, params=dict(entry.get("params", {})),
-                               config=train, progress=self.progress)
-        net = _get(rec, "model")
-        wall = float(_get(rec, "wall_seconds"))
+        result = unlearn_baseline(method, net, self.requests[k - 1], self.retain, tokenizer=tok, params=dict(entry.params),
+                                  config=train, progress=self.progress)
+        net, wall = result.model, float(result.cost.wall_seconds)
         res = self.evaluate(CausalLM(net, tok, name=method), k)
         out = {"method": method, "seed": seed, "step": k, "wall_s": wall, "lr": train["lr"], "summary": self._summary(res)}
 
@@ -320,7 +313,6 @@ class Runner:
             save_model(net, tok, path, {"method": method, "step": k, "seed": seed})
 
         out = self._save_unit(method, seed, k, out, res, write)
-        del net
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
         return out
 

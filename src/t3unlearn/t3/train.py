@@ -9,7 +9,7 @@ Training reads cached features (see :mod:`t3unlearn.t3.features`), never the bas
 - loss: binary cross-entropy on the logit of the realized next token at every answer position
   (retain = 1, forget = 0), summed over the batch's tokens and divided by their number; only
   the rows of the head's last weight for those tokens are used, never all ``V`` logits;
-- AdamW, linear warm-up of the learning rate over ``warmup_epochs`` epochs (default: a quarter
+- AdamW (``torch.optim.AdamW``, fused), linear warm-up of the learning rate over ``warmup_epochs`` epochs (default: a quarter
   of the epochs, 25 of 100 as in the paper), then constant;
 - deterministic on CPU for a seed (head initialisation and pairing use their own generators).
 """
@@ -71,42 +71,9 @@ class RecomputeProvider:
 # --------------------------------------------------------------------------- training
 
 
-class AdamW:
-    """AdamW with decoupled weight decay, as ``torch.optim.AdamW`` computes it (not imported:
-    constructing a torch optimizer imports torch._dynamo, seconds on a small CPU)."""
-
-    def __init__(self, params, *, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8, fused: bool = True):
-        self.params = params
-        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-        self.t = 0
-        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
-        self.fused = fused and hasattr(torch, "_fused_adamw_")
-
-    @torch.no_grad()
-    def step(self, lr: float | None = None) -> None:
-        lr = self.lr if lr is None else lr
-        b1, b2 = self.betas
-        self.t += 1
-        if self.fused:  # torch's own fused AdamW kernel (what torch.optim.AdamW(fused=True) calls)
-            for s in self.steps:
-                s.fill_(self.t)
-            torch._fused_adamw_(
-                self.params, [p.grad for p in self.params], self.m, self.v, [], self.steps,
-                amsgrad=False, lr=lr, beta1=b1, beta2=b2, weight_decay=self.weight_decay, eps=self.eps, maximize=False,
-            )
-            return
-        step_size = lr / (1 - b1**self.t)
-        bc2_sqrt = math.sqrt(1 - b2**self.t)
-        for p, m, v in zip(self.params, self.m, self.v):
-            if p.grad is None:
-                continue
-            g = p.grad
-            p.mul_(1 - lr * self.weight_decay)
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(self.eps), value=-step_size)
+def head_on_fused_device(device) -> bool:
+    """Whether torch has a fused AdamW for ``device`` (CPU, CUDA, MPS, XPU in torch 2.13)."""
+    return torch.device(device).type in ("cpu", "cuda", "mps", "xpu")
 
 
 class _threads_for:
@@ -198,7 +165,8 @@ def train_head(
     gen = torch.Generator().manual_seed(cfg.seed)
     steps_per_epoch = math.ceil(n_forget / cfg.batch_size)
     warmup = cfg.warmup_epochs * steps_per_epoch
-    opt = AdamW(list(head.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # torch's fused AdamW kernel where the device has one (CPU and CUDA do); the warm-up sets the lr per step
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=head_on_fused_device(device))
     bar = None
     if progress:
         from t3unlearn.progress import progress as progress_bar
@@ -216,7 +184,9 @@ def train_head(
                 feats, targets, labels = provider.batch(items)
                 loss = head_loss_and_grads(head, feats, targets, labels, grad_state)  # mean over the batch's tokens
                 step += 1
-                opt.step(cfg.lr * min(1.0, step / warmup) if warmup else cfg.lr)
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * min(1.0, step / warmup) if warmup else cfg.lr
+                opt.step()  # the gradients stay: the closed-form path reuses their buffer
                 total += loss.detach()
             history.append(float(total) / steps_per_epoch)
             if bar is not None:
