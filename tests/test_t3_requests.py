@@ -163,7 +163,7 @@ def test_update_refuses_what_it_cannot_do(random_lm, home, tmp_path):
     for k in ("requests", "retain_set"):
         cfg.pop(k)
     (tmp_path / "old" / "t3_config.json").write_text(json.dumps(cfg))
-    from t3unlearn.t3.config import T3Config
+    from t3unlearn.t3.model import T3Config
 
     assert T3Config.load(tmp_path / "old").requests is None  # the older file still loads
     with pytest.raises(T3Error, match="records no deletion requests"):

@@ -125,7 +125,10 @@ def test_unlearn_learns_and_reports(random_lm, home):
     from t3unlearn.t3.config import Guidance
 
     base, tok = random_lm
-    t3, report = unlearn(base, tok, _ds(FORGET), _ds(RETAIN), hidden_size=16, epochs=60, warmup_epochs=5, batch_size=2, lr=3e-2)
+    result = unlearn(base, tok, _ds(FORGET), _ds(RETAIN), hidden_size=16, epochs=60, warmup_epochs=5, batch_size=2, lr=3e-2)
+    t3, report = result  # the result type every method returns (t3unlearn.results.UnlearnResult)
+    assert result.method == "t3" and result.tokenizer is tok
+    assert result.cost.trainable_params == sum(p.numel() for p in t3.head.parameters()) and result.cost.wall_seconds > 0
     assert isinstance(t3, T3ForCausalLM) and t3.guidance == Guidance()  # the defaults, saved with the head
     for name in ("forget", "retain"):
         assert set(report[name]) >= {"token_loss", "token_acc", "seq_loss", "seq_acc"}

@@ -345,7 +345,7 @@ def _update(args) -> int:
 
     from t3unlearn.benchmarks import resolve_data, resolve_model
     from t3unlearn.errors import T3Error
-    from t3unlearn.t3.config import T3Config
+    from t3unlearn.t3.model import T3Config
     from t3unlearn.t3.requests import format_requests, update
     from t3unlearn.t3.train import format_report
 

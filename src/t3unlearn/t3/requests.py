@@ -259,7 +259,7 @@ def finetune_head(head, fs, new_items: torch.Tensor, cfg, *, seed: int, device=N
 
 def requests_of(head) -> list[dict]:
     """The request records of a head (a directory or a loaded :class:`T3ForCausalLM`), in order."""
-    from t3unlearn.t3.config import T3Config
+    from t3unlearn.t3.model import T3Config
 
     cfg = head.config if hasattr(head, "config") and hasattr(head, "head") else T3Config.load(head)
     return list(cfg.requests or [])
@@ -324,7 +324,7 @@ def update(
     progress: bool = False,
     **guidance,
 ):
-    """Add deletion requests to a T3 head and/or withdraw some; returns ``T3Result(model, report)``.
+    """Add deletion requests to a T3 head and/or withdraw some; returns an :class:`~t3unlearn.results.UnlearnResult` (``model, report = update(...)`` unpacks it).
 
     ``head``: a head directory (or a loaded :class:`~t3unlearn.t3.model.T3ForCausalLM`). ``add``: data sources
     or datasets, each a new request (``"ID=SOURCE"`` or ``(id, data)`` to name it; default ids r1, r2, ...).
@@ -335,10 +335,10 @@ def update(
     (``temperature=...``) for the updated head (default: the head's). Save the result with ``save_pretrained``.
     """
     from t3unlearn.data import QAFormatter
-    from t3unlearn.t3.config import Guidance, T3Config
+    from t3unlearn.t3.config import Guidance
     from t3unlearn.t3.features import assemble, cache_enabled, model_fingerprint, vocab_size_of
-    from t3unlearn.t3.model import T3ForCausalLM, tokenizer_hash
-    from t3unlearn.t3.train import CachedProvider, T3Result, evaluate_head, train_head
+    from t3unlearn.t3.model import T3Config, T3ForCausalLM, tokenizer_hash
+    from t3unlearn.t3.train import CachedProvider, evaluate_head, t3_result, train_head
 
     if mode not in UPDATES:
         raise T3Error(f"update mode must be one of {', '.join(UPDATES)}, not {mode!r}.")
@@ -469,7 +469,7 @@ def update(
     cfg.retain_set = retain_set.record
     cfg.set_guidance(g)
     t3 = T3ForCausalLM(cfg, model, new_head).eval()
-    return T3Result(t3, report)
+    return t3_result(t3, tokenizer, report, time.perf_counter() - t_start, new_head)
 
 
 def split_requests(ds, n: int, *, by: str = "author") -> list:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import torch
 
@@ -28,6 +28,7 @@ from t3unlearn.errors import T3Error
 from t3unlearn.t3.config import Guidance, TrainConfig, split_settings
 from t3unlearn.t3.features import FeatureSet, batch_features
 from t3unlearn.t3.head import GuidanceHead
+from t3unlearn.results import UnlearnResult
 
 
 # --------------------------------------------------------------------------- feature providers
@@ -244,11 +245,16 @@ def format_report(report: dict) -> str:
 # --------------------------------------------------------------------------- the whole step
 
 
-class T3Result(NamedTuple):
-    """``model, report = unlearn(...)``."""
+T3Result = UnlearnResult  # T3's unlearn() and update() return the result type every method returns
 
-    model: "object"
-    report: dict
+
+def t3_result(t3, tokenizer, report: dict, seconds: float, head) -> UnlearnResult:
+    """What T3's unlearning returns: the guided model, the tokenizer, the classifier's report and the cost (wall
+    time of feature extraction + head training, peak memory, the head's parameters)."""
+    from t3unlearn.results import Cost, peak_rss_mb
+
+    cost = Cost(wall_seconds=seconds, peak_rss_mb=peak_rss_mb(), trainable_params=sum(p.numel() for p in head.parameters()))
+    return UnlearnResult(model=t3, tokenizer=tokenizer, report=report, cost=cost, method="t3")
 
 
 def unlearn(
@@ -358,7 +364,7 @@ def unlearn(
     config.set_guidance(guidance)
     t3 = T3ForCausalLM(config, model, head).eval()
     assert hidden_size_of(model) == fs.dim
-    return T3Result(t3, report)
+    return t3_result(t3, tokenizer, report, time.perf_counter() - t0, head)
 
 
 def _now() -> str:
