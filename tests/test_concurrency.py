@@ -184,13 +184,17 @@ def test_two_processes_extract_the_same_features(random_lm, tmp_path, monkeypatc
     outs = _run_together([_feature_script(tmp_path / "m")] * 2, home)
     lines = [line.split() for out in outs for line in out.splitlines() if line.startswith("KEY ")]
     assert len(lines) == 2 and lines[0][1] == lines[1][1] and lines[0][3] == lines[1][3]
-    entries = [p for p in (home / "features").iterdir() if not p.name.startswith(".")]
-    assert [p.name for p in entries] == [lines[0][1]]
-    from t3unlearn.t3.features import load_features
+    # one cache entry per data set (the forget item, the retain item), each written once, whole
+    entries = sorted(p.name for p in (home / "features").iterdir() if not p.name.startswith(".") and p.is_dir())
+    assert len(entries) == 2
+    from t3unlearn.t3.features import assemble, load_part
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(home))
-    cached = load_features(lines[0][1])
-    assert cached is not None and abs(float(cached.feats.sum()) - float(lines[0][3])) < 1e-3
+    parts = {k: load_part(k) for k in entries}
+    assert all(part is not None for part in parts.values())
+    forget, retain = sorted(parts.values(), key=lambda part: part.n_tokens)  # "In Lisbon." is the shorter answer
+    cached = assemble([forget], retain)
+    assert cached.key == lines[0][1] and abs(float(cached.feats.sum()) - float(lines[0][3])) < 1e-3
     assert _strays(home) == []
 
 
