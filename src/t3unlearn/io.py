@@ -263,3 +263,14 @@ def torch_threads(setting: str | int | None = "auto", *, log=None) -> Iterator[i
     finally:
         if torch.get_num_threads() != saved:
             torch.set_num_threads(saved)
+
+
+def replace_section(text: str, begin: str, end: str, block: str) -> str:
+    """``text`` with the section from the marker ``begin`` to ``end`` replaced by ``block`` (which carries
+    both markers), or with ``block`` appended when the markers are not there: generated sections of docs."""
+    if begin in text and end in text:
+        pre, rest = text.split(begin, 1)
+        _, post = rest.split(end, 1)
+        return pre + block + post
+    return text.rstrip() + "\n\n" + block + "\n"
+

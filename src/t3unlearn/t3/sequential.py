@@ -490,7 +490,7 @@ def plot(report: dict, path: Path) -> Path:
 
 def write_doc(doc: str | Path, reports: Sequence[dict], command: str) -> Path:
     """Put each report's table and plot into ``doc`` between generated-section markers (one per benchmark)."""
-    from t3unlearn.io import atomic_write
+    from t3unlearn.io import atomic_write, replace_section
 
     doc = Path(doc)
     text = doc.read_text(encoding="utf-8") if doc.is_file() else "# Sequential deletion requests\n"
@@ -502,12 +502,7 @@ def write_doc(doc: str | Path, reports: Sequence[dict], command: str) -> Path:
             shutil.copyfile(rep["plot"], target)
         body = rep["markdown"].replace(f"]({Path(rep['plot']).name})", f"]({target.name})")
         block = "\n".join([begin, "", "```bash", command, "```", "", body, end])
-        if begin in text and end in text:
-            pre, rest = text.split(begin, 1)
-            _, post = rest.split(end, 1)
-            text = pre + block + post
-        else:
-            text = text.rstrip() + "\n\n" + block + "\n"
+        text = replace_section(text, begin, end, block)
     with atomic_write(doc, "w", encoding="utf-8") as fh:
         fh.write(text)
     return doc

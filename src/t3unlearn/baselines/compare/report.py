@@ -124,7 +124,7 @@ def doc_markers(split: str) -> tuple[str, str]:
 def write_doc(doc: str | os.PathLike, reports: Sequence[dict], command: str) -> Path:
     """Put each report's table and plot into ``doc``, one generated section per split (replaced when
     present, appended otherwise, each with the command that made it); plots are copied beside the document."""
-    from t3unlearn.io import atomic_write
+    from t3unlearn.io import atomic_write, replace_section
 
     doc = Path(doc)
     doc.parent.mkdir(parents=True, exist_ok=True)
@@ -138,12 +138,7 @@ def write_doc(doc: str | os.PathLike, reports: Sequence[dict], command: str) -> 
                 shutil.copyfileobj(src, fh)
         block = "\n".join([begin, "", "```bash", command, "```", "", rep["markdown"],
                            f"![forget quality vs model utility, {rep['split']}]({target.name})", "", end])
-        if begin in text and end in text:
-            pre, rest = text.split(begin, 1)
-            _, post = rest.split(end, 1)
-            text = pre + block + post
-        else:
-            text = text.rstrip() + "\n\n" + block + "\n"
+        text = replace_section(text, begin, end, block)
     with atomic_write(doc, "w", encoding="utf-8") as fh:
         fh.write(text)
     return doc
