@@ -55,7 +55,7 @@ def register(sub) -> None:
         epilog=_COMPARE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--benchmark", default="world", choices=["world", "tofu"], help="world (embedded, offline; default) or tofu (hub)")
+    p.add_argument("--benchmark", default="world", choices=["world", "tofu"], help="world (embedded, offline; default) or tofu ($T3UNLEARN_TOFU_DIR when set, else the hub)")
     p.add_argument("--split", default="forget10", help="forget01 / forget05 / forget10, or several comma-separated (default forget10)")
     p.add_argument("--methods", default=",".join(_all_methods()), help="comma-separated (default: all)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method for the selected setting (default 3)")
