@@ -35,25 +35,7 @@ from t3unlearn.t3.guidance import guided_logits
 MIN_K = 0.4
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One point of the guidance grid."""
-
-    temperature: float = Guidance.temperature
-    scale: float = Guidance.scale
-    tempering: str = Guidance.tempering
-    tail_logp: float | None = Guidance.tail_logp
-    bias: float = Guidance.bias
-
-    def label(self) -> str:
-        parts = [f"T={self.temperature:g}", f"s={self.scale:g}"]
-        if self.tempering != "global" and self.temperature != 1:  # at T = 1 every tempering is the identity
-            parts.append(self.tempering)
-        if self.tail_logp is not None and self.temperature != 1:
-            parts.append(f"tail={self.tail_logp:g}")
-        if self.bias:
-            parts.append(f"bias={self.bias:g}")
-        return ", ".join(parts)
+Setting = Guidance  # one point of the guidance grid: T, s, tempering, tail guard, bias
 
 
 def grid(temperatures: Iterable[float], scales: Iterable[float], temperings: Iterable[str] = ("global",),
