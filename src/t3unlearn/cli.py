@@ -70,11 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(args.func(args) or 0)
-    except T3Error as exc:
-        print(f"t3unlearn {args.command}: error: {exc.cli_message()}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        message = os_error_message(exc)
+    except (T3Error, OSError) as exc:
+        message = user_error_message(exc)
         if message is None:
             raise
         print(f"t3unlearn {args.command}: error: {message}", file=sys.stderr)
@@ -95,6 +92,18 @@ _OS_FIXES = {
     errno.ENOTDIR: "a part of the path is a file, not a directory; check the path",
     errno.EISDIR: "it is a directory where a file is needed; check the path",
 }
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one line a user sees for an error they can fix (a :class:`T3Error` in the CLI's words, or an OS
+    error such as a full disk or a missing permission); None for anything else (a bug: let it raise)."""
+    from t3unlearn.errors import T3Error
+
+    if isinstance(exc, T3Error):
+        return exc.cli_message()
+    if isinstance(exc, OSError):
+        return os_error_message(exc)
+    return None
 
 
 def os_error_message(exc: OSError) -> str | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from t3unlearn.t3.cli import positive_int  # argparse types shared by the commands
+
 _EPILOG = """\
 examples:
   # the embedded world's model, with two heads; the playground is at http://127.0.0.1:8000/
@@ -41,16 +43,6 @@ def _head_spec(text: str) -> tuple[str, str]:
     return name, path
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "serve",
@@ -66,9 +58,9 @@ def register(sub) -> None:
     p.add_argument("--name", default=None, help="the base model's id in the API [the --model value]")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
     p.add_argument("--port", type=int, default=8000, help="[8000]")
-    p.add_argument("--max-batch", type=_positive_int, default=32, help="sequences decoded together at most [32]")
-    p.add_argument("--max-n", type=_positive_int, default=16, help="largest 'n' (choices per request) [16]")
-    p.add_argument("--max-body-kb", type=_positive_int, default=1024, help="largest request body in KiB [1024]")
+    p.add_argument("--max-batch", type=positive_int, default=32, help="sequences decoded together at most [32]")
+    p.add_argument("--max-n", type=positive_int, default=16, help="largest 'n' (choices per request) [16]")
+    p.add_argument("--max-body-kb", type=positive_int, default=1024, help="largest request body in KiB [1024]")
     p.add_argument("--force-heads", action="store_true",
                    help="serve --head directories whose t3_config.json names another base (same shapes and tokenizer)")
     p.add_argument("--threads", default="auto", help="torch CPU threads: auto, 0 (torch's default) or a number [auto]")

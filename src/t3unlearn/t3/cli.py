@@ -69,7 +69,7 @@ Greedy decoding unless --do-sample; --num-beams > 1 for beam search.
 """
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -79,7 +79,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _nonneg_int(text: str) -> int:
+def nonneg_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -149,24 +149,24 @@ def register(sub) -> None:
     add_guidance_options(p.add_argument_group("guidance (saved in the head; can be changed at load time)"))
     t = TrainConfig()
     h = p.add_argument_group("head and training")
-    h.add_argument("--hidden-size", type=_positive_int, default=t.hidden_size, help=f"head width h [{t.hidden_size}]")
+    h.add_argument("--hidden-size", type=positive_int, default=t.hidden_size, help=f"head width h [{t.hidden_size}]")
     h.add_argument("--activation", choices=ACTIVATIONS, default=t.activation, help=f"[{t.activation}]")
-    h.add_argument("--layers", type=_positive_int, default=t.layers, help=f"hidden layers (> 1 needs a non-identity activation) [{t.layers}]")
-    h.add_argument("--epochs", type=_positive_int, default=t.epochs, help=f"passes over the forget set [{t.epochs}]")
-    h.add_argument("--warmup-epochs", type=_nonneg_int, default=t.warmup_epochs, help="linear learning-rate warm-up [a quarter of the epochs]")
+    h.add_argument("--layers", type=positive_int, default=t.layers, help=f"hidden layers (> 1 needs a non-identity activation) [{t.layers}]")
+    h.add_argument("--epochs", type=positive_int, default=t.epochs, help=f"passes over the forget set [{t.epochs}]")
+    h.add_argument("--warmup-epochs", type=nonneg_int, default=t.warmup_epochs, help="linear learning-rate warm-up [a quarter of the epochs]")
     h.add_argument("--lr", type=float, default=t.lr, help=f"AdamW learning rate [{t.lr:g}]")
     h.add_argument("--weight-decay", type=float, default=t.weight_decay, help=f"AdamW weight decay [{t.weight_decay:g}]")
-    h.add_argument("--batch-size", type=_positive_int, default=t.batch_size, help=f"forget items per step (plus as many retain) [{t.batch_size}]")
+    h.add_argument("--batch-size", type=positive_int, default=t.batch_size, help=f"forget items per step (plus as many retain) [{t.batch_size}]")
     h.add_argument("--seed", type=int, default=t.seed, help=f"[{t.seed}]")
     c = p.add_argument_group("oracle-free calibration (see 't3unlearn calibrate --help')")
     c.add_argument("--calibrate", action="store_true", help="after training, choose T, s and tempering from forget vs holdout answers")
     add_calibration_options(c)
     o = p.add_argument_group("other")
     o.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    o.add_argument("--feature-batch-size", type=_positive_int, default=32, help="items per forward pass of the model [32]")
+    o.add_argument("--feature-batch-size", type=positive_int, default=32, help="items per forward pass of the model [32]")
     o.add_argument("--shard-mb", type=float, default=None,
                    help="features are streamed to the cache in shards of this many MB (extraction memory) [256]")
-    o.add_argument("--max-length", type=_positive_int, default=512, help="token budget per item [512]")
+    o.add_argument("--max-length", type=positive_int, default=512, help="token budget per item [512]")
     o.add_argument("--template", choices=("auto", "chat", "plain"), default="auto", help="prompt format [auto]")
     o.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda if available]")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -184,11 +184,11 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="base model (directory, hub id, world:NAME), or a saved head directory")
     p.add_argument("--head", default=None, help="T3 head directory to guide --model with")
     add_guidance_options(p.add_argument_group("guidance (override the head's saved settings; need a head)"))
-    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="[64]")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="[64]")
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--top-k", type=_nonneg_int, default=None, help="sampling: keep the k most likely tokens")
+    p.add_argument("--top-k", type=nonneg_int, default=None, help="sampling: keep the k most likely tokens")
     p.add_argument("--top-p", type=float, default=None, help="sampling: nucleus mass")
-    p.add_argument("--num-beams", type=_positive_int, default=1, help="beam search width [1]")
+    p.add_argument("--num-beams", type=positive_int, default=1, help="beam search width [1]")
     p.add_argument("--seed", type=int, default=0, help="[0]")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--device", default=None, help="cpu, cuda ... [cuda if available]")

@@ -404,13 +404,10 @@ def main(argv: list[str]) -> int:
     try:
         with torch_threads(spec.threads or 0):  # this process's own threads: the driver split the machine
             execute_unit(spec)
-    except T3Error as exc:
-        print(f"t3unlearn compare: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        from t3unlearn.cli import os_error_message
+    except (T3Error, OSError) as exc:
+        from t3unlearn.cli import user_error_message
 
-        message = os_error_message(exc)
+        message = user_error_message(exc)
         if message is None:
             raise
         print(f"t3unlearn compare: error: {message}", file=sys.stderr)
