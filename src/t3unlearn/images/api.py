@@ -159,6 +159,9 @@ def unlearn_cached(family: str, method: str, *, preset="default", seed: int = 0,
 
     P = get_preset(preset)
     m = get_method(method)
+    if m.kind == "guidance":
+        return t3_cached(family, m.name, preset=P, seed=seed, params=params, config=config, model=model,
+                         progress=progress)
     base_cfg, base_params = P.unlearn_settings(family, m.name)
     cfg = UnlearnConfig.from_dict({**base_cfg, **(config or {}), "seed": seed})
     prm = resolve_params(m, {**base_params, **(params or {})})
@@ -179,3 +182,48 @@ def unlearn_cached(family: str, method: str, *, preset="default", seed: int = 0,
     record["source"] = str(src)
     _save_run(new, record, path)
     return path, {k: v for k, v in record.items() if k != "inference_net"}
+
+
+def t3_cached(family: str, method: str = "t3", *, preset="default", seed: int = 0, params: dict | None = None,
+              config: dict | None = None, model: str | Path | None = None, progress: bool = True) -> tuple[Path, dict]:
+    """A T3 head (``method`` t3, or cg for T = 1) over ``model`` (default: the preset's full ``family``
+    model), cached like any unlearning run. Only the classifier trains; the run's wall time is its
+    training. Returns ``(run directory, run record)``."""
+    from t3unlearn.images.methods import get_method, resolve_params
+    from t3unlearn.images.t3 import HEAD_VERSION, ClassifierTrainConfig, ImageGuidance, make_t3, save_guided
+    from t3unlearn.io import fingerprint, load_json
+
+    P = get_preset(preset)
+    m = get_method(method)
+    base_cfg, base_params = P.unlearn_settings(family, m.name)
+    cfg = ClassifierTrainConfig.from_dict({**base_cfg, **(config or {}), "seed": seed})
+    guidance = ImageGuidance.from_dict(resolve_params(m, {**base_params, **(params or {})}))
+    src = Path(model) if model is not None else ensure_generator(family, "full", preset=P, progress=progress)
+    bench = load_bench(P)
+    # the classifier depends on the data, the base and its training settings only: t3 and cg share it
+    key = fingerprint("t3-images-head", HEAD_VERSION, weights_fingerprint(src), bench.fingerprint(), asdict(cfg))
+    gkey = fingerprint(key, asdict(guidance))
+    path = _root() / "runs" / f"{P.name}-{family}-{m.name}-s{seed}-{gkey}"
+    if (path / "run.json").is_file() and (path / META_FILE).is_file():
+        try:
+            return path, load_json(path / "run.json")
+        except T3Error:
+            pass
+    gen = ImageGenerator.load(src)
+    if gen.family != family:
+        raise ModelError(f"{src} is a {gen.family} model, not {family}.")
+    shared = _root() / "runs" / f"{P.name}-{family}-t3head-s{seed}-{key}"
+    if (shared / "run.json").is_file() and (shared / META_FILE).is_file():
+        from t3unlearn.images.t3 import T3ImageHead
+
+        head, record = T3ImageHead.load(shared), load_json(shared / "run.json")
+        head.guidance = guidance
+        record = {**record, "method": m.name, "params": asdict(guidance)}
+    else:
+        head, record = make_t3(gen, bench, guidance=guidance, config=cfg, progress=progress,
+                               desc=f"{family} t3 classifier s{seed}")
+        record["source"] = str(src)
+        save_guided(head, src, shared, record=record)
+        record = {**record, "method": m.name}
+    save_guided(head, src, path, record=record)
+    return path, record

@@ -1,4 +1,4 @@
-"""``t3unlearn images build | train | unlearn | eval | compare``: unlearning for image generators."""
+"""``t3unlearn images build | train | unlearn | eval | compare | exactness``: unlearning for image generators."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import argparse
 _DESCRIPTION = """\
 Unlearning for image generative models (DDPMs and VAEs) on an offline augmented-digits benchmark:
 MNIST digits plus a generated trousers-like glyph family labelled "1" (about 1 % of the data, the
-forget set). Methods: naive deletion, NegGrad, NegGrad+, SISS (static λ) and Adaptive-λ SISS, for
-both a class-conditional diffusers DDPM and a conditional VAE; an evaluator classifier measures how
-often the forget glyphs come back and how good the digits stay.
+forget set). Methods: naive deletion, NegGrad, NegGrad+, SISS (static λ) and Adaptive-λ SISS, which
+fine-tune the generator, and T3 (temper, then tilt), which keeps it frozen and guides its sampler
+with a small retain-vs-forget classifier; for both a class-conditional diffusers DDPM and a
+conditional VAE. An evaluator classifier measures how often the forget glyphs come back and how good
+the digits stay.
 """
 
 _EPILOG = """\
@@ -18,6 +20,8 @@ examples:
   t3unlearn images train --family ddpm --role full,retain  the full model and the retrain oracle
   t3unlearn images unlearn --model ddpm:full --method siss --out siss-ddpm
   t3unlearn images unlearn --model vae:full --method adaptive_siss --set kl_weight=0.01 --out ad-vae
+  t3unlearn images unlearn --model ddpm:full --method t3 --set temperature=1.5 --out t3-ddpm
+  t3unlearn images exactness --out exact          T3's samplers on 2-D mixtures with a known target
   t3unlearn images eval --model siss-ddpm --out runs/siss-ddpm        metrics + sample grid
   t3unlearn images eval --model ddpm:retain
   t3unlearn images compare --seeds 3 --out t3-runs/images               every method, table + plots
@@ -39,6 +43,12 @@ methods (--method; settings with --set KEY=VALUE):
   adaptive_siss  Adaptive-λ SISS: λ ~ q(λ | losses, gradient norms) from an inference network
                  trained jointly on E_q[SISS loss] + kl_weight x KL(q || prior)
                  [prior_lambda, prior_sigma, kl_weight, hidden, infer_lr, superfactor, forget_norm*]
+  t3             T3: the generator stays frozen; a classifier f(retain | x_t, t, y) (DDPM; on decoded
+                 samples for the VAE) trains (--steps, --lr, --batch-size are its), and sampling
+                 draws from p^(1/T) f^s   [DDPM: temperature=1.5, scale=3, tempering=adaptive
+                 (or score, langevin), langevin_steps=1, final_langevin_steps=30, snr=0.1,
+                 langevin_min_sigma=0.1; VAE: temperature=1.2, scale=10]
+  cg             the same with temperature=1: plain classifier guidance [DDPM scale=3, VAE scale=10]
 """
 
 
@@ -72,7 +82,7 @@ def register(sub) -> None:
                         epilog=_METHODS_HELP + "\n" + _EPILOG, formatter_class=fmt)
     _common(u)
     u.add_argument("--model", default="ddpm:full", help="the model to unlearn from: a directory or FAMILY:full [ddpm:full]")
-    u.add_argument("--method", default="siss", help="naive, neggrad, neggrad_plus, siss, adaptive_siss [siss]")
+    u.add_argument("--method", default="siss", help="naive, neggrad, neggrad_plus, siss, adaptive_siss, t3, cg [siss]")
     u.add_argument("--out", required=True, metavar="DIR", help="output directory: the unlearned model + run.json")
     u.add_argument("--steps", type=int, default=None, help="unlearning steps [the preset's]")
     u.add_argument("--lr", type=float, default=None, help="learning rate [the preset's]")
@@ -96,11 +106,26 @@ def register(sub) -> None:
                         epilog=_EPILOG, formatter_class=fmt)
     _common(c)
     c.add_argument("--families", default="ddpm,vae", help="comma-separated [ddpm,vae]")
-    c.add_argument("--methods", default="naive,neggrad,neggrad_plus,siss,adaptive_siss", help="comma-separated [all]")
+    c.add_argument("--methods", default="naive,neggrad,neggrad_plus,siss,adaptive_siss,cg,t3", help="comma-separated [all]")
     c.add_argument("--seeds", type=int, default=3, help="unlearning (and oracle training) seeds [3]")
     c.add_argument("--out", default="t3-runs/images", metavar="DIR", help="output directory [t3-runs/images]")
     c.add_argument("--no-grids", action="store_true", help="skip the sample grids")
     c.set_defaults(func=_compare)
+
+    x = isub.add_parser("exactness", help="T3's diffusion samplers against a known target (2-D Gaussian mixtures)",
+                        description="The exactness check of T3 for diffusion models: on a 2-D mixture with a concentrated "
+                        "forget component, where p^(1/T) f^s is known, sample with the exact (analytic) scores and with a "
+                        "tiny trained diffusion model + noise-conditional classifier, for each tempering scheme, and measure "
+                        "the distance to the target (histogram TV, with the floor two exact samples give).",
+                        formatter_class=fmt)
+    x.add_argument("--out", default=None, metavar="DIR", help="write exactness.md, exactness.json and exactness.png there")
+    x.add_argument("--n", type=int, default=4000, help="samples per run [4000]")
+    x.add_argument("--steps", type=int, default=100, help="sampling steps [100]")
+    x.add_argument("--seed", type=int, default=0, help="seed of the data, the models and the samplers [0]")
+    x.add_argument("--models", default="analytic,trained", help="analytic (exact scores), trained (tiny models) [both]")
+    x.add_argument("--threads", default="auto", help="torch CPU threads [auto]")
+    x.add_argument("--quiet", action="store_true", help="no progress bars")
+    x.set_defaults(func=_exactness)
 
 
 def _families(text: str) -> list[str]:
@@ -197,6 +222,8 @@ def _unlearn(args) -> int:
     from t3unlearn.io import torch_threads
 
     method = get_method(args.method)
+    if method.kind == "guidance":
+        return _unlearn_t3(args, method)
     with torch_threads(args.threads, log=print):
         src = resolve_generator(args.model, preset=args.preset, progress=not args.quiet, log=print)
         gen = ImageGenerator.load(src)
@@ -217,6 +244,36 @@ def _unlearn(args) -> int:
         lam = [h["lambda_median"] for h in record["history"]]
         print(f"λ (posterior median): {lam[0]:.3f} at the start, {lam[len(lam) // 2]:.3f} halfway, {lam[-1]:.3f} at the end")
     print(f"saved {args.out} (evaluate it: t3unlearn images eval --model {args.out})")
+    return 0
+
+
+def _unlearn_t3(args, method) -> int:
+    from t3unlearn.images.api import load_bench, resolve_generator
+    from t3unlearn.images.methods import resolve_params
+    from t3unlearn.images.models import ImageGenerator
+    from t3unlearn.images.presets import get_preset
+    from t3unlearn.images.t3 import ClassifierTrainConfig, ImageGuidance, make_t3, save_guided
+    from t3unlearn.io import torch_threads
+
+    with torch_threads(args.threads, log=print):
+        src = resolve_generator(args.model, preset=args.preset, progress=not args.quiet, log=print)
+        gen = ImageGenerator.load(src)
+        cfg, prm = get_preset(args.preset).unlearn_settings(gen.family, method.name)
+        for key in ("steps", "lr", "batch_size"):
+            if getattr(args, key) is not None:
+                cfg[key] = getattr(args, key)
+        cfg["seed"] = args.seed
+        guidance = ImageGuidance.from_dict(resolve_params(method, {**prm, **_parse_sets(args.set)}))
+        head, record = make_t3(gen, load_bench(args.preset), guidance=guidance, config=ClassifierTrainConfig.from_dict(cfg),
+                               progress=not args.quiet)
+        record["source"] = str(src)
+        save_guided(head, src, args.out, record=record)
+    c = record["classifier"]
+    print(f"{method.title} on the {gen.family} (frozen): classifier of {record['trainable_params']:,} parameters, "
+          f"{c['steps']} steps in {record['unlearn_seconds']:.1f} s, balanced accuracy {c['balanced_accuracy']:.3f} "
+          f"(last batches); sampling: T = {guidance.temperature:g}, s = {guidance.scale:g}"
+          + (f", {guidance.tempering} tempering" if gen.family == "ddpm" and guidance.temperature != 1 else ""))
+    print(f"saved {args.out} (a head over {src}; evaluate it: t3unlearn images eval --model {args.out})")
     return 0
 
 
@@ -263,4 +320,35 @@ def _compare(args) -> int:
     with torch_threads(args.threads, log=print):
         compare(args.preset, _families(args.families), [m.strip() for m in args.methods.split(",") if m.strip()],
                 args.seeds, args.out, progress=not args.quiet, grids=not args.no_grids)
+    return 0
+
+
+def _exactness(args) -> int:
+    import json
+    from pathlib import Path
+
+    from t3unlearn.errors import T3Error
+    from t3unlearn.images.exactness import plot_check, run_check, table_markdown
+    from t3unlearn.io import atomic_write, torch_threads
+
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    if not models or any(m not in ("analytic", "trained") for m in models):
+        raise T3Error(f"--models takes analytic, trained or both, not {args.models!r}.")
+    if args.n < 100 or args.steps < 2:
+        raise T3Error("--n must be >= 100 and --steps >= 2.")
+    with torch_threads(args.threads, log=print):
+        rep = run_check(n=args.n, steps=args.steps, models=models, seed=args.seed, progress=not args.quiet)
+    md = table_markdown(rep)
+    print("\n" + md)
+    st = rep["settings"]
+    print(f"\n{st['n']} samples per run, {st['steps']} sampling steps; langevin: {st['langevin_steps']} corrector step(s) per "
+          f"level + {st['final_langevin_steps']} at the last level with sigma >= 0.1; seed {st['seed']}; {rep['seconds']:.0f} s")
+    if args.out:
+        out = Path(args.out)
+        with atomic_write(out / "exactness.md", "w", encoding="utf-8") as fh:
+            fh.write(md + "\n")
+        with atomic_write(out / "exactness.json", "w", encoding="utf-8") as fh:
+            json.dump({"rows": rep["rows"], "settings": st, "train": rep["train"]}, fh, indent=1)
+        plot_check(rep, out / "exactness.png")
+        print(f"wrote {out / 'exactness.md'}, {out / 'exactness.json'}, {out / 'exactness.png'}")
     return 0

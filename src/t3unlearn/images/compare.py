@@ -61,7 +61,7 @@ def table_markdown(family: str, rows: dict, share: float) -> str:
     head = ["model", "seeds", "forget rate, label 1", "forget rate, uncond.", "class acc.", "Fréchet (clf. features)"]
     if family == "vae":
         head += ["ELBO retain", "ELBO forget"]
-    head.append("wall time")
+    head += ["wall time", "trainable params"]
     lines = [f"**{family.upper()}** (forget glyphs are {100 * share:.1f} % of label 1's training images)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     for name, runs in rows.items():
@@ -74,6 +74,8 @@ def table_markdown(family: str, rows: dict, share: float) -> str:
             cells.append(_fmt([r.get("elbo_retain") for r in runs], "num"))
             cells.append(_fmt([r.get("elbo_forget") for r in runs], "num"))
         cells.append(_fmt([r["seconds"] for r in runs], "time"))
+        n = runs[0].get("trainable_params")
+        cells.append("–" if n is None else (f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -89,7 +91,8 @@ def plot_tradeoff(results: dict, path: Path) -> Path:
 
     fams = list(results)
     fig, axes = plt.subplots(1, len(fams), figsize=(5.2 * len(fams), 4.0), squeeze=False)
-    markers = {"full": "X", "retain": "*", "naive": "o", "neggrad": "v", "neggrad_plus": "^", "siss": "s", "adaptive_siss": "D"}
+    markers = {"full": "X", "retain": "*", "naive": "o", "neggrad": "v", "neggrad_plus": "^", "siss": "s", "adaptive_siss": "D",
+               "cg": "P", "t3": "h"}
     for ax, fam in zip(axes[0], fams):
         for name, runs in results[fam]["rows"].items():
             xm, xs = _mean_std([r["frechet"] for r in runs])
@@ -174,13 +177,15 @@ def compare(preset="default", families: Sequence[str] = ("ddpm", "vae"), methods
         full = ensure_generator(fam, "full", preset=P, seed=0, progress=progress, log=log)
         meta = ImageGenerator.load(full).meta
         ev = evaluate_cached(full, preset=P, config=ecfg, progress=progress)
-        rows["full"] = [{**ev, "seconds": meta["train"]["train_seconds"], "seed": 0}]
+        n_model = meta["train"].get("parameters")
+        rows["full"] = [{**ev, "seconds": meta["train"]["train_seconds"], "seed": 0, "trainable_params": n_model}]
         paths["full"] = str(full)
         rows["retain"] = []
         for s in range(seeds):
             p = ensure_generator(fam, "retain", preset=P, seed=s, progress=progress, log=log)
             ev = evaluate_cached(p, preset=P, config=ecfg, progress=progress)
-            rows["retain"].append({**ev, "seconds": ImageGenerator.load(p).meta["train"]["train_seconds"], "seed": s})
+            rows["retain"].append({**ev, "seconds": ImageGenerator.load(p).meta["train"]["train_seconds"], "seed": s,
+                                   "trainable_params": n_model})
             if s == 0:
                 paths["retain"] = str(p)
         _log_row(log, fam, "full", rows["full"][0])
@@ -191,6 +196,7 @@ def compare(preset="default", families: Sequence[str] = ("ddpm", "vae"), methods
                 run, rec = unlearn_cached(fam, m, preset=P, seed=s, progress=progress)
                 ev = evaluate_cached(run, preset=P, config=ecfg, progress=progress)
                 rows[m].append({**ev, "seconds": rec["unlearn_seconds"], "seed": s, "params": rec["params"],
+                                "trainable_params": rec.get("trainable_params", n_model),
                                 "config": rec["config"], "forget_norm_used": rec.get("forget_norm_used")})
                 histories[m].append(rec["history"])
                 if s == 0:
@@ -208,7 +214,8 @@ def compare(preset="default", families: Sequence[str] = ("ddpm", "vae"), methods
               f"{ecfg.sampler} sampler {ecfg.steps} steps, sampling seed {ecfg.seed}. Rates: share of samples the "
               f"classifier calls a forget glyph. Fréchet: on the evaluator classifier's features (not Inception FID); "
               f"real digits vs real digits give {results[next(iter(results))]['rows']['full'][0]['frechet_real']:.1f}. "
-              "Wall time: training (full, oracle) or unlearning (methods).")
+              "Wall time: training (full, oracle) or unlearning (methods; T3 and classifier guidance: training the "
+              "classifier, the generator stays frozen). Trainable params: the generator's (T3: the classifier's).")
     text = header + "\n\n" + "\n\n".join(md) + "\n"
     from t3unlearn.io import atomic_write
 

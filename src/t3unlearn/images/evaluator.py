@@ -271,7 +271,7 @@ def evaluate_generator(gen: ImageGenerator, bench: ImageBenchmark, clf: DigitCla
         "frechet_real": frechet_distance(retain_feats.numpy(), test_feats.numpy()),
         "sample_seconds": round(sample_seconds, 2),
     }
-    if gen.family == "vae":
+    if gen.family == "vae" and gen.guidance is None:  # a guided sampler has no ELBO (its base's is not its own)
         vae = gen.model
         out["elbo_retain"] = vae_elbo(vae, bench.retain, bench.retain_labels, samples=cfg.elbo_samples, seed=cfg.seed)
         out["elbo_forget"] = vae_elbo(vae, bench.forget, bench.forget_labels, samples=cfg.elbo_samples, seed=cfg.seed)

@@ -17,8 +17,10 @@ family decides what "the loss of one image" and "the shared mixture sample" are.
   ``q_φ(λ)``; λ is sampled by reparameterisation, and ``φ`` is trained jointly with the model on
   the variational objective ``E_q[SISS loss(λ)] + β·KL(q_φ(λ) || prior)``.
 
-A later method (say T3 guidance for diffusion, or Score Forgetting Distillation) is one more
-``Method`` here, on the same trainer, benchmark and evaluator.
+- ``t3`` / ``cg``: Temper-Then-Tilt (:mod:`t3unlearn.images.t3`): the generator stays frozen; a
+  classifier of retain vs forget data guides its sampler towards ``p^(1/T) f^s``. ``cg`` is the same
+  with ``T = 1`` (plain classifier guidance). They are ``kind="guidance"``: no trainer step, their
+  ``defaults`` are the guidance settings.
 """
 
 from __future__ import annotations
@@ -69,9 +71,10 @@ class Method:
     title: str
     summary: str
     defaults: dict
-    compute: Callable[[Context, dict], Terms]
+    compute: Callable[[Context, dict], Terms] | None
     pools: tuple = ("retain",)
     setup: Callable[[Context], None] | None = None
+    kind: str = "finetune"  # finetune (the trainer) | guidance (a classifier over the frozen generator)
 
 
 # ----------------------------------------------------------------------------- the methods
@@ -198,7 +201,17 @@ _register(Method(
     | {"prior_lambda": 0.5, "prior_sigma": 0.5, "kl_weight": 1e-3, "hidden": 32, "infer_lr": 1e-3},
     _adaptive_siss, ("all", "forget"), setup=_adaptive_setup))
 
+# T3's guidance settings: chosen by hand on seed 0 of the default preset's DDPM (docs/images.md, "T3 for
+# images"); the VAE's are in presets.py
+_T3_DEFAULTS = {"temperature": 1.5, "scale": 3.0, "tempering": "adaptive", "langevin_steps": 1,
+                "final_langevin_steps": 30, "snr": 0.1, "langevin_min_sigma": 0.1, "max_rounds": 50}
+_register(Method("t3", "T3 (temper, then tilt)", "frozen generator; a retain-vs-forget classifier guides p^(1/T) f^s",
+                 dict(_T3_DEFAULTS), None, ("retain", "forget"), kind="guidance"))
+_register(Method("cg", "Classifier guidance (T = 1)", "the same classifier, no tempering",
+                 {**_T3_DEFAULTS, "temperature": 1.0, "tempering": "score"}, None, ("retain", "forget"), kind="guidance"))
+
 ALL_METHODS = tuple(METHODS)
+FINETUNE_METHODS = tuple(k for k, m in METHODS.items() if m.kind == "finetune")
 
 
 def get_method(name: str | Method) -> Method:
@@ -206,7 +219,8 @@ def get_method(name: str | Method) -> Method:
         return name
     key = str(name).strip().lower().replace("-", "_").replace("+", "_plus")
     key = {"neggradplus": "neggrad_plus", "adaptive": "adaptive_siss", "adaptive_lambda_siss": "adaptive_siss",
-           "naive_deletion": "naive"}.get(key, key)
+           "naive_deletion": "naive",
+           "classifier_guidance": "cg", "temper_then_tilt": "t3"}.get(key, key)
     if key not in METHODS:
         raise T3Error(f"unknown image unlearning method {name!r}; choose one of {', '.join(METHODS)}.")
     return METHODS[key]

@@ -113,6 +113,7 @@ class ImageGenerator:
     model: Any  # UNet2DModel or ConditionalVAE
     scheduler: Any = None  # DDPMScheduler for the DDPM
     meta: dict = field(default_factory=dict)
+    guidance: Any = None  # a T3ImageHead (t3unlearn.images.t3) over the frozen model, or None
 
     def save(self, path: str | Path, *, extra=None) -> Path:
         """Write the generator to ``path`` atomically (safetensors weights, JSON configs).
@@ -143,6 +144,10 @@ class ImageGenerator:
                              "'t3unlearn images train' or give the directory 'images unlearn --out' wrote.")
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
         family = meta.pop("family", None)
+        if "t3" in meta:  # a T3 head over a base generator, saved the way an adapter is
+            from t3unlearn.images.t3 import load_guided
+
+            return load_guided(path, meta)
         try:
             if family == "ddpm":
                 model = UNet2DModel.from_pretrained(str(path / "unet"))
@@ -160,6 +165,8 @@ class ImageGenerator:
     def copy(self) -> "ImageGenerator":
         import copy
 
+        if self.guidance is not None:
+            raise ModelError("a T3-guided generator is a frozen base plus a classifier; unlearn from its base instead.")
         return ImageGenerator(self.family, copy.deepcopy(self.model), self.scheduler, dict(self.meta))
 
 

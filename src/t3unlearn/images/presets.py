@@ -51,6 +51,9 @@ _DEFAULT_UNLEARN = {
         "neggrad_plus": {"config": {"steps": 150, "batch_size": 32, "lr": 1e-4}, "params": {"alpha": 0.05}},
         "siss": {"config": {"steps": 150, "batch_size": 32, "lr": 5e-5}, "params": {"superfactor": 100.0}},
         "adaptive_siss": {"config": {"steps": 150, "batch_size": 32, "lr": 5e-5}, "params": {"superfactor": 100.0}},
+        # T3: the classifier's training (the generator is frozen); guidance settings: the method's defaults
+        "t3": {"config": {"steps": 1500, "batch_size": 64, "lr": 2e-3}},
+        "cg": {"config": {"steps": 1500, "batch_size": 64, "lr": 2e-3}},
     },
     "vae": {
         "naive": {"config": {"steps": 800, "batch_size": 64, "lr": 1e-3}},
@@ -58,6 +61,9 @@ _DEFAULT_UNLEARN = {
         "neggrad_plus": {"config": {"steps": 400, "batch_size": 64, "lr": 5e-4}, "params": {"alpha": 0.002}},
         "siss": {"config": {"steps": 400, "batch_size": 64, "lr": 1e-3}, "params": {"superfactor": 100.0}},
         "adaptive_siss": {"config": {"steps": 400, "batch_size": 64, "lr": 1e-3}, "params": {"superfactor": 100.0}},
+        # the VAE's tilt needs a larger s: its decoded-sample classifier is less sure of blurry samples
+        "t3": {"config": {"steps": 1500, "batch_size": 128, "lr": 2e-3}, "params": {"temperature": 1.2, "scale": 10.0}},
+        "cg": {"config": {"steps": 1500, "batch_size": 128, "lr": 2e-3}, "params": {"scale": 10.0}},
     },
 }
 

@@ -8,6 +8,7 @@ images in [0, 1] out.
   model's errors, DDIM's deterministic path compounds them. ``guidance_scale > 1`` turns on classifier-free guidance against the null
   label; 1 (the default) is the plain conditional model.
 - VAE: ``z ~ N(0, I)``, then the decoder's mean ``sigmoid(logits)``.
+- A T3-guided generator (``gen.guidance`` set): the guided samplers of :mod:`t3unlearn.images.t3`.
 
 All randomness comes from the ``torch.Generator`` passed in, so the same seed gives the same images.
 """
@@ -80,6 +81,15 @@ def generate(gen: ImageGenerator, labels, *, seed: int = 0, steps: int = 30, sam
     if labels.numel() and (labels.min() < 0 or labels.max() > NULL_LABEL):
         raise T3Error(f"labels must be digits 0-9 or {NULL_LABEL} (unconditional).")
     g = torch.Generator().manual_seed(seed)
+    if gen.guidance is not None:  # T3: the frozen generator guided by its classifier
+        from t3unlearn.images.t3 import ddpm_sample_t3, vae_sample_t3
+
+        if gen.family == "ddpm":
+            return ddpm_sample_t3(gen.model, gen.scheduler, gen.guidance, labels, generator=g, steps=steps, tick=tick)
+        out = vae_sample_t3(gen.model, gen.guidance, labels, generator=g)
+        if tick is not None:
+            tick(1.0)
+        return out
     if gen.family == "ddpm":
         return sample_ddpm(gen.model, gen.scheduler, labels, generator=g, steps=steps, sampler=sampler,
                            guidance_scale=guidance_scale, tick=tick)

@@ -148,18 +148,37 @@ class Runner:
     def unit_dir(self, method: str, seed: int, k: int) -> Path:
         return self.out / "runs" / method / f"seed{seed}" / f"step{k:02d}"
 
+    def recipe(self, method: str) -> str:
+        """A fingerprint of what a unit of ``method`` is made with (T3's default settings; a baseline's
+        training recipe and learning rate): a unit made with another recipe is stale and made again."""
+        from t3unlearn.io import fingerprint
+
+        if method in BASELINES:
+            from t3unlearn.baselines.compare import load_compare_config
+
+            cfg = load_compare_config()
+            entry = cfg.methods[method]
+            return fingerprint("seq-baseline", cfg.train, entry.train, dict(entry.params), BASELINE_LR[method], cfg.max_length)
+        from t3unlearn.t3.config import defaults
+
+        return fingerprint("seq-t3", defaults())
+
     def done(self, method: str, seed: int, k: int) -> dict | None:
         f = self.unit_dir(method, seed, k) / RECORD
         if f.is_file():
             try:
-                return json.loads(f.read_text())
+                rec = json.loads(f.read_text())
             except ValueError:
                 return None
+            if rec.get("recipe") != self.recipe(method):
+                return None  # made with other settings (say, T3's previous defaults): stale
+            return rec
         return None
 
     def _save_unit(self, method, seed, k, record, res, state_writer=None) -> dict:
         from t3unlearn.io import atomic_dir, save_json
 
+        record = {**record, "recipe": self.recipe(method)}
         with atomic_dir(self.unit_dir(method, seed, k)) as tmp:
             if res is not None:
                 res.save(tmp / "eval")
@@ -193,13 +212,16 @@ class Runner:
 
         d = self.out / "runs" / "t3-oneshot" / f"seed{seed}"
         if (d / RECORD).is_file():
-            return json.loads((d / RECORD).read_text())
+            rec = json.loads((d / RECORD).read_text())
+            if rec.get("recipe") == self.recipe("t3"):
+                return rec
         base, tok = self.base()
         t0 = time.perf_counter()
         t3, rep = unlearn(base, tok, self.bench.qa(SPLIT), self.retain, seed=seed, cache=False, progress=self.progress)
         wall = time.perf_counter() - t0
         res = self.evaluate(CausalLM(t3, tok, name="t3-oneshot"), None)
-        rec = {"method": "t3-oneshot", "seed": seed, "wall_s": wall, "summary": self._summary(res)}
+        rec = {"method": "t3-oneshot", "seed": seed, "wall_s": wall, "summary": self._summary(res),
+               "recipe": self.recipe("t3")}
         from t3unlearn.io import atomic_dir, save_json
 
         with atomic_dir(d) as tmp:

@@ -9,16 +9,19 @@ Plan per method (settings from a JSON config; the packaged default is ``compare_
 1. **sweep** — each setting of the method's ``sweep`` list is run with the first seed and scored
    by a *quick* evaluation (teacher-forced only: forget ``Q_A_Prob`` on forgetXX, retain
    ``Q_A_Prob`` on retain_perturbed; ``selection.eval: "full"`` uses the whole evaluation);
-2. **select** — the setting with the lowest forget ``Q_A_Prob`` among those whose retain
-   ``Q_A_Prob`` is at least the full model's minus ``utility_tolerance`` (0.05); if none keeps
-   that much, the one with the highest retain ``Q_A_Prob``. The rule never looks at the retain
-   model's results on the forget set (so not at forget quality or privleak);
+2. **select** — the setting with the lowest ``forget_calibration_ks`` (the KS distance between the
+   forget set's and never-seen items' mean answer losses, the rule of ``t3unlearn calibrate``) among
+   those whose retain ``Q_A_Prob`` is at least the full model's minus ``utility_tolerance`` (0.05);
+   if none keeps that much, the one with the highest retain ``Q_A_Prob``. The rule never looks at
+   the retain model's results on the forget set (so not at forget quality or privleak);
 3. **evaluate** — the selected setting, with every seed, gets the full TOFU evaluation; the
    table reports mean ± std over seeds.
 
-Data: every method trains on the forget set and the same seeded retain subset, as large as the
-forget set (``retain_subset: "forget"``; ``null`` for the whole retain set) — one retain item
-per forget item is what each method's pairing uses per epoch anyway.
+Data: every method reads the forget set and the whole retain set (``retain_subset: null``, the
+default: T3's head trains on all of it; the fine-tuning methods pair each forget item with a retain
+item drawn from all of it, as the reference framework's forget/retain pairing does);
+``retain_subset: "forget"`` gives every method the same seeded retain subset as large as the
+forget set.
 
 Every (method, setting, seed, evaluation) is a *unit* cached under ``OUT/SPLIT/runs/METHOD/ID/``:
 a rerun resumes where it stopped, and ``jobs`` units run side by side, each in its own process.

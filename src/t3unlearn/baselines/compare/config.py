@@ -82,7 +82,7 @@ NO_SETTING = Setting({}, {}, {})
 class CompareConfig:
     selection: Selection = field(default_factory=Selection)
     eval: EvalSettings = field(default_factory=EvalSettings)
-    retain_subset: str | int | None = "forget"
+    retain_subset: str | int | None = None
     isolate: bool = True
     threads: int | str | None = None
     max_length: int = 512
