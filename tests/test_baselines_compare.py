@@ -69,6 +69,7 @@ def test_compare_end_to_end_and_resume(tiny_models, tmp_path, monkeypatch, capsy
     assert (tmp_path / "cmp" / "forget10" / "fq_vs_mu_forget10.png").stat().st_size > 1000
     doc = (tmp_path / "comparison.md").read_text()
     assert doc_markers("forget10")[0] in doc and "t3unlearn compare" in doc and "comparison_forget10.png" in doc
+    assert doc_markers("forget10", "tofu")[0] not in doc and "tofu forget10" in doc_markers("forget10", "tofu")[0]
     assert (tmp_path / "comparison_forget10.png").is_file()
     # the fine-tuned weights were only kept between the sweep and the evaluation
     arts = tmp_path / "cmp" / "forget10" / "artifacts"
@@ -144,3 +145,17 @@ def test_help_teaches(capsys):
     assert "examples:" in text and "--seeds" in text and "selection" in text
     assert main(["compare", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["methods"]["t3"]
+
+
+def test_doc_keeps_world_and_tofu_sections_of_the_same_split_apart(tmp_path):
+    from t3unlearn.baselines.compare.report import doc_markers, write_doc
+
+    doc = tmp_path / "cmp.md"
+    for bench, text in (("world", "WORLD TABLE"), ("tofu", "TOFU TABLE"), ("world", "WORLD TABLE 2")):
+        png = tmp_path / f"{bench}.png"
+        png.write_bytes(b"png")
+        write_doc(doc, [{"split": "forget10", "benchmark": bench, "plot": str(png), "markdown": text}], f"cmd {bench}")
+    out = doc.read_text()
+    assert "WORLD TABLE 2" in out and "TOFU TABLE" in out and "WORLD TABLE\n" not in out  # replaced, not appended
+    assert out.count(doc_markers("forget10")[0]) == 1 and out.count(doc_markers("forget10", "tofu")[0]) == 1
+    assert (tmp_path / "comparison_forget10.png").is_file() and (tmp_path / "comparison_tofu_forget10.png").is_file()

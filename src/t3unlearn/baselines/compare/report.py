@@ -116,9 +116,16 @@ def plot(rows: Sequence[dict], path: Path, title: str) -> Path:
                        legend=True)
 
 
-def doc_markers(split: str) -> tuple[str, str]:
-    """The markers around one split's generated section of a ``--doc`` file."""
-    return (f"<!-- t3unlearn compare {split}: generated, do not edit by hand -->", f"<!-- end of generated section {split} -->")
+def doc_key(benchmark: str | None, split: str) -> str:
+    """What names one report's section and plot in a ``--doc`` file: the split for a world, ``tofu SPLIT``
+    for TOFU, so TOFU's forget10 does not overwrite the world's in the same document."""
+    return f"tofu {split}" if benchmark == "tofu" else split
+
+
+def doc_markers(split: str, benchmark: str | None = None) -> tuple[str, str]:
+    """The markers around one report's generated section of a ``--doc`` file."""
+    key = doc_key(benchmark, split)
+    return (f"<!-- t3unlearn compare {key}: generated, do not edit by hand -->", f"<!-- end of generated section {key} -->")
 
 
 def write_doc(doc: str | os.PathLike, reports: Sequence[dict], command: str) -> Path:
@@ -130,9 +137,9 @@ def write_doc(doc: str | os.PathLike, reports: Sequence[dict], command: str) -> 
     doc.parent.mkdir(parents=True, exist_ok=True)
     text = doc.read_text(encoding="utf-8") if doc.is_file() else "# Comparison\n"
     for rep in reports:
-        begin, end = doc_markers(rep["split"])
+        begin, end = doc_markers(rep["split"], rep.get("benchmark"))
         png = Path(rep["plot"])
-        target = doc.parent / f"comparison_{rep['split']}.png"
+        target = doc.parent / f"comparison_{doc_key(rep.get('benchmark'), rep['split']).replace(' ', '_')}.png"
         if png.resolve() != target.resolve():
             with atomic_write(target, "wb") as fh, open(png, "rb") as src:
                 shutil.copyfileobj(src, fh)
