@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="default")
     ap.add_argument("--families", default="ddpm,vae")
-    ap.add_argument("--methods", default="naive,neggrad,neggrad_plus,siss,adaptive_siss")
+    ap.add_argument("--methods", default="naive,neggrad,neggrad_plus,siss,adaptive_siss,t3")
     ap.add_argument("--home", default=None, help="T3UNLEARN_HOME to use (default: a fresh temporary directory)")
     ap.add_argument("--threads", default="1", help="torch threads [1]")
     args = ap.parse_args(argv)

@@ -70,9 +70,9 @@ class ImageGuidance:
 
     temperature: float = 1.0
     scale: float = 1.0
-    tempering: str = "langevin"  # DDPM only: score | langevin
+    tempering: str = "langevin"  # DDPM only: score | langevin | adaptive (see the module doc)
     langevin_steps: int = 1  # corrector steps per level (langevin)
-    final_langevin_steps: int = 10  # more corrector steps at the last level (langevin)
+    final_langevin_steps: int = 30  # more corrector steps at the last level (langevin)
     snr: float = 0.1  # corrector step size: eta = 2 (snr ||z|| / ||grad||)^2
     langevin_min_sigma: float = 0.1  # no correction below this noise level (learned scores blow up there)
     max_rounds: int = 50  # VAE rejection sampling: proposal rounds before the last ones are kept
@@ -101,9 +101,6 @@ class ImageGuidance:
         if bad:
             raise T3Error(f"unknown guidance setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}.")
         return cls(**d)
-
-    def replace(self, **kw) -> "ImageGuidance":
-        return ImageGuidance(**{**asdict(self), **{k: v for k, v in kw.items() if v is not None}})
 
 
 # ============================================================================ the classifier
@@ -195,12 +192,9 @@ class ClassifierTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ClassifierTrainConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        bad = sorted(set(d) - known)
-        if bad:
-            raise T3Error(f"unknown classifier setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}.")
-        return cls(**d)
+        from t3unlearn.images.trainer import _from_dict
+
+        return _from_dict(cls, d)
 
 
 def fit_noisy_classifier(clf: NoisyClassifier, retain: torch.Tensor, forget: torch.Tensor, *,
