@@ -22,6 +22,33 @@ def _offline_and_isolated(tmp_path_factory):
     yield
     mp.undo()
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny tensors and models: faster, and far faster on a busy machine
+    (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory):
+    """One ``T3UNLEARN_HOME`` for a test module, so its cached units (benchmarks, models) are shared."""
+    import os
+
+    path = tmp_path_factory.mktemp("module-home")
+    old = os.environ.get("T3UNLEARN_HOME")
+    os.environ["T3UNLEARN_HOME"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("T3UNLEARN_HOME", None)
+    else:
+        os.environ["T3UNLEARN_HOME"] = old
+
+
 _CORPUS = [
     "Question: Where was Ilse Varga born?\nAnswer: Ilse Varga was born in Lisbon on 3 May 1961.",
     "Question: What genre does Tomas Reed write?\nAnswer: Tomas Reed writes science fiction.",

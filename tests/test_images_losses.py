@@ -11,13 +11,7 @@ from t3unlearn.images import losses as L
 from t3unlearn.images.objectives import ddpm_plain_loss, ddpm_siss_pair, vae_parts, vae_siss_pair
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these are tiny tensors, and on a shared machine more threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_siss_weights_and_loss_match_a_hand_computation_on_two_samples():

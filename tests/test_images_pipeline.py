@@ -7,7 +7,6 @@ what each method changes, caching, errors), not quality; quality is in docs/imag
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -15,30 +14,11 @@ import torch
 from t3unlearn.errors import DataError, ModelError, T3Error
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these are tiny tensors, and on a shared machine more threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """One T3UNLEARN_HOME for the module, so cached units (benchmark, models, classifier) are shared."""
-    path = tmp_path_factory.mktemp("img-home")
-    old = os.environ.get("T3UNLEARN_HOME")
-    os.environ["T3UNLEARN_HOME"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("T3UNLEARN_HOME", None)
-    else:
-        os.environ["T3UNLEARN_HOME"] = old
-
-
-@pytest.fixture(scope="module")
-def bench(home):
+def bench(module_home):
     from t3unlearn.images.data import ensure_benchmark
 
     return ensure_benchmark("tiny")
@@ -135,7 +115,7 @@ def test_training_is_deterministic_and_learns(bench):
 
 
 @pytest.fixture(scope="module")
-def full_models(home):
+def full_models(module_home):
     from t3unlearn.images.api import ensure_generator
 
     return {f: ensure_generator(f, "full", preset="tiny", progress=False) for f in ("ddpm", "vae")}
@@ -218,7 +198,7 @@ def test_classifier_cache_and_metrics(bench, full_models):
 # ----------------------------------------------------------------------------- the command line
 
 
-def test_cli_unlearn_eval_and_errors(home, tmp_path, capsys):
+def test_cli_unlearn_eval_and_errors(module_home, tmp_path, capsys):
     from t3unlearn.cli import main
 
     out = tmp_path / "ad"
@@ -236,7 +216,7 @@ def test_cli_unlearn_eval_and_errors(home, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_cli_compare_tiny(home, tmp_path, capsys):
+def test_cli_compare_tiny(module_home, tmp_path, capsys):
     from t3unlearn.cli import main
 
     out = tmp_path / "cmp"

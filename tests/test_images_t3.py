@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -14,28 +13,11 @@ import torch
 from t3unlearn.errors import ModelError, T3Error
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    path = tmp_path_factory.mktemp("img-t3-home")
-    old = os.environ.get("T3UNLEARN_HOME")
-    os.environ["T3UNLEARN_HOME"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("T3UNLEARN_HOME", None)
-    else:
-        os.environ["T3UNLEARN_HOME"] = old
-
-
-@pytest.fixture(scope="module")
-def tiny(home):
+def tiny(module_home):
     """The tiny benchmark and its full DDPM and VAE (cached for the module)."""
     from t3unlearn.images.api import ensure_generator, load_bench
 

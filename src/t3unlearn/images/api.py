@@ -128,6 +128,25 @@ def evaluate_cached(gen_path: str | Path, *, preset="default", config=None, prog
     return res
 
 
+def _finished(path: Path) -> dict | None:
+    """The run record of a finished cached run at ``path``, or None (missing or corrupt: made again)."""
+    from t3unlearn.io import load_json
+
+    if (path / "run.json").is_file() and (path / META_FILE).is_file():
+        try:
+            return load_json(path / "run.json")
+        except T3Error:
+            return None
+    return None
+
+
+def _load_family(src: Path, family: str) -> ImageGenerator:
+    gen = ImageGenerator.load(src)
+    if gen.family != family:
+        raise ModelError(f"{src} is a {gen.family} model, not {family}.")
+    return gen
+
+
 def _save_run(gen: ImageGenerator, record: dict, path: Path) -> Path:
     """Save an unlearned generator with ``run.json`` (and the λ network) atomically."""
 
@@ -155,7 +174,7 @@ def unlearn_cached(family: str, method: str, *, preset="default", seed: int = 0,
     ``method``; the run is cached. Returns ``(run directory, run record)``."""
     from t3unlearn.images.methods import get_method, resolve_params
     from t3unlearn.images.trainer import UnlearnConfig, unlearn
-    from t3unlearn.io import fingerprint, load_json
+    from t3unlearn.io import fingerprint
 
     P = get_preset(preset)
     m = get_method(method)
@@ -169,14 +188,10 @@ def unlearn_cached(family: str, method: str, *, preset="default", seed: int = 0,
     bench = load_bench(P)
     key = fingerprint("t3-images-run", RUNS_VERSION, weights_fingerprint(src), bench.fingerprint(), m.name, prm, asdict(cfg))
     path = _root() / "runs" / f"{P.name}-{family}-{m.name}-s{seed}-{key}"
-    if (path / "run.json").is_file() and (path / META_FILE).is_file():
-        try:
-            return path, load_json(path / "run.json")
-        except T3Error:
-            pass
-    gen = ImageGenerator.load(src)
-    if gen.family != family:
-        raise ModelError(f"{src} is a {gen.family} model, not {family}.")
+    done = _finished(path)
+    if done is not None:
+        return path, done
+    gen = _load_family(src, family)
     new, record = unlearn(gen, bench, m, params=prm, config=cfg, progress=progress,
                           desc=f"{family} {m.name} s{seed}")
     record["source"] = str(src)
@@ -191,7 +206,7 @@ def t3_cached(family: str, method: str = "t3", *, preset="default", seed: int = 
     training. Returns ``(run directory, run record)``."""
     from t3unlearn.images.methods import get_method, resolve_params
     from t3unlearn.images.t3 import HEAD_VERSION, ClassifierTrainConfig, ImageGuidance, make_t3, save_guided
-    from t3unlearn.io import fingerprint, load_json
+    from t3unlearn.io import fingerprint
 
     P = get_preset(preset)
     m = get_method(method)
@@ -204,19 +219,16 @@ def t3_cached(family: str, method: str = "t3", *, preset="default", seed: int = 
     key = fingerprint("t3-images-head", HEAD_VERSION, weights_fingerprint(src), bench.fingerprint(), asdict(cfg))
     gkey = fingerprint(key, asdict(guidance))
     path = _root() / "runs" / f"{P.name}-{family}-{m.name}-s{seed}-{gkey}"
-    if (path / "run.json").is_file() and (path / META_FILE).is_file():
-        try:
-            return path, load_json(path / "run.json")
-        except T3Error:
-            pass
-    gen = ImageGenerator.load(src)
-    if gen.family != family:
-        raise ModelError(f"{src} is a {gen.family} model, not {family}.")
+    done = _finished(path)
+    if done is not None:
+        return path, done
+    gen = _load_family(src, family)
     shared = _root() / "runs" / f"{P.name}-{family}-t3head-s{seed}-{key}"
-    if (shared / "run.json").is_file() and (shared / META_FILE).is_file():
+    record = _finished(shared)
+    if record is not None:
         from t3unlearn.images.t3 import T3ImageHead
 
-        head, record = T3ImageHead.load(shared), load_json(shared / "run.json")
+        head = T3ImageHead.load(shared)
         head.guidance = guidance
         record = {**record, "method": m.name, "params": asdict(guidance)}
     else:

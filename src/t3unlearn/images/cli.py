@@ -213,11 +213,27 @@ def _parse_sets(items) -> dict:
     return params
 
 
-def _unlearn(args) -> int:
-    from t3unlearn.images.api import load_bench, resolve_generator, save_unlearned
-    from t3unlearn.images.methods import get_method, resolve_params
+def _unlearn_inputs(args, method):
+    """``(source directory, generator, training settings, method settings)`` of ``images unlearn``: the
+    preset's settings for the family and method, then --steps/--lr/--batch-size/--seed and --set."""
+    from t3unlearn.images.api import resolve_generator
+    from t3unlearn.images.methods import resolve_params
     from t3unlearn.images.models import ImageGenerator
     from t3unlearn.images.presets import get_preset
+
+    src = resolve_generator(args.model, preset=args.preset, progress=not args.quiet, log=print)
+    gen = ImageGenerator.load(src)
+    cfg, prm = get_preset(args.preset).unlearn_settings(gen.family, method.name)
+    for key in ("steps", "lr", "batch_size"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    cfg["seed"] = args.seed
+    return src, gen, cfg, resolve_params(method, {**prm, **_parse_sets(args.set)})
+
+
+def _unlearn(args) -> int:
+    from t3unlearn.images.api import load_bench, save_unlearned
+    from t3unlearn.images.methods import get_method
     from t3unlearn.images.trainer import UnlearnConfig, unlearn
     from t3unlearn.io import torch_threads
 
@@ -225,14 +241,7 @@ def _unlearn(args) -> int:
     if method.kind == "guidance":
         return _unlearn_t3(args, method)
     with torch_threads(args.threads, log=print):
-        src = resolve_generator(args.model, preset=args.preset, progress=not args.quiet, log=print)
-        gen = ImageGenerator.load(src)
-        cfg, prm = get_preset(args.preset).unlearn_settings(gen.family, method.name)
-        for key in ("steps", "lr", "batch_size"):
-            if getattr(args, key) is not None:
-                cfg[key] = getattr(args, key)
-        cfg["seed"] = args.seed
-        prm = resolve_params(method, {**prm, **_parse_sets(args.set)})
+        src, gen, cfg, prm = _unlearn_inputs(args, method)
         bench = load_bench(args.preset)
         new, record = unlearn(gen, bench, method, params=prm, config=UnlearnConfig.from_dict(cfg), progress=not args.quiet)
         record["source"] = str(src)
@@ -248,22 +257,13 @@ def _unlearn(args) -> int:
 
 
 def _unlearn_t3(args, method) -> int:
-    from t3unlearn.images.api import load_bench, resolve_generator
-    from t3unlearn.images.methods import resolve_params
-    from t3unlearn.images.models import ImageGenerator
-    from t3unlearn.images.presets import get_preset
+    from t3unlearn.images.api import load_bench
     from t3unlearn.images.t3 import ClassifierTrainConfig, ImageGuidance, make_t3, save_guided
     from t3unlearn.io import torch_threads
 
     with torch_threads(args.threads, log=print):
-        src = resolve_generator(args.model, preset=args.preset, progress=not args.quiet, log=print)
-        gen = ImageGenerator.load(src)
-        cfg, prm = get_preset(args.preset).unlearn_settings(gen.family, method.name)
-        for key in ("steps", "lr", "batch_size"):
-            if getattr(args, key) is not None:
-                cfg[key] = getattr(args, key)
-        cfg["seed"] = args.seed
-        guidance = ImageGuidance.from_dict(resolve_params(method, {**prm, **_parse_sets(args.set)}))
+        src, gen, cfg, prm = _unlearn_inputs(args, method)
+        guidance = ImageGuidance.from_dict(prm)
         head, record = make_t3(gen, load_bench(args.preset), guidance=guidance, config=ClassifierTrainConfig.from_dict(cfg),
                                progress=not args.quiet)
         record["source"] = str(src)
