@@ -63,7 +63,20 @@ class UnlearnResult:
 
 
 def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process so far, in MiB (``getrusage``; None where unavailable)."""
+    """Peak resident memory of this process so far, in MiB; None where unavailable.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, the peak of this process's own address space. Not
+    ``getrusage``'s ``ru_maxrss``: that one carries over the peak of the address space a process had
+    before it exec'd, so a child started by a large parent (``subprocess`` forks it first) reports
+    the parent's peak. Elsewhere ``getrusage``.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # pragma: no cover - not POSIX
