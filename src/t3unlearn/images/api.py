@@ -178,9 +178,13 @@ def unlearn_cached(family: str, method: str, *, preset="default", seed: int = 0,
 
     P = get_preset(preset)
     m = get_method(method)
+    if family not in m.families:
+        raise T3Error(f"{m.title} applies to {', '.join(m.families)} models, not {family}.")
     if m.kind == "guidance":
         return t3_cached(family, m.name, preset=P, seed=seed, params=params, config=config, model=model,
                          progress=progress)
+    if m.kind == "distill":
+        return sfd_cached(m.name, preset=P, seed=seed, params=params, config=config, model=model, progress=progress)
     base_cfg, base_params = P.unlearn_settings(family, m.name)
     cfg = UnlearnConfig.from_dict({**base_cfg, **(config or {}), "seed": seed})
     prm = resolve_params(m, {**base_params, **(params or {})})
@@ -238,4 +242,29 @@ def t3_cached(family: str, method: str = "t3", *, preset="default", seed: int = 
         save_guided(head, src, shared, record=record)
         record = {**record, "method": m.name}
     save_guided(head, src, path, record=record)
+    return path, record
+
+
+def sfd_cached(method: str = "sfd", *, preset="default", seed: int = 0, params: dict | None = None,
+               config: dict | None = None, model: str | Path | None = None, progress: bool = True) -> tuple[Path, dict]:
+    """A one-step generator distilled by SFD from ``model`` (default: the preset's full DDPM), cached like
+    any unlearning run. Returns ``(run directory, run record)``."""
+    from t3unlearn.images.methods import get_method, resolve_params
+    from t3unlearn.images.sfd import SFDConfig, distill
+    from t3unlearn.io import fingerprint
+
+    P = get_preset(preset)
+    m = get_method(method)
+    base_cfg, base_params = P.unlearn_settings("ddpm", m.name)
+    cfg = SFDConfig.from_dict({**resolve_params(m, {**base_params, **(params or {})}), **base_cfg, **(config or {}),
+                               "seed": seed})
+    src = Path(model) if model is not None else ensure_generator("ddpm", "full", preset=P, progress=progress)
+    key = fingerprint("t3-images-sfd", RUNS_VERSION, weights_fingerprint(src), asdict(cfg))
+    path = _root() / "runs" / f"{P.name}-ddpm-{m.name}-s{seed}-{key}"
+    done = _finished(path)
+    if done is not None:
+        return path, done
+    new, record = distill(_load_family(src, "ddpm"), cfg, progress=progress, desc=f"ddpm {m.name} s{seed}")
+    record = {**record, "method": m.name, "source": str(src)}
+    _save_run(new, record, path)
     return path, record

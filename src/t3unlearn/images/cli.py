@@ -49,6 +49,10 @@ methods (--method; settings with --set KEY=VALUE):
                  (or score, langevin), langevin_steps=1, final_langevin_steps=30, snr=0.1,
                  langevin_min_sigma=0.1; VAE: temperature=1.2, scale=10]
   cg             the same with temperature=1: plain classifier guidance [DDPM scale=3, VAE scale=10]
+  sfd            Score Forgetting Distillation (DDPM only, data-free): a one-step generator distilled
+                 from the frozen DDPM, the forget label given the safe label's score
+                 [forget_labels=[1], safe_label=10 (unconditional), t_star=0.9, t_min, t_max]
+  sfd_multi      the same forgetting labels 1 and 7 at once
 """
 
 
@@ -82,7 +86,7 @@ def register(sub) -> None:
                         epilog=_METHODS_HELP + "\n" + _EPILOG, formatter_class=fmt)
     _common(u)
     u.add_argument("--model", default="ddpm:full", help="the model to unlearn from: a directory or FAMILY:full [ddpm:full]")
-    u.add_argument("--method", default="siss", help="naive, neggrad, neggrad_plus, siss, adaptive_siss, t3, cg [siss]")
+    u.add_argument("--method", default="siss", help="naive, neggrad, neggrad_plus, siss, adaptive_siss, t3, cg, sfd, sfd_multi [siss]")
     u.add_argument("--out", required=True, metavar="DIR", help="output directory: the unlearned model + run.json")
     u.add_argument("--steps", type=int, default=None, help="unlearning steps [the preset's]")
     u.add_argument("--lr", type=float, default=None, help="learning rate [the preset's]")
@@ -240,6 +244,8 @@ def _unlearn(args) -> int:
     method = get_method(args.method)
     if method.kind == "guidance":
         return _unlearn_t3(args, method)
+    if method.kind == "distill":
+        return _unlearn_sfd(args, method)
     with torch_threads(args.threads, log=print):
         src, gen, cfg, prm = _unlearn_inputs(args, method)
         bench = load_bench(args.preset)
@@ -253,6 +259,25 @@ def _unlearn(args) -> int:
         lam = [h["lambda_median"] for h in record["history"]]
         print(f"λ (posterior median): {lam[0]:.3f} at the start, {lam[len(lam) // 2]:.3f} halfway, {lam[-1]:.3f} at the end")
     print(f"saved {args.out} (evaluate it: t3unlearn images eval --model {args.out})")
+    return 0
+
+
+def _unlearn_sfd(args, method) -> int:
+    from t3unlearn.errors import T3Error
+    from t3unlearn.images.api import save_unlearned
+    from t3unlearn.images.sfd import SFDConfig, distill
+    from t3unlearn.io import torch_threads
+
+    with torch_threads(args.threads, log=print):
+        src, gen, cfg, prm = _unlearn_inputs(args, method)
+        if gen.family not in method.families:
+            raise T3Error(f"{method.title} distils a DDPM; {args.model} is a {gen.family} model.")
+        new, record = distill(gen, SFDConfig.from_dict({**prm, **cfg}), progress=not args.quiet)
+        record["source"] = str(src)
+        save_unlearned(new, record, args.out)
+    print(f"{method.title}: a one-step generator distilled from {src} in {record['unlearn_seconds']:.1f} s "
+          f"({record['config']['steps']} steps; labels {record['params']['forget_labels']} now get label "
+          f"{record['params']['safe_label']}'s score); saved {args.out} (evaluate it: t3unlearn images eval --model {args.out})")
     return 0
 
 

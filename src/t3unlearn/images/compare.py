@@ -92,7 +92,7 @@ def plot_tradeoff(results: dict, path: Path) -> Path:
     fams = list(results)
     fig, axes = plt.subplots(1, len(fams), figsize=(5.2 * len(fams), 4.0), squeeze=False)
     markers = {"full": "X", "retain": "*", "naive": "o", "neggrad": "v", "neggrad_plus": "^", "siss": "s", "adaptive_siss": "D",
-               "cg": "P", "t3": "h"}
+               "cg": "P", "t3": "h", "sfd": "<", "sfd_multi": ">"}
     for ax, fam in zip(axes[0], fams):
         for name, runs in results[fam]["rows"].items():
             xm, xs = _mean_std([r["frechet"] for r in runs])
@@ -191,6 +191,8 @@ def compare(preset="default", families: Sequence[str] = ("ddpm", "vae"), methods
         _log_row(log, fam, "full", rows["full"][0])
         _log_row(log, fam, "retain", rows["retain"][0])
         for m in methods:
+            if fam not in get_method(m).families:
+                continue  # SFD distils a DDPM only
             rows[m], histories[m] = [], []
             for s in range(seeds):
                 run, rec = unlearn_cached(fam, m, preset=P, seed=s, progress=progress)

@@ -17,6 +17,9 @@ family decides what "the loss of one image" and "the shared mixture sample" are.
   ``q_φ(λ)``; λ is sampled by reparameterisation, and ``φ`` is trained jointly with the model on
   the variational objective ``E_q[SISS loss(λ)] + β·KL(q_φ(λ) || prior)``.
 
+- ``sfd`` / ``sfd_multi``: Score Forgetting Distillation (:mod:`t3unlearn.images.sfd`): a one-step
+  generator distilled from the frozen DDPM with the forget label(s) given the safe label's score;
+  data-free, DDPM only, ``kind="distill"``.
 - ``t3`` / ``cg``: Temper-Then-Tilt (:mod:`t3unlearn.images.t3`): the generator stays frozen; a
   classifier of retain vs forget data guides its sampler towards ``p^(1/T) f^s``. ``cg`` is the same
   with ``T = 1`` (plain classifier guidance). They are ``kind="guidance"``: no trainer step, their
@@ -74,7 +77,8 @@ class Method:
     compute: Callable[[Context, dict], Terms] | None
     pools: tuple = ("retain",)
     setup: Callable[[Context], None] | None = None
-    kind: str = "finetune"  # finetune (the trainer) | guidance (a classifier over the frozen generator)
+    kind: str = "finetune"  # finetune (the trainer) | guidance (a classifier over the frozen generator) | distill (SFD)
+    families: tuple = ("ddpm", "vae")  # the generator families it applies to
 
 
 # ----------------------------------------------------------------------------- the methods
@@ -209,6 +213,13 @@ _register(Method("t3", "T3 (temper, then tilt)", "frozen generator; a retain-vs-
                  dict(_T3_DEFAULTS), None, ("retain", "forget"), kind="guidance"))
 _register(Method("cg", "Classifier guidance (T = 1)", "the same classifier, no tempering",
                  {**_T3_DEFAULTS, "temperature": 1.0, "tempering": "score"}, None, ("retain", "forget"), kind="guidance"))
+
+# Score Forgetting Distillation: data-free, label-level (t3unlearn.images.sfd); DDPM only
+_SFD_DEFAULTS = {"forget_labels": [1], "safe_label": 10, "t_star": 0.9, "t_min": 0.02, "t_max": 0.98}
+_register(Method("sfd", "SFD (forget label 1)", "distil a one-step generator; the forget label gets the safe label's score",
+                 dict(_SFD_DEFAULTS), None, (), kind="distill", families=("ddpm",)))
+_register(Method("sfd_multi", "SFD, multi-class (labels 1 and 7)", "SFD with two forget labels at once",
+                 {**_SFD_DEFAULTS, "forget_labels": [1, 7]}, None, (), kind="distill", families=("ddpm",)))
 
 ALL_METHODS = tuple(METHODS)
 FINETUNE_METHODS = tuple(k for k, m in METHODS.items() if m.kind == "finetune")

@@ -54,6 +54,8 @@ _DEFAULT_UNLEARN = {
         # T3: the classifier's training (the generator is frozen); guidance settings: the method's defaults
         "t3": {"config": {"steps": 1500, "batch_size": 64, "lr": 2e-3}},
         "cg": {"config": {"steps": 1500, "batch_size": 64, "lr": 2e-3}},
+        "sfd": {"config": {"steps": 1000, "batch_size": 32, "lr": 2e-5}},
+        "sfd_multi": {"config": {"steps": 1000, "batch_size": 32, "lr": 2e-5}},
     },
     "vae": {
         "naive": {"config": {"steps": 800, "batch_size": 64, "lr": 1e-3}},

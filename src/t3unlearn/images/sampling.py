@@ -9,6 +9,7 @@ images in [0, 1] out.
   label; 1 (the default) is the plain conditional model.
 - VAE: ``z ~ N(0, I)``, then the decoder's mean ``sigmoid(logits)``.
 - A T3-guided generator (``gen.guidance`` set): the guided samplers of :mod:`t3unlearn.images.t3`.
+- A one-step generator distilled by SFD (``gen.meta["one_step"]``): one x0-prediction from pure noise.
 
 All randomness comes from the ``torch.Generator`` passed in, so the same seed gives the same images.
 """
@@ -87,6 +88,13 @@ def generate(gen: ImageGenerator, labels, *, seed: int = 0, steps: int = 30, sam
         if gen.family == "ddpm":
             return ddpm_sample_t3(gen.model, gen.scheduler, gen.guidance, labels, generator=g, steps=steps, tick=tick)
         out = vae_sample_t3(gen.model, gen.guidance, labels, generator=g)
+        if tick is not None:
+            tick(1.0)
+        return out
+    if gen.meta.get("one_step"):  # a one-step generator distilled by SFD (t3unlearn.images.sfd)
+        from t3unlearn.images.sfd import one_step_sample
+
+        out = one_step_sample(gen.model, gen.scheduler, labels, int(gen.meta["one_step"]["t_star"]), generator=g)
         if tick is not None:
             tick(1.0)
         return out
