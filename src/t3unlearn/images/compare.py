@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from t3unlearn.errors import T3Error
-from t3unlearn.images.methods import ALL_METHODS, get_method
+from t3unlearn.images.methods import DEFAULT_METHODS, get_method
 
 METRICS = ("forget_rate_label", "forget_rate_uncond", "class_acc", "frechet")
 VAE_METRICS = ("elbo_retain", "elbo_forget")
@@ -148,7 +148,7 @@ def plot_lambda(results: dict, path: Path) -> Path | None:
     return path
 
 
-def compare(preset="default", families: Sequence[str] = ("ddpm", "vae"), methods: Sequence[str] = ALL_METHODS,
+def compare(preset="default", families: Sequence[str] = ("ddpm", "vae"), methods: Sequence[str] = DEFAULT_METHODS,
             seeds: int = 3, out: str | Path = "t3-runs/images", *, progress: bool = True, grids: bool = True,
             log=print) -> dict:
     """Run (or reuse) every unit, evaluate, and write the tables and plots; returns the report."""

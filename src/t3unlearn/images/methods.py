@@ -222,7 +222,9 @@ _register(Method("sfd_multi", "SFD, multi-class (labels 1 and 7)", "SFD with two
                  {**_SFD_DEFAULTS, "forget_labels": [1, 7]}, None, (), kind="distill", families=("ddpm",)))
 
 ALL_METHODS = tuple(METHODS)
-FINETUNE_METHODS = tuple(k for k, m in METHODS.items() if m.kind == "finetune")
+# what `images compare` and `demo --images` run unless told otherwise: SFD forgets whole labels, a different
+# question from the glyphs, and its distillation takes minutes per seed (add it with --methods)
+DEFAULT_METHODS = tuple(k for k, m in METHODS.items() if m.kind != "distill")
 
 
 def get_method(name: str | Method) -> Method:
