@@ -108,8 +108,8 @@ class NoisyClassifier(ModelMixin, ConfigMixin):
     """The log-odds that ``x`` (noised to level ``t``, asked for label ``y``) is retain, not forget data.
 
     ``kind="cnn"``: images ``[B, 1, S, S]`` in the generator's space; ``kind="mlp"``: vectors
-    ``[B, in_dim]`` (2-D toy data, VAE latents). ``time_cond=False`` drops the timestep input (clean
-    data: VAE latents). ``num_labels=0`` drops the label input. ``prior_logit`` is added to the output
+    ``[B, in_dim]`` (2-D toy data). ``time_cond=False`` drops the timestep input (clean data: the VAE's
+    decoded samples). ``num_labels=0`` drops the label input. ``prior_logit`` is added to the output
     (see the module doc: balanced training, then the data's own class prior).
     """
 
