@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 
 from t3unlearn import __version__
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    if getattr(args, "quiet", False):
+        _quiet_libraries()
     try:
         return int(args.func(args) or 0)
     except (T3Error, OSError) as exc:
@@ -79,6 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; no partial output was kept", file=sys.stderr)
         return 130
+
+
+def _quiet_libraries() -> None:
+    """``--quiet`` also silences the libraries' own bars (transformers' "Loading weights", the hub's), here
+    and in the worker processes a command starts (they inherit the environment)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 _OS_FIXES = {

@@ -259,7 +259,7 @@ def sfd_cached(method: str = "sfd", *, preset="default", seed: int = 0, params: 
     cfg = SFDConfig.from_dict({**resolve_params(m, {**base_params, **(params or {})}), **base_cfg, **(config or {}),
                                "seed": seed})
     src = Path(model) if model is not None else ensure_generator("ddpm", "full", preset=P, progress=progress)
-    key = fingerprint("t3-images-sfd", RUNS_VERSION, weights_fingerprint(src), asdict(cfg))
+    key = fingerprint("t3-images-sfd", RUNS_VERSION, weights_fingerprint(src), cfg.key())
     path = _root() / "runs" / f"{P.name}-ddpm-{m.name}-s{seed}-{key}"
     done = _finished(path)
     if done is not None:

@@ -53,6 +53,15 @@ methods (--method; settings with --set KEY=VALUE):
                  from the frozen DDPM, the forget label given the safe label's score
                  [forget_labels=[1], safe_label=10 (unconditional), t_star=0.9, t_min, t_max]
   sfd_multi      the same forgetting labels 1 and 7 at once
+  sfd_multi_adaptive  the same, each forget label weighted by how far it still is from its target
+                 [adaptive_weights=true, weight_ema=0.9]
+  sfd_siss       hybrid (DDPM only): SISS plus SFD's data-free score-forgetting term (the forget labels'
+                 score pulled to the frozen DDPM's safe-label score at its own samples), its weight
+                 fading as the forget loss rises   [sfd_weight=0.1, adaptive=true, safe_label=10,
+                 pool_size=256, pool_steps=20, and SISS's]
+  rl_siss        experimental: SISS with λ picked every `interval` steps by a REINFORCE policy
+                 rewarded for forget-loss growth minus beta x retain-loss growth
+                 [interval=10, beta=1, policy_lr (DDPM 1e-2, VAE 1e-3), prior_lambda, prior_sigma]
 """
 
 
@@ -86,7 +95,8 @@ def register(sub) -> None:
                         epilog=_METHODS_HELP + "\n" + _EPILOG, formatter_class=fmt)
     _common(u)
     u.add_argument("--model", default="ddpm:full", help="the model to unlearn from: a directory or FAMILY:full [ddpm:full]")
-    u.add_argument("--method", default="siss", help="naive, neggrad, neggrad_plus, siss, adaptive_siss, t3, cg, sfd, sfd_multi [siss]")
+    u.add_argument("--method", default="siss", help="naive, neggrad, neggrad_plus, siss, adaptive_siss, sfd_siss, rl_siss, t3, cg, sfd, "
+                                                         "sfd_multi, sfd_multi_adaptive [siss]")
     u.add_argument("--out", required=True, metavar="DIR", help="output directory: the unlearned model + run.json")
     u.add_argument("--steps", type=int, default=None, help="unlearning steps [the preset's]")
     u.add_argument("--lr", type=float, default=None, help="learning rate [the preset's]")

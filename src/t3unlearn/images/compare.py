@@ -114,7 +114,8 @@ def plot_tradeoff(results: dict, path: Path) -> Path:
 
 
 def plot_lambda(results: dict, path: Path) -> Path | None:
-    """λ per step of every Adaptive-λ SISS run (sampled λ thin, posterior median thick), static λ dashed."""
+    """λ per step of every Adaptive-λ SISS run (sampled λ thin, posterior median thick), of every RL-λ run
+    (dotted steps: the policy's choice, held for an interval), static λ dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,23 +123,26 @@ def plot_lambda(results: dict, path: Path) -> Path | None:
 
     from t3unlearn.io import atomic_write
 
-    fams = [f for f in results if results[f]["histories"].get("adaptive_siss")]
+    fams = [f for f in results if results[f]["histories"].get("adaptive_siss") or results[f]["histories"].get("rl_siss")]
     if not fams:
         return None
     fig, axes = plt.subplots(1, len(fams), figsize=(5.2 * len(fams), 3.6), squeeze=False)
     for ax, fam in zip(axes[0], fams):
-        for i, hist in enumerate(results[fam]["histories"]["adaptive_siss"]):
+        for i, hist in enumerate(results[fam]["histories"].get("adaptive_siss", [])):
             steps = [h["step"] for h in hist]
             c = f"C{i}"
             ax.plot(steps, [h["lambda"] for h in hist], color=c, lw=0.6, alpha=0.35)
             ax.plot(steps, [h["lambda_median"] for h in hist], color=c, lw=2, label=f"seed {i}: median of q(λ)")
+        for i, hist in enumerate(results[fam]["histories"].get("rl_siss", [])):
+            ax.step([h["step"] for h in hist], [h["lambda"] for h in hist], where="post", color=f"C{i}", ls=":", lw=1.5,
+                    label=f"seed {i}: RL policy's λ")
         static = results[fam].get("static_lambda")
         if static is not None:
             ax.axhline(static, color="k", ls="--", lw=1, label=f"static SISS λ = {static:g}")
         ax.set_ylim(0, 1)
         ax.set_xlabel("unlearning step")
         ax.set_ylabel("λ (thin: sampled; thick: posterior median)")
-        ax.set_title(f"{fam.upper()}: Adaptive-λ SISS, λ trajectory")
+        ax.set_title(f"{fam.upper()}: λ trajectories (Adaptive-λ, RL-λ)")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -227,7 +231,8 @@ def compare(preset="default", families: Sequence[str] = ("ddpm", "vae"), methods
                               "bench": bench.summary(),
                               "results": {f: {"rows": r["rows"], "share": r["share"], "paths": r["paths"],
                                               "static_lambda": r["static_lambda"],
-                                              "lambda_trajectories": r["histories"].get("adaptive_siss", [])}
+                                              "lambda_trajectories": r["histories"].get("adaptive_siss", []),
+                                              "rl_lambda_trajectories": r["histories"].get("rl_siss", [])}
                                           for f, r in results.items()}})
     plot_tradeoff(results, files["tradeoff"])
     lam = plot_lambda(results, out / "lambda.png")

@@ -20,6 +20,14 @@ family decides what "the loss of one image" and "the shared mixture sample" are.
 - ``sfd`` / ``sfd_multi``: Score Forgetting Distillation (:mod:`t3unlearn.images.sfd`): a one-step
   generator distilled from the frozen DDPM with the forget label(s) given the safe label's score;
   data-free, DDPM only, ``kind="distill"``.
+- ``sfd_siss``: the hybrid: SISS's direct control on the forget samples plus SFD's data-free
+  score-forgetting term (the fine-tuned DDPM's score for the forget labels pulled to the frozen teacher's
+  score for the safe label, at the teacher's own noised samples of those labels), its weight fading as
+  the forget loss rises (``adaptive``); DDPM only.
+- ``rl_siss``: SISS whose λ is chosen by a policy (the experimental RL formulation): every ``interval``
+  steps a Gaussian policy on logit λ reads the model's state (probe losses on a fixed retain and forget
+  batch, gradient norms) and is updated by REINFORCE on the reward "forget-loss growth minus ``beta`` x
+  retain-loss growth" over the interval.
 - ``t3`` / ``cg``: Temper-Then-Tilt (:mod:`t3unlearn.images.t3`): the generator stays frozen; a
   classifier of retain vs forget data guides its sampler towards ``p^(1/T) f^s``. ``cg`` is the same
   with ``T = 1`` (plain classifier guidance). They are ``kind="guidance"``: no trainer step, their
@@ -28,6 +36,7 @@ family decides what "the loss of one image" and "the shared mixture sample" are.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -50,6 +59,7 @@ class Context:
     k: int  # |A|, the forget set
     generator: torch.Generator
     step: int = 0
+    forget_labels: tuple = ()  # the labels the forget set carries
     state: dict = field(default_factory=dict)  # per-run state: last step's statistics, the inference network
 
 
@@ -185,6 +195,128 @@ def _adaptive_siss(ctx: Context, batch: dict) -> Terms:
     return Terms(d, asc, aux=aux, logs=logs, stats=stats)
 
 
+# ----------------------------------------------------------------------------- the hybrid SFD + SISS
+
+
+def score_forgetting_loss(predict, teacher, alphas_cumprod, x0, labels, safe_label: int, t_lo: int, t_hi: int,
+                          generator: torch.Generator) -> torch.Tensor:
+    """SFD's score-forgetting term per sample: ``||ε_θ(x_t, t, y) - ε_teacher(x_t, t, safe)||²`` (per pixel)
+    at ``x_t = γ_t x0 + σ_t ε``, ``t ~ U{t_lo..t_hi-1}``; the teacher's side is a constant."""
+    B = x0.shape[0]
+    t = torch.randint(t_lo, t_hi, (B,), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator)
+    ab = alphas_cumprod[t].view(-1, 1, 1, 1)
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    with torch.no_grad():
+        target = teacher(xt, t, class_labels=torch.full_like(labels, safe_label)).sample
+    return L.noise_mse(predict(xt, t, labels), target)
+
+
+def _hybrid_setup(ctx: Context) -> None:
+    from t3unlearn.images.sampling import sample_ddpm
+
+    p = ctx.params
+    if ctx.family.name != "ddpm":
+        raise T3Error("the SFD + SISS hybrid needs a DDPM (SFD's term is a score).")
+    labels = sorted(int(y) for y in (p["forget_labels"] or ctx.forget_labels))
+    safe = int(p["safe_label"])
+    if not labels or safe in labels:
+        raise T3Error(f"the hybrid needs forget labels and a safe label not among them (got {labels}, safe {safe}).")
+    if not 0 <= float(p["t_min"]) < float(p["t_max"]) <= 1:
+        raise T3Error("the hybrid needs 0 <= t_min < t_max <= 1 (fractions of the DDPM's steps).")
+    teacher = copy.deepcopy(ctx.family.model).eval()
+    for q in teacher.parameters():
+        q.requires_grad_(False)
+    # the teacher's own samples of the forget labels: data-free (no training image is read by this term)
+    n = int(p["pool_size"])
+    g = torch.Generator().manual_seed(int(ctx.generator.initial_seed()) + 29)
+    pool_y = torch.tensor(labels).repeat_interleave((n + len(labels) - 1) // len(labels))[:n]
+    pool = sample_ddpm(teacher, ctx.family.gen.scheduler, pool_y, generator=g, steps=int(p["pool_steps"])) * 2 - 1
+    T = ctx.family.gen.scheduler.alphas_cumprod.numel()
+    # the term's own random stream, so SISS's draws are those of plain SISS with the same seed
+    ctx.state.update(teacher=teacher, pool=pool, pool_y=pool_y, safe=safe, g_sfd=torch.Generator().manual_seed(
+        int(ctx.generator.initial_seed()) + 37),
+                     t_range=(int(float(p["t_min"]) * T), max(int(float(p["t_max"]) * T), int(float(p["t_min"]) * T) + 1)))
+
+
+def _sfd_siss(ctx: Context, batch: dict) -> Terms:
+    p, st = ctx.params, ctx.state
+    d, asc, stats = _siss_with(ctx, batch, float(p["lambda"]))
+    idx = torch.randint(0, len(st["pool"]), (len(batch["forget"][0]),), generator=st["g_sfd"])
+    sf = score_forgetting_loss(ctx.family._predict, st["teacher"], ctx.family.gen.scheduler.alphas_cumprod,
+                               st["pool"][idx], st["pool_y"][idx], st["safe"], *st["t_range"], st["g_sfd"]).mean()
+    # adaptive: the weight follows how much of the forget set is still remembered, ℓ_f(0) / EMA ℓ_f(t) (<= 1)
+    f = stats["forget_loss"]
+    st["ema_f"] = f if "ema_f" not in st else 0.9 * st["ema_f"] + 0.1 * f
+    st.setdefault("f0", f)
+    w = float(p["sfd_weight"]) * (min(1.0, st["f0"] / max(st["ema_f"], 1e-12)) if p["adaptive"] else 1.0)
+    return Terms(d + w * sf, asc, logs={"descent": float(d.detach()), "ascent": float(asc.detach()),
+                                        "sfd": float(sf.detach()), "sfd_weight": w, **stats}, stats=stats)
+
+
+# ----------------------------------------------------------------------------- the RL formulation
+
+
+def _rl_setup(ctx: Context) -> None:
+    p = ctx.params
+    lam0 = float(p["prior_lambda"])
+    if not 0 < lam0 < 1 or int(p["interval"]) < 1:
+        raise T3Error(f"rl_siss needs 0 < prior_lambda < 1 and interval >= 1 (got {lam0}, {p['interval']}).")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(ctx.generator.initial_seed()) + 31)
+        net = LambdaInferenceNet(int(p["hidden"]), math.log(lam0 / (1 - lam0)), math.log(float(p["prior_sigma"])))
+    ctx.state.update(net=net, aux_params=list(net.parameters()), aux_lr=float(p["policy_lr"]))
+
+
+def _probe_losses(ctx: Context) -> tuple[float, float]:
+    """Mean plain loss on the fixed probe batches, with fixed noise (so differences are the model's)."""
+    out = []
+    with torch.no_grad():
+        for x, y in (ctx.state["probe_retain"], ctx.state["probe_forget"]):
+            out.append(float(ctx.family.plain_loss(x, y, torch.Generator().manual_seed(1234)).mean()))
+    return out[0], out[1]
+
+
+def policy_log_prob(mu: torch.Tensor, log_sigma: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``log N(u; mu, sigma²)``: the policy's density of the logit ``u`` of λ."""
+    return -0.5 * ((u - mu) / log_sigma.exp()) ** 2 - log_sigma - 0.5 * math.log(2 * math.pi)
+
+
+def _rl_siss(ctx: Context, batch: dict) -> Terms:
+    p, st = ctx.params, ctx.state
+    net: LambdaInferenceNet = st["net"]
+    aux, logs = None, {}
+    if ctx.step % int(p["interval"]) == 0:  # a decision: reward the last one, choose the next λ
+        if "probe_retain" not in st:
+            st["probe_retain"], st["probe_forget"] = batch["retain"], batch["forget"]
+        r_loss, f_loss = _probe_losses(ctx)
+        st.setdefault("probe0", (r_loss, f_loss))
+        if "action" in st:
+            (r_prev, f_prev), feats, u = st["action"]
+            reward = (math.log(max(f_loss, 1e-12) / max(f_prev, 1e-12))
+                      - float(p["beta"]) * math.log(max(r_loss, 1e-12) / max(r_prev, 1e-12)))
+            baseline = st.get("baseline", reward)
+            mu, log_sigma = net(feats)
+            aux = -(reward - baseline) * policy_log_prob(mu, log_sigma, u)
+            st["baseline"] = 0.8 * baseline + 0.2 * reward
+            logs["reward"] = reward
+        r0, f0 = st["probe0"]
+        last, first = st.get("last_stats"), st.get("first_stats")
+        grads = [math.log(max(last[k], 1e-12) / max(first[k], 1e-12)) for k in ("grad_retain", "grad_forget")] \
+            if last and first else [0.0, 0.0]
+        feats = torch.tensor([math.log(max(r_loss, 1e-12) / r0), math.log(max(f_loss, 1e-12) / f0), *grads])
+        with torch.no_grad():
+            mu, log_sigma = net(feats)
+            u = mu + log_sigma.exp() * torch.randn((), generator=ctx.generator)
+        st["action"] = ((r_loss, f_loss), feats, u)
+        st["lambda"] = float(torch.sigmoid(u))
+        logs.update(probe_retain=r_loss, probe_forget=f_loss, mu=float(mu), sigma=float(log_sigma.exp()))
+    lam = st["lambda"]
+    d, asc, stats = _siss_with(ctx, batch, lam)
+    return Terms(d, asc, aux=aux, logs={"descent": float(d.detach()), "ascent": float(asc.detach()), "lambda": lam,
+                                        **logs, **stats}, stats=stats)
+
+
 METHODS: dict[str, Method] = {}
 
 
@@ -205,6 +337,17 @@ _register(Method(
     | {"prior_lambda": 0.5, "prior_sigma": 0.5, "kl_weight": 1e-3, "hidden": 32, "infer_lr": 1e-3},
     _adaptive_siss, ("all", "forget"), setup=_adaptive_setup))
 
+_register(Method(
+    "sfd_siss", "Hybrid SFD + SISS", "SISS plus SFD's data-free score-forgetting term, weighted by forgetting progress",
+    dict(_SISS_DEFAULTS) | {"forget_labels": None, "safe_label": 10, "sfd_weight": 0.1, "adaptive": True,
+                            "t_min": 0.02, "t_max": 0.98, "pool_size": 256, "pool_steps": 20},
+    _sfd_siss, ("all", "forget"), setup=_hybrid_setup, families=("ddpm",)))
+_register(Method(
+    "rl_siss", "RL-λ SISS (experimental)", "SISS with λ chosen by a REINFORCE policy on forgetting progress minus retain damage",
+    {k: v for k, v in _SISS_DEFAULTS.items() if k != "lambda"}
+    | {"prior_lambda": 0.5, "prior_sigma": 0.5, "hidden": 32, "policy_lr": 1e-2, "interval": 10, "beta": 1.0},
+    _rl_siss, ("all", "forget", "retain"), setup=_rl_setup))
+
 # T3's guidance settings: chosen by hand on seed 0 of the default preset's DDPM (docs/images.md, "T3 for
 # images"); the VAE's are in presets.py
 _T3_DEFAULTS = {"temperature": 1.5, "scale": 3.0, "tempering": "adaptive", "langevin_steps": 1,
@@ -220,6 +363,10 @@ _register(Method("sfd", "SFD (forget label 1)", "distil a one-step generator; th
                  dict(_SFD_DEFAULTS), None, (), kind="distill", families=("ddpm",)))
 _register(Method("sfd_multi", "SFD, multi-class (labels 1 and 7)", "SFD with two forget labels at once",
                  {**_SFD_DEFAULTS, "forget_labels": [1, 7]}, None, (), kind="distill", families=("ddpm",)))
+_register(Method("sfd_multi_adaptive", "SFD, multi-class, adaptive weights (1 and 7)",
+                 "multi-class SFD, each forget label weighted by how far it still is from its target",
+                 {**_SFD_DEFAULTS, "forget_labels": [1, 7], "adaptive_weights": True, "weight_ema": 0.9}, None, (),
+                 kind="distill", families=("ddpm",)))
 
 ALL_METHODS = tuple(METHODS)
 # what `images compare` and `demo --images` run unless told otherwise: SFD forgets whole labels, a different

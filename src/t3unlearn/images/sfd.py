@@ -21,7 +21,11 @@ x0 units, as in DMD and SiD); the generator moves its samples against it, normal
 gradient; SiD's extra ``(1 - α)`` term is left out.
 
 **Multi-class** forgetting is the same with several forget labels at once (``forget_labels``),
-each mapped to the safe label.
+each mapped to the safe label. With ``adaptive_weights`` each forget label's samples are weighted by
+how far that label still is from its target: an EMA of its mean distribution-matching discrepancy
+``|f_ψ - f_φ|``, divided by the mean over the forget labels (so the weights average 1 and the
+total pull on forgetting is unchanged); a label that lags gets a larger share
+(:func:`adaptive_label_weights`). Other labels keep weight 1.
 
 On augmented digits the forget *glyphs* are a part of label 1, not a label of their own, so SFD can
 only forget label 1 as a whole: its table rows show that trade (no glyphs, no ones).
@@ -49,6 +53,8 @@ class SFDConfig:
     t_max: float = 0.98
     forget_labels: tuple = (1,)
     safe_label: int = NULL_LABEL  # the teacher's label for a forget label (10: unconditional)
+    adaptive_weights: bool = False  # weight each forget label by its lag (multi-class)
+    weight_ema: float = 0.9
     seed: int = 0
 
     def __post_init__(self):
@@ -60,8 +66,17 @@ class SFDConfig:
                           f"got {self.t_min}, {self.t_max}, {self.t_star}).")
         if not self.forget_labels or any(not 0 <= y < NULL_LABEL for y in self.forget_labels):
             raise T3Error(f"forget_labels must be digits 0-9, not {self.forget_labels}.")
+        if not 0 <= self.weight_ema < 1:
+            raise T3Error(f"weight_ema must lie in [0, 1), not {self.weight_ema}.")
         if self.safe_label in self.forget_labels or not 0 <= self.safe_label <= NULL_LABEL:
             raise T3Error(f"safe_label must be a digit not forgotten, or {NULL_LABEL} (unconditional).")
+
+    def key(self) -> dict:
+        """The settings that decide the result (the adaptive weighting's when it is on), for cache keys."""
+        d = asdict(self)
+        if not self.adaptive_weights:
+            del d["adaptive_weights"], d["weight_ema"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "SFDConfig":
@@ -82,13 +97,35 @@ def target_labels(y: torch.Tensor, forget_labels, safe_label: int) -> torch.Tens
     return torch.where(torch.isin(y, forget), torch.full_like(y, safe_label), y)
 
 
-def generator_loss(x_g: torch.Tensor, f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
+def generator_loss(x_g: torch.Tensor, f_real: torch.Tensor, f_fake: torch.Tensor,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
     """The distribution-matching loss whose gradient in ``x_g`` is ``(f_fake - f_real) / w`` per pixel
-    (divided by the pixel count), ``w = mean |x_g - f_real|`` per sample; ``f_*`` are treated as constants."""
+    (divided by the pixel count), ``w = mean |x_g - f_real|`` per sample; ``f_*`` are treated as constants.
+    ``weights`` (per sample) scale each sample's gradient."""
     with torch.no_grad():
         w = (x_g - f_real).abs().flatten(1).mean(1).clamp_min(1e-3).view(-1, *([1] * (x_g.dim() - 1)))
         step = (f_fake - f_real) / w
-    return 0.5 * ((x_g - (x_g - step).detach()) ** 2).mean()
+    per = 0.5 * ((x_g - (x_g - step).detach()) ** 2).flatten(1).mean(1)
+    return (per if weights is None else per * weights).mean()
+
+
+def adaptive_label_weights(y: torch.Tensor, discrepancy: torch.Tensor, forget_labels, ema: dict,
+                           decay: float) -> torch.Tensor:
+    """Per-sample weights for multi-class SFD: ``ema[c]`` (updated in place with this batch's mean
+    ``discrepancy`` of label ``c``) over the mean of ``ema`` across the forget labels, for samples of a
+    forget label ``c``; 1 for every other sample."""
+    for c in forget_labels:
+        mask = y == c
+        if mask.any():
+            d = float(discrepancy[mask].mean())
+            ema[c] = d if c not in ema else decay * ema[c] + (1 - decay) * d
+    w = torch.ones(len(y))
+    seen = [c for c in forget_labels if c in ema]
+    if seen:
+        mean = sum(ema[c] for c in seen) / len(seen)
+        for c in seen:
+            w[y == c] = ema[c] / max(mean, 1e-12)
+    return w
 
 
 def fake_score_loss(f_fake: torch.Tensor, x_g: torch.Tensor) -> torch.Tensor:
@@ -141,6 +178,7 @@ def distill(gen: ImageGenerator, config: SFDConfig | None = None, *, progress: b
     size = teacher.config.sample_size
     B = cfg.batch_size
     history = []
+    ema: dict = {}
     t0 = time.perf_counter()
     bar = bar_for(total=cfg.steps, desc=desc, unit="step", enabled=progress)
 
@@ -165,18 +203,25 @@ def distill(gen: ImageGenerator, config: SFDConfig | None = None, *, progress: b
         with torch.no_grad():
             f_real = x0_prediction(teacher, xt, t, target_labels(y, cfg.forget_labels, cfg.safe_label), ab)
             f_fake = x0_prediction(fake, xt, t, y, ab)
-        lg = generator_loss(x_g, f_real, f_fake)
+        weights = None
+        if cfg.adaptive_weights:
+            weights = adaptive_label_weights(y, (f_fake - f_real).abs().flatten(1).mean(1), cfg.forget_labels, ema,
+                                             cfg.weight_ema)
+        lg = generator_loss(x_g, f_real, f_fake, weights)
         opt_g.zero_grad(set_to_none=True)
         lg.backward()
         opt_g.step()
         bar.update(1)
         if step % 50 == 0 or step == cfg.steps - 1:
-            history.append({"step": step, "fake_loss": lf.item(), "generator_loss": lg.item()})
+            history.append({"step": step, "fake_loss": lf.item(), "generator_loss": lg.item(),
+                            **({"label_weights": {str(c): round(v / (sum(ema.values()) / len(ema)), 4) for c, v in ema.items()}}
+                               if ema else {})})
             bar.set_postfix(fake=f"{lf.item():.3f}", gen=f"{lg.item():.3f}")
     bar.close()
     secs = time.perf_counter() - t0
     out = ImageGenerator("ddpm", student.eval(), gen.scheduler, {**gen.meta, "one_step": {"t_star": t_star}})
     record = {"method": "sfd", "config": asdict(cfg), "unlearn_seconds": secs, "history": history,
               "trainable_params": sum(p.numel() for p in student.parameters()) + sum(p.numel() for p in fake.parameters()),
-              "params": {"forget_labels": list(cfg.forget_labels), "safe_label": cfg.safe_label}}
+              "params": {"forget_labels": list(cfg.forget_labels), "safe_label": cfg.safe_label,
+                         "adaptive_weights": cfg.adaptive_weights}}
     return out, record

@@ -173,7 +173,8 @@ def unlearn(gen: ImageGenerator, bench, method, *, params: dict | None = None, c
     family = Family(out, float(gen.meta.get("label_dropout", 0.1)))
     g = torch.Generator().manual_seed(cfg.seed)
     pools = _pools(bench)
-    ctx = Context(family=family, params=params, n=bench.n, k=bench.k, generator=g)
+    ctx = Context(family=family, params=params, n=bench.n, k=bench.k, generator=g,
+                  forget_labels=tuple(sorted(int(y) for y in bench.forget_labels.unique())))
     if method.setup:
         method.setup(ctx)
     weights = [p for p in model.parameters() if p.requires_grad]
