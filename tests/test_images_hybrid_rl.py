@@ -175,3 +175,10 @@ def test_images_unlearn_help_names_every_method(capsys):
     listed = {line.split()[0] for line in out.split("methods (--method")[1].split("examples:")[0].splitlines()
               if line.startswith("  ") and not line.startswith("   ")}
     assert listed == set(METHODS)
+
+
+def test_compare_default_methods_are_the_packages():
+    from t3unlearn.images import cli
+    from t3unlearn.images.methods import DEFAULT_METHODS, METHODS
+
+    assert cli._DEFAULT_METHODS == DEFAULT_METHODS and set(DEFAULT_METHODS) <= set(METHODS)

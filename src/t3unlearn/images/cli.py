@@ -32,6 +32,10 @@ models: a directory written by 'images train --out' / 'images unlearn --out', or
 Everything is cached under $T3UNLEARN_HOME/images (default ~/.cache/t3unlearn/images).
 """
 
+# images compare's default methods (t3unlearn.images.methods.DEFAULT_METHODS; not imported here, so that
+# --help does not load torch; a test keeps the two equal)
+_DEFAULT_METHODS = ("naive", "neggrad", "neggrad_plus", "siss", "adaptive_siss", "cg", "t3")
+
 _METHODS_HELP = """\
 methods (--method; settings with --set KEY=VALUE):
   naive          naive deletion: fine-tune on the retain data only
@@ -120,7 +124,9 @@ def register(sub) -> None:
                         epilog=_EPILOG, formatter_class=fmt)
     _common(c)
     c.add_argument("--families", default="ddpm,vae", help="comma-separated [ddpm,vae]")
-    c.add_argument("--methods", default="naive,neggrad,neggrad_plus,siss,adaptive_siss,cg,t3", help="comma-separated [all]")
+    c.add_argument("--methods", default=",".join(_DEFAULT_METHODS),
+                   help="comma-separated, from every method of 'images unlearn --help' "
+                        "[naive,neggrad,neggrad_plus,siss,adaptive_siss,cg,t3]")
     c.add_argument("--seeds", type=int, default=3, help="unlearning (and oracle training) seeds [3]")
     c.add_argument("--out", default="t3-runs/images", metavar="DIR", help="output directory [t3-runs/images]")
     c.add_argument("--no-grids", action="store_true", help="skip the sample grids")

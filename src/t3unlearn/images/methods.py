@@ -369,9 +369,10 @@ _register(Method("sfd_multi_adaptive", "SFD, multi-class, adaptive weights (1 an
                  kind="distill", families=("ddpm",)))
 
 ALL_METHODS = tuple(METHODS)
-# what `images compare` and `demo --images` run unless told otherwise: SFD forgets whole labels, a different
-# question from the glyphs, and its distillation takes minutes per seed (add it with --methods)
-DEFAULT_METHODS = tuple(k for k, m in METHODS.items() if m.kind != "distill")
+# what `images compare` and `demo --images` run unless told otherwise: the SISS paper's comparison and T3.
+# SFD forgets whole labels, a different question from the glyphs, and its distillation takes minutes per
+# seed; the hybrid and RL-λ are variants of SISS measured in docs/images.md (add any with --methods)
+DEFAULT_METHODS = ("naive", "neggrad", "neggrad_plus", "siss", "adaptive_siss", "cg", "t3")
 
 
 def get_method(name: str | Method) -> Method:
