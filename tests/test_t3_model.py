@@ -101,7 +101,7 @@ def test_guidance_variants_follow_their_definitions():
         torch.testing.assert_close(guided_logits(base, head, 1.0, 1.0, tempering=mode, tail_logp=tau), logp + ls(head))
 
 
-def test_unknown_keywords_are_refused_and_loading_ones_pass_through(random_lm, tmp_path):
+def test_unknown_keywords_are_refused_and_loading_ones_pass_through(random_lm, tmp_path, monkeypatch):
     base, tok = random_lm
     t3 = _t3(base, T=2.0)
     base.save_pretrained(tmp_path / "base")
@@ -114,6 +114,19 @@ def test_unknown_keywords_are_refused_and_loading_ones_pass_through(random_lm, t
 
     with pytest.raises(ModelError, match="device_mapp"):
         load_lm(str(tmp_path / "head"), device="cpu", device_mapp="auto")
+    # a device_map reaches transformers (accelerate places the base; the head goes beside its output layer)
+    ids = torch.tensor([[1, 5, 7, 9]])
+    import transformers
+
+    seen, original = {}, transformers.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: seen.update(k) or original(*a, **k))
+    mapped = load_lm(str(tmp_path / "head"), device_map={"": "cpu"}).model
+    assert seen["device_map"] == {"": "cpu"}
+    assert mapped.head.out.weight.device == mapped.base.get_output_embeddings().weight.device
+    plain = T3ForCausalLM.from_pretrained(tmp_path / "head", device="cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(mapped(input_ids=ids).logits, plain(input_ids=ids).logits)
     bf = T3ForCausalLM.from_pretrained(tmp_path / "head", dtype=torch.bfloat16, device="cpu")
     assert bf.base.dtype == torch.bfloat16 and bf.head.out.weight.dtype == torch.float32
     adaptive = T3ForCausalLM.from_pretrained(tmp_path / "head", tempering="adaptive", bias=-1.0, device="cpu")

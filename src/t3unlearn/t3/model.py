@@ -221,7 +221,11 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
                 f"the head expects hidden size {head.in_features} and vocabulary {head.vocab_size}, "
                 f"but the base model has hidden size {d} and vocabulary {vocab}; it was trained on another base."
             )
-        self.head = head.to(device=next(base_model.parameters()).device, dtype=torch.float32)
+        # beside the base's output layer: where its logits (and, under a device_map spanning devices, the last
+        # hidden states) are
+        out_emb = base_model.get_output_embeddings()
+        head_device = out_emb.weight.device if out_emb is not None else next(base_model.parameters()).device
+        self.head = head.to(device=head_device, dtype=torch.float32)
         config.base_hidden_size, config.vocab_size = d, vocab
         config.head_hidden, config.head_activation, config.head_layers = head.hidden, head.activation, head.layers
         # not registered as a submodule (it is inside self.base already): no duplicate state-dict keys
@@ -307,7 +311,10 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
     def _head_logits(self, pooled: torch.Tensor) -> torch.Tensor:
         """``self.head(pooled)`` without module-call overhead (it runs at every decoding step)."""
         head, linear = self.head, torch.nn.functional.linear
-        z = linear(pooled, head.inp.weight)
+        w = head.inp.weight
+        if pooled.device != w.device:  # a base split across devices (device_map)
+            pooled = pooled.to(w.device)
+        z = linear(pooled, w)
         if head.activation != "identity":
             z = head.act(z)
         for layer in head.mid:
