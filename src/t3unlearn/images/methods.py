@@ -233,10 +233,11 @@ def _hybrid_setup(ctx: Context) -> None:
     pool_y = torch.tensor(labels).repeat_interleave((n + len(labels) - 1) // len(labels))[:n]
     pool = sample_ddpm(teacher, ctx.family.gen.scheduler, pool_y, generator=g, steps=int(p["pool_steps"])) * 2 - 1
     T = ctx.family.gen.scheduler.alphas_cumprod.numel()
+    t_lo = int(float(p["t_min"]) * T)
+    t_hi = max(int(float(p["t_max"]) * T), t_lo + 1)
     # the term's own random stream, so SISS's draws are those of plain SISS with the same seed
-    ctx.state.update(teacher=teacher, pool=pool, pool_y=pool_y, safe=safe, g_sfd=torch.Generator().manual_seed(
-        int(ctx.generator.initial_seed()) + 37),
-                     t_range=(int(float(p["t_min"]) * T), max(int(float(p["t_max"]) * T), int(float(p["t_min"]) * T) + 1)))
+    g_sfd = torch.Generator().manual_seed(int(ctx.generator.initial_seed()) + 37)
+    ctx.state.update(teacher=teacher, pool=pool, pool_y=pool_y, safe=safe, g_sfd=g_sfd, t_range=(t_lo, t_hi))
 
 
 def _sfd_siss(ctx: Context, batch: dict) -> Terms:
