@@ -217,7 +217,7 @@ def _hybrid_setup(ctx: Context) -> None:
 
     p = ctx.params
     if ctx.family.name != "ddpm":
-        raise T3Error("the SFD + SISS hybrid needs a DDPM (SFD's term is a score).")
+        raise T3Error("the SFD + SISS hybrid needs a DDPM (its SFD term is a score); give it a ddpm model.")
     labels = sorted(int(y) for y in (p["forget_labels"] or ctx.forget_labels))
     safe = int(p["safe_label"])
     if not labels or safe in labels:
