@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 
-def _runner(tmp_path):
+def _runner(tmp_path, config=None, kind="world"):
     from t3unlearn.t3.sequential import Runner
 
     r = Runner.__new__(Runner)  # no models: only the unit bookkeeping is under test
     r.out = tmp_path
+    r.configure(config, kind)
     return r
 
 
@@ -39,5 +40,32 @@ def test_baseline_recipe_follows_its_learning_rate(tmp_path, monkeypatch):
 
     r = _runner(tmp_path)
     a = r.recipe("npo")
-    monkeypatch.setitem(sequential.BASELINE_LR, "npo", 5e-4)
+    monkeypatch.setitem(sequential.BASELINE_LR["world"], "npo", 5e-4)
     assert r.recipe("npo") != a and r.recipe("graddiff") != r.recipe("npo")
+
+
+def test_learning_rates_follow_the_benchmark(tmp_path):
+    from t3unlearn.t3 import sequential
+
+    world, tofu = _runner(tmp_path), _runner(tmp_path, kind="tofu")
+    assert world.lr == sequential.BASELINE_LR["world"] and tofu.lr == sequential.BASELINE_LR["tofu"]
+    assert world.lr["npo"] != tofu.lr["npo"]  # compare chose 1e-4 on the world, 1e-3 on TOFU
+    assert world.recipe("npo") != tofu.recipe("npo")
+
+
+def test_a_config_sets_t3s_head_and_guidance(tmp_path):
+    import pytest
+
+    from t3unlearn.errors import T3Error
+
+    plain = _runner(tmp_path)
+    assert plain.t3_settings == {}  # the package's defaults
+    cfg = {"methods": {"t3": {"params": {"temperature": 2.0, "scale": 0.5, "hidden_size": 200, "layers": 2,
+                                           "activation": "gelu", "epochs": 30}}}}
+    mlp = _runner(tmp_path, config=cfg)
+    assert mlp.t3_settings["hidden_size"] == 200 and mlp.t3_settings["temperature"] == 2.0
+    assert mlp.recipe("t3") != plain.recipe("t3")  # units of one are stale for the other
+    plain._save_unit("t3", 0, 1, {"method": "t3", "summary": {}}, None)
+    assert plain.done("t3", 0, 1) is not None and mlp.done("t3", 0, 1) is None
+    with pytest.raises(T3Error, match="did you mean .temperature"):
+        _runner(tmp_path, config={"methods": {"t3": {"params": {"temprature": 2.0}}}})

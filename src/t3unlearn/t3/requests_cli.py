@@ -23,12 +23,14 @@ extraction resumes at the first missing shard. Cache: $T3UNLEARN_HOME/features (
 _SEQUENTIAL_EPILOG = """\
 examples:
   t3unlearn sequential --benchmark world --seeds 3 --out seq --doc docs/sequential.md
-  T3UNLEARN_TOFU_DIR=/path/to/tofu t3unlearn sequential --benchmark tofu --seeds 3 --out seq --doc docs/sequential.md
+  T3UNLEARN_TOFU_DIR=/path/to/tofu t3unlearn sequential --benchmark tofu --seeds 3 --out seq \
+      --config benchmarks/compare_tofu.json --doc docs/sequential.md
   t3unlearn sequential --benchmark world-tiny --requests 2 --methods t3,graddiff --seeds 1 --out seq-tiny
 
 methods: t3 (incremental: features of the new request only, head retrained on the union), t3-finetune (head
 fine-tuned on the new request only), t3-scratch (every feature extracted again, head retrained; compared with
-t3's head byte for byte), graddiff, npo, simnpo (each request fine-tunes the previous request's model).
+t3's head byte for byte), graddiff, npo, simnpo (each request fine-tunes the previous request's model, at the
+learning rate 'compare' selected for forget10 on that benchmark).
 After each request: forget quality and forget ROUGE on all items requested so far (against the retain90 model
 on the same items), model utility, wall time of the request. Every (method, seed, request) is cached under
 OUT/BENCH/runs: a rerun resumes. --doc puts the table and plot into a markdown file (generated section).
@@ -74,6 +76,9 @@ def register(sub) -> None:
     s.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method [3]")
     s.add_argument("--out", default="sequential", help="output directory (units are cached there) [sequential]")
     s.add_argument("--doc", default=None, help="also write the tables and plots into this markdown file")
+    s.add_argument("--config", default=None, metavar="FILE",
+                   help="a 't3unlearn compare' config (JSON): its t3 params set T3's head, training and guidance for "
+                   "every T3 unit (e.g. benchmarks/compare_tofu.json for offline TOFU's MLP head) [the packaged one]")
     s.add_argument("--eval-batch-size", type=int, default=32, help="[32]")
     s.add_argument("--max-new-tokens", type=int, default=200, help="generation budget of the evaluation [200]")
     s.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
@@ -163,7 +168,8 @@ def _sequential(args) -> int:
     reports = []
     for bench in [b.strip() for b in args.benchmark.split(",") if b.strip()]:
         rep = sequential(bench, n_requests=args.requests, methods=args.methods.split(","), seeds=args.seeds, out=args.out,
-                         eval_batch_size=args.eval_batch_size, max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+                         eval_batch_size=args.eval_batch_size, max_new_tokens=args.max_new_tokens, config=args.config,
+                         progress=not args.quiet)
         print(rep["markdown"])
         print(f"{rep['benchmark']}: wrote {rep['plot']} and sequential.md/json beside it; wall {rep['wall_seconds']:.0f}s")
         reports.append(rep)
@@ -177,6 +183,8 @@ def _sequential(args) -> int:
 def _argv(args) -> list[str]:
     out = ["--benchmark", args.benchmark, "--requests", str(args.requests), "--methods", args.methods, "--seeds", str(args.seeds),
            "--out", args.out, "--doc", args.doc]
+    if args.config:
+        out += ["--config", args.config]
     if args.threads != "auto":
         out += ["--threads", str(args.threads)]
     return out

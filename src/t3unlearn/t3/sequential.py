@@ -39,9 +39,10 @@ BASELINES = ("graddiff", "npo", "simnpo")
 TITLES = {"t3": "T3 incremental", "t3-finetune": "T3 incremental (fine-tune)", "t3-scratch": "T3 from scratch",
           "graddiff": "GradDiff", "npo": "NPO", "simnpo": "SimNPO", "t3-oneshot": "T3 one-shot (all of forget10)",
           "full": "Full (no unlearning)"}
-# learning rates the comparison on the default world selected for forget10 (docs/comparison.md); each request
-# is one run of the method's packaged recipe (10 epochs) at that rate, on the previous request's model
-BASELINE_LR = {"graddiff": 1e-4, "npo": 1e-4, "simnpo": 3e-4}
+# learning rates ``compare`` selected for forget10 (docs/comparison.md), per benchmark kind; each request is one
+# run of the method's packaged recipe (10 epochs) at that rate, on the previous request's model
+BASELINE_LR = {"world": {"graddiff": 1e-4, "npo": 1e-4, "simnpo": 3e-4},
+               "tofu": {"graddiff": 1e-4, "npo": 1e-3, "simnpo": 1e-4}}
 SPLIT = "forget10"
 RECORD = "record.json"
 METRICS = ("forget_quality", "forget_Q_A_ROUGE", "model_utility", "forget_Q_A_Prob", "forget_truth_ratio")
@@ -101,13 +102,26 @@ def restricted_metrics(res, indices: set[str], reference) -> dict:
 class Runner:
     """One benchmark's sequential run (see the module doc)."""
 
-    def __init__(self, bench, out: Path, n_requests: int, *, eval_cfg: dict, progress: bool, log: Callable):
+    def __init__(self, bench, out: Path, n_requests: int, *, eval_cfg: dict, progress: bool, log: Callable,
+                 config=None):
         self.bench, self.out, self.n = bench, Path(out), n_requests
+        self.configure(config, bench.kind)
         self.eval_cfg, self.progress, self.log = eval_cfg, progress, log
         self.paths = bench.models(("full", "retain90"), log=log, progress=progress)
         self.requests, self.retain, self.data = request_sets(bench, n_requests)
         self._reference = None
         self._base = None
+
+    def configure(self, config, kind: str) -> None:
+        """Settings from ``config`` (see :func:`sequential`) for a benchmark of ``kind`` (world, tofu)."""
+        from t3unlearn.baselines.compare import load_compare_config
+        from t3unlearn.t3.config import split_settings
+
+        self.cfg = load_compare_config(config)
+        # T3's settings (head, training, guidance) for every T3 unit: the package's defaults unless a config says
+        self.t3_settings = {} if config is None else dict(self.cfg.methods["t3"].params)
+        split_settings(self.t3_settings)  # unknown names are an error here, before any work
+        self.lr = BASELINE_LR[kind if kind in BASELINE_LR else "world"]
 
     # ------------------------------------------------------------------ shared pieces
     @property
@@ -154,14 +168,12 @@ class Runner:
         from t3unlearn.io import fingerprint
 
         if method in BASELINES:
-            from t3unlearn.baselines.compare import load_compare_config
-
-            cfg = load_compare_config()
+            cfg = self.cfg
             entry = cfg.methods[method]
-            return fingerprint("seq-baseline", cfg.train, entry.train, dict(entry.params), BASELINE_LR[method], cfg.max_length)
+            return fingerprint("seq-baseline", cfg.train, entry.train, dict(entry.params), self.lr[method], cfg.max_length)
         from t3unlearn.t3.config import defaults
 
-        return fingerprint("seq-t3", defaults())
+        return fingerprint("seq-t3", {**defaults(), **self.t3_settings})
 
     def done(self, method: str, seed: int, k: int) -> dict | None:
         f = self.unit_dir(method, seed, k) / RECORD
@@ -217,7 +229,8 @@ class Runner:
                 return rec
         base, tok = self.base()
         t0 = time.perf_counter()
-        t3, rep = unlearn(base, tok, self.bench.qa(SPLIT), self.retain, seed=seed, cache=False, progress=self.progress)
+        t3, rep = unlearn(base, tok, self.bench.qa(SPLIT), self.retain, seed=seed, cache=False, progress=self.progress,
+                          **self.t3_settings)
         wall = time.perf_counter() - t0
         res = self.evaluate(CausalLM(t3, tok, name="t3-oneshot"), None)
         rec = {"method": "t3-oneshot", "seed": seed, "wall_s": wall, "summary": self._summary(res),
@@ -267,7 +280,7 @@ class Runner:
         t0 = time.perf_counter()
         if k == 1:
             t3, rep = unlearn(base, tok, self.requests[0], self.retain, seed=seed, request_id=rid, cache_dir=cache,
-                              progress=self.progress)
+                              progress=self.progress, **self.t3_settings)
         else:
             prev = self.unit_dir(method, seed, k - 1) / "state"
             t3, rep = update(prev, [(rid, self.requests[k - 1])], model=base, tokenizer=tok, cache_dir=cache,
@@ -283,7 +296,7 @@ class Runner:
         """Every feature extracted again (no cache) and the head trained on the union: T3 from scratch."""
         from t3unlearn.data import QAFormatter
         from t3unlearn.lm import CausalLM
-        from t3unlearn.t3.config import TrainConfig
+        from t3unlearn.t3.config import TrainConfig, split_settings
         from t3unlearn.t3.features import assemble, extract_part, vocab_size_of
         from t3unlearn.t3.model import T3ForCausalLM
         from t3unlearn.t3.requests import DataSet
@@ -295,7 +308,7 @@ class Runner:
         sets = [DataSet.load(r, what="request").encode(fmt) for r in self.requests[:k]] + [DataSet.load(self.retain, what="retain set").encode(fmt)]
         parts = [extract_part(base, s.examples, pad_id=fmt.pad_id, cache=False) for s in sets]
         fs = assemble(parts[:-1], parts[-1])
-        head, _ = train_head(CachedProvider(fs), fs.n_forget, fs.n_retain, fs.dim, vocab_size_of(base), TrainConfig(seed=seed))
+        head, _ = train_head(CachedProvider(fs), fs.n_forget, fs.n_retain, fs.dim, vocab_size_of(base), TrainConfig(**{**split_settings(self.t3_settings)[1], "seed": seed}).validate())
         wall = time.perf_counter() - t0
         inc = self.step("t3", seed, k)  # the incremental head of the same request
         inc_head = self.unit_dir("t3", seed, k) / "state"
@@ -315,12 +328,11 @@ class Runner:
         import torch
 
         from t3unlearn.baselines.api import load_base, unlearn_baseline
-        from t3unlearn.baselines.compare import load_compare_config
         from t3unlearn.lm import CausalLM
 
-        cfg = load_compare_config()
+        cfg = self.cfg
         entry = cfg.methods[method]
-        train = {**cfg.train, **entry.train, "lr": BASELINE_LR[method], "seed": seed, "max_length": int(cfg.max_length)}
+        train = {**cfg.train, **entry.train, "lr": self.lr[method], "seed": seed, "max_length": int(cfg.max_length)}
         start = self.paths["full"] if k == 1 else self.unit_dir(method, seed, k - 1) / "state"
         net, tok = load_base(str(start))
         result = unlearn_baseline(method, net, self.requests[k - 1], self.retain, tokenizer=tok, params=dict(entry.params),
@@ -363,11 +375,16 @@ def sequential(
     out: str | Path = "sequential",
     eval_batch_size: int = 32,
     max_new_tokens: int = 200,
+    config=None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run the sequential benchmark on ``benchmark`` (see the module doc); returns the report dict, also
-    written to ``OUT/BENCH/sequential.json`` with ``sequential.md`` and ``sequential.png``."""
+    written to ``OUT/BENCH/sequential.json`` with ``sequential.md`` and ``sequential.png``.
+
+    ``config``: a ``compare`` config (file or dict, laid over the packaged one): its ``t3`` params are T3's
+    settings for every T3 unit (head shape, training, guidance), its training settings the baselines'. The
+    baselines' learning rates are the ones ``compare`` selected on the benchmark (``BASELINE_LR``)."""
     from t3unlearn.benchmarks import get_benchmark
     from t3unlearn.io import atomic_write, save_json
 
@@ -381,7 +398,7 @@ def sequential(
     out = Path(out) / bench.label.replace("/", "_")
     t_start = time.perf_counter()
     runner = Runner(bench, out, n_requests, eval_cfg={"batch_size": eval_batch_size, "max_new_tokens": max_new_tokens},
-                    progress=progress, log=log)
+                    progress=progress, log=log, config=config)
     sizes = [len(r) for r in runner.requests]
     log(f"sequential: {bench.label} {SPLIT} as {n_requests} requests of {sizes[0]} items; methods {', '.join(methods)}; "
         f"{seeds} seed(s); out {out}")
