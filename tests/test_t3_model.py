@@ -201,23 +201,42 @@ def test_generate_with_cache_equals_without(random_lm, kw):
     assert cached.shape[0] == ids.shape[0] * kw.get("num_return_sequences", 1)
 
 
+@pytest.mark.parametrize("name", ["past_key_values", "cache"])  # transformers' old and new names
 @torch.no_grad()
-def test_cached_steps_equal_full_forward(random_lm):
+def test_cached_steps_equal_full_forward(random_lm, name):
     base, tok = random_lm
     t3 = _t3(base)
     ids, mask = _prompts(tok, TEXTS)
     pos = (mask.long().cumsum(-1) - 1).clamp_min(0)
     full = t3(ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
     cache = T3Cache(config=base.config)
-    first = t3(ids[:, :4], attention_mask=mask[:, :4], position_ids=pos[:, :4], past_key_values=cache, use_cache=True)
+    first = t3(ids[:, :4], attention_mask=mask[:, :4], position_ids=pos[:, :4], use_cache=True, **{name: cache})
     steps = [first.logits]
     for t in range(4, ids.shape[1]):
         out = t3(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], position_ids=pos[:, t : t + 1],
-                 past_key_values=cache, use_cache=True)
+                 use_cache=True, **{name: cache})
         steps.append(out.logits)
     stepped = torch.cat(steps, 1)
     valid = mask.bool()
     torch.testing.assert_close(stepped[valid], full[valid], atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_no_deprecated_cache_keyword_on_the_way(random_lm):
+    """generate and cached steps pass the cache under the name the installed transformers uses (it renamed
+    past_key_values to cache and warns until 5.40, then drops the alias)."""
+    import warnings
+
+    base, tok = random_lm
+    t3 = _t3(base)
+    ids, mask = _prompts(tok, TEXTS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        t3.generate(ids, attention_mask=mask, max_new_tokens=3, pad_token_id=tok.pad_token_id)
+        out = t3(ids, attention_mask=mask, use_cache=True)
+    from t3unlearn.lm import output_cache
+
+    assert isinstance(output_cache(out), T3Cache) and output_cache(out).t3_sum is not None
 
 
 @torch.no_grad()

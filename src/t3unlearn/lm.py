@@ -11,6 +11,7 @@ Adapters are recognised by the config file in their directory (see :data:`ADAPTE
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,29 @@ class TokenScores:
     def without_eos(self) -> "TokenScores":
         """The answer tokens only (the final EOS dropped), for min-k, min-k++, ES and EM."""
         return TokenScores(self.logprob[:-1], self.correct[:-1], self.mu[:-1], self.var[:-1], self.labels[:-1])
+
+
+# --------------------------------------------------------------------------- transformers' cache keyword
+
+
+@functools.cache
+def cache_kwarg() -> str:
+    """The name transformers gives the KV cache in ``forward``, ``generate``'s model kwargs and model
+    outputs: ``cache`` in recent 5.x releases, ``past_key_values`` before (kept as a deprecated alias until
+    5.40). Wrappers that pass a cache on (T3, ULD, the server) use this name, so they neither warn today nor
+    break when the alias goes."""
+    import inspect
+
+    from transformers import GenerationMixin
+
+    params = inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def output_cache(out):
+    """The KV cache a model output carries (under either name)."""
+    got = out.get(cache_kwarg()) if hasattr(out, "get") else None
+    return got if got is not None else getattr(out, "past_key_values", None)
 
 
 # --------------------------------------------------------------------------- answer log-probabilities

@@ -127,13 +127,18 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
         use_cache=None,
         labels=None,
         return_dict=True,
+        cache=None,
         **kwargs,
     ):
-        caching = bool(use_cache) or past_key_values is not None
-        cache = past_key_values if isinstance(past_key_values, ULDCache) else ULDCache()
+        from t3unlearn.lm import cache_kwarg, output_cache
+
+        key = cache_kwarg()  # transformers' name for the cache ("cache", formerly "past_key_values")
+        given = cache if cache is not None else past_key_values
+        caching = bool(use_cache) or given is not None
+        cache = given if isinstance(given, ULDCache) else ULDCache()
         common = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=caching)
-        b = self.base(**common, past_key_values=cache.base if caching else None)
-        a = self.assistant(**common, past_key_values=cache.assistant if caching else None)
+        b = self.base(**common, **{key: cache.base if caching else None})
+        a = self.assistant(**common, **{key: cache.assistant if caching else None})
         logits = uld_logits(b.logits, a.logits, self.alpha)
         loss = None
         if labels is not None:  # mean NLL of the labelled tokens
@@ -142,8 +147,8 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
             lp, mask = answer_token_logprobs(logits, labels.to(logits.device))
             loss = -lp.sum() / mask.sum().clamp_min(1)
         if caching:
-            cache.base, cache.assistant = b.past_key_values, a.past_key_values
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache if caching else None)
+            cache.base, cache.assistant = output_cache(b), output_cache(a)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{key: cache if caching else None})
 
     # ------------------------------------------------------------------ save / load
     @staticmethod

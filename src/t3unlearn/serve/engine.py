@@ -32,6 +32,7 @@ from typing import Callable
 import torch
 
 from t3unlearn.errors import ModelError
+from t3unlearn.lm import cache_kwarg
 
 log = logging.getLogger("t3unlearn.serve")
 
@@ -254,7 +255,7 @@ class Engine:
         self._captured.clear()
         self._capture_thread = threading.get_ident()
         try:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **{cache_kwarg(): cache},
                              use_cache=True, logits_to_keep=1)
         finally:
             self._capture_thread = None

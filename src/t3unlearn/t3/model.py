@@ -293,11 +293,16 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         return T3Cache(config=self.base.config.get_text_config(decoder=True))
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
-        cache = model_kwargs.get("past_key_values")
+        from t3unlearn.lm import cache_kwarg
+
+        key = cache_kwarg()
+        cache = model_kwargs.get(key, model_kwargs.get("past_key_values"))
         if cache is not None:
             if not isinstance(cache, T3Cache):
-                raise ModelError("T3ForCausalLM needs a T3Cache as past_key_values (from t3unlearn.t3.model); or pass none.")
+                raise ModelError(f"T3ForCausalLM needs a T3Cache as {key} (from t3unlearn.t3.model); or pass none.")
             cache._is_user_defined = True
+            model_kwargs.pop("past_key_values", None)
+            model_kwargs[key] = cache
             return
         if generation_config.use_cache is False:
             return
@@ -305,7 +310,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
             raise ModelError(
                 f"T3ForCausalLM supports the dynamic cache only, not cache_implementation={generation_config.cache_implementation!r}."
             )
-        model_kwargs["past_key_values"] = self._new_cache()
+        model_kwargs[key] = self._new_cache()
 
     # ------------------------------------------------------------------ forward
     def _head_logits(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -337,13 +342,21 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        cache: T3Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Guided next-token logits (unnormalized log-probs; ``log_softmax`` them for log-probs).
 
-        ``labels`` (``-100`` ignored) give the mean token cross-entropy of the guided distribution.
+        ``labels`` (``-100`` ignored) give the mean token cross-entropy of the guided distribution. The
+        cache comes as ``cache`` or ``past_key_values`` (transformers' new and old names).
         """
+        from t3unlearn.lm import cache_kwarg
+
         kwargs.pop("return_dict", None)
+        if cache is not None:
+            if past_key_values is not None and past_key_values is not cache:
+                raise ModelError("give T3ForCausalLM one cache: as cache or as past_key_values, not both.")
+            past_key_values = cache
         ref = input_ids if input_ids is not None else inputs_embeds
         if ref is None:
             raise ModelError("T3ForCausalLM.forward needs input_ids or inputs_embeds.")
@@ -372,10 +385,10 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=past_key_values if use_cache else None,
                 inputs_embeds=inputs_embeds,
                 use_cache=use_cache,
                 logits_to_keep=logits_to_keep,
+                **{cache_kwarg(): past_key_values if use_cache else None},
                 **kwargs,
             )
         finally:
@@ -419,12 +432,12 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
             if loss is not None:
                 out.loss = loss
             if not use_cache:
-                out.past_key_values = None
+                setattr(out, cache_kwarg(), None)
             return out
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=past_key_values if use_cache else None,
+            **{cache_kwarg(): past_key_values if use_cache else None},
             hidden_states=getattr(out, "hidden_states", None),
             attentions=getattr(out, "attentions", None),
         )
