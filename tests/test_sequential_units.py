@@ -69,3 +69,19 @@ def test_a_config_sets_t3s_head_and_guidance(tmp_path):
     assert plain.done("t3", 0, 1) is not None and mlp.done("t3", 0, 1) is None
     with pytest.raises(T3Error, match="did you mean .temperature"):
         _runner(tmp_path, config={"methods": {"t3": {"params": {"temprature": 2.0}}}})
+
+
+def test_the_table_names_a_method_run_with_fewer_seeds():
+    from t3unlearn.t3.sequential import METRICS, markdown, summarize
+
+    def rec(u):
+        return {"summary": {m: u for m in METRICS}, "wall_s": 1.0}
+
+    n = 2
+    records = {"t3": [[rec(0.5), rec(0.6)] for _ in range(3)], "npo": [[rec(0.4), rec(0.3)]]}
+    full = {"utility": 0.7, "steps": [{"forget_quality": 1e-3, "forget_Q_A_ROUGE": 0.9}] * n}
+    rep = summarize("world", n, [40, 40], ["t3", "npo"], records, full, [])
+    assert rep["seeds"] == 3 and [r["seeds"] for r in rep["rows"]] == [3, 1]
+    text = markdown(rep, "p.png")
+    assert "3 seed(s)" in text and "| NPO (1 seed) |" in text and "| T3 incremental |" in text
+    assert "| NPO | 0.4 | 0.3 |" in text  # the per-request rows keep the plain names

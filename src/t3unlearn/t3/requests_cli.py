@@ -74,6 +74,8 @@ def register(sub) -> None:
     s.add_argument("--requests", type=int, default=10, help="number of requests forget10 is cut into [10]")
     s.add_argument("--methods", default="t3,t3-finetune,t3-scratch,graddiff,npo,simnpo", help="comma-separated [%(default)s]")
     s.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method [3]")
+    s.add_argument("--baseline-seeds", type=int, default=None, metavar="N",
+                   help="seeds of graddiff, npo, simnpo if fewer (a request of theirs costs several of T3's) [--seeds]")
     s.add_argument("--out", default="sequential", help="output directory (units are cached there) [sequential]")
     s.add_argument("--doc", default=None, help="also write the tables and plots into this markdown file")
     s.add_argument("--config", default=None, metavar="FILE",
@@ -167,7 +169,7 @@ def _sequential(args) -> int:
 
     reports = []
     for bench in [b.strip() for b in args.benchmark.split(",") if b.strip()]:
-        rep = sequential(bench, n_requests=args.requests, methods=args.methods.split(","), seeds=args.seeds, out=args.out,
+        rep = sequential(bench, n_requests=args.requests, methods=args.methods.split(","), seeds=args.seeds, baseline_seeds=args.baseline_seeds, out=args.out,
                          eval_batch_size=args.eval_batch_size, max_new_tokens=args.max_new_tokens, config=args.config,
                          progress=not args.quiet)
         print(rep["markdown"])
@@ -183,6 +185,8 @@ def _sequential(args) -> int:
 def _argv(args) -> list[str]:
     out = ["--benchmark", args.benchmark, "--requests", str(args.requests), "--methods", args.methods, "--seeds", str(args.seeds),
            "--out", args.out, "--doc", args.doc]
+    if args.baseline_seeds is not None:
+        out += ["--baseline-seeds", str(args.baseline_seeds)]
     if args.config:
         out += ["--config", args.config]
     if args.threads != "auto":

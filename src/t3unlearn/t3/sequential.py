@@ -372,6 +372,7 @@ def sequential(
     n_requests: int = 10,
     methods: Sequence[str] = METHODS,
     seeds: int = 3,
+    baseline_seeds: int | None = None,
     out: str | Path = "sequential",
     eval_batch_size: int = 32,
     max_new_tokens: int = 200,
@@ -384,7 +385,9 @@ def sequential(
 
     ``config``: a ``compare`` config (file or dict, laid over the packaged one): its ``t3`` params are T3's
     settings for every T3 unit (head shape, training, guidance), its training settings the baselines'. The
-    baselines' learning rates are the ones ``compare`` selected on the benchmark (``BASELINE_LR``)."""
+    baselines' learning rates are the ones ``compare`` selected on the benchmark (``BASELINE_LR``).
+    ``baseline_seeds``: seeds of the fine-tuning baselines, if fewer than ``seeds`` (each of their requests
+    costs several T3 requests); the table names a method's seed count where it differs."""
     from t3unlearn.benchmarks import get_benchmark
     from t3unlearn.io import atomic_write, save_json
 
@@ -392,8 +395,9 @@ def sequential(
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise T3Error(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHODS)}.")
-    if seeds < 1 or n_requests < 1:
-        raise T3Error("--seeds and --requests must be >= 1.")
+    baseline_seeds = seeds if baseline_seeds is None else baseline_seeds
+    if seeds < 1 or n_requests < 1 or baseline_seeds < 1:
+        raise T3Error("--seeds, --baseline-seeds and --requests must be >= 1.")
     bench = get_benchmark(benchmark)
     out = Path(out) / bench.label.replace("/", "_")
     t_start = time.perf_counter()
@@ -408,7 +412,7 @@ def sequential(
     records: dict[str, list[list[dict]]] = {}
     for m in methods:
         records[m] = []
-        for s in range(seeds):
+        for s in range(baseline_seeds if m in BASELINES else seeds):
             records[m].append([runner.step(m, s, k) for k in range(1, n_requests + 1)])
     report = summarize(bench.label, n_requests, sizes, methods, records, full, oneshot)
     report["wall_seconds"] = round(time.perf_counter() - t_start, 1)
@@ -462,7 +466,8 @@ def markdown(report: dict, png_name: str) -> str:
                                    + [f"{full['steps'][n - 1]['forget_Q_A_ROUGE']:.3f}", "-"]) + " |")
     for r in report["rows"]:
         st = r["steps"]
-        cells = [r["title"]] + [_cell(st[k - 1]["model_utility"]) for k in picks] + [_cell(st[k - 1]["forget_quality"], fq) for k in picks]
+        title = r["title"] if r["seeds"] == report["seeds"] else f"{r['title']} ({r['seeds']} seed{'s' * (r['seeds'] > 1)})"
+        cells = [title] + [_cell(st[k - 1]["model_utility"]) for k in picks] + [_cell(st[k - 1]["forget_quality"], fq) for k in picks]
         cells += [_cell(st[n - 1]["forget_Q_A_ROUGE"]), f"{_cell(st[0]['wall_s'], '{:.2f}')} / {_cell(st[n - 1]['wall_s'], '{:.2f}')}"]
         lines.append("| " + " | ".join(cells) + " |")
     one = report.get("oneshot")
