@@ -165,3 +165,23 @@ def test_tofu_from_a_local_copy_without_reference(saved_model, tmp_path, capsys,
     res = EvalResults.load(tmp_path / "t")
     assert res.agg("forget_quality") is None and res.agg("privleak") is None
     assert res.info["benchmark"] == "tofu"
+
+
+def test_matrix_products_do_not_depend_on_the_thread_count():
+    """--threads auto follows the machine's load, so torch's BLAS must give the same bits for any thread
+    count (importing t3unlearn turns on MKL's strict reproducibility, MKL_CBWR; a fresh process, as MKL reads
+    it once)."""
+    import subprocess
+    import sys
+
+    code = ("import t3unlearn, torch\n"
+            "torch.manual_seed(0)\n"
+            "a, b = torch.randn(640, 4096), torch.randn(4096, 64)\n"
+            "out = []\n"
+            "for n in (1, 2):\n"
+            "    torch.set_num_threads(n)\n"
+            "    out.append(a @ b)\n"
+            "print(torch.equal(*out))\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MKL_CBWR"}
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert got.stdout.strip() == "True"

@@ -90,7 +90,7 @@ def answer_states(model, examples, pad_id: int, *, batch_size: int = 32, device=
 
 @torch.inference_mode()
 def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk: int = 4096) -> torch.Tensor:
-    """``(N,)`` guided log-probability of each answer token under ``setting``."""
+    """``(N,)`` guided log-probability of each answer token under ``setting`` (``head=None``: the model's own)."""
     out_layer = model.get_output_embeddings()
     if out_layer is None:
         raise T3Error(f"{type(model).__name__} has no output embedding layer; calibration needs the base's LM head.")
@@ -98,8 +98,11 @@ def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk
     for i in range(0, states.targets.numel(), chunk):
         sl = slice(i, i + chunk)
         base = out_layer(states.hidden[sl].to(out_layer.weight.dtype))
-        logits = guided_logits(base, head(states.pooled[sl]), setting.temperature, setting.scale,
-                               tempering=setting.tempering, tail_logp=setting.tail_logp, bias=setting.bias)
+        if head is None:
+            logits = base.float()
+        else:
+            logits = guided_logits(base, head(states.pooled[sl]), setting.temperature, setting.scale,
+                                   tempering=setting.tempering, tail_logp=setting.tail_logp, bias=setting.bias)
         lp = torch.log_softmax(logits, -1).gather(-1, states.targets[sl].unsqueeze(-1)).squeeze(-1)
         res.append(lp.float().cpu())
     return torch.cat(res)
@@ -143,15 +146,40 @@ def auc(members: Sequence[float], non_members: Sequence[float]) -> float:
 
 
 @dataclass
+class TruthRatioReference:
+    """What the forget items' truth ratios should look like: those of a model that never saw them.
+
+    ``para`` / ``pert``: the base's states on the forget items' paraphrased and perturbed answers (``n_pert``
+    perturbed answers per item, item-major); ``reference``: the reference model's per-item truth ratios."""
+
+    para: AnswerStates
+    pert: AnswerStates
+    n_pert: int
+    reference: np.ndarray
+
+
+def truth_ratios(model, head, para: AnswerStates, pert: AnswerStates, n_pert: int, setting: Setting) -> np.ndarray:
+    """Per item: the perturbed answers' geometric-mean per-token probability over the paraphrased answer's
+    (TOFU's truth ratio, as the evaluation computes it for forget quality)."""
+    p = item_stats(token_logprobs(model, head, para, setting), para)["avg_loss"]
+    q = item_stats(token_logprobs(model, head, pert, setting), pert)["avg_loss"].reshape(-1, n_pert)
+    return np.exp(-q.mean(1)) / (np.exp(-p) + 1e-10)
+
+
+@dataclass
 class CalibrationRow:
     setting: Setting
-    ks: float  # KS distance, forget vs holdout answer losses (objective, lower is better)
+    ks: float  # KS distance, forget vs holdout answer losses (the objective without a reference; lower is better)
     mia_auc: float  # min-k AUC forget vs holdout (0.5: indistinguishable)
     forget_prob: float
     holdout_prob: float
     retain_prob: float
     retain_ratio: float  # retain_prob / the base's
     feasible: bool
+    tr_ks: float | None = None  # KS distance, forget truth ratios vs the reference model's (the objective with one)
+
+    def objective(self) -> float:
+        return self.ks if self.tr_ks is None else self.tr_ks
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -167,28 +195,37 @@ class Calibration:
     base_retain_prob: float
     tolerance: float
 
+    @property
+    def uses_reference(self) -> bool:
+        return self.chosen.tr_ks is not None
+
     def as_dict(self) -> dict:
+        objective = ("KS distance between the forget truth ratios and the reference model's" if self.uses_reference
+                     else "KS distance between forget and holdout answer losses")
         return {"chosen": self.chosen.as_dict(), "base_retain_prob": self.base_retain_prob, "tolerance": self.tolerance,
-                "objective": "KS distance between forget and holdout answer losses, retain prob >= (1 - tolerance) x base",
+                "objective": f"{objective}, retain prob >= (1 - tolerance) x base",
                 "rows": [r.as_dict() for r in self.rows]}
 
     def table(self, top: int | None = 12) -> str:
-        rows = sorted(self.rows, key=lambda r: (not r.feasible, r.ks))
-        lines = ["setting                                   KS(forget,holdout)  MIA AUC  forget p  holdout p  retain p/base",
-                 "-" * 103]
+        rows = sorted(self.rows, key=lambda r: (not r.feasible, r.objective()))
+        ref = self.uses_reference
+        lines = ["setting                                 " + ("  KS(TR,reference)" if ref else "")
+                 + "  KS(forget,holdout)  MIA AUC  forget p  holdout p  retain p/base", "-" * (103 + 18 * ref)]
         for r in rows[:top] if top else rows:
             mark = "*" if r is self.chosen else (" " if r.feasible else "x")
-            lines.append(f"{mark} {r.setting.label():<40}{r.ks:>18.3f}{r.mia_auc:>9.3f}{r.forget_prob:>10.3f}"
-                         f"{r.holdout_prob:>11.3f}{r.retain_ratio:>15.3f}")
+            lines.append(f"{mark} {r.setting.label():<40}" + (f"{r.tr_ks:>16.3f}" if ref else "")
+                         + f"{r.ks:>18.3f}{r.mia_auc:>9.3f}{r.forget_prob:>10.3f}{r.holdout_prob:>11.3f}{r.retain_ratio:>15.3f}")
         lines.append(f"(* chosen; x: retain prob below {1 - self.tolerance:.2f} x the base's {self.base_retain_prob:.3f}; "
                      f"{len(self.rows)} settings)")
         return "\n".join(lines)
 
 
 def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, retain: AnswerStates,
-                      settings: Sequence[Setting], *, tolerance: float = 0.03, progress: bool = False) -> Calibration:
+                      settings: Sequence[Setting], *, tolerance: float = 0.03, truth: TruthRatioReference | None = None,
+                      progress: bool = False) -> Calibration:
     """Score every setting (see the module doc) and choose: the feasible setting with the smallest KS
-    distance (ties: the smaller scale, then the smaller temperature)."""
+    distance -- between the forget truth ratios and ``truth``'s reference when given, else between forget and
+    holdout answer losses (ties: the smaller scale, then the smaller temperature)."""
     if not settings:
         raise T3Error("calibration needs at least one setting.")
     if not 0 <= tolerance < 1:
@@ -208,9 +245,11 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
             forget_prob=float(f["prob"].mean()), holdout_prob=float(h["prob"].mean()), retain_prob=retain_prob,
             retain_ratio=retain_prob / base_retain if base_retain > 0 else math.nan,
             feasible=retain_prob >= (1 - tolerance) * base_retain,
+            tr_ks=None if truth is None else ks_distance(truth_ratios(model, head, truth.para, truth.pert, truth.n_pert, st),
+                                                         truth.reference),
         ))
     feasible = [r for r in rows if r.feasible] or rows
-    chosen = min(feasible, key=lambda r: (round(r.ks, 6), r.setting.scale, r.setting.temperature))
+    chosen = min(feasible, key=lambda r: (round(r.objective(), 6), r.setting.scale, r.setting.temperature))
     return Calibration(rows, chosen, base_retain, tolerance)
 
 
@@ -227,15 +266,58 @@ def _examples(fmt, data) -> list:
     return fmt.encode_batch([r["question"] for r in rows], [r["answer"] for r in rows])
 
 
+PERTURBED_FIELDS = ("question", "paraphrased_answer", "perturbed_answer")
+
+
+def _perturbed_examples(fmt, data):
+    """``(paraphrased, perturbed, n_pert)`` examples of items with TOFU's perturbation fields."""
+    rows = data.to_list() if hasattr(data, "to_list") else list(data)
+    missing = [f for f in PERTURBED_FIELDS if rows and f not in rows[0]]
+    if not rows or missing:
+        raise T3Error("calibrating against a reference model needs the forget items' paraphrased and perturbed answers "
+                      f"(fields {', '.join(PERTURBED_FIELDS)}; missing: {', '.join(missing) or 'every item'}); give them "
+                      "with --perturbed SOURCE (TOFU: tofu:forget10_perturbed).")
+    counts = {len(r["perturbed_answer"]) for r in rows}
+    if len(counts) != 1 or 0 in counts:
+        raise T3Error(f"every item needs the same number (>= 1) of perturbed answers; found {sorted(counts)}.")
+    n_pert = counts.pop()
+    para = fmt.encode_batch([r["question"] for r in rows], [r["paraphrased_answer"] for r in rows])
+    pert = fmt.encode_batch([r["question"] for r in rows for _ in range(n_pert)], [p for r in rows for p in r["perturbed_answer"]])
+    return para, pert, n_pert
+
+
+def truth_reference(model, reference, fmt, perturbed, *, batch_size: int = 32) -> TruthRatioReference:
+    """The base's states on the perturbation items and ``reference``'s truth ratios on them (one pass each)."""
+    from t3unlearn.t3.features import vocab_size_of
+
+    if vocab_size_of(reference) != vocab_size_of(model):
+        raise T3Error(f"the reference model's vocabulary ({vocab_size_of(reference)}) is not the base's ({vocab_size_of(model)}); "
+                      "it must share the base's tokenizer (e.g. the checkpoint the base was fine-tuned from).")
+    para, pert, n_pert = _perturbed_examples(fmt, perturbed)
+    rp = answer_states(reference, para, fmt.pad_id, batch_size=batch_size)
+    rq = answer_states(reference, pert, fmt.pad_id, batch_size=batch_size)
+    plain = Setting(1.0, 0.0)
+    ref = truth_ratios(reference, None, rp, rq, n_pert, plain)
+    return TruthRatioReference(answer_states(model, para, fmt.pad_id, batch_size=batch_size),
+                               answer_states(model, pert, fmt.pad_id, batch_size=batch_size), n_pert, ref)
+
+
 def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Setting] | None = None,
               tolerance: float = 0.03, retain_items: int = RETAIN_ITEMS, seed: int = 0, batch_size: int = 32,
-              max_length: int = 512, template: str = "auto", progress: bool = False, apply: bool = True) -> Calibration:
+              max_length: int = 512, template: str = "auto", reference=None, perturbed=None, progress: bool = False,
+              apply: bool = True) -> Calibration:
     """Choose the guidance of ``t3`` (a :class:`~t3unlearn.t3.model.T3ForCausalLM`) from forget vs
     holdout answers under a retain-utility constraint (see the module doc); with ``apply`` the chosen
     setting is set on ``t3`` and the table recorded in ``t3.config.calibration`` (saved with the head).
 
     ``forget`` / ``holdout`` / ``retain``: datasets or lists of ``{"question", "answer"}``; at most
     ``retain_items`` retain items (a seeded sample) are scored.
+
+    ``reference``: a causal LM that never saw the forget set and shares the base's tokenizer (the checkpoint
+    the base was fine-tuned from, say). The objective then becomes the KS distance between the forget items'
+    truth ratios under the guided model and under ``reference`` -- what TOFU's forget quality tests, with
+    ``reference`` standing in for the retain model. ``perturbed``: the forget items with TOFU's
+    ``paraphrased_answer`` and ``perturbed_answer`` fields (default: ``forget`` itself).
     """
     import random
 
@@ -244,6 +326,10 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     if len(forget) == 0 or len(holdout) == 0 or len(retain) == 0:
         raise T3Error("calibration needs non-empty forget, holdout and retain sets.")
     fmt = QAFormatter(tokenizer, max_length=max_length, template=template)
+    truth = None
+    if reference is not None:
+        reference.eval()
+        truth = truth_reference(t3.base, reference, fmt, forget if perturbed is None else perturbed, batch_size=batch_size)
     if len(retain) > retain_items:
         pick = sorted(random.Random(f"t3-calibrate-retain-{seed}").sample(range(len(retain)), retain_items))
         retain = retain.select(pick) if hasattr(retain, "select") else [retain[i] for i in pick]
@@ -253,9 +339,12 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     if settings is None:
         settings = grid(DEFAULT_TEMPERATURES, DEFAULT_SCALES, DEFAULT_TEMPERINGS)
     cal = evaluate_settings(base, head, states["forget"], states["holdout"], states["retain"], settings,
-                            tolerance=tolerance, progress=progress)
+                            tolerance=tolerance, truth=truth, progress=progress)
     if apply:
         st = cal.chosen.setting
         t3.guidance = Guidance(st.temperature, st.scale, st.tempering, st.tail_logp, st.bias)
-        t3.config.calibration = {**cal.as_dict(), "items": {k: v.n_items for k, v in states.items()}}
+        items = {k: v.n_items for k, v in states.items()}
+        if truth is not None:
+            items["perturbed"] = truth.para.n_items
+        t3.config.calibration = {**cal.as_dict(), "items": items}
     return cal
