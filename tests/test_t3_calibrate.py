@@ -66,3 +66,50 @@ def test_grid_and_choice_rule(random_lm):
     strict = evaluate_settings(base, t3.head, st, st, st, [Setting(3.0, 3.0), Setting(1.0, 0.0)], tolerance=0.0)
     assert strict.chosen.setting == Setting(1.0, 0.0) and not strict.rows[0].feasible
     assert "chosen" in strict.table()
+
+
+PERTURBED = [{"question": q, "answer": a, "paraphrased_answer": a.replace(" was", " had been"),
+              "perturbed_answer": [a.replace("Lisbon", "Oslo").replace("science", "crime").replace("Paris", "Lyon"),
+                                   a[::-1]]} for q, a in QA]
+
+
+def test_truth_ratios_from_cached_states_are_the_guided_models(random_lm):
+    """The reference objective scores TOFU's truth ratio (perturbed answers' geometric-mean token probability
+    over the paraphrase's) from stored states; it must be what the guided model itself gives."""
+    from t3unlearn.lm import CausalLM
+    from t3unlearn.t3.calibrate import _perturbed_examples, truth_ratios
+
+    base, tok = random_lm
+    t3 = _t3(base)
+    setting = Setting(2.0, 1.0, "adaptive")
+    t3.set_guidance(temperature=2.0, scale=1.0, tempering="adaptive")
+    fmt = QAFormatter(tok)
+    para, pert, n = _perturbed_examples(fmt, PERTURBED)
+    assert n == 2 and len(pert) == 2 * len(para)
+    got = truth_ratios(base, t3.head, answer_states(base, para, fmt.pad_id), answer_states(base, pert, fmt.pad_id), n, setting)
+    lm = CausalLM(t3, tok)
+    p = np.array([w.avg_loss for w in lm.token_scores(para, batch_size=3)])
+    q = np.array([w.avg_loss for w in lm.token_scores(pert, batch_size=3)]).reshape(-1, n)
+    np.testing.assert_allclose(got, np.exp(-q.mean(1)) / np.exp(-p), rtol=1e-4)
+
+
+def test_a_reference_model_sets_the_objective(random_lm):
+    """With a reference model, the setting whose forget truth ratios match the reference's wins: here the
+    reference is the base itself, so guidance off (T = 1, s = 0) matches exactly and must be chosen. (The
+    holdout is the forget set, so the loss objective ties everywhere and its tie-break would take T = 0.5.)"""
+    from t3unlearn.t3.calibrate import calibrate
+
+    base, tok = random_lm
+    t3 = _t3(base)
+    forget = [{"question": q, "answer": a} for q, a in QA]
+    settings = [Setting(2.0, 1.0), Setting(1.0, 0.0), Setting(0.5, 0.0, "global"), Setting(1.5, 2.0, "adaptive")]
+    cal = calibrate(t3, tok, PERTURBED, forget, forget, settings=settings, tolerance=0.99, reference=base)
+    assert cal.chosen.setting == Setting(1.0, 0.0) and cal.chosen.tr_ks == 0.0
+    assert all(r.tr_ks is not None for r in cal.rows) and max(r.tr_ks for r in cal.rows) > 0
+    assert "KS(TR,reference)" in cal.table() and "truth ratios" in t3.config.calibration["objective"]
+    assert t3.config.calibration["items"]["perturbed"] == len(PERTURBED)
+    # without one: the holdout objective, no truth-ratio column
+    plain = calibrate(_t3(base), tok, forget, forget, forget, settings=settings, tolerance=0.99)
+    assert plain.chosen.tr_ks is None and "KS(TR" not in plain.table() and plain.chosen.setting.temperature == 0.5
+    with pytest.raises(T3Error, match="paraphrased and perturbed answers"):
+        calibrate(_t3(base), tok, forget, forget, forget, settings=settings, reference=base)

@@ -113,6 +113,14 @@ def add_calibration_options(c) -> None:
     c.add_argument("--holdout", default=None, metavar="SOURCE",
                    help="items like the forget set that the model never trained on [world:calibration for world:forgetXX, "
                         "tofu:holdout10 (minus the split's own holdout where it can) for tofu:forgetXX]")
+    c.add_argument("--reference-model", default=None, metavar="MODEL",
+                   help="a model that never saw the forget set and shares the base's tokenizer -- the checkpoint the "
+                        "base was fine-tuned from (tofu:pretrained, world:pretrained). T and s are then chosen so the "
+                        "forget items' truth ratios look like its (what TOFU's forget quality tests) [off: forget vs "
+                        "holdout answer losses]")
+    c.add_argument("--perturbed", default=None, metavar="SOURCE",
+                   help="with --reference-model: the forget items' paraphrased and perturbed answers [FORGET_perturbed "
+                        "for tofu:forgetXX / world:forgetXX, else the forget set's own fields]")
     c.add_argument("--tolerance", type=float, default=0.03, help="allowed relative loss of retain answer probability [0.03]")
     c.add_argument("--temperatures", default=",".join(f"{t:g}" for t in DEFAULT_TEMPERATURES), help="grid of T [%(default)s]")
     c.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="grid of s [%(default)s]")
@@ -269,13 +277,40 @@ def _holdout(args, forget_spec: str):
     return found
 
 
-def _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, args):
+def _reference(args, forget_spec: str):
+    """``(reference model, perturbed items, names)`` for --reference-model, or ``(None, None, None)``."""
+    if not getattr(args, "reference_model", None):
+        if getattr(args, "perturbed", None):
+            from t3unlearn.errors import T3Error
+
+            raise T3Error("--perturbed goes with --reference-model (the model whose truth ratios the forget items should match).")
+        return None, None, None
+    from t3unlearn.benchmarks import parse_spec, resolve_data, resolve_model
+    from t3unlearn.data import load_qa
+    from t3unlearn.lm import load_model
+
+    spec = args.perturbed
+    if spec is None and parse_spec(forget_spec) is not None and not forget_spec.endswith("_perturbed"):
+        spec = f"{forget_spec}_perturbed"
+    perturbed = load_qa(resolve_data(spec), what="perturbed forget set") if spec else None
+    path = resolve_model(args.reference_model, log=print)
+    return load_model(path, device=getattr(args, "device", None)), perturbed, (args.reference_model, spec or "the forget set")
+
+
+def _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, args, forget_spec: str = ""):
     from t3unlearn.t3.calibrate import calibrate
 
+    reference, perturbed, names = _reference(args, forget_spec)
     cal = calibrate(t3, tokenizer, forget, holdout, retain, settings=_grid(args), tolerance=args.tolerance,
-                    seed=args.seed, max_length=args.max_length, template=args.template, progress=not args.quiet)
+                    seed=args.seed, max_length=args.max_length, template=args.template, reference=reference,
+                    perturbed=perturbed, progress=not args.quiet)
     t3.config.calibration["holdout"] = holdout_name
-    print(f"calibration on forget vs {holdout_name} ({len(holdout)} items) and {min(len(retain), 400)} retain items:")
+    if names:
+        t3.config.calibration["reference_model"], t3.config.calibration["perturbed"] = names
+        print(f"calibration: forget truth ratios ({names[1]}) vs {names[0]}'s, beside forget vs {holdout_name} losses "
+              f"({len(holdout)} items) and {min(len(retain), 400)} retain items:")
+    else:
+        print(f"calibration on forget vs {holdout_name} ({len(holdout)} items) and {min(len(retain), 400)} retain items:")
     print(cal.table())
     print(f"chosen: {t3.guidance.label()}")
     return cal
@@ -331,7 +366,7 @@ def _unlearn(args) -> int:
     )
     if holdout is not None:
         t0 = time.perf_counter()
-        _calibrate_and_report(t3, tokenizer, forget, holdout[0], holdout[1], retain, args)
+        _calibrate_and_report(t3, tokenizer, forget, holdout[0], holdout[1], retain, args, args.forget)
         print(f"calibration: {time.perf_counter() - t0:.2f}s")
     t3.save_pretrained(args.out)
     print(f"wrote {args.out} ({t3.guidance.label()}; head {t3.head.hidden}x{t3.head.vocab_size}, "
@@ -424,7 +459,7 @@ def _calibrate(args) -> int:
     training = t3.config.training or {}
     args.max_length = training.get("max_length", 512)
     args.template = training.get("template", "auto")
-    _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, args)
+    _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, args, args.forget)
     t3.save_pretrained(out)
     print(f"wrote {out} ({t3.guidance.label()}) in {time.perf_counter() - start:.2f}s")
     return 0
