@@ -98,8 +98,8 @@ def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk
     for i in range(0, states.targets.numel(), chunk):
         sl = slice(i, i + chunk)
         base = out_layer(states.hidden[sl].to(out_layer.weight.dtype))
-        if head is None:
-            logits = base.float()
+        if head is None:  # normalised as guided_logits does, so T = 1, s = 0 gives these bits exactly
+            logits = torch.log_softmax(base.float(), dim=-1)
         else:
             logits = guided_logits(base, head(states.pooled[sl]), setting.temperature, setting.scale,
                                    tempering=setting.tempering, tail_logp=setting.tail_logp, bias=setting.bias)
