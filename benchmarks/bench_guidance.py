@@ -9,6 +9,8 @@ cached hidden states of the full model (no retraining: guidance is free at infer
   fTR       forget truth ratio (mean of min(TR, 1/TR));  fprob  forget answer probability
   PL        privleak (min-k AUC forget vs holdout, relative to the oracle's; 0 is best)
   ret/full  retain answer probability relative to the full model's (the utility constraint)
+  refKS     with --reference NAME: KS distance of forget truth ratios vs those of the benchmark's model NAME
+            (e.g. pretrained, which never saw the forget set): what `t3unlearn calibrate --reference-model` minimizes
 
   python benchmarks/bench_guidance.py --split forget10 --T 1,1.5,1.75,2 --s 0.6,0.7,0.8 --modes global,adaptive
   T3UNLEARN_TOFU_DIR=../shared/data/tofu python benchmarks/bench_guidance.py --bench tofu --split forget10
@@ -29,6 +31,7 @@ ap.add_argument("--modes", default="global,adaptive"); ap.add_argument("--tails"
 ap.add_argument("--biases", default="0"); ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--head", default="{}"); ap.add_argument("--calib", default="calibration")
 ap.add_argument("--out", default=None)
+ap.add_argument("--reference", default=None, help="a model of the benchmark that never saw the forget set (pretrained)")
 ap.add_argument("--threads", type=int, default=1, help="torch threads [1]")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
@@ -66,12 +69,17 @@ def trs(model, SS, setting):
 o = Setting(1.0, 0.0)
 tr_o = trs(oracle, O, o); fo = stats(oracle, O["forget"], o); hoo = stats(oracle, O["holdout"], o)
 auc_o = auc(fo["min_k"], hoo["min_k"])
+tr_ref = None
+if a.reference:
+    ref = load_model(str(bench.models((a.reference,), progress=False)[a.reference]), device="cpu")
+    tr_ref = trs(ref, {k: answer_states(ref, sets[k], fmt.pad_id) for k in ("para", "pert")}, o)
+    print(f"{a.reference} vs oracle forget truth ratios: KS p-value {ks_2samp(tr_ref, tr_o).pvalue:.3f}", flush=True)
 full_retain = stats(base, S["retain"], o)["prob"].mean()
 print(f"oracle: forget prob {fo['prob'].mean():.3f}  min-k AUC {auc_o:.3f}  TR agg {np.mean(np.minimum(tr_o, 1/(tr_o+1e-10))):.3f}; full retain prob {full_retain:.3f}", flush=True)
 parse = lambda x: [None if v == "none" else float(v) for v in x.split(",")]
 G = grid(parse(a.T), parse(a.s), a.modes.split(","), parse(a.tails), parse(a.biases))
 out = []
-hdr = f"{'setting':<38} {'calibKS':>7} {'FQ':>9} {'fTR':>6} {'fprob':>6} {'PL':>7} {'ret/full':>8}"
+hdr = f"{'setting':<38} {'calibKS':>7} {'FQ':>9} {'fTR':>6} {'fprob':>6} {'PL':>7} {'ret/full':>8}" + (f" {'refKS':>6}" if tr_ref is not None else "")
 print(hdr, flush=True)
 for st in G:
     f = stats(base, S["forget"], st); c = stats(base, S["calib"], st); h = stats(base, S["holdout"], st); r = stats(base, S["retain"], st)
@@ -81,6 +89,9 @@ for st in G:
     row = dict(setting=st.label(), calib_ks=ks_distance(f["avg_loss"], c["avg_loss"]), calib_auc=auc(f["min_k"], c["min_k"]), fq=fqv,
                ftr=float(np.mean(np.minimum(tr, 1/(tr+1e-10)))), fprob=float(f["prob"].mean()), privleak=pl,
                retain_ratio=float(r["prob"].mean()/full_retain))
+    if tr_ref is not None:
+        row["ref_ks"] = ks_distance(tr, tr_ref)
     out.append(row)
-    print(f"{row['setting']:<38} {row['calib_ks']:>7.3f} {fqv:>9.2e} {row['ftr']:>6.3f} {row['fprob']:>6.3f} {pl:>7.1f} {row['retain_ratio']:>8.3f}", flush=True)
+    print(f"{row['setting']:<38} {row['calib_ks']:>7.3f} {fqv:>9.2e} {row['ftr']:>6.3f} {row['fprob']:>6.3f} {pl:>7.1f} {row['retain_ratio']:>8.3f}"
+          + (f" {row['ref_ks']:>6.3f}" if tr_ref is not None else ""), flush=True)
 if a.out: json.dump(out, open(a.out, "w"), indent=1)

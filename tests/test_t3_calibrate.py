@@ -108,6 +108,16 @@ def test_a_reference_model_sets_the_objective(random_lm):
     assert all(r.tr_ks is not None for r in cal.rows) and max(r.tr_ks for r in cal.rows) > 0
     assert "KS(TR,reference)" in cal.table() and "truth ratios" in t3.config.calibration["objective"]
     assert t3.config.calibration["items"]["perturbed"] == len(PERTURBED)
+    # the membership constraint: a setting whose forget answers an attacker tells from never-seen ones is out
+    other = [{"question": q, "answer": "zq xv " * 12} for q, _ in QA]  # never-seen answers of another kind
+    strict = calibrate(_t3(base), tok, PERTURBED, other, forget, settings=settings, tolerance=0.99, reference=base,
+                       mia_tolerance=0.12)
+    flags = [r.feasible for r in strict.rows]
+    assert flags == [abs(r.mia_auc - 0.5) <= 0.12 for r in strict.rows] and True in flags and False in flags
+    assert strict.chosen.feasible
+    loose = calibrate(_t3(base), tok, PERTURBED, other, forget, settings=settings, tolerance=0.99, reference=base,
+                      mia_tolerance=0.5)
+    assert all(r.feasible for r in loose.rows) and "MIA AUC outside 0.5 ± 0.5" in loose.table()
     # without one: the holdout objective, no truth-ratio column
     plain = calibrate(_t3(base), tok, forget, forget, forget, settings=settings, tolerance=0.99)
     assert plain.chosen.tr_ks is None and "KS(TR" not in plain.table() and plain.chosen.setting.temperature == 0.5

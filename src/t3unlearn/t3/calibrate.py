@@ -33,6 +33,7 @@ from t3unlearn.t3.config import CALIBRATION_SCALES, CALIBRATION_TEMPERATURES, CA
 from t3unlearn.t3.guidance import guided_logits
 
 MIN_K = 0.4
+MIA_TOLERANCE = 0.1  # with a reference model: the forget-vs-holdout min-k AUC must stay within 0.5 ± this
 
 
 Setting = Guidance  # one point of the guidance grid: T, s, tempering, tail guard, bias
@@ -194,6 +195,7 @@ class Calibration:
     chosen: CalibrationRow
     base_retain_prob: float
     tolerance: float
+    mia_tolerance: float | None = None  # with a reference: |MIA AUC - 0.5| allowed
 
     @property
     def uses_reference(self) -> bool:
@@ -203,7 +205,9 @@ class Calibration:
         objective = ("KS distance between the forget truth ratios and the reference model's" if self.uses_reference
                      else "KS distance between forget and holdout answer losses")
         return {"chosen": self.chosen.as_dict(), "base_retain_prob": self.base_retain_prob, "tolerance": self.tolerance,
-                "objective": f"{objective}, retain prob >= (1 - tolerance) x base",
+                "objective": f"{objective}, retain prob >= (1 - tolerance) x base"
+                             + (", |MIA AUC - 0.5| <= mia_tolerance" if self.uses_reference else ""),
+                "mia_tolerance": self.mia_tolerance if self.uses_reference else None,
                 "rows": [r.as_dict() for r in self.rows]}
 
     def table(self, top: int | None = 12) -> str:
@@ -215,17 +219,22 @@ class Calibration:
             mark = "*" if r is self.chosen else (" " if r.feasible else "x")
             lines.append(f"{mark} {r.setting.label():<40}" + (f"{r.tr_ks:>16.3f}" if ref else "")
                          + f"{r.ks:>18.3f}{r.mia_auc:>9.3f}{r.forget_prob:>10.3f}{r.holdout_prob:>11.3f}{r.retain_ratio:>15.3f}")
-        lines.append(f"(* chosen; x: retain prob below {1 - self.tolerance:.2f} x the base's {self.base_retain_prob:.3f}; "
+        why = f"retain prob below {1 - self.tolerance:.2f} x the base's {self.base_retain_prob:.3f}"
+        if self.uses_reference:
+            why += f", or MIA AUC outside 0.5 ± {self.mia_tolerance:g}"
+        lines.append(f"(* chosen; x: {why}; "
                      f"{len(self.rows)} settings)")
         return "\n".join(lines)
 
 
 def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, retain: AnswerStates,
                       settings: Sequence[Setting], *, tolerance: float = 0.03, truth: TruthRatioReference | None = None,
-                      progress: bool = False) -> Calibration:
+                      mia_tolerance: float = MIA_TOLERANCE, progress: bool = False) -> Calibration:
     """Score every setting (see the module doc) and choose: the feasible setting with the smallest KS
     distance -- between the forget truth ratios and ``truth``'s reference when given, else between forget and
-    holdout answer losses (ties: the smaller scale, then the smaller temperature)."""
+    holdout answer losses (ties: the smaller scale, then the smaller temperature). With ``truth``, a feasible
+    setting also keeps the forget-vs-holdout membership AUC within ``mia_tolerance`` of 0.5: truth ratios are
+    ratios, and a setting can match them while the forget answers stay more familiar than never-seen ones."""
     if not settings:
         raise T3Error("calibration needs at least one setting.")
     if not 0 <= tolerance < 1:
@@ -248,9 +257,11 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
             tr_ks=None if truth is None else ks_distance(truth_ratios(model, head, truth.para, truth.pert, truth.n_pert, st),
                                                          truth.reference),
         ))
+        if truth is not None and abs(rows[-1].mia_auc - 0.5) > mia_tolerance:
+            rows[-1].feasible = False
     feasible = [r for r in rows if r.feasible] or rows
     chosen = min(feasible, key=lambda r: (round(r.objective(), 6), r.setting.scale, r.setting.temperature))
-    return Calibration(rows, chosen, base_retain, tolerance)
+    return Calibration(rows, chosen, base_retain, tolerance, mia_tolerance)
 
 
 # --------------------------------------------------------------------------- the whole step
@@ -304,8 +315,8 @@ def truth_reference(model, reference, fmt, perturbed, *, batch_size: int = 32) -
 
 def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Setting] | None = None,
               tolerance: float = 0.03, retain_items: int = RETAIN_ITEMS, seed: int = 0, batch_size: int = 32,
-              max_length: int = 512, template: str = "auto", reference=None, perturbed=None, progress: bool = False,
-              apply: bool = True) -> Calibration:
+              max_length: int = 512, template: str = "auto", reference=None, perturbed=None,
+              mia_tolerance: float = MIA_TOLERANCE, progress: bool = False, apply: bool = True) -> Calibration:
     """Choose the guidance of ``t3`` (a :class:`~t3unlearn.t3.model.T3ForCausalLM`) from forget vs
     holdout answers under a retain-utility constraint (see the module doc); with ``apply`` the chosen
     setting is set on ``t3`` and the table recorded in ``t3.config.calibration`` (saved with the head).
@@ -316,7 +327,8 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     ``reference``: a causal LM that never saw the forget set and shares the base's tokenizer (the checkpoint
     the base was fine-tuned from, say). The objective then becomes the KS distance between the forget items'
     truth ratios under the guided model and under ``reference`` -- what TOFU's forget quality tests, with
-    ``reference`` standing in for the retain model. ``perturbed``: the forget items with TOFU's
+    ``reference`` standing in for the retain model -- among settings that also keep the forget-vs-holdout
+    membership AUC within ``mia_tolerance`` of 0.5. ``perturbed``: the forget items with TOFU's
     ``paraphrased_answer`` and ``perturbed_answer`` fields (default: ``forget`` itself).
     """
     import random
@@ -339,7 +351,7 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     if settings is None:
         settings = grid(DEFAULT_TEMPERATURES, DEFAULT_SCALES, DEFAULT_TEMPERINGS)
     cal = evaluate_settings(base, head, states["forget"], states["holdout"], states["retain"], settings,
-                            tolerance=tolerance, truth=truth, progress=progress)
+                            tolerance=tolerance, truth=truth, mia_tolerance=mia_tolerance, progress=progress)
     if apply:
         st = cal.chosen.setting
         t3.guidance = Guidance(st.temperature, st.scale, st.tempering, st.tail_logp, st.bias)

@@ -121,6 +121,8 @@ def add_calibration_options(c) -> None:
     c.add_argument("--perturbed", default=None, metavar="SOURCE",
                    help="with --reference-model: the forget items' paraphrased and perturbed answers [FORGET_perturbed "
                         "for tofu:forgetXX / world:forgetXX, else the forget set's own fields]")
+    c.add_argument("--mia-tolerance", type=float, default=0.1,
+                   help="with --reference-model: the forget-vs-holdout membership AUC must stay within 0.5 ± this [0.1]")
     c.add_argument("--tolerance", type=float, default=0.03, help="allowed relative loss of retain answer probability [0.03]")
     c.add_argument("--temperatures", default=",".join(f"{t:g}" for t in DEFAULT_TEMPERATURES), help="grid of T [%(default)s]")
     c.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="grid of s [%(default)s]")
@@ -303,7 +305,7 @@ def _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, 
     reference, perturbed, names = _reference(args, forget_spec)
     cal = calibrate(t3, tokenizer, forget, holdout, retain, settings=_grid(args), tolerance=args.tolerance,
                     seed=args.seed, max_length=args.max_length, template=args.template, reference=reference,
-                    perturbed=perturbed, progress=not args.quiet)
+                    perturbed=perturbed, mia_tolerance=args.mia_tolerance, progress=not args.quiet)
     t3.config.calibration["holdout"] = holdout_name
     if names:
         t3.config.calibration["reference_model"], t3.config.calibration["perturbed"] = names
