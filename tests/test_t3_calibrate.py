@@ -66,6 +66,11 @@ def test_grid_and_choice_rule(random_lm):
     strict = evaluate_settings(base, t3.head, st, st, st, [Setting(3.0, 3.0), Setting(1.0, 0.0)], tolerance=0.0)
     assert strict.chosen.setting == Setting(1.0, 0.0) and not strict.rows[0].feasible
     assert "chosen" in strict.table()
+    # nothing feasible: the setting that misses the constraint by least, not the best objective
+    none = evaluate_settings(base, t3.head, st, st, st, [Setting(8.0, 0.1, "global"), Setting(2.0, 0.1, "global"), Setting(3.0, 3.0)],
+                             tolerance=0.0)
+    assert not any(r.feasible for r in none.rows)
+    assert none.chosen is max(none.rows, key=lambda r: r.retain_ratio) and "! no setting meets" in none.table()
 
 
 PERTURBED = [{"question": q, "answer": a, "paraphrased_answer": a.replace(" was", " had been"),

@@ -219,6 +219,9 @@ class Calibration:
             mark = "*" if r is self.chosen else (" " if r.feasible else "x")
             lines.append(f"{mark} {r.setting.label():<40}" + (f"{r.tr_ks:>16.3f}" if ref else "")
                          + f"{r.ks:>18.3f}{r.mia_auc:>9.3f}{r.forget_prob:>10.3f}{r.holdout_prob:>11.3f}{r.retain_ratio:>15.3f}")
+        if not self.chosen.feasible:
+            lines.append("! no setting meets the constraints below: the one that misses them by least was chosen; "
+                         "widen the grid or the tolerances")
         why = f"retain prob below {1 - self.tolerance:.2f} x the base's {self.base_retain_prob:.3f}"
         if self.uses_reference:
             why += f", or MIA AUC outside 0.5 ± {self.mia_tolerance:g}"
@@ -259,8 +262,15 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
         ))
         if truth is not None and abs(rows[-1].mia_auc - 0.5) > mia_tolerance:
             rows[-1].feasible = False
-    feasible = [r for r in rows if r.feasible] or rows
-    chosen = min(feasible, key=lambda r: (round(r.objective(), 6), r.setting.scale, r.setting.temperature))
+    feasible = [r for r in rows if r.feasible]
+    if feasible:
+        chosen = min(feasible, key=lambda r: (round(r.objective(), 6), r.setting.scale, r.setting.temperature))
+    else:  # nothing meets the constraints: the setting that misses them by least (not the best objective)
+        def miss(r: CalibrationRow) -> float:
+            short = max(0.0, (1 - tolerance) - r.retain_ratio)
+            return short + (max(0.0, abs(r.mia_auc - 0.5) - mia_tolerance) if truth is not None else 0.0)
+
+        chosen = min(rows, key=lambda r: (round(miss(r), 6), round(r.objective(), 6), r.setting.scale, r.setting.temperature))
     return Calibration(rows, chosen, base_retain, tolerance, mia_tolerance)
 
 
