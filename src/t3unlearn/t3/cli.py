@@ -344,6 +344,8 @@ def _unlearn(args) -> int:
     forget = load_qa(forget_src, what="forget set")
     retain = load_qa(retain_src, what="retain set")
     check_disjoint(forget, retain)
+    if not args.calibrate and (args.reference_model or args.perturbed):
+        raise T3Error("--reference-model and --perturbed choose T and s at calibration: add --calibrate.")
     holdout = _holdout(args, args.forget) if args.calibrate else None
     model_path = resolve_model(args.model, log=print)
     tokenizer = load_tokenizer(model_path)
