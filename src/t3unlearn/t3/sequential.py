@@ -445,6 +445,12 @@ def summarize(label, n, sizes, methods, records, full, oneshot) -> dict:
             "full": full, "oneshot": one, "seeds": max((r["seeds"] for r in rows), default=0)}
 
 
+def _titled(row: dict, report: dict) -> str:
+    """A method's title, with its seed count where it ran fewer seeds than the report's."""
+    n = row["seeds"]
+    return row["title"] if n == report["seeds"] else f"{row['title']} ({n} seed{'s' * (n > 1)})"
+
+
 def _cell(stat, fmt="{:.3f}") -> str:
     m, s = stat
     if m is None:
@@ -466,8 +472,7 @@ def markdown(report: dict, png_name: str) -> str:
                                    + [f"{full['steps'][n - 1]['forget_Q_A_ROUGE']:.3f}", "-"]) + " |")
     for r in report["rows"]:
         st = r["steps"]
-        title = r["title"] if r["seeds"] == report["seeds"] else f"{r['title']} ({r['seeds']} seed{'s' * (r['seeds'] > 1)})"
-        cells = [title] + [_cell(st[k - 1]["model_utility"]) for k in picks] + [_cell(st[k - 1]["forget_quality"], fq) for k in picks]
+        cells = [_titled(r, report)] + [_cell(st[k - 1]["model_utility"]) for k in picks] + [_cell(st[k - 1]["forget_quality"], fq) for k in picks]
         cells += [_cell(st[n - 1]["forget_Q_A_ROUGE"]), f"{_cell(st[0]['wall_s'], '{:.2f}')} / {_cell(st[n - 1]['wall_s'], '{:.2f}')}"]
         lines.append("| " + " | ".join(cells) + " |")
     one = report.get("oneshot")
@@ -514,7 +519,7 @@ def plot(report: dict, path: Path) -> Path:
             mean = [s[metric][0] for s in r["steps"]]
             if any(v is None for v in mean):
                 continue
-            ax.plot(ks, [max(v, floor) if floor else v for v in mean], color=c, marker=mk, ls=ls, ms=4, lw=1.3, label=r["title"])
+            ax.plot(ks, [max(v, floor) if floor else v for v in mean], color=c, marker=mk, ls=ls, ms=4, lw=1.3, label=_titled(r, report))
     ax1.set_xlabel("deletion requests applied")
     ax1.set_ylabel("model utility")
     ax2.set_xlabel("deletion requests applied")
@@ -524,7 +529,7 @@ def plot(report: dict, path: Path) -> Path:
         ax.set_xticks(ks)
         ax.grid(True, alpha=0.3)
     ax1.legend(fontsize=7, loc="best")
-    fig.suptitle(f"{report['benchmark']}: {n} sequential deletion requests (mean over {report['seeds']} seeds)", fontsize=10)
+    fig.suptitle(f"{report['benchmark']}: {n} sequential deletion requests (mean over up to {report['seeds']} seeds)", fontsize=10)
     fig.tight_layout()
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png")
