@@ -73,6 +73,35 @@ def test_eval_cli_help_and_mistakes(capsys, tmp_path):
     assert main(["eval", "--model", "m", "--threads", "zero", "--out", str(tmp_path / "o")]) == 2
 
 
+def test_no_progress_also_silences_transformers_bars(saved_model, tmp_path, capfd):
+    """``--no-progress`` (like ``--quiet``) hides the libraries' own bars too: transformers' "Loading weights"."""
+    import transformers
+
+    transformers.utils.logging.enable_progress_bar()
+    try:
+        (tmp_path / "w").mkdir()
+        world = build_fake_benchmark(tmp_path / "w")
+        args = ["eval", "--model", str(saved_model), "--benchmark", "world", "--world", str(world), "--retain-results",
+                "none", "--batch-size", "8", "--max-new-tokens", "2", "--threads", "1", "--out", str(tmp_path / "o")]
+        capfd.readouterr()
+        assert main([*args, "--no-progress"]) == 0
+        assert "Loading weights" not in capfd.readouterr().err
+        transformers.utils.logging.enable_progress_bar()
+        assert main([*args, "--out", str(tmp_path / "o2")]) == 0  # the bar is there without it (the test can fail)
+        assert "Loading weights" in capfd.readouterr().err
+    finally:
+        transformers.utils.logging.enable_progress_bar()
+
+
+def test_guidance_overrides_need_a_t3_model(saved_model, tmp_path, capsys):
+    for flag in (["--tempering", "global"], ["--tail-logp", "-9"], ["--bias", "1"]):
+        for cmd in ("eval", "probe"):
+            assert main([cmd, "--model", str(saved_model), *flag, "--retain-results" if cmd == "eval" else "--reference",
+                         "none", "--out", str(tmp_path / "o")]) == 2
+            assert "give --head" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_choose_threads(monkeypatch):
     import os
 

@@ -73,6 +73,8 @@ examples:
 
 
 def register(sub) -> None:
+    from t3unlearn.t3.cli import add_guidance_options
+
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
         "eval",
@@ -84,8 +86,7 @@ def register(sub) -> None:
     )
     p.add_argument("--model", required=True, help="model directory or hub id; world:full, world:retain90, tofu:full ... name the benchmarks' tiny models")
     p.add_argument("--head", default=None, help="a T3 head directory to put on --model (t3unlearn unlearn --out)")
-    p.add_argument("--temperature", type=float, default=None, help="override the T3 head's temperature")
-    p.add_argument("--scale", type=float, default=None, help="override the T3 head's tilt scale")
+    add_guidance_options(p.add_argument_group("T3 guidance (overrides the head's saved values)"))
     p.add_argument("--benchmark", choices=("world", "tofu"), default="world", help="world: embedded offline benchmark (default); tofu: TOFU ($T3UNLEARN_TOFU_DIR, else the hub)")
     p.add_argument("--split", default="forget10", help="forget01, forget05 or forget10 (default forget10)")
     p.add_argument("--world", default=None, help="--benchmark world: a world directory or preset (default: the default preset)")
@@ -113,6 +114,7 @@ def register(sub) -> None:
     )
     q.add_argument("--model", required=True, help="model directory, hub id, world:NAME / tofu:NAME, or a head directory")
     q.add_argument("--head", default=None, help="a T3 head directory to put on --model")
+    add_guidance_options(q.add_argument_group("T3 guidance (overrides the head's saved values)"))
     q.add_argument("--benchmark", choices=("world", "tofu"), default="world", help="[world]")
     q.add_argument("--world", default=None, help="--benchmark world: a world directory or preset [default]")
     q.add_argument("--split", default="forget10", help="[forget10]")
@@ -201,9 +203,12 @@ def _eval(args) -> int:
     reference, note = _reference(args, bench, model_path, args.split)
     data = bench.data(args.split)
 
-    adapter_kwargs = {k: v for k, v in (("temperature", args.temperature), ("scale", args.scale)) if v is not None}
+    from t3unlearn.t3.cli import guidance_overrides
+
+    adapter_kwargs = guidance_overrides(args)
     if adapter_kwargs and not args.head and not Path(model_path, "t3_config.json").is_file():
-        raise T3Error("--temperature / --scale apply to a T3 model; give --head (or a T3 model directory).")
+        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias apply to a T3 model; give --head "
+                      "(or a T3 model directory).")
     t0 = time.perf_counter()
     name = args.name or (args.model.partition(":")[2] if owner is not None else None)
     lm = load_lm(model_path, head=args.head, device=args.device, name=name, **adapter_kwargs)
@@ -277,7 +282,14 @@ def _probe(args) -> int:
     owner = model_benchmark(args.model)
     model_name = args.model.partition(":")[2] if owner is not None else Path(args.model).name
     name = args.name or (f"{model_name}+{Path(args.head).name}" if args.head else model_name)
-    lm = load_lm(resolve_model(args.model, log=log), head=args.head, device=args.device, name=name)
+    from t3unlearn.t3.cli import guidance_overrides
+
+    model_path = resolve_model(args.model, log=log)
+    overrides = guidance_overrides(args)
+    if overrides and not args.head and not Path(model_path, "t3_config.json").is_file():
+        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias apply to a T3 model; give --head "
+                      "(or a T3 model directory).")
+    lm = load_lm(model_path, head=args.head, device=args.device, name=name, **overrides)
     results = {name: probe(lm, rows, **kw)}
     ref_name = None
     if args.reference == "auto":
