@@ -150,6 +150,38 @@ def test_unlearn_killed_then_rerun(home, tmp_path, monkeypatch):
     assert strays(home) == [] and strays(tmp_path) == []
 
 
+def test_calibrate_command(home, tmp_path, monkeypatch, capsys):
+    """``calibrate`` scores the whole grid (biases included), saves the chosen setting in the head and leaves the
+    head's weights alone."""
+    from t3unlearn.cli import main
+    from t3unlearn.t3.model import T3ForCausalLM
+
+    monkeypatch.setenv("T3UNLEARN_HOME", str(home))
+    monkeypatch.setenv("T3UNLEARN_PROGRESS", "off")
+    head, out = tmp_path / "head", tmp_path / "calibrated"
+    data = ["--forget", "world-tiny:forget10", "--retain", "world-tiny:retain90"]
+    assert main(["unlearn", "--model", "world-tiny:full", *data, "--out", str(head), "--epochs", "10",
+                 "--hidden-size", "8", "--threads", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", "--head", str(head), *data, "--out", str(out), "--temperatures", "1,2", "--scales",
+                 "0.5,1", "--temperings", "adaptive", "--biases", "0,1.5", "--threads", "1", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("bias=1.5") >= 4 and "8 settings" in text  # 2 T x 2 s x 2 biases
+    chosen = text.split("chosen: ")[1].splitlines()[0].strip()
+    calibrated = T3ForCausalLM.from_pretrained(str(out))
+    assert calibrated.guidance.label() == chosen
+    before = T3ForCausalLM.from_pretrained(str(head))
+    assert all(torch_equal(a, b) for a, b in zip(before.head.state_dict().values(), calibrated.head.state_dict().values()))
+    assert main(["calibrate", "--head", str(head), *data, "--biases", "x", "--quiet"]) == 2
+    assert "--biases takes comma-separated numbers" in capsys.readouterr().err
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
+
+
 # --------------------------------------------------------------------------- eval
 
 

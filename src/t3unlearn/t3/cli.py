@@ -127,6 +127,8 @@ def add_calibration_options(c) -> None:
     c.add_argument("--temperatures", default=",".join(f"{t:g}" for t in DEFAULT_TEMPERATURES), help="grid of T [%(default)s]")
     c.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="grid of s [%(default)s]")
     c.add_argument("--temperings", default=",".join(DEFAULT_TEMPERINGS), help="grid of tempering modes [%(default)s]")
+    c.add_argument("--biases", default="0", help="grid of head-logit biases (> 0 reads ambiguous tokens as retained: "
+                   "less tilt and tempering where the head is unsure) [%(default)s]")
 
 
 def register(sub) -> None:
@@ -262,7 +264,8 @@ def _grid(args):
             raise T3Error(f"--{what} takes comma-separated numbers, not {text!r}.") from None
 
     modes = [m.strip() for m in str(args.temperings).split(",") if m.strip()]
-    return grid(numbers(args.temperatures, "temperatures"), numbers(args.scales, "scales"), modes)
+    return grid(numbers(args.temperatures, "temperatures"), numbers(args.scales, "scales"), modes,
+                biases=numbers(getattr(args, "biases", "0"), "biases"))
 
 
 def _holdout(args, forget_spec: str):
