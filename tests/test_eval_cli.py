@@ -73,10 +73,11 @@ def test_eval_cli_help_and_mistakes(capsys, tmp_path):
     assert main(["eval", "--model", "m", "--threads", "zero", "--out", str(tmp_path / "o")]) == 2
 
 
-def test_no_progress_also_silences_transformers_bars(saved_model, tmp_path, capfd):
+def test_no_progress_also_silences_transformers_bars(saved_model, tmp_path, capfd, monkeypatch):
     """``--no-progress`` (like ``--quiet``) hides the libraries' own bars too: transformers' "Loading weights"."""
     import transformers
 
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)  # restored after: --no-progress sets it
     transformers.utils.logging.enable_progress_bar()
     try:
         (tmp_path / "w").mkdir()
@@ -98,7 +99,7 @@ def test_guidance_overrides_need_a_t3_model(saved_model, tmp_path, capsys):
         for cmd in ("eval", "probe"):
             assert main([cmd, "--model", str(saved_model), *flag, "--retain-results" if cmd == "eval" else "--reference",
                          "none", "--out", str(tmp_path / "o")]) == 2
-            assert "give --head" in capsys.readouterr().err
+            assert "T3's guidance; they need a head" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

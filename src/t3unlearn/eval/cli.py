@@ -185,6 +185,7 @@ def _eval(args) -> int:
     from t3unlearn.eval import runner
     from t3unlearn.eval.report import single_table
     from t3unlearn.lm import load_lm
+    from t3unlearn.t3.cli import guidance_overrides
 
     runner.split_configs(args.split)  # unknown split: fail before loading anything
     if args.batch_size < 1 or args.max_new_tokens < 1:
@@ -200,15 +201,10 @@ def _eval(args) -> int:
         raise T3Error(f"--model {args.model} is a model of {owner.label}; evaluate it with --benchmark {owner.kind}.")
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     model_path = resolve_model(args.model, log=log)
+    adapter_kwargs = guidance_overrides(args, model_path)
     reference, note = _reference(args, bench, model_path, args.split)
     data = bench.data(args.split)
 
-    from t3unlearn.t3.cli import guidance_overrides
-
-    adapter_kwargs = guidance_overrides(args)
-    if adapter_kwargs and not args.head and not Path(model_path, "t3_config.json").is_file():
-        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias apply to a T3 model; give --head "
-                      "(or a T3 model directory).")
     t0 = time.perf_counter()
     name = args.name or (args.model.partition(":")[2] if owner is not None else None)
     lm = load_lm(model_path, head=args.head, device=args.device, name=name, **adapter_kwargs)
@@ -269,6 +265,7 @@ def _probe(args) -> int:
     from t3unlearn.eval.probe import format_probes, probe
     from t3unlearn.io import cache_home, fingerprint, load_json, save_json
     from t3unlearn.lm import load_lm
+    from t3unlearn.t3.cli import guidance_overrides
 
     runner.split_configs(args.split)
     out = Path(args.out)
@@ -276,19 +273,14 @@ def _probe(args) -> int:
         raise T3Error(f"--out {out} is a file; give a directory.")
     bench = get_benchmark(args.world or "world") if args.benchmark == "world" else get_benchmark("tofu")
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    model_path = resolve_model(args.model, log=log)
+    overrides = guidance_overrides(args, model_path)
     rows = bench.qa(f"{args.split}_perturbed", what="forget set").to_list()
     kw = dict(samples=args.samples, seed=args.seed, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
               progress=not args.no_progress)
     owner = model_benchmark(args.model)
     model_name = args.model.partition(":")[2] if owner is not None else Path(args.model).name
     name = args.name or (f"{model_name}+{Path(args.head).name}" if args.head else model_name)
-    from t3unlearn.t3.cli import guidance_overrides
-
-    model_path = resolve_model(args.model, log=log)
-    overrides = guidance_overrides(args)
-    if overrides and not args.head and not Path(model_path, "t3_config.json").is_file():
-        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias apply to a T3 model; give --head "
-                      "(or a T3 model directory).")
     lm = load_lm(model_path, head=args.head, device=args.device, name=name, **overrides)
     results = {name: probe(lm, rows, **kw)}
     ref_name = None

@@ -101,8 +101,22 @@ def add_guidance_options(g) -> None:
     g.add_argument("--bias", type=float, default=None, help=f"added to the head's logits before the tilt [{d.bias:g}]")
 
 
-def guidance_overrides(args) -> dict:
-    return {k: getattr(args, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias") if getattr(args, k, None) is not None}
+def guidance_overrides(args, model_path: str | None = None) -> dict:
+    """The guidance options given on the command line; with ``model_path``, an error when they are given but
+    there is no head to apply them to (neither ``--head`` nor a head directory as the model)."""
+    kw = {k: getattr(args, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias") if getattr(args, k, None) is not None}
+    if kw and model_path is not None and getattr(args, "head", None) is None and not _is_head_dir(model_path):
+        from t3unlearn.errors import T3Error
+
+        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias are T3's guidance; they need a head "
+                      "(--head DIR or --model HEAD_DIR).")
+    return kw
+
+
+def _is_head_dir(path: str) -> bool:
+    from pathlib import Path
+
+    return (Path(path) / "t3_config.json").is_file()
 
 
 def add_calibration_options(c) -> None:
@@ -480,19 +494,14 @@ def run_generate(args) -> int:
 
 
 def _generate(args) -> int:
-    from pathlib import Path
-
     from t3unlearn.benchmarks import resolve_model
     from t3unlearn.errors import T3Error
     from t3unlearn.io import set_seed
     from t3unlearn.lm import load_lm
 
     args.model = resolve_model(args.model, log=print)
-    is_head_dir = Path(args.model).is_dir() and (Path(args.model) / "t3_config.json").is_file()
-    kw = guidance_overrides(args)
-    if args.head is None and not is_head_dir and kw:
-        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias are T3's guidance; they need a head (--head DIR or --model HEAD_DIR).")
-    if args.head is not None and is_head_dir:
+    kw = guidance_overrides(args, args.model)
+    if args.head is not None and _is_head_dir(args.model):
         raise T3Error(f"--model {args.model} is already a T3 head; give the base model as --model, or drop --head.")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise T3Error(f"--top-p must be in (0, 1], not {args.top_p}.")
