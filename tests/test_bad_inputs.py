@@ -107,6 +107,14 @@ def files(random_lm, tmp_path_factory):
     shutil.copytree(f["head"], f["bad_config_head"])
     config = f["bad_config_head"] / "t3_config.json"
     config.write_text(config.read_text()[:20])
+    # a head saved before heads carried a support gate: the same weights, no support.* tensors
+    from safetensors.torch import load_file, save_file
+
+    f["old_head"] = root / "old_head"
+    shutil.copytree(f["head"], f["old_head"])
+    state = load_file(str(f["old_head"] / "head.safetensors"))
+    assert any(k.startswith("support.") for k in state)
+    save_file({k: v for k, v in state.items() if not k.startswith("support.")}, str(f["old_head"] / "head.safetensors"))
     return f
 
 
@@ -303,7 +311,14 @@ CLI = [
          r"t3_config.json is corrupt or not a T3 config .*save the head again", "save the head again"),
     Case("temperature-without-head", "`generate --temperature` without a head",
          lambda f: ["generate", "--model", str(f["model"]), "--temperature", "2", "Where?"],
-         r"--temperature/--scale/--tempering/--tail-logp/--bias are T3's guidance; they need a head", "add --head"),
+         r"--temperature/--scale/--tempering/--tail-logp/--bias/--support are T3's guidance; they need a head", "add --head"),
+    Case("support-out-of-range", "`generate --support 2` (the gate's quantile is in (0, 1])",
+         lambda f: ["generate", "--model", str(f["model"]), "--head", str(f["head"]), "--support", "2", "Where?"],
+         r"argument --support: give a quantile in \(0, 1\] \(e.g. 0.95\) or none, not '2'", "give a quantile such as 0.95"),
+    Case("support-on-an-old-head", "`--support` with a head saved before heads carried a support gate",
+         lambda f: ["generate", "--model", str(f["model"]), "--head", str(f["old_head"]), "--support", "0.95", "Where?"],
+         r"this head has no support statistics \(it was saved by an earlier t3unlearn\); retrain it with 't3unlearn "
+         r"unlearn', or leave the support knob unset \(--support none\)", "retrain the head, or drop --support"),
     # ------------------------------------------------------------------ usage
     Case("usage-missing-option", "`eval` without `--out`",
          lambda f: ["eval", "--model", str(f["model"])],

@@ -278,6 +278,14 @@ def test_t3_knobs_per_request(server):
     tok = server["tok"]
     want = _generate(ref, tok, tok(_prompt(q))["input_ids"], 20)
     assert got.choices[0].text == tok.decode([t for t in want if t != tok.eos_token_id], skip_special_tokens=True)
+    # the support gate, per request: a low quantile fades the guidance out almost everywhere
+    gated = client.completions.create(model="f10", prompt=_prompt(q), max_tokens=20, temperature=0,
+                                      extra_body={"t3": {"support": 0.01}})
+    ref = T3ForCausalLM.from_base(server["full"], server["heads"]["f10"], support=0.01)
+    want = _generate(ref, tok, tok(_prompt(q))["input_ids"], 20)
+    assert gated.choices[0].text == tok.decode([t for t in want if t != tok.eos_token_id], skip_special_tokens=True)
+    ungated = client.completions.create(model="f10", prompt=_prompt(q), max_tokens=20, temperature=0)
+    assert gated.choices[0].text != ungated.choices[0].text
 
 
 def test_heads_added_and_removed_at_run_time(server):
@@ -329,6 +337,7 @@ BAD = [  # (what, kwargs of completions.create, status, param)
     ("bad T", dict(model="f10", extra_body={"t3": {"temperature": 0}}), 400, "t3.temperature"),
     ("bad tempering", dict(model="f10", extra_body={"t3": {"tempering": "sideways"}}), 400, "t3.tempering"),
     ("positive tail_logp", dict(model="f10", extra_body={"t3": {"tail_logp": 1.0}}), 400, "t3.tail_logp"),
+    ("support above 1", dict(model="f10", extra_body={"t3": {"support": 1.5}}), 400, "t3.support"),
     ("t3 on the base", dict(extra_body={"t3": {"scale": 2}}), 400, "t3"),
     ("token id outside the vocabulary", dict(prompt=[1, 2, 10**9]), 400, "prompt"),
 ]

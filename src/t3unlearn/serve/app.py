@@ -112,6 +112,8 @@ class T3Knobs(_Strict):
     tempering: Literal["global", "adaptive"] | None = None
     tail_logp: float | None = Field(None, lt=0, description="tokens below this base log-prob are not lifted by tempering")
     bias: float | None = Field(None, description="added to the head's logits")
+    support: float | None = Field(None, gt=0, le=1, description="guidance fades beyond this quantile of the head's "
+                                  "training-state distances (needs a head with a support gate)")
 
     def changes(self) -> dict:
         return {k: v for k, v in self.model_dump().items() if v is not None}
@@ -223,6 +225,7 @@ class HeadRequest(_Strict):
     tempering: Literal["global", "adaptive"] | None = None
     tail_logp: float | None = Field(None, lt=0)
     bias: float | None = None
+    support: float | None = Field(None, gt=0, le=1)
     force: bool = False
 
 
@@ -383,7 +386,7 @@ def create_app(state: ServeState) -> FastAPI:
 
     @app.post("/v1/heads", status_code=201)
     async def add_head(req: HeadRequest):
-        guidance = {k: getattr(req, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias")}
+        guidance = {k: getattr(req, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias", "support")}
         head = await run_in_threadpool(registry.add, req.name, req.path, force=req.force, **guidance)
         log.info("head %s added from %s (T=%g, s=%g)", head.name, head.path, head.temperature, head.scale)
         return head.card(registry.base_id)

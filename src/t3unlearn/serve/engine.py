@@ -376,12 +376,14 @@ class Engine:
             if not needs_head:  # T = 1, s = 0: the base itself
                 continue
             index = torch.tensor(rows, device=out.device)
-            head_logits = head.logits(pooled.index_select(0, index))
+            head_pooled = pooled.index_select(0, index)
+            head_logits = head.logits(head_pooled)
             for g, local in groups.items():
                 sel = index if len(local) == len(rows) else index[local]
                 hl = head_logits if len(local) == len(rows) else head_logits[local]
+                hp = head_pooled if len(local) == len(rows) else head_pooled[local]
                 guided = guided_logits(base_logits.index_select(0, sel), hl, g.temperature, g.scale, tempering=g.tempering,
-                                       tail_logp=g.tail_logp, bias=g.bias)
+                                       tail_logp=g.tail_logp, bias=g.bias, weight=head.support_weight(hp, g.support))
                 out.index_copy_(0, sel, guided)
         return out
 

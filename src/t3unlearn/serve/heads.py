@@ -44,6 +44,17 @@ class Head:
     training: dict = field(default_factory=dict)
     created: int = field(default_factory=lambda: int(time.time()))
     act: object = None  # the activation module (None for identity)
+    support: object = None  # the head's SupportGate (t3unlearn.t3.head), None for heads saved without one
+
+    def support_weight(self, pooled: torch.Tensor, q: float | None) -> torch.Tensor | None:
+        """The support gate's weight ``(k, 1)`` at quantile ``q`` (None when ``q`` is None)."""
+        if q is None:
+            return None
+        if self.support is None:
+            from t3unlearn.t3.head import NO_SUPPORT
+
+            raise HeadError(NO_SUPPORT, param="support")
+        return self.support.weight(pooled, q)
 
     @property
     def temperature(self) -> float:
@@ -101,7 +112,7 @@ def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_h
     Raises :class:`HeadError` with one clear line for anything that would make it unservable:
     not a head directory, corrupt files, another base's shape or tokenizer, or (unless
     ``force``) another base recorded in its ``t3_config.json``. ``guidance`` (``temperature``, ``scale``,
-    ``tempering``, ``tail_logp``, ``bias``; None keeps the saved value) overrides the saved guidance.
+    ``tempering``, ``tail_logp``, ``bias``, ``support``; None keeps the saved value) overrides the saved guidance.
     """
     from t3unlearn.t3.model import load_head as _load
 
@@ -118,6 +129,10 @@ def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_h
         g = cfg.guidance.replace(**guidance)
     except ModelError as exc:
         raise HeadError(str(exc), param=next((k for k in guidance if k in str(exc)), None)) from None
+    if g.support is not None and head.support is None:
+        from t3unlearn.t3.head import NO_SUPPORT
+
+        raise HeadError(f"{path}: {NO_SUPPORT}", param="support")
     if (head.in_features, head.vocab_size) != (hidden_size, vocab_size):
         raise HeadError(
             f"the head in {path} was trained on a base with hidden size {head.in_features} and vocabulary {head.vocab_size} "
@@ -136,8 +151,11 @@ def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_h
     weights = [head.inp.weight] + [m.weight for m in head.mid] + [head.out.weight]
     weights = tuple(w.detach().float().contiguous() for w in weights)
     nbytes = sum(w.numel() * w.element_size() for w in weights)
+    if head.support is not None:  # its statistics are in the file too
+        nbytes += sum(b.numel() * 4 for b in head.support.buffers())
     act = None if head.activation == "identity" else head.act
-    return Head(name, str(Path(path).expanduser()), weights, head.activation, g, nbytes, recorded, cfg.training or {}, act=act)
+    return Head(name, str(Path(path).expanduser()), weights, head.activation, g, nbytes, recorded, cfg.training or {}, act=act,
+                support=head.support)
 
 
 class HeadRegistry:

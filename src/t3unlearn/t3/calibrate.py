@@ -40,13 +40,15 @@ Setting = Guidance  # one point of the guidance grid: T, s, tempering, tail guar
 
 
 def grid(temperatures: Iterable[float], scales: Iterable[float], temperings: Iterable[str] = ("global",),
-         tails: Iterable[float | None] = (None,), biases: Iterable[float] = (0.0,)) -> list[Setting]:
-    """Every combination; ``T = 1`` appears once per scale and bias (tempering and tail are then moot)."""
+         tails: Iterable[float | None] = (None,), biases: Iterable[float] = (0.0,),
+         supports: Iterable[float | None] = (None,)) -> list[Setting]:
+    """Every combination; ``T = 1`` appears once per scale, bias and support (tempering and tail are then moot)."""
     out, seen = [], set()
-    for T, s, mode, tail, b in itertools.product(temperatures, scales, temperings, tails, biases):
+    for T, s, mode, tail, b, q in itertools.product(temperatures, scales, temperings, tails, biases, supports):
         if mode not in TEMPERINGS:
             raise T3Error(f"unknown tempering {mode!r}; choose one of {', '.join(TEMPERINGS)}.")
-        st = Setting(float(T), float(s), "global", None, float(b)) if float(T) == 1.0 else Setting(float(T), float(s), mode, tail, float(b))
+        st = (Setting(float(T), float(s), "global", None, float(b), q) if float(T) == 1.0
+              else Setting(float(T), float(s), mode, tail, float(b), q))
         if st not in seen:
             seen.add(st)
             out.append(st)
@@ -102,8 +104,10 @@ def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk
         if head is None:  # normalised as guided_logits does, so T = 1, s = 0 gives these bits exactly
             logits = torch.log_softmax(base.float(), dim=-1)
         else:
-            logits = guided_logits(base, head(states.pooled[sl]), setting.temperature, setting.scale,
-                                   tempering=setting.tempering, tail_logp=setting.tail_logp, bias=setting.bias)
+            pooled = states.pooled[sl]
+            logits = guided_logits(base, head(pooled), setting.temperature, setting.scale,
+                                   tempering=setting.tempering, tail_logp=setting.tail_logp, bias=setting.bias,
+                                   weight=head.support_weight(pooled, setting.support))
         lp = torch.log_softmax(logits, -1).gather(-1, states.targets[sl].unsqueeze(-1)).squeeze(-1)
         res.append(lp.float().cpu())
     return torch.cat(res)
@@ -213,11 +217,11 @@ class Calibration:
     def table(self, top: int | None = 12) -> str:
         rows = sorted(self.rows, key=lambda r: (not r.feasible, r.objective()))
         ref = self.uses_reference
-        lines = ["setting                                 " + ("  KS(TR,reference)" if ref else "")
-                 + "  KS(forget,holdout)  MIA AUC  forget p  holdout p  retain p/base", "-" * (103 + 18 * ref)]
+        lines = ["setting                                         " + ("  KS(TR,reference)" if ref else "")
+                 + "  KS(forget,holdout)  MIA AUC  forget p  holdout p  retain p/base", "-" * (111 + 18 * ref)]
         for r in rows[:top] if top else rows:
             mark = "*" if r is self.chosen else (" " if r.feasible else "x")
-            lines.append(f"{mark} {r.setting.label():<40}" + (f"{r.tr_ks:>16.3f}" if ref else "")
+            lines.append(f"{mark} {r.setting.label():<48}" + (f"{r.tr_ks:>16.3f}" if ref else "")
                          + f"{r.ks:>18.3f}{r.mia_auc:>9.3f}{r.forget_prob:>10.3f}{r.holdout_prob:>11.3f}{r.retain_ratio:>15.3f}")
         if not self.chosen.feasible:
             lines.append("! no setting meets the constraints below: the one that misses them by least was chosen; "
@@ -363,8 +367,7 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     cal = evaluate_settings(base, head, states["forget"], states["holdout"], states["retain"], settings,
                             tolerance=tolerance, truth=truth, mia_tolerance=mia_tolerance, progress=progress)
     if apply:
-        st = cal.chosen.setting
-        t3.guidance = Guidance(st.temperature, st.scale, st.tempering, st.tail_logp, st.bias)
+        t3.guidance = cal.chosen.setting
         items = {k: v.n_items for k, v in states.items()}
         if truth is not None:
             items["perturbed"] = truth.para.n_items

@@ -99,16 +99,35 @@ def add_guidance_options(g) -> None:
     g.add_argument("--tail-logp", type=float, default=None, metavar="LOGP",
                    help="tail guard: tokens with log p below LOGP are not lifted by tempering (e.g. -9.2 for p = 1e-4) [off]")
     g.add_argument("--bias", type=float, default=None, help=f"added to the head's logits before the tilt [{d.bias:g}]")
+    g.add_argument("--support", type=_support, default=None, metavar="Q|none",
+                   help="support gate: guidance fades out where the pooled state lies beyond the Q-quantile (e.g. 0.95) of "
+                        "the head's training states' distances -- content neither forget nor retain (general knowledge) "
+                        "keeps the base's distribution; 'none' turns it off [the head's saved value; "
+                        f"{'off' if d.support is None else d.support}]")
+
+
+def _support(text: str):
+    """``--support``: a quantile in (0, 1], or none/off."""
+    if str(text).strip().lower() in ("none", "off"):
+        return "none"
+    try:
+        q = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a quantile in (0, 1] (e.g. 0.95) or none, not {text!r}") from None
+    if not 0 < q <= 1:
+        raise argparse.ArgumentTypeError(f"give a quantile in (0, 1] (e.g. 0.95) or none, not {text!r}")
+    return q
 
 
 def guidance_overrides(args, model_path: str | None = None) -> dict:
     """The guidance options given on the command line; with ``model_path``, an error when they are given but
     there is no head to apply them to (neither ``--head`` nor a head directory as the model)."""
-    kw = {k: getattr(args, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias") if getattr(args, k, None) is not None}
+    kw = {k: getattr(args, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias", "support")
+          if getattr(args, k, None) is not None}
     if kw and model_path is not None and getattr(args, "head", None) is None and not _is_head_dir(model_path):
         from t3unlearn.errors import T3Error
 
-        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias are T3's guidance; they need a head "
+        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias/--support are T3's guidance; they need a head "
                       "(--head DIR or --model HEAD_DIR).")
     return kw
 
@@ -143,6 +162,8 @@ def add_calibration_options(c) -> None:
     c.add_argument("--temperings", default=",".join(DEFAULT_TEMPERINGS), help="grid of tempering modes [%(default)s]")
     c.add_argument("--biases", default="0", help="grid of head-logit biases (> 0 reads ambiguous tokens as retained: "
                    "less tilt and tempering where the head is unsure) [%(default)s]")
+    c.add_argument("--supports", default="none", help="grid of support-gate quantiles, 'none' for the gate off "
+                   "(e.g. none,0.95,0.99; see --support) [%(default)s]")
 
 
 def register(sub) -> None:
@@ -278,8 +299,16 @@ def _grid(args):
             raise T3Error(f"--{what} takes comma-separated numbers, not {text!r}.") from None
 
     modes = [m.strip() for m in str(args.temperings).split(",") if m.strip()]
+    supports = []
+    for x in str(getattr(args, "supports", "none")).split(","):
+        if x.strip():
+            try:
+                q = _support(x.strip())
+            except argparse.ArgumentTypeError as exc:
+                raise T3Error(f"--supports: {exc}.") from None
+            supports.append(None if q == "none" else q)
     return grid(numbers(args.temperatures, "temperatures"), numbers(args.scales, "scales"), modes,
-                biases=numbers(getattr(args, "biases", "0"), "biases"))
+                biases=numbers(getattr(args, "biases", "0"), "biases"), supports=supports or [None])
 
 
 def _holdout(args, forget_spec: str):

@@ -22,11 +22,12 @@ from t3unlearn.errors import ModelError
 CONFIG_NAME = "t3_config.json"
 HEAD_NAME = "head.safetensors"
 FORMAT = "t3unlearn-head"
-FORMAT_VERSION = 2  # 2: the file is T3Config's fields; guidance knobs tempering / tail_logp / bias
+FORMAT_VERSION = 2  # 2: the file is T3Config's fields; guidance knobs tempering / tail_logp / bias (/ support)
 POOLING = "mean"
 LAYER = "final_norm"
 ACTIVATIONS = ("identity", "relu", "gelu", "tanh")  # of the head's hidden layers
 TEMPERINGS = ("global", "adaptive")  # how the base is tempered (t3unlearn.t3.guidance)
+OPTIONAL_KNOBS = ("tail_logp", "support")  # guidance knobs that can be off (None)
 
 # the grid `t3unlearn calibrate` searches by default
 CALIBRATION_TEMPERATURES = (1.0, 1.5, 1.75, 2.0, 2.5)
@@ -66,7 +67,8 @@ class Guidance:
     ``temperature`` T (> 0; 1 is plain classifier guidance), ``scale`` s, ``tempering`` ``global`` (the
     paper's ``log p / T``) or ``adaptive`` (T only where the base is about to say forget content),
     ``tail_logp`` (None, or a log-probability below which tokens are not lifted by tempering), ``bias``
-    (added to the head's logits). See :mod:`t3unlearn.t3.guidance`.
+    (added to the head's logits), ``support`` (None, or the quantile of the training positions' distances
+    beyond which guidance fades out; needs a head with a support gate). See :mod:`t3unlearn.t3.guidance`.
     """
 
     # measured on the world's forget10/forget05 (docs/t3.md, "Choosing T, s and the tempering"); the paper's
@@ -76,6 +78,7 @@ class Guidance:
     tempering: str = "adaptive"
     tail_logp: float | None = None
     bias: float = 0.0
+    support: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "temperature", _number("temperature", self.temperature, positive=True))
@@ -88,14 +91,22 @@ class Guidance:
             if tail >= 0:
                 raise ModelError(f"tail_logp is a log-probability and must be < 0 (e.g. -9.2 for p = 1e-4), not {tail}.")
             object.__setattr__(self, "tail_logp", tail)
+        if self.support is not None:
+            q = _number("support", self.support)
+            if not 0 < q <= 1:
+                raise ModelError(f"support is a quantile of the training positions' distances and must be in (0, 1] "
+                                 f"(e.g. 0.95), or None to turn the gate off; not {q}.")
+            object.__setattr__(self, "support", q)
 
     def replace(self, **changes) -> "Guidance":
-        """A copy with ``changes`` (None values are ignored; unknown names are an error)."""
+        """A copy with ``changes`` (None values are ignored; ``"none"`` turns ``tail_logp`` / ``support`` off;
+        unknown names are an error)."""
         known = {f.name for f in fields(self)}
         bad = sorted(set(changes) - known)
         if bad:
             raise ModelError(f"unknown guidance setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}.")
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        off = {k: None for k, v in changes.items() if k in OPTIONAL_KNOBS and isinstance(v, str) and v.lower() in ("none", "off")}
+        return replace(self, **{k: v for k, v in changes.items() if v is not None and k not in off}, **off)
 
     def label(self) -> str:
         parts = [f"T={self.temperature:g}", f"s={self.scale:g}"]
@@ -105,6 +116,8 @@ class Guidance:
             parts.append(f"tail={self.tail_logp:g}")
         if self.bias:
             parts.append(f"bias={self.bias:g}")
+        if self.support is not None:
+            parts.append(f"support={self.support:g}")
         return ", ".join(parts)
 
 

@@ -14,6 +14,12 @@ tempered (docs/t3.md, "Tempering that does not tax retained knowledge"):
   guard, tokens with ``log p ≥ τ`` are tempered (``log p / T``) and those below keep falling at the
   base's slope (``τ / T + (log p - τ)``): plausible alternatives gain, the tail does not.
 
+- ``support=q``: guidance fades out where the head was never trained. The head's :class:`SupportGate`
+  gives each position a weight ``w_t`` (1 within the ``q``-quantile of the training positions' distances,
+  decaying beyond); the position is tempered with ``1 + (T_t - 1) · w_t`` and tilted with ``s · w_t``.
+  Content that is neither forget nor retain (the base's general knowledge) keeps the base's distribution
+  instead of whatever the head extrapolates there.
+
 With ``T = 1`` (plain classifier guidance) every tempering is the identity. Every variant returns
 unnormalized log-probabilities; ``log_softmax`` of the result is the guided distribution.
 """
@@ -43,13 +49,20 @@ def guided_logits(
     tempering: str = "global",
     tail_logp: float | None = None,
     bias: float = 0.0,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """T3's guided logits (float32) from the base's and the head's logits of the same positions."""
+    """T3's guided logits (float32) from the base's and the head's logits of the same positions.
+
+    ``weight`` (``(..., 1)`` in [0, 1], e.g. :meth:`SupportGate.weight`) scales guidance per position."""
     logp = torch.log_softmax(base_logits.float(), dim=-1)
     T = temperature
     if T != 1.0:
         if tempering == "adaptive":
             T = 1.0 + (temperature - 1.0) * forget_mass(logp, head_logits, bias)
+        elif weight is not None:
+            T = torch.full_like(weight, temperature)
+        if weight is not None:
+            T = 1.0 + (T - 1.0) * weight.float()
         if tail_logp is None:
             tempered = logp / T
         else:
@@ -62,6 +75,10 @@ def guided_logits(
     h = head_logits.float()
     if bias:
         h = h + bias
+    if weight is not None:
+        if torch.is_grad_enabled():
+            return tempered + (scale * weight.float()) * F.logsigmoid(h)
+        return tempered.addcmul_(F.logsigmoid(h), weight.float(), value=scale)
     if torch.is_grad_enabled():
         return tempered + scale * F.logsigmoid(h)
     return tempered.add_(F.logsigmoid(h), alpha=scale)  # a fresh tensor: in place saves a V-wide copy

@@ -6,6 +6,11 @@ With the default identity activation the head is a rank-``h`` linear map ``d -> 
 layers would add nothing, so they are refused). Training only ever needs the logit of the
 realized next token: :meth:`GuidanceHead.gather` takes the rows of the last weight for those
 tokens instead of computing all ``V`` logits.
+
+A trained head also carries a :class:`SupportGate`: where in feature space it was trained. A head
+trained to tell forget from retain content has never seen content that is neither (the base's general
+knowledge), and reads some of it as forget; the gate lets guidance fade out there (the ``support``
+guidance knob, :mod:`t3unlearn.t3.guidance`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from torch import nn
 
 from t3unlearn.errors import ModelError
 from t3unlearn.t3.config import ACTIVATIONS, check_head_shape  # noqa: F401 - part of this module's API
+
+NO_SUPPORT = ("this head has no support statistics (it was saved by an earlier t3unlearn); retrain it with "
+              "'t3unlearn unlearn', or leave the support knob unset (--support none).")
 
 
 def _activation(name: str) -> nn.Module:
@@ -29,6 +37,91 @@ def _activation(name: str) -> nn.Module:
     raise ModelError(f"unknown head activation {name!r}; choose one of {', '.join(ACTIVATIONS)}.")
 
 
+def _ledoit_wolf(feats: torch.Tensor, mean: torch.Tensor) -> float:
+    """scikit-learn's Ledoit-Wolf shrinkage of the covariance of ``feats`` (a strided sample of at most
+    :attr:`SupportGate.LW_POSITIONS` rows): near 0 with many positions per dimension, near 1 with few."""
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    step = max(1, -(-len(feats) // SupportGate.LW_POSITIONS))
+    x = (feats[::step].double() - mean).cpu().numpy()
+    return float(ledoit_wolf_shrinkage(x, assume_centered=True))
+
+
+class SupportGate(nn.Module):
+    """The head's training support: how far a pooled state is from the states the head was trained on.
+
+    The distance is Mahalanobis, ``d(x) = sqrt((x - mean)ᵀ P (x - mean))``, with ``P`` the inverse of the
+    training states' covariance shrunk toward its mean variance by the Ledoit-Wolf amount (scikit-learn's
+    estimate on at most :attr:`LW_POSITIONS` positions; at least :attr:`SHRINKAGE`), as in Mahalanobis
+    out-of-distribution detection (Lee et al., 2018). ``quantiles`` are the training positions' distances
+    at ``q = 0, 0.001, ..., 1``; :meth:`weight` is 1 inside the ``q``-quantile of those distances and decays
+    as ``exp(-(d - d_q) / spread)`` beyond it (``spread``: their standard deviation). Buffers, float32,
+    saved with the head.
+    """
+
+    SHRINKAGE = 0.01  # the least shrinkage
+    LW_POSITIONS = 20_000
+    N_QUANTILES = 1001
+    MAX_POSITIONS = 1_000_000  # distances for the quantiles: at most this many training positions (strided)
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = int(dim)
+        self.register_buffer("mean", torch.zeros(self.dim))
+        self.register_buffer("precision", torch.zeros(self.dim, self.dim))
+        self.register_buffer("quantiles", torch.zeros(self.N_QUANTILES))
+        self.register_buffer("spread", torch.ones(1))
+
+    @classmethod
+    @torch.no_grad()
+    def fit(cls, feats: torch.Tensor, *, chunk: int = 65536) -> "SupportGate":
+        """The gate of the pooled training states ``feats`` ``(N, d)`` (float64 sums, deterministic)."""
+        n, d = feats.shape
+        if n < 2:
+            raise ModelError("the support gate needs at least two training positions.")
+        gate = cls(d).to(feats.device)
+        total = torch.zeros(d, dtype=torch.float64, device=feats.device)
+        for i in range(0, n, chunk):
+            total += feats[i : i + chunk].double().sum(0)
+        mean = total / n
+        cov = torch.zeros(d, d, dtype=torch.float64, device=feats.device)
+        for i in range(0, n, chunk):
+            z = feats[i : i + chunk].double() - mean
+            cov += z.T @ z
+        cov /= n
+        lam = max(cls.SHRINKAGE, _ledoit_wolf(feats, mean))
+        eye = torch.eye(d, dtype=torch.float64, device=feats.device)
+        shrunk = (1 - lam) * cov + lam * (cov.trace() / d).clamp_min(1e-12) * eye
+        gate.mean.copy_(mean.float())
+        gate.precision.copy_(torch.cholesky_inverse(torch.linalg.cholesky(shrunk)).float())
+        step = max(1, -(-n // cls.MAX_POSITIONS))
+        sample = feats[::step]
+        dist = torch.cat([gate.distance(sample[i : i + chunk]) for i in range(0, len(sample), chunk)])
+        q = torch.linspace(0, 1, cls.N_QUANTILES, dtype=torch.float64, device=dist.device)
+        gate.quantiles.copy_(torch.quantile(dist.double(), q).float())
+        gate.spread.fill_(max(float(dist.double().std()), 1e-6))
+        return gate
+
+    def distance(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Mahalanobis distance of each pooled state to the training states: ``(..., d) -> (...)``."""
+        z = pooled.float() - self.mean
+        return ((z @ self.precision) * z).sum(-1).clamp_min(0).sqrt()
+
+    def threshold(self, q: float) -> torch.Tensor:
+        """The training positions' distance at quantile ``q`` (linear between the stored quantiles)."""
+        x = float(q) * (self.N_QUANTILES - 1)
+        lo = min(int(x), self.N_QUANTILES - 2)
+        return self.quantiles[lo] + (x - lo) * (self.quantiles[lo + 1] - self.quantiles[lo])
+
+    def weight(self, pooled: torch.Tensor, q: float) -> torch.Tensor:
+        """``(..., d) -> (..., 1)``: 1 within the training distances' ``q``-quantile, fading beyond it."""
+        excess = (self.distance(pooled) - self.threshold(q)).clamp_min(0)
+        return torch.exp(-excess / self.spread).unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"d={self.dim}"
+
+
 class GuidanceHead(nn.Module):
     """Classifier head of T3 (see the module doc). Parameters are float32."""
 
@@ -41,6 +134,20 @@ class GuidanceHead(nn.Module):
         self.mid = nn.ModuleList(nn.Linear(self.hidden, self.hidden, bias=False) for _ in range(self.layers - 1))
         self.out = nn.Linear(self.hidden, self.vocab_size, bias=False)
         self.act = _activation(activation)
+        self.register_module("support", None)  # a SupportGate once fitted (fit_support)
+
+    def fit_support(self, feats: torch.Tensor) -> "GuidanceHead":
+        """Fit the :class:`SupportGate` on the pooled training states ``feats`` ``(N, d)``."""
+        self.support = SupportGate.fit(feats)
+        return self
+
+    def support_weight(self, pooled: torch.Tensor, q: float | None) -> torch.Tensor | None:
+        """The gate's weight ``(..., 1)`` at quantile ``q`` (None for ``q=None``)."""
+        if q is None:
+            return None
+        if self.support is None:
+            raise ModelError(NO_SUPPORT)
+        return self.support.weight(pooled, q)
 
     def embed(self, pooled: torch.Tensor) -> torch.Tensor:
         z = self.act(self.inp(pooled))

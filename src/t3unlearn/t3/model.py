@@ -28,7 +28,7 @@ from t3unlearn.lm import load_base, split_loading_kwargs
 from t3unlearn.t3.config import CONFIG_NAME, FORMAT, FORMAT_VERSION, HEAD_NAME, LAYER, POOLING, Guidance, TrainConfig
 from t3unlearn.t3.features import _readable, decoder_of, hidden_size_of, pool_prefix, vocab_size_of
 from t3unlearn.t3.guidance import guided_logits
-from t3unlearn.t3.head import ACTIVATIONS, GuidanceHead, check_head_shape
+from t3unlearn.t3.head import ACTIVATIONS, NO_SUPPORT, GuidanceHead, SupportGate, check_head_shape
 
 
 def check_temperature(temperature) -> float:
@@ -57,6 +57,7 @@ class T3Config(PreTrainedConfig):
     t3_tempering: str = Guidance.tempering
     t3_tail_logp: float | None = Guidance.tail_logp
     t3_bias: float = Guidance.bias
+    t3_support: float | None = Guidance.support
     head_hidden: int = TrainConfig.hidden_size
     head_activation: str = TrainConfig.activation
     head_layers: int = TrainConfig.layers
@@ -74,18 +75,19 @@ class T3Config(PreTrainedConfig):
     use_cache: bool = True
 
     # the fields written to t3_config.json, in this order
-    FILE_FIELDS = ("t3_temperature", "t3_scale", "t3_tempering", "t3_tail_logp", "t3_bias", "head_hidden",
+    FILE_FIELDS = ("t3_temperature", "t3_scale", "t3_tempering", "t3_tail_logp", "t3_bias", "t3_support", "head_hidden",
                    "head_activation", "head_layers", "pooling", "layer", "base_model_name_or_path",
                    "base_hidden_size", "vocab_size", "tokenizer_hash", "training", "metrics", "calibration",
                    "requests", "retain_set")
 
     @property
     def guidance(self) -> Guidance:
-        return Guidance(self.t3_temperature, self.t3_scale, self.t3_tempering, self.t3_tail_logp, self.t3_bias)
+        return Guidance(self.t3_temperature, self.t3_scale, self.t3_tempering, self.t3_tail_logp, self.t3_bias,
+                        self.t3_support)
 
     def set_guidance(self, g: Guidance) -> None:
-        self.t3_temperature, self.t3_scale, self.t3_tempering, self.t3_tail_logp, self.t3_bias = (
-            g.temperature, g.scale, g.tempering, g.tail_logp, g.bias)
+        self.t3_temperature, self.t3_scale, self.t3_tempering, self.t3_tail_logp, self.t3_bias, self.t3_support = (
+            g.temperature, g.scale, g.tempering, g.tail_logp, g.bias, g.support)
 
     # ------------------------------------------------------------------ the file
     def file_dict(self) -> dict[str, Any]:
@@ -226,6 +228,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         out_emb = base_model.get_output_embeddings()
         head_device = out_emb.weight.device if out_emb is not None else next(base_model.parameters()).device
         self.head = head.to(device=head_device, dtype=torch.float32)
+        _check_support(self.head, guidance)
         config.base_hidden_size, config.vocab_size = d, vocab
         config.head_hidden, config.head_activation, config.head_layers = head.hidden, head.activation, head.layers
         # not registered as a submodule (it is inside self.base already): no duplicate state-dict keys
@@ -250,6 +253,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
     def guidance(self, value: Guidance) -> None:
         if not isinstance(value, Guidance):
             raise ModelError(f"guidance must be a t3unlearn.t3.Guidance, not {type(value).__name__}.")
+        _check_support(self.head, value)
         self._rt["guidance"] = value
         self.config.set_guidance(value)
 
@@ -326,11 +330,17 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
             z = head.act(linear(z, layer.weight))
         return linear(z, head.out.weight)
 
-    def guided_logits(self, base_logits: torch.Tensor, head_logits: torch.Tensor) -> torch.Tensor:
-        """The guided logits (float32) under the current :attr:`guidance` (see :mod:`t3unlearn.t3.guidance`)."""
+    def guided_logits(self, base_logits: torch.Tensor, head_logits: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """The guided logits (float32) under the current :attr:`guidance` (see :mod:`t3unlearn.t3.guidance`);
+        ``pooled`` (the head's input) is needed when the guidance uses the support gate."""
         g = self._rt["guidance"]
+        weight = None
+        if g.support is not None and (g.temperature != 1.0 or g.scale != 0.0):
+            if pooled is None:
+                raise ModelError("guidance with support needs the pooled states the head read (pooled=).")
+            weight = self.head.support_weight(pooled.to(head_logits.device), g.support)
         return guided_logits(base_logits, head_logits, g.temperature, g.scale, tempering=g.tempering,
-                             tail_logp=g.tail_logp, bias=g.bias)
+                             tail_logp=g.tail_logp, bias=g.bias, weight=weight)
 
     def forward(
         self,
@@ -418,7 +428,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
                 pooled = pooled[:, logits_to_keep]
         if use_cache:
             past_key_values.t3_sum, past_key_values.t3_count = run_sum, run_count
-        logits = self.guided_logits(out.logits, self._head_logits(pooled))
+        logits = self.guided_logits(out.logits, self._head_logits(pooled), pooled)
 
         loss = None
         if labels is not None:  # noqa: SIM102
@@ -483,6 +493,8 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
             raise ModelError(f"{path} is corrupt or not a safetensors file ({exc}); save the head again.") from None
         head = GuidanceHead(cfg.base_hidden_size, cfg.head_hidden, cfg.vocab_size, activation=cfg.head_activation, layers=cfg.head_layers)
+        if any(k.startswith("support.") for k in state):
+            head.support = SupportGate(cfg.base_hidden_size)
         expected = {k: tuple(v.shape) for k, v in head.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in state.items()}
         if expected != got:
@@ -492,13 +504,13 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_base(cls, base_model, head_dir, *, temperature=None, scale=None, tempering=None, tail_logp=None, bias=None,
-                  device=None, **loading_kwargs) -> "T3ForCausalLM":
+                  support=None, device=None, **loading_kwargs) -> "T3ForCausalLM":
         """Attach the head saved in ``head_dir`` to ``base_model`` (a model, or a name/path to load with
         ``loading_kwargs`` such as ``dtype``, ``device_map``, ``attn_implementation``). Guidance knobs given
         here override the saved ones; any other keyword is an error."""
         cfg = T3Config.load(head_dir)
         cfg.set_guidance(cfg.guidance.replace(temperature=temperature, scale=scale, tempering=tempering,
-                                              tail_logp=tail_logp, bias=bias))
+                                              tail_logp=tail_logp, bias=bias, support=support))
         if isinstance(base_model, (str, Path)):
             base_model = load_base(str(base_model), device=device, **loading_kwargs)
         elif loading_kwargs:
@@ -516,11 +528,11 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, head_dir, *args, base_model=None, temperature=None, scale=None, tempering=None,
-                        tail_logp=None, bias=None, device=None, **loading_kwargs) -> "T3ForCausalLM":
+                        tail_logp=None, bias=None, support=None, device=None, **loading_kwargs) -> "T3ForCausalLM":
         """Load a saved head and its base (``base_model`` overrides the recorded base path).
 
-        Guidance knobs (``temperature``, ``scale``, ``tempering``, ``tail_logp``, ``bias``) override the
-        saved ones; ``loading_kwargs`` (``dtype``, ``device_map``, ``attn_implementation``, ...) go to
+        Guidance knobs (``temperature``, ``scale``, ``tempering``, ``tail_logp``, ``bias``, ``support``; ``"none"``
+        turns ``tail_logp`` / ``support`` off) override the saved ones; ``loading_kwargs`` (``dtype``, ``device_map``, ``attn_implementation``, ...) go to
         ``transformers`` when the base is loaded; any other keyword is an error.
         """
         if args:
@@ -535,13 +547,18 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
                     "give it explicitly (--model / base_model=)."
                 )
         return cls.from_base(base_model, head_dir, temperature=temperature, scale=scale, tempering=tempering,
-                             tail_logp=tail_logp, bias=bias, device=device, **loading_kwargs)
+                             tail_logp=tail_logp, bias=bias, support=support, device=device, **loading_kwargs)
 
     def check_tokenizer(self, tokenizer) -> None:
         """Raise :class:`ModelError` if ``tokenizer``'s vocabulary differs from the one the head was trained with."""
         want = self.config.tokenizer_hash
         if want and tokenizer_hash(tokenizer) != want:
             raise ModelError("this tokenizer's vocabulary differs from the one the T3 head was trained with; use the base model's tokenizer.")
+
+
+def _check_support(head: GuidanceHead, guidance: Guidance) -> None:
+    if guidance.support is not None and head.support is None:
+        raise ModelError(NO_SUPPORT)
 
 
 def load_head(head_dir) -> tuple[GuidanceHead, T3Config]:

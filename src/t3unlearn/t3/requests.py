@@ -448,6 +448,7 @@ def update(
         seed = int(tcfg.seed) * 1_000_003 + len(records) + len(new)  # deterministic, different for each update
         new_head, history = finetune_head(start_head.float(), fs, new_items, tcfg, seed=seed, device=device, progress=progress)
         finetuned += [s.id for s in new]
+    new_head.fit_support(fs.feats)
     t2 = time.perf_counter()
     report = evaluate_head(new_head, fs)
     new_tokens = sum(p.n_tokens for p in new_parts)

@@ -309,6 +309,7 @@ class Runner:
         parts = [extract_part(base, s.examples, pad_id=fmt.pad_id, cache=False) for s in sets]
         fs = assemble(parts[:-1], parts[-1])
         head, _ = train_head(CachedProvider(fs), fs.n_forget, fs.n_retain, fs.dim, vocab_size_of(base), TrainConfig(**{**split_settings(self.t3_settings)[1], "seed": seed}).validate())
+        head.fit_support(fs.feats)
         wall = time.perf_counter() - t0
         inc = self.step("t3", seed, k)  # the incremental head of the same request
         inc_head = self.unit_dir("t3", seed, k) / "state"

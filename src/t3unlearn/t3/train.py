@@ -330,6 +330,7 @@ def unlearn(
     head, history = train_head(
         CachedProvider(fs), fs.n_forget, fs.n_retain, fs.dim, vocab_size_of(model), cfg, device=device, progress=progress
     )
+    head.fit_support(fs.feats)
     t2 = time.perf_counter()
     report = evaluate_head(head, fs)
     report.update(

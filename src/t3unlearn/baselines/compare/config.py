@@ -26,7 +26,7 @@ INFERENCE_METHODS = ("t3", "cg", "uld")
 # T3 and classifier guidance: the unlearn() settings compare passes on (head and optimizer: T3_HEAD_KEYS;
 # temperature and scale only change the served model, so settings differing in them share one head)
 T3_HEAD_KEYS = ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr", "weight_decay", "batch_size")
-T3_GUIDANCE_KEYS = ("temperature", "scale", "tempering", "tail_logp", "bias")
+T3_GUIDANCE_KEYS = ("temperature", "scale", "tempering", "tail_logp", "bias", "support")
 T3_KEYS = (*T3_GUIDANCE_KEYS, *T3_HEAD_KEYS)
 # what the teacher-forced "quick" evaluation of a sweep computes, and what a full unit records
 QUICK_METRICS = ("forget_Q_A_Prob", "retain_Q_A_Prob", "forget_calibration_ks")
