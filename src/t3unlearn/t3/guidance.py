@@ -57,12 +57,11 @@ def guided_logits(
     logp = torch.log_softmax(base_logits.float(), dim=-1)
     T = temperature
     if T != 1.0:
-        if tempering == "adaptive":
-            T = 1.0 + (temperature - 1.0) * forget_mass(logp, head_logits, bias)
-        elif weight is not None:
-            T = torch.full_like(weight, temperature)
+        strength = forget_mass(logp, head_logits, bias) if tempering == "adaptive" else None  # (..., 1)
         if weight is not None:
-            T = 1.0 + (T - 1.0) * weight.float()
+            strength = weight.float() if strength is None else strength * weight.float()
+        if strength is not None:
+            T = 1.0 + (temperature - 1.0) * strength
         if tail_logp is None:
             tempered = logp / T
         else:
