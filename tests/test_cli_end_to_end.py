@@ -164,12 +164,18 @@ def test_calibrate_command(home, tmp_path, monkeypatch, capsys):
                  "--hidden-size", "8", "--threads", "1", "--quiet"]) == 0
     capsys.readouterr()
     assert main(["calibrate", "--head", str(head), *data, "--out", str(out), "--temperatures", "1,2", "--scales",
-                 "0.5,1", "--temperings", "adaptive", "--biases", "0,1.5", "--threads", "1", "--quiet"]) == 0
+                 "0.5,1", "--temperings", "adaptive", "--biases", "0,1.5", "--threads", "1", "--quiet",
+                 "--oracle", "world-tiny:retain90"]) == 0
     text = capsys.readouterr().out
     assert text.count("bias=1.5") >= 4 and "8 settings" in text  # 2 T x 2 s x 2 biases
     chosen = text.split("chosen: ")[1].splitlines()[0].strip()
     calibrated = T3ForCausalLM.from_pretrained(str(out))
     assert calibrated.guidance.label() == chosen
+    # --oracle: two more columns and the oracle's pick, recorded beside the choice (which it does not make)
+    assert "FQ(oracle)" in text and f"oracle check (never used to choose): chosen {chosen}:" in text
+    record = calibrated.config.calibration
+    assert record["oracle_model"] == "world-tiny:retain90" and record["perturbed"] == "world-tiny:forget10_perturbed"
+    assert 0 <= record["oracle_best"]["forget_quality"] <= 1 and record["chosen"]["privleak"] is not None
     import torch
 
     before = T3ForCausalLM.from_pretrained(str(head))

@@ -128,3 +128,59 @@ def test_a_reference_model_sets_the_objective(random_lm):
     assert plain.chosen.tr_ks is None and "KS(TR" not in plain.table() and plain.chosen.setting.temperature == 0.5
     with pytest.raises(T3Error, match="paraphrased and perturbed answers"):
         calibrate(_t3(base), tok, forget, forget, forget, settings=settings, reference=base)
+
+
+def test_an_oracle_scores_every_setting_as_the_evaluation_would_and_never_chooses(random_lm):
+    """--oracle: each row gets TOFU's forget quality (KS p-value of the forget truth ratios, guided model vs
+    oracle) and privleak (min-k AUC on forget vs holdout relative to the oracle's), computed here from the guided
+    model's own token scores with the evaluation's metric functions; the choice is the one made without it."""
+    from transformers import LlamaForCausalLM
+
+    from t3unlearn.eval import metrics
+    from t3unlearn.lm import CausalLM
+    from t3unlearn.t3.calibrate import _perturbed_examples, calibrate
+
+    base, tok = random_lm
+    torch.manual_seed(1)
+    oracle = LlamaForCausalLM(base.config).eval()  # another model with the base's vocabulary
+    forget = [{"question": q, "answer": a} for q, a in QA]
+    holdout = [{"question": q, "answer": a.upper()} for q, a in QA]
+    settings = [Setting(2.0, 1.0), Setting(1.0, 0.0), Setting(1.5, 2.0, "adaptive")]
+    cal = calibrate(_t3(base), tok, PERTURBED, holdout, forget, settings=settings, tolerance=0.99, oracle=oracle)
+    without = calibrate(_t3(base), tok, PERTURBED, holdout, forget, settings=settings, tolerance=0.99)
+    assert cal.chosen.setting == without.chosen.setting and without.oracle_best() is None
+
+    fmt = QAFormatter(tok)
+    para, pert, n = _perturbed_examples(fmt, PERTURBED)
+    fq_ex, ho_ex = (fmt.encode_batch([r["question"] for r in d], [r["answer"] for r in d]) for d in (PERTURBED, holdout))
+
+    def scores(model):
+        lm = CausalLM(model, tok)
+        p = np.array([w.avg_loss for w in lm.token_scores(para, batch_size=3)])
+        q = np.array([w.avg_loss for w in lm.token_scores(pert, batch_size=3)]).reshape(-1, n)
+        trs = [metrics.truth_ratio(pi, qi) for pi, qi in zip(p, q)]
+        mink = [[metrics.min_k_score(w.without_eos().logprob) for w in lm.token_scores(ex, batch_size=3)] for ex in (fq_ex, ho_ex)]
+        return trs, metrics.mia_auc(*mink)
+
+    tr_o, auc_o = scores(oracle)
+    for row in cal.rows:
+        t3 = _t3(base)
+        t3.set_guidance(temperature=row.setting.temperature, scale=row.setting.scale, tempering=row.setting.tempering)
+        tr, auc = scores(t3)
+        assert row.forget_quality == pytest.approx(metrics.forget_quality(tr, tr_o), abs=1e-6)
+        assert row.privleak == pytest.approx(metrics.privleak(auc, auc_o), abs=1e-3)
+    assert len({r.privleak for r in cal.rows}) > 1
+    best = cal.oracle_best()
+    assert best.forget_quality == max(r.forget_quality for r in cal.rows)
+    # the banded pick: only settings whose privleak is within the band
+    band = sorted(abs(r.privleak) for r in cal.rows)[0]
+    banded = cal.oracle_best(band)
+    assert abs(banded.privleak) == band and cal.oracle_best(band - 1e-3) is None
+    assert "privleak within ±15" in cal.oracle_summary()
+    table = cal.table()
+    assert "FQ(oracle)" in table and "oracle check (never used to choose)" in table and "<- oracle's pick" in table
+    assert cal.as_dict()["oracle_best"]["label"] == best.setting.label()
+    # the oracle being the base itself: guidance off gives the oracle's truth ratios and AUC exactly
+    same = calibrate(_t3(base), tok, PERTURBED, holdout, forget, settings=settings, tolerance=0.99, oracle=base)
+    off = next(r for r in same.rows if r.setting == Setting(1.0, 0.0))
+    assert off.forget_quality == 1.0 and off.privleak == pytest.approx(0.0, abs=1e-6)

@@ -17,9 +17,11 @@ methods:
   gradascent, graddiff, npo, simnpo, idkdpo, rmu     fine-tuning baselines (change the weights)
   retrain     the oracle: on the world, its retain model (trained without the forget authors)
 
-per method: a small sweep with the first seed, selection = lowest forget Q_A_Prob among the
-settings whose model utility is within 0.05 of the full model's (never forget quality: that
-would peek at the oracle), then the remaining seeds; table = mean ± std over seeds.
+per method: a small sweep with the first seed, selection = the setting whose forget answers look most
+like never-seen items (lowest KS distance between forget and calibration-set answer losses, the rule of
+'t3unlearn calibrate') among those whose retain Q_A_Prob is within 0.05 of the full model's (never
+forget quality or privleak: that would peek at the oracle), then the remaining seeds; table = mean ± std
+over seeds. The rule and tolerance are the config's "selection" (see --print-config).
 Every run is cached under OUT/SPLIT/runs: rerun the same command to resume (also after a crash or
 kill -9: finished runs are kept whole). Each run is its own process; --jobs N runs N at once, each with
 at most cores/N torch threads (--threads auto, the default).

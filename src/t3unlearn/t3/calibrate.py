@@ -16,6 +16,12 @@ Every setting reuses one forward pass of the base per set: the base's final hidd
 states at the answer positions are kept, and each setting costs the base's output layer and the head's
 product on them (no transformer layers), so a grid of dozens of settings takes seconds on a small model.
 The chosen values are saved in the head (``t3_config.json``).
+
+With an *oracle* -- a model that never saw the forget set, such as the retain model a benchmark ships --
+every setting is also scored the way TOFU's evaluation scores a model against it: forget quality (the KS
+test's p-value between the forget truth ratios under the guided model and under the oracle) and privleak
+(min-k membership AUC on forget vs holdout, relative to the oracle's). Those columns are never used to
+choose; they show how close the oracle-free choice comes to the setting an oracle would pick.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from t3unlearn.t3.guidance import guided_logits
 
 MIN_K = 0.4
 MIA_TOLERANCE = 0.1  # with a reference model: the forget-vs-holdout min-k AUC must stay within 0.5 ± this
+ORACLE_PRIVLEAK = 15.0  # the oracle check's second pick: privleak within ± this (the band docs/comparison.md reads)
 
 
 Setting = Guidance  # one point of the guidance grid: T, s, tempering, tail guard, bias
@@ -160,7 +167,28 @@ class TruthRatioReference:
     para: AnswerStates
     pert: AnswerStates
     n_pert: int
-    reference: np.ndarray
+    reference: np.ndarray | None
+
+
+@dataclass
+class OracleCheck:
+    """What an oracle (a model that never saw the forget set) says of each setting: its forget truth ratios and
+    its forget-vs-holdout min-k AUC, the two references of TOFU's forget quality and privleak."""
+
+    truth_ratios: np.ndarray
+    auc: float
+
+
+def forget_quality(truth_ratios: Sequence[float], oracle_truth_ratios: Sequence[float]) -> float:
+    """TOFU's forget quality: the two-sample KS test's p-value (scipy's defaults)."""
+    from scipy.stats import ks_2samp
+
+    return float(ks_2samp(np.asarray(truth_ratios), np.asarray(oracle_truth_ratios)).pvalue)
+
+
+def privleak(mia_auc: float, oracle_auc: float) -> float:
+    """The relative membership-attack advantage over the oracle's, in % (0: the oracle's; TOFU's privleak)."""
+    return ((1 - mia_auc) - (1 - oracle_auc)) / ((1 - oracle_auc) + 1e-10) * 100
 
 
 def truth_ratios(model, head, para: AnswerStates, pert: AnswerStates, n_pert: int, setting: Setting) -> np.ndarray:
@@ -182,6 +210,8 @@ class CalibrationRow:
     retain_ratio: float  # retain_prob / the base's
     feasible: bool
     tr_ks: float | None = None  # KS distance, forget truth ratios vs the reference model's (the objective with one)
+    forget_quality: float | None = None  # with an oracle: TOFU's forget quality against it (never used to choose)
+    privleak: float | None = None  # with an oracle: TOFU's privleak against it, on the calibration holdout
 
     def objective(self) -> float:
         return self.ks if self.tr_ks is None else self.tr_ks
@@ -205,10 +235,48 @@ class Calibration:
     def uses_reference(self) -> bool:
         return self.chosen.tr_ks is not None
 
+    @property
+    def uses_oracle(self) -> bool:
+        return self.chosen.forget_quality is not None
+
+    def oracle_best(self, privleak_within: float | None = None) -> CalibrationRow | None:
+        """The setting an oracle would pick: the highest forget quality among the settings that keep the retain
+        answers' probability (the utility constraint the oracle-free rule has) and, with ``privleak_within``,
+        whose privleak is within that band of 0 (ties: the smaller |privleak|). None without an oracle, or when no
+        setting is in the band."""
+        if not self.uses_oracle:
+            return None
+        kept = [r for r in self.rows if r.retain_ratio >= 1 - self.tolerance] or self.rows
+        if privleak_within is not None:
+            kept = [r for r in kept if abs(r.privleak) <= privleak_within]
+        return max(kept, key=lambda r: (round(r.forget_quality, 12), -abs(r.privleak)), default=None)
+
+    def oracle_summary(self) -> str:
+        """The chosen setting's forget quality and privleak against the oracle, beside the settings an oracle would
+        pick: by forget quality alone, and by forget quality with privleak within ±ORACLE_PRIVLEAK."""
+        best = self.oracle_best()
+        if best is None:
+            return ""
+        c = self.chosen
+
+        def pick(r: CalibrationRow | None, what: str) -> str:
+            if r is None:
+                return f"{what}: none in the grid"
+            ratio = r.forget_quality / c.forget_quality if c.forget_quality > 0 else math.inf
+            return (f"{what}: {r.setting.label()}: {r.forget_quality:.3g}, privleak {r.privleak:+.1f}"
+                    + (" (the chosen one)" if r is c else f" ({ratio:.3g}x the chosen's forget quality)"))
+
+        return (f"oracle check (never used to choose): chosen {c.setting.label()}: forget quality {c.forget_quality:.3g}, "
+                f"privleak {c.privleak:+.1f}\n  " + pick(best, "the oracle's pick (best forget quality keeping the retain answers)")
+                + "\n  " + pick(self.oracle_best(ORACLE_PRIVLEAK), f"the same with privleak within ±{ORACLE_PRIVLEAK:g}"))
+
     def as_dict(self) -> dict:
         objective = ("KS distance between the forget truth ratios and the reference model's" if self.uses_reference
                      else "KS distance between forget and holdout answer losses")
+        best, banded = self.oracle_best(), self.oracle_best(ORACLE_PRIVLEAK)
         return {"chosen": self.chosen.as_dict(), "base_retain_prob": self.base_retain_prob, "tolerance": self.tolerance,
+                "oracle_best": None if best is None else best.as_dict(),
+                "oracle_best_privleak_within": None if banded is None else {"band": ORACLE_PRIVLEAK, **banded.as_dict()},
                 "objective": f"{objective}, retain prob >= (1 - tolerance) x base"
                              + (", |MIA AUC - 0.5| <= mia_tolerance" if self.uses_reference else ""),
                 "mia_tolerance": self.mia_tolerance if self.uses_reference else None,
@@ -216,13 +284,20 @@ class Calibration:
 
     def table(self, top: int | None = 12) -> str:
         rows = sorted(self.rows, key=lambda r: (not r.feasible, r.objective()))
-        ref = self.uses_reference
+        ref, orc = self.uses_reference, self.uses_oracle
+        best = self.oracle_best()
         lines = ["setting                                         " + ("  KS(TR,reference)" if ref else "")
-                 + "  KS(forget,holdout)  MIA AUC  forget p  holdout p  retain p/base", "-" * (111 + 18 * ref)]
-        for r in rows[:top] if top else rows:
+                 + "  KS(forget,holdout)  MIA AUC  forget p  holdout p  retain p/base"
+                 + ("  FQ(oracle)  privleak" if orc else ""), "-" * (111 + 18 * ref + 22 * orc)]
+        shown = rows[:top] if top else rows
+        if best is not None and best not in shown:
+            shown = shown + [best]
+        for r in shown:
             mark = "*" if r is self.chosen else (" " if r.feasible else "x")
             lines.append(f"{mark} {r.setting.label():<48}" + (f"{r.tr_ks:>16.3f}" if ref else "")
-                         + f"{r.ks:>18.3f}{r.mia_auc:>9.3f}{r.forget_prob:>10.3f}{r.holdout_prob:>11.3f}{r.retain_ratio:>15.3f}")
+                         + f"{r.ks:>18.3f}{r.mia_auc:>9.3f}{r.forget_prob:>10.3f}{r.holdout_prob:>11.3f}{r.retain_ratio:>15.3f}"
+                         + (f"{r.forget_quality:>12.2e}{r.privleak:>+10.1f}" + (" <- oracle's pick" if r is best else "")
+                            if orc else ""))
         if not self.chosen.feasible:
             lines.append("! no setting meets the constraints below: the one that misses them by least was chosen; "
                          "widen the grid or the tolerances")
@@ -231,17 +306,23 @@ class Calibration:
             why += f", or MIA AUC outside 0.5 ± {self.mia_tolerance:g}"
         lines.append(f"(* chosen; x: {why}; "
                      f"{len(self.rows)} settings)")
+        if orc:
+            lines.append(self.oracle_summary())
         return "\n".join(lines)
 
 
 def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, retain: AnswerStates,
                       settings: Sequence[Setting], *, tolerance: float = 0.03, truth: TruthRatioReference | None = None,
-                      mia_tolerance: float = MIA_TOLERANCE, progress: bool = False) -> Calibration:
+                      mia_tolerance: float = MIA_TOLERANCE, oracle: OracleCheck | None = None,
+                      progress: bool = False) -> Calibration:
     """Score every setting (see the module doc) and choose: the feasible setting with the smallest KS
     distance -- between the forget truth ratios and ``truth``'s reference when given, else between forget and
     holdout answer losses (ties: the smaller scale, then the smaller temperature). With ``truth``, a feasible
     setting also keeps the forget-vs-holdout membership AUC within ``mia_tolerance`` of 0.5: truth ratios are
-    ratios, and a setting can match them while the forget answers stay more familiar than never-seen ones."""
+    ratios, and a setting can match them while the forget answers stay more familiar than never-seen ones.
+
+    ``oracle`` (with ``truth``, whose states it scores): each row also gets forget quality and privleak against it,
+    for the report only."""
     if not settings:
         raise T3Error("calibration needs at least one setting.")
     if not 0 <= tolerance < 1:
@@ -256,15 +337,18 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
         h = item_stats(token_logprobs(model, head, holdout, st), holdout)
         r = item_stats(token_logprobs(model, head, retain, st), retain)
         retain_prob = float(r["prob"].mean())
+        tr = None if truth is None else truth_ratios(model, head, truth.para, truth.pert, truth.n_pert, st)
+        mia = auc(f["min_k"], h["min_k"])
         rows.append(CalibrationRow(
-            setting=st, ks=ks_distance(f["avg_loss"], h["avg_loss"]), mia_auc=auc(f["min_k"], h["min_k"]),
+            setting=st, ks=ks_distance(f["avg_loss"], h["avg_loss"]), mia_auc=mia,
             forget_prob=float(f["prob"].mean()), holdout_prob=float(h["prob"].mean()), retain_prob=retain_prob,
             retain_ratio=retain_prob / base_retain if base_retain > 0 else math.nan,
             feasible=retain_prob >= (1 - tolerance) * base_retain,
-            tr_ks=None if truth is None else ks_distance(truth_ratios(model, head, truth.para, truth.pert, truth.n_pert, st),
-                                                         truth.reference),
+            tr_ks=None if truth is None or truth.reference is None else ks_distance(tr, truth.reference),
+            forget_quality=None if oracle is None else forget_quality(tr, oracle.truth_ratios),
+            privleak=None if oracle is None else privleak(mia, oracle.auc),
         ))
-        if truth is not None and abs(rows[-1].mia_auc - 0.5) > mia_tolerance:
+        if truth is not None and truth.reference is not None and abs(rows[-1].mia_auc - 0.5) > mia_tolerance:
             rows[-1].feasible = False
     feasible = [r for r in rows if r.feasible]
     if feasible:
@@ -272,7 +356,7 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
     else:  # nothing meets the constraints: the setting that misses them by least (not the best objective)
         def miss(r: CalibrationRow) -> float:
             short = max(0.0, (1 - tolerance) - r.retain_ratio)
-            return short + (max(0.0, abs(r.mia_auc - 0.5) - mia_tolerance) if truth is not None else 0.0)
+            return short + (max(0.0, abs(r.mia_auc - 0.5) - mia_tolerance) if r.tr_ks is not None else 0.0)
 
         chosen = min(rows, key=lambda r: (round(miss(r), 6), round(r.objective(), 6), r.setting.scale, r.setting.temperature))
     return Calibration(rows, chosen, base_retain, tolerance, mia_tolerance)
@@ -299,7 +383,8 @@ def _perturbed_examples(fmt, data):
     rows = data.to_list() if hasattr(data, "to_list") else list(data)
     missing = [f for f in PERTURBED_FIELDS if rows and f not in rows[0]]
     if not rows or missing:
-        raise T3Error("calibrating against a reference model needs the forget items' paraphrased and perturbed answers "
+        raise T3Error("scoring the forget truth ratios (--reference-model, --oracle) needs the forget items' paraphrased and "
+                      "perturbed answers "
                       f"(fields {', '.join(PERTURBED_FIELDS)}; missing: {', '.join(missing) or 'every item'}); give them "
                       "with --perturbed SOURCE (TOFU: tofu:forget10_perturbed).")
     counts = {len(r["perturbed_answer"]) for r in rows}
@@ -311,26 +396,50 @@ def _perturbed_examples(fmt, data):
     return para, pert, n_pert
 
 
-def truth_reference(model, reference, fmt, perturbed, *, batch_size: int = 32) -> TruthRatioReference:
-    """The base's states on the perturbation items and ``reference``'s truth ratios on them (one pass each)."""
+def _check_vocab(model, other, what: str) -> None:
     from t3unlearn.t3.features import vocab_size_of
 
-    if vocab_size_of(reference) != vocab_size_of(model):
-        raise T3Error(f"the reference model's vocabulary ({vocab_size_of(reference)}) is not the base's ({vocab_size_of(model)}); "
+    if vocab_size_of(other) != vocab_size_of(model):
+        raise T3Error(f"the {what}'s vocabulary ({vocab_size_of(other)}) is not the base's ({vocab_size_of(model)}); "
                       "it must share the base's tokenizer (e.g. the checkpoint the base was fine-tuned from).")
+
+
+def _plain_truth_ratios(model, para, pert, n_pert, pad_id: int, batch_size: int) -> np.ndarray:
+    rp = answer_states(model, para, pad_id, batch_size=batch_size)
+    rq = answer_states(model, pert, pad_id, batch_size=batch_size)
+    return truth_ratios(model, None, rp, rq, n_pert, Setting(1.0, 0.0))
+
+
+def truth_reference(model, reference, fmt, perturbed, *, batch_size: int = 32) -> TruthRatioReference:
+    """The base's states on the perturbation items and ``reference``'s truth ratios on them (one pass each;
+    ``reference=None``: the states only, for an oracle check without a reference)."""
+    if reference is not None:
+        _check_vocab(model, reference, "reference model")
     para, pert, n_pert = _perturbed_examples(fmt, perturbed)
-    rp = answer_states(reference, para, fmt.pad_id, batch_size=batch_size)
-    rq = answer_states(reference, pert, fmt.pad_id, batch_size=batch_size)
-    plain = Setting(1.0, 0.0)
-    ref = truth_ratios(reference, None, rp, rq, n_pert, plain)
+    ref = None if reference is None else _plain_truth_ratios(reference, para, pert, n_pert, fmt.pad_id, batch_size)
     return TruthRatioReference(answer_states(model, para, fmt.pad_id, batch_size=batch_size),
                                answer_states(model, pert, fmt.pad_id, batch_size=batch_size), n_pert, ref)
+
+
+def oracle_check(model, oracle, fmt, perturbed, forget, holdout, *, batch_size: int = 32) -> OracleCheck:
+    """``oracle``'s forget truth ratios (on ``perturbed``) and its forget-vs-holdout min-k AUC."""
+    _check_vocab(model, oracle, "oracle")
+    oracle.eval()
+    para, pert, n_pert = _perturbed_examples(fmt, perturbed)
+    plain = Setting(1.0, 0.0)
+    stats = {}
+    for name, data in (("forget", forget), ("holdout", holdout)):
+        st = answer_states(oracle, _examples(fmt, data), fmt.pad_id, batch_size=batch_size)
+        stats[name] = item_stats(token_logprobs(oracle, None, st, plain), st)
+    return OracleCheck(_plain_truth_ratios(oracle, para, pert, n_pert, fmt.pad_id, batch_size),
+                       auc(stats["forget"]["min_k"], stats["holdout"]["min_k"]))
 
 
 def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Setting] | None = None,
               tolerance: float = 0.03, retain_items: int = RETAIN_ITEMS, seed: int = 0, batch_size: int = 32,
               max_length: int = 512, template: str = "auto", reference=None, perturbed=None,
-              mia_tolerance: float = MIA_TOLERANCE, progress: bool = False, apply: bool = True) -> Calibration:
+              mia_tolerance: float = MIA_TOLERANCE, oracle=None, progress: bool = False,
+              apply: bool = True) -> Calibration:
     """Choose the guidance of ``t3`` (a :class:`~t3unlearn.t3.model.T3ForCausalLM`) from forget vs
     holdout answers under a retain-utility constraint (see the module doc); with ``apply`` the chosen
     setting is set on ``t3`` and the table recorded in ``t3.config.calibration`` (saved with the head).
@@ -344,6 +453,10 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     ``reference`` standing in for the retain model -- among settings that also keep the forget-vs-holdout
     membership AUC within ``mia_tolerance`` of 0.5. ``perturbed``: the forget items with TOFU's
     ``paraphrased_answer`` and ``perturbed_answer`` fields (default: ``forget`` itself).
+
+    ``oracle``: a model that never saw the forget set (the retain model, where a benchmark has one). Every
+    setting is then also scored with TOFU's forget quality and privleak against it -- never used to choose, only
+    reported (:meth:`Calibration.oracle_summary`) -- to show how close the oracle-free choice comes.
     """
     import random
 
@@ -352,10 +465,14 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     if len(forget) == 0 or len(holdout) == 0 or len(retain) == 0:
         raise T3Error("calibration needs non-empty forget, holdout and retain sets.")
     fmt = QAFormatter(tokenizer, max_length=max_length, template=template)
-    truth = None
-    if reference is not None:
-        reference.eval()
-        truth = truth_reference(t3.base, reference, fmt, forget if perturbed is None else perturbed, batch_size=batch_size)
+    truth = check = None
+    if reference is not None or oracle is not None:
+        if reference is not None:
+            reference.eval()
+        perturbed = forget if perturbed is None else perturbed
+        truth = truth_reference(t3.base, reference, fmt, perturbed, batch_size=batch_size)
+        if oracle is not None:
+            check = oracle_check(t3.base, oracle, fmt, perturbed, forget, holdout, batch_size=batch_size)
     if len(retain) > retain_items:
         pick = sorted(random.Random(f"t3-calibrate-retain-{seed}").sample(range(len(retain)), retain_items))
         retain = retain.select(pick) if hasattr(retain, "select") else [retain[i] for i in pick]
@@ -365,7 +482,8 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     if settings is None:
         settings = grid(DEFAULT_TEMPERATURES, DEFAULT_SCALES, DEFAULT_TEMPERINGS)
     cal = evaluate_settings(base, head, states["forget"], states["holdout"], states["retain"], settings,
-                            tolerance=tolerance, truth=truth, mia_tolerance=mia_tolerance, progress=progress)
+                            tolerance=tolerance, truth=truth, mia_tolerance=mia_tolerance, oracle=check,
+                            progress=progress)
     if apply:
         t3.guidance = cal.chosen.setting
         items = {k: v.n_items for k, v in states.items()}

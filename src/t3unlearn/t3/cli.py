@@ -46,10 +46,16 @@ examples:
   t3unlearn calibrate --head head --forget world:forget10 --retain world:retain90
   t3unlearn calibrate --head head --forget forget.jsonl --retain retain.jsonl --holdout unseen.jsonl --out head-cal
   t3unlearn unlearn --model world:full --forget world:forget10 --retain world:retain90 --calibrate --out head
+  t3unlearn calibrate --head head --forget tofu:forget10 --retain tofu:retain90 --reference-model tofu:pretrained
+  t3unlearn calibrate --head head --forget world:forget10 --retain world:retain90 --oracle world:retain90
 
 what it prints: for the best settings, the KS distance between forget and holdout answer losses (the
 objective), the min-k membership AUC of forget vs holdout (0.5: indistinguishable), mean answer
 probabilities, and the retain probability relative to the base's (must stay >= 1 - tolerance).
+With --reference-model the objective is the KS distance between the forget truth ratios and the
+reference's. With --oracle (a benchmark's retain model) two more columns: forget quality and privleak
+against it, as the evaluation computes them, and a last line comparing the chosen setting with the one
+an oracle would pick -- a research check; the oracle never takes part in the choice.
 The chosen setting and the table are saved in the head (t3_config.json, 'calibration').
 """
 
@@ -151,8 +157,12 @@ def add_calibration_options(c) -> None:
                         "base was fine-tuned from (tofu:pretrained, world:pretrained). T and s are then chosen so the "
                         "forget items' truth ratios look like its (what TOFU's forget quality tests) [off: forget vs "
                         "holdout answer losses]")
+    c.add_argument("--oracle", default=None, metavar="MODEL",
+                   help="a model that never saw the forget set, e.g. the retain model (tofu:retain90, world:retain90): "
+                        "every setting is also scored with TOFU's forget quality and privleak against it and the "
+                        "oracle's pick is printed beside the chosen one -- never used to choose [off]")
     c.add_argument("--perturbed", default=None, metavar="SOURCE",
-                   help="with --reference-model: the forget items' paraphrased and perturbed answers [FORGET_perturbed "
+                   help="with --reference-model or --oracle: the forget items' paraphrased and perturbed answers [FORGET_perturbed "
                         "for tofu:forgetXX / world:forgetXX, else the forget set's own fields]")
     c.add_argument("--mia-tolerance", type=float, default=0.1,
                    help="with --reference-model: the forget-vs-holdout membership AUC must stay within 0.5 ± this [0.1]")
@@ -326,13 +336,15 @@ def _holdout(args, forget_spec: str):
 
 
 def _reference(args, forget_spec: str):
-    """``(reference model, perturbed items, names)`` for --reference-model, or ``(None, None, None)``."""
-    if not getattr(args, "reference_model", None):
+    """``(reference model, oracle, perturbed items, names)`` for --reference-model / --oracle; ``names``: the
+    reference's, the oracle's and the perturbed set's (None where not given)."""
+    ref_spec, oracle_spec = getattr(args, "reference_model", None), getattr(args, "oracle", None)
+    if not ref_spec and not oracle_spec:
         if getattr(args, "perturbed", None):
             from t3unlearn.errors import T3Error
 
-            raise T3Error("--perturbed goes with --reference-model (the model whose truth ratios the forget items should match).")
-        return None, None, None
+            raise T3Error("--perturbed goes with --reference-model or --oracle (the models whose truth ratios are compared).")
+        return None, None, None, (None, None, None)
     from t3unlearn.benchmarks import parse_spec, resolve_data, resolve_model
     from t3unlearn.data import load_qa
     from t3unlearn.lm import load_model
@@ -341,21 +353,27 @@ def _reference(args, forget_spec: str):
     if spec is None and parse_spec(forget_spec) is not None and not forget_spec.endswith("_perturbed"):
         spec = f"{forget_spec}_perturbed"
     perturbed = load_qa(resolve_data(spec), what="perturbed forget set") if spec else None
-    path = resolve_model(args.reference_model, log=print)
-    return load_model(path, device=getattr(args, "device", None)), perturbed, (args.reference_model, spec or "the forget set")
+    device = getattr(args, "device", None)
+    reference = load_model(resolve_model(ref_spec, log=print), device=device) if ref_spec else None
+    oracle = load_model(resolve_model(oracle_spec, log=print), device=device) if oracle_spec else None
+    return reference, oracle, perturbed, (ref_spec, oracle_spec, spec or "the forget set")
 
 
 def _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, args, forget_spec: str = ""):
     from t3unlearn.t3.calibrate import calibrate
 
-    reference, perturbed, names = _reference(args, forget_spec)
+    reference, oracle, perturbed, (ref_name, oracle_name, pert_name) = _reference(args, forget_spec)
     cal = calibrate(t3, tokenizer, forget, holdout, retain, settings=_grid(args), tolerance=args.tolerance,
                     seed=args.seed, max_length=args.max_length, template=args.template, reference=reference,
-                    perturbed=perturbed, mia_tolerance=args.mia_tolerance, progress=not args.quiet)
+                    perturbed=perturbed, mia_tolerance=args.mia_tolerance, oracle=oracle, progress=not args.quiet)
     t3.config.calibration["holdout"] = holdout_name
-    if names:
-        t3.config.calibration["reference_model"], t3.config.calibration["perturbed"] = names
-        print(f"calibration: forget truth ratios ({names[1]}) vs {names[0]}'s, beside forget vs {holdout_name} losses "
+    if oracle_name:
+        t3.config.calibration["oracle_model"] = oracle_name
+    if ref_name or oracle_name:
+        t3.config.calibration["perturbed"] = pert_name
+    if ref_name:
+        t3.config.calibration["reference_model"] = ref_name
+        print(f"calibration: forget truth ratios ({pert_name}) vs {ref_name}'s, beside forget vs {holdout_name} losses "
               f"({len(holdout)} items) and {min(len(retain), 400)} retain items:")
     else:
         print(f"calibration on forget vs {holdout_name} ({len(holdout)} items) and {min(len(retain), 400)} retain items:")
@@ -390,8 +408,8 @@ def _unlearn(args) -> int:
     forget = load_qa(forget_src, what="forget set")
     retain = load_qa(retain_src, what="retain set")
     check_disjoint(forget, retain)
-    if not args.calibrate and (args.reference_model or args.perturbed):
-        raise T3Error("--reference-model and --perturbed choose T and s at calibration: add --calibrate.")
+    if not args.calibrate and (args.reference_model or args.perturbed or args.oracle):
+        raise T3Error("--reference-model, --oracle and --perturbed belong to calibration: add --calibrate.")
     holdout = _holdout(args, args.forget) if args.calibrate else None
     model_path = resolve_model(args.model, log=print)
     tokenizer = load_tokenizer(model_path)
