@@ -410,29 +410,31 @@ def _plain_truth_ratios(model, para, pert, n_pert, pad_id: int, batch_size: int)
     return truth_ratios(model, None, rp, rq, n_pert, Setting(1.0, 0.0))
 
 
-def truth_reference(model, reference, fmt, perturbed, *, batch_size: int = 32) -> TruthRatioReference:
-    """The base's states on the perturbation items and ``reference``'s truth ratios on them (one pass each;
+def truth_reference(model, reference, pad_id: int, perturbed_examples, *, batch_size: int = 32) -> TruthRatioReference:
+    """The base's states on the perturbation items (``(paraphrased, perturbed, n_pert)`` examples, as
+    :func:`_perturbed_examples` gives them) and ``reference``'s truth ratios on them (one pass each;
     ``reference=None``: the states only, for an oracle check without a reference)."""
+    para, pert, n_pert = perturbed_examples
     if reference is not None:
         _check_vocab(model, reference, "reference model")
-    para, pert, n_pert = _perturbed_examples(fmt, perturbed)
-    ref = None if reference is None else _plain_truth_ratios(reference, para, pert, n_pert, fmt.pad_id, batch_size)
-    return TruthRatioReference(answer_states(model, para, fmt.pad_id, batch_size=batch_size),
-                               answer_states(model, pert, fmt.pad_id, batch_size=batch_size), n_pert, ref)
+    ref = None if reference is None else _plain_truth_ratios(reference, para, pert, n_pert, pad_id, batch_size)
+    return TruthRatioReference(answer_states(model, para, pad_id, batch_size=batch_size),
+                               answer_states(model, pert, pad_id, batch_size=batch_size), n_pert, ref)
 
 
-def oracle_check(model, oracle, fmt, perturbed, forget, holdout, *, batch_size: int = 32) -> OracleCheck:
-    """``oracle``'s forget truth ratios (on ``perturbed``) and its forget-vs-holdout min-k AUC."""
+def oracle_check(model, oracle, pad_id: int, perturbed_examples, forget_examples, holdout_examples, *,
+                 batch_size: int = 32) -> OracleCheck:
+    """``oracle``'s forget truth ratios (on the ``(paraphrased, perturbed, n_pert)`` examples) and its
+    forget-vs-holdout min-k AUC (on the encoded forget and holdout answers)."""
     _check_vocab(model, oracle, "oracle")
     oracle.eval()
-    para, pert, n_pert = _perturbed_examples(fmt, perturbed)
+    para, pert, n_pert = perturbed_examples
     plain = Setting(1.0, 0.0)
-    stats = {}
-    for name, data in (("forget", forget), ("holdout", holdout)):
-        st = answer_states(oracle, _examples(fmt, data), fmt.pad_id, batch_size=batch_size)
-        stats[name] = item_stats(token_logprobs(oracle, None, st, plain), st)
-    return OracleCheck(_plain_truth_ratios(oracle, para, pert, n_pert, fmt.pad_id, batch_size),
-                       auc(stats["forget"]["min_k"], stats["holdout"]["min_k"]))
+    min_k = []
+    for examples in (forget_examples, holdout_examples):
+        st = answer_states(oracle, examples, pad_id, batch_size=batch_size)
+        min_k.append(item_stats(token_logprobs(oracle, None, st, plain), st)["min_k"])
+    return OracleCheck(_plain_truth_ratios(oracle, para, pert, n_pert, pad_id, batch_size), auc(*min_k))
 
 
 def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Setting] | None = None,
@@ -465,20 +467,21 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     if len(forget) == 0 or len(holdout) == 0 or len(retain) == 0:
         raise T3Error("calibration needs non-empty forget, holdout and retain sets.")
     fmt = QAFormatter(tokenizer, max_length=max_length, template=template)
+    if len(retain) > retain_items:
+        pick = sorted(random.Random(f"t3-calibrate-retain-{seed}").sample(range(len(retain)), retain_items))
+        retain = retain.select(pick) if hasattr(retain, "select") else [retain[i] for i in pick]
+    examples = {name: _examples(fmt, data) for name, data in (("forget", forget), ("holdout", holdout), ("retain", retain))}
     truth = check = None
     if reference is not None or oracle is not None:
         if reference is not None:
             reference.eval()
-        perturbed = forget if perturbed is None else perturbed
-        truth = truth_reference(t3.base, reference, fmt, perturbed, batch_size=batch_size)
+        pex = _perturbed_examples(fmt, forget if perturbed is None else perturbed)
+        truth = truth_reference(t3.base, reference, fmt.pad_id, pex, batch_size=batch_size)
         if oracle is not None:
-            check = oracle_check(t3.base, oracle, fmt, perturbed, forget, holdout, batch_size=batch_size)
-    if len(retain) > retain_items:
-        pick = sorted(random.Random(f"t3-calibrate-retain-{seed}").sample(range(len(retain)), retain_items))
-        retain = retain.select(pick) if hasattr(retain, "select") else [retain[i] for i in pick]
+            check = oracle_check(t3.base, oracle, fmt.pad_id, pex, examples["forget"], examples["holdout"],
+                                 batch_size=batch_size)
     base, head = t3.base, t3.head
-    states = {name: answer_states(base, _examples(fmt, data), fmt.pad_id, batch_size=batch_size)
-              for name, data in (("forget", forget), ("holdout", holdout), ("retain", retain))}
+    states = {name: answer_states(base, ex, fmt.pad_id, batch_size=batch_size) for name, ex in examples.items()}
     if settings is None:
         settings = grid(DEFAULT_TEMPERATURES, DEFAULT_SCALES, DEFAULT_TEMPERINGS)
     cal = evaluate_settings(base, head, states["forget"], states["holdout"], states["retain"], settings,
