@@ -335,15 +335,19 @@ def _holdout(args, forget_spec: str):
     return found
 
 
+def _check_perturbed(args) -> None:
+    if getattr(args, "perturbed", None) and not (getattr(args, "reference_model", None) or getattr(args, "oracle", None)):
+        from t3unlearn.errors import T3Error
+
+        raise T3Error("--perturbed goes with --reference-model or --oracle (the models whose truth ratios are compared).")
+
+
 def _reference(args, forget_spec: str):
     """``(reference model, oracle, perturbed items, names)`` for --reference-model / --oracle; ``names``: the
     reference's, the oracle's and the perturbed set's (None where not given)."""
+    _check_perturbed(args)
     ref_spec, oracle_spec = getattr(args, "reference_model", None), getattr(args, "oracle", None)
     if not ref_spec and not oracle_spec:
-        if getattr(args, "perturbed", None):
-            from t3unlearn.errors import T3Error
-
-            raise T3Error("--perturbed goes with --reference-model or --oracle (the models whose truth ratios are compared).")
         return None, None, None, (None, None, None)
     from t3unlearn.benchmarks import parse_spec, resolve_data, resolve_model
     from t3unlearn.data import load_qa
@@ -410,6 +414,7 @@ def _unlearn(args) -> int:
     check_disjoint(forget, retain)
     if not args.calibrate and (args.reference_model or args.perturbed or args.oracle):
         raise T3Error("--reference-model, --oracle and --perturbed belong to calibration: add --calibrate.")
+    _check_perturbed(args)  # before the head is trained, not after
     holdout = _holdout(args, args.forget) if args.calibrate else None
     model_path = resolve_model(args.model, log=print)
     tokenizer = load_tokenizer(model_path)
