@@ -77,6 +77,8 @@ def files(random_lm, tmp_path_factory):
     f["blank"] = _jsonl(root / "blank.jsonl", [{"question": "Where?", "answer": "  "}])
     f["truncated"] = root / "truncated.json"
     f["truncated"].write_text('{"selection": {"utility_tolerance": 0.0')
+    f["calib_cfg"] = root / "calibrate-yes.json"
+    f["calib_cfg"].write_text('{"methods": {"t3": {"params": {"calibrate": "yes"}}}}')
     f["notresults"] = root / "list.json"
     f["notresults"].write_text("[1, 2]")
     (root / "emptydir").mkdir()
@@ -167,6 +169,9 @@ CLI = [
     Case("compare-config-not-an-object", "`compare --config` holds a list",
          lambda f: ["compare", "--config", str(f["notresults"]), "--out", str(f["root"] / "o8")],
          r"must hold a JSON object", "start from `t3unlearn compare --print-config`", out="o8"),
+    Case("compare-config-calibrate-not-a-bool", "`compare --config` sets T3's `calibrate` to a string",
+         lambda f: ["compare", "--config", str(f["calib_cfg"]), "--out", str(f["root"] / "o7b")],
+         r"methods.t3.params: calibrate must be true or false, not 'yes'", "write true or false", out="o7b"),
     Case("baseline-out-foreign-directory", "`baseline --out` is a non-empty directory of something else",
          lambda f: ["baseline", "npo", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
                     "--out", str(f["root"] / "foreign")],
@@ -190,6 +195,11 @@ CLI = [
                     "--out", str(f["root"] / "o-orc"), "--oracle", str(f["model"])],
          r"--reference-model, --oracle and --perturbed belong to calibration: add --calibrate", "add --calibrate",
          out="o-orc"),
+    Case("unlearn-mia-tolerance-out-of-range", "`unlearn --calibrate --mia-tolerance 0.7`",
+         lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["root"] / "o-mia"), "--calibrate", "--holdout", f["forget"], "--mia-tolerance", "0.7"],
+         r"--mia-tolerance is a distance from AUC 0.5 and must be in \[0, 0.5\]", "a value in [0, 0.5], e.g. 0.075",
+         out="o-mia"),
     Case("baseline-idk-missing", "`baseline idkdpo --idk` names a missing file",
          lambda f: ["baseline", "idkdpo", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
                     "--idk", str(f["root"] / "idk.txt"), "--out", str(f["root"] / "o9")],

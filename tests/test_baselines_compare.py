@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -59,8 +60,10 @@ def test_compare_end_to_end_and_resume(tiny_models, tmp_path, monkeypatch, capsy
     assert gd["wall_seconds"][0] > 0 and gd["peak_rss_mb"][0] > 0
     sweep = rep["sweeps"]["graddiff"]
     assert [s["setting"] for s in sweep] == ["lr=0.0001", "lr=0.001"]
-    assert set(sweep[0]["summary"]) == {"forget_Q_A_Prob", "retain_Q_A_Prob", "forget_calibration_ks"}  # quick evaluation
+    assert set(sweep[0]["summary"]) == {"forget_Q_A_Prob", "retain_Q_A_Prob", "forget_calibration_ks",
+                                        "forget_calibration_mia"}  # quick evaluation
     assert all(0 < s["summary"]["forget_calibration_ks"] <= 1 for s in sweep)  # forget vs the world's never-seen authors
+    assert all(0 <= s["summary"]["forget_calibration_mia"] <= 1 for s in sweep)
     # the chosen setting is the rule's choice on the recorded sweep, and the row runs it
     full_quick = json.loads(next((tmp_path / "cmp" / "forget10" / "runs" / "full").glob("*-quick/record.json")).read_text())
     expect = select_setting(sweep, full_quick["summary"]["retain_Q_A_Prob"], Selection())
@@ -82,6 +85,37 @@ def test_compare_end_to_end_and_resume(tiny_models, tmp_path, monkeypatch, capsy
     assert main(argv) == 0
 
 
+def test_calibrated_t3_and_guidance_choose_per_seed(tiny_models, tmp_path, monkeypatch):
+    """"calibrate": true: each seed's head picks T and s with calibrate's rule on the calibration set (classifier
+    guidance among T = 1 settings only); the row names each seed's choice, the model evaluated runs it, and the
+    calibration's time is part of the unlearning time."""
+    from t3unlearn.baselines.compare import compare
+    from t3unlearn.t3.calibrate import DEFAULT_SCALES, DEFAULT_TEMPERATURES
+
+    world, models = tiny_models
+    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
+    cal = {"calibrate": True}
+    cfg = _fast_config(tmp_path, methods={"t3": {"params": {**FAST["methods"]["t3"]["params"], **cal}, "sweep": []},
+                                          "cg": {"params": {**FAST["methods"]["cg"]["params"], **cal}, "sweep": []}})
+    rep = compare(methods=["t3", "cg"], seeds=1, out=tmp_path / "cmp", world=str(world), model=str(models / "full"),
+                  retain_model=str(models / "retain"), config=cfg, progress=False)
+    rows = {r["method"]: r for r in rep["rows"]}
+    runs = tmp_path / "cmp" / "forget10" / "runs"
+    for m in ("t3", "cg"):
+        recs = sorted((json.loads(p.read_text()) for p in (runs / m).glob("*/record.json")), key=lambda r: r["seed"])
+        chosen = [r["cost"]["calibration"]["chosen"] for r in recs]
+        assert rows[m]["setting"] == "calibrated: " + " / ".join(chosen) and len(chosen) == 1
+        for r in recs:
+            table = json.loads(next(Path(r["cost"]["artifact"]).parent.glob(
+                f"{Path(r['cost']['artifact']).name}-{m}-calibration-*/calibration.json")).read_text())
+            assert table["chosen"]["label"] == r["cost"]["calibration"]["chosen"]
+            temps = {row["setting"]["temperature"] for row in table["rows"]}
+            assert temps == ({1.0} if m == "cg" else set(DEFAULT_TEMPERATURES))
+            assert len(table["rows"]) == (len(DEFAULT_SCALES) if m == "cg" else
+                                          len(DEFAULT_SCALES) * len(DEFAULT_TEMPERATURES))
+            assert r["cost"]["wall_seconds"] > r["cost"]["calibration"]["seconds"] > 0
+
+
 def test_selection_rule_ignores_forget_quality():
     from t3unlearn.baselines.compare import select_setting
     from t3unlearn.baselines.compare.config import Selection
@@ -89,10 +123,29 @@ def test_selection_rule_ignores_forget_quality():
     def rec(fprob, mu, fq):
         return {"summary": {"forget_Q_A_Prob": fprob, "retain_Q_A_Prob": mu, "forget_quality": fq}}
 
-    sel = Selection(metric="forget_Q_A_Prob", utility_metric="retain_Q_A_Prob", utility_tolerance=0.05)
+    sel = Selection(metric="forget_Q_A_Prob", utility_metric="retain_Q_A_Prob", utility_tolerance=0.05, mia_metric=None)
     recs = [rec(0.5, 0.60, 1e-3), rec(0.1, 0.57, 1e-9), rec(0.01, 0.40, 0.9)]
     assert select_setting(recs, 0.60, sel) == 1  # lowest forget prob within 0.05 of the full utility
     assert select_setting([rec(0.1, 0.3, 0.5), rec(0.2, 0.4, 0.1)], 0.60, sel) == 1  # none in band: best utility
+
+
+def test_selection_keeps_the_membership_auc_near_one_half():
+    """The default rule is calibrate's: lowest loss KS among settings that keep utility and whose forget-vs-
+    calibration min-k AUC is within 0.5 ± mia_tolerance; none feasible: the one missing the constraints by least."""
+    from t3unlearn.baselines.compare import select_setting
+    from t3unlearn.baselines.compare.config import Selection
+
+    def rec(ks, mu, mia):
+        return {"summary": {"forget_calibration_ks": ks, "retain_Q_A_Prob": mu, "forget_calibration_mia": mia}}
+
+    sel = Selection()
+    assert (sel.mia_metric, sel.mia_tolerance) == ("forget_calibration_mia", 0.075)
+    recs = [rec(0.05, 0.99, 0.70), rec(0.20, 0.99, 0.56), rec(0.10, 0.99, 0.45), rec(0.01, 0.80, 0.50)]
+    assert select_setting(recs, 1.0, sel) == 2  # 0: AUC out of the band, 3: utility lost; 2 beats 1 on KS
+    assert select_setting(recs, 1.0, Selection(mia_metric=None)) == 0  # without the constraint: lowest KS
+    assert select_setting(recs, 1.0, Selection(mia_tolerance=0.2)) == 0
+    # nothing feasible: the smallest miss (AUC 0.62 misses by 0.045, utility 0.9 by 0.05)
+    assert select_setting([rec(0.01, 0.99, 0.75), rec(0.3, 0.99, 0.62), rec(0.2, 0.90, 0.5)], 1.0, sel) == 1
 
 
 def test_config_override_and_validation(tmp_path):
@@ -113,6 +166,9 @@ def test_config_override_and_validation(tmp_path):
         ({"selection": {"utility_tolerence": 0.1}}, "unknown key 'utility_tolerence' .did you mean 'utility_tolerance'"),
         ({"selection": {"utility_tolerance": "0.1"}}, "utility_tolerance must be a number"),
         ({"selection": {"metric": "model_utility"}}, "not computed by the 'quick' evaluation"),
+        ({"selection": {"mia_metric": "privleak"}}, "peek at the oracle"),
+        ({"selection": {"mia_tolerance": 0.6}}, "mia_tolerance is a distance from AUC 0.5"),
+        ({"methods": {"t3": {"params": {"calibrate": "yes"}}}}, "calibrate must be"),
         ({"retain_subset": 0}, "retain_subset must be"),
         ({"trheads": 1}, "unknown key 'trheads' .did you mean 'threads'"),
         ({"train": {"learning_rate": 1e-4}}, "unknown key 'learning_rate'"),

@@ -294,7 +294,15 @@ def test_demo_tiny(home, tmp_path, monkeypatch, capsys):
 
     from t3unlearn.t3.config import Guidance
 
-    assert T3ForCausalLM.from_pretrained(str(out / "t3-head")).guidance == Guidance()  # the demo runs the defaults
+    # the demo calibrates: the saved head carries the chosen setting and its table, and the T3 row ran that setting
+    saved = T3ForCausalLM.from_pretrained(str(out / "t3-head"))
+    cal = saved.config.calibration
+    assert cal["holdout"] == "world-tiny:calibration" and saved.guidance.label() == cal["chosen"]["label"]
+    assert saved.guidance.support == 0.95 and saved.guidance.temperature > 1
+    assert f"T3 {saved.guidance.label()} (" in text and "; T = 1: T=1, s=" in text
+    assert main(["demo", "--preset", "tiny", "--out", str(tmp_path / "fixed"), "--threads", "1", "--no-calibrate",
+                 "--no-eval"]) == 0
+    assert T3ForCausalLM.from_pretrained(str(tmp_path / "fixed" / "t3-head")).guidance == Guidance()  # the defaults
 
 
 @pytest.mark.parametrize("method", ["npo", "uld"])

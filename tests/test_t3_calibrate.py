@@ -73,6 +73,39 @@ def test_grid_and_choice_rule(random_lm):
     assert none.chosen is max(none.rows, key=lambda r: r.retain_ratio) and "! no setting meets" in none.table()
 
 
+def test_the_holdout_rule_keeps_the_membership_auc_near_one_half(random_lm):
+    """Without a reference the objective is the forget-vs-holdout loss KS, and a setting is feasible only while
+    the min-k membership AUC between the two sets is within mia_tolerance of 0.5: the chosen one has the smallest
+    KS among those, not among all."""
+    from t3unlearn.t3.calibrate import MIA_TOLERANCE, calibrate
+
+    base, tok = random_lm
+    forget = [{"question": q, "answer": a} for q, a in QA]
+    other = [{"question": q, "answer": a.replace("was", "is").replace("writes", "wrote")} for q, a in QA]
+    settings = grid([1.0, 1.5, 3.0], [0.0, 0.5, 2.0, 4.0], ["global", "adaptive"])
+    kinds = []
+    for tol in (0.05, 0.2):
+        cal = calibrate(_t3(base), tok, forget, other, forget, settings=settings, tolerance=0.99, mia_tolerance=tol)
+        assert [r.feasible for r in cal.rows] == [abs(r.mia_auc - 0.5) <= tol for r in cal.rows]
+        assert cal.chosen.ks == min(r.ks for r in cal.rows if r.feasible)
+        kinds.append({r.feasible for r in cal.rows})
+        assert f"MIA AUC outside 0.5 ± {tol:g}" in cal.table() and cal.as_dict()["mia_tolerance"] == tol
+    assert kinds == [{True, False}, {True}]  # the constraint bites at 0.05 here, not at 0.2
+    with pytest.raises(T3Error, match="MIA tolerance"):
+        calibrate(_t3(base), tok, forget, other, forget, settings=settings, mia_tolerance=0.7)
+    # the default grid has the support gate on; a head without support statistics is told how to go on
+    assert {st.support for st in grid([2.0], [1.0], supports=[0.95])} == {0.95}
+    with pytest.raises(T3Error, match="--supports none"):
+        calibrate(_t3(base), tok, forget, other, forget, tolerance=0.99)
+    import argparse
+
+    from t3unlearn.t3.cli import add_calibration_options
+    ap = argparse.ArgumentParser()
+    add_calibration_options(ap)
+    d = ap.parse_args([])
+    assert d.mia_tolerance == MIA_TOLERANCE and d.supports == "0.95" and d.temperings == "adaptive"
+
+
 PERTURBED = [{"question": q, "answer": a, "paraphrased_answer": a.replace(" was", " had been"),
               "perturbed_answer": [a.replace("Lisbon", "Oslo").replace("science", "crime").replace("Paris", "Lyon"),
                                    a[::-1]]} for q, a in QA]

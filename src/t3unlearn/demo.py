@@ -2,9 +2,11 @@
 
 1. build the world (fictitious authors in TOFU's schema) and train its tiny models: a "full"
    model that memorised every author and a "retain" oracle that never saw the forget authors;
-2. unlearn the forget authors from the full model with T3 (the weights stay frozen);
+2. unlearn the forget authors from the full model with T3 (the weights stay frozen) and choose T and s
+   with ``t3unlearn calibrate``'s oracle-free rule (forget vs the world's never-seen calibration authors);
 3. show some answers before and after;
-4. evaluate full, retain, T3 and plain classifier guidance (T3 at T = 1) on every TOFU metric,
+4. evaluate full, retain, T3 and plain classifier guidance (the same head at T = 1, its s calibrated by the
+   same rule) on every TOFU metric,
    and write the comparison table and the forget-quality vs utility plot.
 
 Everything is cached under ``$T3UNLEARN_HOME`` (default ``~/.cache/t3unlearn``), so a second run
@@ -27,7 +29,7 @@ examples:
   t3unlearn demo --images                 # the image job: DDPM + VAE unlearning (docs/images.md)
 
 what it writes to --out:
-  t3-head/                  the T3 head (head.safetensors + t3_config.json), loadable with
+  t3-head/                  the T3 head (head.safetensors + t3_config.json, with the calibration), loadable with
                             T3ForCausalLM.from_pretrained or 't3unlearn generate --model t3-head'
   full/ retain90/ t3/ cg/   each model's TOFU_EVAL.json, TOFU_SUMMARY.json, run_info.json
   report.md, fq_vs_mu.png   the comparison table and the forget quality vs model utility plot
@@ -51,6 +53,9 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=g.temperature, help=f"T3's T [{g.temperature:g}]")
     p.add_argument("--scale", type=float, default=g.scale, help=f"T3's s [{g.scale:g}]")
     p.add_argument("--tempering", default=g.tempering, choices=TEMPERINGS, help=f"where the base is tempered [{g.tempering}]")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="keep --temperature, --scale and --tempering instead of choosing T and s with the oracle-free "
+                        "rule of 't3unlearn calibrate' (forget vs never-seen calibration authors; see docs/t3.md)")
     p.add_argument("--seed", type=int, default=0, help="head training seed [0]")
     p.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto: the cores not busy [auto]")
     p.add_argument("--no-eval", action="store_true", help="stop after showing answers (skip the TOFU evaluation)")
@@ -71,6 +76,29 @@ class _Clock:
 
     def total(self) -> float:
         return time.perf_counter() - self.start
+
+
+def _calibrate(t3, tokenizer, forget, retain, bench, split: str, clock: _Clock) -> tuple[dict, dict]:
+    """T3's guidance and plain guidance's (the same head at T = 1), each chosen by calibrate's oracle-free rule on
+    the benchmark's never-seen calibration authors; T3's is set on ``t3`` and recorded in its config."""
+    from dataclasses import asdict
+
+    from t3unlearn.errors import T3Error
+    from t3unlearn.t3.calibrate import DEFAULT_SCALES, DEFAULT_SUPPORTS, calibrate, grid
+
+    found = bench.calibration(split)
+    if found is None:
+        raise T3Error(f"the {bench.label} benchmark has no calibration set for {split}; run the demo with --no-calibrate.")
+    holdout, name = found
+    t = time.perf_counter()
+    cal = calibrate(t3, tokenizer, forget, holdout, retain, progress=True)
+    t3.config.calibration["holdout"] = name
+    plain = calibrate(t3, tokenizer, forget, holdout, retain, settings=grid([1.0], DEFAULT_SCALES, supports=DEFAULT_SUPPORTS),
+                      apply=False)
+    c, p = cal.chosen, plain.chosen
+    clock.step(f"calibrated: {len(cal.rows)} + {len(plain.rows)} settings on {name}; T3 {c.setting.label()} "
+               f"(forget-vs-never-seen KS {c.ks:.3f}, membership AUC {c.mia_auc:.3f}); T = 1: {p.setting.label()}", t)
+    return asdict(c.setting), asdict(p.setting)
 
 
 def _show_answers(lms: dict, questions: list[tuple[str, str, str]]) -> None:
@@ -124,26 +152,28 @@ def _demo(args) -> int:
     clock.step(f"models ready: full, {retain_name} ({models['full'].parent})", t)
 
     guidance = {"temperature": args.temperature, "scale": args.scale, "tempering": args.tempering}
-    print(f"\n2. unlearn {args.split} from the full model with T3 (T = {args.temperature:g}, s = {args.scale:g}, "
-          f"{args.tempering} tempering)", flush=True)
+    cg_guidance = {"temperature": 1.0, "scale": args.scale}
+    print(f"\n2. unlearn {args.split} from the full model with T3 "
+          + ("(then T and s calibrated without the oracle)" if not args.no_calibrate else
+             f"(T = {args.temperature:g}, s = {args.scale:g}, {args.tempering} tempering)"), flush=True)
     t = time.perf_counter()
     tokenizer = load_tokenizer(str(models["full"]))
     base = load_model(str(models["full"]))
     forget = bench.qa(args.split, what="forget set")
     retain = bench.qa(retain_name, what="retain set")
     result = unlearn(base, tokenizer, forget, retain, **guidance, seed=args.seed, progress=True)
+    rep = result.report
+    clock.step(f"head trained (features {rep['features_s']:.1f} s{', cached' if rep['features_cached'] else ''}; "
+               f"training {rep['train_s']:.1f} s)", t)
+    print("  " + format_report(rep).replace("\n", "\n  "))
+    if not args.no_calibrate:
+        guidance, cg_guidance = _calibrate(result.model, tokenizer, forget, retain, bench, args.split, clock)
     head_dir = out / "t3-head"
     result.model.save_pretrained(head_dir)
-    rep = result.report
-    clock.step(
-        f"head trained and saved to {head_dir} (features {rep['features_s']:.1f} s"
-        f"{', cached' if rep['features_cached'] else ''}; training {rep['train_s']:.1f} s)",
-        t,
-    )
-    print("  " + format_report(rep).replace("\n", "\n  "))
+    print(f"  saved to {head_dir}", flush=True)
 
     t3 = result.model.eval()
-    cg = T3ForCausalLM.from_base(base, head_dir, temperature=1.0, scale=args.scale).eval()
+    cg = T3ForCausalLM.from_base(base, head_dir, **cg_guidance).eval()
     retain_model = load_model(str(models[retain_name]))
     lms = {
         "full": CausalLM(base, tokenizer, name="full"),
@@ -169,7 +199,7 @@ def _demo(args) -> int:
         for name, head, settings in (
             ("full", None, None),
             ("t3", head_dir, guidance),
-            ("cg", head_dir, {"temperature": 1.0, "scale": args.scale}),
+            ("cg", head_dir, cg_guidance),
         ):
             t = time.perf_counter()
             res = cached_evaluation(models["full"], name=name, split=args.split, data=data, benchmark=bench.label,

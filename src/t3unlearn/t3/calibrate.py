@@ -9,6 +9,9 @@ a grid of guidance settings on three sets with the head trained once:
   Kolmogorov-Smirnov distance between the two loss distributions (0: the forget answers look exactly as
   unfamiliar as never-seen ones; too little guidance leaves them more familiar, too much makes them
   *less* likely than unknown answers, which an attacker reads as well);
+- forget and holdout again, as a membership attack reads them: the min-k AUC between the two sets must
+  stay within ``mia_tolerance`` of 0.5. Mean losses can match while the forget answers' least likely
+  tokens stay more familiar than a never-seen answer's; that is what privleak measures;
 - retain: the mean answer probability under the guided model, which must stay within ``tolerance``
   (relative) of the base's: retained knowledge is not to be taxed.
 
@@ -35,11 +38,12 @@ import numpy as np
 import torch
 
 from t3unlearn.errors import T3Error
-from t3unlearn.t3.config import CALIBRATION_SCALES, CALIBRATION_TEMPERATURES, CALIBRATION_TEMPERINGS, TEMPERINGS, Guidance
+from t3unlearn.t3.config import (CALIBRATION_SCALES, CALIBRATION_SUPPORTS, CALIBRATION_TEMPERATURES, CALIBRATION_TEMPERINGS,
+                                 TEMPERINGS, Guidance)
 from t3unlearn.t3.guidance import guided_logits
 
 MIN_K = 0.4
-MIA_TOLERANCE = 0.1  # with a reference model: the forget-vs-holdout min-k AUC must stay within 0.5 ± this
+MIA_TOLERANCE = 0.075  # the forget-vs-holdout min-k AUC must stay within 0.5 ± this (docs/t3.md, "Privleak in the band")
 ORACLE_PRIVLEAK = 15.0  # the oracle check's second pick: privleak within ± this (the band docs/comparison.md reads)
 
 
@@ -229,7 +233,7 @@ class Calibration:
     chosen: CalibrationRow
     base_retain_prob: float
     tolerance: float
-    mia_tolerance: float | None = None  # with a reference: |MIA AUC - 0.5| allowed
+    mia_tolerance: float | None = None  # |MIA AUC - 0.5| allowed
 
     @property
     def uses_reference(self) -> bool:
@@ -277,9 +281,8 @@ class Calibration:
         return {"chosen": self.chosen.as_dict(), "base_retain_prob": self.base_retain_prob, "tolerance": self.tolerance,
                 "oracle_best": None if best is None else best.as_dict(),
                 "oracle_best_privleak_within": None if banded is None else {"band": ORACLE_PRIVLEAK, **banded.as_dict()},
-                "objective": f"{objective}, retain prob >= (1 - tolerance) x base"
-                             + (", |MIA AUC - 0.5| <= mia_tolerance" if self.uses_reference else ""),
-                "mia_tolerance": self.mia_tolerance if self.uses_reference else None,
+                "objective": f"{objective}, retain prob >= (1 - tolerance) x base, |MIA AUC - 0.5| <= mia_tolerance",
+                "mia_tolerance": self.mia_tolerance,
                 "rows": [r.as_dict() for r in self.rows]}
 
     def table(self, top: int | None = 12) -> str:
@@ -301,9 +304,8 @@ class Calibration:
         if not self.chosen.feasible:
             lines.append("! no setting meets the constraints below: the one that misses them by least was chosen; "
                          "widen the grid or the tolerances")
-        why = f"retain prob below {1 - self.tolerance:.2f} x the base's {self.base_retain_prob:.3f}"
-        if self.uses_reference:
-            why += f", or MIA AUC outside 0.5 ± {self.mia_tolerance:g}"
+        why = (f"retain prob below {1 - self.tolerance:.2f} x the base's {self.base_retain_prob:.3f}, "
+               f"or MIA AUC outside 0.5 ± {self.mia_tolerance:g}")
         lines.append(f"(* chosen; x: {why}; "
                      f"{len(self.rows)} settings)")
         if orc:
@@ -317,9 +319,10 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
                       progress: bool = False) -> Calibration:
     """Score every setting (see the module doc) and choose: the feasible setting with the smallest KS
     distance -- between the forget truth ratios and ``truth``'s reference when given, else between forget and
-    holdout answer losses (ties: the smaller scale, then the smaller temperature). With ``truth``, a feasible
-    setting also keeps the forget-vs-holdout membership AUC within ``mia_tolerance`` of 0.5: truth ratios are
-    ratios, and a setting can match them while the forget answers stay more familiar than never-seen ones.
+    holdout answer losses (ties: the smaller scale, then the smaller temperature). A feasible setting keeps the
+    retain answers' probability within ``tolerance`` of the base's and the forget-vs-holdout membership AUC
+    within ``mia_tolerance`` of 0.5: losses and truth ratios can match while the forget answers' least likely
+    tokens stay more familiar than a never-seen answer's.
 
     ``oracle`` (with ``truth``, whose states it scores): each row also gets forget quality and privleak against it,
     for the report only."""
@@ -327,6 +330,8 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
         raise T3Error("calibration needs at least one setting.")
     if not 0 <= tolerance < 1:
         raise T3Error(f"the retain tolerance must be in [0, 1), not {tolerance}.")
+    if not 0 <= mia_tolerance <= 0.5:
+        raise T3Error(f"the MIA tolerance is a distance from AUC 0.5 and must be in [0, 0.5], not {mia_tolerance}.")
     from t3unlearn.progress import progress as progress_bar
 
     base = Setting(1.0, 0.0)
@@ -348,7 +353,7 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
             forget_quality=None if oracle is None else forget_quality(tr, oracle.truth_ratios),
             privleak=None if oracle is None else privleak(mia, oracle.auc),
         ))
-        if truth is not None and truth.reference is not None and abs(rows[-1].mia_auc - 0.5) > mia_tolerance:
+        if abs(rows[-1].mia_auc - 0.5) > mia_tolerance:
             rows[-1].feasible = False
     feasible = [r for r in rows if r.feasible]
     if feasible:
@@ -356,7 +361,7 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
     else:  # nothing meets the constraints: the setting that misses them by least (not the best objective)
         def miss(r: CalibrationRow) -> float:
             short = max(0.0, (1 - tolerance) - r.retain_ratio)
-            return short + (max(0.0, abs(r.mia_auc - 0.5) - mia_tolerance) if r.tr_ks is not None else 0.0)
+            return short + max(0.0, abs(r.mia_auc - 0.5) - mia_tolerance)
 
         chosen = min(rows, key=lambda r: (round(miss(r), 6), round(r.objective(), 6), r.setting.scale, r.setting.temperature))
     return Calibration(rows, chosen, base_retain, tolerance, mia_tolerance)
@@ -367,6 +372,7 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
 DEFAULT_TEMPERATURES = CALIBRATION_TEMPERATURES
 DEFAULT_SCALES = CALIBRATION_SCALES
 DEFAULT_TEMPERINGS = CALIBRATION_TEMPERINGS
+DEFAULT_SUPPORTS = CALIBRATION_SUPPORTS
 RETAIN_ITEMS = 400  # retain items scored for the utility constraint (a seeded sample of the retain set)
 
 
@@ -483,7 +489,11 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     base, head = t3.base, t3.head
     states = {name: answer_states(base, ex, fmt.pad_id, batch_size=batch_size) for name, ex in examples.items()}
     if settings is None:
-        settings = grid(DEFAULT_TEMPERATURES, DEFAULT_SCALES, DEFAULT_TEMPERINGS)
+        settings = grid(DEFAULT_TEMPERATURES, DEFAULT_SCALES, DEFAULT_TEMPERINGS, supports=DEFAULT_SUPPORTS)
+    if head.support is None and any(st.support is not None for st in settings):
+        raise T3Error("the grid has the support gate on, but this head has no support statistics (it was saved by an "
+                      "earlier t3unlearn): retrain it with 't3unlearn unlearn', or calibrate with the gate off "
+                      "(--supports none).")
     cal = evaluate_settings(base, head, states["forget"], states["holdout"], states["retain"], settings,
                             tolerance=tolerance, truth=truth, mia_tolerance=mia_tolerance, oracle=check,
                             progress=progress)

@@ -147,7 +147,10 @@ def _is_head_dir(path: str) -> bool:
 def add_calibration_options(c) -> None:
     from t3unlearn.t3.config import CALIBRATION_SCALES as DEFAULT_SCALES
     from t3unlearn.t3.config import CALIBRATION_TEMPERATURES as DEFAULT_TEMPERATURES
+    from t3unlearn.t3.config import CALIBRATION_SUPPORTS as DEFAULT_SUPPORTS
     from t3unlearn.t3.config import CALIBRATION_TEMPERINGS as DEFAULT_TEMPERINGS
+
+    mia_default = 0.075  # t3unlearn.t3.calibrate.MIA_TOLERANCE (not imported: --help stays free of numpy and torch)
 
     c.add_argument("--holdout", default=None, metavar="SOURCE",
                    help="items like the forget set that the model never trained on [world:calibration for world:forgetXX, "
@@ -164,16 +167,18 @@ def add_calibration_options(c) -> None:
     c.add_argument("--perturbed", default=None, metavar="SOURCE",
                    help="with --reference-model or --oracle: the forget items' paraphrased and perturbed answers [FORGET_perturbed "
                         "for tofu:forgetXX / world:forgetXX, else the forget set's own fields]")
-    c.add_argument("--mia-tolerance", type=float, default=0.1,
-                   help="with --reference-model: the forget-vs-holdout membership AUC must stay within 0.5 ± this [0.1]")
+    c.add_argument("--mia-tolerance", type=float, default=mia_default,
+                   help="the forget-vs-holdout membership (min-k) AUC must stay within 0.5 ± this: the forget answers' "
+                        "least likely tokens must look as unfamiliar as a never-seen answer's (privleak) [%(default)s]")
     c.add_argument("--tolerance", type=float, default=0.03, help="allowed relative loss of retain answer probability [0.03]")
     c.add_argument("--temperatures", default=",".join(f"{t:g}" for t in DEFAULT_TEMPERATURES), help="grid of T [%(default)s]")
     c.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="grid of s [%(default)s]")
     c.add_argument("--temperings", default=",".join(DEFAULT_TEMPERINGS), help="grid of tempering modes [%(default)s]")
     c.add_argument("--biases", default="0", help="grid of head-logit biases (> 0 reads ambiguous tokens as retained: "
                    "less tilt and tempering where the head is unsure) [%(default)s]")
-    c.add_argument("--supports", default="none", help="grid of support-gate quantiles, 'none' for the gate off "
-                   "(e.g. none,0.95,0.99; see --support) [%(default)s]")
+    c.add_argument("--supports", default=",".join(f"{q:g}" for q in DEFAULT_SUPPORTS),
+                   help="grid of support-gate quantiles, 'none' for the gate off (e.g. none,0.95,0.99; see --support; "
+                        "a head saved before the gate existed needs none) [%(default)s]")
 
 
 def register(sub) -> None:
@@ -335,17 +340,24 @@ def _holdout(args, forget_spec: str):
     return found
 
 
-def _check_perturbed(args) -> None:
-    if getattr(args, "perturbed", None) and not (getattr(args, "reference_model", None) or getattr(args, "oracle", None)):
-        from t3unlearn.errors import T3Error
+def _check_calibration_args(args) -> None:
+    """The calibration options that can be checked before anything is loaded or trained."""
+    from t3unlearn.errors import T3Error
 
+    if getattr(args, "perturbed", None) and not (getattr(args, "reference_model", None) or getattr(args, "oracle", None)):
         raise T3Error("--perturbed goes with --reference-model or --oracle (the models whose truth ratios are compared).")
+    mia = getattr(args, "mia_tolerance", None)
+    if mia is not None and not 0 <= mia <= 0.5:
+        raise T3Error(f"--mia-tolerance is a distance from AUC 0.5 and must be in [0, 0.5] (e.g. 0.075), not {mia}.")
+    tol = getattr(args, "tolerance", None)
+    if tol is not None and not 0 <= tol < 1:
+        raise T3Error(f"--tolerance is a relative loss of retain probability and must be in [0, 1) (e.g. 0.03), not {tol}.")
 
 
 def _reference(args, forget_spec: str):
     """``(reference model, oracle, perturbed items, names)`` for --reference-model / --oracle; ``names``: the
     reference's, the oracle's and the perturbed set's (None where not given)."""
-    _check_perturbed(args)
+    _check_calibration_args(args)
     ref_spec, oracle_spec = getattr(args, "reference_model", None), getattr(args, "oracle", None)
     if not ref_spec and not oracle_spec:
         return None, None, None, (None, None, None)
@@ -414,7 +426,7 @@ def _unlearn(args) -> int:
     check_disjoint(forget, retain)
     if not args.calibrate and (args.reference_model or args.perturbed or args.oracle):
         raise T3Error("--reference-model, --oracle and --perturbed belong to calibration: add --calibrate.")
-    _check_perturbed(args)  # before the head is trained, not after
+    _check_calibration_args(args)  # before the head is trained, not after
     holdout = _holdout(args, args.forget) if args.calibrate else None
     model_path = resolve_model(args.model, log=print)
     tokenizer = load_tokenizer(model_path)
@@ -522,6 +534,7 @@ def _calibrate(args) -> int:
     start = time.perf_counter()
     out = args.out or args.head
     _check_out(out)
+    _check_calibration_args(args)
     forget = load_qa(resolve_data(args.forget), what="forget set")
     retain = load_qa(resolve_data(args.retain), what="retain set")
     holdout, holdout_name = _holdout(args, args.forget)

@@ -29,10 +29,12 @@ ACTIVATIONS = ("identity", "relu", "gelu", "tanh")  # of the head's hidden layer
 TEMPERINGS = ("global", "adaptive")  # how the base is tempered (t3unlearn.t3.guidance)
 OPTIONAL_KNOBS = ("tail_logp", "support")  # guidance knobs that can be off (None)
 
-# the grid `t3unlearn calibrate` searches by default
-CALIBRATION_TEMPERATURES = (1.0, 1.5, 1.75, 2.0, 2.5)
-CALIBRATION_SCALES = (0.5, 0.6, 0.7, 0.8, 1.0, 1.5)
-CALIBRATION_TEMPERINGS = TEMPERINGS
+# the grid `t3unlearn calibrate` searches by default (docs/t3.md, "Privleak in the band"): s in steps of 0.05
+# where the world's choices fall, adaptive tempering, the support gate on; T = 1 (plain guidance) is scored beside
+CALIBRATION_TEMPERATURES = (1.0, 1.5, 1.75, 2.0, 2.25, 2.5)
+CALIBRATION_SCALES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.5)
+CALIBRATION_TEMPERINGS = ("adaptive",)
+CALIBRATION_SUPPORTS = (0.95,)
 
 
 def _number(name: str, value, *, positive: bool = False) -> float:

@@ -120,6 +120,8 @@ class Runner:
         self.cfg = load_compare_config(config)
         # T3's settings (head, training, guidance) for every T3 unit: the package's defaults unless a config says
         self.t3_settings = {} if config is None else dict(self.cfg.methods["t3"].params)
+        # every request runs fixed settings: compare's per-seed calibration ("calibrate": true) is not part of this
+        self.t3_settings.pop("calibrate", None)
         split_settings(self.t3_settings)  # unknown names are an error here, before any work
         self.lr = BASELINE_LR[kind if kind in BASELINE_LR else "world"]
 

@@ -9,11 +9,14 @@ Plan per method (settings from a JSON config; the packaged default is ``compare_
 1. **sweep** — each setting of the method's ``sweep`` list is run with the first seed and scored
    by a *quick* evaluation (teacher-forced only: forget ``Q_A_Prob`` on forgetXX, retain
    ``Q_A_Prob`` on retain_perturbed; ``selection.eval: "full"`` uses the whole evaluation);
-2. **select** — the setting with the lowest ``forget_calibration_ks`` (the KS distance between the
-   forget set's and never-seen items' mean answer losses, the rule of ``t3unlearn calibrate``) among
-   those whose retain ``Q_A_Prob`` is at least the full model's minus ``utility_tolerance`` (0.05);
-   if none keeps that much, the one with the highest retain ``Q_A_Prob``. The rule never looks at
-   the retain model's results on the forget set (so not at forget quality or privleak);
+2. **select** — the rule of ``t3unlearn calibrate``: the setting with the lowest ``forget_calibration_ks``
+   (the KS distance between the forget set's and never-seen items' mean answer losses) among the
+   feasible ones: retain ``Q_A_Prob`` at least the full model's minus ``utility_tolerance`` (0.05) and
+   ``forget_calibration_mia`` (the min-k membership AUC between forget and never-seen items) within
+   0.5 ± ``mia_tolerance`` (0.075); if none is feasible, the one that misses by least. The rule never
+   looks at the retain model's results on the forget set (so not at forget quality or privleak). T3 and
+   classifier guidance with ``"calibrate": true`` (the default) skip the sweep: each seed's head runs
+   ``calibrate`` itself on the calibration set (classifier guidance: T = 1 settings only);
 3. **evaluate** — the selected setting, with every seed, gets the full TOFU evaluation; the
    table reports mean ± std over seeds.
 

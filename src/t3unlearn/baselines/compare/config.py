@@ -27,9 +27,11 @@ INFERENCE_METHODS = ("t3", "cg", "uld")
 # temperature and scale only change the served model, so settings differing in them share one head)
 T3_HEAD_KEYS = ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr", "weight_decay", "batch_size")
 T3_GUIDANCE_KEYS = ("temperature", "scale", "tempering", "tail_logp", "bias", "support")
-T3_KEYS = (*T3_GUIDANCE_KEYS, *T3_HEAD_KEYS)
+# "calibrate": true -- each seed's head chooses its own T and s with `t3unlearn calibrate`'s oracle-free rule on the
+# comparison's calibration set (classifier guidance: among T = 1 settings), instead of a sweep on the first seed
+T3_KEYS = (*T3_GUIDANCE_KEYS, *T3_HEAD_KEYS, "calibrate")
 # what the teacher-forced "quick" evaluation of a sweep computes, and what a full unit records
-QUICK_METRICS = ("forget_Q_A_Prob", "retain_Q_A_Prob", "forget_calibration_ks")
+QUICK_METRICS = ("forget_Q_A_Prob", "retain_Q_A_Prob", "forget_calibration_ks", "forget_calibration_mia")
 TABLE_METRICS = ("forget_quality", "model_utility", "forget_Q_A_ROUGE", "forget_truth_ratio", "privleak", "extraction_strength")
 SUMMARY_METRICS = TABLE_METRICS + ("forget_Q_A_Prob", "exact_memorization", *UTILITY_PARTS, "mia_min_k")
 # metrics that use the retain model's results on the forget set: selection may not look at them
@@ -45,6 +47,9 @@ class Selection:
     utility_metric: str = "retain_Q_A_Prob"
     utility_tolerance: float = 0.05
     lower_is_better: bool = True
+    # a membership AUC (forget vs the calibration set) that must stay within 0.5 ± mia_tolerance; null: no constraint
+    mia_metric: str | None = "forget_calibration_mia"
+    mia_tolerance: float = 0.075
 
 
 @dataclass
@@ -193,6 +198,10 @@ def _method_entry(name: str, entry: Any, where: str) -> MethodEntry:
     if name in ("t3", "cg"):
         if e.train:
             raise ConfigError(f"{where}: T3's settings all go in 'params' ({', '.join(T3_KEYS)}); 'train' must be empty.")
+        for i, d in enumerate([e.params, *[o for o in e.sweep if isinstance(o, dict)]]):
+            if "calibrate" in d and not isinstance(d["calibrate"], bool):
+                raise ConfigError(f"{where}.{'params' if i == 0 else f'sweep[{i - 1}]'}: calibrate must be true or false, "
+                                  f"not {d['calibrate']!r}.")
     else:
         check_keys(e.train, _train_keys(), where=f"{where}.train")
     for i, override in enumerate(e.sweep):
@@ -205,7 +214,9 @@ def _method_entry(name: str, entry: Any, where: str) -> MethodEntry:
 
 def _check(cfg: CompareConfig, where: str) -> None:
     sel = cfg.selection
-    for name, metric in (("metric", sel.metric), ("utility_metric", sel.utility_metric)):
+    for name, metric in (("metric", sel.metric), ("utility_metric", sel.utility_metric), ("mia_metric", sel.mia_metric)):
+        if metric is None and name == "mia_metric":
+            continue
         if metric in ORACLE_METRICS:
             raise ConfigError(f"{where}: selection.{name} may not use the retain model's forget-set results "
                               f"({', '.join(ORACLE_METRICS)}): that would peek at the oracle.")
@@ -215,6 +226,9 @@ def _check(cfg: CompareConfig, where: str) -> None:
                               f"choose from {', '.join(known)}.")
     if sel.utility_tolerance < 0:
         raise ConfigError(f"{where}: selection.utility_tolerance must be >= 0, not {sel.utility_tolerance}.")
+    if not 0 <= sel.mia_tolerance <= 0.5:
+        raise ConfigError(f"{where}: selection.mia_tolerance is a distance from AUC 0.5 and must be in [0, 0.5], "
+                          f"not {sel.mia_tolerance}.")
     if cfg.eval.batch_size < 1 or cfg.eval.max_new_tokens < 1:
         raise ConfigError(f"{where}: eval.batch_size and eval.max_new_tokens must be >= 1.")
     rs = cfg.retain_subset

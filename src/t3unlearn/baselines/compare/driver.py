@@ -176,7 +176,11 @@ def compare(
     full_mu = recs[0]["summary"].get("model_utility")
     rows = [aggregate("full", "-", [recs[0]])]
     for m in methods:
-        rows.append(aggregate(m, settings[m][chosen[m]].label, [r for (mm, _, _), r in zip(todo, recs) if mm == m]))
+        mrecs = [r for (mm, _, _), r in zip(todo, recs) if mm == m]
+        label = settings[m][chosen[m]].label
+        if settings[m][chosen[m]].params.get("calibrate"):  # each seed chose its own T and s
+            label = "calibrated: " + " / ".join(r["cost"].get("calibration", {}).get("chosen", "?") for r in mrecs)
+        rows.append(aggregate(m, label, mrecs))
 
     title = f"{benchmark} {split}"
     png = plot(rows, out / f"fq_vs_mu_{split}.png", title)
@@ -189,7 +193,9 @@ def compare(
         *verdict(rows, full_mu, tol),
         "",
         f"Sweep (first seed, {selection.eval} evaluation; selection: lowest {selection.metric} among "
-        f"settings with {selection.utility_metric} ≥ the full model's ({number(full_sel_u)}) − {tol}):",
+        f"settings with {selection.utility_metric} ≥ the full model's ({number(full_sel_u)}) − {tol}"
+        + (f" and {selection.mia_metric} within 0.5 ± {selection.mia_tolerance:g}" if selection.mia_metric else "")
+        + "; if none, the one that misses that by least):",
         "",
         sweep_table(sweeps, chosen, selection),
         "",

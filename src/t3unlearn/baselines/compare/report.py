@@ -67,14 +67,14 @@ def markdown_table(rows: Sequence[dict]) -> str:
 
 def sweep_table(sweeps: dict[str, list[dict]], chosen: dict[str, int], selection: Selection) -> str:
     """Every sweep setting's first-seed selection metrics, the chosen one ticked."""
-    metric, umetric = selection.metric, selection.utility_metric
+    metrics = [m for m in (selection.metric, selection.mia_metric, selection.utility_metric) if m]
     body = []
     for method, recs in sweeps.items():
         for i, r in enumerate(recs):
             s = r["summary"]
-            body.append([TITLES.get(method, method), r["setting"], cell_value("x", s.get(metric)), cell_value("x", s.get(umetric)),
+            body.append([TITLES.get(method, method), r["setting"], *(cell_value("x", s.get(m)) for m in metrics),
                          "✓" if chosen.get(method) == i else ""])
-    return table(["method", "setting (first seed)", metric, umetric, "chosen"], body, "llrrc")
+    return table(["method", "setting (first seed)", *metrics, "chosen"], body, "ll" + "r" * len(metrics) + "c")
 
 
 def verdict(rows: Sequence[dict], full_utility: float | None, tol: float) -> list[str]:

@@ -1,11 +1,12 @@
 """Choosing a sweep setting, and aggregating a method's seeds into one table row.
 
-Selection (first seed of each setting): the setting with the lowest ``selection.metric`` (by default
-``forget_calibration_ks``: how far the forget answers' losses are from those of never-seen items, the rule of
-``t3unlearn calibrate``) among those whose ``selection.utility_metric`` (retain ``Q_A_Prob``) is at least the full
-model's minus ``utility_tolerance``; if none keeps that much, the one with the highest utility metric.
-The rule never looks at the retain model's results on the forget set (forget quality, privleak): the
-config refuses those metrics.
+Selection (first seed of each setting), the rule of ``t3unlearn calibrate``: the setting with the lowest
+``selection.metric`` (by default ``forget_calibration_ks``: how far the forget answers' losses are from those of
+never-seen items) among the *feasible* ones: their ``selection.utility_metric`` (retain ``Q_A_Prob``) is at least the
+full model's minus ``utility_tolerance``, and their ``selection.mia_metric`` (``forget_calibration_mia``: the min-k
+membership AUC between the forget and the never-seen items) is within ``mia_tolerance`` of 0.5. If none is
+feasible, the one that misses the two constraints by least (utility shortfall plus AUC excess). The rule never
+looks at the retain model's results on the forget set (forget quality, privleak): the config refuses those metrics.
 """
 
 from __future__ import annotations
@@ -38,14 +39,23 @@ def _value(record: dict, key: str) -> float | None:
 
 def select_setting(records: Sequence[dict], full_utility: float | None, selection: Selection) -> int:
     """Index of the chosen setting (see the module doc); ``records`` are the first-seed runs, in sweep order."""
-    metric, umetric = selection.metric, selection.utility_metric
+    metric, umetric, mmetric = selection.metric, selection.utility_metric, selection.mia_metric
     floor = None if full_utility is None else full_utility - selection.utility_tolerance
-    ok = [i for i, r in enumerate(records) if floor is None or (_value(r, umetric) is not None and _value(r, umetric) >= floor)]
-    ok = [i for i in ok if _value(records[i], metric) is not None]
+
+    def miss(r: dict) -> float:
+        """How far a record is from feasible (0: feasible); a missing value misses by 1."""
+        u = _value(r, umetric)
+        short = 0.0 if floor is None else (1.0 if u is None else max(0.0, floor - u))
+        if mmetric is None:
+            return short
+        a = _value(r, mmetric)
+        return short + (1.0 if a is None else max(0.0, abs(a - 0.5) - selection.mia_tolerance))
+
+    ok = [i for i, r in enumerate(records) if miss(r) == 0 and _value(r, metric) is not None]
     if ok:
         sign = 1 if selection.lower_is_better else -1
         return min(ok, key=lambda i: (sign * _value(records[i], metric), i))
-    return max(range(len(records)), key=lambda i: (_value(records[i], umetric) or -1.0, -i))
+    return min(range(len(records)), key=lambda i: (round(miss(records[i]), 9), -(_value(records[i], umetric) or -1.0), i))
 
 
 def mean_and_stdev(values: Sequence[float | None]) -> tuple[float | None, float | None]:

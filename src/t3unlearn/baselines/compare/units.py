@@ -81,6 +81,8 @@ def unit_key(method: str, setting: Setting, seed: int, mode: str, context: dict)
     from t3unlearn.io import fingerprint
 
     parts = ["unit-v2", method, setting.params, setting.train, seed, mode, context]
+    if mode == "quick":
+        parts.append({"quick_metrics": QUICK_METRICS})  # a record without a metric the selection reads is redone
     if method in FINETUNE or method == "uld":
         parts.append({"trainer": TRAINER_VERSION})
     return fingerprint(*parts)
@@ -152,7 +154,43 @@ def _t3_model(spec: UnitSpec, base, tokenizer, forget, retain):
 
     cost = artifact(art, build)
     model = T3ForCausalLM.from_base(base, str(art), **guidance)
+    if p.get("calibrate"):
+        return model, _calibrated(spec, model, tokenizer, forget, retain, art, cost)
     return model, {**cost, "artifact": str(art)}
+
+
+def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cost: dict) -> dict:
+    """``"calibrate": true``: the head's T and s chosen by ``t3unlearn calibrate``'s oracle-free rule on the comparison's
+    calibration set (its default grid; classifier guidance: the same grid at T = 1), cached beside the head. Sets the
+    choice on ``model``; returns the unit's cost with the calibration's seconds added to the unlearning time."""
+    from t3unlearn.data import load_qa
+    from t3unlearn.io import fingerprint, save_json
+    from t3unlearn.errors import ConfigError
+    from t3unlearn.t3.calibrate import DEFAULT_SCALES, DEFAULT_SUPPORTS, DEFAULT_TEMPERATURES, DEFAULT_TEMPERINGS, calibrate, grid
+    from t3unlearn.t3.config import Guidance
+
+    if not spec.calibration:
+        raise ConfigError(f"{spec.method}: \"calibrate\": true needs the benchmark's calibration set (never-seen items "
+                          "like the forget set); this benchmark has none.")
+    temps = [1.0] if spec.method == "cg" else list(DEFAULT_TEMPERATURES)
+    settings = grid(temps, DEFAULT_SCALES, DEFAULT_TEMPERINGS, supports=DEFAULT_SUPPORTS)
+    holdout = load_qa(spec.calibration, what="calibration set")
+    key = fingerprint("calibration-v1", [s.label() for s in settings], spec.calibration_name, len(holdout))
+    cal_dir = art.parent / f"{art.name}-{spec.method}-calibration-{key[:10]}"
+
+    def build(tmp: Path) -> dict:
+        t = time.perf_counter()
+        cal = calibrate(model, tokenizer, forget, holdout, retain, settings=settings, seed=spec.seed,
+                        max_length=spec.max_length, progress=spec.progress)
+        save_json(tmp / "calibration.json", cal.as_dict())
+        return {"seconds": time.perf_counter() - t, "chosen": asdict(cal.chosen.setting)}
+
+    cal_cost = artifact(cal_dir, build, needs=("calibration.json",))
+    model.guidance = Guidance(**cal_cost["chosen"])
+    out = {**cost, "artifact": str(art), "calibration": {"chosen": model.guidance.label(), "seconds": cal_cost["seconds"]}}
+    if out.get("wall_seconds") is not None:
+        out["wall_seconds"] = out["wall_seconds"] + cal_cost["seconds"]
+    return out
 
 
 def _uld_model(spec: UnitSpec, forget, retain):
@@ -228,22 +266,26 @@ def _world_model_cost(model_dir: Path) -> dict:
 
 def quick_scores(lm, data: dict, batch_size: int = 32, calibration=None) -> dict:
     """Teacher-forced only (no generation), for selecting a sweep setting: forget and retain Q_A_Prob and, given a
-    ``calibration`` set of never-seen items like the forget set, ``forget_calibration_ks``: the KS distance between
-    the forget and the calibration items' mean answer losses (0 when the model treats forgotten items as items it
-    never saw; the rule ``t3unlearn calibrate`` uses)."""
+    ``calibration`` set of never-seen items like the forget set, the two statistics ``t3unlearn calibrate`` chooses
+    by: ``forget_calibration_ks``, the KS distance between the forget and the calibration items' mean answer losses
+    (0 when the model treats forgotten items as items it never saw), and ``forget_calibration_mia``, the min-k
+    membership AUC between them (0.5: an attacker cannot tell them apart)."""
     import math
 
+    from t3unlearn.eval.metrics import mia_auc, min_k_score
     from t3unlearn.t3.calibrate import ks_distance
 
-    out, losses = {}, {}
+    out, losses, min_k = {}, {}, {}
     for role, key in zip(("forget_qa", "retain"), QUICK_METRICS):
         ds = data[role]
         scores = lm.token_scores(lm.encode(ds["question"], ds["answer"]), batch_size=batch_size)
         losses[role] = [s.avg_loss for s in scores]
+        min_k[role] = [min_k_score(s.without_eos().logprob) for s in scores]
         out[key] = sum(math.exp(-x) for x in losses[role]) / len(scores)
     if calibration is not None:
         scores = lm.token_scores(lm.encode(calibration["question"], calibration["answer"]), batch_size=batch_size)
         out["forget_calibration_ks"] = ks_distance(losses["forget_qa"], [s.avg_loss for s in scores])
+        out["forget_calibration_mia"] = mia_auc(min_k["forget_qa"], [min_k_score(s.without_eos().logprob) for s in scores])
     return out
 
 
