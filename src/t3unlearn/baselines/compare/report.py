@@ -101,7 +101,8 @@ def verdict(rows: Sequence[dict], full_utility: float | None, tol: float) -> lis
         t = by["t3"]["wall_seconds"][0]
         ratios = [f"{by[m]['title']} {by[m]['wall_seconds'][0] / t:.1f}x" for m in COST_METHODS if m in by and by[m]["wall_seconds"][0]]
         if ratios:
-            out.append(f"- Unlearning wall time relative to T3's {t:.1f}s (feature extraction + head training): " + ", ".join(ratios) + ".")
+            what = "feature extraction + head training" + (" + calibration" if str(by["t3"]["setting"]).startswith("calibrated") else "")
+            out.append(f"- Unlearning wall time relative to T3's {t:.1f}s ({what}): " + ", ".join(ratios) + ".")
     return out
 
 
