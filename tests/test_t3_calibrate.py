@@ -217,3 +217,41 @@ def test_an_oracle_scores_every_setting_as_the_evaluation_would_and_never_choose
     same = calibrate(_t3(base), tok, PERTURBED, holdout, forget, settings=settings, tolerance=0.99, oracle=base)
     off = next(r for r in same.rows if r.setting == Setting(1.0, 0.0))
     assert off.forget_quality == 1.0 and off.privleak == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_logits_cache_changes_nothing_but_time(random_lm):
+    """A grid reuses each set's base log-probs and head logits: every setting, in any order, scores bit for bit what
+    it scores without the cache (T = 1 tilts in place: the kept log-probs must not be written into), and the
+    cache is dropped when the grid is done."""
+    import t3unlearn.t3.calibrate as C
+    from t3unlearn.t3.guidance import guided_logits
+
+    base, tok = random_lm
+    t3 = _t3(base)
+    fmt = QAFormatter(tok)
+    st = answer_states(base, fmt.encode_batch([q for q, _ in QA], [a for _, a in QA]), fmt.pad_id)
+    order = [Setting(1.0, 1.0), Setting(2.0, 0.5, "adaptive"), Setting(1.0, 2.0, bias=0.5), Setting(1.0, 0.0),
+             Setting(3.0, 1.0, "global", -2.0), Setting(1.0, 1.0)]
+    plain = [token_logprobs(base, t3.head, st, s, chunk=4) for s in order]
+    st.cache = {}
+    kept = [token_logprobs(base, t3.head, st, s, chunk=4) for s in order]
+    assert len(st.cache) == -(-st.targets.numel() // 4)  # one entry per chunk, filled once
+    for a, b in zip(plain, kept):
+        assert torch.equal(a, b)
+    logp = torch.log_softmax(torch.randn(3, 7), -1)
+    before = logp.clone()
+    guided_logits(logp, torch.randn(3, 7), 1.0, 1.5, normalized=True)
+    assert torch.equal(logp, before)
+    # evaluate_settings turns the cache on for its sets and off when done; the rows are the uncached ones
+    C_bytes = C.CACHE_BYTES
+    try:
+        rows = {}
+        for budget in (0, 1 << 30):
+            C.CACHE_BYTES = budget
+            fresh = answer_states(base, fmt.encode_batch([q for q, _ in QA], [a for _, a in QA]), fmt.pad_id)
+            cal = evaluate_settings(base, t3.head, fresh, fresh, fresh, order, tolerance=0.5)
+            rows[budget] = [(r.ks, r.mia_auc, r.forget_prob, r.retain_prob) for r in cal.rows]
+            assert fresh.cache is None
+        assert rows[0] == rows[1 << 30]
+    finally:
+        C.CACHE_BYTES = C_bytes

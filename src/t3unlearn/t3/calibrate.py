@@ -43,6 +43,8 @@ from t3unlearn.t3.config import (CALIBRATION_SCALES, CALIBRATION_SUPPORTS, CALIB
 from t3unlearn.t3.guidance import guided_logits
 
 MIN_K = 0.4
+CHUNK_ENTRIES = 1 << 21  # token_logprobs' step: positions x vocabulary entries
+CACHE_BYTES = 1 << 30  # a grid reuses each set's setting-independent logits (base log-probs, head logits) while they fit
 MIA_TOLERANCE = 0.075  # the forget-vs-holdout min-k AUC must stay within 0.5 ± this (docs/t3.md, "Privleak in the band")
 ORACLE_PRIVLEAK = 15.0  # the oracle check's second pick: privleak within ± this (the band docs/comparison.md reads)
 
@@ -79,6 +81,9 @@ class AnswerStates:
     seq: torch.Tensor  # (N,) item of each position
     n_items: int
     last: torch.Tensor = field(init=False)  # (N,) True at each item's last labelled token (the EOS)
+    # while a grid is scored: the base's log-probs and the head's logits per chunk (they do not depend on the
+    # setting), so each setting costs the guidance arithmetic only; None: recomputed every time
+    cache: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         nxt = torch.cat([self.seq[1:], self.seq.new_full((1,), -1)])
@@ -103,22 +108,33 @@ def answer_states(model, examples, pad_id: int, *, batch_size: int = 32, device=
 
 
 @torch.inference_mode()
-def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk: int = 4096) -> torch.Tensor:
-    """``(N,)`` guided log-probability of each answer token under ``setting`` (``head=None``: the model's own)."""
+def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk: int | None = None) -> torch.Tensor:
+    """``(N,)`` guided log-probability of each answer token under ``setting`` (``head=None``: the model's own).
+
+    ``chunk``: positions per step [about 2M vocabulary entries: tensors of ~8 MB stay in the allocator's pools]."""
     out_layer = model.get_output_embeddings()
     if out_layer is None:
         raise T3Error(f"{type(model).__name__} has no output embedding layer; calibration needs the base's LM head.")
+    chunk = chunk or max(16, CHUNK_ENTRIES // out_layer.weight.shape[0])
     res = []
     for i in range(0, states.targets.numel(), chunk):
         sl = slice(i, i + chunk)
-        base = out_layer(states.hidden[sl].to(out_layer.weight.dtype))
-        if head is None:  # normalised as guided_logits does, so T = 1, s = 0 gives these bits exactly
-            logits = torch.log_softmax(base.float(), dim=-1)
+        key = (id(model), id(head), i)
+        if states.cache is not None and key in states.cache:
+            logp, h = states.cache[key]
+        else:
+            # normalised as guided_logits does, so T = 1, s = 0 gives these bits exactly
+            logp = torch.log_softmax(out_layer(states.hidden[sl].to(out_layer.weight.dtype)).float(), dim=-1)
+            h = None if head is None else head(states.pooled[sl])
+            if states.cache is not None:
+                states.cache[key] = (logp, h)
+        if head is None:
+            logits = logp
         else:
             pooled = states.pooled[sl]
-            logits = guided_logits(base, head(pooled), setting.temperature, setting.scale,
-                                   tempering=setting.tempering, tail_logp=setting.tail_logp, bias=setting.bias,
-                                   weight=head.support_weight(pooled, setting.support))
+            logits = guided_logits(logp, h, setting.temperature, setting.scale, tempering=setting.tempering,
+                                   tail_logp=setting.tail_logp, bias=setting.bias,
+                                   weight=head.support_weight(pooled, setting.support), normalized=True)
         lp = torch.log_softmax(logits, -1).gather(-1, states.targets[sl].unsqueeze(-1)).squeeze(-1)
         res.append(lp.float().cpu())
     return torch.cat(res)
@@ -332,6 +348,31 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
         raise T3Error(f"the retain tolerance must be in [0, 1), not {tolerance}.")
     if not 0 <= mia_tolerance <= 0.5:
         raise T3Error(f"the MIA tolerance is a distance from AUC 0.5 and must be in [0, 0.5], not {mia_tolerance}.")
+    emb = model.get_output_embeddings()
+    vocab = 0 if emb is None else emb.weight.shape[0]
+    cached = _enable_caches([forget, holdout, retain] + ([] if truth is None else [truth.para, truth.pert]), vocab)
+    try:
+        return _score_and_choose(model, head, forget, holdout, retain, settings, tolerance, truth, mia_tolerance,
+                                 oracle, progress)
+    finally:
+        for st in cached:
+            st.cache = None
+
+
+def _enable_caches(sets: Sequence[AnswerStates], vocab: int) -> list[AnswerStates]:
+    """Give each set a logits cache while the total stays within CACHE_BYTES (base log-probs and head logits,
+    float32: 8 bytes per token and vocabulary entry); the sets that do not fit recompute them per setting."""
+    left, out = CACHE_BYTES, []
+    for st in sets:
+        need = st.targets.numel() * vocab * 8
+        if st.cache is None and need <= left:
+            st.cache, left = {}, left - need
+            out.append(st)
+    return out
+
+
+def _score_and_choose(model, head, forget, holdout, retain, settings, tolerance, truth, mia_tolerance, oracle,
+                      progress) -> Calibration:
     from t3unlearn.progress import progress as progress_bar
 
     base = Setting(1.0, 0.0)

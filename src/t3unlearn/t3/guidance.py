@@ -50,11 +50,14 @@ def guided_logits(
     tail_logp: float | None = None,
     bias: float = 0.0,
     weight: torch.Tensor | None = None,
+    normalized: bool = False,
 ) -> torch.Tensor:
     """T3's guided logits (float32) from the base's and the head's logits of the same positions.
 
-    ``weight`` (``(..., 1)`` in [0, 1], e.g. :meth:`SupportGate.weight`) scales guidance per position."""
-    logp = torch.log_softmax(base_logits.float(), dim=-1)
+    ``weight`` (``(..., 1)`` in [0, 1], e.g. :meth:`SupportGate.weight`) scales guidance per position.
+    ``normalized``: ``base_logits`` are already the base's log-probabilities (``log_softmax``, float32), e.g. kept
+    across many settings; they are not modified."""
+    logp = base_logits.float() if normalized else torch.log_softmax(base_logits.float(), dim=-1)
     T = temperature
     if T != 1.0:
         strength = forget_mass(logp, head_logits, bias) if tempering == "adaptive" else None  # (..., 1)
@@ -68,7 +71,7 @@ def guided_logits(
             tau = float(tail_logp)
             tempered = torch.where(logp >= tau, logp / T, tau / T + (logp - tau))
     else:
-        tempered = logp
+        tempered = logp.clone() if normalized else logp  # the in-place tilt below must not write into the caller's
     if scale == 0.0:
         return tempered
     h = head_logits.float()
