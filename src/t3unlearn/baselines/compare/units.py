@@ -83,6 +83,8 @@ def unit_key(method: str, setting: Setting, seed: int, mode: str, context: dict)
     parts = ["unit-v2", method, setting.params, setting.train, seed, mode, context]
     if mode == "quick":
         parts.append({"quick_metrics": QUICK_METRICS})  # a record without a metric the selection reads is redone
+    if setting.params.get("calibrate"):  # the calibration's rule and grid decide what the unit runs
+        parts.append({"calibration": _calibration_rule(method)})
     if method in FINETUNE or method == "uld":
         parts.append({"trainer": TRAINER_VERSION})
     return fingerprint(*parts)
@@ -159,6 +161,16 @@ def _t3_model(spec: UnitSpec, base, tokenizer, forget, retain):
     return model, {**cost, "artifact": str(art)}
 
 
+def _calibration_rule(method: str) -> dict:
+    """What ``"calibrate": true`` runs for ``method``: calibrate's grid and tolerances (part of the cache keys)."""
+    from t3unlearn.t3.calibrate import (DEFAULT_SCALES, DEFAULT_SUPPORTS, DEFAULT_TEMPERATURES, DEFAULT_TEMPERINGS,
+                                        MIA_TOLERANCE, grid)
+
+    temps = [1.0] if method == "cg" else list(DEFAULT_TEMPERATURES)
+    return {"settings": [s.label() for s in grid(temps, DEFAULT_SCALES, DEFAULT_TEMPERINGS, supports=DEFAULT_SUPPORTS)],
+            "mia_tolerance": MIA_TOLERANCE, "tolerance": 0.03}
+
+
 def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cost: dict) -> dict:
     """``"calibrate": true``: the head's T and s chosen by ``t3unlearn calibrate``'s oracle-free rule on the comparison's
     calibration set (its default grid; classifier guidance: the same grid at T = 1), cached beside the head. Sets the
@@ -175,7 +187,7 @@ def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cos
     temps = [1.0] if spec.method == "cg" else list(DEFAULT_TEMPERATURES)
     settings = grid(temps, DEFAULT_SCALES, DEFAULT_TEMPERINGS, supports=DEFAULT_SUPPORTS)
     holdout = load_qa(spec.calibration, what="calibration set")
-    key = fingerprint("calibration-v1", [s.label() for s in settings], spec.calibration_name, len(holdout))
+    key = fingerprint("calibration-v1", _calibration_rule(spec.method), spec.calibration_name, len(holdout))
     cal_dir = art.parent / f"{art.name}-{spec.method}-calibration-{key[:10]}"
 
     def build(tmp: Path) -> dict:
