@@ -91,6 +91,15 @@ def test_the_holdout_rule_keeps_the_membership_auc_near_one_half(random_lm):
         kinds.append({r.feasible for r in cal.rows})
         assert f"MIA AUC outside 0.5 ± {tol:g}" in cal.table() and cal.as_dict()["mia_tolerance"] == tol
     assert kinds == [{True, False}, {True}]  # the constraint bites at 0.05 here, not at 0.2
+    # a choice among part of the grid already scored (the demo: plain guidance's T = 1 rows) = a calibration over
+    # those settings alone
+    part = cal.restricted(lambda st: st.temperature == 3.0)
+    alone = calibrate(_t3(base), tok, forget, other, forget, settings=[st for st in settings if st.temperature == 3.0],
+                      tolerance=0.99, mia_tolerance=0.2)
+    assert part.chosen.setting == alone.chosen.setting and len(part.rows) == len(alone.rows) == 8
+    assert cal.chosen.setting.temperature != 3.0  # so the restriction is what picked it
+    with pytest.raises(T3Error, match="no setting of the calibration grid"):
+        cal.restricted(lambda st: st.temperature == 9.0)
     with pytest.raises(T3Error, match="MIA tolerance"):
         calibrate(_t3(base), tok, forget, other, forget, settings=settings, mia_tolerance=0.7)
     # the default grid has the support gate on; a head without support statistics is told how to go on

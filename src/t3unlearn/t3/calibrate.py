@@ -45,6 +45,7 @@ from t3unlearn.t3.guidance import guided_logits
 MIN_K = 0.4
 CHUNK_ENTRIES = 1 << 21  # token_logprobs' step: positions x vocabulary entries
 CACHE_BYTES = 1 << 30  # a grid reuses each set's setting-independent logits (base log-probs, head logits) while they fit
+RETAIN_TOLERANCE = 0.03  # the retain answers' probability may fall at most this much (relative) below the base's
 MIA_TOLERANCE = 0.075  # the forget-vs-holdout min-k AUC must stay within 0.5 ± this (docs/t3.md, "Privleak in the band")
 ORACLE_PRIVLEAK = 15.0  # the oracle check's second pick: privleak within ± this (the band docs/comparison.md reads)
 
@@ -259,6 +260,15 @@ class Calibration:
     def uses_oracle(self) -> bool:
         return self.chosen.forget_quality is not None
 
+    def restricted(self, keep) -> "Calibration":
+        """The same rows and rule over the settings ``keep(setting)`` accepts -- e.g. plain guidance's choice,
+        ``keep=lambda s: s.temperature == 1``, from the grid already scored."""
+        rows = [r for r in self.rows if keep(r.setting)]
+        if not rows:
+            raise T3Error("no setting of the calibration grid is kept; widen the grid.")
+        return Calibration(rows, _choose(rows, self.tolerance, self.mia_tolerance), self.base_retain_prob,
+                           self.tolerance, self.mia_tolerance)
+
     def oracle_best(self, privleak_within: float | None = None) -> CalibrationRow | None:
         """The setting an oracle would pick: the highest forget quality among the settings that keep the retain
         answers' probability (the utility constraint the oracle-free rule has) and, with ``privleak_within``,
@@ -330,7 +340,7 @@ class Calibration:
 
 
 def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, retain: AnswerStates,
-                      settings: Sequence[Setting], *, tolerance: float = 0.03, truth: TruthRatioReference | None = None,
+                      settings: Sequence[Setting], *, tolerance: float = RETAIN_TOLERANCE, truth: TruthRatioReference | None = None,
                       mia_tolerance: float = MIA_TOLERANCE, oracle: OracleCheck | None = None,
                       progress: bool = False) -> Calibration:
     """Score every setting (see the module doc) and choose: the feasible setting with the smallest KS
@@ -396,16 +406,21 @@ def _score_and_choose(model, head, forget, holdout, retain, settings, tolerance,
         ))
         if abs(rows[-1].mia_auc - 0.5) > mia_tolerance:
             rows[-1].feasible = False
+    return Calibration(rows, _choose(rows, tolerance, mia_tolerance), base_retain, tolerance, mia_tolerance)
+
+
+def _choose(rows: Sequence[CalibrationRow], tolerance: float, mia_tolerance: float) -> CalibrationRow:
+    """The rule: the feasible row with the smallest objective (ties: smaller s, then smaller T); with none feasible,
+    the row that misses the constraints by least (not the best objective)."""
     feasible = [r for r in rows if r.feasible]
     if feasible:
-        chosen = min(feasible, key=lambda r: (round(r.objective(), 6), r.setting.scale, r.setting.temperature))
-    else:  # nothing meets the constraints: the setting that misses them by least (not the best objective)
-        def miss(r: CalibrationRow) -> float:
-            short = max(0.0, (1 - tolerance) - r.retain_ratio)
-            return short + max(0.0, abs(r.mia_auc - 0.5) - mia_tolerance)
+        return min(feasible, key=lambda r: (round(r.objective(), 6), r.setting.scale, r.setting.temperature))
 
-        chosen = min(rows, key=lambda r: (round(miss(r), 6), round(r.objective(), 6), r.setting.scale, r.setting.temperature))
-    return Calibration(rows, chosen, base_retain, tolerance, mia_tolerance)
+    def miss(r: CalibrationRow) -> float:
+        short = max(0.0, (1 - tolerance) - r.retain_ratio)
+        return short + max(0.0, abs(r.mia_auc - 0.5) - mia_tolerance)
+
+    return min(rows, key=lambda r: (round(miss(r), 6), round(r.objective(), 6), r.setting.scale, r.setting.temperature))
 
 
 # --------------------------------------------------------------------------- the whole step
@@ -415,6 +430,12 @@ DEFAULT_SCALES = CALIBRATION_SCALES
 DEFAULT_TEMPERINGS = CALIBRATION_TEMPERINGS
 DEFAULT_SUPPORTS = CALIBRATION_SUPPORTS
 RETAIN_ITEMS = 400  # retain items scored for the utility constraint (a seeded sample of the retain set)
+
+
+def default_grid(plain: bool = False) -> list[Setting]:
+    """``t3unlearn calibrate``'s default grid; ``plain``: its T = 1 settings only (classifier guidance)."""
+    temps = [1.0] if plain else list(DEFAULT_TEMPERATURES)
+    return grid(temps, DEFAULT_SCALES, DEFAULT_TEMPERINGS, supports=DEFAULT_SUPPORTS)
 
 
 def _examples(fmt, data) -> list:
@@ -485,7 +506,7 @@ def oracle_check(model, oracle, pad_id: int, perturbed_examples, forget_examples
 
 
 def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Setting] | None = None,
-              tolerance: float = 0.03, retain_items: int = RETAIN_ITEMS, seed: int = 0, batch_size: int = 32,
+              tolerance: float = RETAIN_TOLERANCE, retain_items: int = RETAIN_ITEMS, seed: int = 0, batch_size: int = 32,
               max_length: int = 512, template: str = "auto", reference=None, perturbed=None,
               mia_tolerance: float = MIA_TOLERANCE, oracle=None, progress: bool = False,
               apply: bool = True) -> Calibration:
@@ -530,7 +551,7 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     base, head = t3.base, t3.head
     states = {name: answer_states(base, ex, fmt.pad_id, batch_size=batch_size) for name, ex in examples.items()}
     if settings is None:
-        settings = grid(DEFAULT_TEMPERATURES, DEFAULT_SCALES, DEFAULT_TEMPERINGS, supports=DEFAULT_SUPPORTS)
+        settings = default_grid()
     if head.support is None and any(st.support is not None for st in settings):
         raise T3Error("the grid has the support gate on, but this head has no support statistics (it was saved by an "
                       "earlier t3unlearn): retrain it with 't3unlearn unlearn', or calibrate with the gate off "

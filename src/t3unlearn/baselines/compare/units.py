@@ -163,12 +163,10 @@ def _t3_model(spec: UnitSpec, base, tokenizer, forget, retain):
 
 def _calibration_rule(method: str) -> dict:
     """What ``"calibrate": true`` runs for ``method``: calibrate's grid and tolerances (part of the cache keys)."""
-    from t3unlearn.t3.calibrate import (DEFAULT_SCALES, DEFAULT_SUPPORTS, DEFAULT_TEMPERATURES, DEFAULT_TEMPERINGS,
-                                        MIA_TOLERANCE, grid)
+    from t3unlearn.t3.calibrate import MIA_TOLERANCE, RETAIN_TOLERANCE, default_grid
 
-    temps = [1.0] if method == "cg" else list(DEFAULT_TEMPERATURES)
-    return {"settings": [s.label() for s in grid(temps, DEFAULT_SCALES, DEFAULT_TEMPERINGS, supports=DEFAULT_SUPPORTS)],
-            "mia_tolerance": MIA_TOLERANCE, "tolerance": 0.03}
+    return {"settings": [s.label() for s in default_grid(plain=method == "cg")], "mia_tolerance": MIA_TOLERANCE,
+            "tolerance": RETAIN_TOLERANCE}
 
 
 def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cost: dict) -> dict:
@@ -178,14 +176,13 @@ def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cos
     from t3unlearn.data import load_qa
     from t3unlearn.io import fingerprint, save_json
     from t3unlearn.errors import ConfigError
-    from t3unlearn.t3.calibrate import DEFAULT_SCALES, DEFAULT_SUPPORTS, DEFAULT_TEMPERATURES, DEFAULT_TEMPERINGS, calibrate, grid
+    from t3unlearn.t3.calibrate import calibrate, default_grid
     from t3unlearn.t3.config import Guidance
 
     if not spec.calibration:
         raise ConfigError(f"{spec.method}: \"calibrate\": true needs the benchmark's calibration set (never-seen items "
                           "like the forget set); this benchmark has none.")
-    temps = [1.0] if spec.method == "cg" else list(DEFAULT_TEMPERATURES)
-    settings = grid(temps, DEFAULT_SCALES, DEFAULT_TEMPERINGS, supports=DEFAULT_SUPPORTS)
+    settings = default_grid(plain=spec.method == "cg")
     holdout = load_qa(spec.calibration, what="calibration set")
     key = fingerprint("calibration-v1", _calibration_rule(spec.method), spec.calibration_name, len(holdout))
     cal_dir = art.parent / f"{art.name}-{spec.method}-calibration-{key[:10]}"
