@@ -116,6 +116,55 @@ def test_calibrated_t3_and_guidance_choose_per_seed(tiny_models, tmp_path, monke
             assert r["cost"]["wall_seconds"] > r["cost"]["calibration"]["seconds"] > 0
 
 
+def test_calibration_options_grid_and_reference_model(tiny_models, tmp_path, monkeypatch):
+    """"calibrate": {...}: calibrate's grid, tolerances and --reference-model from the config. "pretrained" is resolved
+    at the edge (here compare's pretrained=); the rule then compares the forget truth ratios with that model's,
+    on the benchmark's paraphrased and perturbed forget answers. Classifier guidance keeps the grid's T = 1 settings."""
+    from t3unlearn.baselines.compare import compare
+
+    world, models = tiny_models
+    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
+    cal = {"calibrate": {"temperatures": [1.5, 3], "scales": [0.5, 1], "biases": [0, 1], "supports": [None], "tails": [-16],
+                         "mia_tolerance": 0.5, "tolerance": 0.5, "reference_model": "pretrained"}}
+    cfg = _fast_config(tmp_path, methods={"t3": {"params": {**FAST["methods"]["t3"]["params"], **cal}, "sweep": []},
+                                          "cg": {"params": {**FAST["methods"]["cg"]["params"], **cal}, "sweep": []}})
+    logs = []
+    compare(methods=["t3", "cg"], seeds=1, out=tmp_path / "cmp", world=str(world), model=str(models / "full"),
+            retain_model=str(models / "retain"), pretrained=str(models / "retain"), config=cfg, progress=False,
+            log=logs.append)
+    assert any(line.startswith("calibration reference model (pretrained): ") and line.endswith("retain") for line in logs)
+    runs = tmp_path / "cmp" / "forget10" / "runs"
+    for m, n_rows, temps in (("t3", 8, {1.5, 3.0}), ("cg", 4, {1.0})):
+        rec = json.loads(next((runs / m).glob("*/record.json")).read_text())
+        art = Path(rec["cost"]["artifact"])
+        table = json.loads(next(art.parent.glob(f"{art.name}-{m}-calibration-*/calibration.json")).read_text())
+        assert len(table["rows"]) == n_rows and {r["setting"]["temperature"] for r in table["rows"]} == temps
+        assert {r["setting"]["bias"] for r in table["rows"]} == {0.0, 1.0}
+        assert {r["setting"]["tail_logp"] for r in table["rows"]} == ({None} if m == "cg" else {-16.0})  # moot at T = 1
+        assert (table["tolerance"], table["mia_tolerance"]) == (0.5, 0.5)
+        assert table["objective"].startswith("KS distance between the forget truth ratios")
+        assert all(r["tr_ks"] is not None for r in table["rows"])
+        feasible = [r for r in table["rows"] if r["feasible"]]
+        assert table["chosen"]["tr_ks"] == min(r["tr_ks"] for r in feasible)
+        assert rec["cost"]["calibration"]["chosen"] == table["chosen"]["label"]
+
+
+def test_calibration_options_are_checked():
+    from t3unlearn.baselines.compare.config import calibration_options
+    from t3unlearn.errors import ConfigError
+
+    assert calibration_options(True) == {} and calibration_options(False) is None
+    assert calibration_options({"scales": [1], "supports": [None, 0.95]}) == {"scales": [1.0], "supports": [None, 0.95]}
+    for bad, msg in (("yes", "must be true, false or an object"), ({"scale": [1]}, "scale"),
+                     ({"temperatures": [0]}, "temperatures > 0"), ({"scales": []}, "non-empty list"),
+                     ({"temperings": ["cubic"]}, "global, adaptive"), ({"supports": [1.5]}, "quantiles in"),
+                     ({"tails": [2]}, "log-probabilities < 0"),
+                     ({"mia_tolerance": 0.7}, "mia_tolerance must be a number in [0, 0.5]"),
+                     ({"tolerance": 1}, "tolerance must be a number in [0, 1)"), ({"reference_model": 3}, "pretrained")):
+        with pytest.raises(ConfigError, match=msg.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+            calibration_options(bad)
+
+
 def test_selection_rule_ignores_forget_quality():
     from t3unlearn.baselines.compare import select_setting
     from t3unlearn.baselines.compare.config import Selection

@@ -113,6 +113,12 @@ def test_the_holdout_rule_keeps_the_membership_auc_near_one_half(random_lm):
     add_calibration_options(ap)
     d = ap.parse_args([])
     assert d.mia_tolerance == MIA_TOLERANCE and d.supports == "0.95" and d.temperings == "adaptive"
+    from t3unlearn.t3.cli import _grid
+    assert {st.tail_logp for st in _grid(d)} == {None}  # no tail guard unless asked
+    tailed = _grid(ap.parse_args(["--temperatures", "1,2", "--scales", "1", "--tails", "none,-16"]))
+    assert [(st.temperature, st.tail_logp) for st in tailed] == [(1.0, None), (2.0, None), (2.0, -16.0)]
+    with pytest.raises(T3Error, match="--tails are log-probabilities and must be < 0"):
+        _grid(ap.parse_args(["--tails", "3"]))
 
 
 PERTURBED = [{"question": q, "answer": a, "paraphrased_answer": a.replace(" was", " had been"),

@@ -179,6 +179,9 @@ def add_calibration_options(c) -> None:
     c.add_argument("--supports", default=",".join(f"{q:g}" for q in DEFAULT_SUPPORTS),
                    help="grid of support-gate quantiles, 'none' for the gate off (e.g. none,0.95,0.99; see --support; "
                         "a head saved before the gate existed needs none) [%(default)s]")
+    c.add_argument("--tails", default="none",
+                   help="grid of tail guards: log-probabilities below which tempering lifts no token, 'none' for no "
+                        "guard (e.g. none,-16: tokens with p < 1e-7 keep the base's slope; see --tail-logp) [%(default)s]")
 
 
 def register(sub) -> None:
@@ -322,7 +325,17 @@ def _grid(args):
             except argparse.ArgumentTypeError as exc:
                 raise T3Error(f"--supports: {exc}.") from None
             supports.append(None if q == "none" else q)
-    return grid(numbers(args.temperatures, "temperatures"), numbers(args.scales, "scales"), modes,
+    tails = []
+    for x in str(getattr(args, "tails", "none")).split(","):
+        x = x.strip()
+        if x.lower() in ("none", "off"):
+            tails.append(None)
+        elif x:
+            t = numbers(x, "tails")[0]
+            if t >= 0:
+                raise T3Error(f"--tails are log-probabilities and must be < 0 (e.g. -16 for p = 1e-7) or none, not {x}.")
+            tails.append(t)
+    return grid(numbers(args.temperatures, "temperatures"), numbers(args.scales, "scales"), modes, tails=tails or [None],
                 biases=numbers(getattr(args, "biases", "0"), "biases"), supports=supports or [None])
 
 

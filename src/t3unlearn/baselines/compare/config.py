@@ -28,8 +28,11 @@ INFERENCE_METHODS = ("t3", "cg", "uld")
 T3_HEAD_KEYS = ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr", "weight_decay", "batch_size")
 T3_GUIDANCE_KEYS = ("temperature", "scale", "tempering", "tail_logp", "bias", "support")
 # "calibrate": true -- each seed's head chooses its own T and s with `t3unlearn calibrate`'s oracle-free rule on the
-# comparison's calibration set (classifier guidance: among T = 1 settings), instead of a sweep on the first seed
+# comparison's calibration set (classifier guidance: among T = 1 settings), instead of a sweep on the first seed;
+# an object of CALIBRATION_KEYS instead of true changes calibrate's grid, tolerances or rule (calibration_options)
 T3_KEYS = (*T3_GUIDANCE_KEYS, *T3_HEAD_KEYS, "calibrate")
+CALIBRATION_KEYS = ("temperatures", "scales", "temperings", "tails", "biases", "supports", "tolerance", "mia_tolerance",
+                    "reference_model")
 # what the teacher-forced "quick" evaluation of a sweep computes, and what a full unit records
 QUICK_METRICS = ("forget_Q_A_Prob", "retain_Q_A_Prob", "forget_calibration_ks", "forget_calibration_mia")
 TABLE_METRICS = ("forget_quality", "model_utility", "forget_Q_A_ROUGE", "forget_truth_ratio", "privleak", "extraction_strength")
@@ -199,9 +202,8 @@ def _method_entry(name: str, entry: Any, where: str) -> MethodEntry:
         if e.train:
             raise ConfigError(f"{where}: T3's settings all go in 'params' ({', '.join(T3_KEYS)}); 'train' must be empty.")
         for i, d in enumerate([e.params, *[o for o in e.sweep if isinstance(o, dict)]]):
-            if "calibrate" in d and not isinstance(d["calibrate"], bool):
-                raise ConfigError(f"{where}.{'params' if i == 0 else f'sweep[{i - 1}]'}: calibrate must be true or false, "
-                                  f"not {d['calibrate']!r}.")
+            if "calibrate" in d:
+                calibration_options(d["calibrate"], f"{where}.{'params' if i == 0 else f'sweep[{i - 1}]'}.calibrate")
     else:
         check_keys(e.train, _train_keys(), where=f"{where}.train")
     for i, override in enumerate(e.sweep):
@@ -256,3 +258,64 @@ def load_compare_config(config: str | os.PathLike | dict | CompareConfig | None 
 __all__ = ["ALL_METHODS", "CompareConfig", "DEFAULT_CONFIG", "EvalSettings", "FINETUNE", "INFERENCE_METHODS",
            "MethodEntry", "NO_SETTING", "QUICK_METRICS", "SUMMARY_METRICS", "Selection", "Setting", "T3_GUIDANCE_KEYS", "T3_HEAD_KEYS",
            "TABLE_METRICS", "load_compare_config"]
+
+
+def calibration_options(value: Any, where: str = "calibrate") -> dict | None:
+    """T3 / classifier guidance's ``"calibrate"``, checked: ``false`` -> None (no calibration); ``true`` -> ``{}``
+    (``t3unlearn calibrate``'s default grid and rule); an object -> its keys (``CALIBRATION_KEYS``, the rest at
+    calibrate's defaults), e.g. ``{"temperatures": [4, 4.5, 5], "scales": [0.25, 0.3], "biases": [1],
+    "reference_model": "pretrained"}`` -- ``reference_model`` is calibrate's ``--reference-model``:
+    ``"pretrained"`` (the benchmark's checkpoint before fine-tuning, or compare's ``--pretrained``) or a model."""
+    from t3unlearn.t3.config import TEMPERINGS
+
+    if isinstance(value, bool):
+        return {} if value else None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be true, false or an object of calibrate's settings ({', '.join(CALIBRATION_KEYS)}), "
+                          f"not {value!r}.")
+    check_keys(value, CALIBRATION_KEYS, where=where)
+    out: dict[str, Any] = {}
+
+    def numbers(key: str, ok, what: str) -> None:
+        v = value[key]
+        if not isinstance(v, list) or not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and ok(x) for x in v):
+            raise ConfigError(f"{where}.{key} must be a non-empty list of {what}, not {v!r}.")
+        out[key] = [float(x) for x in v]
+
+    for key, ok, what in (("temperatures", lambda x: x > 0, "temperatures > 0 (1: plain guidance)"),
+                          ("scales", lambda x: True, "numbers"), ("biases", lambda x: True, "numbers")):
+        if key in value:
+            numbers(key, ok, what)
+    if "temperings" in value:
+        v = value["temperings"]
+        if not isinstance(v, list) or not v or any(m not in TEMPERINGS for m in v):
+            raise ConfigError(f"{where}.temperings must be a non-empty list of {', '.join(TEMPERINGS)}, not {v!r}.")
+        out["temperings"] = list(v)
+    if "supports" in value:
+        v = value["supports"]
+        if not isinstance(v, list) or not v or not all(
+                q is None or (isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q <= 1) for q in v):
+            raise ConfigError(f"{where}.supports must be a non-empty list of quantiles in (0, 1] or null (the gate off), "
+                              f"not {v!r}.")
+        out["supports"] = [None if q is None else float(q) for q in v]
+    if "tails" in value:
+        v = value["tails"]
+        if not isinstance(v, list) or not v or not all(
+                t is None or (isinstance(t, (int, float)) and not isinstance(t, bool) and t < 0) for t in v):
+            raise ConfigError(f"{where}.tails must be a non-empty list of log-probabilities < 0 or null (no tail guard), "
+                              f"not {v!r}.")
+        out["tails"] = [None if t is None else float(t) for t in v]
+    for key, lo, hi, e in (("tolerance", 0.0, 1.0, "0.03"), ("mia_tolerance", 0.0, 0.5, "0.075")):
+        if key in value:
+            v = value[key]
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi or (key == "tolerance" and v == hi):
+                raise ConfigError(f"{where}.{key} must be a number in [{lo:g}, {hi:g}{')' if key == 'tolerance' else ']'} "
+                                  f"(e.g. {e}), not {v!r}.")
+            out[key] = float(v)
+    if value.get("reference_model") is not None:
+        v = value["reference_model"]
+        if not isinstance(v, str) or not v:
+            raise ConfigError(f"{where}.reference_model must be \"pretrained\" (the checkpoint the model was fine-tuned "
+                              f"from) or a model, not {v!r}.")
+        out["reference_model"] = v
+    return out

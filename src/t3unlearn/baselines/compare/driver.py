@@ -51,6 +51,28 @@ def _resolve_models(benchmark: str, split: str, world, model, retain_model, pret
     return bench, model or got["full"], retain_model or got.get(retain_split(split)), pretrained
 
 
+def _reference_name(setting: Setting) -> str | None:
+    """The model a T3 / cg setting's calibration compares truth ratios with (``"calibrate": {"reference_model": ...}``)."""
+    from t3unlearn.baselines.compare.config import calibration_options
+
+    return (calibration_options(setting.params.get("calibrate", False)) or {}).get("reference_model")
+
+
+def _calibration_references(bench, settings: dict, pretrained, log) -> dict[str, str]:
+    """Every calibration reference model the settings name, resolved to a path (at the edge, before any unit runs):
+    ``"pretrained"`` is compare's ``--pretrained`` or the benchmark's own checkpoint before fine-tuning."""
+    from t3unlearn.benchmarks import resolve_model
+
+    out = {}
+    for name in {_reference_name(st) for m in ("t3", "cg") for st in settings.get(m, [])} - {None}:
+        if name == "pretrained":
+            out[name] = str(resolve_model(pretrained, log=log) if pretrained else bench.models(("pretrained",), log=log)["pretrained"])
+        else:
+            out[name] = str(resolve_model(name, log=log))
+        log(f"calibration reference model ({name}): {out[name]}")
+    return out
+
+
 def compare(
     benchmark: str = "world",
     split: str = "forget10",
@@ -135,6 +157,9 @@ def compare(
     context = {"calibration": calib[1] if calib else None, "benchmark": bench.label, "split": split, "world": world_dir, "model": model, "retain_model": retain_model,
                "pretrained": pretrained, "eval": ev, "max_length": cfg.max_length, "retain_subset": cfg.retain_subset}
 
+    settings = {m: (cfg.settings(m) if m != "retrain" or not retain_model else [NO_SETTING]) for m in methods}
+    references = _calibration_references(bench, settings, pretrained, log)
+
     def spec_of(method: str, setting: Setting, seed: int, mode: str = "full") -> UnitSpec:
         key = unit_key(method, setting, seed, mode, context)
         unit_dir = out / "runs" / method / f"{key[:10]}-seed{seed}{'-quick' if mode == 'quick' else ''}"
@@ -145,7 +170,8 @@ def compare(
                         artifacts=str(out / "artifacts"), max_length=cfg.max_length, retain_subset=cfg.retain_subset,
                         unit_dir=str(unit_dir), threads=n_threads, progress=progress,
                         calibration=str(calib_file) if calib_file else None,
-                        calibration_name=calib[1] if calib else None)
+                        calibration_name=calib[1] if calib else None,
+                        calibration_reference=references.get(_reference_name(setting)))
 
     def run_all(specs: list[UnitSpec]) -> list[dict]:
         if jobs <= 1 or not isolate or len(specs) < 2:
@@ -153,7 +179,6 @@ def compare(
         with ThreadPoolExecutor(max_workers=jobs) as pool:  # each unit is its own process
             return list(pool.map(lambda s: run_unit(s, isolate=True, log=log), specs))
 
-    settings = {m: (cfg.settings(m) if m != "retrain" or not retain_model else [NO_SETTING]) for m in methods}
     seed_list = list(range(seeds))
     selection = cfg.selection
     # 1. the sweeps, first seed (quick evaluation by default: forget / retain Q_A_Prob, no generation)

@@ -67,6 +67,7 @@ class UnitSpec:
     progress: bool = True
     calibration: str | None = None  # a JSONL file of never-seen items like the forget set (selection metric)
     calibration_name: str | None = None
+    calibration_reference: str | None = None  # the model calibrate's reference_model names, resolved (T3 / cg)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -84,7 +85,9 @@ def unit_key(method: str, setting: Setting, seed: int, mode: str, context: dict)
     if mode == "quick":
         parts.append({"quick_metrics": QUICK_METRICS})  # a record without a metric the selection reads is redone
     if setting.params.get("calibrate"):  # the calibration's rule and grid decide what the unit runs
-        parts.append({"calibration": _calibration_rule(method)})
+        rule = _calibration_rule(method, setting.params["calibrate"])
+        rule.pop("_grid")
+        parts.append({"calibration": rule})
     if method in FINETUNE or method == "uld":
         parts.append({"trainer": TRAINER_VERSION})
     return fingerprint(*parts)
@@ -161,36 +164,60 @@ def _t3_model(spec: UnitSpec, base, tokenizer, forget, retain):
     return model, {**cost, "artifact": str(art)}
 
 
-def _calibration_rule(method: str) -> dict:
-    """What ``"calibrate": true`` runs for ``method``: calibrate's grid and tolerances (part of the cache keys)."""
-    from t3unlearn.t3.calibrate import MIA_TOLERANCE, RETAIN_TOLERANCE, default_grid
+def _calibration_rule(method: str, options: Any = True) -> dict:
+    """What ``"calibrate": OPTIONS`` runs for ``method``: calibrate's grid (classifier guidance: its T = 1 settings) and
+    tolerances, and the reference model's name where the rule compares truth ratios with one (part of the cache keys)."""
+    from t3unlearn.baselines.compare.config import calibration_options
+    from t3unlearn.t3.calibrate import (DEFAULT_SCALES, DEFAULT_SUPPORTS, DEFAULT_TEMPERATURES, DEFAULT_TEMPERINGS,
+                                        MIA_TOLERANCE, RETAIN_TOLERANCE, grid)
 
-    return {"settings": [s.label() for s in default_grid(plain=method == "cg")], "mia_tolerance": MIA_TOLERANCE,
-            "tolerance": RETAIN_TOLERANCE}
+    o = calibration_options(options) or {}
+    temps = [1.0] if method == "cg" else o.get("temperatures", list(DEFAULT_TEMPERATURES))
+    settings = grid(temps, o.get("scales", DEFAULT_SCALES), o.get("temperings", DEFAULT_TEMPERINGS),
+                    tails=o.get("tails", (None,)), biases=o.get("biases", (0.0,)), supports=o.get("supports", DEFAULT_SUPPORTS))
+    rule = {"settings": [s.label() for s in settings], "mia_tolerance": o.get("mia_tolerance", MIA_TOLERANCE),
+            "tolerance": o.get("tolerance", RETAIN_TOLERANCE)}
+    if o.get("reference_model"):
+        rule["reference_model"] = o["reference_model"]
+    return {**rule, "_grid": settings}
 
 
 def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cost: dict) -> dict:
-    """``"calibrate": true``: the head's T and s chosen by ``t3unlearn calibrate``'s oracle-free rule on the comparison's
-    calibration set (its default grid; classifier guidance: the same grid at T = 1), cached beside the head. Sets the
-    choice on ``model``; returns the unit's cost with the calibration's seconds added to the unlearning time."""
+    """``"calibrate"``: the head's guidance chosen by ``t3unlearn calibrate``'s oracle-free rule on the comparison's
+    calibration set (its default grid unless the config gives one; classifier guidance: the grid's T = 1 settings;
+    with ``reference_model``, truth ratios against that model's on the forget set's paraphrased and perturbed
+    answers), cached beside the head. Sets the choice on ``model``; returns the unit's cost with the calibration's
+    seconds added to the unlearning time."""
     from t3unlearn.data import load_qa
-    from t3unlearn.io import fingerprint, save_json
     from t3unlearn.errors import ConfigError
-    from t3unlearn.t3.calibrate import calibrate, default_grid
+    from t3unlearn.eval.runner import split_configs
+    from t3unlearn.io import fingerprint, save_json
+    from t3unlearn.t3.calibrate import calibrate
     from t3unlearn.t3.config import Guidance
 
     if not spec.calibration:
-        raise ConfigError(f"{spec.method}: \"calibrate\": true needs the benchmark's calibration set (never-seen items "
+        raise ConfigError(f"{spec.method}: \"calibrate\" needs the benchmark's calibration set (never-seen items "
                           "like the forget set); this benchmark has none.")
-    settings = default_grid(plain=spec.method == "cg")
+    rule = _calibration_rule(spec.method, spec.params["calibrate"])
+    settings = rule.pop("_grid")
     holdout = load_qa(spec.calibration, what="calibration set")
-    key = fingerprint("calibration-v1", _calibration_rule(spec.method), spec.calibration_name, len(holdout))
+    key = fingerprint("calibration-v1", rule, spec.calibration_name, len(holdout))
     cal_dir = art.parent / f"{art.name}-{spec.method}-calibration-{key[:10]}"
 
     def build(tmp: Path) -> dict:
+        from t3unlearn.lm import load_model
+
         t = time.perf_counter()
+        reference = perturbed = None
+        if rule.get("reference_model"):
+            if not spec.calibration_reference:
+                raise ConfigError(f"{spec.method}: calibrate's reference_model {rule['reference_model']!r} was not resolved.")
+            reference = load_model(spec.calibration_reference, device=model.device)
+            perturbed = load_qa(f"{spec.source}:{split_configs(spec.split)['forget']}", what="perturbed forget set",
+                                require=("question", "paraphrased_answer", "perturbed_answer"))
         cal = calibrate(model, tokenizer, forget, holdout, retain, settings=settings, seed=spec.seed,
-                        max_length=spec.max_length, progress=spec.progress)
+                        tolerance=rule["tolerance"], mia_tolerance=rule["mia_tolerance"], reference=reference,
+                        perturbed=perturbed, max_length=spec.max_length, progress=spec.progress)
         save_json(tmp / "calibration.json", cal.as_dict())
         return {"seconds": time.perf_counter() - t, "chosen": asdict(cal.chosen.setting)}
 
