@@ -24,7 +24,7 @@ _SEQUENTIAL_EPILOG = """\
 examples:
   t3unlearn sequential --benchmark world --seeds 3 --out seq --doc docs/sequential.md
   T3UNLEARN_TOFU_DIR=/path/to/tofu t3unlearn sequential --benchmark tofu --seeds 3 --out seq \
-      --config benchmarks/compare_tofu.json --doc docs/sequential.md
+      --config benchmarks/sequential_tofu.json --doc docs/sequential.md
   t3unlearn sequential --benchmark world-tiny --requests 2 --methods t3,graddiff --seeds 1 --out seq-tiny
 
 methods: t3 (incremental: features of the new request only, head retrained on the union), t3-finetune (head
@@ -80,7 +80,7 @@ def register(sub) -> None:
     s.add_argument("--doc", default=None, help="also write the tables and plots into this markdown file")
     s.add_argument("--config", default=None, metavar="FILE",
                    help="a 't3unlearn compare' config (JSON): its t3 params set T3's head, training and guidance for "
-                   "every T3 unit (e.g. benchmarks/compare_tofu.json for offline TOFU's MLP head) [the packaged one]")
+                   "every T3 unit (e.g. benchmarks/sequential_tofu.json for offline TOFU's MLP head) [the packaged one]")
     s.add_argument("--eval-batch-size", type=int, default=32, help="[32]")
     s.add_argument("--max-new-tokens", type=int, default=200, help="generation budget of the evaluation [200]")
     s.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
