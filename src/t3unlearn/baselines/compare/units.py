@@ -85,9 +85,7 @@ def unit_key(method: str, setting: Setting, seed: int, mode: str, context: dict)
     if mode == "quick":
         parts.append({"quick_metrics": QUICK_METRICS})  # a record without a metric the selection reads is redone
     if setting.params.get("calibrate"):  # the calibration's rule and grid decide what the unit runs
-        rule = _calibration_rule(method, setting.params["calibrate"])
-        rule.pop("_grid")
-        parts.append({"calibration": rule})
+        parts.append({"calibration": _calibration_rule(method, setting.params["calibrate"])[0]})
     if method in FINETUNE or method == "uld":
         parts.append({"trainer": TRAINER_VERSION})
     return fingerprint(*parts)
@@ -164,9 +162,10 @@ def _t3_model(spec: UnitSpec, base, tokenizer, forget, retain):
     return model, {**cost, "artifact": str(art)}
 
 
-def _calibration_rule(method: str, options: Any = True) -> dict:
-    """What ``"calibrate": OPTIONS`` runs for ``method``: calibrate's grid (classifier guidance: its T = 1 settings) and
-    tolerances, and the reference model's name where the rule compares truth ratios with one (part of the cache keys)."""
+def _calibration_rule(method: str, options: Any = True) -> tuple[dict, list]:
+    """What ``"calibrate": OPTIONS`` runs for ``method``: ``(rule, grid)`` -- the rule (the grid's labels, the
+    tolerances, and the reference model's name where truth ratios are compared with one; part of the cache keys) and
+    the grid's settings (classifier guidance: its T = 1 settings)."""
     from t3unlearn.baselines.compare.config import calibration_options
     from t3unlearn.t3.calibrate import (DEFAULT_SCALES, DEFAULT_SUPPORTS, DEFAULT_TEMPERATURES, DEFAULT_TEMPERINGS,
                                         MIA_TOLERANCE, RETAIN_TOLERANCE, grid)
@@ -179,7 +178,7 @@ def _calibration_rule(method: str, options: Any = True) -> dict:
             "tolerance": o.get("tolerance", RETAIN_TOLERANCE)}
     if o.get("reference_model"):
         rule["reference_model"] = o["reference_model"]
-    return {**rule, "_grid": settings}
+    return rule, settings
 
 
 def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cost: dict) -> dict:
@@ -198,8 +197,7 @@ def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cos
     if not spec.calibration:
         raise ConfigError(f"{spec.method}: \"calibrate\" needs the benchmark's calibration set (never-seen items "
                           "like the forget set); this benchmark has none.")
-    rule = _calibration_rule(spec.method, spec.params["calibrate"])
-    settings = rule.pop("_grid")
+    rule, settings = _calibration_rule(spec.method, spec.params["calibrate"])
     holdout = load_qa(spec.calibration, what="calibration set")
     key = fingerprint("calibration-v1", rule, spec.calibration_name, len(holdout))
     cal_dir = art.parent / f"{art.name}-{spec.method}-calibration-{key[:10]}"
