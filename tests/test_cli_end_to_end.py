@@ -182,6 +182,15 @@ def test_calibrate_command(home, tmp_path, monkeypatch, capsys):
     assert all(torch.equal(a, b) for a, b in zip(before.head.state_dict().values(), calibrated.head.state_dict().values()))
     assert main(["calibrate", "--head", str(head), *data, "--biases", "x", "--quiet"]) == 2
     assert "--biases takes comma-separated numbers" in capsys.readouterr().err
+    # without --forget/--retain: the head's recorded request and retain set, and the benchmark's holdout and
+    # perturbed sets found from the request's recorded source
+    again = tmp_path / "again"
+    assert main(["calibrate", "--head", str(head), "--out", str(again), "--temperatures", "1,2", "--scales", "0.5,1",
+                 "--temperings", "adaptive", "--biases", "0,1.5", "--threads", "1", "--quiet", "--oracle", "world-tiny:retain90"]) == 0
+    assert capsys.readouterr().out.split("chosen: ")[1].splitlines()[0].strip() == chosen
+    second = T3ForCausalLM.from_pretrained(str(again)).config.calibration
+    assert second["items"] == record["items"] and second["requests"] == ["r1"]
+    assert second["holdout"].endswith(":calibration") and second["perturbed"].endswith(":forget10_perturbed")
 
 
 # --------------------------------------------------------------------------- eval

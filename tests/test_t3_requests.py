@@ -317,3 +317,63 @@ def test_cli_adds_lists_and_withdraws_requests(model_dir, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert "no request nope" in err and "--head" in err and "Traceback" not in err
     assert (tmp_path / "head" / "t3_config.json").read_text() == before
+
+
+HOLDOUT = [("Where was Lena Ruiz born?", "Lena Ruiz was born in Porto on 9 July 1958."),
+           ("What does Karl Obi write?", "Karl Obi writes crime novels."),
+           ("Who is Mira Sato?", "A painter of the sea.")]
+
+
+def test_cli_calibration_follows_the_requests(model_dir, tmp_path, monkeypatch, capsys):
+    """A calibrated head records the requests its guidance was chosen for; an update says when that no longer
+    holds; `calibrate --head` (no --forget) and `unlearn --head --add-forget --calibrate` calibrate on the items
+    of every request the head now covers, read again from their sources."""
+    from t3unlearn.cli import main
+
+    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
+    r1, r2, r3, retain, holdout = (_jsonl(tmp_path / f"{n}.jsonl", p) for n, p in
+                                   (("r1", R1), ("r2", R2), ("r3", R3), ("retain", RETAIN), ("holdout", HOLDOUT)))
+    quick = ["--device", "cpu", "--threads", "1", "--quiet"]
+    grid = ["--temperatures", "1,2", "--scales", "0.5,1", "--holdout", holdout]
+    head = str(tmp_path / "head")
+    cfg_file = tmp_path / "head" / "t3_config.json"
+
+    def calibration():
+        return json.loads(cfg_file.read_text())["calibration"]
+
+    assert main(["unlearn", "--model", str(model_dir), "--forget", r1, "--retain", retain, "--out", head, "--request-id", "jan",
+                 "--hidden-size", "8", "--epochs", "6", "--warmup-epochs", "1", "--batch-size", "2", "--seed", "3",
+                 "--calibrate", *grid, *quick]) == 0
+    assert calibration()["requests"] == ["jan"] and calibration()["items"]["forget"] == len(R1)
+    capsys.readouterr()
+    # an update keeps the guidance and says it was chosen for other requests
+    assert main(["unlearn", "--head", head, "--add-forget", f"feb={r2}", *quick]) == 0
+    assert "note: its guidance was calibrated for request(s) jan; it now covers jan, feb" in capsys.readouterr().out
+    assert calibration()["requests"] == ["jan"]
+    assert main(["unlearn", "--head", head, "--list-requests"]) == 0
+    assert "outdated" in capsys.readouterr().out
+    # calibrate without --forget/--retain: the head's requests (both) and its retain set
+    assert main(["calibrate", "--head", head, *grid, *quick]) == 0
+    out = capsys.readouterr().out
+    assert "the head's 2 request(s) (jan, feb), 5 items" in out
+    assert calibration()["requests"] == ["jan", "feb"] and calibration()["items"]["forget"] == len(R1) + len(R2)
+    assert main(["unlearn", "--head", head, "--list-requests"]) == 0
+    assert "outdated" not in capsys.readouterr().out
+    # guidance set by hand on an update is not the calibrated one either
+    assert main(["unlearn", "--head", head, "--add-forget", f"x={r3}", "--temperature", "3", "--out", str(tmp_path / "byhand"),
+                 *quick]) == 0
+    assert "(T=3, " in capsys.readouterr().out.split("note: its guidance")[1]
+    # an update with --calibrate re-chooses T and s on the union right away
+    assert main(["unlearn", "--head", head, "--add-forget", f"mar={r3}", "--calibrate", *grid, *quick]) == 0
+    assert "note:" not in capsys.readouterr().out
+    assert calibration()["requests"] == ["jan", "feb", "mar"]
+    assert calibration()["items"]["forget"] == len(R1) + len(R2) + len(R3)
+    # a request's source that changed since is refused, and nothing is written
+    before = cfg_file.read_text()
+    _jsonl(tmp_path / "r2.jsonl", R2[:1])
+    assert main(["calibrate", "--head", head, *grid, *quick]) == 2
+    assert "request feb's source" in capsys.readouterr().err
+    # --calibrate on an update needs a holdout for sources that are not a benchmark's: checked before any work
+    assert main(["unlearn", "--head", head, "--remove-forget", "mar", "--calibrate", *quick]) == 2
+    assert "--holdout" in capsys.readouterr().err
+    assert cfg_file.read_text() == before

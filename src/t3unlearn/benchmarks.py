@@ -235,9 +235,21 @@ def resolve_model(spec: str, *, log: Callable | None = None) -> str:
 
 def calibration_set(forget_spec: str):
     """``(dataset, name)`` of never-seen items to calibrate T3 on for a benchmark forget set, or None
-    (see :meth:`Benchmark.calibration`)."""
-    parsed = parse_spec(forget_spec)
+    (see :meth:`Benchmark.calibration`). ``forget_spec``: ``world:forget10``, ``tofu:forget10``, or the
+    resolved source of a world config (``WORLD_DIR:forget10``, as a head's request records it)."""
+    parsed = benchmark_config(forget_spec)
     return None if parsed is None else parsed[0].calibration(parsed[1])
+
+
+def benchmark_config(spec: str) -> tuple[Benchmark, str] | None:
+    """``(benchmark, CONFIG)`` for ``world:CONFIG`` / ``tofu:CONFIG`` (:func:`parse_spec`) and for a world
+    config's resolved source ``WORLD_DIR:CONFIG`` (:func:`resolve_data`'s output); None for anything else."""
+    parsed = parse_spec(spec)
+    if parsed is None:
+        directory, sep, config = str(spec).rpartition(":")
+        if sep and directory and config and (Path(directory).expanduser() / "world.json").is_file():
+            parsed = get_benchmark(directory), config
+    return parsed
 
 
 def model_benchmark(spec: str) -> Benchmark | None:

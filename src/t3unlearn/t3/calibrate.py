@@ -565,4 +565,6 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
         if truth is not None:
             items["perturbed"] = truth.para.n_items
         t3.config.calibration = {**cal.as_dict(), "items": items}
+        if t3.config.requests is not None:  # what the guidance was chosen for (t3unlearn.t3.requests.calibration_outdated)
+            t3.config.calibration["requests"] = [r.get("id", "?") for r in t3.config.requests]
     return cal

@@ -28,6 +28,7 @@ examples:
   t3unlearn unlearn --head head --add-forget req3.jsonl --update finetune     # id r2 ... by default
   t3unlearn unlearn --head head --remove-forget req-2       # exactly the head trained without req-2
   t3unlearn unlearn --head head --list-requests
+  t3unlearn unlearn --head head --add-forget req4.jsonl --calibrate --holdout unseen.jsonl   # T, s chosen again
 
 world:NAME (full, retain90, ...) names a model of the embedded world, world-tiny:NAME of the tiny
 one, tofu:NAME the tiny model trained on TOFU's text (each trained once and cached).
@@ -48,6 +49,7 @@ examples:
   t3unlearn unlearn --model world:full --forget world:forget10 --retain world:retain90 --calibrate --out head
   t3unlearn calibrate --head head --forget tofu:forget10 --retain tofu:retain90 --reference-model tofu:pretrained
   t3unlearn calibrate --head head --forget world:forget10 --retain world:retain90 --oracle world:retain90
+  t3unlearn calibrate --head head      # after an update: every request the head covers, its retain set
 
 what it prints: for the best settings, the KS distance between forget and holdout answer losses (the
 objective), the min-k membership AUC of forget vs holdout (0.5: indistinguishable), mean answer
@@ -56,7 +58,12 @@ With --reference-model the objective is the KS distance between the forget truth
 reference's. With --oracle (a benchmark's retain model) two more columns: forget quality and privleak
 against it, as the evaluation computes them, and a last line comparing the chosen setting with the one
 an oracle would pick -- a research check; the oracle never takes part in the choice.
-The chosen setting and the table are saved in the head (t3_config.json, 'calibration').
+The chosen setting and the table are saved in the head (t3_config.json, 'calibration'), with the
+requests it was chosen for: after 'unlearn --head DIR --add-forget/--remove-forget' the head keeps
+its guidance and says it was calibrated for other requests ('--list-requests' too) until it is
+calibrated again. Without --forget/--retain the head's requests are read again from their recorded
+sources (checked against their fingerprints) and its retain set is the recorded one; the holdout
+and perturbed sets default as for the benchmark the requests came from (else give --holdout).
 """
 
 _GENERATE_EPILOG = """\
@@ -271,8 +278,9 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument("--head", required=True, help="a T3 head directory (t3unlearn unlearn --out)")
-    c.add_argument("--forget", required=True, help="the forget set the head was trained on")
-    c.add_argument("--retain", required=True, help="the retain set (a seeded sample of 400 items is scored)")
+    c.add_argument("--forget", default=None, help="the forget set the head was trained on [the requests the head records, "
+                   "read again from their sources]")
+    c.add_argument("--retain", default=None, help="the retain set (a seeded sample of 400 items is scored) [the one the head records]")
     c.add_argument("--model", default=None, help="the base model [the one recorded in the head]")
     c.add_argument("--out", default=None, help="write the calibrated head here [update --head in place]")
     add_calibration_options(c)
@@ -353,6 +361,35 @@ def _holdout(args, forget_spec: str):
     return found
 
 
+def _common_source(sources) -> str | None:
+    """The one data source all of a head's requests came from, or None (several, or one given in memory)."""
+    found = {str(x) for x in sources}
+    return found.pop() if len(found) == 1 and None not in sources else None
+
+
+def _head_sets(args, cfg):
+    """``(forget, forget_spec, retain)`` to calibrate a head on: --forget and --retain where given, else the
+    requests the head records (read again from their sources and checked) and its recorded retain set."""
+    from t3unlearn.benchmarks import resolve_data
+    from t3unlearn.data import load_qa
+    from t3unlearn.errors import T3Error
+    from t3unlearn.t3.requests import request_items
+
+    if getattr(args, "forget", None):
+        forget, spec = load_qa(resolve_data(args.forget), what="forget set"), args.forget
+    else:
+        forget = request_items(cfg.requests or [])
+        spec = _common_source([r.get("source") for r in cfg.requests]) or ""
+    if args.retain:
+        retain = load_qa(resolve_data(args.retain), what="retain set")
+    else:
+        src = (cfg.retain_set or {}).get("source")
+        if not src:
+            raise T3Error("the head records no retain set to read again (it was given in memory); give --retain.")
+        retain = load_qa(src, what="the head's retain set")
+    return forget, spec, retain
+
+
 def _check_calibration_args(args) -> None:
     """The calibration options that can be checked before anything is loaded or trained."""
     from t3unlearn.errors import T3Error
@@ -374,12 +411,12 @@ def _reference(args, forget_spec: str):
     ref_spec, oracle_spec = getattr(args, "reference_model", None), getattr(args, "oracle", None)
     if not ref_spec and not oracle_spec:
         return None, None, None, (None, None, None)
-    from t3unlearn.benchmarks import parse_spec, resolve_data, resolve_model
+    from t3unlearn.benchmarks import benchmark_config, resolve_data, resolve_model
     from t3unlearn.data import load_qa
     from t3unlearn.lm import load_model
 
     spec = args.perturbed
-    if spec is None and parse_spec(forget_spec) is not None and not forget_spec.endswith("_perturbed"):
+    if spec is None and benchmark_config(forget_spec) is not None and not forget_spec.endswith("_perturbed"):
         spec = f"{forget_spec}_perturbed"
     perturbed = load_qa(resolve_data(spec), what="perturbed forget set") if spec else None
     device = getattr(args, "device", None)
@@ -473,13 +510,14 @@ def _unlearn(args) -> int:
 
 
 def _update(args) -> int:
-    """``unlearn --head DIR``: list, add or withdraw deletion requests of a saved head."""
+    """``unlearn --head DIR``: list, add or withdraw deletion requests of a saved head (and calibrate it again)."""
     import time
+    from pathlib import Path
 
     from t3unlearn.benchmarks import resolve_data, resolve_model
     from t3unlearn.errors import T3Error
     from t3unlearn.t3.model import T3Config
-    from t3unlearn.t3.requests import format_requests, update
+    from t3unlearn.t3.requests import calibration_outdated, format_requests, update
     from t3unlearn.t3.train import format_report
 
     start = time.perf_counter()
@@ -489,11 +527,14 @@ def _update(args) -> int:
             raise T3Error("--list-requests only prints; drop --add-forget/--remove-forget, or drop --list-requests.")
         print(f"{args.head}: {len(cfg.requests or [])} request(s) over {cfg.base_model_name_or_path}")
         print(format_requests(cfg.requests or [], cfg.retain_set))
+        stale = calibration_outdated(cfg)
+        if cfg.calibration:
+            print(f"guidance: {cfg.guidance.label()}, calibrated" + (f" -- outdated: {stale}" if stale else ""))
         return 0
     if args.forget is not None:
         raise T3Error("--forget makes a new head; to add a request to --head give it as --add-forget SOURCE.")
-    if args.calibrate:
-        raise T3Error("--calibrate applies to a new head; run 't3unlearn calibrate --head DIR ...' after the update.")
+    if not args.calibrate and (args.reference_model or args.perturbed or args.oracle):
+        raise T3Error("--reference-model, --oracle and --perturbed belong to calibration: add --calibrate.")
     t = TrainConfig()
     changed = [f"--{name.replace('_', '-')}" for name in ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr",
                                                          "weight_decay", "batch_size", "seed")
@@ -509,9 +550,13 @@ def _update(args) -> int:
     adds = []
     for spec in args.add_forget:
         rid, sep, src = spec.partition("=")
-        from pathlib import Path
-
         adds.append(f"{rid}={resolve_data(src)}" if sep and not Path(spec).exists() else resolve_data(spec))
+    forget_spec = None
+    if args.calibrate:  # what calibration needs is checked before the update runs, not after
+        _check_calibration_args(args)
+        kept = [r.get("source") for r in cfg.requests or [] if r.get("id") not in args.remove_forget]
+        forget_spec = _common_source(kept + [a.partition("=")[2] if "=" in a and not Path(a).exists() else a for a in adds])
+        holdout = _holdout(args, forget_spec or "")
     model = resolve_model(args.model, log=print) if args.model else None
     result = update(args.head, adds, args.remove_forget, model=model, retain=resolve_data(args.retain) if args.retain else None,
                     mode=args.update, cache=not args.no_cache, feature_batch_size=args.feature_batch_size, shard_mb=args.shard_mb,
@@ -523,8 +568,20 @@ def _update(args) -> int:
     print(f"{what}: features of {report['new_items']} new item(s) in {report['new_features_s']:.2f}s "
           f"(all {len(report['requests'])} request(s) + retain assembled in {report['features_s']:.2f}s; extracted: "
           f"{', '.join(report['extracted']) or 'none, all cached'}); head {report['mode']} in {report['train_s']:.2f}s")
+    if args.calibrate:
+        t0 = time.perf_counter()
+        forget, _, retain = _head_sets(args, t3.config)
+        args.max_length = (t3.config.training or {}).get("max_length", 512)
+        args.template = (t3.config.training or {}).get("template", "auto")
+        print(f"calibrating on the head's {len(t3.config.requests)} request(s), {len(forget)} forget items:")
+        _calibrate_and_report(t3, result.tokenizer, forget, holdout[0], holdout[1], retain, args, forget_spec or "")
+        print(f"calibration: {time.perf_counter() - t0:.2f}s")
     t3.save_pretrained(out)
     print(format_requests(t3.config.requests, t3.config.retain_set))
+    stale = calibration_outdated(t3.config)
+    if stale:
+        print(f"note: {stale}. Choose T and s again for what it covers now: 't3unlearn calibrate --head {out}' "
+              "(or add --calibrate to the update).")
     print(f"wrote {out} ({t3.guidance.label()}); wall {time.perf_counter() - start:.2f}s")
     return 0
 
@@ -539,18 +596,20 @@ def run_calibrate(args) -> int:
 def _calibrate(args) -> int:
     import time
 
-    from t3unlearn.benchmarks import resolve_data, resolve_model
-    from t3unlearn.data import load_qa
+    from t3unlearn.benchmarks import resolve_model
     from t3unlearn.lm import load_tokenizer
-    from t3unlearn.t3.model import T3ForCausalLM
+    from t3unlearn.t3.model import T3Config, T3ForCausalLM
+    from t3unlearn.t3.requests import request_ids
 
     start = time.perf_counter()
     out = args.out or args.head
     _check_out(out)
     _check_calibration_args(args)
-    forget = load_qa(resolve_data(args.forget), what="forget set")
-    retain = load_qa(resolve_data(args.retain), what="retain set")
-    holdout, holdout_name = _holdout(args, args.forget)
+    cfg = T3Config.load(args.head)
+    forget, forget_spec, retain = _head_sets(args, cfg)
+    if not args.forget:
+        print(f"forget set: the head's {len(cfg.requests)} request(s) ({', '.join(request_ids(cfg))}), {len(forget)} items")
+    holdout, holdout_name = _holdout(args, forget_spec)
     base = resolve_model(args.model, log=print) if args.model else T3ForCausalLM.base_model_path(args.head)
     t3 = T3ForCausalLM.from_pretrained(args.head, base_model=base, device=args.device)
     tokenizer = load_tokenizer(base)
@@ -558,7 +617,7 @@ def _calibrate(args) -> int:
     training = t3.config.training or {}
     args.max_length = training.get("max_length", 512)
     args.template = training.get("template", "auto")
-    _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, args, args.forget)
+    _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, args, forget_spec)
     t3.save_pretrained(out)
     print(f"wrote {out} ({t3.guidance.label()}) in {time.perf_counter() - start:.2f}s")
     return 0

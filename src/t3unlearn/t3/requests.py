@@ -23,6 +23,11 @@ then
 
 A request whose features are no longer cached is read again from its recorded ``source`` and checked against
 its ``feature_key`` (same base, same token ids) before use.
+
+A calibrated head (:func:`t3unlearn.t3.calibrate.calibrate`) records which requests its guidance was chosen
+for (``calibration["requests"]``). An update keeps that guidance and that record, so
+:func:`calibration_outdated` can say when the head now covers other requests; :func:`request_items` reads the
+requests' items again (from their recorded sources) to calibrate on the union.
 """
 
 from __future__ import annotations
@@ -468,9 +473,62 @@ def update(
     cfg.metrics = {k: report[k] for k in ("forget", "retain", "final_epoch_loss")}
     cfg.requests = new_records
     cfg.retain_set = retain_set.record
+    if old_cfg.calibration:  # the guidance stays; the record says which requests it was chosen for
+        cfg.calibration = {**old_cfg.calibration, "requests": list(old_cfg.calibration.get("requests", ids))}
     cfg.set_guidance(g)
     t3 = T3ForCausalLM(cfg, model, new_head).eval()
     return t3_result(t3, tokenizer, report, time.perf_counter() - t_start, new_head)
+
+
+def request_ids(cfg) -> list[str]:
+    """The ids of the requests a head's config records, in order."""
+    return [r.get("id", "?") for r in (cfg.requests or [])]
+
+
+def calibration_outdated(cfg) -> str | None:
+    """Why the head's calibrated guidance no longer fits it, or None: calibrated for requests other than the
+    ones it now covers (after an update), say. A head calibrated before calibrations recorded their requests,
+    and never updated since, is taken as current."""
+    cal = cfg.calibration
+    if not cal:
+        return None
+    chosen = (cal.get("chosen") or {}).get("label")
+    if chosen and chosen != cfg.guidance.label():
+        return f"its guidance ({cfg.guidance.label()}) is not the calibrated one ({chosen})"
+    if cal.get("requests") is None or cfg.requests is None:
+        return None
+    then, current = list(cal["requests"]), request_ids(cfg)
+    if then == current:
+        return None
+    return (f"its guidance was calibrated for request(s) {', '.join(then) or 'none'}; "
+            f"it now covers {', '.join(current) or 'none'}")
+
+
+def request_items(records: Sequence[dict]):
+    """The items of the recorded requests (``T3Config.requests``), read again from their recorded sources and
+    checked against the records' fingerprints, as one ``datasets.Dataset`` (question, answer): the forget set
+    of the head as it is now, to calibrate on after an update."""
+    from datasets import Dataset
+
+    if not records:
+        raise T3Error("the head records no deletion requests; give the forget set it was trained on (--forget).")
+    questions: list[str] = []
+    answers: list[str] = []
+    for rec in records:
+        rid, src = rec.get("id", "?"), rec.get("source")
+        if not src:
+            raise T3Error(f"request {rid} was given in memory (no source recorded), so its items cannot be read again; "
+                          "give the head's forget set yourself (--forget).")
+        try:
+            ds = DataSet.load(src, what=f"request {rid}", rid=rid)
+        except T3Error as exc:
+            raise T3Error(f"request {rid}'s source {src} cannot be read again ({exc}); give the forget set (--forget).") from None
+        if ds.fingerprint != rec.get("fingerprint"):
+            raise T3Error(f"request {rid}'s source {src} no longer holds the items recorded in the head (fingerprint "
+                          f"{rec.get('fingerprint')}); restore it, or give the forget set yourself (--forget).")
+        questions += ds.questions
+        answers += ds.answers
+    return Dataset.from_dict({"question": questions, "answer": answers})
 
 
 def split_requests(ds, n: int, *, by: str = "author") -> list:
