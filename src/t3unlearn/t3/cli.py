@@ -547,15 +547,16 @@ def _update(args) -> int:
         raise T3Error(f"{', '.join(changed)} apply to a new head; an update trains with the settings recorded in {args.head}.")
     out = args.out or args.head
     _check_out(out)
-    adds = []
+    adds, sources = [], [r.get("source") for r in cfg.requests or [] if r.get("id") not in args.remove_forget]
     for spec in args.add_forget:
         rid, sep, src = spec.partition("=")
-        adds.append(f"{rid}={resolve_data(src)}" if sep and not Path(spec).exists() else resolve_data(spec))
+        named = sep and not Path(spec).exists()
+        sources.append(resolve_data(src if named else spec))
+        adds.append(f"{rid}={sources[-1]}" if named else sources[-1])
     forget_spec = None
     if args.calibrate:  # what calibration needs is checked before the update runs, not after
         _check_calibration_args(args)
-        kept = [r.get("source") for r in cfg.requests or [] if r.get("id") not in args.remove_forget]
-        forget_spec = _common_source(kept + [a.partition("=")[2] if "=" in a and not Path(a).exists() else a for a in adds])
+        forget_spec = _common_source(sources)
         holdout = _holdout(args, forget_spec or "")
     model = resolve_model(args.model, log=print) if args.model else None
     result = update(args.head, adds, args.remove_forget, model=model, retain=resolve_data(args.retain) if args.retain else None,
