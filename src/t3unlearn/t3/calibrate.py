@@ -566,5 +566,7 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
             items["perturbed"] = truth.para.n_items
         t3.config.calibration = {**cal.as_dict(), "items": items}
         if t3.config.requests is not None:  # what the guidance was chosen for (t3unlearn.t3.requests.calibration_outdated)
-            t3.config.calibration["requests"] = [r.get("id", "?") for r in t3.config.requests]
+            from t3unlearn.t3.requests import request_ids
+
+            t3.config.calibration["requests"] = request_ids(t3.config)
     return cal

@@ -167,6 +167,23 @@ def gather_parts(model, sets: Sequence[DataSet], *, pad_id: int, model_fp: str |
     return out
 
 
+def read_again(rec: dict, *, rid: str | None, name: str, why: str, remedy: str) -> "DataSet":
+    """The items of a recorded request (or retain set) read again from its recorded source and checked
+    against its fingerprint. ``why`` starts the error messages ("the features of request r2 are not cached
+    and"); ``remedy`` ends them."""
+    src = rec.get("source")
+    if not src:
+        raise T3Error(f"{why} its items were given in memory (no source recorded), so they cannot be read again; {remedy}.")
+    try:
+        ds = DataSet.load(src, what=name, rid=rid)
+    except T3Error as exc:
+        raise T3Error(f"{why} its source {src} cannot be read again ({exc}); {remedy}.") from None
+    if ds.fingerprint != rec.get("fingerprint"):
+        raise T3Error(f"{name}'s source {src} no longer holds the items recorded in the head (fingerprint "
+                      f"{rec.get('fingerprint')}); restore it, or {remedy}.")
+    return ds
+
+
 def _stored_part(model, rec: dict, *, rid: str | None, fmt, model_fp, cache, cache_dir, **kw):
     """``(DataSet, Part)`` of a recorded request (or retain set): the part from the feature cache when it is
     there (the record is all that is needed), else from the items re-read from the recorded source, checked
@@ -181,17 +198,11 @@ def _stored_part(model, rec: dict, *, rid: str | None, fmt, model_fp, cache, cac
             ds = DataSet(rid, [], [], rec.get("source"))
             ds.record = dict(rec)
             return ds, part
-    src = rec.get("source")
-    if not src:
-        raise T3Error(f"the features of {name} are not in the feature cache and its items were given in memory (no "
-                      "source recorded); re-create the head from its requests' data.")
-    try:
-        ds = DataSet.load(src, what=name, rid=rid).encode(fmt)
-    except T3Error as exc:
-        raise T3Error(f"the features of {name} are not cached and its source {src} cannot be read again ({exc})") from None
-    if ds.fingerprint != rec.get("fingerprint") or (model_fp and key and part_key(model_fp, ds.examples) != key):
-        raise T3Error(f"{name}'s source {src} no longer holds the items recorded in the head (fingerprint "
-                      f"{rec.get('fingerprint')}); restore it, or withdraw the request and add it again.")
+    remedy = "withdraw the request and add it again" if rid else "give the retain set again (--retain)"
+    ds = read_again(rec, rid=rid, name=name, why=f"the features of {name} are not cached and", remedy=remedy).encode(fmt)
+    if model_fp and key and part_key(model_fp, ds.examples) != key:
+        raise T3Error(f"{name}'s source {rec.get('source')} no longer holds the items recorded in the head (its tokens "
+                      f"differ from feature key {key}); restore it, or {remedy}.")
     ds.record = dict(rec)
     return ds, gather_parts(model, [ds], pad_id=fmt.pad_id, model_fp=model_fp, cache=cache, cache_dir=cache_dir, **kw)[0]
 
@@ -515,17 +526,9 @@ def request_items(records: Sequence[dict]):
     questions: list[str] = []
     answers: list[str] = []
     for rec in records:
-        rid, src = rec.get("id", "?"), rec.get("source")
-        if not src:
-            raise T3Error(f"request {rid} was given in memory (no source recorded), so its items cannot be read again; "
-                          "give the head's forget set yourself (--forget).")
-        try:
-            ds = DataSet.load(src, what=f"request {rid}", rid=rid)
-        except T3Error as exc:
-            raise T3Error(f"request {rid}'s source {src} cannot be read again ({exc}); give the forget set (--forget).") from None
-        if ds.fingerprint != rec.get("fingerprint"):
-            raise T3Error(f"request {rid}'s source {src} no longer holds the items recorded in the head (fingerprint "
-                          f"{rec.get('fingerprint')}); restore it, or give the forget set yourself (--forget).")
+        rid = rec.get("id", "?")
+        ds = read_again(rec, rid=rid, name=f"request {rid}", why=f"to calibrate on request {rid},",
+                        remedy="give the head's forget set yourself (--forget)")
         questions += ds.questions
         answers += ds.answers
     return Dataset.from_dict({"question": questions, "answer": answers})
