@@ -21,8 +21,9 @@ per method: a small sweep with the first seed, selection = the rule of 't3unlear
 whose forget answers look most like never-seen items (lowest KS distance between forget and calibration-set
 answer losses) among those whose retain Q_A_Prob is within 0.05 of the full model's and whose forget-vs-
 calibration membership (min-k) AUC is within 0.5 ± 0.075 (never forget quality or privleak: that would peek
-at the oracle), then the remaining seeds; table = mean ± std over seeds. T3 and cg ("calibrate": true) run
-that rule per seed on their own grid instead (cg: T = 1 only). The rule and tolerances are the config's
+at the oracle), then the remaining seeds; table = mean ± std over seeds. T3 and cg ("calibrate") run
+calibrate per seed on their own grid instead (cg: T = 1 only); by default with the pretrained checkpoint as
+reference (their forget truth ratios must look like its: calibrate --reference-model). The rule and tolerances are the config's
 "selection" (see --print-config).
 Every run is cached under OUT/SPLIT/runs: rerun the same command to resume (also after a crash or
 kill -9: finished runs are kept whole). Each run is its own process; --jobs N runs N at once, each with

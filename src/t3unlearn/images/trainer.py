@@ -244,7 +244,7 @@ def unlearn(gen: ImageGenerator, bench, method, *, params: dict | None = None, c
         "params": params,
         "config": asdict(cfg),
         "forget_norm_used": fixed_norm,
-        "unlearn_seconds": round(wall, 2),
+        "unlearn_seconds": wall,
         "history": history,
     }
     if "net" in ctx.state:

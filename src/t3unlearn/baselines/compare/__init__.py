@@ -15,7 +15,8 @@ Plan per method (settings from a JSON config; the packaged default is ``compare_
    ``forget_calibration_mia`` (the min-k membership AUC between forget and never-seen items) within
    0.5 ± ``mia_tolerance`` (0.075); if none is feasible, the one that misses by least. The rule never
    looks at the retain model's results on the forget set (so not at forget quality or privleak). T3 and
-   classifier guidance with ``"calibrate": true`` (the default) skip the sweep: each seed's head runs
+   classifier guidance with ``"calibrate"`` (the default: ``{"reference_model": "pretrained"}``, the forget truth
+   ratios against the checkpoint the model was fine-tuned from) skip the sweep: each seed's head runs
    ``calibrate`` itself on the calibration set (classifier guidance: T = 1 settings only);
 3. **evaluate** — the selected setting, with every seed, gets the full TOFU evaluation; the
    table reports mean ± std over seeds.
