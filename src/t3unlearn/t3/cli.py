@@ -188,7 +188,8 @@ def add_calibration_options(c) -> None:
                         "a head saved before the gate existed needs none) [%(default)s]")
     c.add_argument("--tails", default="none",
                    help="grid of tail guards: log-probabilities below which tempering lifts no token, 'none' for no "
-                        "guard (e.g. none,-16: tokens with p < 1e-7 keep the base's slope; see --tail-logp) [%(default)s]")
+                        "guard (e.g. none,-16: tokens with p < 1e-7 keep the base's slope; see --tail-logp; a list that starts with "
+                        "a negative value needs '=': --tails=-16,-9) [%(default)s]")
 
 
 def register(sub) -> None:
