@@ -155,10 +155,15 @@ def test_calibration_options_are_checked():
 
     assert calibration_options(True) == {} and calibration_options(False) is None
     assert calibration_options({"scales": [1], "supports": [None, 0.95]}) == {"scales": [1.0], "supports": [None, 0.95]}
+    # the head's floor reaches the grid each seed is calibrated on (and its label, hence the cache key)
+    from t3unlearn.baselines.compare.units import _calibration_rule
+
+    rule, settings = _calibration_rule("t3", {"temperatures": [2], "scales": [1], "floors": [None, -3.5]})
+    assert [st.floor for st in settings] == [None, -3.5] and rule["settings"][1].endswith("floor=-3.5")
     for bad, msg in (("yes", "must be true, false or an object"), ({"scale": [1]}, "scale"),
                      ({"temperatures": [0]}, "temperatures > 0"), ({"scales": []}, "non-empty list"),
                      ({"temperings": ["cubic"]}, "global, adaptive"), ({"supports": [1.5]}, "quantiles in"),
-                     ({"tails": [2]}, "log-probabilities < 0"),
+                     ({"tails": [2]}, "log-probabilities < 0"), ({"floors": [0.5]}, "negative head logits"),
                      ({"mia_tolerance": 0.7}, "mia_tolerance must be a number in [0, 0.5]"),
                      ({"tolerance": 1}, "tolerance must be a number in [0, 1)"), ({"reference_model": 3}, "pretrained")):
         with pytest.raises(ConfigError, match=msg.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):

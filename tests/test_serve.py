@@ -271,7 +271,7 @@ def test_t3_knobs_per_request(server):
     # the other guidance knobs of T3ForCausalLM, per request: greedy text as generate() gives with them
     from t3unlearn.t3.model import T3ForCausalLM
 
-    knobs = {"tempering": "global", "tail_logp": -6.0, "bias": 0.5}  # f10 is saved adaptive
+    knobs = {"tempering": "global", "tail_logp": -6.0, "bias": 0.5, "floor": -0.5}  # f10 is saved adaptive, no floor
     got = client.completions.create(model="f10", prompt=_prompt(q), max_tokens=20, temperature=0, extra_body={"t3": knobs})
     assert got.model_extra["t3"] | knobs == got.model_extra["t3"]
     ref = T3ForCausalLM.from_base(server["full"], server["heads"]["f10"], **knobs)
@@ -338,6 +338,7 @@ BAD = [  # (what, kwargs of completions.create, status, param)
     ("bad tempering", dict(model="f10", extra_body={"t3": {"tempering": "sideways"}}), 400, "t3.tempering"),
     ("positive tail_logp", dict(model="f10", extra_body={"t3": {"tail_logp": 1.0}}), 400, "t3.tail_logp"),
     ("support above 1", dict(model="f10", extra_body={"t3": {"support": 1.5}}), 400, "t3.support"),
+    ("positive floor", dict(model="f10", extra_body={"t3": {"floor": 2.0}}), 400, "t3.floor"),
     ("t3 on the base", dict(extra_body={"t3": {"scale": 2}}), 400, "t3"),
     ("token id outside the vocabulary", dict(prompt=[1, 2, 10**9]), 400, "prompt"),
 ]

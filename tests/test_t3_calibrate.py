@@ -24,7 +24,8 @@ def _t3(base, seed=0):
     return T3ForCausalLM(T3Config(), base, head).eval()
 
 
-@pytest.mark.parametrize("setting", [Setting(2.0, 1.5), Setting(3.0, 1.0, "adaptive", None, 0.5), Setting(2.5, 0.5, "global", -3.0)])
+@pytest.mark.parametrize("setting", [Setting(2.0, 1.5), Setting(3.0, 1.0, "adaptive", None, 0.5), Setting(2.5, 0.5, "global", -3.0),
+                                     Setting(3.0, 1.5, "adaptive", -3.0, 0.5, None, -0.5)])
 def test_cached_states_score_like_the_guided_model(random_lm, setting):
     """Calibration scores each setting from stored hidden states; it must give the log-probs the guided
     model itself gives for those answers (CausalLM.token_scores on a T3ForCausalLM with the same knobs)."""
@@ -33,7 +34,7 @@ def test_cached_states_score_like_the_guided_model(random_lm, setting):
     base, tok = random_lm
     t3 = _t3(base)
     t3.set_guidance(temperature=setting.temperature, scale=setting.scale, tempering=setting.tempering,
-                    tail_logp=setting.tail_logp, bias=setting.bias)
+                    tail_logp=setting.tail_logp, bias=setting.bias, floor=setting.floor)
     fmt = QAFormatter(tok)
     examples = fmt.encode_batch([q for q, _ in QA], [a for _, a in QA])
     states = answer_states(base, examples, fmt.pad_id, batch_size=2)
@@ -119,6 +120,12 @@ def test_the_holdout_rule_keeps_the_membership_auc_near_one_half(random_lm):
     assert [(st.temperature, st.tail_logp) for st in tailed] == [(1.0, None), (2.0, None), (2.0, -16.0)]
     with pytest.raises(T3Error, match="--tails are log-probabilities and must be < 0"):
         _grid(ap.parse_args(["--tails", "3"]))
+    assert {st.floor for st in _grid(d)} == {None}  # no floor unless asked
+    floored = _grid(ap.parse_args(["--temperatures", "1,2", "--scales", "1", "--floors=-6.5,none"]))
+    assert [(st.temperature, st.floor) for st in floored] == [(1.0, -6.5), (1.0, None), (2.0, -6.5), (2.0, None)]
+    assert "floor=-6.5" in floored[0].label()
+    with pytest.raises(T3Error, match="--floors: give a negative head logit"):
+        _grid(ap.parse_args(["--floors", "2"]))
 
 
 PERTURBED = [{"question": q, "answer": a, "paraphrased_answer": a.replace(" was", " had been"),

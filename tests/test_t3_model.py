@@ -99,6 +99,17 @@ def test_guidance_variants_follow_their_definitions():
     # T = 1: every tempering is the identity
     for mode in ("global", "adaptive"):
         torch.testing.assert_close(guided_logits(base, head, 1.0, 1.0, tempering=mode, tail_logp=tau), logp + ls(head))
+    # the head's floor: the biased head logits read as max(head + bias, floor), in the tilt and in the forget mass
+    floored = (head + 0.5).clamp(min=-1.0)
+    torch.testing.assert_close(guided_logits(base, head, 2.0, 0.7, bias=0.5, floor=-1.0), logp / 2.0 + 0.7 * ls(floored))
+    g = (logp.exp() * (1 - torch.sigmoid(floored))).sum(-1, keepdim=True)
+    torch.testing.assert_close(forget_mass(logp, head, 0.5, -1.0), g)
+    torch.testing.assert_close(guided_logits(base, head, 3.0, 0.7, tempering="adaptive", bias=0.5, floor=-1.0),
+                               logp / (1 + 2.0 * g) + 0.7 * ls(floored))
+    # so no token loses more than s * log(1 + e^-floor) to the tilt, where without it the surest lose far more
+    tilt = guided_logits(base, head * 10, 1.0, 0.7, floor=-1.0) - logp
+    assert tilt.min() >= 0.7 * ls(torch.tensor(-1.0)) - 1e-6
+    assert (guided_logits(base, head * 10, 1.0, 0.7) - logp).min() < 2 * tilt.min()
 
 
 def test_unknown_keywords_are_refused_and_loading_ones_pass_through(random_lm, tmp_path, monkeypatch):

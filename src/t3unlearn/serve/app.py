@@ -114,6 +114,8 @@ class T3Knobs(_Strict):
     bias: float | None = Field(None, description="added to the head's logits")
     support: float | None = Field(None, gt=0, le=1, description="guidance fades beyond this quantile of the head's "
                                   "training-state distances (needs a head with a support gate)")
+    floor: float | None = Field(None, lt=0, description="head logits below this count as this: no token loses more than "
+                                "s x log(1 + e^-floor) nats to the tilt")
 
     def changes(self) -> dict:
         return {k: v for k, v in self.model_dump().items() if v is not None}
@@ -226,6 +228,7 @@ class HeadRequest(_Strict):
     tail_logp: float | None = Field(None, lt=0)
     bias: float | None = None
     support: float | None = Field(None, gt=0, le=1)
+    floor: float | None = Field(None, lt=0)
     force: bool = False
 
 
@@ -386,7 +389,7 @@ def create_app(state: ServeState) -> FastAPI:
 
     @app.post("/v1/heads", status_code=201)
     async def add_head(req: HeadRequest):
-        guidance = {k: getattr(req, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias", "support")}
+        guidance = {k: getattr(req, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias", "support", "floor")}
         head = await run_in_threadpool(registry.add, req.name, req.path, force=req.force, **guidance)
         log.info("head %s added from %s (T=%g, s=%g)", head.name, head.path, head.temperature, head.scale)
         return head.card(registry.base_id)

@@ -383,7 +383,8 @@ class Engine:
                 hl = head_logits if len(local) == len(rows) else head_logits[local]
                 hp = head_pooled if len(local) == len(rows) else head_pooled[local]
                 guided = guided_logits(base_logits.index_select(0, sel), hl, g.temperature, g.scale, tempering=g.tempering,
-                                       tail_logp=g.tail_logp, bias=g.bias, weight=head.support_weight(hp, g.support))
+                                       tail_logp=g.tail_logp, bias=g.bias, floor=g.floor,
+                                       weight=head.support_weight(hp, g.support))
                 out.index_copy_(0, sel, guided)
         return out
 

@@ -90,7 +90,7 @@ class Head:
 
 
 def guidance_dict(g) -> dict:
-    """A :class:`~t3unlearn.t3.config.Guidance` as JSON: temperature, scale, tempering, tail_logp, bias."""
+    """A :class:`~t3unlearn.t3.config.Guidance` as JSON: temperature, scale, tempering, tail_logp, bias, support, floor."""
     from dataclasses import asdict
 
     return asdict(g)
@@ -112,7 +112,8 @@ def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_h
     Raises :class:`HeadError` with one clear line for anything that would make it unservable:
     not a head directory, corrupt files, another base's shape or tokenizer, or (unless
     ``force``) another base recorded in its ``t3_config.json``. ``guidance`` (``temperature``, ``scale``,
-    ``tempering``, ``tail_logp``, ``bias``, ``support``; None keeps the saved value) overrides the saved guidance.
+    ``tempering``, ``tail_logp``, ``bias``, ``support``, ``floor``; None keeps the saved value) overrides the saved
+    guidance.
     """
     from t3unlearn.t3.model import load_head as _load
 

@@ -50,19 +50,20 @@ MIA_TOLERANCE = 0.075  # the forget-vs-holdout min-k AUC must stay within 0.5 ±
 ORACLE_PRIVLEAK = 15.0  # the oracle check's second pick: privleak within ± this (the band docs/comparison.md reads)
 
 
-Setting = Guidance  # one point of the guidance grid: T, s, tempering, tail guard, bias
+Setting = Guidance  # one point of the guidance grid: T, s, tempering, tail guard, bias, support gate, floor
 
 
 def grid(temperatures: Iterable[float], scales: Iterable[float], temperings: Iterable[str] = ("global",),
          tails: Iterable[float | None] = (None,), biases: Iterable[float] = (0.0,),
-         supports: Iterable[float | None] = (None,)) -> list[Setting]:
-    """Every combination; ``T = 1`` appears once per scale, bias and support (tempering and tail are then moot)."""
+         supports: Iterable[float | None] = (None,), floors: Iterable[float | None] = (None,)) -> list[Setting]:
+    """Every combination; ``T = 1`` appears once per scale, bias, support and floor (tempering and tail are then
+    moot)."""
     out, seen = [], set()
-    for T, s, mode, tail, b, q in itertools.product(temperatures, scales, temperings, tails, biases, supports):
+    for T, s, mode, tail, b, q, fl in itertools.product(temperatures, scales, temperings, tails, biases, supports, floors):
         if mode not in TEMPERINGS:
             raise T3Error(f"unknown tempering {mode!r}; choose one of {', '.join(TEMPERINGS)}.")
-        st = (Setting(float(T), float(s), "global", None, float(b), q) if float(T) == 1.0
-              else Setting(float(T), float(s), mode, tail, float(b), q))
+        st = (Setting(float(T), float(s), "global", None, float(b), q, fl) if float(T) == 1.0
+              else Setting(float(T), float(s), mode, tail, float(b), q, fl))
         if st not in seen:
             seen.add(st)
             out.append(st)
@@ -134,7 +135,7 @@ def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk
         else:
             pooled = states.pooled[sl]
             logits = guided_logits(logp, h, setting.temperature, setting.scale, tempering=setting.tempering,
-                                   tail_logp=setting.tail_logp, bias=setting.bias,
+                                   tail_logp=setting.tail_logp, bias=setting.bias, floor=setting.floor,
                                    weight=head.support_weight(pooled, setting.support), normalized=True)
         lp = torch.log_softmax(logits, -1).gather(-1, states.targets[sl].unsqueeze(-1)).squeeze(-1)
         res.append(lp.float().cpu())

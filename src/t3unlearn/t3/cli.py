@@ -117,6 +117,24 @@ def add_guidance_options(g) -> None:
                         "the head's training states' distances -- content neither forget nor retain (general knowledge) "
                         "keeps the base's distribution; 'none' turns it off [the head's saved value; "
                         f"{'off' if d.support is None else d.support}]")
+    g.add_argument("--floor", type=_floor, default=None, metavar="LOGIT|none",
+                   help="the head's floor: head logits (plus bias) below LOGIT count as LOGIT, so no token loses more than "
+                        "s x log(1 + e^-LOGIT) nats to the tilt (e.g. -6.5: at most 6.5 s) -- every token the head is sure "
+                        "of is pushed down alike instead of the most confident ones far below a never-seen answer's; "
+                        "'none' turns it off [the head's saved value; off]")
+
+
+def _floor(text: str):
+    """``--floor``: a negative head logit, or none/off."""
+    if str(text).strip().lower() in ("none", "off"):
+        return "none"
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a negative head logit (e.g. -6.5) or none, not {text!r}") from None
+    if not v < 0:
+        raise argparse.ArgumentTypeError(f"give a negative head logit (e.g. -6.5) or none, not {text!r}")
+    return v
 
 
 def _support(text: str):
@@ -135,12 +153,12 @@ def _support(text: str):
 def guidance_overrides(args, model_path: str | None = None) -> dict:
     """The guidance options given on the command line; with ``model_path``, an error when they are given but
     there is no head to apply them to (neither ``--head`` nor a head directory as the model)."""
-    kw = {k: getattr(args, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias", "support")
+    kw = {k: getattr(args, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias", "support", "floor")
           if getattr(args, k, None) is not None}
     if kw and model_path is not None and getattr(args, "head", None) is None and not _is_head_dir(model_path):
         from t3unlearn.errors import T3Error
 
-        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias/--support are T3's guidance; they need a head "
+        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias/--support/--floor are T3's guidance; they need a head "
                       "(--head DIR or --model HEAD_DIR).")
     return kw
 
@@ -190,6 +208,10 @@ def add_calibration_options(c) -> None:
                    help="grid of tail guards: log-probabilities below which tempering lifts no token, 'none' for no "
                         "guard (e.g. none,-16: tokens with p < 1e-7 keep the base's slope; see --tail-logp; a list that starts with "
                         "a negative value needs '=': --tails=-16,-9) [%(default)s]")
+    c.add_argument("--floors", default="none",
+                   help="grid of head floors: head logits below which the tilt pushes no further, 'none' for no floor "
+                        "(e.g. none,-6.5; see --floor; a list that starts with a negative value needs '=': "
+                        "--floors=-6.5,-5) [%(default)s]")
 
 
 def register(sub) -> None:
@@ -344,8 +366,17 @@ def _grid(args):
             if t >= 0:
                 raise T3Error(f"--tails are log-probabilities and must be < 0 (e.g. -16 for p = 1e-7) or none, not {x}.")
             tails.append(t)
+    floors = []
+    for x in str(getattr(args, "floors", "none")).split(","):
+        if x.strip():
+            try:
+                fl = _floor(x.strip())
+            except argparse.ArgumentTypeError as exc:
+                raise T3Error(f"--floors: {exc}.") from None
+            floors.append(None if fl == "none" else fl)
     return grid(numbers(args.temperatures, "temperatures"), numbers(args.scales, "scales"), modes, tails=tails or [None],
-                biases=numbers(getattr(args, "biases", "0"), "biases"), supports=supports or [None])
+                biases=numbers(getattr(args, "biases", "0"), "biases"), supports=supports or [None],
+                floors=floors or [None])
 
 
 def _holdout(args, forget_spec: str):

@@ -22,12 +22,12 @@ from t3unlearn.errors import ModelError
 CONFIG_NAME = "t3_config.json"
 HEAD_NAME = "head.safetensors"
 FORMAT = "t3unlearn-head"
-FORMAT_VERSION = 2  # 2: the file is T3Config's fields; guidance knobs tempering / tail_logp / bias (/ support)
+FORMAT_VERSION = 2  # 2: the file is T3Config's fields; guidance knobs tempering / tail_logp / bias (/ support / floor)
 POOLING = "mean"
 LAYER = "final_norm"
 ACTIVATIONS = ("identity", "relu", "gelu", "tanh")  # of the head's hidden layers
 TEMPERINGS = ("global", "adaptive")  # how the base is tempered (t3unlearn.t3.guidance)
-OPTIONAL_KNOBS = ("tail_logp", "support")  # guidance knobs that can be off (None)
+OPTIONAL_KNOBS = ("tail_logp", "support", "floor")  # guidance knobs that can be off (None)
 
 # the grid `t3unlearn calibrate` searches by default (docs/t3.md, "Privleak in the band"): s in steps of 0.05
 # where the world's choices fall, adaptive tempering, the support gate on; T = 1 (plain guidance) is scored beside
@@ -64,13 +64,15 @@ def check_head_shape(in_features: int, hidden: int, vocab: int, activation: str,
 
 @dataclass(frozen=True)
 class Guidance:
-    """How the head guides the base: ``temper(log p) + scale · logsigmoid(head + bias)``.
+    """How the head guides the base: ``temper(log p) + scale · logsigmoid(max(head + bias, floor))``.
 
     ``temperature`` T (> 0; 1 is plain classifier guidance), ``scale`` s, ``tempering`` ``global`` (the
     paper's ``log p / T``) or ``adaptive`` (T only where the base is about to say forget content),
     ``tail_logp`` (None, or a log-probability below which tokens are not lifted by tempering), ``bias``
     (added to the head's logits), ``support`` (None, or the quantile of the training positions' distances
-    beyond which guidance fades out; needs a head with a support gate). See :mod:`t3unlearn.t3.guidance`.
+    beyond which guidance fades out; needs a head with a support gate), ``floor`` (None, or a head logit below
+    which the head's verdict counts no further: no token loses more than ``scale · log(1 + e^-floor)`` nats to
+    the tilt). See :mod:`t3unlearn.t3.guidance`.
     """
 
     # measured on the world's forget10/forget05 (docs/t3.md, "Choosing T, s and the tempering"); the paper's
@@ -81,6 +83,7 @@ class Guidance:
     tail_logp: float | None = None
     bias: float = 0.0
     support: float | None = None
+    floor: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "temperature", _number("temperature", self.temperature, positive=True))
@@ -99,9 +102,15 @@ class Guidance:
                 raise ModelError(f"support is a quantile of the training positions' distances and must be in (0, 1] "
                                  f"(e.g. 0.95), or None to turn the gate off; not {q}.")
             object.__setattr__(self, "support", q)
+        if self.floor is not None:
+            floor = _number("floor", self.floor)
+            if floor >= 0:
+                raise ModelError(f"floor is a head logit below which tokens are not pushed further and must be < 0 "
+                                 f"(e.g. -6.5: at most s x 6.5 nats per token), not {floor}.")
+            object.__setattr__(self, "floor", floor)
 
     def replace(self, **changes) -> "Guidance":
-        """A copy with ``changes`` (None values are ignored; ``"none"`` turns ``tail_logp`` / ``support`` off;
+        """A copy with ``changes`` (None values are ignored; ``"none"`` turns ``tail_logp`` / ``support`` / ``floor`` off;
         unknown names are an error)."""
         known = {f.name for f in fields(self)}
         bad = sorted(set(changes) - known)
@@ -120,6 +129,8 @@ class Guidance:
             parts.append(f"bias={self.bias:g}")
         if self.support is not None:
             parts.append(f"support={self.support:g}")
+        if self.floor is not None:
+            parts.append(f"floor={self.floor:g}")
         return ", ".join(parts)
 
 

@@ -58,6 +58,7 @@ class T3Config(PreTrainedConfig):
     t3_tail_logp: float | None = Guidance.tail_logp
     t3_bias: float = Guidance.bias
     t3_support: float | None = Guidance.support
+    t3_floor: float | None = Guidance.floor
     head_hidden: int = TrainConfig.hidden_size
     head_activation: str = TrainConfig.activation
     head_layers: int = TrainConfig.layers
@@ -75,7 +76,8 @@ class T3Config(PreTrainedConfig):
     use_cache: bool = True
 
     # the fields written to t3_config.json, in this order
-    FILE_FIELDS = ("t3_temperature", "t3_scale", "t3_tempering", "t3_tail_logp", "t3_bias", "t3_support", "head_hidden",
+    FILE_FIELDS = ("t3_temperature", "t3_scale", "t3_tempering", "t3_tail_logp", "t3_bias", "t3_support", "t3_floor",
+                   "head_hidden",
                    "head_activation", "head_layers", "pooling", "layer", "base_model_name_or_path",
                    "base_hidden_size", "vocab_size", "tokenizer_hash", "training", "metrics", "calibration",
                    "requests", "retain_set")
@@ -83,11 +85,11 @@ class T3Config(PreTrainedConfig):
     @property
     def guidance(self) -> Guidance:
         return Guidance(self.t3_temperature, self.t3_scale, self.t3_tempering, self.t3_tail_logp, self.t3_bias,
-                        self.t3_support)
+                        self.t3_support, self.t3_floor)
 
     def set_guidance(self, g: Guidance) -> None:
-        self.t3_temperature, self.t3_scale, self.t3_tempering, self.t3_tail_logp, self.t3_bias, self.t3_support = (
-            g.temperature, g.scale, g.tempering, g.tail_logp, g.bias, g.support)
+        (self.t3_temperature, self.t3_scale, self.t3_tempering, self.t3_tail_logp, self.t3_bias, self.t3_support,
+         self.t3_floor) = (g.temperature, g.scale, g.tempering, g.tail_logp, g.bias, g.support, g.floor)
 
     # ------------------------------------------------------------------ the file
     def file_dict(self) -> dict[str, Any]:
@@ -340,7 +342,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
                 raise ModelError("guidance with support needs the pooled states the head read (pooled=).")
             weight = self.head.support_weight(pooled.to(head_logits.device), g.support)
         return guided_logits(base_logits, head_logits, g.temperature, g.scale, tempering=g.tempering,
-                             tail_logp=g.tail_logp, bias=g.bias, weight=weight)
+                             tail_logp=g.tail_logp, bias=g.bias, floor=g.floor, weight=weight)
 
     def forward(
         self,
@@ -504,13 +506,13 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_base(cls, base_model, head_dir, *, temperature=None, scale=None, tempering=None, tail_logp=None, bias=None,
-                  support=None, device=None, **loading_kwargs) -> "T3ForCausalLM":
+                  support=None, floor=None, device=None, **loading_kwargs) -> "T3ForCausalLM":
         """Attach the head saved in ``head_dir`` to ``base_model`` (a model, or a name/path to load with
         ``loading_kwargs`` such as ``dtype``, ``device_map``, ``attn_implementation``). Guidance knobs given
         here override the saved ones; any other keyword is an error."""
         cfg = T3Config.load(head_dir)
         cfg.set_guidance(cfg.guidance.replace(temperature=temperature, scale=scale, tempering=tempering,
-                                              tail_logp=tail_logp, bias=bias, support=support))
+                                              tail_logp=tail_logp, bias=bias, support=support, floor=floor))
         if isinstance(base_model, (str, Path)):
             base_model = load_base(str(base_model), device=device, **loading_kwargs)
         elif loading_kwargs:
@@ -528,11 +530,12 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, head_dir, *args, base_model=None, temperature=None, scale=None, tempering=None,
-                        tail_logp=None, bias=None, support=None, device=None, **loading_kwargs) -> "T3ForCausalLM":
+                        tail_logp=None, bias=None, support=None, floor=None, device=None,
+                        **loading_kwargs) -> "T3ForCausalLM":
         """Load a saved head and its base (``base_model`` overrides the recorded base path).
 
-        Guidance knobs (``temperature``, ``scale``, ``tempering``, ``tail_logp``, ``bias``, ``support``; ``"none"``
-        turns ``tail_logp`` / ``support`` off) override the saved ones; ``loading_kwargs`` (``dtype``, ``device_map``, ``attn_implementation``, ...) go to
+        Guidance knobs (``temperature``, ``scale``, ``tempering``, ``tail_logp``, ``bias``, ``support``, ``floor``;
+        ``"none"`` turns ``tail_logp`` / ``support`` / ``floor`` off) override the saved ones; ``loading_kwargs`` (``dtype``, ``device_map``, ``attn_implementation``, ...) go to
         ``transformers`` when the base is loaded; any other keyword is an error.
         """
         if args:
@@ -547,7 +550,8 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
                     "give it explicitly (--model / base_model=)."
                 )
         return cls.from_base(base_model, head_dir, temperature=temperature, scale=scale, tempering=tempering,
-                             tail_logp=tail_logp, bias=bias, support=support, device=device, **loading_kwargs)
+                             tail_logp=tail_logp, bias=bias, support=support, floor=floor, device=device,
+                             **loading_kwargs)
 
     def check_tokenizer(self, tokenizer) -> None:
         """Raise :class:`ModelError` if ``tokenizer``'s vocabulary differs from the one the head was trained with."""

@@ -26,12 +26,13 @@ INFERENCE_METHODS = ("t3", "cg", "uld")
 # T3 and classifier guidance: the unlearn() settings compare passes on (head and optimizer: T3_HEAD_KEYS;
 # temperature and scale only change the served model, so settings differing in them share one head)
 T3_HEAD_KEYS = ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr", "weight_decay", "batch_size")
-T3_GUIDANCE_KEYS = ("temperature", "scale", "tempering", "tail_logp", "bias", "support")
+T3_GUIDANCE_KEYS = ("temperature", "scale", "tempering", "tail_logp", "bias", "support", "floor")
 # "calibrate": true -- each seed's head chooses its own T and s with `t3unlearn calibrate`'s oracle-free rule on the
 # comparison's calibration set (classifier guidance: among T = 1 settings), instead of a sweep on the first seed;
 # an object of CALIBRATION_KEYS instead of true changes calibrate's grid, tolerances or rule (calibration_options)
 T3_KEYS = (*T3_GUIDANCE_KEYS, *T3_HEAD_KEYS, "calibrate")
-CALIBRATION_KEYS = ("temperatures", "scales", "temperings", "tails", "biases", "supports", "tolerance", "mia_tolerance",
+CALIBRATION_KEYS = ("temperatures", "scales", "temperings", "tails", "biases", "supports", "floors", "tolerance",
+                    "mia_tolerance",
                     "reference_model")
 # what the teacher-forced "quick" evaluation of a sweep computes, and what a full unit records
 QUICK_METRICS = ("forget_Q_A_Prob", "retain_Q_A_Prob", "forget_calibration_ks", "forget_calibration_mia")
@@ -305,6 +306,13 @@ def calibration_options(value: Any, where: str = "calibrate") -> dict | None:
             raise ConfigError(f"{where}.tails must be a non-empty list of log-probabilities < 0 or null (no tail guard), "
                               f"not {v!r}.")
         out["tails"] = [None if t is None else float(t) for t in v]
+    if "floors" in value:
+        v = value["floors"]
+        if not isinstance(v, list) or not v or not all(
+                t is None or (isinstance(t, (int, float)) and not isinstance(t, bool) and t < 0) for t in v):
+            raise ConfigError(f"{where}.floors must be a non-empty list of negative head logits or null (no floor), "
+                              f"not {v!r}.")
+        out["floors"] = [None if t is None else float(t) for t in v]
     for key, lo, hi, e in (("tolerance", 0.0, 1.0, "0.03"), ("mia_tolerance", 0.0, 0.5, "0.075")):
         if key in value:
             v = value[key]

@@ -173,7 +173,8 @@ def _calibration_rule(method: str, options: Any = True) -> tuple[dict, list]:
     o = calibration_options(options) or {}
     temps = [1.0] if method == "cg" else o.get("temperatures", list(DEFAULT_TEMPERATURES))
     settings = grid(temps, o.get("scales", DEFAULT_SCALES), o.get("temperings", DEFAULT_TEMPERINGS),
-                    tails=o.get("tails", (None,)), biases=o.get("biases", (0.0,)), supports=o.get("supports", DEFAULT_SUPPORTS))
+                    tails=o.get("tails", (None,)), biases=o.get("biases", (0.0,)), supports=o.get("supports", DEFAULT_SUPPORTS),
+                    floors=o.get("floors", (None,)))
     rule = {"settings": [s.label() for s in settings], "mia_tolerance": o.get("mia_tolerance", MIA_TOLERANCE),
             "tolerance": o.get("tolerance", RETAIN_TOLERANCE)}
     if o.get("reference_model"):
