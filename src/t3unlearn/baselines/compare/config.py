@@ -299,20 +299,14 @@ def calibration_options(value: Any, where: str = "calibrate") -> dict | None:
             raise ConfigError(f"{where}.supports must be a non-empty list of quantiles in (0, 1] or null (the gate off), "
                               f"not {v!r}.")
         out["supports"] = [None if q is None else float(q) for q in v]
-    if "tails" in value:
-        v = value["tails"]
-        if not isinstance(v, list) or not v or not all(
-                t is None or (isinstance(t, (int, float)) and not isinstance(t, bool) and t < 0) for t in v):
-            raise ConfigError(f"{where}.tails must be a non-empty list of log-probabilities < 0 or null (no tail guard), "
-                              f"not {v!r}.")
-        out["tails"] = [None if t is None else float(t) for t in v]
-    if "floors" in value:
-        v = value["floors"]
-        if not isinstance(v, list) or not v or not all(
-                t is None or (isinstance(t, (int, float)) and not isinstance(t, bool) and t < 0) for t in v):
-            raise ConfigError(f"{where}.floors must be a non-empty list of negative head logits or null (no floor), "
-                              f"not {v!r}.")
-        out["floors"] = [None if t is None else float(t) for t in v]
+    for key, what in (("tails", "log-probabilities < 0 or null (no tail guard)"),
+                      ("floors", "negative head logits or null (no floor)")):
+        if key in value:
+            v = value[key]
+            if not isinstance(v, list) or not v or not all(
+                    t is None or (isinstance(t, (int, float)) and not isinstance(t, bool) and t < 0) for t in v):
+                raise ConfigError(f"{where}.{key} must be a non-empty list of {what}, not {v!r}.")
+            out[key] = [None if t is None else float(t) for t in v]
     for key, lo, hi, e in (("tolerance", 0.0, 1.0, "0.03"), ("mia_tolerance", 0.0, 0.5, "0.075")):
         if key in value:
             v = value[key]
