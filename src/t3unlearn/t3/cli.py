@@ -348,14 +348,18 @@ def _grid(args):
             raise T3Error(f"--{what} takes comma-separated numbers, not {text!r}.") from None
 
     modes = [m.strip() for m in str(args.temperings).split(",") if m.strip()]
-    supports = []
-    for x in str(getattr(args, "supports", "none")).split(","):
-        if x.strip():
-            try:
-                q = _support(x.strip())
-            except argparse.ArgumentTypeError as exc:
-                raise T3Error(f"--supports: {exc}.") from None
-            supports.append(None if q == "none" else q)
+    def optional(what, parse):  # a comma-separated list of --SUPPORT-style values ('none': off)
+        out = []
+        for x in str(getattr(args, what, "none")).split(","):
+            if x.strip():
+                try:
+                    v = parse(x.strip())
+                except argparse.ArgumentTypeError as exc:
+                    raise T3Error(f"--{what}: {exc}.") from None
+                out.append(None if v == "none" else v)
+        return out
+
+    supports = optional("supports", _support)
     tails = []
     for x in str(getattr(args, "tails", "none")).split(","):
         x = x.strip()
@@ -366,14 +370,7 @@ def _grid(args):
             if t >= 0:
                 raise T3Error(f"--tails are log-probabilities and must be < 0 (e.g. -16 for p = 1e-7) or none, not {x}.")
             tails.append(t)
-    floors = []
-    for x in str(getattr(args, "floors", "none")).split(","):
-        if x.strip():
-            try:
-                fl = _floor(x.strip())
-            except argparse.ArgumentTypeError as exc:
-                raise T3Error(f"--floors: {exc}.") from None
-            floors.append(None if fl == "none" else fl)
+    floors = optional("floors", _floor)
     return grid(numbers(args.temperatures, "temperatures"), numbers(args.scales, "scales"), modes, tails=tails or [None],
                 biases=numbers(getattr(args, "biases", "0"), "biases"), supports=supports or [None],
                 floors=floors or [None])

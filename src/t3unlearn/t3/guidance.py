@@ -51,7 +51,11 @@ def forget_mass(base_logp: torch.Tensor, head_logits: torch.Tensor, bias: float 
                 floor: float | None = None) -> torch.Tensor:
     """``g = Σ_v p(v) · (1 - sigmoid(max(head_v + bias, floor)))`` per position, ``(..., V) -> (..., 1)``: the
     base's probability of saying something the head reads as forget content."""
-    return (base_logp.exp() * torch.sigmoid(-_read_head(head_logits, bias, floor))).sum(-1, keepdim=True)
+    return _mass(base_logp, _read_head(head_logits, bias, floor))
+
+
+def _mass(base_logp: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    return (base_logp.exp() * torch.sigmoid(-h)).sum(-1, keepdim=True)
 
 
 def guided_logits(
@@ -74,8 +78,12 @@ def guided_logits(
     across many settings; they are not modified."""
     logp = base_logits.float() if normalized else torch.log_softmax(base_logits.float(), dim=-1)
     T = temperature
+    h = None  # the head's logits as read (bias, floor): computed once, for the forget mass and the tilt
     if T != 1.0:
-        strength = forget_mass(logp, head_logits, bias, floor) if tempering == "adaptive" else None  # (..., 1)
+        strength = None
+        if tempering == "adaptive":
+            h = _read_head(head_logits, bias, floor)
+            strength = _mass(logp, h)  # (..., 1)
         if weight is not None:
             strength = weight.float() if strength is None else strength * weight.float()
         if strength is not None:
@@ -89,7 +97,8 @@ def guided_logits(
         tempered = logp.clone() if normalized else logp  # the in-place tilt below must not write into the caller's
     if scale == 0.0:
         return tempered
-    h = _read_head(head_logits, bias, floor)
+    if h is None:
+        h = _read_head(head_logits, bias, floor)
     if weight is not None:
         if torch.is_grad_enabled():
             return tempered + (scale * weight.float()) * F.logsigmoid(h)
