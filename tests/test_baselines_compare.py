@@ -95,7 +95,8 @@ def test_calibrated_t3_and_guidance_choose_per_seed(tiny_models, tmp_path, monke
     world, models = tiny_models
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
     cal = {"calibrate": True}
-    cfg = _fast_config(tmp_path, methods={"t3": {"params": {**FAST["methods"]["t3"]["params"], **cal}, "sweep": []},
+    # T3's head an ensemble of two (compare passes "ensemble" on to unlearn); classifier guidance's a single one
+    cfg = _fast_config(tmp_path, methods={"t3": {"params": {**FAST["methods"]["t3"]["params"], **cal, "ensemble": 2}, "sweep": []},
                                           "cg": {"params": {**FAST["methods"]["cg"]["params"], **cal}, "sweep": []}})
     rep = compare(methods=["t3", "cg"], seeds=1, out=tmp_path / "cmp", world=str(world), model=str(models / "full"),
                   retain_model=str(models / "retain"), config=cfg, progress=False)
@@ -114,6 +115,8 @@ def test_calibrated_t3_and_guidance_choose_per_seed(tiny_models, tmp_path, monke
             assert len(table["rows"]) == (len(DEFAULT_SCALES) if m == "cg" else
                                           len(DEFAULT_SCALES) * len(DEFAULT_TEMPERATURES))
             assert r["cost"]["wall_seconds"] > r["cost"]["calibration"]["seconds"] > 0
+            head_cfg = json.loads((Path(r["cost"]["artifact"]) / "t3_config.json").read_text())
+            assert head_cfg["head_hidden"] == (8 if m == "t3" else 4)
 
 
 def test_calibration_options_grid_and_reference_model(tiny_models, tmp_path, monkeypatch):
@@ -126,7 +129,8 @@ def test_calibration_options_grid_and_reference_model(tiny_models, tmp_path, mon
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
     cal = {"calibrate": {"temperatures": [1.5, 3], "scales": [0.5, 1], "biases": [0, 1], "supports": [None], "tails": [-16],
                          "mia_tolerance": 0.5, "tolerance": 0.5, "reference_model": "pretrained"}}
-    cfg = _fast_config(tmp_path, methods={"t3": {"params": {**FAST["methods"]["t3"]["params"], **cal}, "sweep": []},
+    # T3's head an ensemble of two (compare passes "ensemble" on to unlearn); classifier guidance's a single one
+    cfg = _fast_config(tmp_path, methods={"t3": {"params": {**FAST["methods"]["t3"]["params"], **cal, "ensemble": 2}, "sweep": []},
                                           "cg": {"params": {**FAST["methods"]["cg"]["params"], **cal}, "sweep": []}})
     logs = []
     compare(methods=["t3", "cg"], seeds=1, out=tmp_path / "cmp", world=str(world), model=str(models / "full"),

@@ -76,12 +76,14 @@ def test_union_from_cached_parts_equals_one_pass_over_the_union(random_lm, home,
     assert torch.equal(again[0].feats, parts[0].feats)
 
 
-def test_withdrawing_a_request_gives_the_head_trained_without_it(random_lm, home, tmp_path):
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_withdrawing_a_request_gives_the_head_trained_without_it(random_lm, home, tmp_path, ensemble):
     from t3unlearn.t3 import unlearn
     from t3unlearn.t3.requests import update
 
     base, tok = random_lm
-    t3, _ = unlearn(base, tok, _ds(R1), _ds(RETAIN), **SMALL)
+    small = {**SMALL, "ensemble": ensemble}  # an ensemble of heads is retrained as one, with the same members' seeds
+    t3, _ = unlearn(base, tok, _ds(R1), _ds(RETAIN), **small)
     t3, rep2 = update(t3, [("r2", _ds(R2))], model=base, tokenizer=tok)
     assert rep2["extracted"] == ["r2"]  # only the new request ran through the base
     t3, rep3 = update(t3, [_ds(R3)], model=base, tokenizer=tok)
@@ -91,10 +93,11 @@ def test_withdrawing_a_request_gives_the_head_trained_without_it(random_lm, home
     assert len(rec["fingerprint"]) == 16 and t3.config.retain_set["items"] == len(RETAIN)
     withdrawn, rep = update(t3, remove=["r2"], model=base, tokenizer=tok)
     assert [r["id"] for r in withdrawn.config.requests] == ["r1", "r3"] and rep["extracted"] == []
+    assert withdrawn.head.hidden == withdrawn.config.head_hidden == SMALL["hidden_size"] * ensemble
 
     # from scratch, in a fresh cache: r1, then r3, same seed
     fresh = tmp_path / "fresh-cache"
-    scratch, _ = unlearn(base, tok, _ds(R1), _ds(RETAIN), cache_dir=fresh, **SMALL)
+    scratch, _ = unlearn(base, tok, _ds(R1), _ds(RETAIN), cache_dir=fresh, **small)
     scratch, rep = update(scratch, [("r3", _ds(R3))], model=base, tokenizer=tok, cache_dir=fresh)
     assert _head_bytes(withdrawn, tmp_path, "withdrawn") == _head_bytes(scratch, tmp_path, "scratch")
     assert _head_bytes(withdrawn, tmp_path, "w") != _head_bytes(t3, tmp_path, "with-r2")

@@ -108,6 +108,42 @@ def test_training_on_cached_features_equals_recomputing(random_lm):
     assert not torch.equal(fast.out.weight, other.out.weight)
 
 
+@torch.no_grad()
+def test_an_ensemble_is_the_mean_of_its_members(random_lm, tmp_path):
+    from t3unlearn.errors import ModelError
+    from t3unlearn.t3 import T3ForCausalLM, unlearn
+    from t3unlearn.t3.features import compute_features
+    from t3unlearn.t3.head import GuidanceHead
+    from t3unlearn.t3.train import CachedProvider, TrainConfig, train_head
+
+    base, tok = random_lm
+    ex, pad = _examples(tok)
+    fs = compute_features(base, ex, [0.0] * 5 + [1.0] * 7, 5, pad_id=pad)
+    V = base.config.vocab_size
+    kw = dict(hidden_size=6, activation="gelu", layers=2, epochs=3, warmup_epochs=1, batch_size=2)
+    ens, hist = train_head(CachedProvider(fs), 5, 7, fs.dim, V, TrainConfig(**kw, seed=2, ensemble=3))
+    # seed 2 of an ensemble of 3: the members are the single heads of seeds 6, 7 and 8
+    members = [train_head(CachedProvider(fs), 5, 7, fs.dim, V, TrainConfig(**kw, seed=s)) for s in (6, 7, 8)]
+    assert ens.hidden == 18 and ens.shape_dict() == {**members[0][0].shape_dict(), "hidden": 18}
+    x, t = fs.feats[:40], fs.targets[:40]
+    torch.testing.assert_close(ens(x), sum(m(x) for m, _ in members) / 3, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ens.gather(x, t), ens(x).gather(-1, t[:, None])[:, 0])
+    assert hist == pytest.approx([sum(h) / 3 for h in zip(*(h for _, h in members))])
+    one, _ = train_head(CachedProvider(fs), 5, 7, fs.dim, V, TrainConfig(**kw, seed=2))
+    assert one.hidden == 6  # ensemble=1 is the single head of the seed itself
+    torch.testing.assert_close(one(x), train_head(CachedProvider(fs), 5, 7, fs.dim, V, TrainConfig(**kw, seed=2, ensemble=1))[0](x))
+    # unlearn(ensemble=K) saves an ordinary head of width K*h, loaded back as it was
+    t3, _ = unlearn(base, tok, _ds(FORGET), _ds(RETAIN), hidden_size=4, epochs=2, warmup_epochs=0, ensemble=2, cache=False)
+    assert t3.config.head_hidden == 8 and t3.config.training["ensemble"] == 2
+    t3.save_pretrained(tmp_path / "ens")
+    again = T3ForCausalLM.from_base(base, tmp_path / "ens")
+    torch.testing.assert_close(again.head(x), t3.head(x))
+    with pytest.raises(ModelError, match="one shape"):
+        GuidanceHead.ensemble([members[0][0], one.__class__(fs.dim, 5, V, activation="gelu", layers=2)])
+    with pytest.raises(ModelError, match="ensemble must be"):
+        TrainConfig(ensemble=0).validate()
+
+
 def test_gather_equals_full_logits():
     from t3unlearn.t3.head import GuidanceHead
 

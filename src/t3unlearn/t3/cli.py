@@ -253,6 +253,9 @@ def register(sub) -> None:
     h.add_argument("--weight-decay", type=float, default=t.weight_decay, help=f"AdamW weight decay [{t.weight_decay:g}]")
     h.add_argument("--batch-size", type=positive_int, default=t.batch_size, help=f"forget items per step (plus as many retain) [{t.batch_size}]")
     h.add_argument("--seed", type=int, default=t.seed, help=f"[{t.seed}]")
+    h.add_argument("--ensemble", type=positive_int, default=t.ensemble, metavar="K",
+                   help="train K heads (seeds seed*K .. seed*K+K-1) and guide with the mean of their logits: one head of "
+                        "width K*h, less dependent on the seed; K times the training time [1]")
     c = p.add_argument_group("oracle-free calibration (see 't3unlearn calibrate --help')")
     c.add_argument("--calibrate", action="store_true", help="after training, choose T, s and tempering from forget vs holdout answers")
     add_calibration_options(c)
@@ -517,7 +520,8 @@ def _unlearn(args) -> int:
         model, tokenizer, forget_src, retain_src, guidance=guidance, request_id=args.request_id, shard_mb=args.shard_mb,
         hidden_size=args.hidden_size, activation=args.activation,
         layers=args.layers, epochs=args.epochs, warmup_epochs=args.warmup_epochs, lr=args.lr,
-        weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed, cache=not args.no_cache,
+        weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed, ensemble=args.ensemble,
+        cache=not args.no_cache,
         feature_batch_size=args.feature_batch_size, max_length=args.max_length, template=args.template,
         progress=not args.quiet,
     )
@@ -525,7 +529,7 @@ def _unlearn(args) -> int:
     src = "cache" if report["features_cached"] else "one forward pass"
     print(
         f"features: {report['feature_tokens']} answer tokens from {src} in {report['features_s']:.2f}s; "
-        f"head training: {args.epochs} epochs in {report['train_s']:.2f}s; "
+        f"head training: {args.epochs} epochs{f' x {args.ensemble} heads' if args.ensemble > 1 else ''} in {report['train_s']:.2f}s; "
         f"unlearning {report['features_s'] + report['train_s']:.2f}s (loading {t_load - start:.2f}s)"
     )
     if holdout is not None:
@@ -566,7 +570,7 @@ def _update(args) -> int:
         raise T3Error("--reference-model, --oracle and --perturbed belong to calibration: add --calibrate.")
     t = TrainConfig()
     changed = [f"--{name.replace('_', '-')}" for name in ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr",
-                                                         "weight_decay", "batch_size", "seed")
+                                                         "weight_decay", "batch_size", "seed", "ensemble")
                if getattr(args, name) != getattr(t, name)]
     if args.max_length != 512 or args.template != "auto":
         changed += ["--max-length/--template"]

@@ -147,6 +147,12 @@ class TrainConfig:
     weight_decay: float = 1e-2
     batch_size: int = 32
     seed: int = 0
+    ensemble: int = 1  # heads trained with seeds seed*K .. seed*K+K-1 and averaged (GuidanceHead.ensemble): width K*h
+
+    @property
+    def width(self) -> int:
+        """The saved head's width: ``hidden_size`` per member."""
+        return self.hidden_size * self.ensemble
 
     def validate(self) -> "TrainConfig":
         if self.epochs < 1:
@@ -155,6 +161,8 @@ class TrainConfig:
             self.warmup_epochs = self.epochs // 4
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise ModelError(f"warm-up epochs must be between 0 and epochs ({self.epochs}), not {self.warmup_epochs}.")
+        if isinstance(self.ensemble, bool) or not isinstance(self.ensemble, int) or self.ensemble < 1:
+            raise ModelError(f"ensemble must be a whole number of heads >= 1, not {self.ensemble!r}.")
         if self.batch_size < 1:
             raise ModelError(f"batch size must be >= 1, not {self.batch_size}.")
         if not self.lr > 0:

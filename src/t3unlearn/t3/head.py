@@ -164,6 +164,29 @@ class GuidanceHead(nn.Module):
         z = self.embed(pooled)
         return (z * self.out.weight[tokens]).sum(-1)
 
+    @classmethod
+    def ensemble(cls, members: "list[GuidanceHead]") -> "GuidanceHead":
+        """One head whose logits are the mean of ``members``' logits (heads of one shape, trained with different
+        seeds): the members' hidden units side by side, the middle layers block-diagonal, the output layer
+        ``[W_1 ... W_K] / K``. It is an ordinary :class:`GuidanceHead` of width ``K h`` (saved, served and
+        calibrated like any other); the support gate is the first member's (it depends on the features only)."""
+        if not members:
+            raise ModelError("an ensemble needs at least one head.")
+        first = members[0]
+        if any(m.shape_dict() != first.shape_dict() for m in members):
+            raise ModelError("the heads of an ensemble must have one shape (input, width, vocabulary, activation, layers).")
+        if len(members) == 1:
+            return first
+        k = len(members)
+        out = cls(first.in_features, first.hidden * k, first.vocab_size, activation=first.activation, layers=first.layers)
+        with torch.no_grad():
+            out.inp.weight.copy_(torch.cat([m.inp.weight for m in members]))
+            for i, layer in enumerate(out.mid):
+                layer.weight.copy_(torch.block_diag(*[m.mid[i].weight for m in members]))
+            out.out.weight.copy_(torch.cat([m.out.weight for m in members], 1).div_(k))
+        out.support = first.support
+        return out.to(first.inp.weight.device)
+
     def shape_dict(self) -> dict:
         return {
             "in_features": self.in_features,

@@ -154,25 +154,43 @@ def train_head(
     device=None,
     progress: bool = False,
 ) -> tuple[GuidanceHead, list[float]]:
-    """Train a :class:`GuidanceHead`; returns it and the mean loss of each epoch."""
+    """Train a :class:`GuidanceHead`; returns it and the mean loss of each epoch.
+
+    With ``cfg.ensemble = K > 1``, K heads are trained with seeds ``seed*K`` .. ``seed*K + K - 1`` and returned
+    as one (:meth:`GuidanceHead.ensemble`: the mean of their logits); the losses are the members' mean."""
     cfg = (cfg or TrainConfig()).validate()
     if n_forget < 1 or n_retain < 1:
         raise T3Error("T3 needs at least one forget item and one retain item.")
     device = torch.device(device or "cpu")
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
-        torch.manual_seed(cfg.seed)
-        head = GuidanceHead(in_features, cfg.hidden_size, vocab_size, activation=cfg.activation, layers=cfg.layers)
-    head = head.to(device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    steps_per_epoch = math.ceil(n_forget / cfg.batch_size)
-    warmup = cfg.warmup_epochs * steps_per_epoch
-    # torch's fused AdamW kernel where the device has one (CPU and CUDA do); the warm-up sets the lr per step
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=head_on_fused_device(device))
+    k = cfg.ensemble
+    seeds = [cfg.seed] if k == 1 else [cfg.seed * k + i for i in range(k)]
     bar = None
     if progress:
         from t3unlearn.progress import progress as progress_bar
 
-        bar = progress_bar(total=cfg.epochs, desc="head", unit="epoch")
+        bar = progress_bar(total=cfg.epochs * k, desc="head" if k == 1 else f"heads (ensemble of {k})", unit="epoch")
+    members, histories = [], []
+    try:
+        for seed in seeds:
+            head, history = _train_one(provider, n_forget, n_retain, in_features, vocab_size, cfg, seed, device, bar)
+            members.append(head)
+            histories.append(history)
+    finally:
+        if bar is not None:
+            bar.close()
+    return GuidanceHead.ensemble(members).eval(), [sum(h) / k for h in zip(*histories)]
+
+
+def _train_one(provider, n_forget, n_retain, in_features, vocab_size, cfg: TrainConfig, seed: int, device, bar):
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
+        torch.manual_seed(seed)
+        head = GuidanceHead(in_features, cfg.hidden_size, vocab_size, activation=cfg.activation, layers=cfg.layers)
+    head = head.to(device)
+    gen = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(n_forget / cfg.batch_size)
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    # torch's fused AdamW kernel where the device has one (CPU and CUDA do); the warm-up sets the lr per step
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=head_on_fused_device(device))
     history: list[float] = []
     step = 0
     grad_state: dict = {}
@@ -193,8 +211,6 @@ def train_head(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{history[-1]:.4f}")
-    if bar is not None:
-        bar.close()
     return head.eval(), history
 
 
@@ -351,7 +367,7 @@ def unlearn(
         name = str(p.resolve()) if p.exists() else str(name)
     stamp = _now()
     config = T3Config(
-        head_hidden=cfg.hidden_size,
+        head_hidden=cfg.width,
         head_activation=cfg.activation,
         head_layers=cfg.layers,
         base_model_name_or_path=name,

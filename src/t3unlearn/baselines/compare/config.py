@@ -25,7 +25,7 @@ ALL_METHODS = ("t3", "cg", "uld", "gradascent", "graddiff", "npo", "simnpo", "id
 INFERENCE_METHODS = ("t3", "cg", "uld")
 # T3 and classifier guidance: the unlearn() settings compare passes on (head and optimizer: T3_HEAD_KEYS;
 # temperature and scale only change the served model, so settings differing in them share one head)
-T3_HEAD_KEYS = ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr", "weight_decay", "batch_size")
+T3_HEAD_KEYS = ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr", "weight_decay", "batch_size", "ensemble")
 T3_GUIDANCE_KEYS = ("temperature", "scale", "tempering", "tail_logp", "bias", "support", "floor")
 # "calibrate": true -- each seed's head chooses its own T and s with `t3unlearn calibrate`'s oracle-free rule on the
 # comparison's calibration set (classifier guidance: among T = 1 settings), instead of a sweep on the first seed;
