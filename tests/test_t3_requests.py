@@ -292,7 +292,7 @@ def test_cli_adds_lists_and_withdraws_requests(model_dir, tmp_path, monkeypatch,
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
     r1, r2, retain = (_jsonl(tmp_path / f"{n}.jsonl", p) for n, p in (("r1", R1), ("r2", R2), ("retain", RETAIN)))
     train = ["--hidden-size", "8", "--epochs", "6", "--warmup-epochs", "1", "--batch-size", "2", "--lr", "3e-2", "--seed", "3",
-             "--device", "cpu", "--threads", "1", "--quiet"]
+             "--ensemble", "2", "--device", "cpu", "--threads", "1", "--quiet"]
     head, scratch = str(tmp_path / "head"), str(tmp_path / "scratch")
     assert main(["unlearn", "--model", str(model_dir), "--forget", r1, "--retain", retain, "--out", scratch, *train]) == 0
     assert main(["unlearn", "--model", str(model_dir), "--forget", r1, "--retain", retain, "--out", head, "--request-id", "jan",
@@ -303,6 +303,7 @@ def test_cli_adds_lists_and_withdraws_requests(model_dir, tmp_path, monkeypatch,
     assert "added feb" in out and "extracted: feb" in out  # only the new request ran through the base
     cfg = json.loads((tmp_path / "head" / "t3_config.json").read_text())
     assert [r["id"] for r in cfg["requests"]] == ["jan", "feb"]
+    assert cfg["head_hidden"] == 16 and cfg["training"]["ensemble"] == 2  # the update retrains the ensemble of two
     assert [r["items"] for r in cfg["requests"]] == [len(R1), len(R2)]
     assert all(len(r["fingerprint"]) == 16 and r["added"].endswith("Z") for r in cfg["requests"])
     assert main(["unlearn", "--head", head, "--list-requests"]) == 0
@@ -317,8 +318,10 @@ def test_cli_adds_lists_and_withdraws_requests(model_dir, tmp_path, monkeypatch,
     assert main(["unlearn", "--head", head, "--remove-forget", "jan", "--device", "cpu", "--quiet"]) == 2
     assert main(["unlearn", "--head", head, "--add-forget", str(tmp_path / "missing.jsonl"), "--quiet"]) == 2
     assert main(["unlearn", "--add-forget", r2, "--quiet"]) == 2
+    assert main(["unlearn", "--head", head, "--add-forget", r2, "--ensemble", "3", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "no request nope" in err and "--head" in err and "Traceback" not in err
+    assert "--ensemble apply to a new head" in err
     assert (tmp_path / "head" / "t3_config.json").read_text() == before
 
 
