@@ -124,30 +124,27 @@ def add_guidance_options(g) -> None:
                         "'none' turns it off [the head's saved value; off]")
 
 
-def _floor(text: str):
-    """``--floor``: a negative head logit, or none/off."""
+def _number_or_none(text: str, ok, hint: str):
+    """A number that passes ``ok``, or "none" for none/off; argparse's one-line error otherwise."""
     if str(text).strip().lower() in ("none", "off"):
         return "none"
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"give a negative head logit (e.g. -6.5) or none, not {text!r}") from None
-    if not v < 0:
-        raise argparse.ArgumentTypeError(f"give a negative head logit (e.g. -6.5) or none, not {text!r}")
+        v = None
+    if v is None or not ok(v):
+        raise argparse.ArgumentTypeError(f"give {hint} or none, not {text!r}")
     return v
+
+
+def _floor(text: str):
+    """``--floor``: a negative head logit, or none/off."""
+    return _number_or_none(text, lambda v: v < 0, "a negative head logit (e.g. -6.5)")
 
 
 def _support(text: str):
     """``--support``: a quantile in (0, 1], or none/off."""
-    if str(text).strip().lower() in ("none", "off"):
-        return "none"
-    try:
-        q = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"give a quantile in (0, 1] (e.g. 0.95) or none, not {text!r}") from None
-    if not 0 < q <= 1:
-        raise argparse.ArgumentTypeError(f"give a quantile in (0, 1] (e.g. 0.95) or none, not {text!r}")
-    return q
+    return _number_or_none(text, lambda q: 0 < q <= 1, "a quantile in (0, 1] (e.g. 0.95)")
 
 
 def guidance_overrides(args, model_path: str | None = None) -> dict:
