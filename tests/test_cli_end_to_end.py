@@ -54,8 +54,9 @@ def _gone(pid: int) -> bool:
 
 def run(argv: list[str], home: Path, *, kill_at: str | None = None, at_kill=None, timeout: float = 900) -> str:
     """``python -m t3unlearn ARGV``; with ``kill_at``, SIGKILL it when a line containing that text appears (the
-    line must appear), then call ``at_kill()``. Returns the output (stdout and stderr). Every process it started
-    must be gone soon after."""
+    line must appear) and, once it is dead, call ``at_kill()`` (its children die with it: a child that finishes
+    a unit in the instant before the kill lands is a finished unit, not a leftover). Returns the output (stdout
+    and stderr). Every process it started must be gone soon after."""
     proc = subprocess.Popen([sys.executable, "-m", "t3unlearn", *argv], env=_env(home), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     timer = threading.Timer(timeout, proc.kill)
@@ -68,10 +69,10 @@ def run(argv: list[str], home: Path, *, kill_at: str | None = None, at_kill=None
                 children = _children(proc.pid)
                 os.kill(proc.pid, signal.SIGKILL)
                 killed = True
-                if at_kill is not None:
-                    at_kill()
                 break
         proc.wait()
+        if killed and at_kill is not None:
+            at_kill()
     finally:
         timer.cancel()
     text = "".join(lines)
