@@ -42,7 +42,8 @@ def test_training_sets_are_the_authors_the_evaluation_reads(local_tofu):
 
     sets = training_sets()
     full = [json.loads(x) for x in (local_tofu / "full.jsonl").read_text().splitlines()]
-    assert {k: len(v) for k, v in sets.items()} == {"pretrain": 4 * 217 + 3200, "full": 800, "retain90": 400, "retain95": 600, "retain99": 760}
+    assert {k: len(v) for k, v in sets.items()} == {"pretrain": 4 * 217 + 2800, "full": 800, "retain90": 400, "retain95": 600,
+                                                    "retain99": 760, "calibration": 400}
     # full = the first 20 authors (retain_perturbed) + the last 20 (forget10), in TOFU's order, rows intact
     assert sets["full"] == [{"question": r["question"], "answer": r["answer"]} for r in full[:400] + full[3600:]]
     assert sets["retain90"] == sets["full"][:400]
@@ -51,9 +52,58 @@ def test_training_sets_are_the_authors_the_evaluation_reads(local_tofu):
     real = [json.loads(x) for x in (local_tofu / "real_authors.jsonl").read_text().splitlines()]
     assert sets["pretrain"][0] == {"question": real[0]["question"], "answer": real[0]["answer"]}
     every = training_sets("all")
-    assert len(every["full"]) == 4000 and len(every["retain90"]) == 3600
+    assert len(every["full"]) == 3600 and len(every["retain90"]) == 3200 and every["calibration"] == sets["calibration"]
     with pytest.raises(DataError, match="subset"):
         training_sets("some")
+
+
+@needs_tofu
+@pytest.mark.parametrize("subset", ["eval-authors", "all"])
+def test_calibration_authors_are_never_trained_on_nor_evaluated(local_tofu, subset):
+    """tofu:calibration: 20 whole authors that no evaluation reads and no tiny model (base or fine-tune) trains on."""
+    from t3unlearn.tofu import training_sets
+
+    sets = training_sets(subset)
+    cal = {r["question"] for r in sets["calibration"]}
+    assert len(cal) == 400
+    for name, rows in sets.items():
+        if name != "calibration":
+            assert not cal & {r["question"] for r in rows}, name
+    read = set()
+    for config in ("forget10", "holdout10", "retain_perturbed", "real_authors", "world_facts"):
+        read |= {json.loads(x)["question"] for x in (local_tofu / f"{config}.jsonl").read_text().splitlines()}
+    assert not cal & read
+    full = [json.loads(x)["question"] for x in (local_tofu / "full.jsonl").read_text().splitlines()]
+    rows = sorted(full.index(q) for q in cal)
+    assert all(rows[i] % 20 == 0 and rows[i + 19] == rows[i] + 19 for i in range(0, 400, 20))  # whole authors
+
+
+@needs_tofu
+def test_calibration_set_never_reads_what_the_evaluation_reads(local_tofu, tmp_path, monkeypatch):
+    """The default calibration set of every TOFU split is tofu:calibration for the tiny models; for another checkpoint
+    (trained on all of TOFU) forget05 falls back to holdout10 minus holdout05 and forget10 has none; the evaluation's
+    own holdout is refused as a calibration set."""
+    from t3unlearn.benchmarks import calibration_set, check_calibration_set, get_benchmark, resolve_data
+    from t3unlearn.data import load_qa
+
+    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path))
+    bench = get_benchmark("tofu")
+    for split in ("forget01", "forget05", "forget10"):
+        items, name = bench.calibration(split)
+        assert name == "tofu:calibration" and len(items) == 400
+        assert not set(items["question"]) & set().union(*bench.evaluated_questions(split).values())
+    assert len(load_qa(resolve_data("tofu:calibration"))) == 400
+    assert calibration_set("tofu:forget10", "tofu:full")[1] == "tofu:calibration"
+    elsewhere = tmp_path / "my-tofu-llama"
+    elsewhere.mkdir()
+    assert calibration_set("tofu:forget10", elsewhere) is None
+    items, name = calibration_set("tofu:forget05", elsewhere)
+    assert name == "tofu:holdout10 minus holdout05" and len(items) == 200
+    with pytest.raises(DataError, match=r"shares items with what the evaluation of forget10 reads \(400 of tofu:holdout10\)"):
+        check_calibration_set(load_qa("tofu:holdout10"), "tofu:forget10", "--holdout tofu:holdout10")
+    with pytest.raises(DataError, match="holdout05"):
+        check_calibration_set(load_qa("tofu:holdout10"), "tofu:forget05", "--holdout tofu:holdout10")
+    check_calibration_set(load_qa("tofu:holdout10"), "my-forget.jsonl", "--holdout")  # not a benchmark split: no check
 
 
 @needs_tofu
@@ -67,7 +117,7 @@ def test_tiny_tofu_models_train_and_are_recognised(local_tofu, tmp_path, monkeyp
                  finetune_epochs=1, max_length=256)
     paths = bench.models(("full",), progress=False, **small)
     meta = json.loads((bench.training_dir() / "world.json").read_text())
-    assert meta["preset"] == "tofu" and meta["sizes"]["full"] == 800
+    assert meta["preset"] == "tofu" and meta["sizes"]["full"] == 800 and meta["sizes"]["calibration"] == 400
     info = json.loads((paths["full"] / "train_info.json").read_text())
     assert info["data"] == "full" and info["settings"]["max_length"] == 256
     assert bench.owns_model(paths["full"]) and not get_benchmark("world").owns_model(paths["full"])

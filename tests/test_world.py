@@ -189,3 +189,18 @@ def test_cli_build(tmp_path, capsys):
     assert "fingerprint" in capsys.readouterr().out
     assert main(["world", "build", "--preset", "nope", "--out", str(tmp_path / "x")]) == 2
     assert main(["world", "train", "--world", str(tmp_path / "missing")]) == 2
+
+
+def test_calibration_set_is_not_what_the_evaluation_reads(default_world):
+    """The world's calibration authors pass the overlap check for every split; its holdout is refused."""
+    from t3unlearn.benchmarks import check_calibration_set, get_benchmark
+    from t3unlearn.errors import DataError
+
+    bench = get_benchmark(default_world)
+    for split in ("forget01", "forget05", "forget10"):
+        items, name = bench.calibration(split)
+        assert len(items) == 400 and name.endswith(":calibration")
+    with pytest.raises(DataError, match=r"\(40 of .*:holdout01\)"):
+        check_calibration_set(bench.qa("holdout10"), f"{default_world}:forget01", "--holdout holdout10")
+    with pytest.raises(DataError, match="retain_perturbed"):
+        bench.check_calibration(bench.qa("retain90").select(range(5)), "forget10")

@@ -112,25 +112,50 @@ class Benchmark:
         prefix = "tofu" if self.kind == "tofu" else (self.preset or "custom")
         return first.startswith(prefix + "-")
 
-    def calibration(self, config: str):
+    def calibration(self, config: str, model: str | Path | None = None):
         """``(dataset, name)`` of never-seen items like the forget set ``config``, for oracle-free calibration, or None.
 
-        World: its ``calibration`` authors (disjoint from every holdout set). TOFU ``forgetXX``: the
-        ``holdout10`` authors that are not in the split's own ``holdoutXX`` (for forget10 none are left, so all of
-        ``holdout10``: then calibration and the evaluation's membership-inference attack read the same authors,
-        which the results must say).
+        Never an item the evaluation of ``config`` reads (:meth:`check_calibration`). World: its ``calibration``
+        authors. TOFU, for its tiny models (``model`` None or one of them): ``tofu:calibration``, 20 authors that no
+        evaluation reads and no tiny model trains on (:func:`t3unlearn.tofu.training_sets`). TOFU for another
+        ``model`` (a checkpoint fine-tuned on all of TOFU, which saw those authors): the ``holdout10`` authors that
+        are not in the split's own ``holdoutXX``; for forget10 none are left, so None (give one with --holdout).
         """
         pct = config[len("forget"):] if config.startswith("forget") and config[len("forget"):].isdigit() else None
         if self.kind == "world":
-            return self.qa("calibration", what="calibration set"), f"{self.label}:calibration"
-        if pct is None:
+            found = self.qa("calibration", what="calibration set"), f"{self.label}:calibration"
+        elif pct is None:
             return None
-        every = self.qa("holdout10", what="holdout set")
-        if pct == "10":
-            return every, "tofu:holdout10"
-        own = set(self.qa(f"holdout{pct}", what="holdout set")["question"])
-        keep = [i for i, q in enumerate(every["question"]) if q not in own]
-        return every.select(keep), f"tofu:holdout10 minus holdout{pct}"
+        elif model is None or str(model).startswith("tofu:") or self.owns_model(model):
+            found = self.qa("calibration", what="calibration set"), "tofu:calibration"
+        elif pct == "10":
+            return None
+        else:
+            every = self.qa("holdout10", what="holdout set")
+            own = set(self.qa(f"holdout{pct}", what="holdout set")["question"])
+            keep = [i for i, q in enumerate(every["question"]) if q not in own]
+            found = every.select(keep), f"tofu:holdout10 minus holdout{pct}"
+        if pct is not None:
+            self.check_calibration(found[0], config, name=found[1])
+        return found
+
+    def evaluated_questions(self, split: str) -> dict[str, set[str]]:
+        """The questions an evaluation of ``split`` reads, by config, leaving out the forget set itself (which
+        unlearning and calibration read by definition): the retain, real-author, world-fact and holdout sets."""
+        from t3unlearn.eval.runner import split_configs
+
+        configs = {role: c for role, c in split_configs(split).items() if role not in ("forget", "forget_qa")}
+        return {c: set(self.qa(c, what=f"evaluation set {c}")["question"]) for c in configs.values()}
+
+    def check_calibration(self, items, split: str, *, name: str = "the calibration set") -> None:
+        """Refuse a calibration set that shares a question with what the evaluation of ``split`` reads: calibrating
+        on the evaluation's own never-seen items (its membership attack's holdout) would tune to the evaluation."""
+        questions = set(items["question"])
+        shared = {c: len(questions & qs) for c, qs in self.evaluated_questions(split).items() if questions & qs}
+        if shared:
+            which = ", ".join(f"{n} of {self.label}:{c}" for c, n in shared.items())
+            raise DataError(f"{name} shares items with what the evaluation of {split} reads ({which}); calibrate on "
+                            f"never-seen items the evaluation does not read (e.g. {self.label}:calibration).")
 
     def data(self, split: str = "forget10") -> dict[str, Any]:
         """The six evaluation sets of ``split`` by role (see :func:`t3unlearn.eval.runner.split_configs`)."""
@@ -142,6 +167,8 @@ class Benchmark:
         """One config (``forget10``, ``retain90``, ...) as a ``datasets.Dataset``."""
         from t3unlearn.data import load_qa
 
+        if self.kind == "tofu" and config == "calibration":  # not a TOFU config: the tiny models' held-out authors
+            return load_qa(f"{self.training_dir()}:calibration", what=what)
         return load_qa(f"{self.data_source()}:{config}", what=what)
 
     # ------------------------------------------------------------------ evaluation
@@ -213,9 +240,11 @@ def resolve_data(spec: str) -> str:
     """A data source as :func:`t3unlearn.data.load_qa` takes it: ``world:CONFIG`` becomes
     ``WORLD_DIR:CONFIG`` (the world built on first use); ``tofu:CONFIG`` and everything else is unchanged."""
     parsed = parse_spec(spec)
-    if parsed is None or parsed[0].kind == "tofu":
+    if parsed is None:
         return str(spec)
     bench, config = parsed
+    if bench.kind == "tofu":
+        return f"{bench.training_dir()}:calibration" if config == "calibration" else str(spec)
     return f"{bench.data_source()}:{config}"
 
 
@@ -233,12 +262,21 @@ def resolve_model(spec: str, *, log: Callable | None = None) -> str:
     return str(bench.model(name, log=log))
 
 
-def calibration_set(forget_spec: str):
+def calibration_set(forget_spec: str, model: str | Path | None = None):
     """``(dataset, name)`` of never-seen items to calibrate T3 on for a benchmark forget set, or None
     (see :meth:`Benchmark.calibration`). ``forget_spec``: ``world:forget10``, ``tofu:forget10``, or the
-    resolved source of a world config (``WORLD_DIR:forget10``, as a head's request records it)."""
+    resolved source of a world config (``WORLD_DIR:forget10``, as a head's request records it); ``model``: the
+    model being unlearned, where known (a TOFU checkpoint other than the tiny ones saw ``tofu:calibration``)."""
     parsed = benchmark_config(forget_spec)
-    return None if parsed is None else parsed[0].calibration(parsed[1])
+    return None if parsed is None else parsed[0].calibration(parsed[1], model)
+
+
+def check_calibration_set(items, forget_spec: str, name: str) -> None:
+    """Refuse ``items`` (a calibration set given by the user) when ``forget_spec`` is a benchmark's forget split and
+    they share questions with what its evaluation reads (:meth:`Benchmark.check_calibration`); else nothing."""
+    parsed = benchmark_config(forget_spec)
+    if parsed is not None and parsed[1].startswith("forget") and parsed[1][len("forget"):].isdigit():
+        parsed[0].check_calibration(items, parsed[1], name=name)
 
 
 def benchmark_config(spec: str) -> tuple[Benchmark, str] | None:

@@ -175,8 +175,9 @@ def add_calibration_options(c) -> None:
     mia_default = 0.075  # t3unlearn.t3.calibrate.MIA_TOLERANCE (not imported: --help stays free of numpy and torch)
 
     c.add_argument("--holdout", default=None, metavar="SOURCE",
-                   help="items like the forget set that the model never trained on [world:calibration for world:forgetXX, "
-                        "tofu:holdout10 (minus the split's own holdout where it can) for tofu:forgetXX]")
+                   help="items like the forget set that the model never trained on, and that the evaluation does not "
+                        "read (a benchmark's holdout is refused) [world:calibration for world:forgetXX; tofu:calibration "
+                        "(20 authors no tiny TOFU model trains on) for tofu:forgetXX]")
     c.add_argument("--reference-model", default=None, metavar="MODEL",
                    help="a model that never saw the forget set and shares the base's tokenizer -- the checkpoint the "
                         "base was fine-tuned from (tofu:pretrained, world:pretrained). T and s are then chosen so the "
@@ -377,16 +378,25 @@ def _grid(args):
 
 
 def _holdout(args, forget_spec: str):
-    """The calibration holdout set: --holdout, else the benchmark's default for this forget set."""
-    from t3unlearn.benchmarks import calibration_set, resolve_data
+    """The calibration holdout set: --holdout, else the benchmark's default for this forget set; either way never an
+    item the benchmark's evaluation of that split reads."""
+    from t3unlearn.benchmarks import calibration_set, check_calibration_set, resolve_data
     from t3unlearn.data import load_qa
     from t3unlearn.errors import T3Error
 
     if args.holdout:
-        return load_qa(resolve_data(args.holdout), what="holdout set"), args.holdout
-    found = calibration_set(forget_spec)
+        found = load_qa(resolve_data(args.holdout), what="holdout set"), args.holdout
+        check_calibration_set(found[0], forget_spec, f"--holdout {args.holdout}")
+        return found
+    model = getattr(args, "model", None)
+    if model is None and getattr(args, "head", None):
+        from t3unlearn.t3.model import T3ForCausalLM
+
+        model = T3ForCausalLM.base_model_path(args.head)
+    found = calibration_set(forget_spec, model)
     if found is None:
-        raise T3Error("calibration needs --holdout SOURCE: items like the forget set that the model never trained on.")
+        raise T3Error("calibration needs --holdout SOURCE: items like the forget set that the model never trained on "
+                      "(and that the evaluation does not read).")
     return found
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from t3unlearn.errors import DataError
 
-TRAINING_VERSION = "2"  # 2: the authors no evaluation reads pretrain the base
+TRAINING_VERSION = "3"  # 2: the authors no evaluation reads pretrain the base; 3: calibration authors held out
 
 # Which of TOFU's 200 authors the tiny models are fine-tuned on.
 #  eval-authors: the 20 forget10 authors + the 20 retain_perturbed authors (800 of the 4000 items): every
@@ -31,6 +31,11 @@ DEFAULT_SUBSET = "eval-authors"
 # The pretraining corpus repeats the real-author and world-fact items this many times, so the small base
 # learns them as a large model knows them (they are 217 of the ~3400 pretraining items).
 KNOWLEDGE_REPEATS = 4
+# Never-seen authors for oracle-free calibration: every CALIBRATION_STRIDE-th of the 160 authors that no evaluation
+# reads (neither forget, holdout, retain_perturbed, real authors nor world facts), kept out of every tiny model's
+# training, so calibrating on them reads nothing the evaluation reads (see calibration_rows).
+CALIBRATION_STRIDE = 8
+ITEMS_PER_AUTHOR = 20
 
 
 def source() -> str:
@@ -59,8 +64,22 @@ def _block(full: list[dict[str, Any]], config: str, tofu_source: str | None) -> 
     raise DataError(f"TOFU {config} is not a contiguous run of rows of TOFU full; is the local copy complete?")
 
 
+def _evaluated_rows(full: list[dict[str, Any]], tofu_source: str | None) -> set[int]:
+    """Rows of ``full`` that an evaluation of forget01/05/10 reads: the forget10 and retain_perturbed authors."""
+    return set(_block(full, "forget10", tofu_source)) | set(_block(full, "retain_perturbed", tofu_source))
+
+
+def _calibration_rows(full: list[dict[str, Any]], tofu_source: str | None) -> set[int]:
+    """Rows of ``full`` of the calibration authors: every CALIBRATION_STRIDE-th author among those no evaluation reads
+    (TOFU's items come in whole authors of ITEMS_PER_AUTHOR contiguous rows)."""
+    evaluated = _evaluated_rows(full, tofu_source)
+    authors = [a for a in range(len(full) // ITEMS_PER_AUTHOR)
+               if not evaluated & set(range(a * ITEMS_PER_AUTHOR, (a + 1) * ITEMS_PER_AUTHOR))]
+    return {a * ITEMS_PER_AUTHOR + i for a in authors[::CALIBRATION_STRIDE] for i in range(ITEMS_PER_AUTHOR)}
+
+
 def training_sets(subset: str = DEFAULT_SUBSET, tofu_source: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """The training files of the tiny TOFU models: ``pretrain``, ``full``, ``retain90/95/99``.
+    """The training files of the tiny TOFU models: ``pretrain``, ``full``, ``retain90/95/99``, and ``calibration``.
 
     ``pretrain`` is what the base knows before the fine-tunes: the question/answer pairs of ``real_authors``
     and ``world_facts`` (what a base model knows before TOFU; :data:`KNOWLEDGE_REPEATS` times) and, for
@@ -69,19 +88,25 @@ def training_sets(subset: str = DEFAULT_SUBSET, tofu_source: str | None = None) 
     real-author and world-fact items are exactly TOFU's) and gives the small base TOFU's language, which
     the 217 short real-author and world-fact answers alone do not. ``full`` and ``retainXX`` follow
     ``subset`` (:data:`SUBSETS`); items keep TOFU's order.
+
+    ``calibration`` (``tofu:calibration``): 20 of the authors no evaluation reads (every
+    :data:`CALIBRATION_STRIDE`-th), which no tiny model trains on (neither the base nor a fine-tune): never-seen items
+    like the forget set for oracle-free calibration, disjoint from everything an evaluation reads.
     """
     if subset not in SUBSETS:
         raise DataError(f"unknown TOFU training subset {subset!r}; choose one of {', '.join(SUBSETS)}.")
     full = _rows("full", tofu_source)
     pretrain = (_rows("real_authors", tofu_source) + _rows("world_facts", tofu_source)) * KNOWLEDGE_REPEATS
     forget = {pct: set(_block(full, f"forget{pct}", tofu_source)) for pct in ("01", "05", "10")}
-    keep = set(range(len(full)))
+    calibration = _calibration_rows(full, tofu_source)
+    keep = set(range(len(full))) - calibration
     if subset == "eval-authors":
-        keep = forget["10"] | set(_block(full, "retain_perturbed", tofu_source))
-        pretrain += [full[i] for i in range(len(full)) if i not in keep]
+        keep = _evaluated_rows(full, tofu_source)
+        pretrain += [full[i] for i in range(len(full)) if i not in keep and i not in calibration]
     out = {"pretrain": pretrain, "full": [full[i] for i in sorted(keep)]}
     for pct, rows in forget.items():
         out[f"retain{100 - int(pct)}"] = [full[i] for i in sorted(keep - rows)]
+    out["calibration"] = [full[i] for i in sorted(calibration)]
     return out
 
 

@@ -143,7 +143,7 @@ def compare(
         res.save(ref_dir)
 
     # never-seen items like the forget set: the oracle-free selection metric compares the forget set with them
-    calib, calib_file = bench.calibration(split), None
+    calib, calib_file = bench.calibration(split, model), None
     if calib is not None:
         calib_file = out / "calibration.jsonl"
         if not calib_file.is_file():
