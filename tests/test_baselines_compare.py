@@ -48,8 +48,8 @@ def test_compare_end_to_end_and_resume(tiny_models, tmp_path, monkeypatch, capsy
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
     cfg = _fast_config(tmp_path)
     argv = ["compare", "--world", str(world), "--model", str(models / "full"), "--retain-model", str(models / "retain"),
-            "--methods", "graddiff,uld", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path / "cmp"),
-            "--quiet", "--doc", str(tmp_path / "comparison.md")]
+            "--pretrained", str(models / "retain"), "--methods", "graddiff,uld", "--seeds", "1", "--config", str(cfg),
+            "--out", str(tmp_path / "cmp"), "--quiet", "--doc", str(tmp_path / "comparison.md")]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| GradDiff |" in out and "| ULD |" in out and "wall time (s)" in out
@@ -61,11 +61,16 @@ def test_compare_end_to_end_and_resume(tiny_models, tmp_path, monkeypatch, capsy
     sweep = rep["sweeps"]["graddiff"]
     assert [s["setting"] for s in sweep] == ["lr=0.0001", "lr=0.001"]
     assert set(sweep[0]["summary"]) == {"forget_Q_A_Prob", "retain_Q_A_Prob", "forget_calibration_ks",
-                                        "forget_calibration_mia"}  # quick evaluation
+                                        "forget_calibration_mia", "forget_reference_tr_ks"}  # quick evaluation
     assert all(0 < s["summary"]["forget_calibration_ks"] <= 1 for s in sweep)  # forget vs the world's never-seen authors
+    # T3's objective: forget truth ratios vs the reference's (--pretrained, here the random retain model: the full model,
+    # the same random weights, matches it exactly; the fine-tuned settings move away from it)
+    assert all(0 < s["summary"]["forget_reference_tr_ks"] <= 1 for s in sweep)
+    assert len(list((tmp_path / "cmp" / "forget10" / "artifacts").glob("reference-truth-ratios-*/truth_ratios.json"))) == 1
     assert all(0 <= s["summary"]["forget_calibration_mia"] <= 1 for s in sweep)
     # the chosen setting is the rule's choice on the recorded sweep, and the row runs it
     full_quick = json.loads(next((tmp_path / "cmp" / "forget10" / "runs" / "full").glob("*-quick/record.json")).read_text())
+    assert full_quick["summary"]["forget_reference_tr_ks"] == 0
     expect = select_setting(sweep, full_quick["summary"]["retain_Q_A_Prob"], Selection())
     assert rep["chosen"]["graddiff"] == expect and gd["setting"] == sweep[expect]["setting"]
     assert "uld" not in rep["sweeps"]  # one setting: no sweep
@@ -182,27 +187,31 @@ def test_selection_rule_ignores_forget_quality():
         return {"summary": {"forget_Q_A_Prob": fprob, "retain_Q_A_Prob": mu, "forget_quality": fq}}
 
     sel = Selection(metric="forget_Q_A_Prob", utility_metric="retain_Q_A_Prob", utility_tolerance=0.05, mia_metric=None)
-    recs = [rec(0.5, 0.60, 1e-3), rec(0.1, 0.57, 1e-9), rec(0.01, 0.40, 0.9)]
-    assert select_setting(recs, 0.60, sel) == 1  # lowest forget prob within 0.05 of the full utility
+    recs = [rec(0.5, 0.60, 1e-3), rec(0.1, 0.575, 1e-9), rec(0.01, 0.56, 0.9)]
+    assert select_setting(recs, 0.60, sel) == 1  # lowest forget prob keeping 95 % of the full utility (0.57)
     assert select_setting([rec(0.1, 0.3, 0.5), rec(0.2, 0.4, 0.1)], 0.60, sel) == 1  # none in band: best utility
 
 
 def test_selection_keeps_the_membership_auc_near_one_half():
-    """The default rule is calibrate's: lowest loss KS among settings that keep utility and whose forget-vs-
-    calibration min-k AUC is within 0.5 ± mia_tolerance; none feasible: the one missing the constraints by least."""
+    """The default rule is calibrate's with T3's reference and tolerances: lowest truth-ratio KS to the pretrained
+    checkpoint's among settings that keep 97 % of the full model's retain probability and whose forget-vs-calibration
+    min-k AUC is within 0.5 ± mia_tolerance; none feasible: the one missing the constraints by least."""
     from t3unlearn.baselines.compare import select_setting
     from t3unlearn.baselines.compare.config import Selection
+    from t3unlearn.t3.calibrate import MIA_TOLERANCE, RETAIN_TOLERANCE
 
     def rec(ks, mu, mia):
-        return {"summary": {"forget_calibration_ks": ks, "retain_Q_A_Prob": mu, "forget_calibration_mia": mia}}
+        return {"summary": {"forget_reference_tr_ks": ks, "retain_Q_A_Prob": mu, "forget_calibration_mia": mia}}
 
     sel = Selection()
-    assert (sel.mia_metric, sel.mia_tolerance) == ("forget_calibration_mia", 0.075)
+    assert (sel.metric, sel.reference_model) == ("forget_reference_tr_ks", "pretrained")
+    assert (sel.mia_metric, sel.mia_tolerance, sel.utility_tolerance) == ("forget_calibration_mia", MIA_TOLERANCE, RETAIN_TOLERANCE)
+    assert select_setting([rec(0.1, 0.48, 0.5), rec(0.3, 0.49, 0.5)], 0.5, sel) == 1  # relative: 0.97 x 0.5, not 0.5 - 0.03
     recs = [rec(0.05, 0.99, 0.70), rec(0.20, 0.99, 0.56), rec(0.10, 0.99, 0.45), rec(0.01, 0.80, 0.50)]
     assert select_setting(recs, 1.0, sel) == 2  # 0: AUC out of the band, 3: utility lost; 2 beats 1 on KS
     assert select_setting(recs, 1.0, Selection(mia_metric=None)) == 0  # without the constraint: lowest KS
     assert select_setting(recs, 1.0, Selection(mia_tolerance=0.2)) == 0
-    # nothing feasible: the smallest miss (AUC 0.62 misses by 0.045, utility 0.9 by 0.05)
+    # nothing feasible: the smallest miss (AUC 0.62 misses by 0.045, utility 0.9 by 0.07)
     assert select_setting([rec(0.01, 0.99, 0.75), rec(0.3, 0.99, 0.62), rec(0.2, 0.90, 0.5)], 1.0, sel) == 1
 
 
@@ -217,7 +226,20 @@ def test_config_override_and_validation(tmp_path):
     assert s[0].train["lr"] == 1e-4 and s[0].params["beta"] == 0.2
     assert s[1].train["lr"] == 1e-3 and s[1].params["beta"] == 0.5
     assert s[0].train["epochs"] == cfg.train["epochs"]
-    assert len(cfg.settings("graddiff")) == 3  # untouched methods keep their defaults
+    assert len(cfg.settings("graddiff")) == 8  # untouched methods keep their defaults
+    # every fine-tuning method and ULD is tuned on at least 6 settings by default, learning rate x epochs among them
+    default = load_compare_config()
+    for m in ("uld", "gradascent", "graddiff", "npo", "simnpo", "idkdpo", "rmu"):
+        labels = [st.label for st in default.settings(m)]
+        assert len(set(labels)) == len(labels) >= 6, m
+    assert {(st.train["lr"], st.train["epochs"]) for st in default.settings("npo")} >= {
+        (lr, ep) for lr in (1e-4, 3e-4, 1e-3) for ep in (5, 10)}
+    # a list of values stands for each value, every combination in order
+    user.write_text(json.dumps({"methods": {"npo": {"sweep": [{"lr": [1e-4, 3e-4], "epochs": [5, 10]}, {"beta": 0.5}]}}}))
+    s = load_compare_config(user).settings("npo")
+    assert [st.label for st in s] == ["lr=0.0001, epochs=5", "lr=0.0001, epochs=10", "lr=0.0003, epochs=5",
+                                      "lr=0.0003, epochs=10", "beta=0.5"]
+    assert s[3].train["lr"] == 3e-4 and s[3].train["epochs"] == 10 and s[4].params["beta"] == 0.5
     bad = [
         ({"methods": {"sgd": {}}}, "unknown method 'sgd'"),
         ({"selection": {"metric": "forget_quality"}}, "peek at the oracle"),
@@ -235,6 +257,9 @@ def test_config_override_and_validation(tmp_path):
         ({"methods": {"t3": {"params": {"temprature": 2.0}}}}, "unknown key 'temprature' .did you mean 'temperature'"),
         ({"methods": {"npo": {"train": {"lr": -1}}}}, "lr must be > 0"),
         ({"eval": {"batch_size": 0}}, "must be >= 1"),
+        ({"selection": {"utility_tolerance": 1.0}}, "utility_tolerance is relative"),
+        ({"selection": {"reference_model": None}}, "forget_reference_tr_ks needs selection.reference_model"),
+        ({"methods": {"npo": {"sweep": [{"lr": []}]}}}, r"methods.npo.sweep\[0\]: a list of values must not be empty"),
     ]
     for body, message in bad:
         user.write_text(json.dumps(body))

@@ -17,14 +17,14 @@ methods:
   gradascent, graddiff, npo, simnpo, idkdpo, rmu     fine-tuning baselines (change the weights)
   retrain     the oracle: on the world, its retain model (trained without the forget authors)
 
-per method: a small sweep with the first seed, selection = the rule of 't3unlearn calibrate': the setting
-whose forget answers look most like never-seen items (lowest KS distance between forget and calibration-set
-answer losses) among those whose retain Q_A_Prob is within 0.05 of the full model's and whose forget-vs-
-calibration membership (min-k) AUC is within 0.5 ± 0.075 (never forget quality or privleak: that would peek
-at the oracle), then the remaining seeds; table = mean ± std over seeds. T3 and cg ("calibrate") run
-calibrate per seed on their own grid instead (cg: T = 1 only); by default with the pretrained checkpoint as
-reference (their forget truth ratios must look like its: calibrate --reference-model). The rule and tolerances are the config's
-"selection" (see --print-config).
+per method: a sweep of at least 6 settings (learning rate x epochs and the method's own knob) with the
+first seed, chosen by the rule, reference and tolerances of T3's calibration ('t3unlearn calibrate
+--reference-model'): the setting whose forget truth ratios are closest (KS) to those of the checkpoint the
+model was fine-tuned from, among those that keep 97 % of the full model's retain Q_A_Prob and whose
+forget-vs-calibration membership (min-k) AUC is within 0.5 ± 0.075 (never forget quality or privleak: that
+would peek at the oracle), then the remaining seeds; table = mean ± std over seeds. T3 and cg ("calibrate")
+run calibrate per seed on their own grid instead (cg: T = 1 only), against the same checkpoint. The rule and
+tolerances are the config's "selection" (see --print-config).
 Every run is cached under OUT/SPLIT/runs: rerun the same command to resume (also after a crash or
 kill -9: finished runs are kept whole). Each run is its own process; --jobs N runs N at once, each with
 at most cores/N torch threads (--threads auto, the default).

@@ -144,6 +144,24 @@ def score_pairs(lm, pairs: Sequence[tuple[str, str]], *, batch_size: int = 16, p
     return out
 
 
+def truth_ratios(lm, forget, *, batch_size: int = 16, progress: bool = False) -> list[float]:
+    """Per item of a perturbed forget set (``question``, ``paraphrased_answer``, ``perturbed_answer``): TOFU's truth
+    ratio, teacher-forced as the evaluation computes it (no generation)."""
+    rows = _rows(forget)
+    pairs = _Pairs()
+    for r in rows:
+        pairs.add(r["question"], r["paraphrased_answer"])
+        for a in r["perturbed_answer"]:
+            pairs.add(r["question"], a)
+    scored = score_pairs(lm, list(pairs.index), batch_size=batch_size, progress=progress)
+
+    def loss(q: str, a: str) -> float:
+        return scored[pairs.index[(q, a)]].avg_loss
+
+    return [M.truth_ratio(loss(r["question"], r["paraphrased_answer"]), [loss(r["question"], a) for a in r["perturbed_answer"]])
+            for r in rows]
+
+
 # --------------------------------------------------------------------------- metrics
 
 

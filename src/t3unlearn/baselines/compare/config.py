@@ -35,7 +35,8 @@ CALIBRATION_KEYS = ("temperatures", "scales", "temperings", "tails", "biases", "
                     "mia_tolerance",
                     "reference_model")
 # what the teacher-forced "quick" evaluation of a sweep computes, and what a full unit records
-QUICK_METRICS = ("forget_Q_A_Prob", "retain_Q_A_Prob", "forget_calibration_ks", "forget_calibration_mia")
+QUICK_METRICS = ("forget_Q_A_Prob", "retain_Q_A_Prob", "forget_calibration_ks", "forget_calibration_mia",
+                 "forget_reference_tr_ks")
 TABLE_METRICS = ("forget_quality", "model_utility", "forget_Q_A_ROUGE", "forget_truth_ratio", "privleak", "extraction_strength")
 SUMMARY_METRICS = TABLE_METRICS + ("forget_Q_A_Prob", "exact_memorization", *UTILITY_PARTS, "mia_min_k")
 # metrics that use the retain model's results on the forget set: selection may not look at them
@@ -47,13 +48,18 @@ class Selection:
     """How a sweep setting is chosen (see :func:`t3unlearn.baselines.compare.selection.select_setting`)."""
 
     eval: Literal["quick", "full"] = "quick"
-    metric: str = "forget_calibration_ks"
+    # T3's calibration rule (t3unlearn calibrate --reference-model): the KS distance between the forget truth ratios
+    # and those of the reference model (the checkpoint the model was fine-tuned from), lower is better
+    metric: str = "forget_reference_tr_ks"
     utility_metric: str = "retain_Q_A_Prob"
-    utility_tolerance: float = 0.05
+    utility_tolerance: float = 0.03  # relative: at least (1 - this) x the full model's, as calibrate's --tolerance
     lower_is_better: bool = True
     # a membership AUC (forget vs the calibration set) that must stay within 0.5 ± mia_tolerance; null: no constraint
     mia_metric: str | None = "forget_calibration_mia"
     mia_tolerance: float = 0.075
+    # the model whose forget truth ratios forget_reference_tr_ks compares with: "pretrained" (compare's --pretrained,
+    # else the benchmark's checkpoint before fine-tuning) or a model; null: none (then choose another metric)
+    reference_model: str | None = "pretrained"
 
 
 @dataclass
@@ -107,7 +113,7 @@ class CompareConfig:
         entry = self.methods.get(method) or MethodEntry()
         base_train = {} if method in ("t3", "cg") else {**self.train, **entry.train}
         out = []
-        for override in entry.sweep or [{}]:
+        for override in [o for item in entry.sweep or [{}] for o in expand(item)]:
             params, train = dict(entry.params), dict(base_train)
             for k, v in override.items():
                 if method not in ("t3", "cg") and k in _train_keys():
@@ -116,6 +122,16 @@ class CompareConfig:
                     params[k] = v
             out.append(Setting(params, train, dict(override)))
         return out
+
+
+def expand(override: dict) -> list[dict]:
+    """A sweep entry as the overrides it stands for: a key with a list of values is tried at each of them, so
+    ``{"lr": [1e-4, 3e-4], "epochs": [5, 10]}`` is four settings (every combination, in order)."""
+    import itertools
+
+    keys = list(override)
+    values = [v if isinstance(v, list) else [v] for v in override.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
 def _train_keys() -> tuple[str, ...]:
@@ -212,6 +228,8 @@ def _method_entry(name: str, entry: Any, where: str) -> MethodEntry:
             raise ConfigError(f"{where}.sweep[{i}] must be an object of settings, e.g. {{\"lr\": 1e-4}}.")
         known = known_params if name in ("t3", "cg") else (*known_params, *_train_keys())
         check_keys(override, known, where=f"{where}.sweep[{i}]")
+        if any(isinstance(v, list) and not v for v in override.values()):
+            raise ConfigError(f"{where}.sweep[{i}]: a list of values must not be empty.")
     return e
 
 
@@ -229,6 +247,12 @@ def _check(cfg: CompareConfig, where: str) -> None:
                               f"choose from {', '.join(known)}.")
     if sel.utility_tolerance < 0:
         raise ConfigError(f"{where}: selection.utility_tolerance must be >= 0, not {sel.utility_tolerance}.")
+    if sel.utility_tolerance >= 1:
+        raise ConfigError(f"{where}: selection.utility_tolerance is relative (the utility may fall by at most this "
+                          f"fraction of the full model's) and must be below 1, not {sel.utility_tolerance}.")
+    if "forget_reference_tr_ks" in (sel.metric, sel.utility_metric) and not sel.reference_model:
+        raise ConfigError(f"{where}: selection.metric forget_reference_tr_ks needs selection.reference_model "
+                          "(\"pretrained\" or a model).")
     if not 0 <= sel.mia_tolerance <= 0.5:
         raise ConfigError(f"{where}: selection.mia_tolerance is a distance from AUC 0.5 and must be in [0, 0.5], "
                           f"not {sel.mia_tolerance}.")

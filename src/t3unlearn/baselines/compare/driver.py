@@ -58,13 +58,17 @@ def _reference_name(setting: Setting) -> str | None:
     return (calibration_options(setting.params.get("calibrate", False)) or {}).get("reference_model")
 
 
-def _calibration_references(bench, settings: dict, pretrained, log) -> dict[str, str]:
-    """Every calibration reference model the settings name, resolved to a path (at the edge, before any unit runs):
-    ``"pretrained"`` is compare's ``--pretrained`` or the benchmark's own checkpoint before fine-tuning."""
+def _calibration_references(bench, settings: dict, pretrained, log, selection=None) -> dict[str, str]:
+    """Every reference model the settings' calibration and the sweeps' selection name, resolved to a path (at the
+    edge, before any unit runs): ``"pretrained"`` is compare's ``--pretrained`` or the benchmark's own checkpoint
+    before fine-tuning."""
     from t3unlearn.benchmarks import resolve_model
 
     out = {}
-    for name in {_reference_name(st) for m in ("t3", "cg") for st in settings.get(m, [])} - {None}:
+    names = {_reference_name(st) for m in ("t3", "cg") for st in settings.get(m, [])}
+    if selection is not None and any(len(v) > 1 for v in settings.values()):
+        names.add(selection.reference_model)
+    for name in names - {None}:
         if name == "pretrained":
             out[name] = str(resolve_model(pretrained, log=log) if pretrained else bench.models(("pretrained",), log=log)["pretrained"])
         else:
@@ -158,10 +162,13 @@ def compare(
                "pretrained": pretrained, "eval": ev, "max_length": cfg.max_length, "retain_subset": cfg.retain_subset}
 
     settings = {m: (cfg.settings(m) if m != "retrain" or not retain_model else [NO_SETTING]) for m in methods}
-    references = _calibration_references(bench, settings, pretrained, log)
+    selection = cfg.selection
+    references = _calibration_references(bench, settings, pretrained, log, selection)
+    selection_reference = references.get(selection.reference_model)
 
     def spec_of(method: str, setting: Setting, seed: int, mode: str = "full") -> UnitSpec:
-        key = unit_key(method, setting, seed, mode, context)
+        quick = mode == "quick"
+        key = unit_key(method, setting, seed, mode, {**context, "selection_reference": selection_reference} if quick else context)
         unit_dir = out / "runs" / method / f"{key[:10]}-seed{seed}{'-quick' if mode == 'quick' else ''}"
         return UnitSpec(method=method, params=setting.params, train=setting.train, setting=setting.label, seed=seed,
                         eval_mode=mode, benchmark=bench.label, source=source, split=split, model=model,
@@ -171,7 +178,8 @@ def compare(
                         unit_dir=str(unit_dir), threads=n_threads, progress=progress,
                         calibration=str(calib_file) if calib_file else None,
                         calibration_name=calib[1] if calib else None,
-                        calibration_reference=references.get(_reference_name(setting)))
+                        calibration_reference=references.get(_reference_name(setting)),
+                        selection_reference=selection_reference if quick else None)
 
     def run_all(specs: list[UnitSpec]) -> list[dict]:
         if jobs <= 1 or not isolate or len(specs) < 2:
@@ -180,7 +188,6 @@ def compare(
             return list(pool.map(lambda s: run_unit(s, isolate=True, log=log), specs))
 
     seed_list = list(range(seeds))
-    selection = cfg.selection
     # 1. the sweeps, first seed (quick evaluation by default: forget / retain Q_A_Prob, no generation)
     swept = [m for m in methods if len(settings[m]) > 1]
     sel_specs = [spec_of("full", NO_SETTING, 0, selection.eval)] + [spec_of(m, st, seed_list[0], selection.eval) for m in swept for st in settings[m]]
@@ -218,7 +225,7 @@ def compare(
         *verdict(rows, full_mu, tol),
         "",
         f"Sweep (first seed, {selection.eval} evaluation; selection: lowest {selection.metric} among "
-        f"settings with {selection.utility_metric} ≥ the full model's ({number(full_sel_u)}) − {tol}"
+        f"settings with {selection.utility_metric} ≥ {1 - tol:g} × the full model's ({number(full_sel_u)})"
         + (f" and {selection.mia_metric} within 0.5 ± {selection.mia_tolerance:g}" if selection.mia_metric else "")
         + "; if none, the one that misses that by least):",
         "",

@@ -82,14 +82,14 @@ def verdict(rows: Sequence[dict], full_utility: float | None, tol: float) -> lis
     by = {r["method"]: r for r in rows}
     out = []
     if "t3" in by and full_utility is not None:
-        floor = full_utility - tol
+        floor = full_utility * (1 - tol)
         fq, mu = by["t3"]["forget_quality"][0], by["t3"]["model_utility"][0]
         others = [r for r in rows if r["method"] not in ("t3", "full", "retrain") and r["forget_quality"][0] is not None]
         in_band = [r for r in others if r["model_utility"][0] is not None and r["model_utility"][0] >= floor]
         beaten = [r for r in in_band if fq is not None and r["forget_quality"][0] >= fq]
         status = "within" if mu is not None and mu >= floor else "outside"
         out.append(
-            f"- T3: forget quality {cell_value('forget_quality', fq)} at model utility {cell_value('x', mu)} ({status} {tol} of the full "
+            f"- T3: forget quality {cell_value('forget_quality', fq)} at model utility {cell_value('x', mu)} ({status} {1 - tol:g}x the full "
             f"model's {full_utility:.3f}). Methods within that utility band: "
             + (", ".join(f"{r['title']} ({cell_value('forget_quality', r['forget_quality'][0])})" for r in in_band) or "none")
             + ". "

@@ -1,9 +1,10 @@
 """Choosing a sweep setting, and aggregating a method's seeds into one table row.
 
-Selection (first seed of each setting), the rule of ``t3unlearn calibrate``: the setting with the lowest
-``selection.metric`` (by default ``forget_calibration_ks``: how far the forget answers' losses are from those of
-never-seen items) among the *feasible* ones: their ``selection.utility_metric`` (retain ``Q_A_Prob``) is at least the
-full model's minus ``utility_tolerance``, and their ``selection.mia_metric`` (``forget_calibration_mia``: the min-k
+Selection (first seed of each setting), the rule of ``t3unlearn calibrate`` with T3's reference and tolerances: the
+setting with the lowest ``selection.metric`` (by default ``forget_reference_tr_ks``: how far the forget truth ratios
+are from those of the checkpoint the model was fine-tuned from, which never saw the forget set) among the *feasible*
+ones: their ``selection.utility_metric`` (retain ``Q_A_Prob``) is at least ``(1 - utility_tolerance)`` times the full
+model's, and their ``selection.mia_metric`` (``forget_calibration_mia``: the min-k
 membership AUC between the forget and the never-seen items) is within ``mia_tolerance`` of 0.5. If none is
 feasible, the one that misses the two constraints by least (utility shortfall plus AUC excess). The rule never
 looks at the retain model's results on the forget set (forget quality, privleak): the config refuses those metrics.
@@ -40,7 +41,7 @@ def _value(record: dict, key: str) -> float | None:
 def select_setting(records: Sequence[dict], full_utility: float | None, selection: Selection) -> int:
     """Index of the chosen setting (see the module doc); ``records`` are the first-seed runs, in sweep order."""
     metric, umetric, mmetric = selection.metric, selection.utility_metric, selection.mia_metric
-    floor = None if full_utility is None else full_utility - selection.utility_tolerance
+    floor = None if full_utility is None else full_utility * (1 - selection.utility_tolerance)
 
     def miss(r: dict) -> float:
         """How far a record is from feasible (0: feasible); a missing value misses by 1."""

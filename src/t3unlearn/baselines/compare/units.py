@@ -68,6 +68,7 @@ class UnitSpec:
     calibration: str | None = None  # a JSONL file of never-seen items like the forget set (selection metric)
     calibration_name: str | None = None
     calibration_reference: str | None = None  # the model calibrate's reference_model names, resolved (T3 / cg)
+    selection_reference: str | None = None  # selection.reference_model, resolved (quick units: forget_reference_tr_ks)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -299,15 +300,35 @@ def _world_model_cost(model_dir: Path) -> dict:
             "note": "the world's retain model, reused (its training time from train_info.json)"}
 
 
-def quick_scores(lm, data: dict, batch_size: int = 32, calibration=None) -> dict:
+def reference_truth_ratios(spec: UnitSpec, forget, batch_size: int) -> list[float]:
+    """The selection reference model's forget truth ratios (teacher-forced), computed once per comparison and cached
+    among its artifacts."""
+    from t3unlearn.eval.runner import truth_ratios
+    from t3unlearn.io import fingerprint, load_json, save_json
+    from t3unlearn.lm import load_lm
+
+    art = Path(spec.artifacts) / f"reference-truth-ratios-{fingerprint(spec.selection_reference, spec.source, spec.split)[:12]}"
+
+    def build(tmp: Path) -> dict:
+        save_json(tmp / "truth_ratios.json", truth_ratios(load_lm(spec.selection_reference), forget, batch_size=batch_size))
+        return {"reference": spec.selection_reference}
+
+    artifact(art, build, needs=("truth_ratios.json",))
+    return load_json(art / "truth_ratios.json")
+
+
+def quick_scores(lm, data: dict, batch_size: int = 32, calibration=None, reference_truth_ratios=None) -> dict:
     """Teacher-forced only (no generation), for selecting a sweep setting: forget and retain Q_A_Prob and, given a
     ``calibration`` set of never-seen items like the forget set, the two statistics ``t3unlearn calibrate`` chooses
     by: ``forget_calibration_ks``, the KS distance between the forget and the calibration items' mean answer losses
     (0 when the model treats forgotten items as items it never saw), and ``forget_calibration_mia``, the min-k
-    membership AUC between them (0.5: an attacker cannot tell them apart)."""
+    membership AUC between them (0.5: an attacker cannot tell them apart). Given ``reference_truth_ratios`` (those
+    of a model that never saw the forget set on its perturbed set), ``forget_reference_tr_ks``: the KS distance
+    between the model's forget truth ratios and them -- calibrate's objective with --reference-model."""
     import math
 
     from t3unlearn.eval.metrics import mia_auc, min_k_score
+    from t3unlearn.eval.runner import truth_ratios
     from t3unlearn.t3.calibrate import ks_distance
 
     out, losses, min_k = {}, {}, {}
@@ -321,6 +342,9 @@ def quick_scores(lm, data: dict, batch_size: int = 32, calibration=None) -> dict
         scores = lm.token_scores(lm.encode(calibration["question"], calibration["answer"]), batch_size=batch_size)
         out["forget_calibration_ks"] = ks_distance(losses["forget_qa"], [s.avg_loss for s in scores])
         out["forget_calibration_mia"] = mia_auc(min_k["forget_qa"], [min_k_score(s.without_eos().logprob) for s in scores])
+    if reference_truth_ratios is not None:
+        out["forget_reference_tr_ks"] = ks_distance(truth_ratios(lm, data["forget"], batch_size=batch_size),
+                                                    reference_truth_ratios)
     return out
 
 
@@ -389,7 +413,8 @@ def _execute(spec: UnitSpec) -> dict:
     if spec.eval_mode == "quick":
         t = time.perf_counter()
         calib = load_qa(spec.calibration, what="calibration set") if spec.calibration else None
-        record["summary"] = quick_scores(lm, data, batch_size, calibration=calib)
+        ref_tr = reference_truth_ratios(spec, data["forget"], batch_size) if spec.selection_reference else None
+        record["summary"] = quick_scores(lm, data, batch_size, calibration=calib, reference_truth_ratios=ref_tr)
         record["calibration_set"] = spec.calibration_name
         record.update(eval_seconds=time.perf_counter() - t, unit_seconds=time.perf_counter() - t_unit, process=process())
         with atomic_dir(spec.unit_dir) as tmp:
