@@ -234,6 +234,11 @@ def test_config_override_and_validation(tmp_path):
         assert len(set(labels)) == len(labels) >= 6, m
     assert {(st.train["lr"], st.train["epochs"]) for st in default.settings("npo")} >= {
         (lr, ep) for lr in (1e-4, 3e-4, 1e-3) for ep in (5, 10)}
+    # T3 and cg train the packaged recipe (unlearn's defaults), not a copy of it kept in the comparison's config
+    from t3unlearn.baselines.compare.config import T3_HEAD_KEYS
+
+    assert not set(default.settings("t3")[0].params) & set(T3_HEAD_KEYS)
+    assert not set(default.settings("cg")[0].params) & set(T3_HEAD_KEYS)
     # a list of values stands for each value, every combination in order
     user.write_text(json.dumps({"methods": {"npo": {"sweep": [{"lr": [1e-4, 3e-4], "epochs": [5, 10]}, {"beta": 0.5}]}}}))
     s = load_compare_config(user).settings("npo")

@@ -234,6 +234,7 @@ class CalibrationRow:
     tr_ks: float | None = None  # KS distance, forget truth ratios vs the reference model's (the objective with one)
     forget_quality: float | None = None  # with an oracle: TOFU's forget quality against it (never used to choose)
     privleak: float | None = None  # with an oracle: TOFU's privleak against it, on the calibration holdout
+    tr_median: float | None = None  # the median forget truth ratio under the setting (with a reference or an oracle)
 
     def objective(self) -> float:
         return self.ks if self.tr_ks is None else self.tr_ks
@@ -252,6 +253,8 @@ class Calibration:
     base_retain_prob: float
     tolerance: float
     mia_tolerance: float | None = None  # |MIA AUC - 0.5| allowed
+    reference_tr_median: float | None = None  # the reference model's median forget truth ratio (with one)
+    oracle_tr_median: float | None = None  # the oracle's (with one; a report, never used to choose)
 
     @property
     def uses_reference(self) -> bool:
@@ -309,7 +312,8 @@ class Calibration:
                 "oracle_best": None if best is None else best.as_dict(),
                 "oracle_best_privleak_within": None if banded is None else {"band": ORACLE_PRIVLEAK, **banded.as_dict()},
                 "objective": f"{objective}, retain prob >= (1 - tolerance) x base, |MIA AUC - 0.5| <= mia_tolerance",
-                "mia_tolerance": self.mia_tolerance,
+                "mia_tolerance": self.mia_tolerance, "reference_tr_median": self.reference_tr_median,
+                "oracle_tr_median": self.oracle_tr_median,
                 "rows": [r.as_dict() for r in self.rows]}
 
     def table(self, top: int | None = 12) -> str:
@@ -404,10 +408,13 @@ def _score_and_choose(model, head, forget, holdout, retain, settings, tolerance,
             tr_ks=None if truth is None or truth.reference is None else ks_distance(tr, truth.reference),
             forget_quality=None if oracle is None else forget_quality(tr, oracle.truth_ratios),
             privleak=None if oracle is None else privleak(mia, oracle.auc),
+            tr_median=None if tr is None else float(np.median(tr)),
         ))
         if abs(rows[-1].mia_auc - 0.5) > mia_tolerance:
             rows[-1].feasible = False
-    return Calibration(rows, _choose(rows, tolerance, mia_tolerance), base_retain, tolerance, mia_tolerance)
+    return Calibration(rows, _choose(rows, tolerance, mia_tolerance), base_retain, tolerance, mia_tolerance,
+                       reference_tr_median=None if truth is None or truth.reference is None else float(np.median(truth.reference)),
+                       oracle_tr_median=None if oracle is None else float(np.median(oracle.truth_ratios)))
 
 
 def _choose(rows: Sequence[CalibrationRow], tolerance: float, mia_tolerance: float) -> CalibrationRow:

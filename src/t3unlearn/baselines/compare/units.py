@@ -135,14 +135,16 @@ def _t3_model(spec: UnitSpec, base, tokenizer, forget, retain):
     from t3unlearn.io import fingerprint
     from dataclasses import asdict
 
-    from t3unlearn.t3.config import Guidance
+    from t3unlearn.t3.config import Guidance, TrainConfig
     from t3unlearn.t3.model import T3ForCausalLM
 
     p = spec.params
     head_kw = {k: p[k] for k in T3_HEAD_KEYS if k in p}
     # every knob, the unset ones at Guidance's defaults (not the shared head's saved ones)
     guidance = {**asdict(Guidance()), **{k: p[k] for k in T3_GUIDANCE_KEYS if k in p}}
-    key = fingerprint("t3-head-v1", head_kw, spec.seed, spec.model, spec.forget, spec.retain, spec.max_length, spec.retain_subset)
+    # the head's recipe as it runs: the packaged defaults (TrainConfig) with the config's overrides
+    recipe = {k: v for k, v in asdict(TrainConfig(**head_kw).validate()).items() if k != "seed"}
+    key = fingerprint("t3-head-v2", recipe, spec.seed, spec.model, spec.forget, spec.retain, spec.max_length, spec.retain_subset)
     art = Path(spec.artifacts) / f"t3-head-{key}-seed{spec.seed}"
 
     def build(tmp: Path) -> dict:
