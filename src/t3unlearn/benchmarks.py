@@ -238,7 +238,8 @@ def parse_spec(spec: str) -> tuple[Benchmark, str] | None:
 
 def resolve_data(spec: str) -> str:
     """A data source as :func:`t3unlearn.data.load_qa` takes it: ``world:CONFIG`` becomes
-    ``WORLD_DIR:CONFIG`` (the world built on first use); ``tofu:CONFIG`` and everything else is unchanged."""
+    ``WORLD_DIR:CONFIG`` (the world built on first use); ``tofu:calibration`` the tiny TOFU models' held-out authors
+    in their training directory; any other ``tofu:CONFIG`` and everything else is unchanged."""
     parsed = parse_spec(spec)
     if parsed is None:
         return str(spec)
