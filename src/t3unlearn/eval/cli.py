@@ -142,7 +142,7 @@ def register(sub) -> None:
     q.add_argument("--device", default=None, help="cpu or cuda [cuda when available]")
     q.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     q.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    q.add_argument("--out", required=True, help="directory for probe.json and probe.md")
+    q.add_argument("--out", required=True, help="directory for PROBES.json and probes.md")
     q.set_defaults(func=run_probe)
 
     r = sub.add_parser(
