@@ -15,7 +15,8 @@ world forget10 against the retain90 oracle (docs/t3.md, "The author's name"):
 
 ``--probe OUT``: also run ``t3unlearn probe``'s measures (key-fact leakage under every rephrasing, prefix and
 sampling; entity preservation; non-word rate; judge loss) beside the retain90 oracle's, written to OUT.
-``--temperature`` / ``--scale`` / ``--support``: override the head's saved guidance.
+``--temperature`` / ``--scale`` / ``--support``: override the head's saved guidance; ``--exempt-logit C``: a partial
+exemption (an exempted token's head logit read as max(head, C) instead of +inf).
 
     python benchmarks/copy_exemption.py --head t3-runs/demo/t3-head --variant bigram
     python benchmarks/copy_exemption.py --head t3-runs/demo/t3-head --variant question --no-eval --probe runs/probe-q
@@ -55,6 +56,7 @@ def bigram_seen(ids: torch.Tensor, vocab: int, q: int) -> torch.Tensor:
 
 
 ANSWER_MARKER: list[int] = []  # the template's answer marker ("\nAnswer:") as token ids, set in main()
+EXEMPT_LOGIT = [float("inf")]  # an exempted token's head logit is read as max(head, this): inf = no tilt at all
 CAPITAL_START = torch.zeros(0, dtype=torch.bool)  # (V,): the token starts a capitalised word, set in main()
 
 
@@ -110,7 +112,8 @@ def patch(seen_fn) -> None:
 
     def patched_guided(self, base_logits, head_logits, pooled=None):
         seen = self._rt["seen"][:, -head_logits.shape[1]:]
-        return guided(self, base_logits, head_logits.float().masked_fill(seen, float("inf")), pooled)
+        h = head_logits.float()
+        return guided(self, base_logits, torch.where(seen, h.clamp(min=EXEMPT_LOGIT[0]), h), pooled)
 
     T3ForCausalLM.forward, T3ForCausalLM.guided_logits = patched_forward, patched_guided
 
@@ -125,7 +128,10 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--scale", type=float, default=None)
     p.add_argument("--support", default=None, help="a quantile, or none")
+    p.add_argument("--exempt-logit", type=float, default=float("inf"),
+                   help="read an exempted token's head logit as max(head, this) [inf: no tilt]; 0 halves its tilt")
     args = p.parse_args()
+    EXEMPT_LOGIT[0] = args.exempt_logit
     torch.set_num_threads(1)
     seen = {"token": token_seen, "bigram": bigram_seen, "question": question_bigram_seen}.get(args.variant)
     if seen is not None:
@@ -153,7 +159,9 @@ def main() -> None:
         from t3unlearn.eval.probe import PROBES
 
         probes = PROBES if args.probes == "all" else tuple(args.probes.split(","))
-        print(probe_with_reference(lm, bench, "forget10", Path(args.probe), probes=probes, progress=False))
+        # t3unlearn probe's settings, so the oracle's cached probes are reused
+        print(probe_with_reference(lm, bench, "forget10", Path(args.probe), probes=probes, samples=5, seed=0,
+                                   max_new_tokens=200, batch_size=32, progress=False))
     if not args.no_eval:
         data = bench.data("forget10")
         res = evaluate(lm, data=data, split="forget10", benchmark="world", retain_results=bench.retain_reference("forget10", data=data),

@@ -25,6 +25,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="directories with PROBES.json")
     p.add_argument("--label", action="append", default=[], help="PATTERN=NAME: pool models matching PATTERN as NAME")
+    p.add_argument("--by-dir", action="store_true", help="name each probed model (not the oracle) by its run directory")
     args = p.parse_args()
     labels = [tuple(x.split("=", 1)) for x in args.label]
     pooled: dict[str, list[dict]] = {}
@@ -34,7 +35,8 @@ def main() -> None:
         ref = data.get("reference")
         ref_flat = metrics(data["results"][ref]) if ref else None
         for name, res in data["results"].items():
-            label = next((n for pat, n in labels if fnmatch.fnmatch(name, pat)), name)
+            label = Path(run).name if args.by_dir and name != ref else name
+            label = next((n for pat, n in labels if fnmatch.fnmatch(label, pat)), label)
             flat = metrics(res)
             if name == ref and any(flat == f for f in pooled.get(label, [])):
                 continue  # the same (cached) oracle probed beside every run: count it once
@@ -54,7 +56,7 @@ def main() -> None:
             d = [x[r] for x in diffs.get(n, []) if r in x]
             if d:
                 worst = max(d) if r != "entity kept" else min(d)
-                cell += f" ({np.mean(d):+.3f}; worst {worst:+.3f})"
+                cell += f" ({np.mean(d):+.3f}; worst {worst:+.3f})" if len(d) > 1 else f" ({d[0]:+.3f})"
             cells.append(cell)
         print(f"| {r} | " + " | ".join(cells) + " |")
 
