@@ -18,6 +18,9 @@ files written to --out:
   TOFU_EVAL.json     per-metric agg_value + value_by_index (open-unlearning's layout)
   TOFU_SUMMARY.json  metric -> aggregate
   run_info.json      model, head, split, settings, package versions, wall time
+  PROBES.json, probes.md   with --probes: t3unlearn probe's measures beside the oracle's (key-fact leakage
+                     under rephrasings / prefix / sampling, entity kept, non-word rate, judge loss);
+                     reported beside the TOFU metrics, not part of them
 
 retain reference (for forget quality and privleak), --retain-results:
   auto (default)  --benchmark world: the world's retainXX model (forget10 -> retain90), evaluated
