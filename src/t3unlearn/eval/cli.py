@@ -121,9 +121,9 @@ def register(sub) -> None:
 
     q = sub.add_parser(
         "probe",
-        help="measure what an attacker extracts about the forget set (rephrased, prefix, sampled)",
-        description="Leakage beyond the TOFU metrics: rephrased questions, answer-prefix completion and "
-        "sampling, each scored against the forgotten answers and set beside the retain (oracle) model's.",
+        help="what a user or attacker gets about the forget set: key facts under rewording, prefix, sampling; names; non-words",
+        description="Beyond the TOFU metrics: key-fact leakage under rephrased questions, answer-prefix completion and "
+        "sampling, entity preservation and fluency, each set beside the retain (oracle) model's.",
         epilog=PROBE_EPILOG,
         formatter_class=fmt,
     )
