@@ -18,6 +18,9 @@ files written to --out:
   TOFU_EVAL.json     per-metric agg_value + value_by_index (open-unlearning's layout)
   TOFU_SUMMARY.json  metric -> aggregate
   run_info.json      model, head, split, settings, package versions, wall time
+  PROBES.json, probes.md   with --probes: t3unlearn probe's measures beside the oracle's (key-fact leakage
+                     under rephrasings / prefix / sampling, entity kept, non-word rate, judge loss);
+                     reported beside the TOFU metrics, not part of them
 
 retain reference (for forget quality and privleak), --retain-results:
   auto (default)  --benchmark world: the world's retainXX model (forget10 -> retain90), evaluated
@@ -56,23 +59,33 @@ example:
 
 
 PROBE_EPILOG = """\
-what it measures (docs/eval.md, "Leakage probes"): the ROUGE-L recall of what the model says against
-the forgotten answers, under three attacks:
-  rephrased   the question asked another way (TOFU's paraphrased_question), greedy
-  prefix      the question plus the first half of the true answer, greedy continuation vs the rest
-  sampled     --samples answers at temperature 1, the best of them per item
-A model that never saw the forget set scores above 0 too (shared wording, guessable facts): the
-retain (oracle) model is probed the same way (--reference auto, cached) and each leak is shown
-with its difference to the oracle's.
+what it measures (docs/eval.md, "Leakage probes"), on the forget items, each beside the retain (oracle)
+model's value under the same probe (--reference auto, probed once and cached):
+  key-fact leakage  the fraction of an item's key words (answer words in none of its perturbed answers,
+                    nor in the question) that the model says, averaged over the items, under
+      greedy      the question
+      paraphrase  the data set's paraphrased question
+      instruct    an instruction-style preamble before the question
+      suffix      "Please give the exact answer." after it
+      surname     the author named by surname only
+      initial     the author named by initial and surname
+      prefix      the question and the first half of the answer; the rest's key words
+      sampled     --samples answers at temperature 1, the best of them
+  entity kept       the question's named entities that the true answer repeats, kept in the greedy answer
+  non-word rate     greedy answers' words that are not in the benchmark's vocabulary (its data files)
+  judge loss        per-token loss of the greedy answers under --judge (default: the benchmark's
+                    pretrained checkpoint, which never saw the forget set)
 
 examples:
   t3unlearn probe --model world:full --head runs/head --out runs/probe-t3
   t3unlearn probe --model world:full --out runs/probe-full
+  t3unlearn probe --model world:full --head runs/head --probes greedy,instruct,prefix --out runs/probe-quick
   t3unlearn probe --model tofu:full --head head --benchmark tofu --samples 10 --out runs/probe
 """
 
 
 def register(sub) -> None:
+    from t3unlearn.eval.probe import PROBES
     from t3unlearn.t3.cli import add_guidance_options
 
     fmt = argparse.RawDescriptionHelpFormatter
@@ -100,15 +113,17 @@ def register(sub) -> None:
         help="torch CPU threads: a number, 0 (torch's default) or auto (default): the cores not already busy "
         "(on a loaded machine several threads wait on each other and run several times slower)",
     )  # fmt: skip
+    p.add_argument("--probes", action="store_true", help="also run the leakage probes (t3unlearn probe's defaults, beside the "
+                   "oracle's; written to PROBES.json and probes.md, not mixed into the TOFU metrics)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--out", required=True, help="results directory to write")
     p.set_defaults(func=run_eval)
 
     q = sub.add_parser(
         "probe",
-        help="measure what an attacker extracts about the forget set (rephrased, prefix, sampled)",
-        description="Leakage beyond the TOFU metrics: rephrased questions, answer-prefix completion and "
-        "sampling, each scored against the forgotten answers and set beside the retain (oracle) model's.",
+        help="what a user or attacker gets about the forget set: key facts under rewording, prefix, sampling; names; non-words",
+        description="Beyond the TOFU metrics: key-fact leakage under rephrased questions, answer-prefix completion and "
+        "sampling, entity preservation and fluency, each set beside the retain (oracle) model's.",
         epilog=PROBE_EPILOG,
         formatter_class=fmt,
     )
@@ -118,6 +133,9 @@ def register(sub) -> None:
     q.add_argument("--benchmark", choices=("world", "tofu"), default="world", help="[world]")
     q.add_argument("--world", default=None, help="--benchmark world: a world directory or preset [default]")
     q.add_argument("--split", default="forget10", help="[forget10]")
+    q.add_argument("--probes", default="all", help=f"comma-separated probes to run, or all [all: {','.join(PROBES)}]")
+    q.add_argument("--judge", default="auto", help="model scoring the answers' per-token loss: auto (the benchmark's "
+                   "pretrained checkpoint), none, or a model directory / world:NAME / tofu:NAME [auto]")
     q.add_argument("--samples", type=int, default=5, help="sampled answers per question [5]")
     q.add_argument("--seed", type=int, default=0, help="sampling seed [0]")
     q.add_argument("--reference", default="auto", choices=("auto", "none"), help="also probe the benchmark's retain model [auto]")
@@ -127,7 +145,7 @@ def register(sub) -> None:
     q.add_argument("--device", default=None, help="cpu or cuda [cuda when available]")
     q.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     q.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    q.add_argument("--out", required=True, help="directory for probe.json and probe.md")
+    q.add_argument("--out", required=True, help="directory for PROBES.json and probes.md")
     q.set_defaults(func=run_probe)
 
     r = sub.add_parser(
@@ -248,6 +266,14 @@ def _eval(args) -> int:
     for n in notes:
         print(n)
     print(f"results: {out / 'TOFU_EVAL.json'}, {out / 'TOFU_SUMMARY.json'}, {out / 'run_info.json'}")
+    if args.probes:
+        log("leakage probes (t3unlearn probe's defaults; reported beside the TOFU metrics, not part of them)")
+        table = probe_with_reference(lm, bench, args.split, out, reference=reference is not None, device=args.device, log=log,
+                                     judge="auto" if reference is not None else "none",
+                                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=not args.no_progress)
+        print(f"\nleakage probes ({bench.label} {args.split}; not part of the TOFU metrics)")
+        print(table)
+        print(f"probes: {out / 'PROBES.json'}, {out / 'probes.md'}")
     return 0
 
 
@@ -262,8 +288,7 @@ def _probe(args) -> int:
     from t3unlearn.benchmarks import get_benchmark, model_benchmark, resolve_model
     from t3unlearn.errors import T3Error
     from t3unlearn.eval import runner
-    from t3unlearn.eval.probe import format_probes, probe
-    from t3unlearn.io import cache_home, fingerprint, load_json, save_json
+    from t3unlearn.eval.probe import PROBES
     from t3unlearn.lm import load_lm
     from t3unlearn.t3.cli import guidance_overrides
 
@@ -271,40 +296,69 @@ def _probe(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise T3Error(f"--out {out} is a file; give a directory.")
+    probes = PROBES if args.probes.strip() == "all" else tuple(p.strip() for p in args.probes.split(",") if p.strip())
+    bad = [p for p in probes if p not in PROBES]
+    if bad or not probes:
+        raise T3Error(f"--probes {args.probes}: unknown probe(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(PROBES)} or all.")
     bench = get_benchmark(args.world or "world") if args.benchmark == "world" else get_benchmark("tofu")
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     model_path = resolve_model(args.model, log=log)
     overrides = guidance_overrides(args, model_path)
-    rows = bench.qa(f"{args.split}_perturbed", what="forget set").to_list()
-    kw = dict(samples=args.samples, seed=args.seed, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-              progress=not args.no_progress)
     owner = model_benchmark(args.model)
     model_name = args.model.partition(":")[2] if owner is not None else Path(args.model).name
     name = args.name or (f"{model_name}+{Path(args.head).name}" if args.head else model_name)
     lm = load_lm(model_path, head=args.head, device=args.device, name=name, **overrides)
-    results = {name: probe(lm, rows, **kw)}
-    ref_name = None
-    if args.reference == "auto":
-        ref_name = runner.retain_split(args.split)
-        ref_dir = bench.model(ref_name, log=log)
-        from t3unlearn.io import file_fingerprint
+    kw = dict(probes=probes, samples=args.samples, seed=args.seed, max_new_tokens=args.max_new_tokens,
+              batch_size=args.batch_size, progress=not args.no_progress)
+    table = probe_with_reference(lm, bench, args.split, out, reference=args.reference == "auto", judge=args.judge,
+                                 device=args.device, log=log, **kw)
+    print(table)
+    print(f"results: {out / 'PROBES.json'}, {out / 'probes.md'}")
+    return 0
 
-        cache = cache_home() / "probe" / f"{ref_name}-{args.split}-{fingerprint(file_fingerprint(ref_dir), kw, len(rows))}.json"
+
+def probe_with_reference(lm, bench, split: str, out: Path, *, reference: bool = True, judge: str = "auto",
+                         device: str | None = None, log=print, **kw) -> str:
+    """Probe ``lm`` on ``bench``'s ``split`` (and, with ``reference``, the benchmark's retain model, cached);
+    write ``out/PROBES.json`` and ``out/probes.md``; return the table."""
+    from t3unlearn.benchmarks import resolve_model
+    from t3unlearn.eval import runner
+    from t3unlearn.eval.probe import format_probes, probe, vocabulary
+    from t3unlearn.io import atomic_write, cache_home, file_fingerprint, fingerprint, load_json, save_json
+    from t3unlearn.lm import load_lm
+
+    rows = bench.qa(f"{split}_perturbed", what="forget set").to_list()
+    sources = [bench.training_dir()] + ([Path(bench.data_source())] if Path(bench.data_source()).is_dir() else [])
+    vocab = vocabulary(sources)
+    judge_lm, judge_path = None, None
+    if judge.strip().lower() != "none":
+        judge_path = str(bench.model("pretrained", log=log)) if judge.strip().lower() == "auto" else resolve_model(judge, log=log)
+        judge_lm = load_lm(judge_path, device=device, name=judge if judge != "auto" else f"{bench.label}:pretrained")
+    kw.update(vocab=vocab, judge=judge_lm)
+    results = {lm.name: probe(lm, rows, **kw)}
+    ref_name = None
+    if reference:
+        ref_name = runner.retain_split(split)
+        ref_dir = bench.model(ref_name, log=log)
+        settings = {k: v for k, v in kw.items() if k not in ("vocab", "judge", "progress")}
+        key = fingerprint(file_fingerprint(ref_dir), settings, len(rows), sorted(vocab),
+                          file_fingerprint(judge_path) if judge_path else None, PROBE_CACHE_VERSION)
+        cache = cache_home() / "probe" / f"{ref_name}-{split}-{key}.json"
         if cache.is_file():
             results[ref_name] = load_json(cache)
         else:
             log(f"probing the retain model {ref_name} once (cached at {cache})")
-            results[ref_name] = probe(load_lm(str(ref_dir), device=args.device, name=ref_name), rows, **kw)
+            results[ref_name] = probe(load_lm(str(ref_dir), device=device, name=ref_name), rows, **kw)
             save_json(cache, results[ref_name])
     table = format_probes(results, reference=ref_name)
-    save_json(out / "probe.json", results)
-    from t3unlearn.io import atomic_write
+    save_json(out / "PROBES.json", {"benchmark": bench.label, "split": split, "reference": ref_name,
+                                     "judge": judge_path, "vocabulary_words": len(vocab), "results": results})
+    with atomic_write(out / "probes.md", "w", encoding="utf-8") as fh:
+        fh.write(f"# Leakage probes: {bench.label} {split}\n\n{table}\n")
+    return table
 
-    with atomic_write(out / "probe.md", "w", encoding="utf-8") as fh:
-        fh.write(f"# Leakage probes: {bench.label} {args.split}\n\n{table}\n")
-    print(table)
-    print(f"results: {out / 'probe.json'}, {out / 'probe.md'}")
-    return 0
+
+PROBE_CACHE_VERSION = 2  # bump when the probes' definitions change: cached oracle results are then recomputed
 
 
 def run_report(args) -> int:
