@@ -179,5 +179,8 @@ def test_adaptive_reads_its_inputs_now_on_the_retain_set(tiny):
     assert now["grad_retain"] > 0 and now["grad_forget"] > 0
     terms = method.compute(ctx, batch)
     assert terms.logs["ctx_retain_loss"] == pytest.approx(now["retain_loss"], rel=0.5)
-    assert callable(terms.aux) and torch.isfinite(terms.aux(1.0)) and float(terms.aux(0.5)) != float(terms.aux(1.0))
+    assert callable(terms.aux)
+    raw = terms.aux({"forget_norm": None, "forget_scale": 1.0})  # no normalisation: the plain SISS estimator
+    scaled = terms.aux({"forget_norm": 1e-3, "forget_scale": 1.0})  # the forget part shrunk: a different variance
+    assert torch.isfinite(raw) and float(raw) != float(scaled)
     assert 0 < terms.logs["lambda_batch_opt"] < 1 and math.isfinite(terms.logs["dlogS_dlambda"])

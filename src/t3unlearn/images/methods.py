@@ -69,7 +69,8 @@ class Terms:
     """A step's objective: minimise ``descent``, maximise ``ascent`` (either may be None).
 
     ``aux``: an objective for the method's own parameters (``state["aux_params"]``), or None; a callable
-    ``aux(forget_scale)`` is called with the factor the trainer applied to the forget gradient this step.
+    ``aux(norm)`` is called with ``{"forget_norm": the fixed forget-gradient norm or None, "forget_scale": the factor
+    the trainer applied this step}``; it may add to ``logs``.
     ``stats``: detached context statistics (``retain_loss``, ``forget_loss``) for the next step.
     """
 
@@ -222,6 +223,20 @@ def _adaptive_setup(ctx: Context) -> None:
                      g_ctx=torch.Generator().manual_seed(int(ctx.generator.initial_seed()) + 41))
 
 
+def _expected_forget_scale(norm: dict, mean_forget_grad: float, p: dict) -> float:
+    """The factor the trainer's normalisation puts on the forget gradient *in expectation*: the fixed norm over the
+    norm of the forget term's expected gradient, ``C·||∇ mean forget loss||`` measured now (``rescale``; ``clip``:
+    at most 1). The batch's own factor is not used: it adapts to the very draws whose spread λ sets (a batch
+    with one forget draw at small λ has a large forget gradient and a small factor), which would hide λ's effect."""
+    target = norm.get("forget_norm")
+    if target is None:
+        return 1.0
+    if not p["feature_grads"] or mean_forget_grad <= 0:
+        return float(norm.get("forget_scale", 1.0))
+    scale = float(target) / mean_forget_grad
+    return min(1.0, scale) if p["forget_norm_mode"] == "clip" else scale
+
+
 def _best_lambda_on_grid(gsq, w_x, w_a) -> float:
     """The batch's own variance-optimal λ: argmin of the reweighted second moment over a grid (a diagnostic)."""
     grid = torch.linspace(0.001, 0.999, 999)
@@ -246,21 +261,23 @@ def _adaptive_siss(ctx: Context, batch: dict) -> Terms:
     A, C = ctx.n / (ctx.n - ctx.k), float(p["superfactor"]) * ctx.k / (ctx.n - ctx.k)
     w_x, w_a = info["w_x"].detach(), info["w_a"].detach()
 
-    def gsq(forget_scale: float = 1.0) -> torch.Tensor:
+    def gsq(scale: float) -> torch.Tensor:
         # the squared per-pair estimate of the step's gradient (w.r.t. the model's outputs), the forget part scaled
         # as the trainer scales the forget gradient; the two parts sit on different outputs, so their norms add
-        return (A * w_x) ** 2 * info["gsq_x"] + (C * forget_scale * w_a) ** 2 * info["gsq_a"]
+        return (A * w_x) ** 2 * info["gsq_x"] + (C * scale * w_a) ** 2 * info["gsq_a"]
 
-    def aux(forget_scale: float = 1.0) -> torch.Tensor:
-        return torch.log(L.mixture_second_moment(gsq(forget_scale), w_x, w_a, lam)) + float(p["kl_weight"]) * kl
-
-    G = gsq()
     logs = {"descent": float(d.detach()), "ascent": float(asc.detach()), "lambda": float(lam.detach()),
             "lambda_median": float(torch.sigmoid(mu).detach()), "mu": float(mu.detach()),
             "sigma": float(log_sigma.exp().detach()), "kl": float(kl.detach()),
-            "dlogS_dlambda": float(L.mixture_second_moment_grad(G, w_x, w_a) / G.mean().clamp_min(1e-30)),
-            "lambda_batch_opt": _best_lambda_on_grid(G, w_x, w_a),
             **{f"ctx_{k}": v for k, v in now.items()}, **stats}
+
+    def aux(norm: dict) -> torch.Tensor:
+        scale = _expected_forget_scale(norm, C * now["grad_forget"], p)
+        G = gsq(scale)
+        logs.update(forget_scale_expected=scale, lambda_batch_opt=_best_lambda_on_grid(G, w_x, w_a),
+                    dlogS_dlambda=float(L.mixture_second_moment_grad(G, w_x, w_a) / G.mean().clamp_min(1e-30)))
+        return torch.log(L.mixture_second_moment(G, w_x, w_a, lam)) + float(p["kl_weight"]) * kl
+
     return Terms(d, asc, aux=aux, logs=logs, stats=stats)
 
 

@@ -223,7 +223,7 @@ def unlearn(gen: ImageGenerator, bench, method, *, params: dict | None = None, c
             torch.nn.utils.clip_grad_norm_(weights, cfg.max_grad_norm)
         if aux_opt is not None and terms.aux is not None:
             aux_opt.zero_grad(set_to_none=True)
-            aux_obj = terms.aux(forget_scale) if callable(terms.aux) else terms.aux
+            aux_obj = terms.aux({"forget_norm": fixed_norm, "forget_scale": forget_scale}) if callable(terms.aux) else terms.aux
             aux_grads = torch.autograd.grad(aux_obj, aux_params, allow_unused=True)
             for p, ag in zip(aux_params, aux_grads):
                 p.grad = ag
