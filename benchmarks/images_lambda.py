@@ -39,10 +39,10 @@ def _load(out: Path) -> list[dict]:
     return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
 
 
-def _best(rows: list[dict], family: str, tune_seed: int) -> str | None:
+def _best(rows: list[dict], family: str, tune_seed: int, candidates=CANDIDATES) -> str | None:
     full = [r for r in rows if r["family"] == family and r["arm"] == "full"]
-    cand = [r for r in rows if r["family"] == family and r["seed"] == tune_seed and r["arm"] in CANDIDATES]
-    if not full or len(cand) < len(CANDIDATES):
+    cand = [r for r in rows if r["family"] == family and r["seed"] == tune_seed and r["arm"] in candidates]
+    if not full or len(cand) < len(candidates):
         return None
     ok = [r for r in cand if r["class_acc"] >= full[0]["class_acc"] - 0.02] or cand
     return min(ok, key=lambda r: (r["forget_clf"], r["frechet"]))["arm"]
@@ -98,9 +98,9 @@ def run(args) -> None:
             record({"family": fam, "arm": arm, "seed": seed, "seconds": secs, **measure_generator(gen, bench, clf, det, **mkw)})
             done.add((fam, arm, seed))
 
-        for arm in CANDIDATES + ("Adaptive-λ (variance)",):
+        for arm in args.candidates + ("Adaptive-λ (variance)",):
             unit(arm, args.tune_seed)
-        best = _best(_load(out), fam, args.tune_seed)
+        best = _best(_load(out), fam, args.tune_seed, args.candidates)
         print(f"{fam}: best fixed schedule on tuning seed {args.tune_seed}: {best}", flush=True)
         arms = [best if a == "BEST" else a for a in REPORTED if a != "BEST" or best]
         arms = [a for i, a in enumerate(arms) if a not in arms[:i] and a in args.arms_allowed]
@@ -109,16 +109,40 @@ def run(args) -> None:
                 unit(arm, seed)
 
 
+def _floors(args, rows) -> None:
+    """The measurement's noise floors: the geometry detector's held-out error rates, and the Fréchet distance of
+    as many real digits as the rows' class-conditional samples (what a perfect generator scores)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from t3unlearn.images import api
+    from t3unlearn.images.measure import GeometryDetector, frechet_floor
+
+    P = args.preset
+    bench = api.load_bench(P)
+    clf = api.ensure_evaluator(P, progress=False)[1]
+    det = GeometryDetector.fit(bench)
+    print(f"geometry detector: ink area > {det.threshold:.3f} (share of pixels above {det.ink}); held out: "
+          f"{100 * det.false_positive_rate:.1f} % of real label-1 digits and {100 * det.true_positive_rate:.1f} % of glyphs "
+          f"called glyphs")
+    for n in sorted({10 * r["per_label"] for r in rows if "per_label" in r}):
+        m, sd = frechet_floor(bench, clf, n)
+        print(f"Fréchet noise floor: {n} real retain digits vs the {len(bench.test)} held-out digits: {m:.1f} ± {sd:.1f} "
+              f"(mean ± sd over 5 resamples)")
+
+
 def report(args) -> None:
     from t3unlearn.images.measure import binomial_interval, t_interval
 
     out = Path(args.out)
     rows = _load(out)
+    _floors(args, rows)
     for fam in ("ddpm", "vae"):
         fr = [r for r in rows if r["family"] == fam]
         if not fr:
             continue
-        best = _best(rows, fam, args.tune_seed)
+        cands = tuple(a for a in CANDIDATES if any(r["arm"] == a and r["seed"] == args.tune_seed for r in fr))
+        best = _best(rows, fam, args.tune_seed, cands)
         full = [r for r in fr if r["arm"] == "full"][0]
         lo, hi = binomial_interval(full["k_clf"], full["n_forget"])
         print(f"\n**{fam.upper()}**: {full['n_forget']} samples of label 1 per model, {full['per_label']} per digit for "
@@ -192,6 +216,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="1,2,3,4,5")
     ap.add_argument("--tune-seed", type=int, default=0)
     ap.add_argument("--arms", default="all", help="comma-separated arm names to run on the reported seeds (default all)")
+    ap.add_argument("--candidates", default=",".join(CANDIDATES),
+                    help="the fixed schedules the best one is chosen from on the tuning seed")
     ap.add_argument("--n-forget", type=int, default=5000, help="label-1 samples per VAE model")
     ap.add_argument("--n-forget-ddpm", type=int, default=1500, help="label-1 samples per DDPM model (30 steps each)")
     ap.add_argument("--per-label", type=int, default=200)
@@ -204,6 +230,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     args.families = [f for f in args.families.split(",") if f]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    args.candidates = tuple(a.strip() for a in args.candidates.split(",") if a.strip())
+    if not set(args.candidates) <= set(CANDIDATES):
+        print(f"candidates must be among: {', '.join(CANDIDATES)}", file=sys.stderr)
+        return 2
     args.arms_allowed = set(ARMS) if args.arms == "all" else {a.strip() for a in args.arms.split(",")}
     if args.tune_seed in args.seeds:
         print("the tuning seed must not be among the reported seeds", file=sys.stderr)
