@@ -80,6 +80,10 @@ def run(args) -> None:
         full = ImageGenerator.load(api.ensure_generator(fam, "full", preset=P, progress=False))
         if (fam, "full", 0) not in done:
             record({"family": fam, "arm": "full", "seed": 0, **measure_generator(full, bench, clf, det, **mkw)})
+        for r in range(1, args.resample_full + 1):  # the same model, other sampling seeds: the metrics' sampling noise
+            if (fam, "full (resampled)", r) not in done:
+                record({"family": fam, "arm": "full (resampled)", "seed": r,
+                        **measure_generator(full, bench, clf, det, seed=4321 + 1000 * r, **mkw)})
         cfg, par = P.unlearn_settings(fam, "siss")
         traces = out / f"traces-{fam}.jsonl"
 
@@ -152,6 +156,16 @@ def report(args) -> None:
         print(f"full model (before unlearning): classifier {100 * full['forget_clf']:.2f} % (95 % Wilson interval "
               f"{100 * lo:.2f}–{100 * hi:.2f} %), geometry {100 * full['forget_geo']:.2f} %, accuracy "
               f"{full['class_acc']:.3f}, Fréchet {full['frechet']:.1f}\n")
+        res = [full] + [r for r in fr if r["arm"] == "full (resampled)"]
+        if len(res) > 1:
+            def sd(key, scale=1.0):
+                import numpy as np
+
+                return float(np.std([scale * r[key] for r in res], ddof=1))
+
+            print(f"sampling noise of one model ({len(res)} sampling seeds of the full model): sd of the forget rate "
+                  f"{sd('forget_clf', 100):.2f} points (classifier), {sd('forget_geo', 100):.2f} (geometry); accuracy "
+                  f"{sd('class_acc'):.3f}; Fréchet {sd('frechet'):.1f}\n")
         print("| λ | seeds | forget rate, classifier | forget rate, geometry | class acc. | Fréchet | wall time |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for arm in ARMS:
@@ -222,6 +236,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-forget-ddpm", type=int, default=1500, help="label-1 samples per DDPM model (30 steps each)")
     ap.add_argument("--per-label", type=int, default=200)
     ap.add_argument("--per-label-ddpm", type=int, default=50)
+    ap.add_argument("--resample-full", type=int, default=0, help="also measure the full model with this many other sampling seeds")
     ap.add_argument("--preset", default="default")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="t3-runs/lambda")
