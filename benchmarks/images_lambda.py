@@ -180,8 +180,30 @@ def report(args) -> None:
             name = arm + (" (best fixed, chosen on seed %d)" % args.tune_seed if arm == best else "")
             print(f"| {name} | {len(rs)} | {f('forget_clf', 100)} % | {f('forget_geo', 100)} % | {f('class_acc', 1, 3)} | "
                   f"{f('frechet', 1, 1)} | {f('seconds', 1, 0)} s |")
+        if best:
+            _paired(fr, best, args.tune_seed)
     if args.figure:
         plot(out, Path(args.figure), args.tune_seed)
+
+
+def _paired(fr: list[dict], best: str, tune_seed: int) -> None:
+    """Each arm minus the best fixed schedule on the same seeds (same full model, same batches' seed): paired
+    differences and their 95 % t-intervals, in percentage points of the forget rate and in Fréchet."""
+    from t3unlearn.images.measure import t_interval
+
+    ref = {r["seed"]: r for r in fr if r["arm"] == best and r["seed"] != tune_seed}
+    print(f"\npaired differences against the best fixed schedule ({best}), same seeds; 95 % t-intervals:\n")
+    print("| λ | seeds | Δ forget rate, classifier (points) | Δ forget rate, geometry (points) | Δ Fréchet |")
+    print("|---|---:|---:|---:|---:|")
+    for arm in ARMS:
+        rs = [r for r in fr if r["arm"] == arm and r["seed"] in ref]
+        if arm == best or len(rs) < 2:
+            continue
+        cells = []
+        for key, scale, digits in (("forget_clf", 100, 2), ("forget_geo", 100, 2), ("frechet", 1, 1)):
+            m, h = t_interval([scale * (r[key] - ref[r["seed"]][key]) for r in rs])
+            cells.append(f"{m:+.{digits}f} ± {h:.{digits}f}")
+        print(f"| {arm} | {len(rs)} | " + " | ".join(cells) + " |")
 
 
 def plot(out: Path, path: Path, tune_seed: int) -> None:
