@@ -182,17 +182,20 @@ def report(args) -> None:
                   f"{f('frechet', 1, 1)} | {f('seconds', 1, 0)} s |")
         if best:
             _paired(fr, best, args.tune_seed)
+        _paired(fr, "Adaptive-λ (variance)", args.tune_seed, reverse=True)
     if args.figure:
         plot(out, Path(args.figure), args.tune_seed)
 
 
-def _paired(fr: list[dict], best: str, tune_seed: int) -> None:
-    """Each arm minus the best fixed schedule on the same seeds (same full model, same batches' seed): paired
-    differences and their 95 % t-intervals, in percentage points of the forget rate and in Fréchet."""
+def _paired(fr: list[dict], best: str, tune_seed: int, reverse: bool = False) -> None:
+    """Each arm minus ``best`` on the same seeds (``reverse``: ``best`` minus each arm): paired differences and
+    their 95 % t-intervals, in percentage points of the forget rate and in Fréchet."""
     from t3unlearn.images.measure import t_interval
 
     ref = {r["seed"]: r for r in fr if r["arm"] == best and r["seed"] != tune_seed}
-    print(f"\npaired differences against the best fixed schedule ({best}), same seeds; 95 % t-intervals:\n")
+    sign = -1.0 if reverse else 1.0
+    what = f"{best} minus each arm" if reverse else f"each arm minus the best fixed schedule ({best})"
+    print(f"\npaired differences, {what}, same seeds; 95 % t-intervals:\n")
     print("| λ | seeds | Δ forget rate, classifier (points) | Δ forget rate, geometry (points) | Δ Fréchet |")
     print("|---|---:|---:|---:|---:|")
     for arm in ARMS:
@@ -201,7 +204,7 @@ def _paired(fr: list[dict], best: str, tune_seed: int) -> None:
             continue
         cells = []
         for key, scale, digits in (("forget_clf", 100, 2), ("forget_geo", 100, 2), ("frechet", 1, 1)):
-            m, h = t_interval([scale * (r[key] - ref[r["seed"]][key]) for r in rs])
+            m, h = t_interval([sign * scale * (r[key] - ref[r["seed"]][key]) for r in rs])
             cells.append(f"{m:+.{digits}f} ± {h:.{digits}f}")
         print(f"| {arm} | {len(rs)} | " + " | ".join(cells) + " |")
 
