@@ -208,8 +208,7 @@ def unlearn(gen: ImageGenerator, bench, method, *, params: dict | None = None, c
             if fixed_norm is None and params.get("forget_norm_ratio") and g_desc is not None:
                 fixed_norm = float(params["forget_norm_ratio"]) * n_desc  # set once, at the first step
             g_asc, _ = L.normalise_grads(g_asc, fixed_norm, mode)
-            if n_asc_raw > 0:
-                forget_scale = float(L.grad_norm(g_asc)) / n_asc_raw
+            forget_scale = float(L.grad_norm(g_asc)) / n_asc_raw if n_asc_raw > 0 else 1.0
         for i, p in enumerate(weights):
             gd = g_desc[i] if g_desc is not None else None
             ga = g_asc[i] if g_asc is not None else None
