@@ -182,5 +182,5 @@ def test_adaptive_reads_its_inputs_now_on_the_retain_set(tiny):
     assert callable(terms.aux)
     raw = terms.aux({"forget_norm": None, "forget_scale": 1.0})  # no normalisation: the plain SISS estimator
     scaled = terms.aux({"forget_norm": 1e-3, "forget_scale": 1.0})  # the forget part shrunk: a different variance
-    assert torch.isfinite(raw) and float(raw) != float(scaled)
+    assert torch.isfinite(raw) and float(raw.detach()) != float(scaled.detach())
     assert 0 < terms.logs["lambda_batch_opt"] < 1 and math.isfinite(terms.logs["dlogS_dlambda"])
