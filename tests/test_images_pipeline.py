@@ -122,7 +122,7 @@ def full_models(module_home):
 
 
 @pytest.mark.parametrize("family", ["ddpm", "vae"])
-@pytest.mark.parametrize("method", ["naive", "neggrad", "neggrad_plus", "siss", "adaptive_siss"])
+@pytest.mark.parametrize("method", ["naive", "neggrad", "neggrad_plus", "siss", "siss_no_is", "adaptive_siss"])
 def test_every_method_changes_the_model_deterministically(family, method, bench, full_models):
     from t3unlearn.images.models import ImageGenerator
     from t3unlearn.images.trainer import unlearn
@@ -136,9 +136,11 @@ def test_every_method_changes_the_model_deterministically(family, method, bench,
     assert not _same(before, _params(a.model))
     assert _same(_params(a.model), _params(b.model))  # same seed, same weights
     assert len(rec["history"]) == 2 and rec["unlearn_seconds"] > 0
-    if method in ("siss", "adaptive_siss"):
-        # the forget gradient is clipped to 10 % of the first step's descent gradient norm
+    if method in ("siss", "siss_no_is", "adaptive_siss"):
+        # the forget gradient is rescaled, every step, to 10 % of the first step's descent gradient norm
         assert rec["forget_norm_used"] == pytest.approx(0.1 * rec["history"][0]["grad_descent"], rel=1e-4)
+        for h in rec["history"]:
+            assert h["forget_scale"] * h["grad_ascent"] == pytest.approx(rec["forget_norm_used"], rel=1e-4)
     if method == "adaptive_siss":
         h = rec["history"]
         assert all(0 < x["lambda"] < 1 and x["kl"] >= 0 for x in h)

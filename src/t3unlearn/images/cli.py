@@ -43,10 +43,13 @@ methods (--method; settings with --set KEY=VALUE):
   neggrad_plus   descent on retain + alpha x ascent on forget               [alpha]
   siss           SISS: importance-sampled naive deletion minus c x the forget term, one noisy
                  sample from the λ-mixture of a data image and a forget image
-                 [lambda=0.5, superfactor, forget_norm, forget_norm_ratio=0.1, forget_norm_mode=clip]
-  adaptive_siss  Adaptive-λ SISS: λ ~ q(λ | losses, gradient norms) from an inference network
-                 trained jointly on E_q[SISS loss] + kl_weight x KL(q || prior)
-                 [prior_lambda, prior_sigma, kl_weight, hidden, infer_lr, superfactor, forget_norm*]
+                 [lambda=0.5, lambda_end (a geometric schedule), superfactor, forget_norm,
+                 forget_norm_ratio=0.1, forget_norm_mode=rescale (every step, as the reference) or clip]
+  siss_no_is     SISS's objective without importance sampling (each image noised on its own)
+  adaptive_siss  Adaptive-λ SISS: λ ~ q(λ | losses and gradient norms on the retain and forget
+                 batches, now) from an inference network trained to minimise the SISS estimator's
+                 variance (+ kl_weight x KL(q || prior)); the model's step is SISS's at that λ
+                 [prior_lambda, prior_sigma, kl_weight, hidden, infer_lr=0.01, feature_grads, superfactor, forget_norm*]
   t3             T3: the generator stays frozen; a classifier f(retain | x_t, t, y) (DDPM; on decoded
                  samples for the VAE) trains (--steps, --lr, --batch-size are its), and sampling
                  draws from p^(1/T) f^s   [DDPM: temperature=1.5, scale=3, tempering=adaptive

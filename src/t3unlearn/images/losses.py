@@ -135,6 +135,48 @@ def logit_normal_kl(mu: torch.Tensor, log_sigma: torch.Tensor, mu0: float, sigma
     return math.log(sigma0) - log_sigma + (var + (mu - mu0).square()) / (2 * sigma0**2) - 0.5
 
 
+# ----------------------------------------------------------------------------- λ's learning signal
+#
+# For any λ in (0, 1) the SISS estimate is unbiased, so its *mean* does not depend on λ; λ controls only
+# its variance. Write the per-pair estimate as ``f(m) / q_λ(m)`` with ``f(m) = A q(m|x) g_x(m) - C q(m|a) g_a(m)``
+# (A = n/(n-k), C = c·k/(n-k); g: the per-sample gradient, here w.r.t. the model's outputs). Its second
+# moment ``S(λ) = ∫ ||f||² / q_λ dm`` is convex in λ, and from draws m_i ~ q_λ (weights w_x, w_a at λ):
+#
+#     S(λ')      = E_{q_λ}[ G / ((1-λ') w_x + λ' w_a) ],      G = ||A w_x g_x - C w_a g_a||²  (importance reweighting)
+#     dS/dλ'|_λ  = -E_{q_λ}[ G · (w_a - w_x) ]                  (the score-function identity; (1-λ)w_x + λ w_a = 1)
+#
+# With (near) disjoint components (w_x ∈ {0, 1/(1-λ)}, w_a ∈ {0, 1/λ}), S(λ) = F_x/(1-λ) + F_a/λ with
+# F_x = E_x[A²||g_x||²], F_a = E_a[C²||g_a||²], minimised at λ* = √F_a / (√F_a + √F_x).
+
+
+def mixture_second_moment(gsq: torch.Tensor, w_x: torch.Tensor, w_a: torch.Tensor, lam) -> torch.Tensor:
+    """``S(λ')``: the estimator's second moment at mixture weight ``lam`` (λ', may carry gradients), estimated
+    from draws of the mixture at the sampling λ whose (detached) weights are ``w_x``, ``w_a`` and whose squared
+    per-pair estimates are ``gsq`` (G). Its gradient in λ' at λ' = λ is the score-function estimate of dS/dλ."""
+    lam = torch.as_tensor(lam, dtype=gsq.dtype)
+    return (gsq / ((1 - lam) * w_x + lam * w_a).clamp_min(1e-12)).mean()
+
+
+def mixture_second_moment_grad(gsq: torch.Tensor, w_x: torch.Tensor, w_a: torch.Tensor) -> torch.Tensor:
+    """``dS/dλ`` at the sampling λ, ``-mean(G · (w_a - w_x))`` (unbiased; the mean of the estimate does not move)."""
+    return -(gsq * (w_a - w_x)).mean()
+
+
+def optimal_lambda_disjoint(f_x: float, f_a: float) -> float:
+    """``argmin_λ F_x/(1-λ) + F_a/λ = √F_a / (√F_a + √F_x)``: the variance-optimal λ for disjoint components."""
+    if f_x < 0 or f_a < 0 or f_x + f_a <= 0:
+        raise ValueError(f"second moments must be >= 0 and not both 0, got F_x={f_x}, F_a={f_a}.")
+    return math.sqrt(f_a) / (math.sqrt(f_a) + math.sqrt(f_x))
+
+
+def lambda_schedule(lam0: float, lam_end: float | None, step: int, total: int) -> float:
+    """A fixed schedule: ``lam0`` constant (``lam_end`` None), else geometric from ``lam0`` to ``lam_end``."""
+    if lam_end is None or total <= 1:
+        return lam0
+    frac = min(1.0, step / (total - 1))
+    return float(lam0 * (lam_end / lam0) ** frac)
+
+
 # ----------------------------------------------------------------------------- gradients
 
 

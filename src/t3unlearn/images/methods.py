@@ -59,6 +59,7 @@ class Context:
     k: int  # |A|, the forget set
     generator: torch.Generator
     step: int = 0
+    total_steps: int = 1
     forget_labels: tuple = ()  # the labels the forget set carries
     state: dict = field(default_factory=dict)  # per-run state: last step's statistics, the inference network
 
@@ -67,13 +68,15 @@ class Context:
 class Terms:
     """A step's objective: minimise ``descent``, maximise ``ascent`` (either may be None).
 
-    ``aux``: an objective for the method's own parameters (``state["aux_params"]``), or None.
+    ``aux``: an objective for the method's own parameters (``state["aux_params"]``), or None; a callable
+    ``aux(norm)`` is called with ``{"forget_norm": the fixed forget-gradient norm or None, "forget_scale": the factor
+    the trainer applied this step}``; it may add to ``logs``.
     ``stats``: detached context statistics (``retain_loss``, ``forget_loss``) for the next step.
     """
 
     descent: torch.Tensor | None
     ascent: torch.Tensor | None
-    aux: torch.Tensor | None = None
+    aux: torch.Tensor | Callable | None = None
     logs: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
 
@@ -119,31 +122,46 @@ def _neggrad_plus(ctx: Context, batch: dict) -> Terms:
     return Terms(d, asc, logs={"retain_loss": float(d.detach()), "forget_loss": float(lf.mean().detach())})
 
 
-def _siss_with(ctx: Context, batch: dict, lam) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def _siss_with(ctx: Context, batch: dict, lam, info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     x, yx = batch["all"]
     a, ya = batch["forget"]
-    term_x, term_a, info = ctx.family.siss_terms(x, yx, a, ya, lam, ctx.generator)
+    term_x, term_a, extra = ctx.family.siss_terms(x, yx, a, ya, lam, ctx.generator)
+    if info is not None:
+        info.update(extra)
     d, asc = L.siss_objective(term_x, term_a, ctx.n, ctx.k, float(ctx.params["superfactor"]))
     stats = {"retain_loss": float(term_x.mean().detach()), "forget_loss": float(term_a.mean().detach())}
     return d, asc, stats
 
 
 def _siss(ctx: Context, batch: dict) -> Terms:
-    lam = float(ctx.params["lambda"])
+    p = ctx.params
+    lam = L.lambda_schedule(float(p["lambda"]), None if p["lambda_end"] is None else float(p["lambda_end"]),
+                            ctx.step, ctx.total_steps)
     d, asc, stats = _siss_with(ctx, batch, lam)
     return Terms(d, asc, logs={"descent": float(d.detach()), "ascent": float(asc.detach()), "lambda": lam, **stats},
                  stats=stats)
 
 
+def _siss_no_is(ctx: Context, batch: dict) -> Terms:
+    """SISS's objective without importance sampling: each image noised on its own (independent t, ε), the
+    same n/(n-k) and c·k/(n-k) factors; a baseline that says what the shared mixture sample buys."""
+    x, yx = batch["all"]
+    a, ya = batch["forget"]
+    lx, la = ctx.family.plain_loss(x, yx, ctx.generator), ctx.family.plain_loss(a, ya, ctx.generator)
+    d, asc = L.siss_objective(lx, la, ctx.n, ctx.k, float(ctx.params["superfactor"]))
+    stats = {"retain_loss": float(lx.mean().detach()), "forget_loss": float(la.mean().detach())}
+    return Terms(d, asc, logs={"descent": float(d.detach()), "ascent": float(asc.detach()), **stats}, stats=stats)
+
+
 class LambdaInferenceNet(nn.Module):
-    """MLP: 4 context features -> ``(mu, log_sigma)`` of the logit-normal posterior over λ.
+    """MLP: ``n_in`` context features -> ``(mu, log_sigma)`` of the logit-normal posterior over λ.
 
     The last layer starts at zero, so at the first step the posterior equals the prior.
     """
 
-    def __init__(self, hidden: int = 32, mu0: float = 0.0, log_sigma0: float = 0.0):
+    def __init__(self, hidden: int = 32, mu0: float = 0.0, log_sigma0: float = 0.0, n_in: int = 4):
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(4, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
+        self.body = nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
         self.out = nn.Linear(hidden, 2)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -154,16 +172,42 @@ class LambdaInferenceNet(nn.Module):
         return self.mu0 + o[..., 0], (self.log_sigma0 + o[..., 1]).clamp(-5.0, 2.0)
 
 
-_FEATURES = ("retain_loss", "forget_loss", "grad_retain", "grad_forget")
+FEATURES = ("log forget/retain loss", "log forget/retain grad norm", "log retain loss / step 0",
+            "log forget loss / step 0", "progress")
 
 
-def context_features(last: dict | None, first: dict | None) -> torch.Tensor:
-    """The inference network's input: ``log`` of the previous step's
-    ``[retain loss, forget loss, ||∇ retain||, ||∇ forget||]`` relative to the first step's (zeros at step 0)."""
-    if not last or not first:
-        return torch.zeros(4)
-    return torch.tensor([math.log(max(last[k], 1e-12)) - math.log(max(first[k], 1e-12)) for k in _FEATURES],
-                        dtype=torch.float32)
+def _safe_log(v: float) -> float:
+    return math.log(max(float(v), 1e-12))
+
+
+def context_features(now: dict, first: dict, step: int, total: int) -> torch.Tensor:
+    """The inference network's input at this step: the forget-to-retain ratios of the losses and of the gradient
+    norms (logs), the losses relative to step 0 (logs), and the progress ``step / total``."""
+    return torch.tensor([
+        _safe_log(now["forget_loss"]) - _safe_log(now["retain_loss"]),
+        _safe_log(now["grad_forget"]) - _safe_log(now["grad_retain"]),
+        _safe_log(now["retain_loss"]) - _safe_log(first["retain_loss"]),
+        _safe_log(now["forget_loss"]) - _safe_log(first["forget_loss"]),
+        step / max(1, total),
+    ], dtype=torch.float32)
+
+
+def measure_context(ctx: Context, batch: dict) -> dict:
+    """The retain and forget losses (the model's own loss, mean over the step's ``retain`` and ``forget``
+    batches) and the norms of their gradients in the model's weights, at the current weights: what λ is chosen
+    from, with no lag. Draws its noise from its own stream, so the SISS draws are not shifted."""
+    fam, g = ctx.family, ctx.state["g_ctx"]
+    weights = [q for q in fam.model.parameters() if q.requires_grad]
+    out = {}
+    for name, key in (("retain", "retain"), ("forget", "forget")):
+        x, y = batch[key]
+        loss = fam.plain_loss(x, y, g).mean()
+        out[f"{name}_loss"] = float(loss.detach())
+        if ctx.params["feature_grads"]:
+            out[f"grad_{name}"] = float(L.grad_norm(torch.autograd.grad(loss, weights, allow_unused=True)))
+        else:
+            out[f"grad_{name}"] = 1.0
+    return out
 
 
 def _adaptive_setup(ctx: Context) -> None:
@@ -173,25 +217,67 @@ def _adaptive_setup(ctx: Context) -> None:
         raise T3Error(f"prior_lambda must lie in (0, 1), not {lam0}.")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(ctx.generator.initial_seed()) + 17)
-        net = LambdaInferenceNet(int(p["hidden"]), math.log(lam0 / (1 - lam0)), math.log(float(p["prior_sigma"])))
-    ctx.state["net"] = net
-    ctx.state["aux_params"] = list(net.parameters())
-    ctx.state["aux_lr"] = float(p["infer_lr"])
+        net = LambdaInferenceNet(int(p["hidden"]), math.log(lam0 / (1 - lam0)), math.log(float(p["prior_sigma"])),
+                                 n_in=len(FEATURES))
+    ctx.state.update(net=net, aux_params=list(net.parameters()), aux_lr=float(p["infer_lr"]),
+                     g_ctx=torch.Generator().manual_seed(int(ctx.generator.initial_seed()) + 41))
+
+
+def _expected_forget_scale(norm: dict, mean_forget_grad: float, p: dict) -> float:
+    """The factor the trainer's normalisation puts on the forget gradient *in expectation*: the fixed norm over the
+    norm of the forget term's expected gradient, ``C·||∇ mean forget loss||`` measured now (``rescale``; ``clip``:
+    at most 1). The batch's own factor is not used: it adapts to the very draws whose spread λ sets (a batch
+    with one forget draw at small λ has a large forget gradient and a small factor), which would hide λ's effect."""
+    target = norm.get("forget_norm")
+    if target is None:
+        return 1.0
+    if not p["feature_grads"] or mean_forget_grad <= 0:
+        return float(norm.get("forget_scale", 1.0))
+    scale = float(target) / mean_forget_grad
+    return min(1.0, scale) if p["forget_norm_mode"] == "clip" else scale
+
+
+def _best_lambda_on_grid(gsq, w_x, w_a) -> float:
+    """The batch's own variance-optimal λ: argmin of the reweighted second moment over a grid (a diagnostic)."""
+    grid = torch.linspace(0.001, 0.999, 999)
+    S = (gsq[None, :] / ((1 - grid[:, None]) * w_x[None, :] + grid[:, None] * w_a[None, :]).clamp_min(1e-12)).mean(1)
+    return float(grid[int(S.argmin())])
 
 
 def _adaptive_siss(ctx: Context, batch: dict) -> Terms:
-    p = ctx.params
-    net: LambdaInferenceNet = ctx.state["net"]
-    feats = context_features(ctx.state.get("last_stats"), ctx.state.get("first_stats"))
+    """Adaptive-λ: λ ~ q_φ(λ | context now); the model takes the SISS step at λ (unbiased for every λ); φ
+    minimises log S(λ) (the estimator's second moment, see losses.mixture_second_moment) + β·KL(q_φ || prior)."""
+    p, st = ctx.params, ctx.state
+    net: LambdaInferenceNet = st["net"]
+    now = measure_context(ctx, batch)
+    st.setdefault("first_context", now)
+    feats = context_features(now, st["first_context"], ctx.step, ctx.total_steps)
     mu, log_sigma = net(feats)
     xi = torch.randn((), generator=ctx.generator)
     lam = L.logit_normal_sample(mu, log_sigma, xi)
-    d, asc, stats = _siss_with(ctx, batch, lam)
+    info: dict = {}
+    d, asc, stats = _siss_with(ctx, batch, float(lam.detach()), info)
     kl = L.logit_normal_kl(mu, log_sigma, net.mu0, math.exp(net.log_sigma0))
-    aux = (d - asc) + float(p["kl_weight"]) * kl
+    A, C = ctx.n / (ctx.n - ctx.k), float(p["superfactor"]) * ctx.k / (ctx.n - ctx.k)
+    w_x, w_a = info["w_x"].detach(), info["w_a"].detach()
+
+    def gsq(scale: float) -> torch.Tensor:
+        # the squared per-pair estimate of the step's gradient (w.r.t. the model's outputs), the forget part scaled
+        # as the trainer scales the forget gradient; the two parts sit on different outputs, so their norms add
+        return (A * w_x) ** 2 * info["gsq_x"] + (C * scale * w_a) ** 2 * info["gsq_a"]
+
     logs = {"descent": float(d.detach()), "ascent": float(asc.detach()), "lambda": float(lam.detach()),
             "lambda_median": float(torch.sigmoid(mu).detach()), "mu": float(mu.detach()),
-            "sigma": float(log_sigma.exp().detach()), "kl": float(kl.detach()), **stats}
+            "sigma": float(log_sigma.exp().detach()), "kl": float(kl.detach()),
+            **{f"ctx_{k}": v for k, v in now.items()}, **stats}
+
+    def aux(norm: dict) -> torch.Tensor:
+        scale = _expected_forget_scale(norm, C * now["grad_forget"], p)
+        G = gsq(scale)
+        logs.update(forget_scale_expected=scale, lambda_batch_opt=_best_lambda_on_grid(G, w_x, w_a),
+                    dlogS_dlambda=float(L.mixture_second_moment_grad(G, w_x, w_a) / G.mean().clamp_min(1e-30)))
+        return torch.log(L.mixture_second_moment(G, w_x, w_a, lam)) + float(p["kl_weight"]) * kl
+
     return Terms(d, asc, aux=aux, logs=logs, stats=stats)
 
 
@@ -329,14 +415,20 @@ _register(Method("naive", "Naive deletion", "fine-tune on the retain data only",
 _register(Method("neggrad", "NegGrad", "gradient ascent on the forget data", dict(_NORM_DEFAULTS), _neggrad, ("forget",)))
 _register(Method("neggrad_plus", "NegGrad+", "descent on retain + alpha x ascent on forget",
                  {"alpha": 1.0, **_NORM_DEFAULTS}, _neggrad_plus, ("retain", "forget")))
-_SISS_DEFAULTS = {"lambda": 0.5, "superfactor": 1.0, "forget_norm": None, "forget_norm_ratio": 0.1, "forget_norm_mode": "clip"}
+# the forget gradient is rescaled to one fixed norm every step (the SISS reference's rule), that norm 10 % of the
+# first step's retain-gradient norm; forget_norm_mode=clip only shrinks it (this package's earlier default)
+_SISS_DEFAULTS = {"lambda": 0.5, "superfactor": 1.0, "forget_norm": None, "forget_norm_ratio": 0.1,
+                  "forget_norm_mode": "rescale"}
 _register(Method("siss", "SISS (static λ)", "importance-sampled naive deletion minus c x forget term, λ fixed",
-                 dict(_SISS_DEFAULTS), _siss, ("all", "forget")))
+                 dict(_SISS_DEFAULTS) | {"lambda_end": None}, _siss, ("all", "forget")))
+_register(Method("siss_no_is", "SISS without importance sampling", "SISS's objective, each image noised on its own",
+                 {k: v for k, v in _SISS_DEFAULTS.items() if k != "lambda"}, _siss_no_is, ("all", "forget")))
 _register(Method(
-    "adaptive_siss", "Adaptive-λ SISS", "SISS with λ ~ q_φ(λ | context) from an inference network, trained jointly",
+    "adaptive_siss", "Adaptive-λ SISS", "SISS with λ ~ q_φ(λ | context now), φ minimising the estimator's variance",
     {k: v for k, v in _SISS_DEFAULTS.items() if k != "lambda"}
-    | {"prior_lambda": 0.5, "prior_sigma": 0.5, "kl_weight": 1e-3, "hidden": 32, "infer_lr": 1e-3},
-    _adaptive_siss, ("all", "forget"), setup=_adaptive_setup))
+    | {"prior_lambda": 0.5, "prior_sigma": 0.5, "kl_weight": 1e-3, "hidden": 32, "infer_lr": 1e-2,
+       "feature_grads": True},
+    _adaptive_siss, ("all", "forget", "retain"), setup=_adaptive_setup))
 
 _register(Method(
     "sfd_siss", "Hybrid SFD + SISS", "SISS plus SFD's data-free score-forgetting term, weighted by forgetting progress",

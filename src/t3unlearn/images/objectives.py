@@ -69,9 +69,14 @@ def ddpm_siss_pair(predict: Callable, alphas_cumprod: torch.Tensor, x0: torch.Te
     log_q_x = L.ddpm_log_q(m, x0, gamma, sigma)
     log_q_a = L.ddpm_log_q(m, a0, gamma, sigma)
     log_w_x, log_w_a = L.siss_log_weights(log_q_x, log_q_a, lam)
+    loss_x, loss_a = L.noise_mse(pred_x, eps_x), L.noise_mse(pred_a, eps_a)
+    D = m[0].numel()
     return {
-        "loss_x": L.noise_mse(pred_x, eps_x),
-        "loss_a": L.noise_mse(pred_a, eps_a),
+        "loss_x": loss_x,
+        "loss_a": loss_a,
+        # ||∂l/∂ε_θ||² per sample: l = ||ε_θ - ε||²/D, so the gradient is 2(ε_θ - ε)/D and its squared norm 4l/D
+        "gsq_x": 4 * loss_x.detach() / D,
+        "gsq_a": 4 * loss_a.detach() / D,
         "log_w_x": log_w_x,
         "log_w_a": log_w_a,
         "from_a": from_a,
@@ -110,7 +115,11 @@ def vae_siss_pair(vae, x, yx, a, ya, lam, generator) -> dict:
     log_q_a = L.gaussian_log_prob(z, mu_a, lv_a)
     log_w_x, log_w_a = L.siss_log_weights(log_q_x, log_q_a, lam)
     logits = vae.decode(torch.cat([z, z]), torch.cat([yx, ya]))
+    probs = torch.sigmoid(logits.detach().float())
     return {
+        # ||∂ rec / ∂ logits||² per sample (Bernoulli NLL: the gradient is sigmoid(logits) - x)
+        "gsq_x": (probs[:B] - x).square().flatten(1).sum(1),
+        "gsq_a": (probs[B:] - a).square().flatten(1).sum(1),
         "rec_x": L.bernoulli_nll(logits[:B], x),
         "rec_a": L.bernoulli_nll(logits[B:], a),
         "kl_x": L.gaussian_kl_std(mu_x, lv_x),
@@ -158,8 +167,10 @@ class Family:
         if self.name == "ddpm":
             d = ddpm_siss_pair(self._predict, self.gen.scheduler.alphas_cumprod, 2 * x - 1, yx, 2 * a - 1, ya, lam, g)
             wx, wa = d["log_w_x"].exp(), d["log_w_a"].exp()
-            return wx * d["loss_x"], wa * d["loss_a"], {"w_x": wx, "w_a": wa, "loss_x": d["loss_x"], "loss_a": d["loss_a"]}
+            return wx * d["loss_x"], wa * d["loss_a"], {"w_x": wx, "w_a": wa, "loss_x": d["loss_x"], "loss_a": d["loss_a"],
+                                                         "gsq_x": d["gsq_x"], "gsq_a": d["gsq_a"]}
         d = vae_siss_pair(self.gen.model, x, yx, a, ya, lam, g)
         wx, wa = d["log_w_x"].exp(), d["log_w_a"].exp()
         return (wx * d["rec_x"] + d["kl_x"], wa * d["rec_a"] + d["kl_a"],
-                {"w_x": wx, "w_a": wa, "loss_x": d["rec_x"] + d["kl_x"], "loss_a": d["rec_a"] + d["kl_a"]})
+                {"w_x": wx, "w_a": wa, "loss_x": d["rec_x"] + d["kl_x"], "loss_a": d["rec_a"] + d["kl_a"],
+                 "gsq_x": d["gsq_x"], "gsq_a": d["gsq_a"]})

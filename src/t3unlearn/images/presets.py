@@ -50,6 +50,7 @@ _DEFAULT_UNLEARN = {
         "neggrad": {"config": {"steps": 20, "batch_size": 32, "lr": 5e-6}},
         "neggrad_plus": {"config": {"steps": 150, "batch_size": 32, "lr": 1e-4}, "params": {"alpha": 0.05}},
         "siss": {"config": {"steps": 150, "batch_size": 32, "lr": 5e-5}, "params": {"superfactor": 100.0}},
+        "siss_no_is": {"config": {"steps": 150, "batch_size": 32, "lr": 5e-5}, "params": {"superfactor": 100.0}},
         "adaptive_siss": {"config": {"steps": 150, "batch_size": 32, "lr": 5e-5}, "params": {"superfactor": 100.0}},
         # T3: the classifier's training (the generator is frozen); guidance settings: the method's defaults
         "t3": {"config": {"steps": 1500, "batch_size": 64, "lr": 2e-3}},
@@ -67,6 +68,7 @@ _DEFAULT_UNLEARN = {
         "neggrad": {"config": {"steps": 30, "batch_size": 64, "lr": 3e-5}},
         "neggrad_plus": {"config": {"steps": 400, "batch_size": 64, "lr": 5e-4}, "params": {"alpha": 0.002}},
         "siss": {"config": {"steps": 400, "batch_size": 64, "lr": 1e-3}, "params": {"superfactor": 100.0}},
+        "siss_no_is": {"config": {"steps": 400, "batch_size": 64, "lr": 1e-3}, "params": {"superfactor": 100.0}},
         "adaptive_siss": {"config": {"steps": 400, "batch_size": 64, "lr": 1e-3}, "params": {"superfactor": 100.0}},
         # the policy's learning rate: 1e-2 (the DDPM's) swung λ between 0 and 1 over the VAE's 40 decisions and
         # cost retain quality on seed 0 (ELBO retain -45.3, accuracy 0.938); 1e-3 did not (docs/images.md)

@@ -9,7 +9,8 @@ gradient clipping, label dropout (for the null label), optionally an EMA of the 
 batch into a ``descent`` and an ``ascent`` scalar. The trainer takes their gradients separately,
 normalises the ascent (forget) gradient if the method asks (``forget_norm``: a fixed norm;
 ``forget_norm_ratio``: that fixed norm set to this fraction of the descent gradient's norm at the
-first step, the SISS reference's recommendation of 10 %), and steps Adam along
+first step; ``forget_norm_mode``: ``rescale`` sets the forget gradient to that norm every step, as the
+SISS reference does, ``clip`` only shrinks it), and steps Adam along
 ``-(∇descent - ∇ascent)``. A method may also own auxiliary parameters (Adaptive-λ's inference
 network) with their own objective and optimiser. Batches: ``retain`` (from ``X \\ A``), ``forget``
 (from ``A``) and ``all`` (from ``X``) index draws, all from one seeded ``torch.Generator``.
@@ -173,7 +174,7 @@ def unlearn(gen: ImageGenerator, bench, method, *, params: dict | None = None, c
     family = Family(out, float(gen.meta.get("label_dropout", 0.1)))
     g = torch.Generator().manual_seed(cfg.seed)
     pools = _pools(bench)
-    ctx = Context(family=family, params=params, n=bench.n, k=bench.k, generator=g,
+    ctx = Context(family=family, params=params, n=bench.n, k=bench.k, generator=g, total_steps=cfg.steps,
                   forget_labels=tuple(sorted(int(y) for y in bench.forget_labels.unique())))
     if method.setup:
         method.setup(ctx)
@@ -202,10 +203,12 @@ def unlearn(gen: ImageGenerator, bench, method, *, params: dict | None = None, c
             if terms.ascent is not None else None
         n_desc = float(L.grad_norm(g_desc)) if g_desc is not None else 0.0
         n_asc_raw = float(L.grad_norm(g_asc)) if g_asc is not None else 0.0
+        forget_scale = 1.0
         if g_asc is not None:
             if fixed_norm is None and params.get("forget_norm_ratio") and g_desc is not None:
                 fixed_norm = float(params["forget_norm_ratio"]) * n_desc  # set once, at the first step
             g_asc, _ = L.normalise_grads(g_asc, fixed_norm, mode)
+            forget_scale = float(L.grad_norm(g_asc)) / n_asc_raw if n_asc_raw > 0 else 1.0
         for i, p in enumerate(weights):
             gd = g_desc[i] if g_desc is not None else None
             ga = g_asc[i] if g_asc is not None else None
@@ -219,7 +222,8 @@ def unlearn(gen: ImageGenerator, bench, method, *, params: dict | None = None, c
             torch.nn.utils.clip_grad_norm_(weights, cfg.max_grad_norm)
         if aux_opt is not None and terms.aux is not None:
             aux_opt.zero_grad(set_to_none=True)
-            aux_grads = torch.autograd.grad(terms.aux, aux_params, allow_unused=True)
+            aux_obj = terms.aux({"forget_norm": fixed_norm, "forget_scale": forget_scale}) if callable(terms.aux) else terms.aux
+            aux_grads = torch.autograd.grad(aux_obj, aux_params, allow_unused=True)
             for p, ag in zip(aux_params, aux_grads):
                 p.grad = ag
             aux_opt.step()
@@ -230,7 +234,7 @@ def unlearn(gen: ImageGenerator, bench, method, *, params: dict | None = None, c
             ctx.state["first_stats"] = stats
         ctx.state["last_stats"] = stats
         rec = {"step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in terms.logs.items()},
-               "grad_descent": round(n_desc, 6), "grad_ascent": round(n_asc_raw, 6)}
+               "grad_descent": round(n_desc, 6), "grad_ascent": round(n_asc_raw, 6), "forget_scale": round(forget_scale, 6)}
         history.append(rec)
         bar.update(1)
         if step % 10 == 0:
