@@ -100,8 +100,11 @@ def _error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, message, code="not_found" if exc.status_code == 404 else None)
 
     @app.exception_handler(Exception)
-    async def _internal(request, exc: Exception):  # logged (with the traceback and request id) by GuardMiddleware
-        return error_response(500, f"internal error (request id {REQUEST_ID.get()}); the server's log has the details.")
+    async def _internal(request, exc: Exception):  # the log has the traceback; the response, the request id only
+        rid = REQUEST_ID.get()
+        log.error("request %s: internal error on %s %s", rid, request.method, request.url.path, exc_info=exc)
+        request.state.logged = True  # GuardMiddleware sees the exception again: it need not log it twice
+        return error_response(500, f"internal error (request id {rid}); the server's log has the details.")
 
 
 def _api_routes(state: ServeState) -> tuple[APIRouter, APIRouter]:

@@ -89,9 +89,14 @@ class Generation:
                                "pick a head as 'model'.", param="t3")
             return None
         try:
-            return head.guidance.replace(**changes)
+            guidance = head.guidance.replace(**changes)
         except ModelError as exc:
             raise APIError(400, str(exc), param="t3") from None
+        if guidance.support is not None and head.support is None:
+            from t3unlearn.t3.head import NO_SUPPORT
+
+            raise APIError(400, NO_SUPPORT, param="t3.support")
+        return guidance
 
     def max_tokens_for(self, prompts: list[list[int]], default: int | None, field: str, requested: int | None) -> int:
         context = self.engine.context

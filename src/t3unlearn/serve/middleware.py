@@ -60,7 +60,8 @@ class GuardMiddleware:
         try:
             await self._guarded(scope, receive, send_with_id)
         except Exception:  # noqa: BLE001 - the app's 500 handler has answered (or the response had started)
-            log.exception("request %s: unhandled error on %s %s", rid, scope.get("method"), scope.get("path"))
+            if not scope["state"].get("logged"):
+                log.exception("request %s: unhandled error on %s %s", rid, scope.get("method"), scope.get("path"))
             if not status["code"]:
                 await error_response(500, f"internal error (request id {rid}); the server's log has the details.")(
                     scope, receive, send_with_id)
