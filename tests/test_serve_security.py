@@ -423,3 +423,53 @@ def test_the_docs_list_the_hostile_requests():
     section = docs.split("### Hostile requests", 1)[1].split("\n#", 1)[0]
     listed = {line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")}
     assert listed == {name for name, _f, _p in HOSTILE}
+
+
+# --------------------------------------------------------------------------- the playground with a key
+
+
+def _playground(url, key, head, question):
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no Node.js on this machine; the playground's script is driven by tests/js/playground_harness.js")
+    js = Path(__file__).parents[1] / "src" / "t3unlearn" / "serve" / "static" / "playground.js"
+    proc = subprocess.run([node, str(Path(__file__).parent / "js" / "playground_harness.js"), str(js), url, key, head, question],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _streamed_chat(client, model, question):
+    """The text the playground shows: a greedy chat answer of 8 tokens, streamed (deltas joined)."""
+    chunks = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], max_tokens=8,
+                                            temperature=0, seed=0, stream=True)
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_the_playground_asks_for_the_key_and_sends_it(lm):
+    from t3unlearn.serve.security import Security
+
+    with serving(lm, security=Security(api_key=API_KEY)) as (url, _state):
+        out = _playground(url, API_KEY, "h2", "Who?")
+        assert out["keyAsked"] and "needs an API key" in out["firstNote"] and "2 heads loaded" in out["note"]
+        chats = [s for s in out["sent"] if s["url"] == "/v1/chat/completions"]
+        assert {s["body"]["model"] for s in chats} == {"base", "h2"} and {s["auth"] for s in chats} == {f"Bearer {API_KEY}"}
+        assert chats[1]["body"]["t3"] == {"temperature": 1.5, "scale": 2, "tempering": "adaptive"}  # h2's saved guidance
+        client = _client(url, API_KEY)
+        for pane, model in (("base", "base"), ("head", "h2")):
+            assert out[pane + "Answer"] == _streamed_chat(client, model, "Who?") and out[pane + "Status"].startswith("done")
+
+
+def test_the_playground_under_lock_guidance_and_no_base(lm):
+    from t3unlearn.serve.security import Security
+
+    with serving(lm, security=Security(lock_guidance=True, no_base=True)) as (url, _state):
+        out = _playground(url, "", "h1", "Who?")
+        assert not out["keyAsked"] and out["baseId"] == "not served here" and out["knobsDisabled"]
+        chats = [s["body"] for s in out["sent"] if s["url"] == "/v1/chat/completions"]
+        assert len(chats) == 1 and chats[0]["model"] == "h1" and "t3" not in chats[0]  # no base request, no t3
+        assert "not served here" in out["baseStatus"] and out["headStatus"].startswith("done")
+        assert out["headAnswer"] == _streamed_chat(_client(url), "h1", "Who?")
