@@ -473,3 +473,71 @@ def test_the_playground_under_lock_guidance_and_no_base(lm):
         assert len(chats) == 1 and chats[0]["model"] == "h1" and "t3" not in chats[0]  # no base request, no t3
         assert "not served here" in out["baseStatus"] and out["headStatus"].startswith("done")
         assert out["headAnswer"] == _streamed_chat(_client(url), "h1", "Who?")
+
+
+# --------------------------------------------------------------------------- the command: keys, logs, a second SIGTERM
+
+
+def test_cli_with_a_key_logs_request_ids_and_stops_cleanly_on_a_second_sigterm(lm, tmp_path):
+    """The real command, its key from T3UNLEARN_API_KEY: 401 without it; the access log carries request ids;
+    SIGTERM twice with requests in flight answers each with a JSON 503 (a stream: an error event) and
+    exits 0 without a traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    base, tok, heads = lm
+    base.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    sock = _free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    env = dict(os.environ, T3UNLEARN_API_KEY=API_KEY,
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "t3unlearn", "serve", "--model", str(tmp_path / "base"), "--name", "base",
+                             "--head", f"h1={heads['h1']}", "--port", str(port), "--threads", "1", "--max-batch", "1",
+                             "--force-heads"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            with contextlib.suppress(OSError):
+                if _http(url, "/health", timeout=2)[0] == 200:
+                    break
+            assert time.monotonic() < end, "the server did not come up"
+            time.sleep(0.1)
+        assert _http(url, "/v1/models")[0] == 401
+        status, headers, _ = _http(url, "/v1/models", headers={"Authorization": f"Bearer {API_KEY}", "X-Request-Id": "trace-cli-1"})
+        assert status == 200 and headers["X-Request-Id"] == "trace-cli-1"
+        client = _client(url, API_KEY)
+        body = {"model": "h1", "prompt": PROMPT, "max_tokens": 200, "ignore_eos": True}
+        auth = {"Authorization": f"Bearer {API_KEY}"}
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:  # --max-batch 1: one decodes, the others wait
+            plain = [pool.submit(_http, url, "/v1/completions", body, headers=auth) for _ in range(3)]
+            stream = client.completions.create(model="h1", prompt=PROMPT, max_tokens=200, stream=True, extra_body={"ignore_eos": True})
+            first = next(iter(stream))
+            assert first.choices
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            try:  # the stream was decoding: it may have finished between the signals, else it ends with an error event
+                list(stream)
+                cut = 0
+            except openai.APIError as e:
+                assert "stopped" in str(e) and "shutting_down" in json.dumps(e.body), e.body
+                cut = 1
+            answers = [f.result() for f in plain]
+        stopped = [out for s, _h, out in answers if s != 200]
+        assert all(out["error"]["code"] == "shutting_down" for out in stopped), answers  # JSON, no plain-text 500
+        assert cut + len(stopped) >= 2  # four requests of 200 tokens, decoded one at a time: most were in flight
+        assert proc.wait(30) == 0
+        out = proc.stdout.read()
+        assert "received SIGTERM again: stopping now" in out and "stopped" in out
+        assert "Traceback" not in out and "Event loop is closed" not in out, out
+        assert "request_id=trace-cli-1" in out and "access: API key: required" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
