@@ -209,6 +209,27 @@ def _server_counts(url: str) -> dict:
     return counts
 
 
+def _memory(url: str, pid: int, work: Path, head_dirs: list[Path], admin: str | None) -> dict:
+    """The server's RSS before and after 20 more heads, each from its own directory, added with the admin key."""
+    copies = []
+    for i in range(20):
+        d = work / "copies" / f"m{i:02d}"
+        if not (d / "head.safetensors").is_file():
+            shutil.copytree(head_dirs[i % len(head_dirs)], d, dirs_exist_ok=True)
+        copies.append(d)
+    _post(url + "/v1/heads", {"name": "warm", "path": str(copies[0])}, key=admin)  # warm the loading path once
+    _post(url + "/v1/heads/warm", method="DELETE", key=admin)
+    time.sleep(0.5)
+    before = _rss(pid)
+    for i, d in enumerate(copies):
+        _post(url + "/v1/heads", {"name": f"m{i:02d}", "path": str(d)}, key=admin)
+    time.sleep(0.5)
+    after = _rss(pid)
+    files = sum((d / "head.safetensors").stat().st_size for d in copies)
+    return {"heads": len(copies), "rss_before": before, "rss_after": after, "added": after - before, "files": files,
+            "ratio": (after - before) / files}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="world-tiny:full", help="world model spec [world-tiny:full]")
@@ -268,37 +289,19 @@ def main(argv=None) -> int:
                   "c16x4": (names, args.concurrency, args.requests)}
         acc = {k: ([], 0, [], 0.0) for k in phases}
         for r in range(args.rounds):
-            for key, (models, conc, total) in phases.items():
+            for phase, (models, conc, total) in phases.items():
                 n = total // args.rounds + (r < total % args.rounds)
                 lat, tok, fail, wall = asyncio.run(_load(url, models, questions, n, conc, args.max_tokens, deadline,
                                                          start=r * (total // args.rounds), key=key))
-                a = acc[key]
-                acc[key] = (a[0] + lat, a[1] + tok, a[2] + fail, a[3] + wall)
+                a = acc[phase]
+                acc[phase] = (a[0] + lat, a[1] + tok, a[2] + fail, a[3] + wall)
         rows["c1"] = _report("concurrency 1, 1 head", *acc["c1"])
         rows["c16"] = _report(f"concurrency {args.concurrency}, 1 head", *acc["c16"])
         rows["c16x4"] = _report(f"concurrency {args.concurrency}, 4 heads", *acc["c16x4"])
         rows["server"] = _server_counts(url)
-
-        # memory: 20 more heads, each from its own directory
-        copies = []
-        for i in range(20):
-            d = work / "copies" / f"m{i:02d}"
-            if not (d / "head.safetensors").is_file():
-                shutil.copytree(head_dirs[i % len(head_dirs)], d, dirs_exist_ok=True)
-            copies.append(d)
-        _post(url + "/v1/heads", {"name": "warm", "path": str(copies[0])}, key=admin)  # warm the loading path once
-        _post(url + "/v1/heads/warm", method="DELETE", key=admin)
-        time.sleep(0.5)
-        before = _rss(server.pid)
-        for i, d in enumerate(copies):
-            _post(url + "/v1/heads", {"name": f"m{i:02d}", "path": str(d)}, key=admin)
-        time.sleep(0.5)
-        after = _rss(server.pid)
-        files = sum((d / "head.safetensors").stat().st_size for d in copies)
-        rows["memory"] = {"heads": len(copies), "rss_before": before, "rss_after": after, "added": after - before, "files": files,
-                          "ratio": (after - before) / files}
+        rows["memory"] = _memory(url, server.pid, work, head_dirs, admin)
         models = json.loads(urllib.request.urlopen(urllib.request.Request(url + "/v1/models", headers=_auth(key))).read())["data"]
-        assert len(models) == 1 + len(names) + len(copies)
+        assert len(models) == 1 + len(names) + rows["memory"]["heads"]
     finally:
         server.terminate()
         try:
