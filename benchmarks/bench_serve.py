@@ -14,8 +14,8 @@ client's own CPU time per request would make the benchmark measure the client on
     20 directories (copies of the 4 heads), against the size of their head.safetensors files
     (target <= 1.2x: no per-head copy of the base).
 
-Access control is on, as in a deployment (--no-auth turns it off): the server gets a fresh API key and
-admin key through T3UNLEARN_API_KEY / T3UNLEARN_ADMIN_KEY, every request sends
+Access control is on, as in a deployment (--no-auth serves without an API key, to compare): the server
+gets a fresh API key and admin key through T3UNLEARN_API_KEY / T3UNLEARN_ADMIN_KEY, every request sends
 ``Authorization: Bearer KEY``, the heads of (d) are added with the admin key. At the end the server's
 own count of answered requests by status (``/metrics``) is printed next to the client's.
 
@@ -241,9 +241,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="1", help="the server's --threads [1]")
     ap.add_argument("--time-limit", type=float, default=1200, help="seconds for the whole run; requests after it fail [1200]")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    ap.add_argument("--no-auth", action="store_true", help="serve without API and admin keys [keys on, as deployed]")
+    ap.add_argument("--no-auth", action="store_true", help="serve without an API key, to compare [a key, as deployed]")
     args = ap.parse_args(argv)
-    key, admin = (None, None) if args.no_auth else (secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+    key = None if args.no_auth else secrets.token_urlsafe(24)
+    admin = secrets.token_urlsafe(24)  # phase (d) adds heads: that needs the admin key, in any case
     deadline = time.monotonic() + args.time_limit
 
     from t3unlearn.io import cache_home
