@@ -32,6 +32,23 @@ def _now() -> int:
     return int(time.time())
 
 
+INLINE_CHARS = 4096  # prompts up to this many characters tokenize in well under a millisecond: on the loop
+
+
+def _text_size(prompt) -> int:
+    if isinstance(prompt, str):
+        return len(prompt)
+    return sum(len(x) for x in prompt if isinstance(x, str)) if prompt else 0
+
+
+async def _off_loop(size: int, fn, *args):
+    """``fn(*args)`` (tokenizing), in a worker thread when the text is long: a long prompt then costs its own
+    request only, while the event loop answers everyone else; a short one skips the thread hop."""
+    if size <= INLINE_CHARS:
+        return fn(*args)
+    return await run_in_threadpool(fn, *args)
+
+
 def sse(obj) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -254,7 +271,7 @@ class Generation:
     # ------------------------------------------------------------------ the endpoints
     async def completions(self, req: CompletionRequest, request: Request):
         head = self.state.resolve(req.model, request)
-        prompts = await run_in_threadpool(self.encode_prompts, req.prompt)
+        prompts = await _off_loop(_text_size(req.prompt), self.encode_prompts, req.prompt)
         max_tokens = self.max_tokens_for(prompts, 16, "max_tokens", req.max_tokens)
         job = self.start(req, request, head, prompts, max_tokens, req.logprobs)
         rid, created = f"cmpl-{uuid.uuid4().hex}", _now()
@@ -288,7 +305,8 @@ class Generation:
             raise APIError(400, "'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
         if req.max_tokens is not None and req.max_completion_tokens is not None and req.max_tokens != req.max_completion_tokens:
             raise APIError(400, "give 'max_completion_tokens' or 'max_tokens', not two different values.", param="max_tokens")
-        prompts = [await run_in_threadpool(chat_prompt_ids, self.tok, self.state.formatter, req.messages)]
+        size = sum(len(m.text()) for m in req.messages)
+        prompts = [await _off_loop(size, chat_prompt_ids, self.tok, self.state.formatter, req.messages)]
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         field = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
         max_tokens = self.max_tokens_for(prompts, None, field, requested)
