@@ -514,11 +514,15 @@ def test_cli_with_a_key_logs_request_ids_and_stops_cleanly_on_a_second_sigterm(l
         client = _client(url, API_KEY)
         body = {"model": "h1", "prompt": PROMPT, "max_tokens": 200, "ignore_eos": True}
         auth = {"Authorization": f"Bearer {API_KEY}"}
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:  # --max-batch 1: one decodes, the others wait
-            plain = [pool.submit(_http, url, "/v1/completions", body, headers=auth) for _ in range(3)]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:  # --max-batch 1: the stream decodes, the others wait
             stream = client.completions.create(model="h1", prompt=PROMPT, max_tokens=200, stream=True, extra_body={"ignore_eos": True})
             first = next(iter(stream))
             assert first.choices
+            plain = [pool.submit(_http, url, "/v1/completions", body, headers=auth) for _ in range(3)]
+            end = time.monotonic() + 30
+            while _http(url, "/health")[2]["waiting"] + sum(f.done() for f in plain) < 3:
+                assert time.monotonic() < end, "the three requests did not arrive"
+                time.sleep(0.005)
             proc.send_signal(signal.SIGTERM)
             time.sleep(0.1)
             proc.send_signal(signal.SIGTERM)
@@ -531,7 +535,7 @@ def test_cli_with_a_key_logs_request_ids_and_stops_cleanly_on_a_second_sigterm(l
             answers = [f.result() for f in plain]
         stopped = [out for s, _h, out in answers if s != 200]
         assert all(out["error"]["code"] == "shutting_down" for out in stopped), answers  # JSON, no plain-text 500
-        assert cut + len(stopped) >= 2  # four requests of 200 tokens, decoded one at a time: most were in flight
+        assert cut + len(stopped) >= 2  # four requests of 200 tokens decoded one at a time: most were in flight
         assert proc.wait(30) == 0
         out = proc.stdout.read()
         assert "received SIGTERM again: stopping now" in out and "stopped" in out

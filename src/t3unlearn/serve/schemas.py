@@ -12,11 +12,15 @@ into a batch it shares with others (the engine still checks every row and fails 
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from t3unlearn.serve.errors import APIError
+from t3unlearn.serve.middleware import REQUEST_ID
+
+log = logging.getLogger("t3unlearn.serve")
 
 MAX_PROMPTS = 64  # prompts in one completions request
 MAX_STOP = 4  # stop strings, as OpenAI
@@ -180,6 +184,18 @@ class HeadRequest(GuidanceFields):
     force: bool = False
 
 
+def _template_refused(exc: Exception) -> APIError:
+    """A 400 for messages the chat template refused: the template's own words when it raised them on purpose
+    (``raise_exception`` in the template: e.g. roles that must alternate), else no internals."""
+    from jinja2.exceptions import TemplateError
+
+    if type(exc) is TemplateError:  # what raise_exception raises; its subclasses are jinja's own errors
+        return APIError(400, f"the model's chat template refused these messages: {exc}"[:300], param="messages")
+    log.warning("request %s: the chat template failed on these messages", REQUEST_ID.get(), exc_info=exc)
+    return APIError(400, "the model's chat template could not render these messages (check the roles and their "
+                    "order: most templates want system?, user, assistant, user, ...).", param="messages")
+
+
 def chat_prompt_ids(tokenizer, formatter, messages: list[ChatMessage]) -> list[int]:
     """Token ids of a chat prompt: the tokenizer's chat template when it has one (``formatter.use_chat``;
     without a system message, the formatter's, as in training and evaluation), else the project's plain
@@ -197,8 +213,7 @@ def chat_prompt_ids(tokenizer, formatter, messages: list[ChatMessage]) -> list[i
             text = tokenizer.apply_chat_template(convo, add_generation_prompt=True, tokenize=False,
                                                  **({"date_string": date} if date is not None else {}))
         except Exception as exc:  # noqa: BLE001 - a template may reject a conversation shape
-            # the template's own message (raise_exception in the template) says what it wants; no path can be in it
-            raise APIError(400, f"the model's chat template refused these messages: {exc}"[:300], param="messages") from None
+            raise _template_refused(exc) from None
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if len(messages) == 1:
         return formatter.prompt_ids(messages[0].text())  # exactly the prompt of training and evaluation
