@@ -227,7 +227,9 @@ def test_a_long_prompt_does_not_hold_up_health(lm):
         thread.join()
         assert result["status"] == 400 and result["body"]["error"]["code"] == "context_length_exceeded"
         assert len(waits) >= 3, f"the big request took {result['took']:.2f} s: too short to measure /health during it"
-        assert max(waits) < 0.1, (sorted(waits)[-5:], result["took"])
+        # every poll but the slowest (one scheduling hiccup on a loaded machine) within 100 ms; tokenized on the
+        # loop, every poll would wait for the whole tokenizing (over a second here) and none would count
+        assert sorted(waits)[-2] < 0.1, (len(waits), sorted(waits)[-5:], result["took"])
 
 
 # --------------------------------------------------------------------------- access control
