@@ -157,7 +157,7 @@ def _serve(args) -> int:
           f"and heads: {names} in {time.perf_counter() - t0:.1f}s", flush=True)
 
     _log_to_stderr(args.log_level)
-    print(_security_summary(security, args), flush=True)
+    print(_security_summary(security, args, len(state.registry)), flush=True)
 
     class DrainingServer(uvicorn.Server):
         """On SIGTERM / SIGINT: stop taking requests (503), let those in flight finish, then exit."""
@@ -223,13 +223,19 @@ def _security(args):
         raise T3Error(f"{exc} (--api-key / --admin-key or their environment variables)") from None
 
 
-def _security_summary(security, args) -> str:
+def _security_summary(security, args, n_heads: int) -> str:
     parts = ["API key: " + ("required" if security.api_key else "none (anyone who can connect may generate)"),
              "head management: " + ("admin key" if security.admin_key else "off"),
              "per-request t3: " + ("refused" if security.lock_guidance else "allowed"),
              "base: " + ("not served" if security.no_base else "served"),
              "CORS: " + (", ".join(args.cors_origin) or "same origin")]
-    return "access: " + "; ".join(parts)
+    lines = ["access: " + "; ".join(parts)]
+    if not security.api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
+        lines.append(f"warning: listening on {args.host} without an API key: anyone who can reach this port can generate "
+                     "(set T3UNLEARN_API_KEY, or --api-key)")
+    if security.no_base and not n_heads and not security.admin_key:
+        lines.append("warning: --no-base and no --head: nothing is served (and without --admin-key no head can be added)")
+    return "\n".join(lines)
 
 
 def _log_to_stderr(level: str) -> None:
