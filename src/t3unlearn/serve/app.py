@@ -34,6 +34,9 @@ from t3unlearn.serve.security import Security, admin_key_dependency, api_key_dep
 
 log = logging.getLogger("t3unlearn.serve")
 
+__all__ = ["APIError", "ChatMessage", "ChatRequest", "CompletionRequest", "HeadRequest", "ServeState", "T3Knobs", "build",
+           "chat_prompt_ids", "create_app", "error_body", "error_response", "validation_error_response"]
+
 
 class ServeState:
     """What the app serves: the engine, the heads, the tokenizer, limits, access control, metrics and the drain flag."""

@@ -111,7 +111,6 @@ def run_serve(args) -> int:
 
 
 def _serve(args) -> int:
-    import logging
     import signal
     import time
     from pathlib import Path
