@@ -247,6 +247,7 @@ class Generation:
                 try:
                     seq, delta, tokens, reason = await asyncio.wait_for(job.queue.get(), timeout=None if job.deadline is None else max(0.0, job.remaining()))
                 except asyncio.TimeoutError:
+                    self.engine.cancel([s for s in job.seqs if s.finish_reason is None])  # before the client hears of it
                     e = self._timeout_error(job)
                     yield sse(error_body(e.message, type=e.type, code=e.code))
                     break

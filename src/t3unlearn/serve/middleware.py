@@ -47,12 +47,19 @@ class GuardMiddleware:
         st, rid, t0 = self.state, request_id_of(scope.get("headers")), time.perf_counter()
         REQUEST_ID.set(rid)
         scope.setdefault("state", {}).update(request_id=rid, t0=t0)
-        status = {"code": 0}
+        status = {"code": 0, "recorded": False}
+
+        def record():
+            if not status["recorded"]:
+                status["recorded"] = True
+                self._record(scope, rid, t0, status["code"] or 500)
 
         async def send_with_id(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message = {**message, "headers": list(message.get("headers", [])) + [(b"x-request-id", rid.encode())]}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                record()  # before the last byte leaves: a client that reads /metrics next finds this request counted
             await send(message)
 
         st.inflight += 1
@@ -68,7 +75,7 @@ class GuardMiddleware:
         finally:
             st.inflight -= 1
             st.metrics.in_flight.dec()
-            self._record(scope, rid, t0, status["code"] or 500)
+            record()  # a request that ended without a last body message (client gone, error)
 
     async def _guarded(self, scope, receive, send):
         st = self.state
