@@ -14,6 +14,11 @@ client's own CPU time per request would make the benchmark measure the client on
     20 directories (copies of the 4 heads), against the size of their head.safetensors files
     (target <= 1.2x: no per-head copy of the base).
 
+Access control is on, as in a deployment (--no-auth serves without an API key, to compare): the server
+gets a fresh API key and admin key through T3UNLEARN_API_KEY / T3UNLEARN_ADMIN_KEY, every request sends
+``Authorization: Bearer KEY``, the heads of (d) are added with the admin key. At the end the server's
+own count of answered requests by status (``/metrics``) is printed next to the client's.
+
     python benchmarks/bench_serve.py                          # world-tiny:full, 1000 requests at 16
     python benchmarks/bench_serve.py --model world:full       # the default world (trains ~6 min the first time)
 
@@ -26,6 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -83,9 +90,13 @@ def _rss(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def _post(url: str, body: dict | None = None, method: str = "POST") -> dict:
+def _auth(key: str | None) -> dict:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _post(url: str, body: dict | None = None, method: str = "POST", key: str | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method=method)
+    req = urllib.request.Request(url, data, {"Content-Type": "application/json", **_auth(key)}, method=method)
     with urllib.request.urlopen(req, timeout=60) as resp:
         return json.loads(resp.read())
 
@@ -94,14 +105,15 @@ class _Connection:
     """One keep-alive HTTP/1.1 connection to the server: a load generator light enough that it measures the
     server, not itself (the openai client is used once per model, by _openai_check)."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, key: str | None = None):
         self.host, self.port, self.reader, self.writer = host, port, None, None
+        self.auth = f"Authorization: Bearer {key}\r\n" if key else ""
 
     async def post(self, path: str, body: dict) -> tuple[int, dict]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         data = json.dumps(body).encode()
-        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n{self.auth}"
                           f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
         await self.writer.drain()
         status = int((await self.reader.readline()).split()[1])
@@ -124,7 +136,7 @@ class _Connection:
 
 
 async def _load(url: str, models: list[str], questions: list[str], n: int, concurrency: int, max_tokens: int, deadline: float,
-                start: int = 0):
+                start: int = 0, key: str | None = None):
     """``n`` chat completions at ``concurrency``: (latencies, generated tokens, failures, wall seconds)."""
     host, port = url.split("//")[1].split(":")
     latencies, tokens, failures = [], 0, []
@@ -132,7 +144,7 @@ async def _load(url: str, models: list[str], questions: list[str], n: int, concu
 
     async def worker():
         nonlocal tokens
-        conn = _Connection(host, int(port))
+        conn = _Connection(host, int(port), key)
         for i in todo:
             if time.monotonic() > deadline:
                 failures.append("time limit")
@@ -156,11 +168,17 @@ async def _load(url: str, models: list[str], questions: list[str], n: int, concu
     return latencies, tokens, failures, time.perf_counter() - t0
 
 
-def _openai_check(url: str, models: list[str], question: str) -> None:
-    """The same server through the official client: a chat answer from each model."""
+def _openai_check(url: str, models: list[str], question: str, key: str | None) -> None:
+    """The same server through the official client: a chat answer from each model (and a 401 without the key)."""
     import openai
 
-    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    if key:
+        try:
+            openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0, timeout=60).models.list()
+            raise SystemExit("the server answered without the API key")
+        except openai.AuthenticationError:
+            pass
+    client = openai.OpenAI(base_url=url + "/v1", api_key=key or "unused", max_retries=0, timeout=60)
     for m in models:
         r = client.chat.completions.create(model=m, messages=[{"role": "user", "content": question}], max_tokens=16, temperature=0)
         assert r.choices[0].message.content is not None and r.usage.completion_tokens >= 1
@@ -178,6 +196,40 @@ def _report(label: str, lat, tokens, failures, wall) -> dict:
     return row
 
 
+def _server_counts(url: str) -> dict:
+    """The server's own count of answered chat completions, by status (its /metrics, Prometheus text)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
+    counts: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "t3unlearn_requests_total" and sample.labels["route"] == "/v1/chat/completions":
+                counts[sample.labels["status"]] = counts.get(sample.labels["status"], 0) + int(sample.value)
+    return counts
+
+
+def _memory(url: str, pid: int, work: Path, head_dirs: list[Path], admin: str | None) -> dict:
+    """The server's RSS before and after 20 more heads, each from its own directory, added with the admin key."""
+    copies = []
+    for i in range(20):
+        d = work / "copies" / f"m{i:02d}"
+        if not (d / "head.safetensors").is_file():
+            shutil.copytree(head_dirs[i % len(head_dirs)], d, dirs_exist_ok=True)
+        copies.append(d)
+    _post(url + "/v1/heads", {"name": "warm", "path": str(copies[0])}, key=admin)  # warm the loading path once
+    _post(url + "/v1/heads/warm", method="DELETE", key=admin)
+    time.sleep(0.5)
+    before = _rss(pid)
+    for i, d in enumerate(copies):
+        _post(url + "/v1/heads", {"name": f"m{i:02d}", "path": str(d)}, key=admin)
+    time.sleep(0.5)
+    after = _rss(pid)
+    files = sum((d / "head.safetensors").stat().st_size for d in copies)
+    return {"heads": len(copies), "rss_before": before, "rss_after": after, "added": after - before, "files": files,
+            "ratio": (after - before) / files}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="world-tiny:full", help="world model spec [world-tiny:full]")
@@ -189,7 +241,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="1", help="the server's --threads [1]")
     ap.add_argument("--time-limit", type=float, default=1200, help="seconds for the whole run; requests after it fail [1200]")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--no-auth", action="store_true", help="serve without an API key, to compare [a key, as deployed]")
     args = ap.parse_args(argv)
+    key = None if args.no_auth else secrets.token_urlsafe(24)
+    admin = secrets.token_urlsafe(24)  # phase (d) adds heads: that needs the admin key, in any case
     deadline = time.monotonic() + args.time_limit
 
     from t3unlearn.io import cache_home
@@ -211,7 +266,8 @@ def main(argv=None) -> int:
            "--threads", args.threads, "--no-access-log", "--log-level", "warning", "--max-batch", "32"]
     for name, d in zip(names, head_dirs):
         cmd += ["--head", f"{name}={d}"]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(os.environ, T3UNLEARN_API_KEY=key or "", T3UNLEARN_ADMIN_KEY=admin or "")
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     rows = {}
     try:
         while True:
@@ -226,44 +282,27 @@ def main(argv=None) -> int:
                     raise SystemExit("the server did not start") from None
                 time.sleep(0.2)
         print(f"server: {args.model} ({base}) with heads {', '.join(names)} on {url}, --threads {args.threads}; "
-              f"chat completions, greedy, max_tokens {args.max_tokens}")
-        _openai_check(url, [args.model] + names, questions[0])
-        asyncio.run(_load(url, names[:1], questions, 32, 4, args.max_tokens, deadline))  # warm-up
+              f"chat completions, greedy, max_tokens {args.max_tokens}; API key {'off' if key is None else 'on'}")
+        _openai_check(url, [args.model] + names, questions[0], key)
+        asyncio.run(_load(url, names[:1], questions, 32, 4, args.max_tokens, deadline, key=key))  # warm-up
         # the three conditions in interleaved rounds, so that a change in the machine's load hits all of them
         phases = {"c1": (names[:1], 1, args.solo), "c16": (names[:1], args.concurrency, args.requests),
                   "c16x4": (names, args.concurrency, args.requests)}
         acc = {k: ([], 0, [], 0.0) for k in phases}
         for r in range(args.rounds):
-            for key, (models, conc, total) in phases.items():
+            for phase, (models, conc, total) in phases.items():
                 n = total // args.rounds + (r < total % args.rounds)
                 lat, tok, fail, wall = asyncio.run(_load(url, models, questions, n, conc, args.max_tokens, deadline,
-                                                         start=r * (total // args.rounds)))
-                a = acc[key]
-                acc[key] = (a[0] + lat, a[1] + tok, a[2] + fail, a[3] + wall)
+                                                         start=r * (total // args.rounds), key=key))
+                a = acc[phase]
+                acc[phase] = (a[0] + lat, a[1] + tok, a[2] + fail, a[3] + wall)
         rows["c1"] = _report("concurrency 1, 1 head", *acc["c1"])
         rows["c16"] = _report(f"concurrency {args.concurrency}, 1 head", *acc["c16"])
         rows["c16x4"] = _report(f"concurrency {args.concurrency}, 4 heads", *acc["c16x4"])
-
-        # memory: 20 more heads, each from its own directory
-        copies = []
-        for i in range(20):
-            d = work / "copies" / f"m{i:02d}"
-            if not (d / "head.safetensors").is_file():
-                shutil.copytree(head_dirs[i % len(head_dirs)], d, dirs_exist_ok=True)
-            copies.append(d)
-        _post(url + "/v1/heads", {"name": "warm", "path": str(copies[0])})  # warm the loading path once
-        _post(url + "/v1/heads/warm", method="DELETE")
-        time.sleep(0.5)
-        before = _rss(server.pid)
-        for i, d in enumerate(copies):
-            _post(url + "/v1/heads", {"name": f"m{i:02d}", "path": str(d)})
-        time.sleep(0.5)
-        after = _rss(server.pid)
-        files = sum((d / "head.safetensors").stat().st_size for d in copies)
-        rows["memory"] = {"heads": len(copies), "rss_before": before, "rss_after": after, "added": after - before, "files": files,
-                          "ratio": (after - before) / files}
-        models = json.loads(urllib.request.urlopen(url + "/v1/models").read())["data"]
-        assert len(models) == 1 + len(names) + len(copies)
+        rows["server"] = _server_counts(url)
+        rows["memory"] = _memory(url, server.pid, work, head_dirs, admin)
+        models = json.loads(urllib.request.urlopen(urllib.request.Request(url + "/v1/models", headers=_auth(key))).read())["data"]
+        assert len(models) == 1 + len(names) + rows["memory"]["heads"]
     finally:
         server.terminate()
         try:
@@ -282,7 +321,7 @@ def main(argv=None) -> int:
     print(f"memory: {mem['heads']} heads added {mem['added'] / 1e6:.2f} MB of RSS ({mem['rss_before'] / 1e6:.1f} -> "
           f"{mem['rss_after'] / 1e6:.1f} MB); their head.safetensors files: {mem['files'] / 1e6:.2f} MB; "
           f"ratio {mem['ratio']:.2f} (target <= 1.2: {'met' if mem['ratio'] <= 1.2 else 'MISSED'})")
-    print(f"failed requests: {failures} (target 0)")
+    print(f"failed requests: {failures} (target 0); the server's count of chat completions by status: {rows['server']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), **rows, "speedup": speedup, "spread": spread}, indent=2) + "\n")
     return 1 if failures else 0

@@ -28,6 +28,7 @@ openai = pytest.importorskip("openai", reason="the serve tests use the openai pa
 pytest.importorskip("fastapi", reason="t3unlearn serve needs fastapi and uvicorn")
 
 MAX_BODY = 64 * 1024
+ADMIN_KEY = "admin-key-for-tests"  # head management needs it (no API key: the other routes are open)
 
 
 def _free_socket() -> socket.socket:
@@ -87,11 +88,12 @@ def server(world_heads, cli_server):
 
     from t3unlearn.lm import load_model, load_tokenizer
     from t3unlearn.serve.app import build
+    from t3unlearn.serve.security import Security
 
     full = world_heads["full"]
     model, tok = load_model(full, device="cpu"), load_tokenizer(full)
     app, state = build(model, tok, base_id="tiny-full", base_path=full, heads=world_heads["heads"], max_batch=16, max_n=4,
-                       max_body=MAX_BODY)
+                       max_body=MAX_BODY, security=Security(admin_key=ADMIN_KEY))
     sock = _free_socket()
     url = "http://127.0.0.1:%d" % sock.getsockname()[1]
     srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
@@ -102,7 +104,8 @@ def server(world_heads, cli_server):
         assert time.monotonic() < end and thread.is_alive(), "the server did not start"
         time.sleep(0.02)
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
-    yield {"url": url, "client": client, "state": state, "tok": tok, **world_heads}
+    admin = openai.OpenAI(base_url=url + "/v1", api_key=ADMIN_KEY, max_retries=0, timeout=60)
+    yield {"url": url, "client": client, "admin": admin, "state": state, "tok": tok, **world_heads}
     srv.should_exit = True
     thread.join(10)
     state.engine.close()
@@ -289,31 +292,32 @@ def test_t3_knobs_per_request(server):
 
 
 def test_heads_added_and_removed_at_run_time(server):
-    client, heads = server["client"], server["heads"]
+    client, admin, heads = server["client"], server["admin"], server["heads"]
     q = server["questions"][0]
-    card = client.post("/heads", cast_to=object, body={"name": "request-17", "path": heads["f05"]})
-    assert card["id"] == "request-17" and card["parent"] == "tiny-full"
+    card = admin.post("/heads", cast_to=object, body={"name": "request-17", "path": heads["f05"]})
+    assert card["id"] == "request-17" and card["parent"] == "tiny-full" and str(server["root"]) not in json.dumps(card)
     assert "request-17" in {m.id for m in client.models.list().data}
     same = [client.completions.create(model=m, prompt=_prompt(q), max_tokens=16, temperature=0).choices[0].text
             for m in ("request-17", "f05")]
     assert same[0] == same[1]
     with pytest.raises(openai.ConflictError) as e:
-        client.post("/heads", cast_to=object, body={"name": "request-17", "path": heads["f05"]})
+        admin.post("/heads", cast_to=object, body={"name": "request-17", "path": heads["f05"]})
     assert e.value.body["param"] == "name"
-    assert client.delete("/heads/request-17", cast_to=object) == {"id": "request-17", "object": "model", "deleted": True}
+    assert admin.delete("/heads/request-17", cast_to=object) == {"id": "request-17", "object": "model", "deleted": True}
     with pytest.raises(openai.NotFoundError) as e:
         client.completions.create(model="request-17", prompt="x", max_tokens=1)
     assert e.value.body["param"] == "model" and e.value.body["code"] == "model_not_found"
     with pytest.raises(openai.NotFoundError):
-        client.delete("/heads/request-17", cast_to=object)
+        admin.delete("/heads/request-17", cast_to=object)
     # a bad head is refused with a clear error, and the server keeps serving
     broken = server["root"] / "broken"
     shutil.copytree(heads["f10"], broken)
     (broken / "head.safetensors").write_bytes(b"\x00" * 100)
     for path, words in ((str(broken), "corrupt"), (str(server["root"] / "nowhere"), "not a directory")):
         with pytest.raises(openai.BadRequestError) as e:
-            client.post("/heads", cast_to=object, body={"name": "broken", "path": path})
+            admin.post("/heads", cast_to=object, body={"name": "broken", "path": path})
         assert e.value.body["param"] == "path" and words in e.value.body["message"]
+        assert str(server["root"]) not in e.value.body["message"]  # no server path in a response
         _ok(client, "f10")
     assert {m.id for m in client.models.list().data} == {"tiny-full", "f10", "f05"}
 

@@ -19,15 +19,24 @@ examples:
     -d '{"model": "forget10", "messages": [{"role": "user", "content": "Where was Ilse Varga born?"}],
          "temperature": 0, "t3": {"temperature": 2.5, "scale": 1}}'
 
-  # add and remove heads while serving (a new deletion request needs no restart)
-  curl http://127.0.0.1:8000/v1/heads -H 'Content-Type: application/json' -d '{"name": "req-17", "path": "heads/req-17"}'
-  curl -X DELETE http://127.0.0.1:8000/v1/heads/req-17
+  # a deployment: clients need the API key, only the admin key manages heads, no request can change a
+  # head's guidance, the base (which still knows everything) is not served; keys from the environment
+  T3UNLEARN_API_KEY=$(cat /etc/t3/api.key) T3UNLEARN_ADMIN_KEY=$(cat /etc/t3/admin.key) \\
+    t3unlearn serve --model base-dir --head forget10=head10 --host 0.0.0.0 --lock-guidance --no-base
+  curl http://HOST:8000/v1/models -H "Authorization: Bearer $T3UNLEARN_API_KEY"
+
+  # add and remove heads while serving (needs --admin-key; a new deletion request needs no restart)
+  curl http://127.0.0.1:8000/v1/heads -H "Authorization: Bearer $T3UNLEARN_ADMIN_KEY" \\
+    -H 'Content-Type: application/json' -d '{"name": "req-17", "path": "heads/req-17"}'
+  curl -X DELETE http://127.0.0.1:8000/v1/heads/req-17 -H "Authorization: Bearer $T3UNLEARN_ADMIN_KEY"
 
 API: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (stream, n, stop, seed,
 top_p, logprobs; "t3": {"temperature": T, "scale": s} per request, default the head's saved ones),
-POST /v1/heads, DELETE /v1/heads/NAME, GET /health; the playground at /. Requests that arrive
-together decode in one batch (continuous batching), whatever heads they use: see docs/serve.md.
-SIGTERM (or Ctrl+C) drains: requests in flight finish, new ones get 503; a second signal stops at once.
+POST /v1/heads, DELETE /v1/heads/NAME (admin key), GET /health and GET /metrics (Prometheus; both
+without a key); the playground at /. Requests that arrive together decode in one batch (continuous
+batching), whatever heads they use. Deploying (what each flag protects against): docs/serve.md.
+SIGTERM (or Ctrl+C) drains: requests in flight finish, new ones get 503; a second signal stops now,
+answering the requests still in flight with 503.
 """
 
 
@@ -67,7 +76,31 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda ... [cuda if available]")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"), help="[info]")
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    _deployment_flags(p)
     p.set_defaults(func=run_serve)
+
+
+def _deployment_flags(p) -> None:
+    """Access control and operations (docs/serve.md, "Deploying")."""
+    from t3unlearn.serve.security import ADMIN_KEY_ENV, API_KEY_ENV
+
+    g = p.add_argument_group("deployment (access control and operations; docs/serve.md, \"Deploying\")")
+    g.add_argument("--api-key", default=None, metavar="KEY",
+                   help=f"every /v1 request needs 'Authorization: Bearer KEY' (401 otherwise); prefer ${API_KEY_ENV}, "
+                   "which a process list does not show [$" + API_KEY_ENV + ", else none: open to anyone who can connect]")
+    g.add_argument("--admin-key", default=None, metavar="KEY",
+                   help=f"POST/DELETE /v1/heads need this key [${ADMIN_KEY_ENV}, else none: head management is off]")
+    g.add_argument("--lock-guidance", action="store_true",
+                   help="refuse a request's 't3' (403): each head serves the guidance it was saved or added with [off]")
+    g.add_argument("--no-base", action="store_true",
+                   help="do not serve the base model by name, only its heads [off: the base is served]")
+    g.add_argument("--max-queue", type=positive_int, default=256, metavar="N",
+                   help="sequences waiting for the batch at most; beyond, requests get 429 [256]")
+    g.add_argument("--request-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="a request still running after this gets 504 (stream: an error event) and is stopped; 0 = none [600]")
+    g.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web origin allowed to call the API from a browser, e.g. https://app.example.com "
+                   "(repeatable; '*' = any) [none: same origin only]")
 
 
 def run_serve(args) -> int:
@@ -78,7 +111,6 @@ def run_serve(args) -> int:
 
 
 def _serve(args) -> int:
-    import logging
     import signal
     import time
     from pathlib import Path
@@ -99,37 +131,49 @@ def _serve(args) -> int:
         if name in heads:
             raise T3Error(f"--head {name}= is given twice; each head needs its own name.")
         heads[name] = path
-    base_id = args.name or args.model
+    base_id = args.name or _public_id(args.model)
     base = resolve_model(args.model, log=print)
     if Path(base).is_dir() and (Path(base) / CONFIG_NAME).is_file():  # a head directory: serve its base and it
         head_dir = base
         base = T3ForCausalLM.base_model_path(head_dir)
         heads.setdefault(Path(head_dir.rstrip("/")).name, head_dir)
-        base_id = args.name or base
+        base_id = args.name or _public_id(base)
     for path in heads.values():  # a missing or corrupt head fails before the base is loaded
         T3ForCausalLM.read_config(path)
+    security = _security(args)
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(base)
     model = load_model(base, device=args.device)
     try:
         app, state = build(model, tokenizer, base_id=base_id, base_path=base, heads=heads, max_batch=args.max_batch,
-                           max_n=args.max_n, max_body=args.max_body_kb * 1024, force_heads=args.force_heads)
+                           max_n=args.max_n, max_body=args.max_body_kb * 1024, force_heads=args.force_heads, security=security,
+                           max_queue=args.max_queue, request_timeout=args.request_timeout, cors_origins=args.cors_origin,
+                           access_log=not args.no_access_log)
     except HeadError as exc:
         raise T3Error(f"cannot serve that head: {exc}") from None
     names = ", ".join(state.registry.names()) or "none"
     print(f"loaded {base_id} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, context {state.engine.context}) "
           f"and heads: {names} in {time.perf_counter() - t0:.1f}s", flush=True)
 
-    logging.getLogger("t3unlearn.serve").setLevel(args.log_level.upper())
+    _log_to_stderr(args.log_level)
+    print(_security_summary(security, args, len(state.registry)), flush=True)
 
     class DrainingServer(uvicorn.Server):
         """On SIGTERM / SIGINT: stop taking requests (503), let those in flight finish, then exit."""
 
         drain_since: float | None = None
+        aborted = False
 
         def handle_exit(self, sig, frame):
-            if state.draining:  # a second signal: stop now
-                self.force_exit = self.should_exit = True
+            if state.draining:  # a second signal: stop now, answering what is in flight (503 / an error event)
+                if self.aborted:  # a third: no more waiting
+                    self.force_exit = self.should_exit = True
+                    return
+                self.aborted = True
+                state.engine.abort()
+                self.should_exit = True
+                print(f"received {signal.Signals(sig).name} again: stopping now; {state.inflight} request(s) in flight "
+                      "are answered 503", flush=True)
                 return
             state.draining = True
             state.engine.stop_accepting()
@@ -142,7 +186,7 @@ def _serve(args) -> int:
                 self.should_exit = True
             return await super().on_tick(counter)
 
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=not args.no_access_log,
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=5, lifespan="off")
     server = DrainingServer(config)
     print(f"serving {base_id} on http://{args.host}:{args.port}/v1 (playground: http://{args.host}:{args.port}/)", flush=True)
@@ -156,3 +200,52 @@ def _serve(args) -> int:
         raise T3Error(f"could not listen on {args.host}:{args.port} (in use? see the log above); choose another --port.")
     print("stopped", flush=True)
     return 0
+
+
+def _public_id(model: str) -> str:
+    """The base's id in the API: ``model``, or a local directory's name (no server path in responses)."""
+    from pathlib import Path
+
+    path = Path(model).expanduser()
+    return path.name if (path.is_absolute() or path.exists()) and path.name else model
+
+
+def _security(args):
+    from t3unlearn.errors import T3Error
+    from t3unlearn.serve.security import Security
+
+    if args.request_timeout < 0:
+        raise T3Error(f"--request-timeout must be >= 0 seconds (0 = none), not {args.request_timeout:g}.")
+    try:
+        return Security.from_env(args.api_key, args.admin_key, lock_guidance=args.lock_guidance, no_base=args.no_base)
+    except ValueError as exc:
+        raise T3Error(f"{exc} (--api-key / --admin-key or their environment variables)") from None
+
+
+def _security_summary(security, args, n_heads: int) -> str:
+    parts = ["API key: " + ("required" if security.api_key else "none (anyone who can connect may generate)"),
+             "head management: " + ("admin key" if security.admin_key else "off"),
+             "per-request t3: " + ("refused" if security.lock_guidance else "allowed"),
+             "base: " + ("not served" if security.no_base else "served"),
+             "CORS: " + (", ".join(args.cors_origin) or "same origin")]
+    lines = ["access: " + "; ".join(parts)]
+    if not security.api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
+        lines.append(f"warning: listening on {args.host} without an API key: anyone who can reach this port can generate "
+                     "(set T3UNLEARN_API_KEY, or --api-key)")
+    if security.no_base and not n_heads and not security.admin_key:
+        lines.append("warning: --no-base and no --head: nothing is served (and without --admin-key no head can be added)")
+    return "\n".join(lines)
+
+
+def _log_to_stderr(level: str) -> None:
+    """The server's own log lines (request ids, access lines, errors) on stderr, as uvicorn's."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("t3unlearn.serve")
+    logger.setLevel(level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False

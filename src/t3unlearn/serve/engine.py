@@ -17,6 +17,10 @@ are grouped by head (one small ``d -> h -> V`` product per group) and by ``(T, s
 the same operations, in the same order, as :class:`t3unlearn.T3ForCausalLM`. A sequence leaves the
 batch at the step it finishes (EOS, a stop string, ``max_tokens``, the context, or its client
 going away); columns of padding no row needs any more are trimmed from the left.
+
+A sequence can only fail itself: a row whose guided scores or sampling probabilities are not finite,
+or whose head fails, finishes with ``finish_reason="error"`` and leaves the batch; the other rows of
+that step go on. Only a failure of the shared forward pass fails the whole batch.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ from t3unlearn.errors import ModelError
 from t3unlearn.lm import cache_kwarg
 
 log = logging.getLogger("t3unlearn.serve")
+
+FAILED = "generation failed for this request; the server's log has the details (search it for the request id)."
+STOPPED = "the server stopped before this request finished; retry on another replica."
 
 
 class EngineStopped(RuntimeError):
@@ -79,8 +86,11 @@ class Sequence:
     out_ids: list[int] = field(default_factory=list)
     text: str = ""
     sent: int = 0  # characters of text already emitted
+    request_id: str | None = None  # for the log
+    first_token_at: float | None = None  # time.perf_counter() when its first token was chosen (metrics)
     finish_reason: str | None = None
-    error: str | None = None
+    error: str | None = None  # why it failed (finish_reason "error"): a message for the client, no internals
+    error_code: str | None = None  # "generation_failed" or "shutting_down"
     cancelled: bool = False
     pending: list = field(default_factory=list)  # TokenInfo not yet emitted
     generator: torch.Generator | None = None
@@ -146,6 +156,7 @@ class Engine:
         self._cv = threading.Condition()
         self._accepting = True
         self._stop = False
+        self._abort: str | None = None
         self._open = 0  # sequences submitted and not finished
         self._thread: threading.Thread | None = None
         self.steps = 0
@@ -172,6 +183,14 @@ class Engine:
     def stop_accepting(self) -> None:
         with self._cv:
             self._accepting = False
+
+    def abort(self) -> None:
+        """Take no more sequences and fail every open one now (``error_code`` ``shutting_down``): their
+        requests are answered at once instead of being cut off when the server exits."""
+        with self._cv:
+            self._accepting = False
+            self._abort = STOPPED
+            self._cv.notify_all()
 
     @property
     def busy(self) -> int:
@@ -213,10 +232,16 @@ class Engine:
         with torch.inference_mode():
             while True:
                 with self._cv:
-                    while not self._stop and not self._waiting and not self._seqs:
+                    while not self._stop and not self._waiting and not self._seqs and self._abort is None:
                         self._cv.wait()
                     if self._stop:
                         break
+                    if self._abort is not None:
+                        self._fail_all(list(self._seqs) + list(self._waiting), self._abort, "shutting_down")
+                        self._waiting.clear()
+                        self._reset()
+                        self._abort = None
+                        continue
                     room = self.max_batch - len(self._seqs)
                     new = []
                     while self._waiting and len(new) < room:
@@ -231,21 +256,28 @@ class Engine:
                         self._prefill(new)
                     if self._seqs:
                         self._decode()
-                except Exception as exc:  # noqa: BLE001 - one bad step must not take the server down
-                    log.exception("decoding step failed; failing the %d running sequences", len(self._seqs) + len(new))
-                    msg = f"generation failed: {type(exc).__name__}: {exc}"
-                    for s in self._seqs + new:
-                        if s.finish_reason is None:
-                            s.error = msg
-                            self._finish(s, "error")
+                except Exception:  # noqa: BLE001 - one bad step must not take the server down
+                    failed = self._seqs + new
+                    log.exception("the batch's forward pass failed; failing its %d sequences (requests %s)", len(failed),
+                                  ", ".join(sorted({str(s.request_id) for s in failed})))
+                    self._fail_all(failed, FAILED, "generation_failed")
                     self._reset()
-        for s in list(self._seqs) + list(self._waiting):
-            if s.finish_reason is None:
-                s.cancelled = True
-                s.error = "the server stopped"
-                self._finish(s, "error")
+        self._fail_all(list(self._seqs) + list(self._waiting), STOPPED, "shutting_down")
         self._reset()
         self._waiting.clear()
+
+    def _fail_all(self, seqs, message: str, code: str) -> None:
+        for s in seqs:
+            if s.finish_reason is None:
+                s.cancelled = True
+                s.error, s.error_code = message, code
+                self._finish(s, "error")
+
+    def _fail_row(self, s: Sequence, why: str) -> None:
+        """Mark ``s`` failed (it finishes with ``error`` at its next :meth:`_advance`); the batch goes on."""
+        if s.error is None:
+            log.error("request %s: %s; this sequence fails, the rest of the batch goes on", s.request_id, why)
+            s.error, s.error_code = FAILED, "generation_failed"
 
     def _reset(self) -> None:
         self._seqs, self._cache, self._mask, self._sum, self._count, self._last = [], None, None, None, None, None
@@ -359,76 +391,118 @@ class Engine:
 
         One head product per head present in the batch, over that head's rows only; then, per group of rows
         with the same guidance, :func:`t3unlearn.t3.guidance.guided_logits`, the function
-        :class:`t3unlearn.T3ForCausalLM` uses."""
-        from t3unlearn.t3.guidance import guided_logits
-
+        :class:`t3unlearn.T3ForCausalLM` uses. A head or a guidance group that raises fails its own rows
+        (:meth:`_fail_row`; they keep the base's log-probs for this step) and no other."""
         out = torch.log_softmax(base_logits.float(), dim=-1)
         by_head: dict[int, list[int]] = {}
         for row, s in enumerate(seqs):
             if s.head is not None:
                 by_head.setdefault(id(s.head), []).append(row)
         for rows in by_head.values():
-            head = seqs[rows[0]].head
-            groups: dict[object, list[int]] = {}
-            for i, r in enumerate(rows):
-                groups.setdefault(seqs[r].guidance or head.guidance, []).append(i)
-            needs_head = any(g.temperature != 1.0 or g.scale != 0.0 for g in groups)
-            if not needs_head:  # T = 1, s = 0: the base itself
-                continue
-            index = torch.tensor(rows, device=out.device)
-            head_pooled = pooled.index_select(0, index)
-            head_logits = head.logits(head_pooled)
-            for g, local in groups.items():
-                sel = index if len(local) == len(rows) else index[local]
-                hl = head_logits if len(local) == len(rows) else head_logits[local]
-                hp = head_pooled if len(local) == len(rows) else head_pooled[local]
+            try:
+                self._guide_rows(seqs, rows, out, base_logits, pooled)
+            except Exception as exc:  # noqa: BLE001 - a head that fails fails its own rows only
+                log.exception("head %s failed", getattr(seqs[rows[0]].head, "name", "?"))
+                for r in rows:
+                    self._fail_row(seqs[r], f"its head failed ({type(exc).__name__})")
+        return out
+
+    def _guide_rows(self, seqs, rows: list[int], out: torch.Tensor, base_logits: torch.Tensor, pooled: torch.Tensor) -> None:
+        """Write the guided logits of one head's ``rows`` into ``out``, one guidance group at a time."""
+        from t3unlearn.t3.guidance import guided_logits
+
+        head = seqs[rows[0]].head
+        groups: dict[object, list[int]] = {}
+        for i, r in enumerate(rows):
+            groups.setdefault(seqs[r].guidance or head.guidance, []).append(i)
+        if not any(g.temperature != 1.0 or g.scale != 0.0 for g in groups):  # T = 1, s = 0: the base itself
+            return
+        index = torch.tensor(rows, device=out.device)
+        head_pooled = pooled.index_select(0, index)
+        head_logits = head.logits(head_pooled)
+        for g, local in groups.items():
+            whole = len(local) == len(rows)
+            sel = index if whole else index[local]
+            hl = head_logits if whole else head_logits[local]
+            hp = head_pooled if whole else head_pooled[local]
+            try:
                 guided = guided_logits(base_logits.index_select(0, sel), hl, g.temperature, g.scale, tempering=g.tempering,
                                        tail_logp=g.tail_logp, bias=g.bias, floor=g.floor,
                                        weight=head.support_weight(hp, g.support))
-                out.index_copy_(0, sel, guided)
-        return out
+            except Exception as exc:  # noqa: BLE001 - one guidance fails its own rows only
+                log.exception("guidance %s of head %s failed", g, head.name)
+                for i in local:
+                    self._fail_row(seqs[rows[i]], f"its guidance failed ({type(exc).__name__})")
+                continue
+            out.index_copy_(0, sel, guided)
 
     def _next_tokens(self, seqs: list[Sequence], base_logits: torch.Tensor, pooled: torch.Tensor) -> list[int]:
+        scores = self.guided_logits(seqs, base_logits, pooled)
+        bad = ~torch.isfinite(scores.amax(-1))  # a nan or +inf anywhere in the row, or nothing but -inf
+        if bool(bad.any()):
+            for row in bad.nonzero()[:, 0].tolist():
+                self._fail_row(seqs[row], "its guided scores are not finite (inf or nan)")
+            scores = scores.masked_fill(bad.unsqueeze(-1), 0.0)  # the failed rows end at this step; the rest go on
+        tokens = scores.argmax(-1).tolist()  # greedy rows
+        self._sample(seqs, scores, tokens)
+        self._record_logprobs(seqs, scores, tokens)
+        return tokens
+
+    def _sample(self, seqs: list[Sequence], scores: torch.Tensor, tokens: list[int]) -> None:
+        """Replace ``tokens`` of sampled rows (temperature > 0) by a draw from their tempered, top-p distribution."""
         from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
-        scores = self.guided_logits(seqs, base_logits, pooled)
-        tokens = scores.argmax(-1).tolist()  # greedy rows
         sampled: dict[tuple, list[int]] = {}
         for row, s in enumerate(seqs):
-            if s.sampling_temperature > 0:
+            if s.sampling_temperature > 0 and s.error is None:
                 sampled.setdefault((s.sampling_temperature, s.top_p), []).append(row)
         for (temp, top_p), rows in sampled.items():
-            index = torch.tensor(rows, device=scores.device)
-            sub = scores.index_select(0, index)
-            if temp != 1.0:
-                sub = TemperatureLogitsWarper(temp)(None, sub)
-            if top_p < 1.0:
-                sub = TopPLogitsWarper(top_p)(None, sub)
-            probs = torch.softmax(sub, dim=-1).cpu()
+            try:
+                sub = scores.index_select(0, torch.tensor(rows, device=scores.device))
+                if temp != 1.0:
+                    sub = TemperatureLogitsWarper(temp)(None, sub)
+                if top_p < 1.0:
+                    sub = TopPLogitsWarper(top_p)(None, sub)
+                probs = torch.softmax(sub, dim=-1).cpu()
+            except Exception as exc:  # noqa: BLE001 - one group's sampling settings fail those rows only
+                for row in rows:
+                    self._fail_row(seqs[row], f"sampling failed ({type(exc).__name__})")
+                continue
+            ok = (torch.isfinite(probs).all(-1) & (probs.sum(-1) > 0)).tolist()
             for i, row in enumerate(rows):
+                if not ok[i]:
+                    self._fail_row(seqs[row], f"its sampling probabilities are not finite (temperature {temp:g}, top_p {top_p:g})")
+                    continue
                 tokens[row] = int(torch.multinomial(probs[i], 1, generator=seqs[row].generator))
-        want = [row for row, s in enumerate(seqs) if s.logprobs is not None]
-        if want:
-            index = torch.tensor(want, device=scores.device)
-            logp = torch.log_softmax(scores.index_select(0, index), dim=-1)
-            k = max(seqs[r].logprobs for r in want)
-            top_v, top_i = logp.topk(k, dim=-1) if k > 0 else (None, None)
-            chosen = logp.gather(-1, torch.tensor([[tokens[r]] for r in want], device=scores.device))[:, 0].tolist()
-            for i, row in enumerate(want):
-                s = seqs[row]
-                top = []
-                if s.logprobs:
-                    top = [(self._token_text(t), float(v)) for t, v in zip(top_i[i, : s.logprobs].tolist(), top_v[i, : s.logprobs].tolist())]
-                s.pending.append(TokenInfo(tokens[row], self._token_text(tokens[row]), float(chosen[i]), top))
-        return tokens
+
+    def _record_logprobs(self, seqs: list[Sequence], scores: torch.Tensor, tokens: list[int]) -> None:
+        want = [row for row, s in enumerate(seqs) if s.logprobs is not None and s.error is None]
+        if not want:
+            return
+        index = torch.tensor(want, device=scores.device)
+        logp = torch.log_softmax(scores.index_select(0, index), dim=-1)
+        k = min(max(seqs[r].logprobs for r in want), logp.shape[-1])
+        top_v, top_i = logp.topk(k, dim=-1) if k > 0 else (None, None)
+        chosen = logp.gather(-1, torch.tensor([[tokens[r]] for r in want], device=scores.device))[:, 0].tolist()
+        for i, row in enumerate(want):
+            s = seqs[row]
+            top = []
+            if s.logprobs:
+                top = [(self._token_text(t), float(v)) for t, v in zip(top_i[i, : s.logprobs].tolist(), top_v[i, : s.logprobs].tolist())]
+            s.pending.append(TokenInfo(tokens[row], self._token_text(tokens[row]), float(chosen[i]), top))
 
     def _token_text(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
 
     # ------------------------------------------------------------------ text, stop strings, events
     def _advance(self, s: Sequence, token: int) -> bool:
-        """Record ``token`` for ``s``; emit what became final; True when ``s`` finished."""
+        """Record ``token`` for ``s``; emit what became final; True when ``s`` finished (a failed row ends here)."""
+        if s.error is not None:
+            self._finish(s, "error")
+            return True
         self.generated_tokens += 1
+        if not s.out_ids:
+            s.first_token_at = time.perf_counter()
         s.out_ids.append(token)
         reason = None
         if s.cancelled:
@@ -483,8 +557,8 @@ class Engine:
         if s.emit is not None:
             try:
                 s.emit(s, delta, pending, reason)
-            except Exception:  # noqa: BLE001 - a closed event loop must not stop the engine
-                log.exception("could not deliver the end of a sequence")
+            except Exception as exc:  # noqa: BLE001 - a closed event loop must not stop the engine
+                log.debug("request %s: could not deliver the end of a sequence (%s)", s.request_id, exc)
 
 
 def wait_idle(engine: Engine, timeout: float = 10.0) -> bool:

@@ -77,15 +77,15 @@ class Head:
         return linear(z, out)
 
     def card(self, base_id: str) -> dict:
-        """The ``/v1/models`` entry of this head."""
+        """The ``/v1/models`` entry of this head (no path: responses never show where the server keeps files)."""
         return {
             "id": self.name,
             "object": "model",
             "created": self.created,
             "owned_by": "t3unlearn",
-            "root": self.path,
+            "root": self.name,  # not the directory: a response never shows a server path
             "parent": base_id,
-            "t3": {**guidance_dict(self.guidance), "path": self.path, "bytes": self.nbytes},
+            "t3": {**guidance_dict(self.guidance), "bytes": self.nbytes},
         }
 
 
@@ -203,6 +203,9 @@ class HeadRegistry:
             raise HeadError(f"the model {model!r} does not exist; this server serves {self.base_id!r} and its heads "
                             f"({', '.join(self.names()) or 'none yet'}).", param="model", status=404)
         return head
+
+    def heads_by_name(self) -> dict[str, Head]:
+        return dict(self._heads)
 
     def names(self) -> list[str]:
         return list(self._heads)

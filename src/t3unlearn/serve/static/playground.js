@@ -3,13 +3,34 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { base: null, heads: {}, controllers: [] };
+const KEY_STORE = "t3unlearn-api-key";
+
+// The API key (t3unlearn serve --api-key), asked for after a 401 and kept for this tab only.
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY_STORE);
+  return key ? { Authorization: "Bearer " + key } : {};
+}
+
+function askForKey(message) {
+  $("key-row").hidden = false;
+  const note = $("server-note");
+  note.textContent = message;
+  note.classList.add("error");
+  $("api-key").focus();
+}
 
 async function loadModels(keepSelection) {
   const note = $("server-note");
   try {
-    const res = await fetch("/v1/models");
+    const res = await fetch("/v1/models", { headers: authHeaders() });
     const body = await res.json();
+    if (res.status === 401) {
+      askForKey(sessionStorage.getItem(KEY_STORE) ? "that API key is not valid here; enter the right one" :
+        "this server needs an API key: enter it above");
+      return;
+    }
     if (!res.ok) throw new Error(body.error ? body.error.message : res.statusText);
+    note.classList.remove("error");
     const previous = $("head").value;
     state.heads = {};
     const select = $("head");
@@ -22,8 +43,9 @@ async function loadModels(keepSelection) {
       opt.textContent = m.id;
       select.appendChild(opt);
     }
-    $("base-id").textContent = state.base;
-    $("base-label").textContent = state.base;
+    state.base = body.data.some((m) => m.id === state.base && (m.parent === null || m.parent === undefined)) ? state.base : null;
+    $("base-id").textContent = state.base || "not served here";
+    $("base-label").textContent = state.base || "";
     const names = Object.keys(state.heads);
     if (!names.length) {
       const opt = document.createElement("option");
@@ -49,6 +71,8 @@ async function loadModels(keepSelection) {
 function resetKnobs() {
   const h = state.heads[$("head").value];
   if (!h) return;
+  const locked = h.adjustable === false;  // t3unlearn serve --lock-guidance: the head's saved guidance only
+  for (const id of ["T", "s", "tempering", "reset-knobs"]) $(id).disabled = locked;
   setKnob("T", h.temperature);
   setKnob("s", h.scale);
   if (h.tempering) $("tempering").value = h.tempering;
@@ -83,12 +107,13 @@ async function streamAnswer(which, body, controller) {
   try {
     const res = await fetch("/v1/chat/completions", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...authHeaders() },
       body: JSON.stringify(body),
       signal: controller.signal,
     });
     if (!res.ok) {
       const err = await res.json().catch(() => ({}));
+      if (res.status === 401) askForKey("this server needs an API key: enter it above");
       throw new Error(err.error ? err.error.message : res.status + " " + res.statusText);
     }
     const reader = res.body.getReader();
@@ -140,16 +165,25 @@ function ask(event) {
   };
   const seed = parseInt($("seed").value, 10);
   if (!Number.isNaN(seed)) common.seed = seed;
-  const baseCtl = new AbortController();
-  state.controllers.push(baseCtl);
-  const jobs = [streamAnswer("base", { ...common, model: state.base }, baseCtl)];
+  const jobs = [];
+  if (state.base) {
+    const baseCtl = new AbortController();
+    state.controllers.push(baseCtl);
+    jobs.push(streamAnswer("base", { ...common, model: state.base }, baseCtl));
+  } else {
+    $("base-answer").textContent = "";
+    setStatus("base", "the base model is not served here (t3unlearn serve --no-base)", "idle");
+  }
   const head = $("head").value;
   if (head) {
     const headCtl = new AbortController();
     state.controllers.push(headCtl);
-    const t3 = { temperature: parseFloat($("T").value), scale: parseFloat($("s").value), tempering: $("tempering").value };
+    const body = { ...common, model: head };
+    if (state.heads[head].adjustable !== false) {  // else the server refuses 't3' (--lock-guidance)
+      body.t3 = { temperature: parseFloat($("T").value), scale: parseFloat($("s").value), tempering: $("tempering").value };
+    }
     updateLabels();
-    jobs.push(streamAnswer("head", { ...common, model: head, t3 }, headCtl));
+    jobs.push(streamAnswer("head", body, headCtl));
   } else {
     $("head-answer").textContent = "";
     setStatus("head", "no head selected", "idle");
@@ -164,6 +198,11 @@ for (const id of ["T", "s"]) {
 $("head").addEventListener("change", () => { resetKnobs(); updateLabels(); });
 $("reset-knobs").addEventListener("click", () => { resetKnobs(); updateLabels(); });
 $("refresh").addEventListener("click", () => loadModels(true));
+$("api-key").addEventListener("change", () => {
+  const key = $("api-key").value.trim();
+  if (key) sessionStorage.setItem(KEY_STORE, key); else sessionStorage.removeItem(KEY_STORE);
+  loadModels(true);
+});
 $("ask-form").addEventListener("submit", ask);
 $("question").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("ask-form").requestSubmit();
