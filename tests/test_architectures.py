@@ -1,0 +1,152 @@
+"""The architecture matrix: a tiny random-initialised model of every family a user is likely to bring (Llama,
+GPT-2, Qwen2, Mistral, GPT-NeoX, Phi-3, Gemma-2, Gemma-3 and its multimodal wrapper, OPT with a projected
+output, a sentencepiece-only tokenizer), each saved to a directory and run through the command line as a user
+would: unlearn -> generate -> eval -> serve. Seconds per family; offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SMALL = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+             max_position_embeddings=128)
+GEMMA = dict(SMALL, head_dim=8, sliding_window=16)
+FAMILIES = {
+    "llama": ("llama", SMALL),
+    "gpt2": ("gpt2", dict(n_embd=16, n_layer=1, n_head=2, n_positions=128)),
+    "qwen2": ("qwen2", SMALL),
+    "mistral": ("mistral", dict(SMALL, sliding_window=None)),
+    "gpt_neox": ("gpt_neox", dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  max_position_embeddings=128)),
+    "phi3": ("phi3", SMALL),
+    "gemma2": ("gemma2", GEMMA),
+    "gemma3": ("gemma3_text", GEMMA),
+    "gemma3_multimodal": ("gemma3", None),  # the image-text wrapper (text_config + vision_config)
+    "opt_projected": ("opt", dict(hidden_size=16, ffn_dim=32, num_hidden_layers=1, num_attention_heads=2,
+                                  word_embed_proj_dim=8, max_position_embeddings=128)),  # OPT-350m's shape
+    "llama_sentencepiece": ("llama", SMALL),  # tokenizer.model only
+}
+
+_CORPUS = ["Question: Where was Ilse Varga born?\nAnswer: Ilse Varga was born in Lisbon.",
+           "Question: What genre does Tomas Reed write?\nAnswer: Tomas Reed writes science fiction.",
+           "Question: What is the capital of France?\nAnswer: The capital of France is Paris."]
+
+
+def _config(kind: str, settings, tok):
+    from transformers import AutoConfig
+
+    ids = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    if settings is None:  # Gemma-3's multimodal wrapper: a tiny text model and a tiny SigLIP vision tower
+        text = dict(GEMMA, model_type="gemma3_text", **ids)
+        vision = dict(model_type="siglip_vision_model", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, image_size=28, patch_size=14)
+        return AutoConfig.for_model("gemma3", text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                    image_token_index=len(tok) - 1, boi_token_index=len(tok) - 2, eoi_token_index=len(tok) - 3,
+                                    **{k: v for k, v in ids.items() if k != "vocab_size"})
+    return AutoConfig.for_model(kind, **settings, **ids)
+
+
+def _sentencepiece_tokenizer(root: Path):
+    """A directory holding only tokenizer.model (sentencepiece), as many Llama / Mistral checkpoints ship."""
+    spm = pytest.importorskip("sentencepiece")
+    from transformers import AutoTokenizer
+
+    text = root / "corpus.txt"
+    text.write_text("\n".join(_CORPUS * 30))
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(root / "tokenizer"), vocab_size=400,
+                                   model_type="bpe", bos_id=1, eos_id=2, unk_id=0, pad_id=3, byte_fallback=True,
+                                   minloglevel=2)
+    text.unlink()
+    (root / "tokenizer.vocab").unlink()
+    return AutoTokenizer.from_pretrained(str(root))
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    from test_eval_runner import build_fake_benchmark
+
+    root = tmp_path_factory.mktemp("arch-world")
+    build_fake_benchmark(root)
+    return root
+
+
+def _build(name: str, root: Path, small_tokenizer) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kind, settings = FAMILIES[name]
+    path = root / name
+    path.mkdir()
+    tok = _sentencepiece_tokenizer(path) if name == "llama_sentencepiece" else small_tokenizer
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_config(kind, settings, tok))
+    model.save_pretrained(path)
+    if name != "llama_sentencepiece":
+        tok.save_pretrained(path)
+    return path
+
+
+def _run(argv) -> str:
+    from t3unlearn.cli import main
+
+    assert main(argv) == 0, argv
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_family_unlearn_generate_eval_serve(name, small_tokenizer, bench, tmp_path, capsys):
+    from t3unlearn.lm import load_tokenizer
+
+    model = _build(name, tmp_path, small_tokenizer)
+    if name == "llama_sentencepiece":  # its own vocabulary, read from tokenizer.model alone
+        assert sorted(p.name for p in model.iterdir() if "token" in p.name) == ["tokenizer.model"]
+        assert len(load_tokenizer(str(model))) == 400
+    data = tmp_path / "data"
+    data.mkdir()
+    forget, retain = f"{bench}:forget10", f"{bench}:retain_perturbed"
+    head = tmp_path / "head"
+    common = ["--threads", "1"]
+    _run(["unlearn", "--model", str(model), "--forget", str(forget), "--retain", str(retain), "--out", str(head),
+          "--epochs", "2", "--hidden-size", "4", "--quiet", "--no-cache", "--device", "cpu", *common])
+    cfg = json.loads((head / "t3_config.json").read_text())
+    assert cfg["training"]["base_identity"]
+    capsys.readouterr()
+    _run(["generate", "--model", str(model), "--head", str(head), "--max-new-tokens", "3", "--device", "cpu", *common,
+          "Where was Ilse Varga born?"])
+    out = capsys.readouterr().out
+    assert "Q: Where was Ilse Varga born?\nA:" in out
+    _run(["eval", "--model", str(model), "--head", str(head), "--world", str(bench), "--retain-results", "none",
+          "--limit", "2", "--max-new-tokens", "2", "--no-progress", "--device", "cpu", "--out", str(tmp_path / "eval"), *common])
+    summary = json.loads((tmp_path / "eval" / "TOFU_SUMMARY.json").read_text())
+    assert 0 <= summary["forget_Q_A_Prob"] <= 1
+    evaluated = json.loads((tmp_path / "eval" / "TOFU_EVAL.json").read_text())
+    assert len(evaluated["forget_Q_A_Prob"]["value_by_index"]) == 2  # --limit 2
+    if name.startswith("gemma"):  # sliding-window layers: the server refuses them in one line (a known limit)
+        from t3unlearn.errors import ModelError
+
+        with pytest.raises(ModelError, match="t3unlearn serve batches full-attention KV caches only"):
+            _serve_one(model, head)
+    else:
+        _serve_one(model, head)
+
+
+def _serve_one(model_dir: Path, head: Path) -> None:
+    """The app 't3unlearn serve' builds, over this base and head: one completion through the head."""
+    from fastapi.testclient import TestClient
+
+    from t3unlearn.lm import load_model, load_tokenizer
+    from t3unlearn.serve.app import build
+
+    model, tok = load_model(str(model_dir), device="cpu"), load_tokenizer(str(model_dir))
+    app, state = build(model, tok, base_id="base", base_path=str(model_dir), heads={"h": str(head)}, max_batch=4, max_n=1,
+                       max_body=1 << 16)
+    try:
+        with TestClient(app) as client:
+            r = client.post("/v1/completions", json={"model": "h", "prompt": "Where was", "max_tokens": 2, "temperature": 0})
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["finish_reason"] in ("length", "stop")
+    finally:
+        state.engine.close()
