@@ -150,3 +150,190 @@ def _serve_one(model_dir: Path, head: Path) -> None:
             assert r.json()["choices"][0]["finish_reason"] in ("length", "stop")
     finally:
         state.engine.close()
+
+
+# --------------------------------------------------------------------------- the loading options
+
+
+COMMANDS = ("unlearn", "eval", "generate", "calibrate", "serve", "probe")
+
+
+def _subparsers():
+    import argparse
+
+    from t3unlearn.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, sub.choices
+
+
+def test_every_loading_command_has_the_loading_options_from_one_definition(capsys):
+    from t3unlearn.loading import LOADING_OPTIONS
+
+    _, commands = _subparsers()
+    for name in COMMANDS:
+        p = commands[name]
+        help_text = p.format_help()
+        for flag in ("--dtype", "--device-map", "--trust-remote-code", "--revision", "--attn-implementation"):
+            assert flag in help_text, (name, flag)
+        actions = {a.dest: a for a in p._actions}
+        for opt in LOADING_OPTIONS:  # the same help and choices everywhere: one definition
+            assert actions[opt.keyword].help == opt.help and actions[opt.keyword].option_strings == [opt.option], name
+    assert "--limit" in commands["eval"].format_help()
+
+
+def test_no_parser_accepts_abbreviations():
+    import argparse
+
+    parser, commands = _subparsers()
+    todo, seen = [parser], 0
+    while todo:
+        p = todo.pop()
+        assert p.allow_abbrev is False, p.prog
+        seen += 1
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                todo.extend(a.choices.values())
+    assert seen > 20
+    with pytest.raises(SystemExit):
+        parser.parse_args(["generate", "--model", "m", "--max-new", "3", "q"])  # --max-new-tokens, abbreviated
+
+
+@pytest.fixture(scope="module")
+def llama(small_tokenizer, tmp_path_factory, bench):
+    """A tiny Llama, a same-shape twin with other weights, a chat-template copy, and a head trained on the first."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("loading")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_config("llama", SMALL, small_tokenizer))
+    model.save_pretrained(root / "model")
+    small_tokenizer.save_pretrained(root / "model")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    model.save_pretrained(root / "twin")
+    small_tokenizer.save_pretrained(root / "twin")
+    chat = copy.deepcopy(small_tokenizer)
+    chat.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
+    AutoModelForCausalLM.from_pretrained(root / "model").save_pretrained(root / "chat")
+    chat.save_pretrained(root / "chat")
+    _run(["unlearn", "--model", str(root / "model"), "--forget", f"{bench}:forget10", "--retain", f"{bench}:retain_perturbed",
+          "--out", str(root / "head"), "--epochs", "2", "--hidden-size", "4", "--quiet", "--no-cache", "--device", "cpu",
+          "--threads", "1"])
+    return root
+
+
+def test_loading_options_reach_from_pretrained(llama, monkeypatch, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    seen = {}
+    real_model, real_tok = AutoModelForCausalLM.from_pretrained, AutoTokenizer.from_pretrained
+
+    def spy_model(path, **kw):
+        seen["model"] = kw
+        return real_model(path, **{k: v for k, v in kw.items() if k != "revision"})
+
+    def spy_tok(path, **kw):
+        seen["tokenizer"] = kw
+        return real_tok(path)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy_model)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", spy_tok)
+    _run(["generate", "--model", str(llama / "model"), "--head", str(llama / "head"), "--dtype", "bfloat16",
+          "--attn-implementation", "eager", "--revision", "v1", "--trust-remote-code", "--device", "cpu",
+          "--max-new-tokens", "2", "--threads", "1", "Where was Ilse Varga born?"])
+    assert seen["model"] == {"dtype": "bfloat16", "attn_implementation": "eager", "revision": "v1", "trust_remote_code": True}
+    assert seen["tokenizer"] == {"revision": "v1", "trust_remote_code": True}
+    _run(["generate", "--model", str(llama / "model"), "--device", "cpu", "--max-new-tokens", "2", "--threads", "1", "Q?"])
+    assert seen["model"] == {"dtype": "auto"}  # nothing given: the checkpoint's own dtype
+
+
+def test_head_stays_float32_over_a_bfloat16_base(llama):
+    import torch
+
+    from t3unlearn.lm import load_lm
+
+    fp32 = load_lm(str(llama / "model"), head=str(llama / "head"), device="cpu")
+    bf16 = load_lm(str(llama / "model"), head=str(llama / "head"), device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in bf16.model.base.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in bf16.model.head.parameters()} == {torch.float32}
+    ids = torch.tensor([bf16.formatter.prompt_ids("Where was Ilse Varga born?")])
+    with torch.no_grad():
+        a, b = fp32.model(input_ids=ids).logits, bf16.model(input_ids=ids).logits
+    assert a.dtype == b.dtype == torch.float32
+    assert torch.allclose(torch.log_softmax(a, -1), torch.log_softmax(b, -1), atol=0.1)
+    assert bf16.generate(["Where was Ilse Varga born?"], max_new_tokens=3) is not None
+
+
+def test_device_map_places_the_model(llama, monkeypatch):
+    """--device-map goes to transformers (accelerate places the model) and --device is then not applied on top."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from t3unlearn.lm import load_lm
+
+    real, seen, moved = AutoModelForCausalLM.from_pretrained, {}, []
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda path, **kw: seen.update(kw) or real(path, **kw))
+    real_to = torch.nn.Module.to
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: moved.append(a) or real_to(self, *a, **k))
+    lm = load_lm(str(llama / "model"), head=str(llama / "head"), device_map="cpu", device="cuda")
+    assert seen["device_map"] == "cpu" and ("cuda",) not in moved
+    assert lm.generate(["Where?"], max_new_tokens=2) is not None
+
+
+def test_force_puts_a_head_on_a_same_shape_base(llama, capsys):
+    from t3unlearn.cli import main
+
+    argv = ["generate", "--model", str(llama / "twin"), "--head", str(llama / "head"), "--device", "cpu",
+            "--max-new-tokens", "2", "--threads", "1", "Where?"]
+    assert main(argv) == 2 and "trained on another base" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0
+    # a bfloat16 load of the head's own base is the same base
+    assert main(["generate", "--model", str(llama / "model"), "--head", str(llama / "head"), "--dtype", "bfloat16",
+                 "--device", "cpu", "--max-new-tokens", "2", "--threads", "1", "Where?"]) == 0
+
+
+def test_a_plain_prompt_head_on_a_chat_base_gets_plain_prompts(llama):
+    from t3unlearn.lm import CausalLM, load_lm
+
+    lm = load_lm(str(llama / "chat"), head=str(llama / "head"), device="cpu")
+    assert lm.formatter.use_chat is False  # the head was trained on plain prompts
+    base = load_lm(str(llama / "chat"), device="cpu")
+    assert isinstance(base, CausalLM) and base.formatter.use_chat is True
+
+
+def test_an_existing_head_is_replaced_only_with_overwrite(llama, bench, tmp_path, capsys):
+    import shutil
+
+    from t3unlearn.cli import main
+
+    out = tmp_path / "head"
+    shutil.copytree(llama / "head", out)
+    before = (out / "t3_config.json").read_text()
+    argv = ["unlearn", "--model", str(llama / "model"), "--forget", f"{bench}:holdout10", "--retain",
+            f"{bench}:retain_perturbed", "--out", str(out), "--epochs", "1", "--hidden-size", "4", "--quiet",
+            "--no-cache", "--device", "cpu", "--threads", "1"]
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
+    assert (out / "t3_config.json").read_text() == before
+    assert main([*argv, "--overwrite"]) == 0
+    assert (out / "t3_config.json").read_text() != before
+
+
+def test_items_cut_at_max_length_are_reported(llama, tmp_path, capsys):
+    from t3unlearn.cli import main
+
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"question": "Tell me everything.", "answer": "word " * 400}) + "\n")
+    short = tmp_path / "short.jsonl"
+    short.write_text(json.dumps({"question": "Where?", "answer": "Here."}) + "\n")
+    assert main(["unlearn", "--model", str(llama / "model"), "--forget", str(long), "--retain", str(short), "--out",
+                 str(tmp_path / "h"), "--epochs", "1", "--hidden-size", "4", "--quiet", "--no-cache", "--device", "cpu",
+                 "--max-length", "64", "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "note: 1 forget item(s) (e.g. item 0) are longer than --max-length 64 tokens and are cut there" in err
+    assert "retain item" not in err
