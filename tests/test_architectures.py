@@ -155,7 +155,7 @@ def _serve_one(model_dir: Path, head: Path) -> None:
 # --------------------------------------------------------------------------- the loading options
 
 
-COMMANDS = ("unlearn", "eval", "generate", "calibrate", "serve", "probe")
+COMMANDS = ("unlearn", "eval", "generate", "calibrate", "serve", "probe", "features")
 
 
 def _subparsers():
