@@ -337,3 +337,24 @@ def test_items_cut_at_max_length_are_reported(llama, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "note: 1 forget item(s) (e.g. item 0) are longer than --max-length 64 tokens and are cut there" in err
     assert "retain item" not in err
+
+
+def test_local_paths_and_hub_ids_are_told_apart(tmp_path, monkeypatch):
+    from t3unlearn.errors import ModelError
+    from t3unlearn.loading import check_model_source, hub_error_message, looks_local
+
+    (tmp_path / "models" / "llama").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert not looks_local("meta-llama/Llama-3.2-1B") and not looks_local("gpt2")
+    assert looks_local("./llama") and looks_local("~/m") and looks_local("/abs/m") and looks_local("a/b/c")
+    assert looks_local("models/lama")  # its first component is a directory here
+    with pytest.raises(ModelError, match=r"^no such model directory models/lama; did you mean models/llama\?"):
+        check_model_source("models/lama")
+    check_model_source("meta-llama/Llama-3.2-1B")  # a hub id: transformers is asked
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    no_net = OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+    assert hub_error_message("org/m", no_net).startswith("could not reach the Hugging Face hub to download model org/m")
+    missing = OSError("org/m is not a local folder and is not a valid model identifier listed on 'https://huggingface.co/models'")
+    assert "neither a local directory nor a model on the Hugging Face hub" in hub_error_message("org/m", missing)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert "HF_HUB_OFFLINE is set" in hub_error_message("org/m", no_net)

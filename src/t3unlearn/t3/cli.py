@@ -7,7 +7,8 @@ import argparse
 from t3unlearn.loading import add_loading_options, loading_kwargs
 from t3unlearn.t3.config import ACTIVATIONS, Guidance, TrainConfig
 from t3unlearn.t3.options import (  # noqa: F401 - re-exported: other commands import them from here
-    _check_long_items, _check_out, add_force_option, positive_int, nonneg_int, add_guidance_options, add_calibration_options, guidance_overrides, _is_head_dir, _support, _floor,
+    _check_long_items, _check_out, _floor, _is_head_dir, _support, add_calibration_options, add_force_option,
+    add_guidance_options, guidance_overrides, nonneg_int, positive_int,
 )
 
 _UNLEARN_EPILOG = """\
