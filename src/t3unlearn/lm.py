@@ -282,7 +282,7 @@ def load_base(path: str, *, device: str | None = None, **loading_kwargs):
     loading_kwargs.setdefault("dtype", loading_kwargs.pop("torch_dtype", "auto"))
     if "device_map" not in loading_kwargs:
         check_device(device)
-    check_model_source(path)
+    check_model_source(path, revision=loading_kwargs.get("revision"))
     p = Path(str(path)).expanduser()
     if p.exists() and not (p / "config.json").is_file():
         raise ModelError(f"{p} holds no config.json, t3_config.json or other model config; is it a model directory?")
@@ -364,7 +364,7 @@ def load_tokenizer(path: str, **kwargs):
         adapter = _adapter_class(p)
         if adapter is not None and hasattr(adapter, "base_model_path"):
             return load_tokenizer(adapter.base_model_path(str(p)), **kwargs)
-    check_model_source(path)
+    check_model_source(path, revision=kwargs.get("revision"))
     if p.is_dir() and not any((p / name).is_file() for name in TOKENIZER_FILES):
         if not (p / "config.json").is_file():
             raise ModelError(f"{p} holds no config.json, t3_config.json or other model config; is it a model directory?")

@@ -110,7 +110,7 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def check_model_source(path: str, what: str = "model") -> None:
+def check_model_source(path: str, what: str = "model", *, revision: str | None = None) -> None:
     """A ModelError for a model path that cannot be what the user meant, before transformers is asked: a
     local-looking path that does not exist ("did you mean ...?"), a directory without config.json, an
     unreadable config.json."""
@@ -133,6 +133,18 @@ def check_model_source(path: str, what: str = "model") -> None:
         near = _near_miss(p)
         hint = f"; did you mean {near}?" if near else "; check the path (a hub id has the form ORG/NAME)."
         raise ModelError(f"no such {what} directory {path}{hint}")
+    if hub_offline() and not revision and not _in_hub_cache(str(path)):  # say so at once, without transformers' lookups
+        raise ModelError(hub_error_message(str(path), OSError("offline"), what))
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether the hub cache holds ``repo_id``'s config.json (its main revision)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - an id the hub library rejects: let transformers say what is wrong
+        return True
 
 
 def hub_error_message(path: str, exc: BaseException, what: str = "model") -> str:
