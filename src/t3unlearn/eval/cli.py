@@ -281,12 +281,13 @@ def _probe(args) -> int:
     from t3unlearn.io import cache_home, fingerprint, load_json, save_json
     from t3unlearn.lm import load_lm
     from t3unlearn.loading import loading_kwargs
-    from t3unlearn.t3.options import guidance_overrides
+    from t3unlearn.t3.options import check_writable, guidance_overrides
 
     runner.split_configs(args.split)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise T3Error(f"--out {out} is a file; give a directory.")
+    check_writable(out)
     bench = get_benchmark(args.world or "world") if args.benchmark == "world" else get_benchmark("tofu")
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     model_path = resolve_model(args.model, log=log)
