@@ -350,8 +350,12 @@ def test_local_paths_and_hub_ids_are_told_apart(tmp_path, monkeypatch):
     assert looks_local("models/lama")  # its first component is a directory here
     with pytest.raises(ModelError, match=r"^no such model directory models/lama; did you mean models/llama\?"):
         check_model_source("models/lama")
-    check_model_source("meta-llama/Llama-3.2-1B")  # a hub id: transformers is asked
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    check_model_source("meta-llama/Llama-3.2-1B")  # a hub id: transformers is asked
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # ... unless it cannot be: offline and not in the hub cache
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE is set so the Hugging Face hub is not asked"):
+        check_model_source("meta-llama/Llama-3.2-1B")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     no_net = OSError("We couldn't connect to 'https://huggingface.co' to load the files")
     assert hub_error_message("org/m", no_net).startswith("could not reach the Hugging Face hub to download model org/m")
     missing = OSError("org/m is not a local folder and is not a valid model identifier listed on 'https://huggingface.co/models'")
