@@ -637,9 +637,13 @@ def _extract_shards(info, model, examples, key, state, *, pad_id, cache_dir, bat
         save_json(partial / MANIFEST, {"key": key, "version": FEATURE_VERSION, "n_items": len(examples), "n_tokens": n_tokens,
                                        "dim": dim, "shards": plan, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                        "prompts": prompt_hashes(examples)})
-        for f in partial.iterdir():
-            if f.suffix == ".safetensors":
-                _readable(f)
+        try:
+            for f in partial.iterdir():
+                if f.suffix == ".safetensors":
+                    _readable(f)
+        except FileNotFoundError:  # another process extracting the same set finished and moved it meanwhile
+            if not (final / MANIFEST).is_file():
+                raise
         if (final / MANIFEST).is_file():  # another run finished it meanwhile
             shutil.rmtree(partial, ignore_errors=True)
         else:
