@@ -103,6 +103,7 @@ def files(random_lm, tmp_path_factory):
             os.environ.pop("T3UNLEARN_HOME", None)
         else:
             os.environ["T3UNLEARN_HOME"] = old
+    _more_models(f, model, tok)
     shutil.copytree(f["head"], f["corrupt_head"])
     weights = f["corrupt_head"] / "head.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -118,6 +119,45 @@ def files(random_lm, tmp_path_factory):
     assert any(k.startswith("support.") for k in state)
     save_file({k: v for k, v in state.items() if not k.startswith("support.")}, str(f["old_head"] / "head.safetensors"))
     return f
+
+
+def _more_models(f, model, tok):
+    """Checkpoints a user gets wrong: same shape other weights, no tokenizer, bad config.json, an encoder-decoder,
+    a chat-template base and a head trained on it, a non-UTF-8 data file, a head already at an --out."""
+    import copy
+
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t3unlearn.cli import main
+
+    root = f["root"]
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(0.01)
+    for name, m, with_tok in (("twin", twin, True), ("notok", model, False), ("badcfg", model, True)):
+        m.save_pretrained(root / name)
+        if with_tok:
+            tok.save_pretrained(root / name)
+        f[name] = root / name
+    (root / "badcfg" / "config.json").write_text('{"model_type": "llama", ')
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8)).save_pretrained(root / "t5")
+    tok.save_pretrained(root / "t5")
+    f["t5"] = root / "t5"
+    chat = copy.deepcopy(tok)
+    chat.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+    model.save_pretrained(root / "chatmodel")
+    chat.save_pretrained(root / "chatmodel")
+    f["chatmodel"], f["chat_head"] = root / "chatmodel", root / "chat_head"
+    assert main(["unlearn", "--model", str(f["chatmodel"]), "--forget", f["forget"], "--retain", f["retain"], "--out",
+                 str(f["chat_head"]), "--epochs", "1", "--hidden-size", "4", "--quiet", "--threads", "1", "--no-cache"]) == 0
+    f["latin1"] = root / "latin1.jsonl"
+    f["latin1"].write_bytes(b'{"question": "Where was Ilse born?", "answer": "In S\xe3o Paulo."}\n')
+    shutil.copytree(f["head"], root / "existing_head")
+    f["existing_head"] = root / "existing_head"
+    (root / "ro").mkdir()
 
 
 def _cfg(root: Path, name: str, body) -> str:
@@ -342,6 +382,87 @@ CLI = [
          lambda f: ["generate", "--model", str(f["model"]), "--head", str(f["old_head"]), "--support", "0.95", "Where?"],
          r"this head has no support statistics \(it was saved by an earlier t3unlearn\); retrain it with 't3unlearn "
          r"unlearn', or leave the support knob unset \(--support none\)", "retrain the head, or drop --support"),
+    # ------------------------------------------------------------------ your own checkpoint (issue 33)
+    Case("model-path-typo", "`--model` with a typo in a local directory name",
+         lambda f: ["unlearn", "--model", str(f["root"] / "modle"), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["root"] / "o41")],
+         r"no such model directory .*modle; did you mean .*/model\?", "fix the path as suggested", out="o41"),
+    Case("model-dir-missing", "`--model` names a local directory that does not exist",
+         lambda f: ["eval", "--model", "./models/nowhere", "--out", str(f["root"] / "o42")],
+         r"no such model directory ./models/nowhere; check the path \(a hub id has the form ORG/NAME\)", "check the path",
+         out="o42"),
+    Case("model-hub-offline", "a hub id while HF_HUB_OFFLINE is set (not cached)",
+         lambda f: ["generate", "--model", "someorg/some-model", "Where?"],
+         r"model someorg/some-model is not a local directory, and HF_HUB_OFFLINE is set so the Hugging Face hub is not asked",
+         "give a local directory, or unset HF_HUB_OFFLINE"),
+    Case("model-config-invalid", "the model's config.json is not valid JSON",
+         lambda f: ["generate", "--model", str(f["badcfg"]), "Where?"],
+         r"badcfg/config.json is not valid JSON .*the model directory is corrupt, copy or save the model again",
+         "copy or save the model again"),
+    Case("model-file-not-dir", "`--model` names a file",
+         lambda f: ["generate", "--model", f["forget"], "Where?"],
+         r"model .*forget.jsonl is a file; give the model's directory", "give the model's directory"),
+    Case("unlearn-model-without-tokenizer", "`unlearn` with a model directory that has no tokenizer files",
+         lambda f: ["unlearn", "--model", str(f["notok"]), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["root"] / "o43")],
+         r"notok has no tokenizer files \(tokenizer.json, tokenizer_config.json, tokenizer.model ...\); copy them",
+         "copy the tokenizer files next to the model", out="o43"),
+    Case("eval-model-without-tokenizer", "`eval` with a model directory that has no tokenizer files",
+         lambda f: ["eval", "--model", str(f["notok"]), "--world", str(f["world"]), "--retain-results", "none",
+                    "--out", str(f["root"] / "o44")],
+         r"notok has no tokenizer files", "copy the tokenizer files next to the model", out="o44"),
+    Case("model-encoder-decoder", "`--model` is an encoder-decoder (T5)",
+         lambda f: ["generate", "--model", str(f["t5"]), "Where?"],
+         r"t5 is a t5 model, which transformers cannot load as a causal \(decoder-only\) LM", "use a decoder-only model"),
+    Case("device-unavailable", "`--device cuda` where torch sees no such GPU",
+         lambda f: ["generate", "--model", str(f["model"]), "--device", "cuda:7", "Where?"],
+         r"--device cuda:7: (this torch \(.*\) sees no CUDA GPU; use --device cpu|there are \d CUDA GPU\(s\))",
+         "use --device cpu (or an existing GPU)"),
+    Case("data-not-utf8", "a data file with a byte that is not UTF-8 (Latin-1)",
+         lambda f: ["unlearn", "--model", str(f["model"]), "--forget", str(f["latin1"]), "--retain", f["retain"],
+                    "--out", str(f["root"] / "o45")],
+         r"latin1.jsonl is not UTF-8 text: line 1 holds the byte 0xe3; re-save the file as UTF-8", "re-save as UTF-8",
+         out="o45"),
+    Case("head-on-another-checkpoint", "a head on a base of the same shape with other weights (base vs instruct)",
+         lambda f: ["generate", "--model", str(f["twin"]), "--head", str(f["head"]), "Where?"],
+         r"the head in .*head was trained on another base: .*model with fingerprint \w+, this one has \w+; its weights "
+         r"differ .*add --force", "use the head's own base, or --force if they are the same model"),
+    Case("eval-head-on-another-checkpoint", "`eval` of a head on a same-shape base with other weights",
+         lambda f: ["eval", "--model", str(f["twin"]), "--head", str(f["head"]), "--world", str(f["world"]),
+                    "--retain-results", "none", "--out", str(f["root"] / "o46")],
+         r"was trained on another base: .*add --force", "use the head's own base, or --force", out="o46"),
+    Case("serve-head-on-another-checkpoint", "`serve` a head over a same-shape base with other weights",
+         lambda f: ["serve", "--model", str(f["twin"]), "--head", f"h={f['head']}", "--port", "0", "--threads", "1"],
+         r"the head in .*head was trained on another base: .*add --force", "serve it over its own base, or --force"),
+    Case("chat-head-on-plain-base", "a head trained with a chat template on a base whose tokenizer has none",
+         lambda f: ["generate", "--model", str(f["model"]), "--head", str(f["chat_head"]), "Where?"],
+         r"chat_head was trained on chat-formatted prompts, but this base's tokenizer has no chat template",
+         "use the base the head was trained on"),
+    Case("scale-negative", "`--scale -5` (it would pull answers toward the forget set)",
+         lambda f: ["generate", "--model", str(f["model"]), "--head", str(f["head"]), "--scale", "-5", "Where?"],
+         r"scale must be >= 0 \(0: no tilt; a negative s pulls answers toward the forget set", "a scale >= 0"),
+    Case("unlearn-abbreviated-option", "`unlearn --epoc 3` (an abbreviation or typo of --epochs)",
+         lambda f: ["unlearn", "--model", str(f["model"]), "--epoc", "3"],
+         r"unrecognized arguments: --epoc 3; did you mean --epochs\?", "spell the option out"),
+    Case("eval-misspelled-option", "`eval --limt 5`",
+         lambda f: ["eval", "--model", str(f["model"]), "--limt", "5", "--out", str(f["root"] / "o47")],
+         r"unrecognized arguments: --limt 5; did you mean --limit\?", "spell the option out"),
+    Case("unlearn-out-read-only", "`unlearn --out` in a directory the user may not write",
+         lambda f: ("read-only", ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
+                                  "--out", str(f["root"] / "ro" / "head")]),
+         r"--out .*ro/head cannot be written \(.*ro is read-only for you\); choose a writable directory",
+         "choose a writable --out", out="ro"),
+    Case("eval-out-read-only", "`eval --out` in a directory the user may not write",
+         lambda f: ("read-only", ["eval", "--model", str(f["model"]), "--out", str(f["root"] / "ro" / "results")]),
+         r"--out .*ro/results cannot be written", "choose a writable --out", out="ro"),
+    Case("unlearn-out-existing-head", "`unlearn --out` names an existing head",
+         lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["existing_head"])],
+         r"--out .*existing_head already holds a T3 head \(and its request history\); add --overwrite to replace it",
+         "add --overwrite, or update it with --head", out="existing_head"),
+    Case("attn-implementation-unknown", "`--attn-implementation flash`",
+         lambda f: ["generate", "--model", str(f["model"]), "--attn-implementation", "flash", "Where?"],
+         r"argument --attn-implementation: invalid choice: 'flash'", "pick one of the listed kernels"),
     # ------------------------------------------------------------------ usage
     Case("usage-missing-option", "`eval` without `--out`",
          lambda f: ["eval", "--model", str(f["model"])],
@@ -412,7 +533,15 @@ def test_command_line(case: Case, files, cli, monkeypatch):
                 return _FullDisk()
             return real_open(path, mode, *a, **k)
 
+        real_access = os.access
+
+        def fake_access(path, mode, *a, **k):  # a read-only directory (the tests run as root, who may write anywhere)
+            if how == "read-only" and str(path).startswith(root + "/ro") and mode & os.W_OK:
+                return False
+            return real_access(path, mode, *a, **k)
+
         monkeypatch.setattr(builtins, "open", fake_open)
+        monkeypatch.setattr(os, "access", fake_access)
     before = _untouched(files["root"] / case.out) if case.out else None
     try:
         code = main(argv)
@@ -468,6 +597,16 @@ API = [
     Case("api-load-corrupt-model", "`load_model` of truncated weights",
          lambda f: _api(_import("t3unlearn.lm", "load_model"), str(f["corrupt"]), device="cpu"),
          r"corrupt or incomplete", "copy or save the model again"),
+    Case("api-load-model-typo", "`load_model` of a mistyped local directory",
+         lambda f: _api(_import("t3unlearn.lm", "load_model"), str(f["root"] / "modle"), device="cpu"),
+         r"no such model directory .*modle; did you mean .*/model\?", "fix the path as suggested"),
+    Case("api-head-on-another-checkpoint", "`T3ForCausalLM.from_pretrained` with a same-shape base of other weights",
+         lambda f: _api(_import("t3unlearn", "T3ForCausalLM").from_pretrained, str(f["head"]), base_model=str(f["twin"]),
+                        device="cpu"),
+         r"was trained on another base: .*\(force=True\) if they are the same model", "pass force=True only if they are"),
+    Case("api-guidance-negative-scale", "`Guidance(scale=-5)`",
+         lambda f: _api(_import("t3unlearn.t3.config", "Guidance"), scale=-5),
+         r"^scale must be >= 0", "a scale >= 0"),
     Case("api-evaluate-missing-sets", "`evaluate` with data missing sets",
          lambda f: _api(_import("t3unlearn.eval.runner", "evaluate"), None, data={}),
          r"evaluation data lacks the forget, retain", "pass every set load_eval_data returns"),

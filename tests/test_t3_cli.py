@@ -34,7 +34,7 @@ def test_unlearn_then_generate(saved, capsys):
     out = capsys.readouterr().out
     assert "token acc" in out and "forget" in out and "retain" in out and "wall" in out and "one forward pass" in out
     assert (saved / "head" / "head.safetensors").is_file()
-    assert main(args + ["--hidden-size", "4"]) == 0  # second run: features from the cache
+    assert main(args + ["--hidden-size", "4", "--overwrite"]) == 0  # second run: features from the cache
     assert "from cache" in capsys.readouterr().out
 
     q = "Where was Ilse Varga born?"

@@ -40,10 +40,45 @@ Run 't3unlearn COMMAND --help' for each command's options.
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage mistakes print one line (what is wrong, where to read more) and exit 2, like every user error."""
+    """Usage mistakes print one line (what is wrong, where to read more) and exit 2, like every user error.
+
+    Every command's parser is one of these (subparsers take their parent's class): abbreviations are refused
+    (``--epoc`` is not ``--epochs``) and an unknown option gets the close one suggested ("did you mean --epochs?").
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse's name
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extras = super().parse_known_args(args, namespace)
+        if extras and not hasattr(ns, "_t3_parser"):  # the innermost (sub)command's parser saw them first
+            setattr(ns, "_t3_parser", self)
+        return ns, extras
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extras = self.parse_known_args(args, namespace)
+        owner = vars(ns).pop("_t3_parser", self)
+        if extras:
+            owner.error(unknown_arguments_message(owner, extras))
+        return ns
+
+
+def unknown_arguments_message(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """"unrecognized arguments: --epoc 3; did you mean --epochs?" (the closest option of that command)."""
+    import difflib
+
+    options = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    for word in extras:
+        if word.startswith("-"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], options, n=1, cutoff=0.6)
+            if close:
+                return f"{message}; did you mean {close[0]}?"
+    return message
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -148,9 +148,9 @@ def load_qa(
     if kind == "hub":
         ds = _load_hub(location, config, split)
     elif kind == "dir":
-        ds = _load_file(_find_config_file(Path(location), config))
+        ds = _load_file(_check_utf8(_find_config_file(Path(location), config)))
     else:
-        ds = _load_file(Path(location))
+        ds = _load_file(_check_utf8(Path(location)))
     if hasattr(ds, "keys") and not hasattr(ds, "column_names"):  # a DatasetDict
         if split not in ds:
             raise DataError(f"{spec}: no split {split!r}; available: {', '.join(ds.keys())}.")
@@ -160,6 +160,25 @@ def load_qa(
     if "index" not in ds.column_names:
         ds = ds.add_column("index", list(range(len(ds))))
     return ds
+
+
+def _check_utf8(path: Path) -> Path:
+    """``path`` itself, or a DataError naming the line of the first byte that is not UTF-8 (parquet is binary)."""
+    import codecs
+
+    if path.suffix == ".parquet" or not path.is_file():
+        return path
+    decoder, line = codecs.getincrementaldecoder("utf-8")(), 1
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                line += chunk[: exc.start].count(b"\n")
+                raise DataError(f"{path} is not UTF-8 text: line {line} holds the byte 0x{chunk[exc.start]:02x}; "
+                                "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8).") from None
+            line += chunk.count(b"\n")
+    return path
 
 
 def validate_qa(ds, *, require: Sequence[str] = ("question", "answer"), label: str = "data set") -> None:

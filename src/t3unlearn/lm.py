@@ -271,28 +271,60 @@ def split_loading_kwargs(kwargs: dict, what: str, *, others: Sequence[str] = ())
 
 def load_base(path: str, *, device: str | None = None, **loading_kwargs):
     """``AutoModelForCausalLM.from_pretrained(path, **loading_kwargs)`` in eval mode, on ``device`` (default: a
-    GPU when there is one) unless a ``device_map`` places it. A missing or unreadable model is a ModelError."""
+    GPU when there is one) unless a ``device_map`` places it. A missing, mistyped, unreadable or non-causal model,
+    a hub id that cannot be fetched or a device this torch lacks is a ModelError (one line)."""
     from transformers import AutoModelForCausalLM
 
     from t3unlearn.io import default_device
+    from t3unlearn.loading import check_device, check_model_source, hub_error_message, looks_local
 
     loading_kwargs = split_loading_kwargs(loading_kwargs, "loading a model")
     loading_kwargs.setdefault("dtype", loading_kwargs.pop("torch_dtype", "auto"))
+    if "device_map" not in loading_kwargs:
+        check_device(device)
+    check_model_source(path, revision=loading_kwargs.get("revision"))
     p = Path(str(path)).expanduser()
     if p.exists() and not (p / "config.json").is_file():
         raise ModelError(f"{p} holds no config.json, t3_config.json or other model config; is it a model directory?")
     from safetensors import SafetensorError
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), **loading_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(p) if p.exists() else str(path), **loading_kwargs)
     except SafetensorError as exc:
         raise ModelError(f"the weights of {path} are corrupt or incomplete ({str(exc).splitlines()[0]}); "
                          "copy or save the model again.") from None
+    except ValueError as exc:
+        raise ModelError(_value_error_message(path, exc, loading_kwargs)) from None
     except OSError as exc:
-        raise ModelError(f"could not load the model {path!r}: {exc}".split("\n")[0]) from None
+        if p.exists() or looks_local(str(path)):
+            raise ModelError(f"could not load the model {path!r}: {exc}".split("\n")[0]) from None
+        raise ModelError(hub_error_message(str(path), exc)) from None
     if "device_map" not in loading_kwargs:
         model = model.to(device or default_device())
     return model.eval()
+
+
+def _value_error_message(path, exc: ValueError, loading_kwargs: dict) -> str:
+    """One line for transformers' ValueErrors when loading: not a causal LM, a bad attention kernel, remote code."""
+    text = str(exc)
+    if "Unrecognized configuration class" in text or "Unrecognized model" in text:
+        import json
+
+        kind = "?"
+        try:
+            kind = json.loads((Path(str(path)).expanduser() / "config.json").read_text()).get("model_type", "?")
+        except (OSError, ValueError):
+            pass
+        return (f"{path} is a {kind} model, which transformers cannot load as a causal (decoder-only) LM; T3 needs one "
+                "AutoModelForCausalLM loads (Llama, Qwen2, Mistral, GPT-2, ...), not an encoder-decoder or encoder.")
+    if "attn_implementation" in text:
+        return (f"--attn-implementation {loading_kwargs.get('attn_implementation')} is not available for {path} here "
+                f"({text.splitlines()[0][:160]}); use sdpa or eager.")
+    if "trust_remote_code" in text:
+        return f"{path} ships its own modelling code; add --trust-remote-code (trust_remote_code=True) if you trust it."
+    if "device_map" in text or "accelerate" in text:
+        return f"--device-map {loading_kwargs.get('device_map')} is not usable: {text.splitlines()[0][:200]}"
+    return f"could not load the model {path!r}: {text.splitlines()[0][:300]}"
 
 
 def load_model(path: str, *, device: str | None = None, head: str | None = None, **kwargs):
@@ -304,34 +336,74 @@ def load_model(path: str, *, device: str | None = None, head: str | None = None,
     (a T3 head's ``temperature``, ``scale``, ...); an unknown keyword is an error, never dropped.
     """
     p = Path(path)
+    force = kwargs.pop("force", False)
     if head is not None:
         from t3unlearn.t3.model import T3ForCausalLM
 
-        return T3ForCausalLM.from_base(str(path), head, device=device, **kwargs)
+        return T3ForCausalLM.from_base(str(path), head, device=device, force=force, **kwargs)
     adapter = _adapter_class(p) if p.is_dir() else None
     if adapter is not None:
-        return adapter.from_pretrained(str(p), device=device, **kwargs)
+        return adapter.from_pretrained(str(p), device=device, **({"force": True} if force else {}), **kwargs)
     return load_base(str(path), device=device, **kwargs)
 
 
-def load_tokenizer(path: str):
-    """The tokenizer of a model directory, of a T3 head's base, or of a hub id."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "vocab.txt", "tokenizer.tiktoken")
+
+
+def load_tokenizer(path: str, **kwargs):
+    """The tokenizer of a model directory, of a T3 head's base, or of a hub id (``kwargs``: ``revision``,
+    ``trust_remote_code``). A directory without tokenizer files, a missing path, a tokenizer that needs
+    sentencepiece, is a ModelError (one line)."""
     from transformers import AutoTokenizer
 
-    p = Path(path)
+    from t3unlearn.loading import check_model_source, hub_error_message, looks_local
+
+    p = Path(path).expanduser()
     if p.is_dir() and not (p / "tokenizer_config.json").is_file():
         adapter = _adapter_class(p)
         if adapter is not None and hasattr(adapter, "base_model_path"):
-            return load_tokenizer(adapter.base_model_path(str(p)))
+            return load_tokenizer(adapter.base_model_path(str(p)), **kwargs)
+    check_model_source(path, revision=kwargs.get("revision"))
+    if p.is_dir() and not any((p / name).is_file() for name in TOKENIZER_FILES):
+        if not (p / "config.json").is_file():
+            raise ModelError(f"{p} holds no config.json, t3_config.json or other model config; is it a model directory?")
+        raise ModelError(f"{path} has no tokenizer files (tokenizer.json, tokenizer_config.json, tokenizer.model ...); copy "
+                         "them from the checkpoint the model came from (or save the tokenizer there with save_pretrained).")
     try:
-        return AutoTokenizer.from_pretrained(str(path))
+        return AutoTokenizer.from_pretrained(str(p) if p.exists() else str(path), **kwargs)
+    except (ValueError, ImportError) as exc:
+        text = str(exc)
+        if "sentencepiece" in text or "tiktoken" in text or "protobuf" in text:
+            raise ModelError(f"the tokenizer of {path} needs sentencepiece (and protobuf) to load; "
+                             "pip install sentencepiece protobuf.") from None
+        raise ModelError(f"could not load a tokenizer for {path!r}: {text.splitlines()[0][:300]}") from None
     except OSError as exc:
-        raise ModelError(f"could not load a tokenizer for {path!r}: {exc}".split("\n")[0]) from None
+        if p.exists() or looks_local(str(path)):
+            raise ModelError(f"could not load a tokenizer for {path!r}: {exc}".split("\n")[0]) from None
+        raise ModelError(hub_error_message(str(path), exc)) from None
 
 
 def load_lm(path: str, *, head: str | None = None, device: str | None = None, name: str | None = None, **kwargs) -> CausalLM:
-    """A :class:`CausalLM` for a model path (plus an optional T3 head directory); ``kwargs`` as :func:`load_model`."""
+    """A :class:`CausalLM` for a model path (plus an optional T3 head directory); ``kwargs`` as :func:`load_model`.
+
+    The tokenizer is loaded first (a model directory without one fails before the weights are read). A T3 head's
+    prompts are formatted as in its training (its recorded template): a head trained on chat-formatted prompts
+    over a base without a chat template is refused, a plain-prompt head over a chat base is given plain prompts."""
+    from t3unlearn.loading import tokenizer_kwargs
+
+    tokenizer = load_tokenizer(path, **tokenizer_kwargs(kwargs))
     model = load_model(path, device=device, head=head, **kwargs)
-    tokenizer = load_tokenizer(path)
+    template = head_template(model, tokenizer, head or path)
     label = name or (f"{Path(path).name}+{Path(head).name}" if head else Path(str(path)).name)
-    return CausalLM(model, tokenizer, name=label)
+    return CausalLM(model, tokenizer, name=label, template=template)
+
+
+def head_template(model, tokenizer, where) -> str:
+    """The prompt template a guided model needs: its head's recorded one ("chat" / "plain"), else "auto"."""
+    training = getattr(getattr(model, "config", None), "training", None) or {}
+    recorded = training.get("template") if isinstance(training, dict) else None
+    if recorded == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise ModelError(f"the head in {where} was trained on chat-formatted prompts, but this base's tokenizer has no chat "
+                         "template (a base model, not its instruct/chat version?); use the base the head was trained on.")
+    return recorded if recorded in ("chat", "plain") else "auto"

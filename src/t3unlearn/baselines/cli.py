@@ -190,6 +190,9 @@ def _check_out(path) -> None:
     if out.is_dir() and any(out.iterdir()) and not ((out / META_NAME).is_file() or (out / ULD_CONFIG).is_file()):
         raise T3Error(f"{out} is a non-empty directory that is not a baseline's output; choose a new or empty directory.",
                       option="out")
+    from t3unlearn.t3.options import check_writable
+
+    check_writable(out)  # before any training
 
 
 def run_baseline(args) -> int:

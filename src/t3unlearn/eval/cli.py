@@ -86,7 +86,8 @@ examples:
 
 def register(sub) -> None:
     from t3unlearn.eval.probe import PROBES
-    from t3unlearn.t3.cli import add_guidance_options
+    from t3unlearn.loading import add_loading_options
+    from t3unlearn.t3.options import add_force_option, add_guidance_options, positive_int
 
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
@@ -116,7 +117,12 @@ def register(sub) -> None:
     p.add_argument("--probes", action="store_true", help="also run the leakage probes (t3unlearn probe's defaults, beside the "
                    "oracle's; written to PROBES.json and probes.md, not mixed into the TOFU metrics)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                   help="only the first N items of each set: a quick check of a large model (the metrics are then "
+                        "not comparable with a full run's) [all]")
     p.add_argument("--out", required=True, help="results directory to write")
+    add_force_option(p)
+    add_loading_options(p)
     p.set_defaults(func=run_eval)
 
     q = sub.add_parser(
@@ -146,6 +152,8 @@ def register(sub) -> None:
     q.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     q.add_argument("--no-progress", action="store_true", help="hide progress bars")
     q.add_argument("--out", required=True, help="directory for PROBES.json and probes.md")
+    add_force_option(q)
+    add_loading_options(q)
     q.set_defaults(func=run_probe)
 
     r = sub.add_parser(
@@ -203,7 +211,8 @@ def _eval(args) -> int:
     from t3unlearn.eval import runner
     from t3unlearn.eval.report import single_table
     from t3unlearn.lm import load_lm
-    from t3unlearn.t3.cli import guidance_overrides
+    from t3unlearn.loading import loading_kwargs
+    from t3unlearn.t3.options import check_writable, guidance_overrides
 
     runner.split_configs(args.split)  # unknown split: fail before loading anything
     if args.batch_size < 1 or args.max_new_tokens < 1:
@@ -211,6 +220,7 @@ def _eval(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise T3Error(f"--out {out} is a file; give a directory for the results.")
+    check_writable(out)
     if args.world and args.benchmark != "world":
         raise T3Error("--world applies to --benchmark world; TOFU's local copy is named by $T3UNLEARN_TOFU_DIR.")
     bench = get_benchmark(args.world or "world") if args.benchmark == "world" else get_benchmark("tofu")
@@ -222,10 +232,13 @@ def _eval(args) -> int:
     adapter_kwargs = guidance_overrides(args, model_path)
     reference, note = _reference(args, bench, model_path, args.split)
     data = bench.data(args.split)
+    if args.limit is not None:  # a quick check: the first N items of every set
+        data = {k: v.select(range(min(args.limit, len(v)))) if hasattr(v, "select") else v for k, v in data.items()}
 
     t0 = time.perf_counter()
     name = args.name or (args.model.partition(":")[2] if owner is not None else None)
-    lm = load_lm(model_path, head=args.head, device=args.device, name=name, **adapter_kwargs)
+    lm = load_lm(model_path, head=args.head, device=args.device, name=name, force=args.force, **adapter_kwargs,
+                 **loading_kwargs(args))
     load_s = time.perf_counter() - t0
     log(f"evaluating {lm.name} on {bench.label} {args.split} (batch size {args.batch_size}, max {args.max_new_tokens} new tokens)")
     if reference == "auto":
@@ -233,7 +246,7 @@ def _eval(args) -> int:
             "--retain-results FILE or none skips this)")
     kw = dict(data=data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=not args.no_progress, log=log)
     retain_name = runner.retain_split(args.split)
-    if reference == "auto" and not args.head and not adapter_kwargs \
+    if reference == "auto" and not args.head and not adapter_kwargs and args.limit is None \
             and Path(model_path).resolve() == bench.model(retain_name, log=log).resolve():
         res = bench.retain_reference(args.split, **kw)  # the retain model itself: its results are the reference
     else:
@@ -244,6 +257,8 @@ def _eval(args) -> int:
             "model_path": model_path,
             "head": args.head,
             "head_overrides": adapter_kwargs or None,
+            "limit": args.limit,
+            "loading": {k: str(v) for k, v in loading_kwargs(args).items()} or None,
             "load_time_s": round(load_s, 3),
             "torch_threads": torch.get_num_threads(),
         }
@@ -290,7 +305,8 @@ def _probe(args) -> int:
     from t3unlearn.eval import runner
     from t3unlearn.eval.probe import PROBES
     from t3unlearn.lm import load_lm
-    from t3unlearn.t3.cli import guidance_overrides
+    from t3unlearn.loading import loading_kwargs
+    from t3unlearn.t3.options import check_writable, guidance_overrides
 
     runner.split_configs(args.split)
     out = Path(args.out)
@@ -300,6 +316,7 @@ def _probe(args) -> int:
     bad = [p for p in probes if p not in PROBES]
     if bad or not probes:
         raise T3Error(f"--probes {args.probes}: unknown probe(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(PROBES)} or all.")
+    check_writable(out)
     bench = get_benchmark(args.world or "world") if args.benchmark == "world" else get_benchmark("tofu")
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     model_path = resolve_model(args.model, log=log)
@@ -307,7 +324,8 @@ def _probe(args) -> int:
     owner = model_benchmark(args.model)
     model_name = args.model.partition(":")[2] if owner is not None else Path(args.model).name
     name = args.name or (f"{model_name}+{Path(args.head).name}" if args.head else model_name)
-    lm = load_lm(model_path, head=args.head, device=args.device, name=name, **overrides)
+    lm = load_lm(model_path, head=args.head, device=args.device, name=name, force=args.force, **overrides,
+                 **loading_kwargs(args))
     kw = dict(probes=probes, samples=args.samples, seed=args.seed, max_new_tokens=args.max_new_tokens,
               batch_size=args.batch_size, progress=not args.no_progress)
     table = probe_with_reference(lm, bench, args.split, out, reference=args.reference == "auto", judge=args.judge,

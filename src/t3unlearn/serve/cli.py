@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from t3unlearn.t3.cli import positive_int  # argparse types shared by the commands
+from t3unlearn.loading import add_loading_options, loading_kwargs, tokenizer_kwargs
+from t3unlearn.t3.options import positive_int  # argparse types shared by the commands
 
 _EPILOG = """\
 examples:
@@ -70,12 +71,13 @@ def register(sub) -> None:
     p.add_argument("--max-batch", type=positive_int, default=32, help="sequences decoded together at most [32]")
     p.add_argument("--max-n", type=positive_int, default=16, help="largest 'n' (choices per request) [16]")
     p.add_argument("--max-body-kb", type=positive_int, default=1024, help="largest request body in KiB [1024]")
-    p.add_argument("--force-heads", action="store_true",
-                   help="serve --head directories whose t3_config.json names another base (same shapes and tokenizer)")
+    p.add_argument("--force-heads", "--force", dest="force_heads", action="store_true",
+                   help="serve --head directories whose t3_config.json names another base or fingerprint (same shapes and tokenizer)")
     p.add_argument("--threads", default="auto", help="torch CPU threads: auto, 0 (torch's default) or a number [auto]")
     p.add_argument("--device", default=None, help="cpu, cuda ... [cuda if available]")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"), help="[info]")
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    add_loading_options(p)
     _deployment_flags(p)
     p.set_defaults(func=run_serve)
 
@@ -122,6 +124,7 @@ def _serve(args) -> int:
     from t3unlearn.lm import load_model, load_tokenizer
     from t3unlearn.serve.app import build
     from t3unlearn.serve.heads import HeadError
+    from t3unlearn.t3.identity import check_base_fingerprint
     from t3unlearn.t3.model import CONFIG_NAME, T3ForCausalLM
 
     if not 0 <= args.port <= 65535:
@@ -142,8 +145,10 @@ def _serve(args) -> int:
         T3ForCausalLM.read_config(path)
     security = _security(args)
     t0 = time.perf_counter()
-    tokenizer = load_tokenizer(base)
-    model = load_model(base, device=args.device)
+    tokenizer = load_tokenizer(base, **tokenizer_kwargs(loading_kwargs(args)))
+    model = load_model(base, device=args.device, **loading_kwargs(args))
+    for path in heads.values() if not args.force_heads else ():  # a head trained on another checkpoint of this shape
+        check_base_fingerprint(T3ForCausalLM.read_config(path), model, path)
     try:
         app, state = build(model, tokenizer, base_id=base_id, base_path=base, heads=heads, max_batch=args.max_batch,
                            max_n=args.max_n, max_body=args.max_body_kb * 1024, force_heads=args.force_heads, security=security,

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from t3unlearn.t3.config import ACTIVATIONS, TEMPERINGS, Guidance, TrainConfig
+from t3unlearn.loading import add_loading_options, loading_kwargs
+from t3unlearn.t3.config import ACTIVATIONS, Guidance, TrainConfig
+from t3unlearn.t3.options import (  # noqa: F401 - re-exported: other commands import them from here
+    _check_long_items, _check_out, _floor, _is_head_dir, _support, add_calibration_options, add_force_option,
+    add_guidance_options, guidance_overrides, nonneg_int, positive_int,
+)
 
 _UNLEARN_EPILOG = """\
 examples:
@@ -82,136 +87,6 @@ Greedy decoding unless --do-sample; --num-beams > 1 for beam search.
 """
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def add_guidance_options(g) -> None:
-    d = Guidance()
-    g.add_argument("--temperature", type=float, default=None, help=f"T, tempering of the base (> 0; 1 = plain guidance) [{d.temperature:g}]")
-    g.add_argument("--scale", type=float, default=None, help=f"s, guidance scale [{d.scale:g}]")
-    g.add_argument("--tempering", choices=TEMPERINGS, default=None,
-                   help=f"global: the paper's p^(1/T) everywhere; adaptive: T only where the base is about to say what "
-                        f"the head flags as forget content, so retained answers are not taxed [{d.tempering}]")
-    g.add_argument("--tail-logp", type=float, default=None, metavar="LOGP",
-                   help="tail guard: tokens with log p below LOGP are not lifted by tempering (e.g. -9.2 for p = 1e-4) [off]")
-    g.add_argument("--bias", type=float, default=None, help=f"added to the head's logits before the tilt [{d.bias:g}]")
-    g.add_argument("--support", type=_support, default=None, metavar="Q|none",
-                   help="support gate: guidance fades out where the pooled state lies beyond the Q-quantile (e.g. 0.95) of "
-                        "the head's training states' distances -- content neither forget nor retain (general knowledge) "
-                        "keeps the base's distribution; 'none' turns it off [the head's saved value; "
-                        f"{'off' if d.support is None else d.support}]")
-    g.add_argument("--floor", type=_floor, default=None, metavar="LOGIT|none",
-                   help="the head's floor: head logits (plus bias) below LOGIT count as LOGIT, so no token loses more than "
-                        "s x log(1 + e^-LOGIT) nats to the tilt (e.g. -6.5: at most 6.5 s) -- every token the head is sure "
-                        "of is pushed down alike instead of the most confident ones far below a never-seen answer's; "
-                        "'none' turns it off [the head's saved value; off]")
-
-
-def _number_or_none(text: str, ok, hint: str):
-    """A number that passes ``ok``, or "none" for none/off; argparse's one-line error otherwise."""
-    if str(text).strip().lower() in ("none", "off"):
-        return "none"
-    try:
-        v = float(text)
-    except ValueError:
-        v = None
-    if v is None or not ok(v):
-        raise argparse.ArgumentTypeError(f"give {hint} or none, not {text!r}")
-    return v
-
-
-def _floor(text: str):
-    """``--floor``: a negative head logit, or none/off."""
-    return _number_or_none(text, lambda v: v < 0, "a negative head logit (e.g. -6.5)")
-
-
-def _support(text: str):
-    """``--support``: a quantile in (0, 1], or none/off."""
-    return _number_or_none(text, lambda q: 0 < q <= 1, "a quantile in (0, 1] (e.g. 0.95)")
-
-
-def guidance_overrides(args, model_path: str | None = None) -> dict:
-    """The guidance options given on the command line; with ``model_path``, an error when they are given but
-    there is no head to apply them to (neither ``--head`` nor a head directory as the model)."""
-    kw = {k: getattr(args, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias", "support", "floor")
-          if getattr(args, k, None) is not None}
-    if kw and model_path is not None and getattr(args, "head", None) is None and not _is_head_dir(model_path):
-        from t3unlearn.errors import T3Error
-
-        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias/--support/--floor are T3's guidance; they need a head "
-                      "(--head DIR or --model HEAD_DIR).")
-    return kw
-
-
-def _is_head_dir(path: str) -> bool:
-    from pathlib import Path
-
-    return (Path(path) / "t3_config.json").is_file()
-
-
-def add_calibration_options(c) -> None:
-    from t3unlearn.t3.config import CALIBRATION_SCALES as DEFAULT_SCALES
-    from t3unlearn.t3.config import CALIBRATION_TEMPERATURES as DEFAULT_TEMPERATURES
-    from t3unlearn.t3.config import CALIBRATION_SUPPORTS as DEFAULT_SUPPORTS
-    from t3unlearn.t3.config import CALIBRATION_TEMPERINGS as DEFAULT_TEMPERINGS
-
-    mia_default = 0.075  # t3unlearn.t3.calibrate.MIA_TOLERANCE (not imported: --help stays free of numpy and torch)
-
-    c.add_argument("--holdout", default=None, metavar="SOURCE",
-                   help="items like the forget set that the model never trained on, and that the evaluation does not "
-                        "read (a benchmark's holdout is refused) [world:calibration for world:forgetXX; tofu:calibration "
-                        "(20 authors no tiny TOFU model trains on) for tofu:forgetXX]")
-    c.add_argument("--reference-model", default=None, metavar="MODEL",
-                   help="a model that never saw the forget set and shares the base's tokenizer -- the checkpoint the "
-                        "base was fine-tuned from (tofu:pretrained, world:pretrained). T and s are then chosen so the "
-                        "forget items' truth ratios look like its (what TOFU's forget quality tests) [off: forget vs "
-                        "holdout answer losses]")
-    c.add_argument("--oracle", default=None, metavar="MODEL",
-                   help="a model that never saw the forget set, e.g. the retain model (tofu:retain90, world:retain90): "
-                        "every setting is also scored with TOFU's forget quality and privleak against it and the "
-                        "oracle's pick is printed beside the chosen one -- never used to choose [off]")
-    c.add_argument("--perturbed", default=None, metavar="SOURCE",
-                   help="with --reference-model or --oracle: the forget items' paraphrased and perturbed answers [FORGET_perturbed "
-                        "for tofu:forgetXX / world:forgetXX, else the forget set's own fields]")
-    c.add_argument("--mia-tolerance", type=float, default=mia_default,
-                   help="the forget-vs-holdout membership (min-k) AUC must stay within 0.5 ± this: the forget answers' "
-                        "least likely tokens must look as unfamiliar as a never-seen answer's (privleak) [%(default)s]")
-    c.add_argument("--tolerance", type=float, default=0.03, help="allowed relative loss of retain answer probability [0.03]")
-    c.add_argument("--temperatures", default=",".join(f"{t:g}" for t in DEFAULT_TEMPERATURES), help="grid of T [%(default)s]")
-    c.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="grid of s [%(default)s]")
-    c.add_argument("--temperings", default=",".join(DEFAULT_TEMPERINGS), help="grid of tempering modes [%(default)s]")
-    c.add_argument("--biases", default="0", help="grid of head-logit biases (> 0 reads ambiguous tokens as retained: "
-                   "less tilt and tempering where the head is unsure) [%(default)s]")
-    c.add_argument("--supports", default=",".join(f"{q:g}" for q in DEFAULT_SUPPORTS),
-                   help="grid of support-gate quantiles, 'none' for the gate off (e.g. none,0.95,0.99; see --support; "
-                        "a head saved before the gate existed needs none) [%(default)s]")
-    c.add_argument("--tails", default="none",
-                   help="grid of tail guards: log-probabilities below which tempering lifts no token, 'none' for no "
-                        "guard (e.g. none,-16: tokens with p < 1e-7 keep the base's slope; see --tail-logp; a list that starts with "
-                        "a negative value needs '=': --tails=-16,-9) [%(default)s]")
-    c.add_argument("--floors", default="none",
-                   help="grid of head floors: head logits below which the tilt pushes no further, 'none' for no floor "
-                        "(e.g. none,-6.5; see --floor; a list that starts with a negative value needs '=': "
-                        "--floors=-6.5,-5) [%(default)s]")
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "unlearn",
@@ -265,8 +140,10 @@ def register(sub) -> None:
     o.add_argument("--max-length", type=positive_int, default=512, help="token budget per item [512]")
     o.add_argument("--template", choices=("auto", "chat", "plain"), default="auto", help="prompt format [auto]")
     o.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda if available]")
+    o.add_argument("--overwrite", action="store_true", help="replace a head already at --out (and its request history) [refuse]")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
     o.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
+    add_loading_options(p)
     p.set_defaults(func=run_unlearn)
 
     p = sub.add_parser(
@@ -289,6 +166,8 @@ def register(sub) -> None:
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--device", default=None, help="cpu, cuda ... [cuda if available]")
     p.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
+    add_force_option(p)
+    add_loading_options(p)
     p.set_defaults(func=run_generate)
 
     c = sub.add_parser(
@@ -312,23 +191,13 @@ def register(sub) -> None:
     c.add_argument("--device", default=None, help="cpu, cuda ... [cuda if available]")
     c.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_force_option(c)
+    add_loading_options(c)
     c.set_defaults(func=run_calibrate)
 
     from t3unlearn.t3 import requests_cli
 
     requests_cli.register(sub)  # features, sequential
-
-
-def _check_out(path) -> None:
-    from pathlib import Path
-
-    from t3unlearn.errors import T3Error
-
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise T3Error(f"--out {out} is a file; give a directory.")
-    if out.is_dir() and any(out.iterdir()) and not (out / "t3_config.json").is_file():
-        raise T3Error(f"--out {out} is a non-empty directory that is not a T3 head; choose a new or empty directory.")
 
 
 def run_unlearn(args) -> int:
@@ -504,11 +373,12 @@ def _unlearn(args) -> int:
     from t3unlearn.benchmarks import resolve_data, resolve_model
     from t3unlearn.data import check_disjoint, load_qa
     from t3unlearn.lm import load_model, load_tokenizer
+    from t3unlearn.loading import tokenizer_kwargs
     from t3unlearn.t3.train import format_report, unlearn
 
     start = time.perf_counter()
     guidance = Guidance().replace(**guidance_overrides(args))  # a bad T or s fails before any loading
-    _check_out(args.out)
+    _check_out(args.out, overwrite=args.overwrite)
     forget_src, retain_src = resolve_data(args.forget), resolve_data(args.retain)
     forget = load_qa(forget_src, what="forget set")
     retain = load_qa(retain_src, what="retain set")
@@ -518,8 +388,10 @@ def _unlearn(args) -> int:
     _check_calibration_args(args)  # before the head is trained, not after
     holdout = _holdout(args, args.forget) if args.calibrate else None
     model_path = resolve_model(args.model, log=print)
-    tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, device=args.device)
+    loading = loading_kwargs(args)
+    tokenizer = load_tokenizer(model_path, **tokenizer_kwargs(loading))
+    _check_long_items(tokenizer, forget, retain, args.max_length)
+    model = load_model(model_path, device=args.device, **loading)
     t_load = time.perf_counter()
     print(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters (frozen); "
           f"forget {len(forget)} items, retain {len(retain)} items", flush=True)
@@ -556,7 +428,7 @@ def _update(args) -> int:
 
     from t3unlearn.benchmarks import resolve_data, resolve_model
     from t3unlearn.errors import T3Error
-    from t3unlearn.t3.model import T3Config
+    from t3unlearn.t3.model import T3Config, T3ForCausalLM
     from t3unlearn.t3.requests import calibration_outdated, format_requests, update
     from t3unlearn.t3.train import format_report
 
@@ -598,8 +470,10 @@ def _update(args) -> int:
         _check_calibration_args(args)
         forget_spec = _common_source(sources)
         holdout = _holdout(args, forget_spec or "")
-    model = resolve_model(args.model, log=print) if args.model else None
-    result = update(args.head, adds, args.remove_forget, model=model, retain=resolve_data(args.retain) if args.retain else None,
+    model, tokenizer = resolve_model(args.model, log=print) if args.model else None, None
+    if loading_kwargs(args):  # the base loaded here, as the options say (else update loads the recorded one)
+        model, tokenizer = _load_base_and_tokenizer(model or T3ForCausalLM.base_model_path(args.head), args)
+    result = update(args.head, adds, args.remove_forget, model=model, tokenizer=tokenizer, retain=resolve_data(args.retain) if args.retain else None,
                     mode=args.update, cache=not args.no_cache, feature_batch_size=args.feature_batch_size, shard_mb=args.shard_mb,
                     device=args.device, progress=not args.quiet, **guidance_overrides(args))
     t3, report = result
@@ -627,6 +501,14 @@ def _update(args) -> int:
     return 0
 
 
+def _load_base_and_tokenizer(path: str, args):
+    from t3unlearn.lm import load_base, load_tokenizer
+    from t3unlearn.loading import tokenizer_kwargs
+
+    loading = loading_kwargs(args)
+    return load_base(path, device=args.device, **loading), load_tokenizer(path, **tokenizer_kwargs(loading))
+
+
 def run_calibrate(args) -> int:
     from t3unlearn.io import torch_threads
 
@@ -639,6 +521,7 @@ def _calibrate(args) -> int:
 
     from t3unlearn.benchmarks import resolve_model
     from t3unlearn.lm import load_tokenizer
+    from t3unlearn.loading import tokenizer_kwargs
     from t3unlearn.t3.model import T3Config, T3ForCausalLM
     from t3unlearn.t3.requests import request_ids
 
@@ -652,8 +535,9 @@ def _calibrate(args) -> int:
         print(f"forget set: the head's {len(cfg.requests)} request(s) ({', '.join(request_ids(cfg))}), {len(forget)} items")
     holdout, holdout_name = _holdout(args, forget_spec)
     base = resolve_model(args.model, log=print) if args.model else T3ForCausalLM.base_model_path(args.head)
-    t3 = T3ForCausalLM.from_pretrained(args.head, base_model=base, device=args.device)
-    tokenizer = load_tokenizer(base)
+    loading = loading_kwargs(args)
+    tokenizer = load_tokenizer(base, **tokenizer_kwargs(loading))
+    t3 = T3ForCausalLM.from_pretrained(args.head, base_model=base, device=args.device, force=args.force, **loading)
     t3.check_tokenizer(tokenizer)
     training = t3.config.training or {}
     args.max_length = training.get("max_length", 512)
@@ -685,7 +569,7 @@ def _generate(args) -> int:
         raise T3Error(f"--top-p must be in (0, 1], not {args.top_p}.")
     if (args.top_k is not None or args.top_p is not None) and not args.do_sample:
         raise T3Error("--top-k/--top-p apply to sampling; add --do-sample.")
-    lm = load_lm(args.model, head=args.head, device=args.device, **kw)
+    lm = load_lm(args.model, head=args.head, device=args.device, force=args.force, **kw, **loading_kwargs(args))
     if hasattr(lm.model, "check_tokenizer"):
         lm.model.check_tokenizer(lm.tokenizer)
     gen_kw = {"do_sample": args.do_sample, "num_beams": args.num_beams}

@@ -88,6 +88,9 @@ class Guidance:
     def __post_init__(self):
         object.__setattr__(self, "temperature", _number("temperature", self.temperature, positive=True))
         object.__setattr__(self, "scale", _number("scale", self.scale))
+        if self.scale < 0:
+            raise ModelError(f"scale must be >= 0 (0: no tilt; a negative s pulls answers toward the forget set instead of "
+                             f"away from it), not {self.scale:g}.")
         object.__setattr__(self, "bias", _number("bias", self.bias))
         if self.tempering not in TEMPERINGS:
             raise ModelError(f"tempering must be one of {', '.join(TEMPERINGS)}, not {self.tempering!r}.")

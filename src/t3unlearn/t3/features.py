@@ -72,6 +72,12 @@ def decoder_of(model):
 
 
 def hidden_size_of(model) -> int:
+    """Width of the states the output layer reads (the decoder's output): the output embedding's input size,
+    which differs from ``hidden_size`` where the decoder projects out (OPT-350m's ``word_embed_proj_dim``)."""
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(out, "weight", None)
+    if weight is not None and weight.dim() == 2:
+        return int(weight.shape[1])
     cfg = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
     size = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None) or getattr(cfg, "d_model", None)
     if size is None:
@@ -631,9 +637,13 @@ def _extract_shards(info, model, examples, key, state, *, pad_id, cache_dir, bat
         save_json(partial / MANIFEST, {"key": key, "version": FEATURE_VERSION, "n_items": len(examples), "n_tokens": n_tokens,
                                        "dim": dim, "shards": plan, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                        "prompts": prompt_hashes(examples)})
-        for f in partial.iterdir():
-            if f.suffix == ".safetensors":
-                _readable(f)
+        try:
+            for f in partial.iterdir():
+                if f.suffix == ".safetensors":
+                    _readable(f)
+        except FileNotFoundError:  # another process extracting the same set finished and moved it meanwhile
+            if not (final / MANIFEST).is_file():
+                raise
         if (final / MANIFEST).is_file():  # another run finished it meanwhile
             shutil.rmtree(partial, ignore_errors=True)
         else:

@@ -323,8 +323,8 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         """``self.head(pooled)`` without module-call overhead (it runs at every decoding step)."""
         head, linear = self.head, torch.nn.functional.linear
         w = head.inp.weight
-        if pooled.device != w.device:  # a base split across devices (device_map)
-            pooled = pooled.to(w.device)
+        if pooled.device != w.device or pooled.dtype != w.dtype:  # a base split across devices, or in bf16/fp16:
+            pooled = pooled.to(device=w.device, dtype=w.dtype)  # the head computes in float32 whatever the base's dtype
         z = linear(pooled, w)
         if head.activation != "identity":
             z = head.act(z)
@@ -340,7 +340,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         if g.support is not None and (g.temperature != 1.0 or g.scale != 0.0):
             if pooled is None:
                 raise ModelError("guidance with support needs the pooled states the head read (pooled=).")
-            weight = self.head.support_weight(pooled.to(head_logits.device), g.support)
+            weight = self.head.support_weight(pooled.to(head_logits.device, torch.float32), g.support)
         return guided_logits(base_logits, head_logits, g.temperature, g.scale, tempering=g.tempering,
                              tail_logp=g.tail_logp, bias=g.bias, floor=g.floor, weight=weight)
 
@@ -506,10 +506,11 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_base(cls, base_model, head_dir, *, temperature=None, scale=None, tempering=None, tail_logp=None, bias=None,
-                  support=None, floor=None, device=None, **loading_kwargs) -> "T3ForCausalLM":
+                  support=None, floor=None, device=None, force=False, **loading_kwargs) -> "T3ForCausalLM":
         """Attach the head saved in ``head_dir`` to ``base_model`` (a model, or a name/path to load with
         ``loading_kwargs`` such as ``dtype``, ``device_map``, ``attn_implementation``). Guidance knobs given
-        here override the saved ones; any other keyword is an error."""
+        here override the saved ones; any other keyword is an error. A base whose fingerprint differs from the
+        one the head recorded at training (another checkpoint of the same shape) is refused unless ``force``."""
         cfg = T3Config.load(head_dir)
         cfg.set_guidance(cfg.guidance.replace(temperature=temperature, scale=scale, tempering=tempering,
                                               tail_logp=tail_logp, bias=bias, support=support, floor=floor))
@@ -525,12 +526,16 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
                 f"{cfg.vocab_size} ({cfg.base_model_name_or_path}), but this base has hidden size {d} and vocabulary {vocab}; "
                 "use the base it was trained on."
             )
+        if not force:
+            from t3unlearn.t3.identity import check_base_fingerprint
+
+            check_base_fingerprint(cfg, base_model, head_dir)
         head = cls._load_head(head_dir, cfg)
         return cls(cfg, base_model, head).eval()
 
     @classmethod
     def from_pretrained(cls, head_dir, *args, base_model=None, temperature=None, scale=None, tempering=None,
-                        tail_logp=None, bias=None, support=None, floor=None, device=None,
+                        tail_logp=None, bias=None, support=None, floor=None, device=None, force=False,
                         **loading_kwargs) -> "T3ForCausalLM":
         """Load a saved head and its base (``base_model`` overrides the recorded base path).
 
@@ -551,7 +556,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
                 )
         return cls.from_base(base_model, head_dir, temperature=temperature, scale=scale, tempering=tempering,
                              tail_logp=tail_logp, bias=bias, support=support, floor=floor, device=device,
-                             **loading_kwargs)
+                             force=force, **loading_kwargs)
 
     def check_tokenizer(self, tokenizer) -> None:
         """Raise :class:`ModelError` if ``tokenizer``'s vocabulary differs from the one the head was trained with."""

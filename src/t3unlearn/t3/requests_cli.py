@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from t3unlearn.loading import add_loading_options
+
 _FEATURES_EPILOG = """\
 examples:
   # cache the retain set's features once, streamed to disk in shards (memory: one shard)
@@ -53,12 +55,11 @@ def register(sub) -> None:
     p.add_argument("--feature-batch-size", type=int, default=32, help="items per forward pass [32]")
     p.add_argument("--max-length", type=int, default=512, help="token budget per item, as for unlearn [512]")
     p.add_argument("--template", choices=("auto", "chat", "plain"), default="auto", help="prompt format, as for unlearn [auto]")
-    p.add_argument("--dtype", default=None, choices=("auto", "float32", "bfloat16", "float16"),
-                   help="load the model in this dtype (a bf16 base has its own cache entries) [the checkpoint's]")
     p.add_argument("--cache-dir", default=None, help="feature cache directory [$T3UNLEARN_HOME/features]")
     p.add_argument("--device", default=None, help="cpu, cuda ... [cuda if available; under accelerate: the process's device]")
     p.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_loading_options(p)  # --dtype: a bf16 base has its own cache entries
     p.set_defaults(func=run_features)
 
     s = sub.add_parser(
@@ -108,6 +109,7 @@ def _features(args, distributed: bool) -> int:
     from t3unlearn.data import QAFormatter
     from t3unlearn.errors import T3Error
     from t3unlearn.lm import load_model, load_tokenizer
+    from t3unlearn.loading import loading_kwargs, tokenizer_kwargs
     from t3unlearn.t3.features import DEFAULT_SHARD_MB, MANIFEST, extract_part, feature_home, model_fingerprint, part_key
     from t3unlearn.t3.requests import DataSet
 
@@ -125,8 +127,8 @@ def _features(args, distributed: bool) -> int:
     if args.shard_mb is not None and not args.shard_mb > 0:
         raise T3Error(f"--shard-mb must be > 0, not {args.shard_mb}.")
     model_path = resolve_model(args.model, log=say)
-    tokenizer = load_tokenizer(model_path)
-    kw = {"dtype": getattr(torch, args.dtype)} if args.dtype not in (None, "auto") else {}
+    kw = loading_kwargs(args)
+    tokenizer = load_tokenizer(model_path, **tokenizer_kwargs(kw))
     model = load_model(model_path, device=str(device) if device is not None else None, **kw)
     fmt = QAFormatter(tokenizer, max_length=args.max_length, template=args.template)
     fp = model_fingerprint(model)

@@ -311,6 +311,7 @@ def unlearn(
 
     from t3unlearn.data import QAFormatter
     from t3unlearn.t3.features import assemble, cache_enabled, hidden_size_of, model_fingerprint, vocab_size_of
+    from t3unlearn.t3.identity import base_identity
     from t3unlearn.t3.model import T3Config, T3ForCausalLM, tokenizer_hash
     from t3unlearn.t3.requests import DataSet, check_id, gather_parts
 
@@ -373,7 +374,8 @@ def unlearn(
         base_model_name_or_path=name,
         tokenizer_hash=tokenizer_hash(tokenizer),
         training={**asdict(cfg), "n_forget": fs.n_forget, "n_retain": fs.n_retain, "template": "chat" if fmt.use_chat else "plain",
-                  "max_length": max_length, "base_fingerprint": model_fp},
+                  "max_length": max_length, "base_fingerprint": model_fp,
+                  "base_identity": base_identity(model)},
         metrics={k: report[k] for k in ("forget", "retain", "final_epoch_loss")},
         requests=[forget.make_record(parts[0].key, added=stamp, update="new")],
         retain_set=retain.make_record(parts[1].key, added=stamp),

@@ -1,0 +1,190 @@
+"""Options shared by the commands that load a model and a head: argparse types, T3's guidance knobs and
+calibration grids. No torch at import time (``--help`` stays fast)."""
+
+from __future__ import annotations
+
+import argparse
+
+from t3unlearn.t3.config import Guidance, TEMPERINGS
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_guidance_options(g) -> None:
+    d = Guidance()
+    g.add_argument("--temperature", type=float, default=None, help=f"T, tempering of the base (> 0; 1 = plain guidance) [{d.temperature:g}]")
+    g.add_argument("--scale", type=float, default=None, help=f"s, guidance scale [{d.scale:g}]")
+    g.add_argument("--tempering", choices=TEMPERINGS, default=None,
+                   help=f"global: the paper's p^(1/T) everywhere; adaptive: T only where the base is about to say what "
+                        f"the head flags as forget content, so retained answers are not taxed [{d.tempering}]")
+    g.add_argument("--tail-logp", type=float, default=None, metavar="LOGP",
+                   help="tail guard: tokens with log p below LOGP are not lifted by tempering (e.g. -9.2 for p = 1e-4) [off]")
+    g.add_argument("--bias", type=float, default=None, help=f"added to the head's logits before the tilt [{d.bias:g}]")
+    g.add_argument("--support", type=_support, default=None, metavar="Q|none",
+                   help="support gate: guidance fades out where the pooled state lies beyond the Q-quantile (e.g. 0.95) of "
+                        "the head's training states' distances -- content neither forget nor retain (general knowledge) "
+                        "keeps the base's distribution; 'none' turns it off [the head's saved value; "
+                        f"{'off' if d.support is None else d.support}]")
+    g.add_argument("--floor", type=_floor, default=None, metavar="LOGIT|none",
+                   help="the head's floor: head logits (plus bias) below LOGIT count as LOGIT, so no token loses more than "
+                        "s x log(1 + e^-LOGIT) nats to the tilt (e.g. -6.5: at most 6.5 s) -- every token the head is sure "
+                        "of is pushed down alike instead of the most confident ones far below a never-seen answer's; "
+                        "'none' turns it off [the head's saved value; off]")
+
+
+def _number_or_none(text: str, ok, hint: str):
+    """A number that passes ``ok``, or "none" for none/off; argparse's one-line error otherwise."""
+    if str(text).strip().lower() in ("none", "off"):
+        return "none"
+    try:
+        v = float(text)
+    except ValueError:
+        v = None
+    if v is None or not ok(v):
+        raise argparse.ArgumentTypeError(f"give {hint} or none, not {text!r}")
+    return v
+
+
+def _floor(text: str):
+    """``--floor``: a negative head logit, or none/off."""
+    return _number_or_none(text, lambda v: v < 0, "a negative head logit (e.g. -6.5)")
+
+
+def _support(text: str):
+    """``--support``: a quantile in (0, 1], or none/off."""
+    return _number_or_none(text, lambda q: 0 < q <= 1, "a quantile in (0, 1] (e.g. 0.95)")
+
+
+def guidance_overrides(args, model_path: str | None = None) -> dict:
+    """The guidance options given on the command line; with ``model_path``, an error when they are given but
+    there is no head to apply them to (neither ``--head`` nor a head directory as the model)."""
+    kw = {k: getattr(args, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias", "support", "floor")
+          if getattr(args, k, None) is not None}
+    if kw and model_path is not None and getattr(args, "head", None) is None and not _is_head_dir(model_path):
+        from t3unlearn.errors import T3Error
+
+        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias/--support/--floor are T3's guidance; they need a head "
+                      "(--head DIR or --model HEAD_DIR).")
+    return kw
+
+
+def _is_head_dir(path: str) -> bool:
+    from pathlib import Path
+
+    return (Path(path) / "t3_config.json").is_file()
+
+
+def add_calibration_options(c) -> None:
+    from t3unlearn.t3.config import CALIBRATION_SCALES as DEFAULT_SCALES
+    from t3unlearn.t3.config import CALIBRATION_TEMPERATURES as DEFAULT_TEMPERATURES
+    from t3unlearn.t3.config import CALIBRATION_SUPPORTS as DEFAULT_SUPPORTS
+    from t3unlearn.t3.config import CALIBRATION_TEMPERINGS as DEFAULT_TEMPERINGS
+
+    mia_default = 0.075  # t3unlearn.t3.calibrate.MIA_TOLERANCE (not imported: --help stays free of numpy and torch)
+
+    c.add_argument("--holdout", default=None, metavar="SOURCE",
+                   help="items like the forget set that the model never trained on, and that the evaluation does not "
+                        "read (a benchmark's holdout is refused) [world:calibration for world:forgetXX; tofu:calibration "
+                        "(20 authors no tiny TOFU model trains on) for tofu:forgetXX]")
+    c.add_argument("--reference-model", default=None, metavar="MODEL",
+                   help="a model that never saw the forget set and shares the base's tokenizer -- the checkpoint the "
+                        "base was fine-tuned from (tofu:pretrained, world:pretrained). T and s are then chosen so the "
+                        "forget items' truth ratios look like its (what TOFU's forget quality tests) [off: forget vs "
+                        "holdout answer losses]")
+    c.add_argument("--oracle", default=None, metavar="MODEL",
+                   help="a model that never saw the forget set, e.g. the retain model (tofu:retain90, world:retain90): "
+                        "every setting is also scored with TOFU's forget quality and privleak against it and the "
+                        "oracle's pick is printed beside the chosen one -- never used to choose [off]")
+    c.add_argument("--perturbed", default=None, metavar="SOURCE",
+                   help="with --reference-model or --oracle: the forget items' paraphrased and perturbed answers [FORGET_perturbed "
+                        "for tofu:forgetXX / world:forgetXX, else the forget set's own fields]")
+    c.add_argument("--mia-tolerance", type=float, default=mia_default,
+                   help="the forget-vs-holdout membership (min-k) AUC must stay within 0.5 ± this: the forget answers' "
+                        "least likely tokens must look as unfamiliar as a never-seen answer's (privleak) [%(default)s]")
+    c.add_argument("--tolerance", type=float, default=0.03, help="allowed relative loss of retain answer probability [0.03]")
+    c.add_argument("--temperatures", default=",".join(f"{t:g}" for t in DEFAULT_TEMPERATURES), help="grid of T [%(default)s]")
+    c.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="grid of s [%(default)s]")
+    c.add_argument("--temperings", default=",".join(DEFAULT_TEMPERINGS), help="grid of tempering modes [%(default)s]")
+    c.add_argument("--biases", default="0", help="grid of head-logit biases (> 0 reads ambiguous tokens as retained: "
+                   "less tilt and tempering where the head is unsure) [%(default)s]")
+    c.add_argument("--supports", default=",".join(f"{q:g}" for q in DEFAULT_SUPPORTS),
+                   help="grid of support-gate quantiles, 'none' for the gate off (e.g. none,0.95,0.99; see --support; "
+                        "a head saved before the gate existed needs none) [%(default)s]")
+    c.add_argument("--tails", default="none",
+                   help="grid of tail guards: log-probabilities below which tempering lifts no token, 'none' for no "
+                        "guard (e.g. none,-16: tokens with p < 1e-7 keep the base's slope; see --tail-logp; a list that starts with "
+                        "a negative value needs '=': --tails=-16,-9) [%(default)s]")
+    c.add_argument("--floors", default="none",
+                   help="grid of head floors: head logits below which the tilt pushes no further, 'none' for no floor "
+                        "(e.g. none,-6.5; see --floor; a list that starts with a negative value needs '=': "
+                        "--floors=-6.5,-5) [%(default)s]")
+
+
+def add_force_option(parser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="use the head on a base whose fingerprint differs from the one it was trained on (only if you "
+                             "know they are the same model, e.g. re-saved) [refuse]")
+
+
+def check_writable(path, option: str = "out") -> None:
+    """A T3Error unless ``path`` (a directory to write, perhaps not there yet) can be written: checked before any
+    work, so a read-only place fails at once rather than after extraction, training or evaluation."""
+    import os
+    from pathlib import Path
+
+    from t3unlearn.errors import T3Error
+
+    out = Path(path).expanduser()
+    probe = out if out.is_dir() else next((q for q in out.parents if q.exists()), Path("."))
+    if not probe.is_dir():
+        raise T3Error(f"--{option} {out}: {probe} is a file, not a directory; choose another path.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise T3Error(f"--{option} {out} cannot be written ({probe} is read-only for you); choose a writable directory.")
+
+
+def _check_out(path, *, overwrite: bool = True) -> None:
+    """``--out`` of a head: a new or empty directory, or (with ``overwrite``) an existing head; writable."""
+    from pathlib import Path
+
+    from t3unlearn.errors import T3Error
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise T3Error(f"--out {out} is a file; give a directory.")
+    if out.is_dir() and any(out.iterdir()) and not (out / "t3_config.json").is_file():
+        raise T3Error(f"--out {out} is a non-empty directory that is not a T3 head; choose a new or empty directory.")
+    if not overwrite and (out / "t3_config.json").is_file():
+        raise T3Error(f"--out {out} already holds a T3 head (and its request history); add --overwrite to replace it, "
+                      f"choose another --out, or update it with --head {out} --add-forget SOURCE.")
+    check_writable(out)
+
+
+def _check_long_items(tokenizer, forget, retain, max_length: int) -> None:
+    """A note (stderr) when items are longer than ``--max-length`` tokens: they are cut, and what is cut is not learnt."""
+    import sys
+
+    for name, ds in (("forget", forget), ("retain", retain)):
+        texts = [f"{q} {a}" for q, a in zip(ds["question"], ds["answer"])]
+        long = [i for i, t in enumerate(texts) if len(t.encode()) > max_length and len(tokenizer(t)["input_ids"]) > max_length]
+        if long:
+            print(f"note: {len(long)} {name} item(s) (e.g. item {long[0]}) are longer than --max-length {max_length} tokens "
+                  "and are cut there; what is cut is neither learnt nor forgotten (raise --max-length to keep them whole).",
+                  file=sys.stderr)
