@@ -87,6 +87,9 @@ def files(random_lm, tmp_path_factory):
     (root / "a_file").write_text("not a directory")
     f["world"].mkdir()
     build_fake_benchmark(f["world"])
+    f["world_cal"] = root / "world-cal"  # the same configs as a built world (world.json): its splits are recognised
+    shutil.copytree(f["world"], f["world_cal"])
+    (f["world_cal"] / "world.json").write_text("{}")
     f["corrupt_head"], f["bad_config_head"] = root / "corrupt_head", root / "bad_config_head"
     home = root / "home"
     from t3unlearn.cli import main
@@ -236,6 +239,12 @@ CLI = [
                     "--out", str(f["root"] / "o-orc"), "--oracle", str(f["model"])],
          r"--reference-model, --oracle and --perturbed belong to calibration: add --calibrate", "add --calibrate",
          out="o-orc"),
+    Case("unlearn-holdout-read-by-the-evaluation", "`unlearn --calibrate --holdout` names the holdout the split's evaluation reads",
+         lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f"{f['world_cal']}:forget10", "--retain", f["retain"],
+                    "--out", str(f["root"] / "o-hold"), "--calibrate", "--holdout", f"{f['world_cal']}:holdout10"],
+         r"--holdout \S+/world-cal:holdout10 shares items with what the evaluation of forget10 reads \(3 of "
+         r"\S+/world-cal:holdout10\); calibrate on never-seen items the evaluation does not read \(e.g. "
+         r"\S+/world-cal:calibration\)\.", "calibrate on never-seen items the evaluation does not read", out="o-hold"),
     Case("unlearn-mia-tolerance-out-of-range", "`unlearn --calibrate --mia-tolerance 0.7`",
          lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
                     "--out", str(f["root"] / "o-mia"), "--calibrate", "--holdout", f["forget"], "--mia-tolerance", "0.7"],
