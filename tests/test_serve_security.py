@@ -13,7 +13,6 @@ import contextlib
 import copy
 import json
 import logging
-import socket
 import threading
 import time
 import urllib.error
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_serve import _free_socket  # a bound loopback socket on a free port, shared with the serve tests
 
 openai = pytest.importorskip("openai", reason="the serve tests use the openai package as the client (pip install -e .[test])")
 pytest.importorskip("fastapi", reason="t3unlearn serve needs fastapi and uvicorn")
@@ -49,13 +49,6 @@ HOSTILE = [  # (name, fields of a completions request to head h1, the param the 
     ("seed 2**70", {"seed": 2**70, "temperature": 1.0}, None),  # served
     ("seed -1", {"seed": -1, "temperature": 1.0}, None),  # served
 ]
-
-
-def _free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
 
 
 @pytest.fixture(scope="module")
