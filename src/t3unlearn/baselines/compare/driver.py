@@ -106,8 +106,8 @@ def compare(
     of ``jobs`` parallel units at most ``cores / jobs``). Units run in this process use its own threads (the
     command line sets them; see :func:`t3unlearn.io.torch_threads`). ``loading``: model-loading keywords
     (``dtype``, ``device_map``, ``revision``, ``trust_remote_code``, ``attn_implementation``; see
-    :mod:`t3unlearn.loading`) for the model to unlearn and the pretrained base, handed to every unit in its spec
-    and part of the units' (and their artifacts') cache keys.
+    :mod:`t3unlearn.loading`) for the model to unlearn and the pretrained base retrain starts from, handed to
+    every unit in its spec and part of the units' (and their artifacts') cache keys.
     """
     from t3unlearn.eval.runner import retain_split, split_configs
     from t3unlearn.io import atomic_write, save_json
