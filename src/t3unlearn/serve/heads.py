@@ -151,8 +151,8 @@ def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_h
     if template and trained in ("chat", "plain") and trained != template:
         raise HeadError(
             f"the head in {path} was trained on {trained} prompts ({_TEMPLATES[trained]}), but this server formats "
-            f"prompts as {template} ({_TEMPLATES[template]}: its base's tokenizer "
-            f"{'has' if template == 'chat' else 'has no'} chat template); serve it with the base and tokenizer it was trained with."
+            f"prompts as {template} (its base's tokenizer {'has a' if template == 'chat' else 'has no'} chat template); "
+            "serve it with the base and tokenizer it was trained with."
         )
     recorded = cfg.base_model_name_or_path
     if not force and not _same_base(recorded, base_path):
