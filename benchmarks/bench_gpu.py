@@ -104,7 +104,7 @@ def bench(name: str, args, sizes: dict) -> dict:
     import torch
 
     from t3unlearn.t3.config import TrainConfig
-    from t3unlearn.t3.features import assemble, extract_part
+    from t3unlearn.t3.feature_cache import assemble, extract_part
     from t3unlearn.t3.requests import finetune_head
     from t3unlearn.t3.train import CachedProvider, train_head
 

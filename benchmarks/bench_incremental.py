@@ -90,7 +90,8 @@ def run(args) -> int:
     from t3unlearn.data import QAFormatter
     from t3unlearn.t3 import unlearn
     from t3unlearn.t3.config import TrainConfig
-    from t3unlearn.t3.features import assemble, extract_part, feature_dir, model_fingerprint, part_key, vocab_size_of
+    from t3unlearn.t3.feature_cache import assemble, extract_part, feature_dir, model_fingerprint, part_key
+    from t3unlearn.t3.features import vocab_size_of
     from t3unlearn.t3.requests import DataSet, split_requests, update
     from t3unlearn.t3.train import CachedProvider, train_head
 

@@ -155,7 +155,7 @@ def _serve_one(model_dir: Path, head: Path) -> None:
 # --------------------------------------------------------------------------- the loading options
 
 
-COMMANDS = ("unlearn", "eval", "generate", "calibrate", "serve", "probe", "features")
+COMMANDS = ("unlearn", "eval", "generate", "calibrate", "serve", "probe", "features", "baseline", "compare")
 
 
 def _subparsers():
@@ -251,6 +251,34 @@ def test_loading_options_reach_from_pretrained(llama, monkeypatch, capsys):
     assert seen["tokenizer"] == {"revision": "v1", "trust_remote_code": True}
     _run(["generate", "--model", str(llama / "model"), "--device", "cpu", "--max-new-tokens", "2", "--threads", "1", "Q?"])
     assert seen["model"] == {"dtype": "auto"}  # nothing given: the checkpoint's own dtype
+
+
+def test_baseline_passes_the_loading_options_to_from_pretrained(llama, bench, tmp_path, monkeypatch):
+    """`t3unlearn baseline` loads the model to fine-tune with the loading options (the tokenizer with the ones it takes)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    seen = {"model": [], "tokenizer": []}
+    real_model, real_tok = AutoModelForCausalLM.from_pretrained, AutoTokenizer.from_pretrained
+
+    def spy_model(path, **kw):
+        seen["model"].append(kw)
+        return real_model(path, **{k: v for k, v in kw.items() if k != "revision"})
+
+    def spy_tok(path, **kw):
+        seen["tokenizer"].append(kw)
+        return real_tok(path)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy_model)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", spy_tok)
+    _run(["baseline", "graddiff", "--model", str(llama / "model"), "--forget", f"{bench}:forget10", "--retain",
+          f"{bench}:retain_perturbed", "--out", str(tmp_path / "gd"), "--epochs", "1", "--batch-size", "8", "--grad-accum",
+          "1", "--dtype", "bfloat16", "--attn-implementation", "eager", "--revision", "v1", "--trust-remote-code",
+          "--threads", "1", "--quiet"])
+    assert seen["model"] == [{"dtype": "bfloat16", "attn_implementation": "eager", "revision": "v1", "trust_remote_code": True}]
+    assert seen["tokenizer"] == [{"revision": "v1", "trust_remote_code": True}]
+    saved = real_model(tmp_path / "gd")
+    assert {p.dtype for p in saved.parameters()} == {torch.bfloat16}  # it was fine-tuned as loaded
 
 
 def test_head_stays_float32_over_a_bfloat16_base(llama):

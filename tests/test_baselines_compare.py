@@ -302,3 +302,37 @@ def test_doc_keeps_world_and_tofu_sections_of_the_same_split_apart(tmp_path):
     assert "WORLD TABLE 2" in out and "TOFU TABLE" in out and "WORLD TABLE\n" not in out  # replaced, not appended
     assert out.count(doc_markers("forget10")[0]) == 1 and out.count(doc_markers("forget10", "tofu")[0]) == 1
     assert (tmp_path / "comparison_forget10.png").is_file() and (tmp_path / "comparison_tofu_forget10.png").is_file()
+
+
+def test_compare_hands_the_loading_options_to_every_unit(tiny_models, tmp_path, monkeypatch):
+    """compare's loading options travel in each unit's spec (JSON, as to an isolated unit's process), reach
+    from_pretrained for the model to unlearn, and are part of the units' cache keys (other options, other runs)."""
+    from transformers import AutoModelForCausalLM
+
+    from t3unlearn.baselines.compare import driver
+    from t3unlearn.baselines.compare.units import UnitSpec
+    from t3unlearn.cli import main
+
+    world, models = tiny_models
+    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
+    cfg = _fast_config(tmp_path, methods={"graddiff": {"params": {}, "train": {"lr": 1e-4}, "sweep": []}})
+    seen, specs = [], []
+    real_model = AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
+                        lambda path, **kw: seen.append((Path(path).name, kw)) or real_model(path, **kw))
+    real_run = driver.run_unit
+    monkeypatch.setattr(driver, "run_unit", lambda spec, **kw: specs.append(spec) or real_run(spec, **kw))
+    argv = ["compare", "--world", str(world), "--model", str(models / "full"), "--retain-model", str(models / "retain"),
+            "--methods", "graddiff", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path / "cmp"), "--quiet"]
+    assert main([*argv, "--dtype", "float32", "--attn-implementation", "eager"]) == 0
+    loading = {"dtype": "float32", "attn_implementation": "eager"}
+    assert [s.method for s in specs] == ["full", "graddiff"]
+    assert all(UnitSpec.from_json(s.to_json()).loading == loading for s in specs)
+    assert [kw for name, kw in seen if name == "full"] == [loading, loading]  # the full model's row; graddiff's start
+    # without the options the units are other runs (their records are not reused)
+    records = {s.method: json.loads((Path(s.unit_dir) / "record.json").read_text()) for s in specs}
+    with_options = {s.unit_dir for s in specs}
+    specs.clear()
+    monkeypatch.setattr(driver, "run_unit", lambda spec, **kw: specs.append(spec) or records[spec.method])
+    assert main(argv) == 0
+    assert [s.loading for s in specs] == [{}, {}] and not with_options & {s.unit_dir for s in specs}

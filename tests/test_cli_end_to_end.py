@@ -139,7 +139,7 @@ def test_unlearn_killed_then_rerun(home, tmp_path, monkeypatch):
     assert not head.exists() or (head / "t3_config.json").is_file()
     run(argv, home, kill_at="head:  ")  # the head's training: the features are cached by then
     monkeypatch.setenv("T3UNLEARN_HOME", str(home))
-    from t3unlearn.t3.features import load_part
+    from t3unlearn.t3.feature_cache import load_part
 
     entries = [p for p in (home / "features").iterdir() if not p.name.startswith(".") and p.is_dir()]
     assert len(entries) == 2 and all(load_part(p.name) is not None for p in entries)  # forget and retain, each whole

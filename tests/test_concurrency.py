@@ -166,7 +166,7 @@ def _feature_script(model_dir: Path) -> str:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from t3unlearn.data import QAFormatter
-        from t3unlearn.t3.features import extract_features
+        from t3unlearn.t3.feature_cache import extract_features
         model = AutoModelForCausalLM.from_pretrained({str(model_dir)!r}).eval()
         fmt = QAFormatter(AutoTokenizer.from_pretrained({str(model_dir)!r}))
         ex = fmt.encode_many(["Where was Ilse Varga born?", "What is the capital of France?"],
@@ -187,7 +187,7 @@ def test_two_processes_extract_the_same_features(random_lm, tmp_path, monkeypatc
     # one cache entry per data set (the forget item, the retain item), each written once, whole
     entries = sorted(p.name for p in (home / "features").iterdir() if not p.name.startswith(".") and p.is_dir())
     assert len(entries) == 2
-    from t3unlearn.t3.features import assemble, load_part
+    from t3unlearn.t3.feature_cache import assemble, load_part
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(home))
     parts = {k: load_part(k) for k in entries}
@@ -206,7 +206,8 @@ def test_feature_cache_key_covers_the_weights(random_lm, tmp_path, monkeypatch):
     import torch
 
     from t3unlearn.data import QAFormatter
-    from t3unlearn.t3.features import compute_features, extract_features
+    from t3unlearn.t3.feature_cache import extract_features
+    from t3unlearn.t3.features import compute_features
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
     base, tok = random_lm

@@ -468,6 +468,47 @@ def test_cli_refuses_a_bad_head_in_one_line(world_heads, capsys):
     assert len(err) == 1 and err[0].startswith("t3unlearn serve: error:") and "not a directory" in err[0]
 
 
+def test_a_head_trained_on_other_prompts_than_the_server_formats_is_refused(world_heads, tiny_world, capsys, monkeypatch):
+    """A head records its prompt template (chat / plain); the server formats every prompt one way (its base's
+    tokenizer's chat template when it has one). A head trained the other way is refused in one line at start-up and
+    on POST /v1/heads (HeadRegistry.add), even with --force-heads, instead of being served on prompts it never saw."""
+    from t3unlearn.cli import main
+    from t3unlearn.data import load_qa
+    from t3unlearn.lm import load_model, load_tokenizer
+    from t3unlearn.serve.app import build
+    from t3unlearn.serve.heads import HeadError
+    from t3unlearn.t3 import unlearn
+
+    chat = world_heads["root"] / "chat-base"
+    shutil.copytree(world_heads["full"], chat)
+    tok = load_tokenizer(str(chat))
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
+    tok.save_pretrained(chat)
+    model = load_model(str(chat), device="cpu")
+    plain_head = world_heads["heads"]["f10"]  # trained on plain prompts
+    import uvicorn
+
+    def served(self, *a, **k):
+        raise AssertionError("the server started with the head")
+
+    monkeypatch.setattr(uvicorn.Server, "run", served)
+    argv = ["serve", "--model", str(chat), "--head", f"f10={plain_head}", "--threads", "1", "--force-heads"]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert len(err) == 1 and "was trained on plain prompts" in err[0] and "formats prompts as chat" in err[0], err
+    t3, _ = unlearn(model, tok, load_qa(str(tiny_world), "forget10"), load_qa(str(tiny_world), "retain90"), epochs=1,
+                    hidden_size=4)
+    t3.save_pretrained(world_heads["root"] / "chat-head")
+    assert t3.config.training["template"] == "chat"
+    _, state = build(model, tok, base_id="chat", base_path=str(chat), heads={"c": str(world_heads["root"] / "chat-head")},
+                     start=False)  # the head of its own prompts is served
+    full = world_heads["full"]
+    _, state = build(load_model(full, device="cpu"), load_tokenizer(full), base_id="plain", base_path=full, start=False)
+    with pytest.raises(HeadError, match=r"was trained on chat prompts .* formats prompts as plain") as e:
+        state.registry.add("c", str(world_heads["root"] / "chat-head"), force=True)
+    assert "\n" not in str(e.value) and e.value.param == "path" and state.registry.names() == []
+
+
 def test_cli_serves_and_drains_on_sigterm(cli_server):
     """The real command: it serves; on SIGTERM the request in flight finishes and a new one gets 503."""
     proc, url = cli_server

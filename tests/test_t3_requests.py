@@ -51,14 +51,15 @@ def home(tmp_path, monkeypatch):
 
 
 def test_union_from_cached_parts_equals_one_pass_over_the_union(random_lm, home, monkeypatch):
-    import t3unlearn.t3.features as F
+    import t3unlearn.t3.feature_cache as F
+    from t3unlearn.t3.features import compute_features
 
     base, tok = random_lm
     fmt = QAFormatter(tok)
     sets = [fmt.encode_many(*zip(*r)) for r in (R1, R2, R3, RETAIN)]
     union = [e for s in sets for e in s]
     n_forget = len(R1) + len(R2) + len(R3)
-    one = F.compute_features(base, union, [0.0] * n_forget + [1.0] * len(RETAIN), n_forget, pad_id=fmt.pad_id, batch_size=4)
+    one = compute_features(base, union, [0.0] * n_forget + [1.0] * len(RETAIN), n_forget, pad_id=fmt.pad_id, batch_size=4)
     fp = F.model_fingerprint(base)
     parts = [F.extract_part(base, s, pad_id=fmt.pad_id, model_fp=fp, batch_size=4) for s in sets]
     fs = F.assemble(parts[:3], parts[3])
@@ -174,7 +175,7 @@ def test_update_refuses_what_it_cannot_do(random_lm, home, tmp_path):
 
 
 def test_streamed_shards_resume_after_an_interruption(random_lm, home, monkeypatch):
-    import t3unlearn.t3.features as F
+    import t3unlearn.t3.feature_cache as F
 
     base, tok = random_lm
     fmt = QAFormatter(tok)
@@ -216,7 +217,7 @@ def test_streamed_shards_resume_after_an_interruption(random_lm, home, monkeypat
 def test_half_precision_base_keeps_an_fp32_head_and_its_own_cache(random_lm, home):
     import copy
 
-    import t3unlearn.t3.features as F
+    import t3unlearn.t3.feature_cache as F
     from t3unlearn.t3 import unlearn
 
     base, tok = random_lm
@@ -252,7 +253,7 @@ def test_data_parallel_extraction_with_accelerate_on_two_cpu_processes(model_dir
     the part equals the one a single process writes."""
     import os
 
-    import t3unlearn.t3.features as F
+    import t3unlearn.t3.feature_cache as F
     from t3unlearn.lm import load_model, load_tokenizer
     from t3unlearn.t3.requests import DataSet
 

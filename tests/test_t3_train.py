@@ -64,7 +64,7 @@ def test_features_equal_direct_prefix_means(random_lm):
 
 
 def test_cache_is_reused_without_the_base(random_lm, home, monkeypatch):
-    import t3unlearn.t3.features as F
+    import t3unlearn.t3.feature_cache as F
 
     base, tok = random_lm
     ex, pad = _examples(tok)

@@ -68,12 +68,16 @@ def load_idk(path) -> list[str]:
     return out
 
 
-def load_base(model, tokenizer=None):
-    """``(model, tokenizer)`` from a directory / hub id, or passed through."""
+def load_base(model, tokenizer=None, loading: dict | None = None):
+    """``(model, tokenizer)`` from a directory / hub id, or passed through. ``loading``: model-loading keywords
+    for ``from_pretrained`` (``dtype``, ``device_map``, ``revision``, ``trust_remote_code``, ``attn_implementation``;
+    see :mod:`t3unlearn.loading`); the tokenizer gets the ones it takes."""
     if isinstance(model, (str, Path)):
         from t3unlearn.lm import load_model, load_tokenizer
+        from t3unlearn.loading import tokenizer_kwargs
 
-        return load_model(str(model)), tokenizer or load_tokenizer(str(model))
+        loading = dict(loading or {})
+        return load_model(str(model), **loading), tokenizer or load_tokenizer(str(model), **tokenizer_kwargs(loading))
     if tokenizer is None:
         raise T3Error("pass the tokenizer along with an in-memory model.")
     return model, tokenizer
@@ -106,6 +110,7 @@ def unlearn_baseline(
     config: dict | None = None,
     idk: Sequence[str] | str | None = None,
     progress: bool = True,
+    loading: dict | None = None,
 ) -> UnlearnResult:
     """Unlearn ``forget`` from ``model`` with a fine-tuning baseline; save to ``out`` if given.
 
@@ -114,7 +119,8 @@ def unlearn_baseline(
     or loaded sets. ``params``: the method's settings; ``config``: the optimization settings
     (:class:`~t3unlearn.baselines.trainer.BaselineConfig`: lr, epochs, bf16, gradient_checkpointing, ...).
     ``idk``: "I don't know" answers for IdkDPO (a list or a file); by default the ``idk.jsonl``
-    beside the forget set, else a built-in list. Returns an :class:`UnlearnResult` whose ``cost`` is
+    beside the forget set, else a built-in list. ``loading``: model-loading keywords for a ``model`` given
+    as a path (see :func:`load_base`). Returns an :class:`UnlearnResult` whose ``cost`` is
     the unlearning step's (loading and saving excluded) and whose ``report`` is the training record.
     """
     from t3unlearn.baselines.methods import get_method
@@ -124,7 +130,8 @@ def unlearn_baseline(
 
     m = get_method(method)
     if m.name == "uld":
-        return train_uld(model, forget, retain, out, tokenizer=tokenizer, params=params, config=config, progress=progress)
+        return train_uld(model, forget, retain, out, tokenizer=tokenizer, params=params, config=config, progress=progress,
+                         loading=loading)
     if isinstance(idk, (str, Path)):
         idk = load_idk(idk)
     if m.uses_idk and idk is None:
@@ -133,7 +140,7 @@ def unlearn_baseline(
     retain_ds = load_data(retain, "retain set")
     if forget_ds is not None and hasattr(forget_ds, "column_names") and hasattr(retain_ds, "column_names"):
         check_disjoint(forget_ds, retain_ds)
-    net, tok = load_base(model, tokenizer)
+    net, tok = load_base(model, tokenizer, loading)
     with measure() as meas:
         record = train(m, net, tok, forget_ds, retain_ds, params=params, config=config, idk=idk, progress=progress)
     cost = meas.cost(record["trainable_params"])
@@ -154,13 +161,15 @@ def train_uld(
     params: dict | None = None,
     config: dict | None = None,
     progress: bool = True,
+    loading: dict | None = None,
 ) -> UnlearnResult:
     """Train a ULD assistant for ``model`` and (if ``out``) save the ULD model directory.
 
     ``params``: ``gamma`` (forget NLL weight), ``retain_weight`` (KL(U || p) on retain),
     ``alpha`` (inference: base - alpha * assistant), ``assistant_layers`` (``"half"``, ``"all"``
     or a number). ``model`` must be a directory (the ULD directory refers to it) unless no
-    ``out`` is given. Returns an :class:`UnlearnResult` whose model is the :class:`ULDForCausalLM`.
+    ``out`` is given. ``loading``: model-loading keywords for a ``model`` given as a path (give them again to
+    ``ULDForCausalLM.from_pretrained``). Returns an :class:`UnlearnResult` whose model is the :class:`ULDForCausalLM`.
     """
     from t3unlearn.baselines.methods import get_method
     from t3unlearn.baselines.trainer import train
@@ -176,7 +185,7 @@ def train_uld(
     retain_ds = load_data(retain, "retain set")
     if hasattr(forget_ds, "column_names") and hasattr(retain_ds, "column_names"):
         check_disjoint(forget_ds, retain_ds)
-    base, tok = load_base(model, tokenizer)
+    base, tok = load_base(model, tokenizer, loading)
     base.requires_grad_(False)
     with measure() as meas:
         assistant = make_assistant(base, params["assistant_layers"])

@@ -9,6 +9,8 @@ import argparse
 import shlex
 import sys
 
+from t3unlearn.loading import add_loading_options, loading_kwargs
+
 _COMPARE_EPILOG = """\
 methods:
   t3          Temper-Then-Tilt: frozen model, tempered (T > 1) and tilted by a small head
@@ -79,6 +81,7 @@ def register(sub) -> None:
     p.add_argument("--keep-models", action="store_true", help="also save each fine-tuned model (safetensors) in its run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--print-config", action="store_true", help="print the default config (JSON) and exit")
+    add_loading_options(p, "loading the model to unlearn (--model, --pretrained; passed to transformers' from_pretrained)")
     p.set_defaults(func=run_compare)
 
     b = sub.add_parser(
@@ -111,6 +114,7 @@ def register(sub) -> None:
                    help="a JSON object of training settings (any BaselineConfig field; see docs/baselines.md)")
     b.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_loading_options(b)
     b.set_defaults(func=run_baseline)
 
 
@@ -148,6 +152,7 @@ def run_compare(args) -> int:
                 args.benchmark, split, args.methods.split(","), args.seeds, cfg, args.out,
                 world=args.world, model=args.model, retain_model=args.retain_model, pretrained=args.pretrained,
                 isolate=isolate, keep_models=args.keep_models, progress=not args.quiet, threads=setting, jobs=args.jobs,
+                loading=loading_kwargs(args),
             )
             print()
             print(rep["markdown"])
@@ -164,6 +169,12 @@ def _reconstruct(args) -> str:
     for flag, val in (("--config", args.config), ("--world", args.world), ("--threads", args.threads), ("--jobs", args.jobs if args.jobs > 1 else None), ("--out", args.out), ("--doc", args.doc)):
         if val:
             parts.append(f"{flag} {shlex.quote(str(val))}")
+    from t3unlearn.loading import LOADING_OPTIONS
+
+    for opt in LOADING_OPTIONS:
+        val = getattr(args, opt.keyword, None)
+        if val:
+            parts.append(opt.option if opt.flag else f"{opt.option} {shlex.quote(str(val))}")
     return " ".join(parts)
 
 
@@ -230,7 +241,8 @@ def run_baseline(args) -> int:
     with torch_threads(args.threads, log=None if args.quiet else print):
         forget = resolve_data(args.forget) if args.forget else None
         result = unlearn_baseline(m.name, resolve_model(args.model, log=print), forget, resolve_data(args.retain), args.out,
-                                  params=params, config=config, idk=args.idk, progress=not args.quiet)
+                                  params=params, config=config, idk=args.idk, progress=not args.quiet,
+                                  loading=loading_kwargs(args))
     rep, cost = result.report, result.cost
     last = rep["history"][-1] if rep["history"] else {}
     peak = "n/a" if cost.peak_rss_mb is None else f"{cost.peak_rss_mb:.0f} MB"

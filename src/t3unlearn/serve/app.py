@@ -198,11 +198,14 @@ def build(model, tokenizer, *, base_id: str, base_path: str | None = None, heads
           cors_origins=(), access_log: bool = False, start: bool = True):
     """An app ready to serve ``model`` with ``heads`` (name -> directory): ``(asgi_app, state)``; the
     engine is started (unless ``start`` is False). Raises :class:`HeadError` for a head that cannot be served."""
+    from t3unlearn.data import QAFormatter
     from t3unlearn.t3.features import hidden_size_of, vocab_size_of
     from t3unlearn.t3.model import tokenizer_hash
 
+    template = "chat" if QAFormatter(tokenizer).use_chat else "plain"  # how ServeState's formatter formats prompts
     registry = HeadRegistry(base_id, hidden_size=hidden_size_of(model), vocab_size=vocab_size_of(model),
-                            tokenizer_hash=tokenizer_hash(tokenizer), base_path=base_path, device=next(model.parameters()).device)
+                            tokenizer_hash=tokenizer_hash(tokenizer), base_path=base_path, device=next(model.parameters()).device,
+                            template=template)
     for name, path in (heads or {}).items():
         registry.add(name, path, force=force_heads)
     engine = Engine(model, tokenizer, max_batch=max_batch, max_waiting=max_queue)

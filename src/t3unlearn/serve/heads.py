@@ -96,6 +96,9 @@ def guidance_dict(g) -> dict:
     return asdict(g)
 
 
+_TEMPLATES = {"chat": "the tokenizer's chat template", "plain": "Question: ... Answer:"}
+
+
 def _same_base(recorded: str | None, served: str | None) -> bool:
     if not recorded or not served:
         return True  # nothing to compare (a base built in memory, a head saved without a name)
@@ -106,12 +109,13 @@ def _same_base(recorded: str | None, served: str | None) -> bool:
 
 
 def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_hash: str | None, base_path: str | None,
-              force: bool = False, **guidance) -> Head:
+              force: bool = False, template: str | None = None, **guidance) -> Head:
     """Load and check the head saved in ``path`` for a base of ``hidden_size`` / ``vocab_size``.
 
     Raises :class:`HeadError` with one clear line for anything that would make it unservable:
     not a head directory, corrupt files, another base's shape or tokenizer, or (unless
-    ``force``) another base recorded in its ``t3_config.json``. ``guidance`` (``temperature``, ``scale``,
+    ``force``) another base recorded in its ``t3_config.json``, a prompt template (``template``: ``"chat"`` or
+    ``"plain"``, how this server formats prompts) other than the one it was trained with. ``guidance`` (``temperature``, ``scale``,
     ``tempering``, ``tail_logp``, ``bias``, ``support``, ``floor``; None keeps the saved value) overrides the saved
     guidance.
     """
@@ -143,6 +147,13 @@ def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_h
     want = cfg.tokenizer_hash
     if want and tokenizer_hash and want != tokenizer_hash:
         raise HeadError(f"the head in {path} was trained with another tokenizer than this server's base; serve it with its own base.")
+    trained = (cfg.training or {}).get("template") if isinstance(cfg.training, dict) else None
+    if template and trained in ("chat", "plain") and trained != template:
+        raise HeadError(
+            f"the head in {path} was trained on {trained} prompts ({_TEMPLATES[trained]}), but this server formats "
+            f"prompts as {template} (its base's tokenizer {'has a' if template == 'chat' else 'has no'} chat template); "
+            "serve it with the base and tokenizer it was trained with."
+        )
     recorded = cfg.base_model_name_or_path
     if not force and not _same_base(recorded, base_path):
         raise HeadError(
@@ -163,10 +174,11 @@ class HeadRegistry:
     """Name -> :class:`Head`, thread-safe; the base model is ``base_id`` (no head)."""
 
     def __init__(self, base_id: str, *, hidden_size: int, vocab_size: int, tokenizer_hash: str | None = None,
-                 base_path: str | None = None, device=None):
+                 base_path: str | None = None, device=None, template: str | None = None):
         self.base_id = base_id
         self.created = int(time.time())
-        self._check = dict(hidden_size=hidden_size, vocab_size=vocab_size, tokenizer_hash=tokenizer_hash, base_path=base_path)
+        self._check = dict(hidden_size=hidden_size, vocab_size=vocab_size, tokenizer_hash=tokenizer_hash, base_path=base_path,
+                           template=template)
         self._device = device
         self._heads: dict[str, Head] = {}
         self._lock = threading.Lock()

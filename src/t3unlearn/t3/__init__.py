@@ -21,7 +21,7 @@ _LAZY = {
     "T3Config": "t3unlearn.t3.config",
     "T3Cache": "t3unlearn.t3.model",
     "GuidanceHead": "t3unlearn.t3.head",
-    "extract_features": "t3unlearn.t3.features",
+    "extract_features": "t3unlearn.t3.feature_cache",
     "FeatureSet": "t3unlearn.t3.features",
 }
 

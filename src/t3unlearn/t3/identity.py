@@ -8,7 +8,7 @@ import torch
 
 from t3unlearn.errors import ModelError
 from t3unlearn.io import fingerprint
-from t3unlearn.t3.features import _STATE_HASH_LIMIT, _weights_file_stats
+from t3unlearn.t3.feature_cache import _STATE_HASH_LIMIT, _weights_file_stats
 
 
 def base_identity(model) -> str | None:
@@ -36,7 +36,7 @@ def check_base_fingerprint(cfg, base_model, head_dir) -> None:
     """A ModelError when ``base_model`` is not the base the head was trained on (its recorded fingerprint):
     another checkpoint of the same shape (base vs instruct, another fine-tune) would be guided wrongly without
     a word. Heads that recorded no fingerprint, and bases too large to fingerprint, are not checked."""
-    from t3unlearn.t3.features import model_fingerprint
+    from t3unlearn.t3.feature_cache import model_fingerprint
 
     training = cfg.training or {}
     want_id, want_fp = training.get("base_identity"), training.get("base_fingerprint")

@@ -26,7 +26,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from t3unlearn.errors import ModelError, T3Error
 from t3unlearn.lm import load_base, split_loading_kwargs
 from t3unlearn.t3.config import CONFIG_NAME, FORMAT, FORMAT_VERSION, HEAD_NAME, LAYER, POOLING, Guidance, TrainConfig
-from t3unlearn.t3.features import _readable, decoder_of, hidden_size_of, pool_prefix, vocab_size_of
+from t3unlearn.t3.feature_cache import _readable
+from t3unlearn.t3.features import decoder_of, hidden_size_of, pool_prefix, vocab_size_of
 from t3unlearn.t3.guidance import guided_logits
 from t3unlearn.t3.head import ACTIVATIONS, NO_SUPPORT, GuidanceHead, SupportGate, check_head_shape
 

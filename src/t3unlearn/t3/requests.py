@@ -9,7 +9,7 @@ records, in order, every request it covers (:data:`T3Config.requests`) and the r
      "source": "<where the items were read from, or null>", "update": "retrain"}
 
 :func:`update` adds requests and withdraws others. The base never runs over a request twice: each data set's
-features are cached on their own (:mod:`t3unlearn.t3.features`, keyed by the base and that set's token ids),
+features are cached on their own (:mod:`t3unlearn.t3.feature_cache`, keyed by the base and that set's token ids),
 so a new request extracts only its own items, and the union is assembled from the cached parts. The head is
 then
 
@@ -92,9 +92,9 @@ class DataSet:
         return cls(rid, _column(data, "question"), _column(data, "answer"), source)
 
     def encode(self, fmt) -> "DataSet":
-        """Tokenize the items with ``fmt`` (:class:`~t3unlearn.t3.features.LazyExamples`: a chunk at a time, so a
+        """Tokenize the items with ``fmt`` (:class:`~t3unlearn.t3.feature_cache.LazyExamples`: a chunk at a time, so a
         large set never sits in memory as token lists)."""
-        from t3unlearn.t3.features import LazyExamples
+        from t3unlearn.t3.feature_cache import LazyExamples
 
         self.examples = LazyExamples(fmt, self.questions, self.answers)
         return self
@@ -104,7 +104,7 @@ class DataSet:
         return text_fingerprint(self.questions, self.answers)
 
     def make_record(self, feature_key: str, *, added: str | None = None, update: str | None = None) -> dict:
-        from t3unlearn.t3.features import answer_token_counts
+        from t3unlearn.t3.feature_cache import answer_token_counts
 
         rec = {"id": self.id} if self.id is not None else {}
         rec.update(items=len(self.questions), tokens=sum(answer_token_counts(self.examples)),
@@ -155,8 +155,8 @@ def check_retain_items(retain: "DataSet", hashes: list, kept: Sequence[tuple[str
 def gather_parts(model, sets: Sequence[DataSet], *, pad_id: int, model_fp: str | None, cache: bool = True,
                  cache_dir=None, batch_size: int = 32, shard_mb: float | None = None, device=None,
                  progress: bool = False) -> list:
-    """One :class:`~t3unlearn.t3.features.Part` per encoded data set: from the cache, or extracted (streamed) once."""
-    from t3unlearn.t3.features import DEFAULT_SHARD_MB, extract_part
+    """One :class:`~t3unlearn.t3.feature_cache.Part` per encoded data set: from the cache, or extracted (streamed) once."""
+    from t3unlearn.t3.feature_cache import DEFAULT_SHARD_MB, extract_part
 
     out = []
     for s in sets:
@@ -188,7 +188,7 @@ def _stored_part(model, rec: dict, *, rid: str | None, fmt, model_fp, cache, cac
     """``(DataSet, Part)`` of a recorded request (or retain set): the part from the feature cache when it is
     there (the record is all that is needed), else from the items re-read from the recorded source, checked
     against the record (same items, same base, same token ids) and extracted again."""
-    from t3unlearn.t3.features import cache_enabled, load_part, part_key
+    from t3unlearn.t3.feature_cache import cache_enabled, load_part, part_key
 
     key = rec.get("feature_key")
     name = f"request {rid}" if rid else "the retain set"
@@ -352,7 +352,8 @@ def update(
     """
     from t3unlearn.data import QAFormatter
     from t3unlearn.t3.config import Guidance
-    from t3unlearn.t3.features import assemble, cache_enabled, model_fingerprint, vocab_size_of
+    from t3unlearn.t3.feature_cache import assemble, cache_enabled, model_fingerprint
+    from t3unlearn.t3.features import vocab_size_of
     from t3unlearn.t3.model import T3Config, T3ForCausalLM, tokenizer_hash
     from t3unlearn.t3.train import CachedProvider, evaluate_head, t3_result, train_head
 
@@ -405,7 +406,7 @@ def update(
                          f"{model_fp}); give the base it was trained on ({old_cfg.base_model_name_or_path}).")
 
     # features: cached parts for everything already seen, one forward pass over the new items only
-    from t3unlearn.t3.features import prompt_hashes
+    from t3unlearn.t3.feature_cache import prompt_hashes
 
     t0 = time.perf_counter()
     kw = dict(model_fp=model_fp, cache=cache, cache_dir=cache_dir, batch_size=feature_batch_size, shard_mb=shard_mb,

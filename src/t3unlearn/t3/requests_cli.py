@@ -110,7 +110,7 @@ def _features(args, distributed: bool) -> int:
     from t3unlearn.errors import T3Error
     from t3unlearn.lm import load_model, load_tokenizer
     from t3unlearn.loading import loading_kwargs, tokenizer_kwargs
-    from t3unlearn.t3.features import DEFAULT_SHARD_MB, MANIFEST, extract_part, feature_home, model_fingerprint, part_key
+    from t3unlearn.t3.feature_cache import DEFAULT_SHARD_MB, MANIFEST, extract_part, feature_home, model_fingerprint, part_key
     from t3unlearn.t3.requests import DataSet
 
     start = time.perf_counter()

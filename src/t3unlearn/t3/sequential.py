@@ -301,7 +301,8 @@ class Runner:
         from t3unlearn.data import QAFormatter
         from t3unlearn.lm import CausalLM
         from t3unlearn.t3.config import TrainConfig, split_settings
-        from t3unlearn.t3.features import assemble, extract_part, vocab_size_of
+        from t3unlearn.t3.feature_cache import assemble, extract_part
+        from t3unlearn.t3.features import vocab_size_of
         from t3unlearn.t3.model import T3ForCausalLM
         from t3unlearn.t3.requests import DataSet
         from t3unlearn.t3.train import CachedProvider, train_head

@@ -1,6 +1,6 @@
 """Training the guidance head, and :func:`unlearn`: the whole T3 step in one call.
 
-Training reads cached features (see :mod:`t3unlearn.t3.features`), never the base:
+Training reads cached features (see :mod:`t3unlearn.t3.feature_cache`), never the base:
 
 - balance: an epoch is one pass over the forget set in random order; each forget item is
   paired with one retain item drawn at random (without replacement within the epoch when the
@@ -310,7 +310,8 @@ def unlearn(
     from dataclasses import replace as _replace
 
     from t3unlearn.data import QAFormatter
-    from t3unlearn.t3.features import assemble, cache_enabled, hidden_size_of, model_fingerprint, vocab_size_of
+    from t3unlearn.t3.feature_cache import assemble, cache_enabled, model_fingerprint
+    from t3unlearn.t3.features import hidden_size_of, vocab_size_of
     from t3unlearn.t3.identity import base_identity
     from t3unlearn.t3.model import T3Config, T3ForCausalLM, tokenizer_hash
     from t3unlearn.t3.requests import DataSet, check_id, gather_parts

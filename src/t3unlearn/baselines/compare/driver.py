@@ -95,6 +95,7 @@ def compare(
     threads: int | str | None = None,
     jobs: int = 1,
     log: Callable[[str], None] = print,
+    loading: dict | None = None,
 ) -> dict:
     """Run, evaluate and tabulate ``methods`` on one split (see :mod:`t3unlearn.baselines.compare`). Returns the
     report dict (``rows``, ``sweeps``, ``chosen``, ``markdown``, ``plot``), also written to ``OUT/SPLIT/``.
@@ -103,7 +104,10 @@ def compare(
     each unit in its own process (default: the config's, true). ``threads``: torch threads of each isolated
     unit (a number, 0 for torch's default, ``auto``; default: the config's, else ``auto``, which gives each
     of ``jobs`` parallel units at most ``cores / jobs``). Units run in this process use its own threads (the
-    command line sets them; see :func:`t3unlearn.io.torch_threads`).
+    command line sets them; see :func:`t3unlearn.io.torch_threads`). ``loading``: model-loading keywords
+    (``dtype``, ``device_map``, ``revision``, ``trust_remote_code``, ``attn_implementation``; see
+    :mod:`t3unlearn.loading`) for the model to unlearn and the pretrained base retrain starts from, handed to
+    every unit in its spec and part of the units' (and their artifacts') cache keys.
     """
     from t3unlearn.eval.runner import retain_split, split_configs
     from t3unlearn.io import atomic_write, save_json
@@ -160,6 +164,10 @@ def compare(
     ev = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
     context = {"calibration": calib[1] if calib else None, "benchmark": bench.label, "split": split, "world": world_dir, "model": model, "retain_model": retain_model,
                "pretrained": pretrained, "eval": ev, "max_length": cfg.max_length, "retain_subset": cfg.retain_subset}
+    loading = dict(loading or {})
+    if loading:  # only when given: the keys of runs without loading options stay what they were
+        context["loading"] = loading
+        log(f"model loading: {', '.join(f'{k}={v}' for k, v in sorted(loading.items()))}")
 
     settings = {m: (cfg.settings(m) if m != "retrain" or not retain_model else [NO_SETTING]) for m in methods}
     selection = cfg.selection
@@ -179,7 +187,7 @@ def compare(
                         calibration=str(calib_file) if calib_file else None,
                         calibration_name=calib[1] if calib else None,
                         calibration_reference=references.get(_reference_name(setting)),
-                        selection_reference=selection_reference if quick else None)
+                        selection_reference=selection_reference if quick else None, loading=loading)
 
     def run_all(specs: list[UnitSpec]) -> list[dict]:
         if jobs <= 1 or not isolate or len(specs) < 2:

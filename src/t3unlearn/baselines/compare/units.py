@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,6 +69,15 @@ class UnitSpec:
     calibration_name: str | None = None
     calibration_reference: str | None = None  # the model calibrate's reference_model names, resolved (T3 / cg)
     selection_reference: str | None = None  # selection.reference_model, resolved (quick units: forget_reference_tr_ks)
+    loading: dict = field(default_factory=dict)  # model-loading keywords for the model (and pretrained base) to unlearn
+
+    def loading_key(self) -> tuple:
+        """What the loading options add to an artifact's cache key: nothing when none were given."""
+        return (self.loading,) if self.loading else ()
+
+    def saved_loading(self) -> dict:
+        """The loading keywords for a model this comparison saved itself (a local directory: no hub revision)."""
+        return {k: v for k, v in self.loading.items() if k != "revision"}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -144,7 +153,8 @@ def _t3_model(spec: UnitSpec, base, tokenizer, forget, retain):
     guidance = {**asdict(Guidance()), **{k: p[k] for k in T3_GUIDANCE_KEYS if k in p}}
     # the head's recipe as it runs: the packaged defaults (TrainConfig) with the config's overrides
     recipe = {k: v for k, v in asdict(TrainConfig(**head_kw).validate()).items() if k != "seed"}
-    key = fingerprint("t3-head-v2", recipe, spec.seed, spec.model, spec.forget, spec.retain, spec.max_length, spec.retain_subset)
+    key = fingerprint("t3-head-v2", recipe, spec.seed, spec.model, spec.forget, spec.retain, spec.max_length, spec.retain_subset,
+                      *spec.loading_key())
     art = Path(spec.artifacts) / f"t3-head-{key}-seed{spec.seed}"
 
     def build(tmp: Path) -> dict:
@@ -238,18 +248,20 @@ def _uld_model(spec: UnitSpec, forget, retain):
     p = dict(spec.params)
     alpha = float(p.pop("alpha", 1.0))
     train = {**spec.train, "seed": spec.seed, "max_length": spec.max_length}
-    key = fingerprint("uld-v1", p, train, spec.model, spec.forget, spec.retain, spec.retain_subset, {"trainer": TRAINER_VERSION})
+    key = fingerprint("uld-v1", p, train, spec.model, spec.forget, spec.retain, spec.retain_subset, {"trainer": TRAINER_VERSION},
+                      *spec.loading_key())
     art = Path(spec.artifacts) / f"uld-{key}-seed{spec.seed}"
 
     def build(tmp: Path) -> dict:
         from t3unlearn.baselines.api import train_uld
 
-        res = train_uld(spec.model, forget, retain, tmp, params={**p, "alpha": alpha}, config=train, progress=spec.progress)
+        res = train_uld(spec.model, forget, retain, tmp, params={**p, "alpha": alpha}, config=train, progress=spec.progress,
+                        loading=spec.loading)
         history = res.report["history"]
         return {**res.cost.to_dict(), "steps": res.report["steps"], "final": history[-1] if history else {}}
 
     cost = artifact(art, build)
-    return ULDForCausalLM.from_pretrained(str(art), alpha=alpha), {**cost, "artifact": str(art)}
+    return ULDForCausalLM.from_pretrained(str(art), alpha=alpha, **spec.loading), {**cost, "artifact": str(art)}
 
 
 def _finetuned(spec: UnitSpec, forget, retain):
@@ -262,11 +274,11 @@ def _finetuned(spec: UnitSpec, forget, retain):
     if method == "retrain" and not start:
         raise T3Error("retrain needs a pretrained base or a retain model to start from; give one of them.")
     key = fingerprint("ft-v1", method, spec.params, spec.train, seed, start, spec.forget, spec.retain, spec.max_length,
-                      spec.retain_subset, {"trainer": TRAINER_VERSION})
+                      spec.retain_subset, {"trainer": TRAINER_VERSION}, *spec.loading_key())
     art = Path(spec.artifacts) / f"{method}-{key}-seed{seed}"
 
     def build(tmp: Path) -> dict:
-        net, tok = load_base(start)
+        net, tok = load_base(start, loading=spec.loading)
         idk = load_idk(spec.idk) if spec.idk else None
         res = unlearn_baseline(method, net, forget, retain, tokenizer=tok, params=spec.params, idk=idk, progress=spec.progress,
                                config={**spec.train, "seed": seed, "max_length": spec.max_length})
@@ -275,7 +287,7 @@ def _finetuned(spec: UnitSpec, forget, retain):
         return {**res.cost.to_dict(), "steps": rep["steps"], "final": rep["history"][-1] if rep["history"] else {}}
 
     cost = artifact(art, build, needs=("model.safetensors",))
-    net, tok = load_base(str(art))
+    net, tok = load_base(str(art), loading=spec.saved_loading())
     return net.eval(), tok, cost
 
 
@@ -374,6 +386,7 @@ def _execute(spec: UnitSpec) -> dict:
     from t3unlearn.eval.runner import evaluate, load_eval_data
     from t3unlearn.io import atomic_dir, default_device, save_json, set_seed
     from t3unlearn.lm import CausalLM, load_lm, load_model, load_tokenizer
+    from t3unlearn.loading import tokenizer_kwargs
 
     import torch
 
@@ -387,19 +400,21 @@ def _execute(spec: UnitSpec) -> dict:
 
     cost: dict[str, Any]
     if method == "full":
-        lm = load_lm(spec.model, name="full")
+        lm = load_lm(spec.model, name="full", **spec.loading)
         cost = {"wall_seconds": 0.0, "peak_rss_mb": None, "trainable_params": 0, "note": "no unlearning"}
     elif method == "retrain" and spec.retain_model:
         lm = load_lm(spec.retain_model, name="retrain")
         cost = {**_world_model_cost(Path(spec.retain_model)), "trainable_params": _num_params(lm.model)}
     elif method in ("t3", "cg"):
-        base = load_model(spec.model, device=default_device())
-        tok = load_tokenizer(spec.model)
+        base = load_model(spec.model, device=default_device(), **spec.loading)
+        tok = load_tokenizer(spec.model, **tokenizer_kwargs(spec.loading))
         model, cost = _t3_model(spec, base, tok, forget, retain)
         lm = CausalLM(model, tok, name=method)
     elif method == "uld":
         model, cost = _uld_model(spec, forget, retain)
-        lm = CausalLM(model.to(default_device()), load_tokenizer(spec.model), name=method)
+        if "device_map" not in spec.loading:
+            model = model.to(default_device())
+        lm = CausalLM(model, load_tokenizer(spec.model, **tokenizer_kwargs(spec.loading)), name=method)
     else:
         net, tok, cost = _finetuned(spec, forget, retain)
         lm = CausalLM(net, tok, name=method)
