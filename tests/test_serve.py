@@ -8,6 +8,7 @@ the world is hard-coded: answers are compared with what the models generate.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import shutil
@@ -36,6 +37,27 @@ def _free_socket() -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
+
+
+@contextlib.contextmanager
+def served(app):
+    """``app`` served by uvicorn in a thread on a free loopback port: yields its URL, and stops it afterwards."""
+    import uvicorn
+
+    sock = _free_socket()
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    end = time.monotonic() + 30
+    while not srv.started:
+        assert time.monotonic() < end and thread.is_alive(), "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield "http://127.0.0.1:%d" % sock.getsockname()[1]
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +106,6 @@ def cli_server(world_heads):
 @pytest.fixture(scope="module")
 def server(world_heads, cli_server):
     """A live server (uvicorn in a thread, the app ``t3unlearn serve`` builds) and an openai client."""
-    import uvicorn
-
     from t3unlearn.lm import load_model, load_tokenizer
     from t3unlearn.serve.app import build
     from t3unlearn.serve.security import Security
@@ -94,22 +114,11 @@ def server(world_heads, cli_server):
     model, tok = load_model(full, device="cpu"), load_tokenizer(full)
     app, state = build(model, tok, base_id="tiny-full", base_path=full, heads=world_heads["heads"], max_batch=16, max_n=4,
                        max_body=MAX_BODY, security=Security(admin_key=ADMIN_KEY))
-    sock = _free_socket()
-    url = "http://127.0.0.1:%d" % sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    end = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < end and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
-    admin = openai.OpenAI(base_url=url + "/v1", api_key=ADMIN_KEY, max_retries=0, timeout=60)
-    yield {"url": url, "client": client, "admin": admin, "state": state, "tok": tok, **world_heads}
-    srv.should_exit = True
-    thread.join(10)
+    with served(app) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        admin = openai.OpenAI(base_url=url + "/v1", api_key=ADMIN_KEY, max_retries=0, timeout=60)
+        yield {"url": url, "client": client, "admin": admin, "state": state, "tok": tok, **world_heads}
     state.engine.close()
-    sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -488,10 +497,10 @@ def test_a_head_trained_on_other_prompts_than_the_server_formats_is_refused(worl
     plain_head = world_heads["heads"]["f10"]  # trained on plain prompts
     import uvicorn
 
-    def served(self, *a, **k):
+    def never_runs(self, *a, **k):
         raise AssertionError("the server started with the head")
 
-    monkeypatch.setattr(uvicorn.Server, "run", served)
+    monkeypatch.setattr(uvicorn.Server, "run", never_runs)
     argv = ["serve", "--model", str(chat), "--head", f"f10={plain_head}", "--threads", "1", "--force-heads"]
     assert main(argv) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_serve import _free_socket  # a bound loopback socket on a free port, shared with the serve tests
+from test_serve import _free_socket, served  # a free loopback port; an app served on one (shared with the serve tests)
 
 openai = pytest.importorskip("openai", reason="the serve tests use the openai package as the client (pip install -e .[test])")
 pytest.importorskip("fastapi", reason="t3unlearn serve needs fastapi and uvicorn")
@@ -73,27 +73,15 @@ def lm(random_lm, tmp_path_factory):
 @contextlib.contextmanager
 def serving(lm, *, start=True, **kw):
     """A live server over ``lm`` built with ``build(**kw)``: yields (url, state)."""
-    import uvicorn
-
     from t3unlearn.serve.app import build
 
     base, tok, heads = lm
     app, state = build(copy.deepcopy(base), tok, base_id="base", heads=dict(heads), max_batch=16, start=start, **kw)
-    sock = _free_socket()
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    end = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < end and thread.is_alive(), "the server did not start"
-        time.sleep(0.01)
     try:
-        yield "http://127.0.0.1:%d" % sock.getsockname()[1], state
+        with served(app) as url:
+            yield url, state
     finally:
-        srv.should_exit = True
-        thread.join(10)
         state.engine.close()
-        sock.close()
 
 
 def _client(url, key="none", **kw):
