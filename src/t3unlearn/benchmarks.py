@@ -121,7 +121,7 @@ class Benchmark:
         ``model`` (a checkpoint fine-tuned on all of TOFU, which saw those authors): the ``holdout10`` authors that
         are not in the split's own ``holdoutXX``; for forget10 none are left, so None (give one with --holdout).
         """
-        pct = config[len("forget"):] if config.startswith("forget") and config[len("forget"):].isdigit() else None
+        pct = _forget_pct(config)
         if self.kind == "world":
             found = self.qa("calibration", what="calibration set"), f"{self.label}:calibration"
         elif pct is None:
@@ -276,8 +276,14 @@ def check_calibration_set(items, forget_spec: str, name: str) -> None:
     """Refuse ``items`` (a calibration set given by the user) when ``forget_spec`` is a benchmark's forget split and
     they share questions with what its evaluation reads (:meth:`Benchmark.check_calibration`); else nothing."""
     parsed = benchmark_config(forget_spec)
-    if parsed is not None and parsed[1].startswith("forget") and parsed[1][len("forget"):].isdigit():
+    if parsed is not None and _forget_pct(parsed[1]) is not None:
         parsed[0].check_calibration(items, parsed[1], name=name)
+
+
+def _forget_pct(config: str) -> str | None:
+    """``"10"`` for ``forget10`` (a forget split), None for any other config."""
+    pct = config[len("forget"):]
+    return pct if config.startswith("forget") and pct.isdigit() else None
 
 
 def benchmark_config(spec: str) -> tuple[Benchmark, str] | None:
