@@ -269,3 +269,34 @@ def test_chat_prompts_use_the_template_of_training(random_lm):
     assert ids == fmt.prompt_ids(q) and chat_tok.decode(ids) == f"{system}<user>{q}\n<assistant>"
     ids = chat_prompt_ids(chat_tok, fmt, msgs(("developer", "Be brief."), ("user", q)))  # the client's system message
     assert chat_tok.decode(ids) == f"<system>Be brief.\n<user>{q}\n<assistant>"
+
+
+@pytest.mark.parametrize("kind", ["gemma2", "gemma3_text"])
+def test_sliding_window_models_batch_like_generate_alone(kind, small_tokenizer):
+    """Gemma-2/3 mix sliding-window and full-attention layers. The engine keeps every layer's keys in a full cache
+    (so groups of different lengths can be padded and merged) and the sliding window is the attention mask's: what
+    it decodes for prompts longer than the window, batched and joining mid-way, is what ``generate`` gives alone."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tok = small_tokenizer
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model(kind, vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
+                               sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    prompts = ["Question: Where was Ilse Varga born, and in which year did she publish her first novel?",
+               "Where was", "Question: What genre does Tomas Reed write?\nAnswer:"]
+    engine = Engine(model, tok, max_batch=8).start()
+    try:
+        first = [_seq(tok, p, max_tokens=10, ignore_eos=True) for p in prompts[:2]]
+        engine.submit(first)
+        _until(lambda: engine.steps >= 3, 30)
+        late = [_seq(tok, prompts[2], max_tokens=10, ignore_eos=True)]  # joins a running batch of other lengths
+        engine.submit(late)
+        assert wait_idle(engine, 30)
+    finally:
+        engine.close()
+    for p, seq in zip(prompts, first + late):
+        assert seq.finish_reason == "length", seq.error
+        assert seq.out_ids == _reference(model, tok, p, 10), p

@@ -110,7 +110,7 @@ class Engine:
 
     def __init__(self, model, tokenizer, *, max_batch: int = 32, max_waiting: int = 1024, context: int | None = None):
         from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
+        from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
         from t3unlearn.t3.features import decoder_of, vocab_size_of
 
@@ -126,9 +126,15 @@ class Engine:
         text_cfg = model.config.get_text_config(decoder=True)
         self._cache_config = text_cfg
         probe = DynamicCache(config=text_cfg)
-        if any(type(layer) is not DynamicLayer for layer in getattr(probe, "layers", [])):
-            raise ModelError(f"t3unlearn serve batches full-attention KV caches only; {type(model).__name__} uses another kind "
-                             "(sliding-window or linear attention layers).")
+        kinds = {type(layer) for layer in getattr(probe, "layers", [])}
+        # Sliding-window layers (Gemma-2/3, ...) keep every key here: rows of different lengths are padded on the
+        # left and merged, which a rolling window cannot be; the window is applied by the attention mask, which
+        # transformers builds from the positions whatever the cache keeps (memory grows with the context, as for
+        # full-attention layers). Other kinds (linear attention, recurrent states) cannot be merged this way.
+        self._layers = len(probe.layers) if kinds - {DynamicLayer} else None
+        if kinds - {DynamicLayer, DynamicSlidingWindowLayer}:
+            raise ModelError(f"t3unlearn serve batches attention KV caches only; {type(model).__name__} also has "
+                             f"{', '.join(sorted(k.__name__ for k in kinds - {DynamicLayer, DynamicSlidingWindowLayer}))} layers.")
         limit = getattr(text_cfg, "max_position_embeddings", None) or getattr(text_cfg, "n_positions", None)
         self.context = int(context or limit or 2048)
         eos = set()
@@ -300,6 +306,7 @@ class Engine:
 
     def _prefill(self, seqs: list[Sequence]) -> None:
         from transformers import DynamicCache
+        from transformers.cache_utils import Cache, DynamicLayer
 
         from t3unlearn.t3.features import pool_prefix
 
@@ -312,7 +319,8 @@ class Engine:
             mask[row, width - n:] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        cache = DynamicCache(config=self._cache_config)
+        cache = (DynamicCache(config=self._cache_config) if self._layers is None
+                 else Cache(layers=[DynamicLayer() for _ in range(self._layers)]))
         logits, hidden = self._forward(ids, mask, positions, cache)
         pooled, run_sum, run_count = pool_prefix(hidden, mask)
         tokens = self._next_tokens(seqs, logits, pooled[:, -1])
