@@ -28,6 +28,7 @@ The features themselves (one forward pass of the base) are computed by :mod:`t3u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -374,8 +375,11 @@ def extract_part(
         info = {}
     info.update(shards=None, assigned=[], computed=[])
     if not is_cached(key, cache_dir):
-        computed = _extract_shards(info, model, examples, key, state, pad_id=pad_id, cache_dir=cache_dir, batch_size=batch_size,
-                        max_tokens=max_tokens, shard_mb=shard_mb, device=device, progress=progress, desc=desc)
+        with _extraction_lock(key, cache_dir, state):
+            if not is_cached(key, cache_dir):  # another run may have written it while this one waited
+                computed = _extract_shards(info, model, examples, key, state, pad_id=pad_id, cache_dir=cache_dir,
+                                           batch_size=batch_size, max_tokens=max_tokens, shard_mb=shard_mb, device=device,
+                                           progress=progress, desc=desc)
     if not load:
         return None
     part = load_part(key, cache_dir, device)
@@ -385,6 +389,19 @@ def extract_part(
     part.from_cache = not computed
     part.seconds = time.perf_counter() - t0
     return part
+
+
+def _extraction_lock(key: str, cache_dir, state):
+    """Two runs extracting the same set (two commands started at once) take turns: the second waits and reads what
+    the first wrote, instead of writing shards into a directory the first is about to move. The processes of one
+    data-parallel run share the work instead (no lock: they wait for each other)."""
+    if state.num_processes > 1:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    home = feature_home(cache_dir)
+    home.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(home / f".{key}.lock"))
 
 
 def _extract_shards(info, model, examples, key, state, *, pad_id, cache_dir, batch_size, max_tokens, shard_mb, device,
