@@ -1,5 +1,6 @@
 """The README is a manual and the docs hold together: README prose within 1,500 words, no dated or
-machine-bound passages in it, and every relative link (and its #anchor) in README.md and docs/**/*.md
+machine-bound passages in it or in the user docs and results pages (history lives in docs/notes/), and
+every relative link (and its #anchor) in README.md and docs/**/*.md
 points at something that exists."""
 
 from __future__ import annotations
@@ -83,6 +84,15 @@ def test_readme_prose_is_at_most_1500_words():
 def test_readme_has_no_dated_or_machine_bound_passages():
     hits = [line.strip() for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines() if _DATED.search(line)]
     assert not hits, "README.md has dated or machine-bound passages (move them to docs/notes/):\n" + "\n".join(hits)
+
+
+def test_user_docs_and_results_have_no_dated_passages():
+    """Dated history lives in docs/notes/; the other pages may link to a note (its file name has a date)."""
+    pages = sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "docs" / "results").glob("*.md"))
+    hits = [f"{page.relative_to(ROOT)}: {line.strip()}" for page in pages
+            for line in prose_lines(page.read_text(encoding="utf-8"))
+            if _DATED.search(re.sub(r"\]\([^)]*\)", "]()", line))]
+    assert not hits, "dated or machine-bound passages outside docs/notes/:\n" + "\n".join(hits)
 
 
 def test_every_relative_link_in_readme_and_docs_resolves():
