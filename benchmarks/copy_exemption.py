@@ -3,7 +3,7 @@
 Greedy T3 answers garble the forget author's name, which the question gives and the oracle copies. This
 script patches :class:`~t3unlearn.t3.T3ForCausalLM` so that, at each position, some tokens get the head logit
 +inf (no tilt, no share in the adaptive forget mass), then prints a few forget answers and the TOFU metrics of
-world forget10 against the retain90 oracle (docs/t3.md, "The author's name"):
+world forget10 against the retain90 oracle (docs/notes/2026-12-04-the-authors-name.md):
 
 - ``--variant token``: every token already in the context (the question, the template, the answer so far);
 - ``--variant bigram``: token v only where the pair (current token, v) already occurred in the context, i.e. v

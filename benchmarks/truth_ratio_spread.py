@@ -4,7 +4,7 @@ TOFU's forget quality compares the *distribution* of the forget items' truth rat
 privleak compares the forget-vs-holdout min-k membership AUC with the oracle's. Calibration's table gives the two
 figures; this prints what they are made of -- quantiles (10/25/50/75/90 %) of the truth ratios and of the forget
 and holdout min-k scores under each setting, beside the oracle's, the reference's and the full model's -- so one
-sees *which part* of a distribution a knob moves (docs/t3.md, "The head's floor").
+sees *which part* of a distribution a knob moves (docs/notes/2026-12-04-offline-tofu-floor-and-ensemble.md, "The head's floor").
 
     T3UNLEARN_TOFU_DIR=../shared/data/tofu python benchmarks/truth_ratio_spread.py --head HEAD \\
         --setting "T=3.5,s=0.75,tail=-16,bias=1,support=0.95" --setting "T=3.5,s=2.6,tail=-16,bias=1,support=0.95,floor=-3.5"

@@ -33,7 +33,7 @@ at most cores/N torch threads (--threads auto, the default).
 
 examples:
   t3unlearn compare --methods t3,cg,graddiff --seeds 1 --out cmp            quick look (forget10)
-  t3unlearn compare --split forget10,forget05 --seeds 3 --out cmp --doc docs/comparison.md
+  t3unlearn compare --split forget10,forget05 --seeds 3 --out cmp --doc docs/results/comparison.md
   t3unlearn compare --print-config > my.json   (edit lrs / sweeps)   then  --config my.json
   t3unlearn compare --world tiny --methods t3,npo --seeds 1 --out /tmp/cmp  tiny world, minutes on CPU
 """

@@ -24,9 +24,9 @@ extraction resumes at the first missing shard. Cache: $T3UNLEARN_HOME/features (
 
 _SEQUENTIAL_EPILOG = """\
 examples:
-  t3unlearn sequential --benchmark world --seeds 3 --out seq --doc docs/sequential.md
+  t3unlearn sequential --benchmark world --seeds 3 --out seq --doc docs/results/sequential.md
   T3UNLEARN_TOFU_DIR=/path/to/tofu t3unlearn sequential --benchmark tofu --seeds 3 --out seq \
-      --config benchmarks/sequential_tofu.json --doc docs/sequential.md
+      --config benchmarks/sequential_tofu.json --doc docs/results/sequential.md
   t3unlearn sequential --benchmark world-tiny --requests 2 --methods t3,graddiff --seeds 1 --out seq-tiny
 
 methods: t3 (incremental: features of the new request only, head retrained on the union), t3-finetune (head
