@@ -357,6 +357,6 @@ def test_results_do_not_depend_on_the_thread_count(home, tmp_path, monkeypatch):
     assert w1 == w2
     for n, model in ((1, "gd1"), (2, "gd2")):
         assert main(["eval", "--model", str(tmp_path / model), "--benchmark", "world", *TINY, "--max-new-tokens", "16",
-                     "--threads", str(n), "--no-progress", "--out", str(tmp_path / f"eval{n}")]) == 0
+                     "--threads", str(n), "--quiet", "--out", str(tmp_path / f"eval{n}")]) == 0
     e1, e2 = ((tmp_path / f"eval{n}" / "TOFU_EVAL.json").read_bytes() for n in (1, 2))
     assert e1 == e2

@@ -96,7 +96,7 @@ def _calibrate(t3, tokenizer, forget, retain, bench, split: str, clock: _Clock) 
     holdout, name = found
     t = time.perf_counter()
     # the checkpoint the full model was fine-tuned from never saw the forget authors: its forget truth ratios
-    # stand in for the oracle's (calibrate --reference-model world:pretrained)
+    # stand in for the oracle's (calibrate --pretrained world:pretrained)
     reference = load_model(str(bench.models(("pretrained",), log=print)["pretrained"]))
     perturbed = bench.qa(f"{split}_perturbed", what="perturbed forget set")
     cal = calibrate(t3, tokenizer, forget, holdout, retain, reference=reference, perturbed=perturbed, progress=True)

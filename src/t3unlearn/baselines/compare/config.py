@@ -48,7 +48,7 @@ class Selection:
     """How a sweep setting is chosen (see :func:`t3unlearn.baselines.compare.selection.select_setting`)."""
 
     eval: Literal["quick", "full"] = "quick"
-    # T3's calibration rule (t3unlearn calibrate --reference-model): the KS distance between the forget truth ratios
+    # T3's calibration rule (t3unlearn calibrate --pretrained): the KS distance between the forget truth ratios
     # and those of the reference model (the checkpoint the model was fine-tuned from), lower is better
     metric: str = "forget_reference_tr_ks"
     utility_metric: str = "retain_Q_A_Prob"
@@ -289,7 +289,7 @@ def calibration_options(value: Any, where: str = "calibrate") -> dict | None:
     """T3 / classifier guidance's ``"calibrate"``, checked: ``false`` -> None (no calibration); ``true`` -> ``{}``
     (``t3unlearn calibrate``'s default grid and rule); an object -> its keys (``CALIBRATION_KEYS``, the rest at
     calibrate's defaults), e.g. ``{"temperatures": [4, 4.5, 5], "scales": [0.25, 0.3], "biases": [1],
-    "reference_model": "pretrained"}`` -- ``reference_model`` is calibrate's ``--reference-model``:
+    "reference_model": "pretrained"}`` -- ``reference_model`` is calibrate's ``--pretrained``:
     ``"pretrained"`` (the benchmark's checkpoint before fine-tuning, or compare's ``--pretrained``) or a model."""
     from t3unlearn.t3.config import TEMPERINGS
 
