@@ -170,9 +170,12 @@ def test_calibration_options_are_checked():
     rule, settings = _calibration_rule("t3", {"temperatures": [2], "scales": [1], "floors": [None, -3.5]})
     assert [st.floor for st in settings] == [None, -3.5] and rule["settings"][1].endswith("floor=-3.5")
     for bad, msg in (("yes", "must be true, false or an object"), ({"scale": [1]}, "scale"),
-                     ({"temperatures": [0]}, "temperatures > 0"), ({"scales": []}, "non-empty list"),
-                     ({"temperings": ["cubic"]}, "global, adaptive"), ({"supports": [1.5]}, "quantiles in"),
-                     ({"tails": [2]}, "log-probabilities < 0"), ({"floors": [0.5]}, "negative head logits"),
+                     ({"temperatures": [0]}, "calibrate.temperatures: temperature must be > 0"),
+                     ({"scales": []}, "non-empty list"), ({"scales": [-1]}, "calibrate.scales: scale must be >= 0"),
+                     ({"scales": ["1"]}, "must list numbers"), ({"temperings": ["cubic"]}, "global, adaptive"),
+                     ({"supports": [1.5]}, "support is a quantile .* or null to turn it off"),
+                     ({"tails": [2]}, "tail_logp is a log-probability and must be < 0"),
+                     ({"floors": [0.5]}, "floor is a head logit"),
                      ({"mia_tolerance": 0.7}, "mia_tolerance must be a number in [0, 0.5]"),
                      ({"tolerance": 1}, "tolerance must be a number in [0, 1)"), ({"reference_model": 3}, "pretrained")):
         with pytest.raises(ConfigError, match=msg.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):

@@ -185,3 +185,26 @@ def test_serve_takes_a_head_directory_alone(tmp_path):
 
     args = build_parser().parse_args(["serve", "--model", "m", "--head", str(tmp_path / "forget10"), "--head", "f05=d"])
     assert args.head == [("forget10", str(tmp_path / "forget10")), ("f05", "d")]
+
+
+def test_images_read_one_defaults_table_and_the_schemes_old_name(capsys):
+    """The image side's T3 defaults come from one table (t3unlearn.images.guidance): the methods' defaults, the
+    presets' per-family settings and the help agree with it; its diffusion scheme (once called "tempering", which
+    means something else on the LLM side) is still read under the old name."""
+    from t3unlearn.images.guidance import ImageGuidance, guidance_defaults
+    from t3unlearn.images.methods import get_method, resolve_params
+    from t3unlearn.images.presets import PRESETS
+
+    for method in ("t3", "cg"):
+        for family in ("ddpm", "vae"):
+            _, params = PRESETS["default"].unlearn_settings(family, method)
+            got = ImageGuidance.from_dict(resolve_params(get_method(method), params))
+            assert vars(got) == guidance_defaults(method, family), (method, family)
+    assert guidance_defaults("t3", "ddpm") != guidance_defaults("t3", "vae")
+    assert guidance_defaults("cg", "vae")["temperature"] == 1.0
+    # a saved head's guidance.json with the old name, and --set tempering=... (one deprecation line)
+    assert ImageGuidance.from_dict({"tempering": "langevin"}).scheme == "langevin"
+    capsys.readouterr()
+    assert resolve_params(get_method("t3"), {"tempering": "score"})["scheme"] == "score"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tempering is now called scheme" in err[0]

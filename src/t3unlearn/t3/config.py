@@ -34,6 +34,9 @@ CALIBRATION_TEMPERATURES = (1.0, 1.5, 1.75, 2.0, 2.25, 2.5)
 CALIBRATION_SCALES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.5)
 CALIBRATION_TEMPERINGS = ("adaptive",)
 CALIBRATION_SUPPORTS = (0.95,)
+# a calibration grid's lists (calibrate's --temperatures ..., compare's "calibrate" object) and the knob of each
+GRID_KNOBS = {"temperatures": "temperature", "scales": "scale", "temperings": "tempering", "tails": "tail_logp",
+              "biases": "bias", "supports": "support", "floors": "floor"}
 
 
 def check_head_shape(in_features: int, hidden: int, vocab: int, activation: str, layers: int) -> None:

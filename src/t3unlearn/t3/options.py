@@ -30,12 +30,13 @@ positive_int = _int_at_least(1)
 nonneg_int = _int_at_least(0)
 
 
-def add_guidance_options(g, *, saved: bool = False) -> None:
-    """One option per :class:`Guidance` knob, generated from its field's metadata (help, bounds, metavar): each is
-    checked as it is parsed, with the message :meth:`Guidance.validate` gives. ``saved``: the knobs override a
-    head's saved guidance (the help shows that instead of the defaults)."""
+def add_guidance_options(g, *, saved: bool = False, knobs=GUIDANCE_KNOBS) -> None:
+    """One option per :class:`Guidance` knob (of ``knobs``), generated from its field's metadata (help, bounds,
+    metavar): each is checked as it is parsed, with the message :meth:`Guidance.validate` gives; an option not given
+    is None. ``saved``: the knobs override a head's saved guidance (the help says so beside the default)."""
     d = Guidance()
-    for name, m in GUIDANCE_META.items():
+    for name in knobs:
+        m = GUIDANCE_META[name]
         default = getattr(d, name)
         shown = "off" if default is None else (f"{default:g}" if isinstance(default, float) else default)
         shown = f"the head's saved value; {shown}" if saved else shown
@@ -52,7 +53,7 @@ def _knob_type(name: str):
         try:
             value = check_knob(name, text)
         except ModelError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+            raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None  # argparse adds its own ending
         return "none" if value is None else value
 
     parse.__name__ = name  # argparse names the type in some errors
