@@ -182,7 +182,7 @@ def test_calibrate_command(home, tmp_path, monkeypatch, capsys):
     before = T3ForCausalLM.from_pretrained(str(head))
     assert all(torch.equal(a, b) for a, b in zip(before.head.state_dict().values(), calibrated.head.state_dict().values()))
     assert main(["calibrate", "--head", str(head), *data, "--biases", "x", "--quiet"]) == 2
-    assert "--biases takes comma-separated numbers" in capsys.readouterr().err
+    assert "--biases: bias must be a number, not 'x'" in capsys.readouterr().err
     # without --forget/--retain: the head's recorded request and retain set, and the benchmark's holdout and
     # perturbed sets found from the request's recorded source
     again = tmp_path / "again"
