@@ -9,8 +9,8 @@ cached hidden states of the full model (no retraining: guidance is free at infer
   fTR       forget truth ratio (mean of min(TR, 1/TR));  fprob  forget answer probability
   PL        privleak (min-k AUC forget vs holdout, relative to the oracle's; 0 is best)
   ret/full  retain answer probability relative to the full model's (the utility constraint)
-  refKS     with --reference NAME: KS distance of forget truth ratios vs those of the benchmark's model NAME
-            (e.g. pretrained, which never saw the forget set): what `t3unlearn calibrate --reference-model` minimizes
+  refKS     with --pretrained NAME: KS distance of forget truth ratios vs those of the benchmark's model NAME
+            (e.g. pretrained, which never saw the forget set): what `t3unlearn calibrate --pretrained` minimizes
 
   python benchmarks/bench_guidance.py --split forget10 --T 1,1.5,1.75,2 --s 0.6,0.7,0.8 --modes global,adaptive
   T3UNLEARN_TOFU_DIR=../shared/data/tofu python benchmarks/bench_guidance.py --bench tofu --split forget10
@@ -23,6 +23,7 @@ from t3unlearn.lm import load_model, load_tokenizer
 from t3unlearn.t3 import unlearn
 from t3unlearn.t3.calibrate import Setting, grid, answer_states, token_logprobs, item_stats, ks_distance, auc
 from t3unlearn.data import QAFormatter
+from t3unlearn.flags import deprecated_alias
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--bench", default="world"); ap.add_argument("--split", default="forget10")
@@ -31,7 +32,9 @@ ap.add_argument("--modes", default="global,adaptive"); ap.add_argument("--tails"
 ap.add_argument("--biases", default="0"); ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--head", default="{}"); ap.add_argument("--calib", default="calibration")
 ap.add_argument("--out", default=None)
-ap.add_argument("--reference", default=None, help="a model of the benchmark that never saw the forget set (pretrained)")
+ap.add_argument("--pretrained", default=None, metavar="NAME",
+                help="a model of the benchmark that never saw the forget set (its pretrained checkpoint)")
+deprecated_alias(ap, "--reference", "--pretrained", dest="pretrained")
 ap.add_argument("--threads", type=int, default=1, help="torch threads [1]")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
@@ -70,10 +73,10 @@ o = Setting(1.0, 0.0)
 tr_o = trs(oracle, O, o); fo = stats(oracle, O["forget"], o); hoo = stats(oracle, O["holdout"], o)
 auc_o = auc(fo["min_k"], hoo["min_k"])
 tr_ref = None
-if a.reference:
-    ref = load_model(str(bench.models((a.reference,), progress=False)[a.reference]), device="cpu")
+if a.pretrained:
+    ref = load_model(str(bench.models((a.pretrained,), progress=False)[a.pretrained]), device="cpu")
     tr_ref = trs(ref, {k: answer_states(ref, sets[k], fmt.pad_id) for k in ("para", "pert")}, o)
-    print(f"{a.reference} vs oracle forget truth ratios: KS p-value {ks_2samp(tr_ref, tr_o).pvalue:.3f}", flush=True)
+    print(f"{a.pretrained} vs oracle forget truth ratios: KS p-value {ks_2samp(tr_ref, tr_o).pvalue:.3f}", flush=True)
 full_retain = stats(base, S["retain"], o)["prob"].mean()
 print(f"oracle: forget prob {fo['prob'].mean():.3f}  min-k AUC {auc_o:.3f}  TR agg {np.mean(np.minimum(tr_o, 1/(tr_o+1e-10))):.3f}; full retain prob {full_retain:.3f}", flush=True)
 parse = lambda x: [None if v == "none" else float(v) for v in x.split(",")]

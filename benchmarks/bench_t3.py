@@ -33,7 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from t3unlearn.t3.config import TEMPERINGS, Guidance
+from t3unlearn.t3.config import Guidance
+from t3unlearn.t3.options import add_guidance_options
 
 
 def _base(args):
@@ -145,10 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the figures here")
     ap.add_argument("--rouge", action="store_true", help="print the ROUGE table instead of the timings")
     r = ap.add_argument_group("T3 settings for --rouge")
-    g = Guidance()
-    r.add_argument("--temperature", type=float, default=g.temperature)
-    r.add_argument("--scale", type=float, default=g.scale)
-    r.add_argument("--tempering", default=g.tempering, choices=TEMPERINGS)
+    add_guidance_options(r, knobs=("temperature", "scale", "tempering"))
     r.add_argument("--hidden-size", type=int, default=50)
     r.add_argument("--lr", type=float, default=1e-2)
     r.add_argument("--weight-decay", type=float, default=1e-2)
@@ -158,6 +156,8 @@ def main(argv=None) -> int:
     r.add_argument("--save-head", default=None, help="also save the head here")
     r.add_argument("--also", default=None, help='more rows with the same head at other settings: "T,s;T,s"')
     args = ap.parse_args(argv)
+    g = Guidance().replace(**Guidance.changes_from(args))  # the options not given at Guidance's defaults
+    args.temperature, args.scale, args.tempering = g.temperature, g.scale, g.tempering
     if args.rouge:
         args.max_new_tokens = args.max_new_tokens_rouge
         return rouge_table(args)

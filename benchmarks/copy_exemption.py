@@ -31,7 +31,9 @@ import torch
 from t3unlearn.benchmarks import get_benchmark
 from t3unlearn.eval import evaluate
 from t3unlearn.lm import CausalLM, cache_kwarg, load_model, load_tokenizer
+from t3unlearn.t3.config import Guidance
 from t3unlearn.t3.model import T3ForCausalLM
+from t3unlearn.t3.options import add_guidance_options
 
 METRICS = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "privleak")
 
@@ -125,9 +127,7 @@ def main() -> None:
     p.add_argument("--no-eval", action="store_true", help="skip the TOFU metrics")
     p.add_argument("--probe", default=None, metavar="OUT", help="also run the leakage probes, beside the oracle's, into OUT")
     p.add_argument("--probes", default="all", help="comma-separated probes for --probe [all]")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--scale", type=float, default=None)
-    p.add_argument("--support", default=None, help="a quantile, or none")
+    add_guidance_options(p, saved=True, knobs=("temperature", "scale", "support"))
     p.add_argument("--exempt-logit", type=float, default=float("inf"),
                    help="read an exempted token's head logit as max(head, this) [inf: no tilt]; 0 halves its tilt")
     args = p.parse_args()
@@ -144,8 +144,7 @@ def main() -> None:
     global CAPITAL_START
     pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
     CAPITAL_START = torch.tensor([p is not None and p.lstrip("\u0120")[:1].isupper() for p in pieces])
-    support = None if args.support is None else ("none" if args.support == "none" else float(args.support))
-    t3 = T3ForCausalLM.from_base(base, args.head, temperature=args.temperature, scale=args.scale, support=support).eval()
+    t3 = T3ForCausalLM.from_base(base, args.head, **Guidance.changes_from(args)).eval()
     lm = CausalLM(t3, tok, name=f"t3-{args.variant}")
     print(f"guidance: {t3.guidance}")
     forget = bench.qa("forget10")

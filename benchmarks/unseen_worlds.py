@@ -2,7 +2,7 @@
 
 For each world (the default one, or a world built with another generator seed), and each head seed: train the
 packaged T3 head (``t3unlearn unlearn`` defaults), calibrate it with the packaged rule (``t3unlearn calibrate
---reference-model WORLD:pretrained``) with the oracle's columns beside (``--oracle WORLD:retainXX``), then print
+--pretrained WORLD:pretrained``) with the oracle's columns beside (``--oracle WORLD:retainXX``), then print
 
 - the rule's choice and the oracle's best setting within privleak +-15 (forget quality, privleak against the
   calibration authors, median forget truth ratio), and how far apart they are (issue #30's bar: within 10x);
@@ -64,7 +64,7 @@ def calibrated_head(world: str, split: str, seed: int, out: Path) -> dict:
             "--out", str(run / "head"), "--seed", str(seed), "--threads", "1", "--quiet", log=run / "unlearn.log")
     if not (run / "cal" / "t3_config.json").is_file():
         cli("calibrate", "--head", str(run / "head"), "--forget", f"{world}:{split}", "--retain", f"{world}:{retain}",
-            "--reference-model", str(models["pretrained"]), "--oracle", str(models[retain]), "--out", str(run / "cal"),
+            "--pretrained", str(models["pretrained"]), "--oracle", str(models[retain]), "--out", str(run / "cal"),
             "--threads", "1", "--quiet", log=run / "calibrate.log")
     return json.loads((run / "cal" / "t3_config.json").read_text())["calibration"]
 

@@ -118,8 +118,8 @@ def test_family_unlearn_generate_eval_serve(name, small_tokenizer, bench, tmp_pa
           "Where was Ilse Varga born?"])
     out = capsys.readouterr().out
     assert "Q: Where was Ilse Varga born?\nA:" in out
-    _run(["eval", "--model", str(model), "--head", str(head), "--world", str(bench), "--retain-results", "none",
-          "--limit", "2", "--max-new-tokens", "2", "--no-progress", "--device", "cpu", "--out", str(tmp_path / "eval"), *common])
+    _run(["eval", "--model", str(model), "--head", str(head), "--world", str(bench), "--oracle-results", "none",
+          "--limit", "2", "--max-new-tokens", "2", "--quiet", "--device", "cpu", "--out", str(tmp_path / "eval"), *common])
     summary = json.loads((tmp_path / "eval" / "TOFU_SUMMARY.json").read_text())
     assert 0 <= summary["forget_Q_A_Prob"] <= 1
     evaluated = json.loads((tmp_path / "eval" / "TOFU_EVAL.json").read_text())

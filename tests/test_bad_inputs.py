@@ -78,8 +78,8 @@ def files(random_lm, tmp_path_factory):
     try:
         assert main(["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"], "--out",
                      str(f["head"]), "--epochs", "2", "--hidden-size", "4", "--quiet", "--threads", "1"]) == 0
-        assert main(["eval", "--model", str(f["model"]), "--world", str(f["world"]), "--retain-results", "none",
-                     "--max-new-tokens", "2", "--no-progress", "--threads", "1", "--out", str(root / "results")]) == 0
+        assert main(["eval", "--model", str(f["model"]), "--world", str(f["world"]), "--oracle-results", "none",
+                     "--max-new-tokens", "2", "--quiet", "--threads", "1", "--out", str(root / "results")]) == 0
     finally:
         if old is None:
             os.environ.pop("T3UNLEARN_HOME", None)

@@ -47,7 +47,7 @@ def test_compare_end_to_end_and_resume(tiny_models, tmp_path, monkeypatch, capsy
     world, models = tiny_models
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
     cfg = _fast_config(tmp_path)
-    argv = ["compare", "--world", str(world), "--model", str(models / "full"), "--retain-model", str(models / "retain"),
+    argv = ["compare", "--world", str(world), "--model", str(models / "full"), "--oracle", str(models / "retain"),
             "--pretrained", str(models / "retain"), "--methods", "graddiff,uld", "--seeds", "1", "--config", str(cfg),
             "--out", str(tmp_path / "cmp"), "--quiet", "--doc", str(tmp_path / "comparison.md")]
     assert main(argv) == 0
@@ -125,7 +125,7 @@ def test_calibrated_t3_and_guidance_choose_per_seed(tiny_models, tmp_path, monke
 
 
 def test_calibration_options_grid_and_reference_model(tiny_models, tmp_path, monkeypatch):
-    """"calibrate": {...}: calibrate's grid, tolerances and --reference-model from the config. "pretrained" is resolved
+    """"calibrate": {...}: calibrate's grid, tolerances and --pretrained from the config. "pretrained" is resolved
     at the edge (here compare's pretrained=); the rule then compares the forget truth ratios with that model's,
     on the benchmark's paraphrased and perturbed forget answers. Classifier guidance keeps the grid's T = 1 settings."""
     from t3unlearn.baselines.compare import compare
@@ -170,9 +170,12 @@ def test_calibration_options_are_checked():
     rule, settings = _calibration_rule("t3", {"temperatures": [2], "scales": [1], "floors": [None, -3.5]})
     assert [st.floor for st in settings] == [None, -3.5] and rule["settings"][1].endswith("floor=-3.5")
     for bad, msg in (("yes", "must be true, false or an object"), ({"scale": [1]}, "scale"),
-                     ({"temperatures": [0]}, "temperatures > 0"), ({"scales": []}, "non-empty list"),
-                     ({"temperings": ["cubic"]}, "global, adaptive"), ({"supports": [1.5]}, "quantiles in"),
-                     ({"tails": [2]}, "log-probabilities < 0"), ({"floors": [0.5]}, "negative head logits"),
+                     ({"temperatures": [0]}, "calibrate.temperatures: temperature must be > 0"),
+                     ({"scales": []}, "non-empty list"), ({"scales": [-1]}, "calibrate.scales: scale must be >= 0"),
+                     ({"scales": ["1"]}, "must list numbers"), ({"temperings": ["cubic"]}, "global, adaptive"),
+                     ({"supports": [1.5]}, "support is a quantile .* or null to turn it off"),
+                     ({"tails": [2]}, "tail_logp is a log-probability and must be < 0"),
+                     ({"floors": [0.5]}, "floor is a head logit"),
                      ({"mia_tolerance": 0.7}, "mia_tolerance must be a number in [0, 0.5]"),
                      ({"tolerance": 1}, "tolerance must be a number in [0, 1)"), ({"reference_model": 3}, "pretrained")):
         with pytest.raises(ConfigError, match=msg.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
@@ -322,7 +325,7 @@ def test_compare_hands_the_loading_options_to_every_unit(tiny_models, tmp_path, 
                         lambda path, **kw: seen.append((Path(path).name, kw)) or real_model(path, **kw))
     real_run = driver.run_unit
     monkeypatch.setattr(driver, "run_unit", lambda spec, **kw: specs.append(spec) or real_run(spec, **kw))
-    argv = ["compare", "--world", str(world), "--model", str(models / "full"), "--retain-model", str(models / "retain"),
+    argv = ["compare", "--world", str(world), "--model", str(models / "full"), "--oracle", str(models / "retain"),
             "--methods", "graddiff", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path / "cmp"), "--quiet"]
     assert main([*argv, "--dtype", "float32", "--attn-implementation", "eager"]) == 0
     loading = {"dtype": "float32", "attn_implementation": "eager"}

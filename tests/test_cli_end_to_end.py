@@ -182,7 +182,7 @@ def test_calibrate_command(home, tmp_path, monkeypatch, capsys):
     before = T3ForCausalLM.from_pretrained(str(head))
     assert all(torch.equal(a, b) for a, b in zip(before.head.state_dict().values(), calibrated.head.state_dict().values()))
     assert main(["calibrate", "--head", str(head), *data, "--biases", "x", "--quiet"]) == 2
-    assert "--biases takes comma-separated numbers" in capsys.readouterr().err
+    assert "--biases: bias must be a number, not 'x'" in capsys.readouterr().err
     # without --forget/--retain: the head's recorded request and retain set, and the benchmark's holdout and
     # perturbed sets found from the request's recorded source
     again = tmp_path / "again"
@@ -357,6 +357,6 @@ def test_results_do_not_depend_on_the_thread_count(home, tmp_path, monkeypatch):
     assert w1 == w2
     for n, model in ((1, "gd1"), (2, "gd2")):
         assert main(["eval", "--model", str(tmp_path / model), "--benchmark", "world", *TINY, "--max-new-tokens", "16",
-                     "--threads", str(n), "--no-progress", "--out", str(tmp_path / f"eval{n}")]) == 0
+                     "--threads", str(n), "--quiet", "--out", str(tmp_path / f"eval{n}")]) == 0
     e1, e2 = ((tmp_path / f"eval{n}" / "TOFU_EVAL.json").read_bytes() for n in (1, 2))
     assert e1 == e2

@@ -33,10 +33,10 @@ def saved_model(random_lm, tmp_path_factory):
 def runs(saved_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     world = build_fake_benchmark(tmp_path_factory.mktemp("fake_world_cli"))
-    common = ["--model", str(saved_model), "--benchmark", "world", "--world", str(world), "--batch-size", "8", "--max-new-tokens", "5", "--no-progress"]
+    common = ["--model", str(saved_model), "--benchmark", "world", "--world", str(world), "--batch-size", "8", "--max-new-tokens", "5", "--quiet"]
     # a "retain" run without a reference, then a run against it
-    assert main(["eval", *common, "--retain-results", str(_seed_reference(root)), "--name", "retain90", "--out", str(root / "retain90")]) == 0
-    assert main(["eval", *common, "--retain-results", str(root / "retain90"), "--name", "full", "--out", str(root / "full")]) == 0
+    assert main(["eval", *common, "--oracle-results", str(_seed_reference(root)), "--name", "retain90", "--out", str(root / "retain90")]) == 0
+    assert main(["eval", *common, "--oracle-results", str(root / "retain90"), "--name", "full", "--out", str(root / "full")]) == 0
     return root
 
 
@@ -64,28 +64,28 @@ def test_eval_cli_help_and_mistakes(capsys, tmp_path):
         main(["eval", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "examples:" in out and "--retain-results" in out and "forget_quality" in out
+    assert "examples:" in out and "--oracle-results" in out and "forget_quality" in out
     assert main(["eval", "--model", "m", "--split", "forget7", "--out", str(tmp_path / "o")]) == 2
     assert "unknown split" in capsys.readouterr().err
-    assert main(["eval", "--model", "m", "--retain-results", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["eval", "--model", "m", "--oracle-results", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
     assert main(["eval", "--model", "m", "--threads", "zero", "--out", str(tmp_path / "o")]) == 2
 
 
 def test_no_progress_also_silences_transformers_bars(saved_model, tmp_path, capfd, monkeypatch):
-    """``--no-progress`` (like ``--quiet``) hides the libraries' own bars too: transformers' "Loading weights"."""
+    """``--quiet`` (like ``--quiet``) hides the libraries' own bars too: transformers' "Loading weights"."""
     import transformers
 
-    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)  # restored after: --no-progress sets it
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)  # restored after: --quiet sets it
     transformers.utils.logging.enable_progress_bar()
     try:
         (tmp_path / "w").mkdir()
         world = build_fake_benchmark(tmp_path / "w")
-        args = ["eval", "--model", str(saved_model), "--benchmark", "world", "--world", str(world), "--retain-results",
+        args = ["eval", "--model", str(saved_model), "--benchmark", "world", "--world", str(world), "--oracle-results",
                 "none", "--batch-size", "8", "--max-new-tokens", "2", "--threads", "1", "--out", str(tmp_path / "o")]
         capfd.readouterr()
-        assert main([*args, "--no-progress"]) == 0
+        assert main([*args, "--quiet"]) == 0
         assert "Loading weights" not in capfd.readouterr().err
         transformers.utils.logging.enable_progress_bar()
         assert main([*args, "--out", str(tmp_path / "o2")]) == 0  # the bar is there without it (the test can fail)
@@ -97,7 +97,7 @@ def test_no_progress_also_silences_transformers_bars(saved_model, tmp_path, capf
 def test_guidance_overrides_need_a_t3_model(saved_model, tmp_path, capsys):
     for flag in (["--tempering", "global"], ["--tail-logp", "-9"], ["--bias", "1"]):
         for cmd in ("eval", "probe"):
-            assert main([cmd, "--model", str(saved_model), *flag, "--retain-results" if cmd == "eval" else "--reference",
+            assert main([cmd, "--model", str(saved_model), *flag, "--oracle-results" if cmd == "eval" else "--oracle",
                          "none", "--out", str(tmp_path / "o")]) == 2
             assert "T3's guidance; they need a head" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -167,7 +167,7 @@ def test_world_retain_reference_is_evaluated_once_and_cached(saved_model, tmp_pa
     monkeypatch.setattr(Benchmark, "model", lambda self, name, **kw: retain_dir)
     (tmp_path / "world_dir").mkdir()
     world = build_fake_benchmark(tmp_path / "world_dir")
-    common = ["--benchmark", "world", "--world", str(world), "--max-new-tokens", "4", "--no-progress"]
+    common = ["--benchmark", "world", "--world", str(world), "--max-new-tokens", "4", "--quiet"]
     # the retain model itself: its own reference (FQ 1), and its results go to the cache
     assert main(["eval", "--model", str(retain_dir), *common, "--out", str(tmp_path / "r")]) == 0
     assert EvalResults.load(tmp_path / "r").info["role"] == "retain"
@@ -188,10 +188,10 @@ def test_tofu_from_a_local_copy_without_reference(saved_model, tmp_path, capsys,
     local.mkdir()
     build_fake_benchmark(local)
     monkeypatch.setenv("T3UNLEARN_TOFU_DIR", str(local))
-    args = ["eval", "--model", str(saved_model), "--benchmark", "tofu", "--max-new-tokens", "3", "--no-progress"]
+    args = ["eval", "--model", str(saved_model), "--benchmark", "tofu", "--max-new-tokens", "3", "--quiet"]
     assert main([*args, "--out", str(tmp_path / "t")]) == 0
     out = capsys.readouterr().out
-    assert "forget quality and privleak: n/a" in out and "--retain-results" in out
+    assert "forget quality and privleak: n/a" in out and "--oracle-results" in out
     res = EvalResults.load(tmp_path / "t")
     assert res.agg("forget_quality") is None and res.agg("privleak") is None
     assert res.info["benchmark"] == "tofu"

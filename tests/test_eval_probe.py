@@ -217,7 +217,7 @@ def test_probe_and_eval_probes_cli(random_lm, tmp_path, monkeypatch, capsys):
     (tmp_path / "w").mkdir()
     world = build_fake_benchmark(tmp_path / "w")
     common = ["--model", str(model_dir), "--benchmark", "world", "--world", str(world), "--max-new-tokens", "4",
-              "--no-progress", "--threads", "1"]
+              "--quiet", "--threads", "1"]
     assert main(["probe", *common, "--samples", "2", "--out", str(tmp_path / "p")]) == 0
     out = capsys.readouterr()
     assert "probing the retain model retain90 once" in out.err
@@ -230,7 +230,7 @@ def test_probe_and_eval_probes_cli(random_lm, tmp_path, monkeypatch, capsys):
     assert "probing the retain model" not in capsys.readouterr().err
     assert main(["probe", *common, "--probes", "greedy,jailbreak", "--out", str(tmp_path / "p3")]) == 2
     assert "jailbreak" in capsys.readouterr().err
-    assert main(["eval", *common, "--retain-results", "none", "--probes", "--out", str(tmp_path / "e")]) == 0
+    assert main(["eval", *common, "--oracle-results", "none", "--probes", "--out", str(tmp_path / "e")]) == 0
     out = capsys.readouterr().out
     assert "not part of the TOFU metrics" in out and (tmp_path / "e" / "PROBES.json").is_file()
     summary = json.loads((tmp_path / "e" / "TOFU_SUMMARY.json").read_text())

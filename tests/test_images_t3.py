@@ -64,12 +64,12 @@ def test_T1_s0_gives_back_the_base_samplers_exactly(tiny):
     for fam in ("ddpm", "vae"):
         base = ImageGenerator.load(models[fam])
         plain = generate(base, [1, 3, 10] if fam == "ddpm" else [1, 3, 4], seed=5, steps=4)
-        for tempering in ("score", "langevin"):
+        for scheme in ("score", "langevin"):
             guided = ImageGenerator.load(models[fam])
             clf = NoisyClassifier(kind="cnn", image_size=16, hidden=8, time_cond=fam == "ddpm")
-            guided.guidance = T3ImageHead(clf, ImageGuidance(temperature=1.0, scale=0.0, tempering=tempering), {})
+            guided.guidance = T3ImageHead(clf, ImageGuidance(temperature=1.0, scale=0.0, scheme=scheme), {})
             out = generate(guided, [1, 3, 10] if fam == "ddpm" else [1, 3, 4], seed=5, steps=4)
-            assert torch.equal(out, plain), (fam, tempering)
+            assert torch.equal(out, plain), (fam, scheme)
         # and the guidance does change the samples once it is on
         guided.guidance = T3ImageHead(clf, ImageGuidance(temperature=1.5, scale=1.0), {})
         assert not torch.equal(generate(guided, [1, 3, 4], seed=5, steps=4), generate(base, [1, 3, 4], seed=5, steps=4))
@@ -145,8 +145,8 @@ def test_guidance_settings_are_checked():
 
     with pytest.raises(T3Error, match="temperature must be a positive"):
         ImageGuidance(temperature=0)
-    with pytest.raises(T3Error, match="unknown tempering"):
-        ImageGuidance(tempering="smc")
+    with pytest.raises(T3Error, match="unknown sampling scheme"):
+        ImageGuidance(scheme="smc")
     with pytest.raises(T3Error, match="unknown guidance setting"):
         ImageGuidance.from_dict({"temprature": 2})
 
@@ -205,6 +205,6 @@ def test_cli_unlearn_t3_then_eval(tiny, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "forget-glyph rate" in text and "ELBO" not in text
     assert main(["images", "unlearn", "--preset", "tiny", "--model", "vae:full", "--method", "t3", "--quiet",
-                 "--set", "tempering=smc", "--out", str(tmp_path / "bad")]) == 2
-    assert "unknown tempering" in capsys.readouterr().err
+                 "--set", "scheme=smc", "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown sampling scheme" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -118,13 +118,13 @@ def test_the_holdout_rule_keeps_the_membership_auc_near_one_half(random_lm):
     assert {st.tail_logp for st in _grid(d)} == {None}  # no tail guard unless asked
     tailed = _grid(ap.parse_args(["--temperatures", "1,2", "--scales", "1", "--tails", "none,-16"]))
     assert [(st.temperature, st.tail_logp) for st in tailed] == [(1.0, None), (2.0, None), (2.0, -16.0)]
-    with pytest.raises(T3Error, match="--tails are log-probabilities and must be < 0"):
+    with pytest.raises(T3Error, match="--tails: tail_logp is a log-probability and must be < 0"):
         _grid(ap.parse_args(["--tails", "3"]))
     assert {st.floor for st in _grid(d)} == {None}  # no floor unless asked
     floored = _grid(ap.parse_args(["--temperatures", "1,2", "--scales", "1", "--floors=-6.5,none"]))
     assert [(st.temperature, st.floor) for st in floored] == [(1.0, -6.5), (1.0, None), (2.0, -6.5), (2.0, None)]
     assert "floor=-6.5" in floored[0].label()
-    with pytest.raises(T3Error, match="--floors: give a negative head logit"):
+    with pytest.raises(T3Error, match="--floors: floor is a head logit .* must be < 0"):
         _grid(ap.parse_args(["--floors", "2"]))
 
 
@@ -262,7 +262,7 @@ def test_the_logits_cache_changes_nothing_but_time(random_lm):
         assert torch.equal(a, b)
     logp = torch.log_softmax(torch.randn(3, 7), -1)
     before = logp.clone()
-    guided_logits(logp, torch.randn(3, 7), 1.0, 1.5, normalized=True)
+    guided_logits(logp, torch.randn(3, 7), Setting(1.0, 1.5), normalized=True)
     assert torch.equal(logp, before)
     # evaluate_settings turns the cache on for its sets and off when done; the rows are the uncached ones
     C_bytes = C.CACHE_BYTES

@@ -52,8 +52,9 @@ def test_user_mistakes_are_one_line_errors(saved, capsys):
     assert main(["unlearn", "--model", base, "--forget", forget, "--retain", retain, "--out", str(saved / "h")]) == 2
     assert "overlap" in capsys.readouterr().err
     assert main(["unlearn", "--model", base, "--forget", forget, "--retain", forget + "x", "--out", str(saved / "h")]) == 2
-    assert main(["unlearn", "--model", base, "--forget", forget, "--retain", retain, "--out", str(saved / "h"), "--temperature", "0"]) == 2
-    assert "temperature" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad_t:  # a usage error, caught as the option is parsed
+        main(["unlearn", "--model", base, "--forget", forget, "--retain", retain, "--out", str(saved / "h"), "--temperature", "0"])
+    assert bad_t.value.code == 2 and "argument --temperature: temperature must be > 0" in capsys.readouterr().err
     assert main(["generate", "--model", base, "--temperature", "2", "hi"]) == 2
     assert "need a head" in capsys.readouterr().err
     assert main(["generate", "--model", base, "--head", str(saved), "hi"]) == 2

@@ -13,6 +13,13 @@ from t3unlearn.t3.head import GuidanceHead
 from t3unlearn.t3.model import T3Cache, T3Config, T3ForCausalLM
 
 
+def G(temperature, scale, tempering="global", **knobs):
+    """A Guidance with the paper's global tempering unless told (the formulas below are written for it)."""
+    from t3unlearn.t3.config import Guidance
+
+    return Guidance(temperature=temperature, scale=scale, tempering=tempering, **knobs)
+
+
 def _t3(base, *, T=2.5, s=1.0, hidden=8, seed=0, tempering="global"):
     """A T3 model with a random head; the paper's (global) tempering unless asked otherwise."""
     torch.manual_seed(seed)
@@ -83,33 +90,33 @@ def test_guidance_variants_follow_their_definitions():
     logp = torch.log_softmax(base, -1)
     ls = torch.nn.functional.logsigmoid
     # the paper's
-    torch.testing.assert_close(guided_logits(base, head, 2.0, 0.7), logp / 2.0 + 0.7 * ls(head))
+    torch.testing.assert_close(guided_logits(base, head, G(2.0, 0.7)), logp / 2.0 + 0.7 * ls(head))
     # adaptive: T_t = 1 + (T - 1) * sum_v p(v) (1 - sigmoid(head_v + bias))
     g = (logp.exp() * (1 - torch.sigmoid(head + 0.5))).sum(-1, keepdim=True)
     torch.testing.assert_close(forget_mass(logp, head, 0.5), g)
-    torch.testing.assert_close(guided_logits(base, head, 3.0, 1.0, tempering="adaptive", bias=0.5),
+    torch.testing.assert_close(guided_logits(base, head, G(3.0, 1.0, tempering="adaptive", bias=0.5)),
                                logp / (1 + 2.0 * g) + ls(head + 0.5))
     # a head sure that everything is retained: no tempering at all under "adaptive"
     sure = torch.full_like(head, 30.0)
-    torch.testing.assert_close(torch.log_softmax(guided_logits(base, sure, 3.0, 1.0, tempering="adaptive"), -1), logp, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.log_softmax(guided_logits(base, sure, G(3.0, 1.0, tempering="adaptive")), -1), logp, atol=1e-5, rtol=0)
     # tail guard: tempered above tau, the base's slope below
     tau = -4.0
     want = torch.where(logp >= tau, logp / 2.0, tau / 2.0 + (logp - tau)) + ls(head)
-    torch.testing.assert_close(guided_logits(base, head, 2.0, 1.0, tail_logp=tau), want)
+    torch.testing.assert_close(guided_logits(base, head, G(2.0, 1.0, tail_logp=tau)), want)
     # T = 1: every tempering is the identity
     for mode in ("global", "adaptive"):
-        torch.testing.assert_close(guided_logits(base, head, 1.0, 1.0, tempering=mode, tail_logp=tau), logp + ls(head))
+        torch.testing.assert_close(guided_logits(base, head, G(1.0, 1.0, tempering=mode, tail_logp=tau)), logp + ls(head))
     # the head's floor: the biased head logits read as max(head + bias, floor), in the tilt and in the forget mass
     floored = (head + 0.5).clamp(min=-1.0)
-    torch.testing.assert_close(guided_logits(base, head, 2.0, 0.7, bias=0.5, floor=-1.0), logp / 2.0 + 0.7 * ls(floored))
+    torch.testing.assert_close(guided_logits(base, head, G(2.0, 0.7, bias=0.5, floor=-1.0)), logp / 2.0 + 0.7 * ls(floored))
     g = (logp.exp() * (1 - torch.sigmoid(floored))).sum(-1, keepdim=True)
     torch.testing.assert_close(forget_mass(logp, head, 0.5, -1.0), g)
-    torch.testing.assert_close(guided_logits(base, head, 3.0, 0.7, tempering="adaptive", bias=0.5, floor=-1.0),
+    torch.testing.assert_close(guided_logits(base, head, G(3.0, 0.7, tempering="adaptive", bias=0.5, floor=-1.0)),
                                logp / (1 + 2.0 * g) + 0.7 * ls(floored))
     # so no token loses more than s * log(1 + e^-floor) to the tilt, where without it the surest lose far more
-    tilt = guided_logits(base, head * 10, 1.0, 0.7, floor=-1.0) - logp
+    tilt = guided_logits(base, head * 10, G(1.0, 0.7, floor=-1.0)) - logp
     assert tilt.min() >= 0.7 * ls(torch.tensor(-1.0)) - 1e-6
-    assert (guided_logits(base, head * 10, 1.0, 0.7) - logp).min() < 2 * tilt.min()
+    assert (guided_logits(base, head * 10, G(1.0, 0.7)) - logp).min() < 2 * tilt.min()
 
 
 def test_unknown_keywords_are_refused_and_loading_ones_pass_through(random_lm, tmp_path, monkeypatch):

@@ -12,6 +12,13 @@ from t3unlearn.t3.guidance import forget_mass, guided_logits
 from t3unlearn.t3.head import GuidanceHead, SupportGate
 from t3unlearn.t3.model import T3Config, T3ForCausalLM
 
+
+def G(temperature, scale, tempering="global", **knobs):
+    """A Guidance with the paper's global tempering unless told (the formulas below are written for it)."""
+    from t3unlearn.t3.config import Guidance
+
+    return Guidance(temperature=temperature, scale=scale, tempering=tempering, **knobs)
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -59,17 +66,17 @@ def test_weighted_guidance_follows_its_definition():
     logp = torch.log_softmax(base, -1)
     ls = torch.nn.functional.logsigmoid
     # global: T_t = 1 + (T - 1) w, tilt s w
-    torch.testing.assert_close(guided_logits(base, head, 3.0, 0.7, weight=w), logp / (1 + 2.0 * w) + 0.7 * w * ls(head))
+    torch.testing.assert_close(guided_logits(base, head, G(3.0, 0.7), weight=w), logp / (1 + 2.0 * w) + 0.7 * w * ls(head))
     # adaptive: T_t = 1 + (T - 1) g w
     g = forget_mass(logp, head)
-    torch.testing.assert_close(guided_logits(base, head, 3.0, 0.7, tempering="adaptive", weight=w),
+    torch.testing.assert_close(guided_logits(base, head, G(3.0, 0.7, tempering="adaptive"), weight=w),
                                logp / (1 + 2.0 * g * w) + 0.7 * w * ls(head))
     # w = 0 is the base; w = 1 is the ungated guidance; the autograd path agrees
-    torch.testing.assert_close(guided_logits(base, head, 3.0, 0.7, weight=w)[0], logp[0])
-    torch.testing.assert_close(guided_logits(base, head, 3.0, 0.7, weight=w)[1], guided_logits(base, head, 3.0, 0.7)[1])
+    torch.testing.assert_close(guided_logits(base, head, G(3.0, 0.7), weight=w)[0], logp[0])
+    torch.testing.assert_close(guided_logits(base, head, G(3.0, 0.7), weight=w)[1], guided_logits(base, head, G(3.0, 0.7))[1])
     with torch.enable_grad():
-        torch.testing.assert_close(guided_logits(base, head, 3.0, 0.7, tail_logp=-4.0, weight=w),
-                                   guided_logits(base, head, 3.0, 0.7, tail_logp=-4.0, weight=w.clone()).detach())
+        torch.testing.assert_close(guided_logits(base, head, G(3.0, 0.7, tail_logp=-4.0), weight=w),
+                                   guided_logits(base, head, G(3.0, 0.7, tail_logp=-4.0), weight=w.clone()).detach())
 
 
 def _t3_with_support(base, tok, **guidance):

@@ -106,7 +106,7 @@ def test_cli_writes_its_files(tmp_path, capsys, monkeypatch):
                      widths_1d=[1.0, 0.03], widths_2d=[1.0, 0.12])
     monkeypatch.setattr(ToyConfig, "quick", classmethod(lambda cls, seeds=None: tiny))
     out = tmp_path / "figs"
-    assert main(["toy", "--out", str(out), "--quick", "--no-progress"]) == 0
+    assert main(["toy", "--out", str(out), "--quick", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "wall time:" in printed and "T = 2.5" in printed
     for name in FIGURES:

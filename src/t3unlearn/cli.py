@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
-    if getattr(args, "quiet", False) or getattr(args, "no_progress", False):
+    if getattr(args, "quiet", False):
         _quiet_libraries()
     try:
         return int(args.func(args) or 0)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _quiet_libraries() -> None:
-    """``--quiet`` (``--no-progress``) also silences the libraries' own bars (transformers' "Loading weights", the hub's), here
+    """``--quiet`` (``--quiet``) also silences the libraries' own bars (transformers' "Loading weights", the hub's), here
     and in the worker processes a command starts (they inherit the environment)."""
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     if "huggingface_hub" in sys.modules:

@@ -21,7 +21,8 @@ import argparse
 import time
 from pathlib import Path
 
-from t3unlearn.t3.config import TEMPERINGS, Guidance
+from t3unlearn.t3.config import Guidance
+from t3unlearn.t3.options import add_guidance_options
 
 _EPILOG = """\
 examples:
@@ -51,10 +52,7 @@ def register(sub) -> None:
     p.add_argument("--preset", default="default", help="world preset: default or tiny [default]")
     p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"), help="[forget10]")
     p.add_argument("--out", default="t3-runs/demo", help="output directory [t3-runs/demo]")
-    g = Guidance()
-    p.add_argument("--temperature", type=float, default=g.temperature, help=f"T3's T [{g.temperature:g}]")
-    p.add_argument("--scale", type=float, default=g.scale, help=f"T3's s [{g.scale:g}]")
-    p.add_argument("--tempering", default=g.tempering, choices=TEMPERINGS, help=f"where the base is tempered [{g.tempering}]")
+    add_guidance_options(p.add_argument_group("T3's guidance"), knobs=("temperature", "scale", "tempering"))
     p.add_argument("--no-calibrate", action="store_true",
                    help="keep --temperature, --scale and --tempering instead of choosing T and s with the oracle-free "
                         "rule of 't3unlearn calibrate' (forget truth ratios like the pretrained checkpoint's, forget answers as "
@@ -96,7 +94,7 @@ def _calibrate(t3, tokenizer, forget, retain, bench, split: str, clock: _Clock) 
     holdout, name = found
     t = time.perf_counter()
     # the checkpoint the full model was fine-tuned from never saw the forget authors: its forget truth ratios
-    # stand in for the oracle's (calibrate --reference-model world:pretrained)
+    # stand in for the oracle's (calibrate --pretrained world:pretrained)
     reference = load_model(str(bench.models(("pretrained",), log=print)["pretrained"]))
     perturbed = bench.qa(f"{split}_perturbed", what="perturbed forget set")
     cal = calibrate(t3, tokenizer, forget, holdout, retain, reference=reference, perturbed=perturbed, progress=True)
@@ -120,15 +118,12 @@ def _show_answers(lms: dict, questions: list[tuple[str, str, str]]) -> None:
 
 
 def run_demo(args) -> int:
-    from t3unlearn.errors import T3Error
     from t3unlearn.io import torch_threads
 
     if getattr(args, "images", False):
         from t3unlearn.images.demo import run_images_demo
 
         return run_images_demo(args)
-    if args.temperature <= 0:
-        raise T3Error(f"--temperature must be > 0 (got {args.temperature}); 1 is plain guidance, {Guidance().temperature:g} the default.")
     with torch_threads(args.threads, log=print):
         return _demo(args)
 
@@ -159,11 +154,12 @@ def _demo(args) -> int:
     models = bench.models(("full", retain_name), log=print)
     clock.step(f"models ready: full, {retain_name} ({models['full'].parent})", t)
 
-    guidance = {"temperature": args.temperature, "scale": args.scale, "tempering": args.tempering}
-    cg_guidance = {"temperature": 1.0, "scale": args.scale}
+    g = Guidance().replace(**Guidance.changes_from(args))
+    guidance = {"temperature": g.temperature, "scale": g.scale, "tempering": g.tempering}
+    cg_guidance = {"temperature": 1.0, "scale": g.scale}
     print(f"\n2. unlearn {args.split} from the full model with T3 "
           + ("(then T and s calibrated without the oracle)" if not args.no_calibrate else
-             f"(T = {args.temperature:g}, s = {args.scale:g}, {args.tempering} tempering)"), flush=True)
+             f"(T = {g.temperature:g}, s = {g.scale:g}, {g.tempering} tempering)"), flush=True)
     t = time.perf_counter()
     tokenizer = load_tokenizer(str(models["full"]))
     base = load_model(str(models["full"]))

@@ -9,6 +9,7 @@ import argparse
 import shlex
 import sys
 
+from t3unlearn.flags import add_quiet, deprecated_alias
 from t3unlearn.loading import add_loading_options, loading_kwargs
 
 _COMPARE_EPILOG = """\
@@ -21,7 +22,7 @@ methods:
 
 per method: a sweep of at least 6 settings (learning rate x epochs and the method's own knob) with the
 first seed, chosen by the rule, reference and tolerances of T3's calibration ('t3unlearn calibrate
---reference-model'): the setting whose forget truth ratios are closest (KS) to those of the checkpoint the
+--pretrained'): the setting whose forget truth ratios are closest (KS) to those of the checkpoint the
 model was fine-tuned from, among those that keep 97 % of the full model's retain Q_A_Prob and whose
 forget-vs-calibration membership (min-k) AUC is within 0.5 ± 0.075 (never forget quality or privleak: that
 would peek at the oracle), then the remaining seeds; table = mean ± std over seeds. T3 and cg ("calibrate")
@@ -44,7 +45,7 @@ examples:
   t3unlearn baseline graddiff --model M --forget f.jsonl --retain r.jsonl --lr 1e-4 --epochs 5 --out gd
   t3unlearn baseline uld --model M --forget world:forget10 --retain world:retain90 --set alpha=0.5 --out uld
   t3unlearn baseline rmu ... --set steering_coeff=8 --set layer=1
-  t3unlearn baseline npo --model BIG --forget tofu:forget10 --retain tofu:retain90 --bf16 \\
+  t3unlearn baseline npo --model BIG --forget tofu:forget10 --retain tofu:retain90 --mixed-precision bf16 \\
       --gradient-checkpointing --checkpoint-dir ckpt --save-steps 50 --out npo_big      an 8B model on a GPU
 The output is a model directory (safetensors) that 't3unlearn eval --model OUT' evaluates. Training is
 transformers.Trainer: 'accelerate launch -m t3unlearn baseline ...' runs it on several GPUs.
@@ -70,8 +71,11 @@ def register(sub) -> None:
     p.add_argument("--out", default="compare", help="output directory (runs are cached there; default ./compare)")
     p.add_argument("--world", default=None, help="world preset or directory (default: the default preset)")
     p.add_argument("--model", default=None, help="the model to unlearn from (default: the world's full model)")
-    p.add_argument("--retain-model", default=None, help="the oracle (default: the world's retainXX model)")
-    p.add_argument("--pretrained", default=None, help="base to retrain from when no retain model is given")
+    p.add_argument("--oracle", default=None, metavar="MODEL",
+                   help="the retain (oracle) model: never saw the forget set (default: the benchmark's retainXX model)")
+    deprecated_alias(p, "--retain-model", "--oracle", dest="oracle")
+    p.add_argument("--pretrained", default=None, metavar="MODEL",
+                   help="the checkpoint --model was fine-tuned from, that never saw the forget set: retrain starts from it when no --oracle is given")
     p.add_argument("--doc", default=None, help="also write the tables and plots into this markdown file (generated section)")
     p.add_argument("--threads", default=None,
                    help="torch CPU threads of each run: a number, 0 (torch's default) or auto: the cores not busy, "
@@ -79,7 +83,7 @@ def register(sub) -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes; default 1)")
     p.add_argument("--in-process", action="store_true", help="run every unit in this process (faster start; peak memory then not per run)")
     p.add_argument("--keep-models", action="store_true", help="also save each fine-tuned model (safetensors) in its run directory")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
     p.add_argument("--print-config", action="store_true", help="print the default config (JSON) and exit")
     add_loading_options(p, "loading the model to unlearn (--model, --pretrained; passed to transformers' from_pretrained)")
     p.set_defaults(func=run_compare)
@@ -105,7 +109,9 @@ def register(sub) -> None:
     t.add_argument("--batch-size", type=int, default=None, help="items per forward pass and device [8]")
     t.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps [4]")
     t.add_argument("--seed", type=int, default=0, help="[0]")
-    t.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPUs that have it)")
+    t.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no",
+                   help="training precision, as accelerate names it: bf16 / fp16 mixed precision (GPUs that have it) [no]")
+    deprecated_alias(t, "--bf16", "--mixed-precision", dest="mixed_precision", value="bf16")
     t.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations: less memory, more time")
     t.add_argument("--deepspeed", default=None, metavar="FILE", help="a DeepSpeed config (launch with 'accelerate launch')")
     t.add_argument("--checkpoint-dir", default=None, metavar="DIR", help="save checkpoints (safetensors) here, with --save-steps")
@@ -137,8 +143,8 @@ def run_compare(args) -> int:
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
     if not splits:
         raise T3Error("is empty; give e.g. forget10.", option="split")
-    if args.retain_model and len(splits) > 1:
-        raise T3Error("belongs to one split; run one split at a time with it.", option="retain_model")
+    if args.oracle and len(splits) > 1:
+        raise T3Error("belongs to one split; run one split at a time with it.", option="oracle")
     if args.jobs < 1:
         raise T3Error(f"must be >= 1, not {args.jobs}.", option="jobs")
     cfg = load_compare_config(args.config)
@@ -150,7 +156,7 @@ def run_compare(args) -> int:
         for split in splits:
             rep = compare(
                 args.benchmark, split, args.methods.split(","), args.seeds, cfg, args.out,
-                world=args.world, model=args.model, retain_model=args.retain_model, pretrained=args.pretrained,
+                world=args.world, model=args.model, retain_model=args.oracle, pretrained=args.pretrained,
                 isolate=isolate, keep_models=args.keep_models, progress=not args.quiet, threads=setting, jobs=args.jobs,
                 loading=loading_kwargs(args),
             )
@@ -231,9 +237,10 @@ def run_baseline(args) -> int:
     for key in ("lr", "epochs", "batch_size", "grad_accum", "deepspeed", "checkpoint_dir", "save_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    for key in ("bf16", "gradient_checkpointing"):
-        if getattr(args, key):
-            config[key] = True
+    if args.mixed_precision != "no":
+        config[args.mixed_precision] = True
+    if args.gradient_checkpointing:
+        config["gradient_checkpointing"] = True
     _check_out(args.out)
     from t3unlearn.benchmarks import resolve_data, resolve_model
     from t3unlearn.io import torch_threads

@@ -22,7 +22,7 @@ files written to --out:
                      under rephrasings / prefix / sampling, entity kept, non-word rate, judge loss);
                      reported beside the TOFU metrics, not part of them
 
-retain reference (for forget quality and privleak), --retain-results:
+retain reference (for forget quality and privleak), --oracle-results:
   auto (default)  --benchmark world: the world's retainXX model (forget10 -> retain90), evaluated
                   once and cached; --benchmark tofu: the tiny TOFU retain model when --model is one
                   of the tiny TOFU models (tofu:full, or a head / baseline built on it)
@@ -39,7 +39,7 @@ examples:
   t3unlearn eval --model world:retain90 --out runs/retain90
   T3UNLEARN_TOFU_DIR=~/tofu t3unlearn eval --model tofu:full --benchmark tofu --out runs/tofu-full
   t3unlearn eval --model meta-llama/Llama-3.2-1B-Instruct --benchmark tofu --split forget10 \\
-      --retain-results retain90/TOFU_EVAL.json --batch-size 32 --out runs/llama
+      --oracle-results retain90/TOFU_EVAL.json --batch-size 32 --out runs/llama
   t3unlearn report runs/full runs/retain90 runs/t3 --out runs/report
 """
 
@@ -60,7 +60,7 @@ example:
 
 PROBE_EPILOG = """\
 what it measures (docs/eval.md, "Leakage probes"), on the forget items, each beside the retain (oracle)
-model's value under the same probe (--reference auto, probed once and cached):
+model's value under the same probe (--oracle auto, probed once and cached):
   key-fact leakage  the fraction of an item's key words (answer words in none of its perturbed answers,
                     nor in the question) that the model says, averaged over the items, under
       greedy      the question
@@ -87,6 +87,7 @@ examples:
 def register(sub) -> None:
     from t3unlearn.eval.probe import PROBES
     from t3unlearn.loading import add_loading_options
+    from t3unlearn.flags import add_quiet, deprecated_alias
     from t3unlearn.t3.options import add_force_option, add_guidance_options, positive_int
 
     fmt = argparse.RawDescriptionHelpFormatter
@@ -100,11 +101,12 @@ def register(sub) -> None:
     )
     p.add_argument("--model", required=True, help="model directory or hub id; world:full, world:retain90, tofu:full ... name the benchmarks' tiny models")
     p.add_argument("--head", default=None, help="a T3 head directory to put on --model (t3unlearn unlearn --out)")
-    add_guidance_options(p.add_argument_group("T3 guidance (overrides the head's saved values)"))
+    add_guidance_options(p.add_argument_group("T3 guidance (overrides the head's saved values)"), saved=True)
     p.add_argument("--benchmark", choices=("world", "tofu"), default="world", help="world: embedded offline benchmark (default); tofu: TOFU ($T3UNLEARN_TOFU_DIR, else the hub)")
     p.add_argument("--split", default="forget10", help="forget01, forget05 or forget10 (default forget10)")
     p.add_argument("--world", default=None, help="--benchmark world: a world directory or preset (default: the default preset)")
-    p.add_argument("--retain-results", default="auto", metavar="FILE|auto|none", help="the retain model's results for forget quality and privleak (see below) [auto]")
+    p.add_argument("--oracle-results", default="auto", metavar="FILE|auto|none", help="the oracle's (retain model's) results for forget quality and privleak (see below) [auto]")
+    deprecated_alias(p, "--retain-results", "--oracle-results", dest="oracle_results")
     p.add_argument("--batch-size", type=int, default=32, help="batch size for scoring and generation (default 32)")
     p.add_argument("--max-new-tokens", type=int, default=200, help="generation length for ROUGE (default 200, as TOFU)")
     p.add_argument("--name", default=None, help="label for tables and plots (default: the model/head name)")
@@ -116,7 +118,7 @@ def register(sub) -> None:
     )  # fmt: skip
     p.add_argument("--probes", action="store_true", help="also run the leakage probes (t3unlearn probe's defaults, beside the "
                    "oracle's; written to PROBES.json and probes.md, not mixed into the TOFU metrics)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_quiet(p, old="--no-progress")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="only the first N items of each set: a quick check of a large model (the metrics are then "
                         "not comparable with a full run's) [all]")
@@ -135,7 +137,7 @@ def register(sub) -> None:
     )
     q.add_argument("--model", required=True, help="model directory, hub id, world:NAME / tofu:NAME, or a head directory")
     q.add_argument("--head", default=None, help="a T3 head directory to put on --model")
-    add_guidance_options(q.add_argument_group("T3 guidance (overrides the head's saved values)"))
+    add_guidance_options(q.add_argument_group("T3 guidance (overrides the head's saved values)"), saved=True)
     q.add_argument("--benchmark", choices=("world", "tofu"), default="world", help="[world]")
     q.add_argument("--world", default=None, help="--benchmark world: a world directory or preset [default]")
     q.add_argument("--split", default="forget10", help="[forget10]")
@@ -144,13 +146,14 @@ def register(sub) -> None:
                    "pretrained checkpoint), none, or a model directory / world:NAME / tofu:NAME [auto]")
     q.add_argument("--samples", type=int, default=5, help="sampled answers per question [5]")
     q.add_argument("--seed", type=int, default=0, help="sampling seed [0]")
-    q.add_argument("--reference", default="auto", choices=("auto", "none"), help="also probe the benchmark's retain model [auto]")
+    q.add_argument("--oracle", default="auto", choices=("auto", "none"), help="also probe the benchmark's retain (oracle) model [auto]")
+    deprecated_alias(q, "--reference", "--oracle", dest="oracle", choices=("auto", "none"))
     q.add_argument("--batch-size", type=int, default=32, help="[32]")
     q.add_argument("--max-new-tokens", type=int, default=200, help="[200]")
     q.add_argument("--name", default=None, help="label in the table")
     q.add_argument("--device", default=None, help="cpu or cuda [cuda when available]")
     q.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
-    q.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_quiet(q, old="--no-progress")
     q.add_argument("--out", required=True, help="directory for PROBES.json and probes.md")
     add_force_option(q)
     add_loading_options(q)
@@ -181,9 +184,9 @@ def _reference(args, bench, model_path: str, split: str):
     from t3unlearn.eval.results import EvalResults
     from t3unlearn.eval.runner import retain_split
 
-    choice = str(args.retain_results).strip()
+    choice = str(args.oracle_results).strip()
     if choice.lower() == "none":
-        return None, "forget quality and privleak: n/a (--retain-results none)."
+        return None, "forget quality and privleak: n/a (--oracle-results none)."
     if choice.lower() != "auto":
         ref = EvalResults.load(choice)
         if not ref.forget_truth_ratios():
@@ -197,7 +200,7 @@ def _reference(args, bench, model_path: str, split: str):
     if bench.kind == "world" or bench.owns_model(base):
         return "auto", None
     return None, ("forget quality and privleak: n/a (no retain reference for this model). Pass the retain model's results "
-                  f"with --retain-results FILE: its TOFU_EVAL.json on {split} (e.g. from open-unlearning's published eval "
+                  f"with --oracle-results FILE: its TOFU_EVAL.json on {split} (e.g. from open-unlearning's published eval "
                   f"logs of the {retain_split(split)} model, or 't3unlearn eval' of that model).")
 
 
@@ -243,8 +246,8 @@ def _eval(args) -> int:
     log(f"evaluating {lm.name} on {bench.label} {args.split} (batch size {args.batch_size}, max {args.max_new_tokens} new tokens)")
     if reference == "auto":
         log(f"retain reference: {bench.label}'s {runner.retain_split(args.split)} model (evaluated once, then cached; "
-            "--retain-results FILE or none skips this)")
-    kw = dict(data=data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=not args.no_progress, log=log)
+            "--oracle-results FILE or none skips this)")
+    kw = dict(data=data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=not args.quiet, log=log)
     retain_name = runner.retain_split(args.split)
     if reference == "auto" and not args.head and not adapter_kwargs and args.limit is None \
             and Path(model_path).resolve() == bench.model(retain_name, log=log).resolve():
@@ -263,8 +266,8 @@ def _eval(args) -> int:
             "torch_threads": torch.get_num_threads(),
         }
     )
-    if args.retain_results not in ("auto", "none"):
-        res.info["retain_reference"]["source"] = str(args.retain_results)
+    if args.oracle_results not in ("auto", "none"):
+        res.info["retain_reference"]["source"] = str(args.oracle_results)
     notes = [note] if note else []
     warn = res.info.get("retain_reference", {}).get("warning")
     if warn:
@@ -285,7 +288,7 @@ def _eval(args) -> int:
         log("leakage probes (t3unlearn probe's defaults; reported beside the TOFU metrics, not part of them)")
         table = probe_with_reference(lm, bench, args.split, out, reference=reference is not None, device=args.device, log=log,
                                      judge="auto" if reference is not None else "none",
-                                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=not args.no_progress)
+                                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=not args.quiet)
         print(f"\nleakage probes ({bench.label} {args.split}; not part of the TOFU metrics)")
         print(table)
         print(f"probes: {out / 'PROBES.json'}, {out / 'probes.md'}")
@@ -327,8 +330,8 @@ def _probe(args) -> int:
     lm = load_lm(model_path, head=args.head, device=args.device, name=name, force=args.force, **overrides,
                  **loading_kwargs(args))
     kw = dict(probes=probes, samples=args.samples, seed=args.seed, max_new_tokens=args.max_new_tokens,
-              batch_size=args.batch_size, progress=not args.no_progress)
-    table = probe_with_reference(lm, bench, args.split, out, reference=args.reference == "auto", judge=args.judge,
+              batch_size=args.batch_size, progress=not args.quiet)
+    table = probe_with_reference(lm, bench, args.split, out, reference=args.oracle == "auto", judge=args.judge,
                                  device=args.device, log=log, **kw)
     print(table)
     print(f"results: {out / 'PROBES.json'}, {out / 'probes.md'}")

@@ -221,7 +221,8 @@ def t3_cached(family: str, method: str = "t3", *, preset="default", seed: int = 
     bench = load_bench(P)
     # the classifier depends on the data, the base and its training settings only: t3 and cg share it
     key = fingerprint("t3-images-head", HEAD_VERSION, weights_fingerprint(src), bench.fingerprint(), asdict(cfg))
-    gkey = fingerprint(key, asdict(guidance))
+    # keyed under the scheme's old name, so runs cached before the rename are found again
+    gkey = fingerprint(key, {("tempering" if k == "scheme" else k): v for k, v in asdict(guidance).items()})
     path = _root() / "runs" / f"{P.name}-{family}-{m.name}-s{seed}-{gkey}"
     done = _finished(path)
     if done is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from t3unlearn.images.guidance import guidance_defaults
+
 _DESCRIPTION = """\
 Unlearning for image generative models (DDPMs and VAEs) on an offline augmented-digits benchmark:
 MNIST digits plus a generated trousers-like glyph family labelled "1" (about 1 % of the data, the
@@ -52,10 +54,11 @@ methods (--method; settings with --set KEY=VALUE):
                  [prior_lambda, prior_sigma, kl_weight, hidden, infer_lr=0.01, feature_grads, superfactor, forget_norm*]
   t3             T3: the generator stays frozen; a classifier f(retain | x_t, t, y) (DDPM; on decoded
                  samples for the VAE) trains (--steps, --lr, --batch-size are its), and sampling
-                 draws from p^(1/T) f^s   [DDPM: temperature=1.5, scale=3, tempering=adaptive
-                 (or score, langevin), langevin_steps=1, final_langevin_steps=30, snr=0.1,
-                 langevin_min_sigma=0.1; VAE: temperature=1.2, scale=10]
-  cg             the same with temperature=1: plain classifier guidance [DDPM scale=3, VAE scale=10]
+                 draws from p^(1/T) f^s   [DDPM: temperature={ddpm[temperature]:g}, scale={ddpm[scale]:g}, scheme={ddpm[scheme]}
+                 (or score, langevin: how p^(1/T) is sampled), langevin_steps={ddpm[langevin_steps]},
+                 final_langevin_steps={ddpm[final_langevin_steps]}, snr={ddpm[snr]:g}, langevin_min_sigma={ddpm[langevin_min_sigma]:g};
+                 VAE: temperature={vae[temperature]:g}, scale={vae[scale]:g}]
+  cg             the same with temperature=1: plain classifier guidance [DDPM scale={cg_ddpm[scale]:g}, VAE scale={cg_vae[scale]:g}]
   sfd            Score Forgetting Distillation (DDPM only, data-free): a one-step generator distilled
                  from the frozen DDPM, the forget label given the safe label's score
                  [forget_labels=[1], safe_label=10 (unconditional), t_star=0.9, t_min, t_max]
@@ -69,7 +72,8 @@ methods (--method; settings with --set KEY=VALUE):
   rl_siss        experimental: SISS with λ picked every `interval` steps by a REINFORCE policy
                  rewarded for forget-loss growth minus beta x retain-loss growth
                  [interval=10, beta=1, policy_lr (DDPM 1e-2, VAE 1e-3), prior_lambda, prior_sigma]
-"""
+""".format(ddpm=guidance_defaults("t3", "ddpm"), vae=guidance_defaults("t3", "vae"),
+                   cg_ddpm=guidance_defaults("cg", "ddpm"), cg_vae=guidance_defaults("cg", "vae"))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -316,7 +320,7 @@ def _unlearn_t3(args, method) -> int:
     print(f"{method.title} on the {gen.family} (frozen): classifier of {record['trainable_params']:,} parameters, "
           f"{c['steps']} steps in {record['unlearn_seconds']:.1f} s, balanced accuracy {c['balanced_accuracy']:.3f} "
           f"(last batches); sampling: T = {guidance.temperature:g}, s = {guidance.scale:g}"
-          + (f", {guidance.tempering} tempering" if gen.family == "ddpm" and guidance.temperature != 1 else ""))
+          + (f", the {guidance.scheme} tempering scheme" if gen.family == "ddpm" and guidance.temperature != 1 else ""))
     print(f"saved {args.out} (a head over {src}; evaluate it: t3unlearn images eval --model {args.out})")
     return 0
 

@@ -207,7 +207,7 @@ def run_check(*, n: int = 4000, steps: int = 100, settings=SETTINGS, schemes=("s
             for scheme in schemes:
                 if (T, s) == (1.0, 0.0) and scheme != "score":
                     continue  # the plain sampler: no tempering scheme to compare
-                gd = ImageGuidance(temperature=T, scale=s, tempering=scheme, langevin_steps=langevin_steps,
+                gd = ImageGuidance(temperature=T, scale=s, scheme=scheme, langevin_steps=langevin_steps,
                                    final_langevin_steps=final_langevin_steps)
                 gen = torch.Generator().manual_seed(seed + 7)
                 x = torch.randn((n, 2), generator=gen)
@@ -232,7 +232,7 @@ def run_check(*, n: int = 4000, steps: int = 100, settings=SETTINGS, schemes=("s
 
 
 def table_markdown(report: dict) -> str:
-    lines = ["| model | T | s | tempering | TV to target | TV floor (exact samples) | forget mass | target forget mass |",
+    lines = ["| model | T | s | scheme | TV to target | TV floor (exact samples) | forget mass | target forget mass |",
              "|---|---:|---:|---|---:|---:|---:|---:|"]
     for r in report["rows"]:
         lines.append(f"| {r['model']} | {r['temperature']:g} | {r['scale']:g} | {r['scheme']} | {r['tv']:.3f} | "

@@ -46,6 +46,7 @@ from torch import nn
 
 from t3unlearn.errors import T3Error
 from t3unlearn.images import losses as L
+from t3unlearn.images.guidance import guidance_defaults, renamed_settings
 from t3unlearn.images.objectives import Family
 
 
@@ -441,14 +442,11 @@ _register(Method(
     | {"prior_lambda": 0.5, "prior_sigma": 0.5, "hidden": 32, "policy_lr": 1e-2, "interval": 10, "beta": 1.0},
     _rl_siss, ("all", "forget", "retain"), setup=_rl_setup))
 
-# T3's guidance settings: chosen by hand on seed 0 of the default preset's DDPM (docs/images.md, "T3 for
-# images"); the VAE's are in presets.py
-_T3_DEFAULTS = {"temperature": 1.5, "scale": 3.0, "tempering": "adaptive", "langevin_steps": 1,
-                "final_langevin_steps": 30, "snr": 0.1, "langevin_min_sigma": 0.1, "max_rounds": 50}
+# T3's guidance settings: the one defaults table is t3unlearn.images.guidance (the VAE's differ there)
 _register(Method("t3", "T3 (temper, then tilt)", "frozen generator; a retain-vs-forget classifier guides p^(1/T) f^s",
-                 dict(_T3_DEFAULTS), None, ("retain", "forget"), kind="guidance"))
+                 guidance_defaults("t3"), None, ("retain", "forget"), kind="guidance"))
 _register(Method("cg", "Classifier guidance (T = 1)", "the same classifier, no tempering",
-                 {**_T3_DEFAULTS, "temperature": 1.0, "tempering": "score"}, None, ("retain", "forget"), kind="guidance"))
+                 guidance_defaults("cg"), None, ("retain", "forget"), kind="guidance"))
 
 # Score Forgetting Distillation: data-free, label-level (t3unlearn.images.sfd); DDPM only
 _SFD_DEFAULTS = {"forget_labels": [1], "safe_label": 10, "t_star": 0.9, "t_min": 0.02, "t_max": 0.98}
@@ -482,7 +480,7 @@ def get_method(name: str | Method) -> Method:
 
 def resolve_params(method: Method, params: dict | None) -> dict:
     """The method's defaults updated with ``params``; unknown keys are an error."""
-    params = dict(params or {})
+    params = renamed_settings(dict(params or {}), method.defaults)
     unknown = sorted(set(params) - set(method.defaults))
     if unknown:
         raise T3Error(f"{method.title} has no setting(s) {', '.join(unknown)}; it takes "

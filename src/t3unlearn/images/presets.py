@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from t3unlearn.errors import T3Error
+from t3unlearn.images.guidance import family_params
 from t3unlearn.images.models import DDPMArch, VAEArch
 
 
@@ -74,9 +75,9 @@ _DEFAULT_UNLEARN = {
         # cost retain quality on seed 0 (ELBO retain -45.3, accuracy 0.938); 1e-3 did not (docs/images.md)
         "rl_siss": {"config": {"steps": 400, "batch_size": 64, "lr": 1e-3},
                     "params": {"superfactor": 100.0, "policy_lr": 1e-3}},
-        # the VAE's tilt needs a larger s: its decoded-sample classifier is less sure of blurry samples
-        "t3": {"config": {"steps": 1500, "batch_size": 128, "lr": 2e-3}, "params": {"temperature": 1.2, "scale": 10.0}},
-        "cg": {"config": {"steps": 1500, "batch_size": 128, "lr": 2e-3}, "params": {"scale": 10.0}},
+        # the VAE's guidance: t3unlearn.images.guidance's defaults table
+        "t3": {"config": {"steps": 1500, "batch_size": 128, "lr": 2e-3}, "params": family_params("t3", "vae")},
+        "cg": {"config": {"steps": 1500, "batch_size": 128, "lr": 2e-3}, "params": family_params("cg", "vae")},
     },
 }
 

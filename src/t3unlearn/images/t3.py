@@ -8,7 +8,7 @@ and forget images (:func:`fit_noisy_classifier`); its gradient tilts the score. 
 ``= -ε / σ_t``), the guided prediction is ``ε̂ = ε_θ / T - s · σ_t · ∇_x log f(x_t, t, y)``
 (:func:`guided_eps`). For T = 1, s = 1 and the Bayes classifier of the noised data this is exact:
 ``p_t(x) f_t(x) = (1 - g) p_{retain,t}(x)`` at every noise level. Tempering has no exact per-step
-form (the noised p^(1/T) is not the tempered noised p), so two schemes are offered:
+form (the noised p^(1/T) is not the tempered noised p), so three schemes are offered (``scheme``):
 
 - ``score``: scale the score by 1/T at every step (the cheap heuristic; one model call per step);
 - ``adaptive``: score scaling with a per-sample temperature ``T_x = 1 + (T - 1) · (1 - f_t(x))``:
@@ -57,50 +57,10 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from t3unlearn.errors import ModelError, T3Error
+from t3unlearn.images.guidance import SCHEMES, ImageGuidance  # noqa: F401 - re-exported
 
-TEMPERINGS = ("score", "langevin", "adaptive")
 T3_DIR = "t3"
 HEAD_VERSION = 2  # enters the cache key of a head: bump when what a head is changes
-
-
-# ============================================================================ settings
-@dataclass(frozen=True)
-class ImageGuidance:
-    """How a guided sampler draws: p^(1/T) · f^s, and the tempering scheme for diffusion models."""
-
-    temperature: float = 1.0
-    scale: float = 1.0
-    tempering: str = "langevin"  # DDPM only: score | langevin | adaptive (see the module doc)
-    langevin_steps: int = 1  # corrector steps per level (langevin)
-    final_langevin_steps: int = 30  # more corrector steps at the last level (langevin)
-    snr: float = 0.1  # corrector step size: eta = 2 (snr ||z|| / ||grad||)^2
-    langevin_min_sigma: float = 0.1  # no correction below this noise level (learned scores blow up there)
-    max_rounds: int = 50  # VAE rejection sampling: proposal rounds before the last ones are kept
-
-    def __post_init__(self):
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise T3Error(f"temperature must be a positive number, not {self.temperature}.")
-        if not (self.scale >= 0 and math.isfinite(self.scale)):
-            raise T3Error(f"scale must be >= 0, not {self.scale}.")
-        if self.tempering not in TEMPERINGS:
-            raise T3Error(f"unknown tempering {self.tempering!r}; choose one of {', '.join(TEMPERINGS)}.")
-        if self.langevin_steps < 0 or self.final_langevin_steps < 0:
-            raise T3Error("langevin_steps and final_langevin_steps must be >= 0.")
-        if not 0 <= self.langevin_min_sigma < 1:
-            raise T3Error(f"langevin_min_sigma must lie in [0, 1), not {self.langevin_min_sigma}.")
-        if not self.snr > 0:
-            raise T3Error(f"snr must be > 0, not {self.snr}.")
-        if self.max_rounds < 1:
-            raise T3Error(f"max_rounds must be >= 1, not {self.max_rounds}.")
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ImageGuidance":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        bad = sorted(set(d) - known)
-        if bad:
-            raise T3Error(f"unknown guidance setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}.")
-        return cls(**d)
 
 
 # ============================================================================ the classifier
@@ -305,7 +265,7 @@ def sample_guided_diffusion(eps_fn: Callable, log_f_fn: Callable | None, schedul
     def eps_hat(x, t):
         lf = None if log_f_fn is None else (lambda z: log_f_fn(z, t))
         return guided_eps(eps_fn(x, t), x, lf, (1 - ab[t]).sqrt(), temperature=T, scale=s,
-                          adaptive=guidance.tempering == "adaptive")
+                          adaptive=guidance.scheme == "adaptive")
 
     def correct(x, t, n):
         sigma = float((1 - ab[t]).sqrt())
@@ -320,7 +280,7 @@ def sample_guided_diffusion(eps_fn: Callable, log_f_fn: Callable | None, schedul
             x = x + eta * grad + (2 * eta).sqrt() * z
         return x
 
-    langevin = guidance.tempering == "langevin" and (T != 1 or s != 0)
+    langevin = guidance.scheme == "langevin" and (T != 1 or s != 0)
     sigmas = [float((1 - ab[t]).sqrt()) for t in timesteps]
     corrected = [i for i, sg in enumerate(sigmas) if sg >= guidance.langevin_min_sigma]
     last = corrected[-1] if corrected else -1

@@ -63,7 +63,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="base model (directory, hub id, world:NAME), or a saved head directory")
-    p.add_argument("--head", action="append", default=[], type=_head_spec, metavar="NAME=DIR",
+    p.add_argument("--head", action="append", default=[], type=_head_spec, metavar="[NAME=]DIR",
                    help="a T3 head to serve as model NAME (repeatable; DIR alone names it after the directory)")
     p.add_argument("--name", default=None, help="the base model's id in the API [the --model value]")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")

@@ -434,9 +434,7 @@ class Engine:
             hl = head_logits if whole else head_logits[local]
             hp = head_pooled if whole else head_pooled[local]
             try:
-                guided = guided_logits(base_logits.index_select(0, sel), hl, g.temperature, g.scale, tempering=g.tempering,
-                                       tail_logp=g.tail_logp, bias=g.bias, floor=g.floor,
-                                       weight=head.support_weight(hp, g.support))
+                guided = guided_logits(base_logits.index_select(0, sel), hl, g, weight=head.support_weight(hp, g.support))
             except Exception as exc:  # noqa: BLE001 - one guidance fails its own rows only
                 log.exception("guidance %s of head %s failed", g, head.name)
                 for i in local:

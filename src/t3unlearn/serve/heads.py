@@ -90,7 +90,7 @@ class Head:
 
 
 def guidance_dict(g) -> dict:
-    """A :class:`~t3unlearn.t3.config.Guidance` as JSON: temperature, scale, tempering, tail_logp, bias, support, floor."""
+    """A :class:`~t3unlearn.t3.config.Guidance` as JSON: every knob by field name."""
     from dataclasses import asdict
 
     return asdict(g)
@@ -115,9 +115,8 @@ def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_h
     Raises :class:`HeadError` with one clear line for anything that would make it unservable:
     not a head directory, corrupt files, another base's shape or tokenizer, or (unless
     ``force``) another base recorded in its ``t3_config.json``, a prompt template (``template``: ``"chat"`` or
-    ``"plain"``, how this server formats prompts) other than the one it was trained with. ``guidance`` (``temperature``, ``scale``,
-    ``tempering``, ``tail_logp``, ``bias``, ``support``, ``floor``; None keeps the saved value) overrides the saved
-    guidance.
+    ``"plain"``, how this server formats prompts) other than the one it was trained with. ``guidance`` (knobs by
+    :class:`~t3unlearn.t3.config.Guidance` field name; None keeps the saved value) overrides the saved guidance.
     """
     from t3unlearn.t3.model import load_head as _load
 

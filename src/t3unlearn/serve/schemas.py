@@ -6,61 +6,70 @@ into a batch it shares with others (the engine still checks every row and fails 
 - the sampling ``temperature`` is 0 (greedy) or in [``MIN_SAMPLING_TEMPERATURE``, 2]: dividing float32
   logits by 1e-45 overflows;
 - ``top_p`` is in (0, 1];
-- T3's knobs (``t3`` per request, the guidance fields of ``POST /v1/heads``) are within ``T3_BOUNDS``:
-  ``s · logsigmoid(head + bias)`` with ``|s|`` or ``|bias|`` near 1e300 is ``-inf`` for every token.
+- T3's knobs (``t3`` per request, the guidance fields of ``POST /v1/heads``) are generated from
+  :class:`~t3unlearn.t3.config.Guidance`'s fields: each is checked as the command line checks it, and kept within
+  the server's range in its metadata (``serve``): ``s · logsigmoid(head + bias)`` with ``|s|`` or ``|bias|`` near
+  1e300 is ``-inf`` for every token.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 
+from t3unlearn.errors import ModelError
 from t3unlearn.serve.errors import APIError
 from t3unlearn.serve.middleware import REQUEST_ID
+from t3unlearn.t3.config import GUIDANCE_KNOBS, GUIDANCE_META, Guidance, check_knob
 
 log = logging.getLogger("t3unlearn.serve")
 
 MAX_PROMPTS = 64  # prompts in one completions request
 MAX_STOP = 4  # stop strings, as OpenAI
 MIN_SAMPLING_TEMPERATURE = 0.01  # below it (and above 0) the division by the temperature overflows float32; 0 is greedy
-# T3's knobs: (lowest, highest) allowed; each bound is inclusive unless noted in the field. The heads of this
-# project use T in 1..6 and s in 0..4; these bounds are far wider and still keep float32 finite.
-T3_BOUNDS = {"temperature": (0.01, 100.0), "scale": (-100.0, 100.0), "bias": (-100.0, 100.0), "tail_logp": (-1000.0, 0.0),
-             "floor": (-1000.0, 0.0), "support": (0.0, 1.0)}
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-_B = T3_BOUNDS
+def _knob_field(name: str, meta: dict):
+    """A request field for the guidance knob ``name``, from its :class:`~t3unlearn.t3.config.Guidance` metadata:
+    checked by :func:`~t3unlearn.t3.config.check_knob` with the server's range (the command line's message)."""
+
+    def check(value):
+        if value is None:
+            return None
+        try:
+            v = check_knob(name, value, serving=True)
+        except ModelError as exc:
+            raise ValueError(str(exc).rstrip(".")) from None
+        return "none" if v is None else v  # "none": an optional knob turned off (Guidance.replace reads it so)
+
+    if meta["choices"]:
+        typ, extra = str, {"enum": list(meta["choices"])}
+    else:
+        typ, extra = (float | Literal["none", "off"]) if meta["optional"] else float, None
+    help = meta["help"] + ("; \"none\" turns it off" if meta["optional"] else "")
+    return (Annotated[typ | None, AfterValidator(check)], Field(None, description=help, json_schema_extra=extra))
 
 
-class GuidanceFields(_Strict):
+# T3's own knobs (t3unlearn.t3.config.Guidance), one request field each; each None keeps the head's saved value
+_GuidanceKnobs = create_model("_GuidanceKnobs", __base__=_Strict,
+                              **{name: _knob_field(name, meta) for name, meta in GUIDANCE_META.items()})
+
+
+class GuidanceFields(_GuidanceKnobs):
     """T3's own knobs (:class:`t3unlearn.t3.config.Guidance`), bounded; each None keeps the head's saved value."""
-
-    temperature: float | None = Field(None, ge=_B["temperature"][0], le=_B["temperature"][1],
-                                      description="T: tempering of the base (1 = plain guidance)")
-    scale: float | None = Field(None, ge=_B["scale"][0], le=_B["scale"][1], description="s: guidance scale (0 = no tilt)")
-    tempering: Literal["global", "adaptive"] | None = None
-    tail_logp: float | None = Field(None, ge=_B["tail_logp"][0], lt=_B["tail_logp"][1],
-                                    description="tokens below this base log-prob are not lifted by tempering")
-    bias: float | None = Field(None, ge=_B["bias"][0], le=_B["bias"][1], description="added to the head's logits")
-    support: float | None = Field(None, gt=_B["support"][0], le=_B["support"][1],
-                                  description="guidance fades beyond this quantile of the head's training-state distances "
-                                  "(needs a head with a support gate)")
-    floor: float | None = Field(None, ge=_B["floor"][0], lt=_B["floor"][1],
-                                description="head logits below this count as this: no token loses more than "
-                                "s x log(1 + e^-floor) nats to the tilt")
 
     def guidance_changes(self) -> dict:
         """The knobs set (not None), by :class:`~t3unlearn.t3.config.Guidance` field name."""
-        return {k: getattr(self, k) for k in GUIDANCE_FIELDS if getattr(self, k) is not None}
+        return Guidance.changes_from(self)
 
 
-GUIDANCE_FIELDS = ("temperature", "scale", "tempering", "tail_logp", "bias", "support", "floor")
+GUIDANCE_FIELDS = GUIDANCE_KNOBS
 
 
 class T3Knobs(GuidanceFields):

@@ -134,9 +134,7 @@ def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk
             logits = logp
         else:
             pooled = states.pooled[sl]
-            logits = guided_logits(logp, h, setting.temperature, setting.scale, tempering=setting.tempering,
-                                   tail_logp=setting.tail_logp, bias=setting.bias, floor=setting.floor,
-                                   weight=head.support_weight(pooled, setting.support), normalized=True)
+            logits = guided_logits(logp, h, setting, weight=head.support_weight(pooled, setting.support), normalized=True)
         lp = torch.log_softmax(logits, -1).gather(-1, states.targets[sl].unsqueeze(-1)).squeeze(-1)
         res.append(lp.float().cpu())
     return torch.cat(res)
@@ -459,7 +457,7 @@ def _perturbed_examples(fmt, data):
     rows = data.to_list() if hasattr(data, "to_list") else list(data)
     missing = [f for f in PERTURBED_FIELDS if rows and f not in rows[0]]
     if not rows or missing:
-        raise T3Error("scoring the forget truth ratios (--reference-model, --oracle) needs the forget items' paraphrased and "
+        raise T3Error("scoring the forget truth ratios (--pretrained, --oracle) needs the forget items' paraphrased and "
                       "perturbed answers "
                       f"(fields {', '.join(PERTURBED_FIELDS)}; missing: {', '.join(missing) or 'every item'}); give them "
                       "with --perturbed SOURCE (TOFU: tofu:forget10_perturbed).")

@@ -7,7 +7,7 @@ import argparse
 from t3unlearn.loading import add_loading_options, loading_kwargs
 from t3unlearn.t3.config import ACTIVATIONS, Guidance, TrainConfig
 from t3unlearn.t3.options import (  # noqa: F401 - re-exported: other commands import them from here
-    _check_long_items, _check_out, _floor, _is_head_dir, _support, add_calibration_options, add_force_option,
+    _check_long_items, _check_out, _is_head_dir, add_calibration_options, add_force_option,
     add_guidance_options, guidance_overrides, nonneg_int, positive_int,
 )
 
@@ -52,15 +52,15 @@ examples:
   t3unlearn calibrate --head head --forget world:forget10 --retain world:retain90
   t3unlearn calibrate --head head --forget forget.jsonl --retain retain.jsonl --holdout unseen.jsonl --out head-cal
   t3unlearn unlearn --model world:full --forget world:forget10 --retain world:retain90 --calibrate --out head
-  t3unlearn calibrate --head head --forget tofu:forget10 --retain tofu:retain90 --reference-model tofu:pretrained
+  t3unlearn calibrate --head head --forget tofu:forget10 --retain tofu:retain90 --pretrained tofu:pretrained
   t3unlearn calibrate --head head --forget world:forget10 --retain world:retain90 --oracle world:retain90
   t3unlearn calibrate --head head      # after an update: every request the head covers, its retain set
 
 what it prints: for the best settings, the KS distance between forget and holdout answer losses (the
 objective), the min-k membership AUC of forget vs holdout (0.5: indistinguishable), mean answer
 probabilities, and the retain probability relative to the base's (must stay >= 1 - tolerance).
-With --reference-model the objective is the KS distance between the forget truth ratios and the
-reference's. With --oracle (a benchmark's retain model) two more columns: forget quality and privleak
+With --pretrained the objective is the KS distance between the forget truth ratios and the
+pretrained model's. With --oracle (a benchmark's retain model) two more columns: forget quality and privleak
 against it, as the evaluation computes them, and a last line comparing the chosen setting with the one
 an oracle would pick -- a research check; the oracle never takes part in the choice.
 The chosen setting and the table are saved in the head (t3_config.json, 'calibration'), with the
@@ -88,6 +88,15 @@ Greedy decoding unless --do-sample; --num-beams > 1 for beam search.
 
 
 def register(sub) -> None:
+    _register_unlearn(sub)
+    _register_generate(sub)
+    _register_calibrate(sub)
+    from t3unlearn.t3 import requests_cli
+
+    requests_cli.register(sub)  # features, sequential
+
+
+def _register_unlearn(sub) -> None:
     p = sub.add_parser(
         "unlearn",
         help="train a T3 guidance head that makes a frozen model forget a data set",
@@ -146,6 +155,8 @@ def register(sub) -> None:
     add_loading_options(p)
     p.set_defaults(func=run_unlearn)
 
+
+def _register_generate(sub) -> None:
     p = sub.add_parser(
         "generate",
         help="answer questions with a model, optionally guided by a T3 head",
@@ -156,7 +167,7 @@ def register(sub) -> None:
     p.add_argument("questions", nargs="+", metavar="QUESTION", help="one or more questions")
     p.add_argument("--model", required=True, help="base model (directory, hub id, world:NAME), or a saved head directory")
     p.add_argument("--head", default=None, help="T3 head directory to guide --model with")
-    add_guidance_options(p.add_argument_group("guidance (override the head's saved settings; need a head)"))
+    add_guidance_options(p.add_argument_group("guidance (override the head's saved settings; need a head)"), saved=True)
     p.add_argument("--max-new-tokens", type=positive_int, default=64, help="[64]")
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--top-k", type=nonneg_int, default=None, help="sampling: keep the k most likely tokens")
@@ -170,6 +181,8 @@ def register(sub) -> None:
     add_loading_options(p)
     p.set_defaults(func=run_generate)
 
+
+def _register_calibrate(sub) -> None:
     c = sub.add_parser(
         "calibrate",
         help="choose a head's T, s and tempering without the oracle, from forget vs holdout answers",
@@ -195,10 +208,6 @@ def register(sub) -> None:
     add_loading_options(c)
     c.set_defaults(func=run_calibrate)
 
-    from t3unlearn.t3 import requests_cli
-
-    requests_cli.register(sub)  # features, sequential
-
 
 def run_unlearn(args) -> int:
     from t3unlearn.io import torch_threads
@@ -208,42 +217,26 @@ def run_unlearn(args) -> int:
 
 
 def _grid(args):
-    from t3unlearn.errors import T3Error
+    """The calibration grid of ``--temperatures``, ``--scales``, ... (comma-separated; each value checked as its
+    guidance knob is)."""
+    from t3unlearn.errors import ModelError, T3Error
     from t3unlearn.t3.calibrate import grid
+    from t3unlearn.t3.config import GUIDANCE_META, check_knob
 
-    def numbers(text, what):
-        try:
-            return [float(x) for x in str(text).split(",") if x.strip()]
-        except ValueError:
-            raise T3Error(f"--{what} takes comma-separated numbers, not {text!r}.") from None
-
-    modes = [m.strip() for m in str(args.temperings).split(",") if m.strip()]
-    def optional(what, parse):  # a comma-separated list of --SUPPORT-style values ('none': off)
+    def values(option: str, knob: str, default: str) -> list:
         out = []
-        for x in str(getattr(args, what, "none")).split(","):
+        for x in str(getattr(args, option, default)).split(","):
             if x.strip():
                 try:
-                    v = parse(x.strip())
-                except argparse.ArgumentTypeError as exc:
-                    raise T3Error(f"--{what}: {exc}.") from None
-                out.append(None if v == "none" else v)
-        return out
+                    out.append(check_knob(knob, x.strip()))
+                except ModelError as exc:
+                    raise T3Error(f"--{option}: {exc}") from None
+        return out or ([None] if GUIDANCE_META[knob]["optional"] else [])
 
-    supports = optional("supports", _support)
-    tails = []
-    for x in str(getattr(args, "tails", "none")).split(","):
-        x = x.strip()
-        if x.lower() in ("none", "off"):
-            tails.append(None)
-        elif x:
-            t = numbers(x, "tails")[0]
-            if t >= 0:
-                raise T3Error(f"--tails are log-probabilities and must be < 0 (e.g. -16 for p = 1e-7) or none, not {x}.")
-            tails.append(t)
-    floors = optional("floors", _floor)
-    return grid(numbers(args.temperatures, "temperatures"), numbers(args.scales, "scales"), modes, tails=tails or [None],
-                biases=numbers(getattr(args, "biases", "0"), "biases"), supports=supports or [None],
-                floors=floors or [None])
+    return grid(values("temperatures", "temperature", ""), values("scales", "scale", ""),
+                values("temperings", "tempering", ""), tails=values("tails", "tail_logp", "none"),
+                biases=values("biases", "bias", "0"), supports=values("supports", "support", "none"),
+                floors=values("floors", "floor", "none"))
 
 
 def _holdout(args, forget_spec: str):
@@ -302,8 +295,8 @@ def _check_calibration_args(args) -> None:
     """The calibration options that can be checked before anything is loaded or trained."""
     from t3unlearn.errors import T3Error
 
-    if getattr(args, "perturbed", None) and not (getattr(args, "reference_model", None) or getattr(args, "oracle", None)):
-        raise T3Error("--perturbed goes with --reference-model or --oracle (the models whose truth ratios are compared).")
+    if getattr(args, "perturbed", None) and not (getattr(args, "pretrained", None) or getattr(args, "oracle", None)):
+        raise T3Error("--perturbed goes with --pretrained or --oracle (the models whose truth ratios are compared).")
     mia = getattr(args, "mia_tolerance", None)
     if mia is not None and not 0 <= mia <= 0.5:
         raise T3Error(f"--mia-tolerance is a distance from AUC 0.5 and must be in [0, 0.5] (e.g. 0.075), not {mia}.")
@@ -313,10 +306,10 @@ def _check_calibration_args(args) -> None:
 
 
 def _reference(args, forget_spec: str):
-    """``(reference model, oracle, perturbed items, names)`` for --reference-model / --oracle; ``names``: the
+    """``(reference model, oracle, perturbed items, names)`` for --pretrained / --oracle; ``names``: the
     reference's, the oracle's and the perturbed set's (None where not given)."""
     _check_calibration_args(args)
-    ref_spec, oracle_spec = getattr(args, "reference_model", None), getattr(args, "oracle", None)
+    ref_spec, oracle_spec = getattr(args, "pretrained", None), getattr(args, "oracle", None)
     if not ref_spec and not oracle_spec:
         return None, None, None, (None, None, None)
     from t3unlearn.benchmarks import benchmark_config, resolve_data, resolve_model
@@ -383,8 +376,8 @@ def _unlearn(args) -> int:
     forget = load_qa(forget_src, what="forget set")
     retain = load_qa(retain_src, what="retain set")
     check_disjoint(forget, retain)
-    if not args.calibrate and (args.reference_model or args.perturbed or args.oracle):
-        raise T3Error("--reference-model, --oracle and --perturbed belong to calibration: add --calibrate.")
+    if not args.calibrate and (args.pretrained or args.perturbed or args.oracle):
+        raise T3Error("--pretrained, --oracle and --perturbed belong to calibration: add --calibrate.")
     _check_calibration_args(args)  # before the head is trained, not after
     holdout = _holdout(args, args.forget) if args.calibrate else None
     model_path = resolve_model(args.model, log=print)
@@ -445,8 +438,8 @@ def _update(args) -> int:
         return 0
     if args.forget is not None:
         raise T3Error("--forget makes a new head; to add a request to --head give it as --add-forget SOURCE.")
-    if not args.calibrate and (args.reference_model or args.perturbed or args.oracle):
-        raise T3Error("--reference-model, --oracle and --perturbed belong to calibration: add --calibrate.")
+    if not args.calibrate and (args.pretrained or args.perturbed or args.oracle):
+        raise T3Error("--pretrained, --oracle and --perturbed belong to calibration: add --calibrate.")
     t = TrainConfig()
     changed = [f"--{name.replace('_', '-')}" for name in ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr",
                                                          "weight_decay", "batch_size", "seed", "ensemble")

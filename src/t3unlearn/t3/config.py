@@ -14,7 +14,7 @@ Every default lives here; the command line, :func:`t3unlearn.t3.unlearn` and ``c
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from t3unlearn.errors import ModelError
@@ -27,7 +27,6 @@ POOLING = "mean"
 LAYER = "final_norm"
 ACTIVATIONS = ("identity", "relu", "gelu", "tanh")  # of the head's hidden layers
 TEMPERINGS = ("global", "adaptive")  # how the base is tempered (t3unlearn.t3.guidance)
-OPTIONAL_KNOBS = ("tail_logp", "support", "floor")  # guidance knobs that can be off (None)
 
 # the grid `t3unlearn calibrate` searches by default (docs/t3.md, "Privleak in the band"): s in steps of 0.05
 # where the world's choices fall, adaptive tempering, the support gate on; T = 1 (plain guidance) is scored beside
@@ -35,17 +34,9 @@ CALIBRATION_TEMPERATURES = (1.0, 1.5, 1.75, 2.0, 2.25, 2.5)
 CALIBRATION_SCALES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.5)
 CALIBRATION_TEMPERINGS = ("adaptive",)
 CALIBRATION_SUPPORTS = (0.95,)
-
-
-def _number(name: str, value, *, positive: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ModelError(f"{name} must be a number, not {value!r}.") from None
-    if not math.isfinite(v) or (positive and not v > 0):
-        raise ModelError(f"{name} must be {'> 0' if positive else 'a finite number'}, not {value}.")
-    return v
-
+# a calibration grid's lists (calibrate's --temperatures ..., compare's "calibrate" object) and the knob of each
+GRID_KNOBS = {"temperatures": "temperature", "scales": "scale", "temperings": "tempering", "tails": "tail_logp",
+              "biases": "bias", "supports": "support", "floors": "floor"}
 
 
 def check_head_shape(in_features: int, hidden: int, vocab: int, activation: str, layers: int) -> None:
@@ -62,65 +53,131 @@ def check_head_shape(in_features: int, hidden: int, vocab: int, activation: str,
         )
 
 
+# ---------------------------------------------------------------------------------------------- the guidance knobs
+# Each Guidance field carries its own metadata (as PEFT's LoraConfig does): its help text, its bounds (the rule,
+# its reason and the message when broken), its command-line spelling, and the wider float32-safety range a server
+# also enforces. The command line (t3unlearn.t3.options.add_guidance_options), the server's request fields
+# (t3unlearn.serve.schemas.GuidanceFields) and Guidance.validate are generated from it: one definition, one message.
+
+_OFF = ("none", "off")
+
+
+def knob(default, help: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+         high_open: bool = False, rule: str = "", choices: tuple[str, ...] | None = None, optional: bool = False,
+         metavar: str | None = None, serve: tuple[float, float] | None = None):
+    """A :class:`Guidance` field and its metadata: ``low``/``high`` (exclusive with ``low_open``/``high_open``) bound
+    it and ``rule`` says so in the error ("must be > 0 ..."); ``optional``: None (``none``/``off`` on the command
+    line) turns it off; ``serve``: the inclusive range a server also keeps it in (float32 stays finite)."""
+    return field(default=default, metadata={"help": help, "low": low, "high": high, "low_open": low_open,
+                                             "high_open": high_open, "rule": rule, "choices": choices,
+                                             "optional": optional, "metavar": metavar, "serve": serve})
+
+
+def knob_flag(name: str) -> str:
+    """The command-line option of a guidance knob: ``tail_logp`` -> ``--tail-logp``."""
+    return "--" + name.replace("_", "-")
+
+
+def _in_bounds(m: dict, v: float) -> bool:
+    low, high = m["low"], m["high"]
+    if low is not None and (v <= low if m["low_open"] else v < low):
+        return False
+    return high is None or (v < high if m["high_open"] else v <= high)
+
+
+def check_knob(name: str, value, *, serving: bool = False):
+    """``value`` of the guidance knob ``name``, checked against its field's metadata (a number as float; None or
+    ``"none"``/``"off"`` for an optional knob that is off: None). A :class:`ModelError` with the knob's one message
+    otherwise; with ``serving``, also the server's range."""
+    m = GUIDANCE_META.get(name)
+    if m is None:
+        raise ModelError(f"unknown guidance setting {name!r}; known: {', '.join(GUIDANCE_KNOBS)}.")
+    if m["optional"] and (value is None or (isinstance(value, str) and value.strip().lower() in _OFF)):
+        return None
+    if m["choices"]:
+        if value not in m["choices"]:
+            raise ModelError(f"{name} must be one of {', '.join(m['choices'])}, not {value!r}.")
+        return value
+    off = ", or none to turn it off" if m["optional"] else ""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ModelError(f"{name} must be a number{off}, not {value!r}.") from None
+    if isinstance(value, bool) or not math.isfinite(v):
+        raise ModelError(f"{name} must be a finite number{off}, not {value!r}.")
+    if not _in_bounds(m, v):
+        raise ModelError(f"{name} {m['rule']}{off}; not {v:g}.")
+    if serving and m["serve"] is not None and not m["serve"][0] <= v <= m["serve"][1]:
+        lo, hi = m["serve"]
+        raise ModelError(f"{name} must be within [{lo:g}, {hi:g}] when served (beyond, float32 guidance overflows); "
+                         f"not {v:g}.")
+    return v
+
+
 @dataclass(frozen=True)
 class Guidance:
     """How the head guides the base: ``temper(log p) + scale · logsigmoid(max(head + bias, floor))``.
 
-    ``temperature`` T (> 0; 1 is plain classifier guidance), ``scale`` s, ``tempering`` ``global`` (the
-    paper's ``log p / T``) or ``adaptive`` (T only where the base is about to say forget content),
-    ``tail_logp`` (None, or a log-probability below which tokens are not lifted by tempering), ``bias``
-    (added to the head's logits), ``support`` (None, or the quantile of the training positions' distances
-    beyond which guidance fades out; needs a head with a support gate), ``floor`` (None, or a head logit below
-    which the head's verdict counts no further: no token loses more than ``scale · log(1 + e^-floor)`` nats to
-    the tilt). See :mod:`t3unlearn.t3.guidance`.
+    Each field's help text and bounds are in its metadata (:func:`knob`); see :mod:`t3unlearn.t3.guidance` for the
+    math. The defaults were measured on the world's forget10/forget05 (docs/t3.md, "Choosing T, s and the
+    tempering"); the paper's TOFU setting is ``temperature=2.5, scale=1.0, tempering="global"``.
     """
 
-    # measured on the world's forget10/forget05 (docs/t3.md, "Choosing T, s and the tempering"); the paper's
-    # TOFU setting is temperature=2.5, scale=1.0, tempering="global"
-    temperature: float = 1.75
-    scale: float = 0.7
-    tempering: str = "adaptive"
-    tail_logp: float | None = None
-    bias: float = 0.0
-    support: float | None = None
-    floor: float | None = None
+    temperature: float = knob(
+        1.75, "T, tempering of the base (1 = plain guidance)", low=0.0, low_open=True, metavar="T",
+        rule="must be > 0 (1 is plain guidance)", serve=(0.01, 100.0))
+    scale: float = knob(
+        0.7, "s, the guidance scale (0 = no tilt)", low=0.0, metavar="S",
+        rule="must be >= 0 (0: no tilt; a negative s pulls answers toward the forget set instead of away from it)",
+        serve=(0.0, 100.0))
+    tempering: str = knob(
+        "adaptive", "global: the paper's p^(1/T) everywhere; adaptive: T only where the base is about to say what the "
+        "head flags as forget content, so retained answers are not taxed", choices=TEMPERINGS)
+    tail_logp: float | None = knob(
+        None, "tail guard: tokens with a base log-probability below LOGP are not lifted by tempering (e.g. -9.2 for "
+        "p = 1e-4)", high=0.0, high_open=True, rule="is a log-probability and must be < 0 (e.g. -9.2 for p = 1e-4)",
+        optional=True, metavar="LOGP", serve=(-1000.0, 0.0))
+    bias: float = knob(
+        0.0, "added to the head's logits before the tilt (> 0 reads ambiguous tokens as retained)", metavar="B",
+        serve=(-100.0, 100.0))
+    support: float | None = knob(
+        None, "support gate: guidance fades out where the pooled state lies beyond the Q-quantile (e.g. 0.95) of the "
+        "head's training states' distances -- content neither forget nor retain (general knowledge) keeps the base's "
+        "distribution; needs a head with a support gate", low=0.0, low_open=True, high=1.0,
+        rule="is a quantile of the training positions' distances and must be in (0, 1] (e.g. 0.95)", optional=True,
+        metavar="Q")
+    floor: float | None = knob(
+        None, "the head's floor: head logits (plus bias) below LOGIT count as LOGIT, so no token loses more than "
+        "s x log(1 + e^-LOGIT) nats to the tilt (e.g. -6.5: at most 6.5 s) -- every token the head is sure of is "
+        "pushed down alike", high=0.0, high_open=True,
+        rule="is a head logit below which tokens are not pushed further and must be < 0 (e.g. -6.5: at most s x 6.5 "
+             "nats per token)", optional=True, metavar="LOGIT", serve=(-1000.0, 0.0))
 
     def __post_init__(self):
-        object.__setattr__(self, "temperature", _number("temperature", self.temperature, positive=True))
-        object.__setattr__(self, "scale", _number("scale", self.scale))
-        if self.scale < 0:
-            raise ModelError(f"scale must be >= 0 (0: no tilt; a negative s pulls answers toward the forget set instead of "
-                             f"away from it), not {self.scale:g}.")
-        object.__setattr__(self, "bias", _number("bias", self.bias))
-        if self.tempering not in TEMPERINGS:
-            raise ModelError(f"tempering must be one of {', '.join(TEMPERINGS)}, not {self.tempering!r}.")
-        if self.tail_logp is not None:
-            tail = _number("tail_logp", self.tail_logp)
-            if tail >= 0:
-                raise ModelError(f"tail_logp is a log-probability and must be < 0 (e.g. -9.2 for p = 1e-4), not {tail}.")
-            object.__setattr__(self, "tail_logp", tail)
-        if self.support is not None:
-            q = _number("support", self.support)
-            if not 0 < q <= 1:
-                raise ModelError(f"support is a quantile of the training positions' distances and must be in (0, 1] "
-                                 f"(e.g. 0.95), or None to turn the gate off; not {q}.")
-            object.__setattr__(self, "support", q)
-        if self.floor is not None:
-            floor = _number("floor", self.floor)
-            if floor >= 0:
-                raise ModelError(f"floor is a head logit below which tokens are not pushed further and must be < 0 "
-                                 f"(e.g. -6.5: at most s x 6.5 nats per token), not {floor}.")
-            object.__setattr__(self, "floor", floor)
+        self.validate()
+
+    def validate(self) -> "Guidance":
+        """Check every knob against its metadata (numbers become floats); a :class:`ModelError` names the first bad
+        one. Runs on construction: a Guidance that exists is valid."""
+        for f in fields(self):
+            object.__setattr__(self, f.name, check_knob(f.name, getattr(self, f.name)))
+        return self
 
     def replace(self, **changes) -> "Guidance":
         """A copy with ``changes`` (None values are ignored; ``"none"`` turns ``tail_logp`` / ``support`` / ``floor`` off;
         unknown names are an error)."""
-        known = {f.name for f in fields(self)}
-        bad = sorted(set(changes) - known)
+        bad = sorted(set(changes) - set(GUIDANCE_KNOBS))
         if bad:
-            raise ModelError(f"unknown guidance setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}.")
-        off = {k: None for k, v in changes.items() if k in OPTIONAL_KNOBS and isinstance(v, str) and v.lower() in ("none", "off")}
+            raise ModelError(f"unknown guidance setting(s) {', '.join(bad)}; known: {', '.join(sorted(GUIDANCE_KNOBS))}.")
+        off = {k: None for k, v in changes.items() if k in OPTIONAL_KNOBS and isinstance(v, str) and v.lower() in _OFF}
         return replace(self, **{k: v for k, v in changes.items() if v is not None and k not in off}, **off)
+
+    @staticmethod
+    def changes_from(source) -> dict[str, Any]:
+        """The knobs ``source`` (a mapping or an object with the knobs as attributes, e.g. parsed arguments) sets:
+        the names whose value is not None."""
+        get = source.get if isinstance(source, dict) else (lambda k: getattr(source, k, None))
+        return {k: get(k) for k in GUIDANCE_KNOBS if get(k) is not None}
 
     def label(self) -> str:
         parts = [f"T={self.temperature:g}", f"s={self.scale:g}"]
@@ -174,6 +231,11 @@ class TrainConfig:
             raise ModelError(f"weight decay must be >= 0, not {self.weight_decay}.")
         check_head_shape(1, self.hidden_size, 1, self.activation, self.layers)
         return self
+
+
+GUIDANCE_META: dict[str, dict] = {f.name: dict(f.metadata) for f in fields(Guidance)}
+GUIDANCE_KNOBS: tuple[str, ...] = tuple(GUIDANCE_META)  # the knobs' names, in the order of the dataclass
+OPTIONAL_KNOBS = tuple(k for k, m in GUIDANCE_META.items() if m["optional"])  # knobs that can be off (None)
 
 
 def split_settings(settings: dict[str, Any]) -> tuple[dict, dict]:

@@ -2,7 +2,7 @@
 
     guided_logits = temper(log_softmax(base_logits)) + s · logsigmoid(head_logits + bias)
 
-``temper`` is the paper's ``log p / T`` by default. Two options change *where* and *how much* the base is
+``temper`` is the paper's ``log p / T`` with ``tempering="global"``. Two options change *where* and *how much* the base is
 tempered (docs/t3.md, "Tempering that does not tax retained knowledge"):
 
 - ``tempering="adaptive"``: a per-position temperature ``T_t = 1 + (T - 1) · g_t``, where
@@ -35,6 +35,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from t3unlearn.t3.config import Guidance
+
 
 
 def _read_head(head_logits: torch.Tensor, bias: float = 0.0, floor: float | None = None) -> torch.Tensor:
@@ -61,21 +63,21 @@ def _mass(base_logp: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 def guided_logits(
     base_logits: torch.Tensor,
     head_logits: torch.Tensor,
-    temperature: float,
-    scale: float,
+    guidance: Guidance,
     *,
-    tempering: str = "global",
-    tail_logp: float | None = None,
-    bias: float = 0.0,
-    floor: float | None = None,
     weight: torch.Tensor | None = None,
     normalized: bool = False,
 ) -> torch.Tensor:
-    """T3's guided logits (float32) from the base's and the head's logits of the same positions.
+    """T3's guided logits (float32) from the base's and the head's logits of the same positions, under ``guidance``
+    (a :class:`~t3unlearn.t3.config.Guidance`; its ``support`` is read by whoever computes ``weight``).
 
     ``weight`` (``(..., 1)`` in [0, 1], e.g. :meth:`SupportGate.weight`) scales guidance per position.
     ``normalized``: ``base_logits`` are already the base's log-probabilities (``log_softmax``, float32), e.g. kept
     across many settings; they are not modified."""
+    if not isinstance(guidance, Guidance):
+        raise TypeError(f"guided_logits takes a Guidance, not {type(guidance).__name__}; e.g. Guidance(temperature=2.0, scale=0.7).")
+    temperature, scale, bias, floor = guidance.temperature, guidance.scale, guidance.bias, guidance.floor
+    tempering, tail_logp = guidance.tempering, guidance.tail_logp
     logp = base_logits.float() if normalized else torch.log_softmax(base_logits.float(), dim=-1)
     T = temperature
     h = None  # the head's logits as read (bias, floor): computed once, for the forget mass and the tilt

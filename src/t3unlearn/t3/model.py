@@ -25,19 +25,12 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from t3unlearn.errors import ModelError, T3Error
 from t3unlearn.lm import load_base, split_loading_kwargs
-from t3unlearn.t3.config import CONFIG_NAME, FORMAT, FORMAT_VERSION, HEAD_NAME, LAYER, POOLING, Guidance, TrainConfig
+from t3unlearn.t3.config import (CONFIG_NAME, FORMAT, FORMAT_VERSION, GUIDANCE_KNOBS, HEAD_NAME, LAYER, POOLING, Guidance,
+                                 TrainConfig)
 from t3unlearn.t3.feature_cache import _readable
 from t3unlearn.t3.features import decoder_of, hidden_size_of, pool_prefix, vocab_size_of
 from t3unlearn.t3.guidance import guided_logits
 from t3unlearn.t3.head import ACTIVATIONS, NO_SUPPORT, GuidanceHead, SupportGate, check_head_shape
-
-
-def check_temperature(temperature) -> float:
-    return Guidance(temperature=temperature).temperature
-
-
-def check_scale(scale) -> float:
-    return Guidance(scale=scale).scale
 
 
 def tokenizer_hash(tokenizer) -> str:
@@ -77,20 +70,18 @@ class T3Config(PreTrainedConfig):
     use_cache: bool = True
 
     # the fields written to t3_config.json, in this order
-    FILE_FIELDS = ("t3_temperature", "t3_scale", "t3_tempering", "t3_tail_logp", "t3_bias", "t3_support", "t3_floor",
-                   "head_hidden",
-                   "head_activation", "head_layers", "pooling", "layer", "base_model_name_or_path",
+    FILE_FIELDS = (*(f"t3_{k}" for k in GUIDANCE_KNOBS), "head_hidden", "head_activation", "head_layers", "pooling", "layer", "base_model_name_or_path",
                    "base_hidden_size", "vocab_size", "tokenizer_hash", "training", "metrics", "calibration",
                    "requests", "retain_set")
 
     @property
     def guidance(self) -> Guidance:
-        return Guidance(self.t3_temperature, self.t3_scale, self.t3_tempering, self.t3_tail_logp, self.t3_bias,
-                        self.t3_support, self.t3_floor)
+        """The saved guidance (its ``t3_*`` fields) as a :class:`Guidance`."""
+        return Guidance(**{k: getattr(self, f"t3_{k}") for k in GUIDANCE_KNOBS})
 
     def set_guidance(self, g: Guidance) -> None:
-        (self.t3_temperature, self.t3_scale, self.t3_tempering, self.t3_tail_logp, self.t3_bias, self.t3_support,
-         self.t3_floor) = (g.temperature, g.scale, g.tempering, g.tail_logp, g.bias, g.support, g.floor)
+        for k in GUIDANCE_KNOBS:
+            setattr(self, f"t3_{k}", getattr(g, k))
 
     # ------------------------------------------------------------------ the file
     def file_dict(self) -> dict[str, Any]:
@@ -342,8 +333,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
             if pooled is None:
                 raise ModelError("guidance with support needs the pooled states the head read (pooled=).")
             weight = self.head.support_weight(pooled.to(head_logits.device, torch.float32), g.support)
-        return guided_logits(base_logits, head_logits, g.temperature, g.scale, tempering=g.tempering,
-                             tail_logp=g.tail_logp, bias=g.bias, floor=g.floor, weight=weight)
+        return guided_logits(base_logits, head_logits, g, weight=weight)
 
     def forward(
         self,
@@ -373,7 +363,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         ref = input_ids if input_ids is not None else inputs_embeds
         if ref is None:
             raise ModelError("T3ForCausalLM.forward needs input_ids or inputs_embeds.")
-        batch, q = ref.shape[0], ref.shape[1]
+        q = ref.shape[1]
         if use_cache is None:
             use_cache = past_key_values is not None or bool(self.config.use_cache)
         if past_key_values is not None and not isinstance(past_key_values, T3Cache):
@@ -413,33 +403,14 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         hidden = dec[0] if isinstance(dec, tuple) else dec.last_hidden_state
 
         mask = attention_mask[:, -q:] if attention_mask is not None and attention_mask.dim() == 2 else None
-        if q == 1 and prior_sum is not None:  # a decoding step: update the running mean
-            h = hidden[:, 0].float()
-            if mask is None:
-                run_sum, run_count = prior_sum + h, prior_count + 1.0
-            else:
-                m = mask[:, 0].to(device=h.device, dtype=h.dtype)
-                run_sum, run_count = torch.addcmul(prior_sum, h, m.unsqueeze(-1)), prior_count + m
-            pooled = (run_sum / run_count.clamp_min(1.0).unsqueeze(-1)).unsqueeze(1)
-        else:
-            if mask is None:
-                mask = torch.ones(batch, q, dtype=torch.float32, device=hidden.device)
-            pooled, run_sum, run_count = pool_prefix(hidden, mask.to(hidden.device), prior_sum=prior_sum, prior_count=prior_count)
-            if isinstance(logits_to_keep, int):
-                pooled = pooled[:, -logits_to_keep:] if logits_to_keep > 0 else pooled
-            else:
-                pooled = pooled[:, logits_to_keep]
+        pooled, run_sum, run_count = _pool(hidden, mask, prior_sum, prior_count, logits_to_keep)
         if use_cache:
             past_key_values.t3_sum, past_key_values.t3_count = run_sum, run_count
         logits = self.guided_logits(out.logits, self._head_logits(pooled), pooled)
 
         loss = None
-        if labels is not None:  # noqa: SIM102
-            shift = torch.log_softmax(logits[:, :-1], dim=-1)
-            tgt = labels[:, 1:].to(shift.device)
-            valid = tgt != -100
-            nll = -shift.gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-            loss = (nll * valid).sum() / valid.sum().clamp_min(1)
+        if labels is not None:
+            loss = _mean_nll(logits, labels)
         if type(out) is CausalLMOutputWithPast:  # reuse the base's output object (cheaper than a new one)
             out.logits = logits
             if loss is not None:
@@ -506,15 +477,18 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         return head
 
     @classmethod
-    def from_base(cls, base_model, head_dir, *, temperature=None, scale=None, tempering=None, tail_logp=None, bias=None,
-                  support=None, floor=None, device=None, force=False, **loading_kwargs) -> "T3ForCausalLM":
-        """Attach the head saved in ``head_dir`` to ``base_model`` (a model, or a name/path to load with
-        ``loading_kwargs`` such as ``dtype``, ``device_map``, ``attn_implementation``). Guidance knobs given
-        here override the saved ones; any other keyword is an error. A base whose fingerprint differs from the
-        one the head recorded at training (another checkpoint of the same shape) is refused unless ``force``."""
+    def from_base(cls, base_model, head_dir, *, guidance: Guidance | None = None, device=None, force=False,
+                  **kwargs) -> "T3ForCausalLM":
+        """Attach the head saved in ``head_dir`` to ``base_model`` (a model, or a name/path to load with loading
+        keywords such as ``dtype``, ``device_map``, ``attn_implementation``). ``guidance`` replaces the saved
+        guidance; guidance knobs given as keywords (``temperature=``, ``scale=``, ... as :class:`Guidance`'s fields;
+        ``"none"`` turns an optional one off) override single knobs; any other keyword is an error. A base whose
+        fingerprint differs from the one the head recorded at training (another checkpoint of the same shape) is
+        refused unless ``force``."""
         cfg = T3Config.load(head_dir)
-        cfg.set_guidance(cfg.guidance.replace(temperature=temperature, scale=scale, tempering=tempering,
-                                              tail_logp=tail_logp, bias=bias, support=support, floor=floor))
+        knobs = {k: kwargs.pop(k) for k in GUIDANCE_KNOBS if k in kwargs}
+        cfg.set_guidance((guidance or cfg.guidance).replace(**knobs))
+        loading_kwargs = kwargs
         if isinstance(base_model, (str, Path)):
             base_model = load_base(str(base_model), device=device, **loading_kwargs)
         elif loading_kwargs:
@@ -535,15 +509,16 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         return cls(cfg, base_model, head).eval()
 
     @classmethod
-    def from_pretrained(cls, head_dir, *args, base_model=None, temperature=None, scale=None, tempering=None,
-                        tail_logp=None, bias=None, support=None, floor=None, device=None, force=False,
-                        **loading_kwargs) -> "T3ForCausalLM":
+    def from_pretrained(cls, head_dir, *args, base_model=None, guidance: Guidance | None = None, device=None,
+                        force=False, **kwargs) -> "T3ForCausalLM":
         """Load a saved head and its base (``base_model`` overrides the recorded base path).
 
-        Guidance knobs (``temperature``, ``scale``, ``tempering``, ``tail_logp``, ``bias``, ``support``, ``floor``;
-        ``"none"`` turns ``tail_logp`` / ``support`` / ``floor`` off) override the saved ones; ``loading_kwargs`` (``dtype``, ``device_map``, ``attn_implementation``, ...) go to
-        ``transformers`` when the base is loaded; any other keyword is an error.
+        ``guidance`` and guidance knobs given as keywords override the saved ones as in :meth:`from_base`; loading
+        keywords (``dtype``, ``device_map``, ``attn_implementation``, ...) go to ``transformers`` when the base is
+        loaded; any other keyword is an error.
         """
+        knobs = {k: kwargs.pop(k) for k in GUIDANCE_KNOBS if k in kwargs}
+        loading_kwargs = kwargs
         if args:
             raise ModelError(f"T3ForCausalLM.from_pretrained takes the head directory only as a positional argument, not {args!r}.")
         split_loading_kwargs(loading_kwargs, "T3ForCausalLM.from_pretrained")
@@ -555,15 +530,44 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
                     f"the base model {base_model} recorded in {head_dir}/{CONFIG_NAME} does not exist here; "
                     "give it explicitly (--model / base_model=)."
                 )
-        return cls.from_base(base_model, head_dir, temperature=temperature, scale=scale, tempering=tempering,
-                             tail_logp=tail_logp, bias=bias, support=support, floor=floor, device=device,
-                             force=force, **loading_kwargs)
+        return cls.from_base(base_model, head_dir, guidance=guidance, device=device, force=force, **knobs, **loading_kwargs)
 
     def check_tokenizer(self, tokenizer) -> None:
         """Raise :class:`ModelError` if ``tokenizer``'s vocabulary differs from the one the head was trained with."""
         want = self.config.tokenizer_hash
         if want and tokenizer_hash(tokenizer) != want:
             raise ModelError("this tokenizer's vocabulary differs from the one the T3 head was trained with; use the base model's tokenizer.")
+
+
+def _pool(hidden: torch.Tensor, mask: torch.Tensor | None, prior_sum, prior_count, logits_to_keep):
+    """``(pooled, running sum, running count)``: the head's input at the kept positions, the mean of the final hidden
+    states so far (a decoding step updates the running mean; a prefill pools every prefix)."""
+    q = hidden.shape[1]
+    if q == 1 and prior_sum is not None:  # a decoding step: update the running mean
+        h = hidden[:, 0].float()
+        if mask is None:
+            run_sum, run_count = prior_sum + h, prior_count + 1.0
+        else:
+            m = mask[:, 0].to(device=h.device, dtype=h.dtype)
+            run_sum, run_count = torch.addcmul(prior_sum, h, m.unsqueeze(-1)), prior_count + m
+        return (run_sum / run_count.clamp_min(1.0).unsqueeze(-1)).unsqueeze(1), run_sum, run_count
+    if mask is None:
+        mask = torch.ones(hidden.shape[0], q, dtype=torch.float32, device=hidden.device)
+    pooled, run_sum, run_count = pool_prefix(hidden, mask.to(hidden.device), prior_sum=prior_sum, prior_count=prior_count)
+    if isinstance(logits_to_keep, int):
+        pooled = pooled[:, -logits_to_keep:] if logits_to_keep > 0 else pooled
+    else:
+        pooled = pooled[:, logits_to_keep]
+    return pooled, run_sum, run_count
+
+
+def _mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The mean next-token cross-entropy of ``logits`` against ``labels`` (``-100`` ignored)."""
+    shift = torch.log_softmax(logits[:, :-1], dim=-1)
+    tgt = labels[:, 1:].to(shift.device)
+    valid = tgt != -100
+    nll = -shift.gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return (nll * valid).sum() / valid.sum().clamp_min(1)
 
 
 def _check_support(head: GuidanceHead, guidance: Guidance) -> None:
@@ -578,4 +582,4 @@ def load_head(head_dir) -> tuple[GuidanceHead, T3Config]:
     return T3ForCausalLM._load_head(head_dir, cfg), cfg
 
 
-__all__ = ["T3Config", "T3Cache", "T3ForCausalLM", "T3Error", "Guidance", "check_temperature", "load_base"]
+__all__ = ["T3Config", "T3Cache", "T3ForCausalLM", "T3Error", "Guidance", "load_base"]

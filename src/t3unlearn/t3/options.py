@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from t3unlearn.t3.config import Guidance, TEMPERINGS
+from t3unlearn.flags import deprecated_alias
+
+from t3unlearn.errors import ModelError
+from t3unlearn.t3.config import GUIDANCE_KNOBS, GUIDANCE_META, Guidance, check_knob, knob_flag
 
 
 def _int_at_least(low: int):
@@ -27,60 +30,44 @@ positive_int = _int_at_least(1)
 nonneg_int = _int_at_least(0)
 
 
-def add_guidance_options(g) -> None:
+def add_guidance_options(g, *, saved: bool = False, knobs=GUIDANCE_KNOBS) -> None:
+    """One option per :class:`Guidance` knob (of ``knobs``), generated from its field's metadata (help, bounds,
+    metavar): each is checked as it is parsed, with the message :meth:`Guidance.validate` gives; an option not given
+    is None. ``saved``: the knobs override a head's saved guidance (the help says so beside the default)."""
     d = Guidance()
-    g.add_argument("--temperature", type=float, default=None, help=f"T, tempering of the base (> 0; 1 = plain guidance) [{d.temperature:g}]")
-    g.add_argument("--scale", type=float, default=None, help=f"s, guidance scale [{d.scale:g}]")
-    g.add_argument("--tempering", choices=TEMPERINGS, default=None,
-                   help=f"global: the paper's p^(1/T) everywhere; adaptive: T only where the base is about to say what "
-                        f"the head flags as forget content, so retained answers are not taxed [{d.tempering}]")
-    g.add_argument("--tail-logp", type=float, default=None, metavar="LOGP",
-                   help="tail guard: tokens with log p below LOGP are not lifted by tempering (e.g. -9.2 for p = 1e-4) [off]")
-    g.add_argument("--bias", type=float, default=None, help=f"added to the head's logits before the tilt [{d.bias:g}]")
-    g.add_argument("--support", type=_support, default=None, metavar="Q|none",
-                   help="support gate: guidance fades out where the pooled state lies beyond the Q-quantile (e.g. 0.95) of "
-                        "the head's training states' distances -- content neither forget nor retain (general knowledge) "
-                        "keeps the base's distribution; 'none' turns it off [the head's saved value; "
-                        f"{'off' if d.support is None else d.support}]")
-    g.add_argument("--floor", type=_floor, default=None, metavar="LOGIT|none",
-                   help="the head's floor: head logits (plus bias) below LOGIT count as LOGIT, so no token loses more than "
-                        "s x log(1 + e^-LOGIT) nats to the tilt (e.g. -6.5: at most 6.5 s) -- every token the head is sure "
-                        "of is pushed down alike instead of the most confident ones far below a never-seen answer's; "
-                        "'none' turns it off [the head's saved value; off]")
+    for name in knobs:
+        m = GUIDANCE_META[name]
+        default = getattr(d, name)
+        shown = "off" if default is None else (f"{default:g}" if isinstance(default, float) else default)
+        shown = f"the head's saved value; {shown}" if saved else shown
+        metavar = m["metavar"] and (f"{m['metavar']}|none" if m["optional"] else m["metavar"])
+        g.add_argument(knob_flag(name), dest=name, default=None, type=_knob_type(name), metavar=metavar,
+                       choices=m["choices"], help=f"{m['help']}{'; none turns it off' if m['optional'] else ''} [{shown}]")
 
 
-def _number_or_none(text: str, ok, hint: str):
-    """A number that passes ``ok``, or "none" for none/off; argparse's one-line error otherwise."""
-    if str(text).strip().lower() in ("none", "off"):
-        return "none"
-    try:
-        v = float(text)
-    except ValueError:
-        v = None
-    if v is None or not ok(v):
-        raise argparse.ArgumentTypeError(f"give {hint} or none, not {text!r}")
-    return v
+def _knob_type(name: str):
+    """An argparse type for the guidance knob ``name``: its value as :func:`check_knob` reads it (``"none"`` for an
+    optional knob turned off), else argparse's one-line error with the knob's message."""
 
+    def parse(text: str):
+        try:
+            value = check_knob(name, text)
+        except ModelError as exc:
+            raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None  # argparse adds its own ending
+        return "none" if value is None else value
 
-def _floor(text: str):
-    """``--floor``: a negative head logit, or none/off."""
-    return _number_or_none(text, lambda v: v < 0, "a negative head logit (e.g. -6.5)")
-
-
-def _support(text: str):
-    """``--support``: a quantile in (0, 1], or none/off."""
-    return _number_or_none(text, lambda q: 0 < q <= 1, "a quantile in (0, 1] (e.g. 0.95)")
+    parse.__name__ = name  # argparse names the type in some errors
+    return parse
 
 
 def guidance_overrides(args, model_path: str | None = None) -> dict:
     """The guidance options given on the command line; with ``model_path``, an error when they are given but
     there is no head to apply them to (neither ``--head`` nor a head directory as the model)."""
-    kw = {k: getattr(args, k) for k in ("temperature", "scale", "tempering", "tail_logp", "bias", "support", "floor")
-          if getattr(args, k, None) is not None}
+    kw = Guidance.changes_from(args)
     if kw and model_path is not None and getattr(args, "head", None) is None and not _is_head_dir(model_path):
         from t3unlearn.errors import T3Error
 
-        raise T3Error("--temperature/--scale/--tempering/--tail-logp/--bias/--support/--floor are T3's guidance; they need a head "
+        raise T3Error(f"{'/'.join(knob_flag(k) for k in GUIDANCE_KNOBS)} are T3's guidance; they need a head "
                       "(--head DIR or --model HEAD_DIR).")
     return kw
 
@@ -103,17 +90,18 @@ def add_calibration_options(c) -> None:
                    help="items like the forget set that the model never trained on, and that the evaluation does not "
                         "read (a benchmark's holdout is refused) [world:calibration for world:forgetXX; tofu:calibration "
                         "(20 authors no tiny TOFU model trains on) for tofu:forgetXX]")
-    c.add_argument("--reference-model", default=None, metavar="MODEL",
+    c.add_argument("--pretrained", default=None, metavar="MODEL",
                    help="a model that never saw the forget set and shares the base's tokenizer -- the checkpoint the "
                         "base was fine-tuned from (tofu:pretrained, world:pretrained). T and s are then chosen so the "
                         "forget items' truth ratios look like its (what TOFU's forget quality tests) [off: forget vs "
                         "holdout answer losses]")
+    deprecated_alias(c, "--reference-model", "--pretrained", dest="pretrained")
     c.add_argument("--oracle", default=None, metavar="MODEL",
                    help="a model that never saw the forget set, e.g. the retain model (tofu:retain90, world:retain90): "
                         "every setting is also scored with TOFU's forget quality and privleak against it and the "
                         "oracle's pick is printed beside the chosen one -- never used to choose [off]")
     c.add_argument("--perturbed", default=None, metavar="SOURCE",
-                   help="with --reference-model or --oracle: the forget items' paraphrased and perturbed answers [FORGET_perturbed "
+                   help="with --pretrained or --oracle: the forget items' paraphrased and perturbed answers [FORGET_perturbed "
                         "for tofu:forgetXX / world:forgetXX, else the forget set's own fields]")
     c.add_argument("--mia-tolerance", type=float, default=mia_default,
                    help="the forget-vs-holdout membership (min-k) AUC must stay within 0.5 ± this: the forget answers' "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from t3unlearn.flags import add_quiet
+
 _DESCRIPTION = """\
 Run the theory on worlds where everything is known exactly, and draw it.
 
@@ -49,7 +51,7 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help="seeds per point, drawn as mean ± std bands (default 5; 2 with --quick)")
     p.add_argument("--quick", action="store_true", help="a smaller grid: same picture, a few seconds")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet(p, old="--no-progress")
     p.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100: small, commit-friendly)")
     p.set_defaults(func=run)
 
@@ -76,7 +78,7 @@ def run(args) -> int:
 
     from t3unlearn.progress import progress
 
-    bar = progress(total=n_ticks(cfg) + len(FIGURES), desc="toy", unit="step", enabled=not args.no_progress)
+    bar = progress(total=n_ticks(cfg) + len(FIGURES), desc="toy", unit="step", enabled=not args.quiet)
     res = run_all(cfg, tick=lambda: bar.update(1))
     bar.set_description("toy: figures")
     paths = save_all(res, out, dpi=args.dpi, tick=lambda: bar.update(1))

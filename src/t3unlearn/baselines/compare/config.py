@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from t3unlearn.baselines.methods import FINETUNE_METHODS as FINETUNE
-from t3unlearn.errors import ConfigError
+from t3unlearn.errors import ConfigError, ModelError
 from t3unlearn.eval.metrics import UTILITY_PARTS
 from t3unlearn.settings import check_keys, check_types, from_dict
+from t3unlearn.t3.config import GRID_KNOBS, GUIDANCE_KNOBS, OPTIONAL_KNOBS, check_knob
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "compare_default.json"
 ALL_METHODS = ("t3", "cg", "uld", "gradascent", "graddiff", "npo", "simnpo", "idkdpo", "rmu", "retrain")
@@ -26,14 +27,12 @@ INFERENCE_METHODS = ("t3", "cg", "uld")
 # T3 and classifier guidance: the unlearn() settings compare passes on (head and optimizer: T3_HEAD_KEYS;
 # temperature and scale only change the served model, so settings differing in them share one head)
 T3_HEAD_KEYS = ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr", "weight_decay", "batch_size", "ensemble")
-T3_GUIDANCE_KEYS = ("temperature", "scale", "tempering", "tail_logp", "bias", "support", "floor")
+T3_GUIDANCE_KEYS = GUIDANCE_KNOBS
 # "calibrate": true -- each seed's head chooses its own T and s with `t3unlearn calibrate`'s oracle-free rule on the
 # comparison's calibration set (classifier guidance: among T = 1 settings), instead of a sweep on the first seed;
 # an object of CALIBRATION_KEYS instead of true changes calibrate's grid, tolerances or rule (calibration_options)
 T3_KEYS = (*T3_GUIDANCE_KEYS, *T3_HEAD_KEYS, "calibrate")
-CALIBRATION_KEYS = ("temperatures", "scales", "temperings", "tails", "biases", "supports", "floors", "tolerance",
-                    "mia_tolerance",
-                    "reference_model")
+CALIBRATION_KEYS = (*GRID_KNOBS, "tolerance", "mia_tolerance", "reference_model")
 # what the teacher-forced "quick" evaluation of a sweep computes, and what a full unit records
 QUICK_METRICS = ("forget_Q_A_Prob", "retain_Q_A_Prob", "forget_calibration_ks", "forget_calibration_mia",
                  "forget_reference_tr_ks")
@@ -48,7 +47,7 @@ class Selection:
     """How a sweep setting is chosen (see :func:`t3unlearn.baselines.compare.selection.select_setting`)."""
 
     eval: Literal["quick", "full"] = "quick"
-    # T3's calibration rule (t3unlearn calibrate --reference-model): the KS distance between the forget truth ratios
+    # T3's calibration rule (t3unlearn calibrate --pretrained): the KS distance between the forget truth ratios
     # and those of the reference model (the checkpoint the model was fine-tuned from), lower is better
     metric: str = "forget_reference_tr_ks"
     utility_metric: str = "retain_Q_A_Prob"
@@ -289,10 +288,8 @@ def calibration_options(value: Any, where: str = "calibrate") -> dict | None:
     """T3 / classifier guidance's ``"calibrate"``, checked: ``false`` -> None (no calibration); ``true`` -> ``{}``
     (``t3unlearn calibrate``'s default grid and rule); an object -> its keys (``CALIBRATION_KEYS``, the rest at
     calibrate's defaults), e.g. ``{"temperatures": [4, 4.5, 5], "scales": [0.25, 0.3], "biases": [1],
-    "reference_model": "pretrained"}`` -- ``reference_model`` is calibrate's ``--reference-model``:
+    "reference_model": "pretrained"}`` -- ``reference_model`` is calibrate's ``--pretrained``:
     ``"pretrained"`` (the benchmark's checkpoint before fine-tuning, or compare's ``--pretrained``) or a model."""
-    from t3unlearn.t3.config import TEMPERINGS
-
     if isinstance(value, bool):
         return {} if value else None
     if not isinstance(value, dict):
@@ -301,36 +298,19 @@ def calibration_options(value: Any, where: str = "calibrate") -> dict | None:
     check_keys(value, CALIBRATION_KEYS, where=where)
     out: dict[str, Any] = {}
 
-    def numbers(key: str, ok, what: str) -> None:
-        v = value[key]
-        if not isinstance(v, list) or not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and ok(x) for x in v):
-            raise ConfigError(f"{where}.{key} must be a non-empty list of {what}, not {v!r}.")
-        out[key] = [float(x) for x in v]
-
-    for key, ok, what in (("temperatures", lambda x: x > 0, "temperatures > 0 (1: plain guidance)"),
-                          ("scales", lambda x: True, "numbers"), ("biases", lambda x: True, "numbers")):
-        if key in value:
-            numbers(key, ok, what)
-    if "temperings" in value:
-        v = value["temperings"]
-        if not isinstance(v, list) or not v or any(m not in TEMPERINGS for m in v):
-            raise ConfigError(f"{where}.temperings must be a non-empty list of {', '.join(TEMPERINGS)}, not {v!r}.")
-        out["temperings"] = list(v)
-    if "supports" in value:
-        v = value["supports"]
-        if not isinstance(v, list) or not v or not all(
-                q is None or (isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q <= 1) for q in v):
-            raise ConfigError(f"{where}.supports must be a non-empty list of quantiles in (0, 1] or null (the gate off), "
-                              f"not {v!r}.")
-        out["supports"] = [None if q is None else float(q) for q in v]
-    for key, what in (("tails", "log-probabilities < 0 or null (no tail guard)"),
-                      ("floors", "negative head logits or null (no floor)")):
+    for key, knob in GRID_KNOBS.items():  # each value checked as its guidance knob is (JSON's null: off)
         if key in value:
             v = value[key]
-            if not isinstance(v, list) or not v or not all(
-                    t is None or (isinstance(t, (int, float)) and not isinstance(t, bool) and t < 0) for t in v):
-                raise ConfigError(f"{where}.{key} must be a non-empty list of {what}, not {v!r}.")
-            out[key] = [None if t is None else float(t) for t in v]
+            if not isinstance(v, list) or not v:
+                raise ConfigError(f"{where}.{key} must be a non-empty list of {knob} values, not {v!r}.")
+            for x in v:
+                if isinstance(x, str) and knob != "tempering":
+                    raise ConfigError(f"{where}.{key} must list numbers{' or null' if knob in OPTIONAL_KNOBS else ''}, "
+                                      f"not {x!r}.")
+            try:
+                out[key] = [check_knob(knob, x) for x in v]
+            except ModelError as exc:
+                raise ConfigError(f"{where}.{key}: {str(exc).replace('or none to', 'or null to')}") from None
     for key, lo, hi, e in (("tolerance", 0.0, 1.0, "0.03"), ("mia_tolerance", 0.0, 0.5, "0.075")):
         if key in value:
             v = value[key]

@@ -338,7 +338,7 @@ def quick_scores(lm, data: dict, batch_size: int = 32, calibration=None, referen
     (0 when the model treats forgotten items as items it never saw), and ``forget_calibration_mia``, the min-k
     membership AUC between them (0.5: an attacker cannot tell them apart). Given ``reference_truth_ratios`` (those
     of a model that never saw the forget set on its perturbed set), ``forget_reference_tr_ks``: the KS distance
-    between the model's forget truth ratios and them -- calibrate's objective with --reference-model."""
+    between the model's forget truth ratios and them -- calibrate's objective with --pretrained."""
     import math
 
     from t3unlearn.eval.metrics import mia_auc, min_k_score
