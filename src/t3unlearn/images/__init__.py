@@ -14,6 +14,8 @@
 See ``docs/images.md``. Heavy imports (torch, diffusers) happen on first attribute access.
 """
 
+from t3unlearn.lazy import lazy_exports
+
 _LAZY = {
     "ImageBenchmark": "t3unlearn.images.data",
     "ensure_benchmark": "t3unlearn.images.data",
@@ -35,9 +37,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 't3unlearn.images' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

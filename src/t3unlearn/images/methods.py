@@ -47,6 +47,7 @@ from torch import nn
 from t3unlearn.errors import T3Error
 from t3unlearn.images import losses as L
 from t3unlearn.images.objectives import Family
+from t3unlearn.settings import reject_unknown
 
 
 @dataclass
@@ -483,8 +484,5 @@ def get_method(name: str | Method) -> Method:
 def resolve_params(method: Method, params: dict | None) -> dict:
     """The method's defaults updated with ``params``; unknown keys are an error."""
     params = dict(params or {})
-    unknown = sorted(set(params) - set(method.defaults))
-    if unknown:
-        raise T3Error(f"{method.title} has no setting(s) {', '.join(unknown)}; it takes "
-                      f"{', '.join(method.defaults) or 'none'}.")
+    reject_unknown(params, method.defaults, owner=method.title, error=T3Error)
     return {**method.defaults, **params}

@@ -57,6 +57,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from t3unlearn.errors import ModelError, T3Error
+from t3unlearn.settings import TrainingSettings, reject_unknown
 
 TEMPERINGS = ("score", "langevin", "adaptive")
 T3_DIR = "t3"
@@ -96,10 +97,7 @@ class ImageGuidance:
     @classmethod
     def from_dict(cls, d: dict | None) -> "ImageGuidance":
         d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        bad = sorted(set(d) - known)
-        if bad:
-            raise T3Error(f"unknown guidance setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}.")
+        reject_unknown(d, sorted(f.name for f in fields(cls)), what="guidance setting", error=T3Error)
         return cls(**d)
 
 
@@ -181,7 +179,7 @@ class NoisyClassifier(ModelMixin, ConfigMixin):
 
 
 @dataclass
-class ClassifierTrainConfig:
+class ClassifierTrainConfig(TrainingSettings):
     steps: int = 1500
     batch_size: int = 64  # half retain, half forget
     lr: float = 2e-3
@@ -189,12 +187,6 @@ class ClassifierTrainConfig:
     hidden: int = 64
     label_dropout: float = 0.1  # labels replaced by the null label (for unconditional sampling)
     seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ClassifierTrainConfig":
-        from t3unlearn.images.trainer import _from_dict
-
-        return _from_dict(cls, d)
 
 
 def fit_noisy_classifier(clf: NoisyClassifier, retain: torch.Tensor, forget: torch.Tensor, *,

@@ -314,7 +314,7 @@ def unlearn(
     from t3unlearn.t3.features import hidden_size_of, vocab_size_of
     from t3unlearn.t3.identity import base_identity
     from t3unlearn.t3.model import T3Config, T3ForCausalLM, tokenizer_hash
-    from t3unlearn.t3.requests import DataSet, check_id, gather_parts
+    from t3unlearn.t3.request_sets import DataSet, check_id, gather_parts
 
     g_over, t_over = split_settings(settings)
     guidance = (guidance or Guidance()).replace(**g_over)
@@ -388,7 +388,7 @@ def unlearn(
 
 
 def _now() -> str:
-    from t3unlearn.t3.requests import now
+    from t3unlearn.t3.request_sets import now
 
     return now()
 

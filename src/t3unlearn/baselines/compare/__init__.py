@@ -47,6 +47,8 @@ from t3unlearn.baselines.compare.config import (
     load_compare_config,
 )
 
+from t3unlearn.lazy import lazy_exports
+
 _LAZY = {
     "compare": "t3unlearn.baselines.compare.driver",
     "unit_threads": "t3unlearn.baselines.compare.driver",
@@ -66,9 +68,4 @@ __all__ = ["ALL_METHODS", "CompareConfig", "DEFAULT_CONFIG", "FINETUNE", "INFERE
            "load_compare_config", *_LAZY]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 't3unlearn.baselines.compare' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
