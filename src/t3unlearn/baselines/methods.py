@@ -1,9 +1,10 @@
 """The fine-tuning baselines: each one a loss over a paired (forget, retain) batch.
 
-A :class:`~t3unlearn.methods.Method` (the one method type) says which data it trains on, whether it needs a frozen reference copy of
-the starting model, which parameters it trains, and how to turn a batch into a loss (using
-the pure functions of :mod:`t3unlearn.baselines.losses`). The one trainer
-(:mod:`t3unlearn.baselines.trainer`) does everything else.
+Each is a :class:`~t3unlearn.methods.Method` (the one method type) that says which data it trains on,
+whether it needs a frozen reference copy of the starting model, which parameters it trains, and how to
+turn a batch into a loss (using the pure functions of :mod:`t3unlearn.baselines.losses`). The one
+trainer (:mod:`t3unlearn.baselines.trainer`) does everything else; :mod:`t3unlearn.methods` registers
+them with a ``run``.
 
 Batches are dicts with ``forget``, ``retain`` (and ``idk`` for IdkDPO) sub-batches, each
 ``input_ids`` / ``attention_mask`` / ``labels`` (``-100`` off the answer).

@@ -546,7 +546,7 @@ def main(argv: list[str]) -> int:
         with torch_threads(spec.threads or 0):  # this process's own threads: the driver split the machine
             execute_unit(spec)
     except (T3Error, OSError) as exc:
-        from t3unlearn.cli import user_error_message
+        from t3unlearn.errors import user_error_message
 
         message = user_error_message(exc)
         if message is None:
