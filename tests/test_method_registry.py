@@ -73,7 +73,7 @@ def test_images_use_the_same_method_type():
 
 
 def test_a_registered_method_runs_through_compare(toy, tiny_world, models, tmp_path, monkeypatch):
-    from t3unlearn.baselines.compare import compare
+    from t3unlearn.experiments.compare import compare
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
     cfg = {**FAST, "methods": {"toy": {"params": {"shrink": 0.9}, "sweep": [{"shrink": 0.9}, {"shrink": 0.2}]}}}
@@ -92,7 +92,7 @@ def test_a_registered_method_runs_through_compare(toy, tiny_world, models, tmp_p
 
 def test_a_registered_method_runs_through_sequential(toy, tiny_world, models, tmp_path, monkeypatch):
     from t3unlearn.benchmarks import Benchmark
-    from t3unlearn.t3.sequential import sequential
+    from t3unlearn.experiments.sequential import sequential
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
     paths = {"full": models / "full", "retain90": models / "retain"}
@@ -110,7 +110,7 @@ def test_a_registered_method_runs_through_sequential(toy, tiny_world, models, tm
 
 def test_an_unknown_method_is_one_line_with_the_choices(tmp_path):
     from t3unlearn.errors import T3Error
-    from t3unlearn.t3.sequential import sequential
+    from t3unlearn.experiments.sequential import sequential
 
     with pytest.raises(T3Error, match="unknown method.s. toy; choose from t3, t3-finetune, t3-scratch, gradascent"):
         sequential("world", methods=["toy"], out=tmp_path)

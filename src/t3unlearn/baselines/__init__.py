@@ -30,8 +30,8 @@ _EXPORTS = {
     "BaselineConfig": "t3unlearn.baselines.trainer",
     "UnlearnResult": "t3unlearn.results",
     "train": "t3unlearn.baselines.trainer",
-    "compare": "t3unlearn.baselines.compare",
-    "load_compare_config": "t3unlearn.baselines.compare",
+    "compare": "t3unlearn.experiments.compare",
+    "load_compare_config": "t3unlearn.experiments.compare",
 }
 
 __all__ = sorted(_EXPORTS)

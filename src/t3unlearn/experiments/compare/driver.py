@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from t3unlearn.baselines.compare.config import ALL_METHODS, NO_SETTING, Setting, load_compare_config
-from t3unlearn.baselines.compare.report import markdown_table, number, plot, sweep_table, verdict
-from t3unlearn.baselines.compare.selection import aggregate, select_setting, title
-from t3unlearn.baselines.compare.units import UnitSpec, run_unit, unit_key
+from t3unlearn.experiments.compare.config import ALL_METHODS, NO_SETTING, Setting, load_compare_config
+from t3unlearn.experiments.compare.report import markdown_table, number, plot, sweep_table, verdict
+from t3unlearn.experiments.compare.selection import aggregate, select_setting, title
+from t3unlearn.experiments.compare.units import UnitSpec, run_unit, unit_key
 from t3unlearn.errors import T3Error
 from t3unlearn.methods import names as method_names
 
@@ -55,7 +55,7 @@ def _resolve_models(benchmark: str, split: str, world, model, retain_model, pret
 
 def _reference_name(setting: Setting) -> str | None:
     """The model a T3 / cg setting's calibration compares truth ratios with (``"calibrate": {"reference_model": ...}``)."""
-    from t3unlearn.baselines.compare.config import calibration_options
+    from t3unlearn.experiments.compare.config import calibration_options
 
     return (calibration_options(setting.params.get("calibrate", False)) or {}).get("reference_model")
 
@@ -245,7 +245,7 @@ def compare(
     log: Callable[[str], None] = print,
     loading: dict | None = None,
 ) -> dict:
-    """Run, evaluate and tabulate ``methods`` on one split (see :mod:`t3unlearn.baselines.compare`). Returns the
+    """Run, evaluate and tabulate ``methods`` on one split (see :mod:`t3unlearn.experiments.compare`). Returns the
     report dict (``rows``, ``sweeps``, ``chosen``, ``markdown``, ``plot``), also written to ``OUT/SPLIT/``.
 
     ``methods``: names in the method registry (:mod:`t3unlearn.methods`; one you registered runs too).

@@ -16,15 +16,15 @@ from t3unlearn import __version__
 from t3unlearn.errors import user_error_message
 
 _AREAS = [
-    "t3unlearn.world.cli",  # world build / train / check
-    "t3unlearn.tofu.cli",  # tofu train / check
-    "t3unlearn.t3.cli",  # unlearn, generate, calibrate, features, sequential
-    "t3unlearn.eval.cli",  # eval, report
-    "t3unlearn.baselines.cli",  # compare
-    "t3unlearn.toy.cli",  # toy
-    "t3unlearn.images.cli",  # images build / train / unlearn / eval / compare
-    "t3unlearn.demo",  # demo
-    "t3unlearn.serve.cli",  # serve
+    "t3unlearn.commands.world",  # world build / train / check
+    "t3unlearn.commands.tofu",  # tofu train / check
+    "t3unlearn.commands.t3",  # unlearn, generate, calibrate, features, sequential
+    "t3unlearn.commands.eval",  # eval, report
+    "t3unlearn.commands.baselines",  # compare
+    "t3unlearn.commands.toy",  # toy
+    "t3unlearn.commands.images",  # images build / train / unlearn / eval / compare
+    "t3unlearn.commands.demo",  # demo
+    "t3unlearn.commands.serve",  # serve
 ]
 
 _EPILOG = """\

@@ -16,7 +16,7 @@ import math
 import statistics
 from typing import Any, Sequence
 
-from t3unlearn.baselines.compare.config import SUMMARY_METRICS, Selection
+from t3unlearn.experiments.compare.config import SUMMARY_METRICS, Selection
 
 TITLES = {
     "full": "Full (before unlearning)",

@@ -128,7 +128,7 @@ class Runner:
 
     def configure(self, config, kind: str) -> None:
         """Settings from ``config`` (see :func:`sequential`) for a benchmark of ``kind`` (world, tofu)."""
-        from t3unlearn.baselines.compare import load_compare_config
+        from t3unlearn.experiments.compare import load_compare_config
         from t3unlearn.t3.config import split_settings
 
         self.cfg = load_compare_config(config)
@@ -193,7 +193,7 @@ class Runner:
 
     def _entry(self, method: str):
         """The method's compare settings (params and training): the config's entry, else none."""
-        from t3unlearn.baselines.compare.config import MethodEntry
+        from t3unlearn.experiments.compare.config import MethodEntry
 
         return self.cfg.methods.get(method) or MethodEntry()
 

@@ -358,7 +358,7 @@ def _eval(args) -> int:
 
 
 def _compare(args) -> int:
-    from t3unlearn.images.compare import compare
+    from t3unlearn.experiments.images import compare
     from t3unlearn.io import torch_threads
 
     with torch_threads(args.threads, log=print):

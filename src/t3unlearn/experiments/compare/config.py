@@ -47,7 +47,7 @@ ORACLE_METRICS = ("forget_quality", "privleak")
 
 @dataclass
 class Selection:
-    """How a sweep setting is chosen (see :func:`t3unlearn.baselines.compare.selection.select_setting`)."""
+    """How a sweep setting is chosen (see :func:`t3unlearn.experiments.compare.selection.select_setting`)."""
 
     eval: Literal["quick", "full"] = "quick"
     # T3's calibration rule (t3unlearn calibrate --reference-model): the KS distance between the forget truth ratios

@@ -119,7 +119,7 @@ def register(sub) -> None:
 
 
 def _all_methods():
-    from t3unlearn.baselines.compare.config import ALL_METHODS
+    from t3unlearn.experiments.compare.config import ALL_METHODS
 
     return ALL_METHODS
 
@@ -127,7 +127,7 @@ def _all_methods():
 def run_compare(args) -> int:
     from pathlib import Path
 
-    from t3unlearn.baselines.compare import DEFAULT_CONFIG, compare, load_compare_config, unit_threads, write_doc
+    from t3unlearn.experiments.compare import DEFAULT_CONFIG, compare, load_compare_config, unit_threads, write_doc
     from t3unlearn.errors import T3Error
     from t3unlearn.io import torch_threads
 

@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from t3unlearn.baselines.compare.config import Selection
-from t3unlearn.baselines.compare.selection import title
+from t3unlearn.experiments.compare.config import Selection
+from t3unlearn.experiments.compare.selection import title
 from t3unlearn.eval.report import PlotPoint, fmt, plot_points, table
 
 COLUMNS = (

@@ -3,7 +3,7 @@
 A *unit* is one (method, setting, seed, evaluation mode): unlearn (or reuse the trained artifact),
 evaluate, and write ``UNIT_DIR/record.json`` (plus ``eval/`` for a full evaluation) in one atomic
 directory, so a unit is either done, whole, or not there. A rerun finds the finished units and skips
-them. A unit runs in its own Python process (``python -m t3unlearn.baselines.compare``, its spec on
+them. A unit runs in its own Python process (``python -m t3unlearn.experiments.compare``, its spec on
 standard input) so that its peak memory is its own; that process exits when its parent dies, and it
 takes a file lock on its unit, so an orphan and a rerun never both write it.
 
@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from t3unlearn.baselines.compare.config import QUICK_METRICS, SUMMARY_METRICS, T3_GUIDANCE_KEYS, T3_HEAD_KEYS, Setting
-from t3unlearn.baselines.compare.report import number
+from t3unlearn.experiments.compare.config import QUICK_METRICS, SUMMARY_METRICS, T3_GUIDANCE_KEYS, T3_HEAD_KEYS, Setting
+from t3unlearn.experiments.compare.report import number
 from t3unlearn.errors import T3Error
 from t3unlearn.methods import Method, get as get_method, names as method_names
 
@@ -179,7 +179,7 @@ def _calibration_rule(method: str, options: Any = True) -> tuple[dict, list]:
     """What ``"calibrate": OPTIONS`` runs for ``method``: ``(rule, grid)`` -- the rule (the grid's labels, the
     tolerances, and the reference model's name where truth ratios are compared with one; part of the cache keys) and
     the grid's settings (classifier guidance: its T = 1 settings)."""
-    from t3unlearn.baselines.compare.config import calibration_options
+    from t3unlearn.experiments.compare.config import calibration_options
     from t3unlearn.t3.calibrate import (DEFAULT_SCALES, DEFAULT_SUPPORTS, DEFAULT_TEMPERATURES, DEFAULT_TEMPERINGS,
                                         MIA_TOLERANCE, RETAIN_TOLERANCE, grid)
 
@@ -483,7 +483,7 @@ def run_unit(spec: UnitSpec, *, isolate: bool, log: Callable[[str], None]) -> di
     if not isolate:
         rec = execute_unit(spec)
     else:
-        proc = subprocess.run([sys.executable, "-m", "t3unlearn.baselines.compare"], input=spec.to_json(), text=True,
+        proc = subprocess.run([sys.executable, "-m", "t3unlearn.experiments.compare"], input=spec.to_json(), text=True,
                               env={**os.environ, PARENT_ENV: str(os.getpid())})
         rec = _read_json(unit_dir / RECORD)
         if proc.returncode != 0 or rec is None:
@@ -533,10 +533,10 @@ def exit_with_parent(parent: int, interval: float = 0.2) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m t3unlearn.baselines.compare`` (internal): run the unit whose spec is on standard input
+    """``python -m t3unlearn.experiments.compare`` (internal): run the unit whose spec is on standard input
     (``__main__`` first ties this process's life to its parent's, :func:`exit_with_parent`)."""
     if argv:
-        print("usage: python -m t3unlearn.baselines.compare < SPEC.json (internal: one run of t3unlearn compare)",
+        print("usage: python -m t3unlearn.experiments.compare < SPEC.json (internal: one run of t3unlearn compare)",
               file=sys.stderr)
         return 2
     from t3unlearn.io import torch_threads

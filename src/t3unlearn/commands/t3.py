@@ -195,7 +195,7 @@ def register(sub) -> None:
     add_loading_options(c)
     c.set_defaults(func=run_calibrate)
 
-    from t3unlearn.t3 import requests_cli
+    from t3unlearn.commands import requests as requests_cli
 
     requests_cli.register(sub)  # features, sequential
 
