@@ -88,6 +88,19 @@ def import_cycles(root: Path = ROOT) -> list[list[str]]:
     return out
 
 
+def _floor(module: str) -> int:
+    """The command line on top, the experiments below it, everything else below them."""
+    if module.startswith("t3unlearn.commands") or module == "t3unlearn.__main__":
+        return 2
+    return 1 if module.startswith("t3unlearn.experiments") else 0
+
+
+def upward_imports(root: Path = ROOT) -> list[str]:
+    """Imports of a higher floor from a lower one (``t3unlearn.eval`` importing ``t3unlearn.commands``, say)."""
+    edges = _imports(_modules(root))
+    return sorted(f"{a} -> {b}" for a, bs in edges.items() for b in bs if _floor(b) > _floor(a))
+
+
 def long_files() -> list[tuple[int, str]]:
     return sorted(((n, str(p.relative_to(ROOT.parent))) for p in ROOT.rglob("*.py")
                    if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_FILE_LINES), reverse=True)
@@ -118,6 +131,12 @@ def test_no_import_cycle_between_files():
     cycles = import_cycles()
     print(f"import cycles: {len(cycles)}")
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_layers_point_one_way():
+    up = upward_imports()
+    print(f"imports that point up a floor: {len(up)}")
+    assert not up, f"imports that point up a floor: {up}"
 
 
 def test_no_source_file_over_600_lines():
