@@ -74,7 +74,7 @@ def _register_all() -> None:
                     t3, run_t3, title="T3", style="guidance"))
     register(Method("cg", "lm", "classifier guidance: T3's head at T = 1", {**t3, "temperature": 1.0}, run_cg,
                     title="Classifier guidance", style="guidance"))
-    register(replace(BASELINES["uld"], run=run_uld, title="ULD"))
+    register(replace(BASELINES["uld"], run=run_uld))
     for name in FINETUNE_METHODS:
         register(replace(BASELINES[name], run=partial(run_finetune, name)))
 
