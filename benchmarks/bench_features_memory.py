@@ -24,7 +24,7 @@ from pathlib import Path
 
 CHILD = """
 import resource, sys
-from t3unlearn.cli import main
+from t3unlearn.commands.main import main
 rc = main(sys.argv[1:])
 print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
 sys.exit(rc)

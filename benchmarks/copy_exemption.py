@@ -154,7 +154,7 @@ def main() -> None:
     if args.probe:
         from pathlib import Path
 
-        from t3unlearn.eval.cli import probe_with_reference
+        from t3unlearn.commands.eval import probe_with_reference
         from t3unlearn.eval.probe import PROBES
 
         probes = PROBES if args.probes == "all" else tuple(args.probes.split(","))

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from t3unlearn.benchmarks import get_benchmark
-from t3unlearn.demo import _calibrate, _Clock
+from t3unlearn.commands.demo import _calibrate, _Clock
 from t3unlearn.eval.probe import author
 from t3unlearn.lm import load_model, load_tokenizer
 from t3unlearn.t3 import unlearn

@@ -91,7 +91,7 @@ def _build(name: str, root: Path, small_tokenizer) -> Path:
 
 
 def _run(argv) -> str:
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     assert main(argv) == 0, argv
 
@@ -155,7 +155,7 @@ COMMANDS = ("unlearn", "eval", "generate", "calibrate", "serve", "probe", "featu
 def _subparsers():
     import argparse
 
-    from t3unlearn.cli import build_parser
+    from t3unlearn.commands.main import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -309,7 +309,7 @@ def test_device_map_places_the_model(llama, monkeypatch):
 
 
 def test_force_puts_a_head_on_a_same_shape_base(llama, capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     argv = ["generate", "--model", str(llama / "twin"), "--head", str(llama / "head"), "--device", "cpu",
             "--max-new-tokens", "2", "--threads", "1", "Where?"]
@@ -332,7 +332,7 @@ def test_a_plain_prompt_head_on_a_chat_base_gets_plain_prompts(llama):
 def test_an_existing_head_is_replaced_only_with_overwrite(llama, bench, tmp_path, capsys):
     import shutil
 
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     out = tmp_path / "head"
     shutil.copytree(llama / "head", out)
@@ -347,7 +347,7 @@ def test_an_existing_head_is_replaced_only_with_overwrite(llama, bench, tmp_path
 
 
 def test_items_cut_at_max_length_are_reported(llama, tmp_path, capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     long = tmp_path / "long.jsonl"
     long.write_text(json.dumps({"question": "Tell me everything.", "answer": "word " * 400}) + "\n")

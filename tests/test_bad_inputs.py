@@ -71,7 +71,7 @@ def files(random_lm, tmp_path_factory):
     (f["world_cal"] / "world.json").write_text("{}")
     f["corrupt_head"], f["bad_config_head"] = root / "corrupt_head", root / "bad_config_head"
     home = root / "home"
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     old = os.environ.get("T3UNLEARN_HOME")
     os.environ["T3UNLEARN_HOME"] = str(home)
@@ -111,7 +111,7 @@ def _more_models(f, model, tok):
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     root = f["root"]
     twin = copy.deepcopy(model)
@@ -177,7 +177,7 @@ def _normalized(message: str, files) -> str:
 
 @pytest.mark.parametrize("case", CLI, ids=[c.id for c in CLI])
 def test_command_line(case: Case, files, cli, monkeypatch):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     argv = case.make(files)
     if isinstance(argv, tuple):  # an operating-system failure, simulated

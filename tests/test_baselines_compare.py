@@ -40,9 +40,9 @@ def _fast_config(tmp_path, **changes):
 
 
 def test_compare_end_to_end_and_resume(tiny_models, tmp_path, monkeypatch, capsys):
-    from t3unlearn.baselines.compare import doc_markers, select_setting, units
-    from t3unlearn.baselines.compare.config import Selection
-    from t3unlearn.cli import main
+    from t3unlearn.experiments.compare import doc_markers, select_setting, units
+    from t3unlearn.experiments.compare.config import Selection
+    from t3unlearn.commands.main import main
 
     world, models = tiny_models
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
@@ -94,7 +94,7 @@ def test_calibrated_t3_and_guidance_choose_per_seed(tiny_models, tmp_path, monke
     """"calibrate": true: each seed's head picks T and s with calibrate's rule on the calibration set (classifier
     guidance among T = 1 settings only); the row names each seed's choice, the model evaluated runs it, and the
     calibration's time is part of the unlearning time."""
-    from t3unlearn.baselines.compare import compare
+    from t3unlearn.experiments.compare import compare
     from t3unlearn.t3.calibrate import DEFAULT_SCALES, DEFAULT_TEMPERATURES
 
     world, models = tiny_models
@@ -128,7 +128,7 @@ def test_calibration_options_grid_and_reference_model(tiny_models, tmp_path, mon
     """"calibrate": {...}: calibrate's grid, tolerances and --pretrained from the config. "pretrained" is resolved
     at the edge (here compare's pretrained=); the rule then compares the forget truth ratios with that model's,
     on the benchmark's paraphrased and perturbed forget answers. Classifier guidance keeps the grid's T = 1 settings."""
-    from t3unlearn.baselines.compare import compare
+    from t3unlearn.experiments.compare import compare
 
     world, models = tiny_models
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
@@ -159,13 +159,13 @@ def test_calibration_options_grid_and_reference_model(tiny_models, tmp_path, mon
 
 
 def test_calibration_options_are_checked():
-    from t3unlearn.baselines.compare.config import calibration_options
+    from t3unlearn.experiments.compare.config import calibration_options
     from t3unlearn.errors import ConfigError
 
     assert calibration_options(True) == {} and calibration_options(False) is None
     assert calibration_options({"scales": [1], "supports": [None, 0.95]}) == {"scales": [1.0], "supports": [None, 0.95]}
     # the head's floor reaches the grid each seed is calibrated on (and its label, hence the cache key)
-    from t3unlearn.baselines.compare.units import _calibration_rule
+    from t3unlearn.experiments.compare.units import _calibration_rule
 
     rule, settings = _calibration_rule("t3", {"temperatures": [2], "scales": [1], "floors": [None, -3.5]})
     assert [st.floor for st in settings] == [None, -3.5] and rule["settings"][1].endswith("floor=-3.5")
@@ -183,8 +183,8 @@ def test_calibration_options_are_checked():
 
 
 def test_selection_rule_ignores_forget_quality():
-    from t3unlearn.baselines.compare import select_setting
-    from t3unlearn.baselines.compare.config import Selection
+    from t3unlearn.experiments.compare import select_setting
+    from t3unlearn.experiments.compare.config import Selection
 
     def rec(fprob, mu, fq):
         return {"summary": {"forget_Q_A_Prob": fprob, "retain_Q_A_Prob": mu, "forget_quality": fq}}
@@ -199,8 +199,8 @@ def test_selection_keeps_the_membership_auc_near_one_half():
     """The default rule is calibrate's with T3's reference and tolerances: lowest truth-ratio KS to the pretrained
     checkpoint's among settings that keep 97 % of the full model's retain probability and whose forget-vs-calibration
     min-k AUC is within 0.5 ± mia_tolerance; none feasible: the one missing the constraints by least."""
-    from t3unlearn.baselines.compare import select_setting
-    from t3unlearn.baselines.compare.config import Selection
+    from t3unlearn.experiments.compare import select_setting
+    from t3unlearn.experiments.compare.config import Selection
     from t3unlearn.t3.calibrate import MIA_TOLERANCE, RETAIN_TOLERANCE
 
     def rec(ks, mu, mia):
@@ -219,7 +219,7 @@ def test_selection_keeps_the_membership_auc_near_one_half():
 
 
 def test_config_override_and_validation(tmp_path):
-    from t3unlearn.baselines.compare import load_compare_config
+    from t3unlearn.experiments.compare import load_compare_config
     from t3unlearn.errors import ConfigError
 
     user = tmp_path / "c.json"
@@ -238,7 +238,7 @@ def test_config_override_and_validation(tmp_path):
     assert {(st.train["lr"], st.train["epochs"]) for st in default.settings("npo")} >= {
         (lr, ep) for lr in (1e-4, 3e-4, 1e-3) for ep in (5, 10)}
     # T3 and cg train the packaged recipe (unlearn's defaults), not a copy of it kept in the comparison's config
-    from t3unlearn.baselines.compare.config import T3_HEAD_KEYS
+    from t3unlearn.experiments.compare.config import T3_HEAD_KEYS
 
     assert not set(default.settings("t3")[0].params) & set(T3_HEAD_KEYS)
     assert not set(default.settings("cg")[0].params) & set(T3_HEAD_KEYS)
@@ -276,14 +276,14 @@ def test_config_override_and_validation(tmp_path):
 
 
 def test_compare_user_errors(tmp_path):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     assert main(["compare", "--methods", "t3,sgd", "--out", str(tmp_path)]) == 2
     assert main(["compare", "--split", "forget07x", "--out", str(tmp_path)]) == 2
 
 
 def test_help_teaches(capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     with pytest.raises(SystemExit):
         main(["compare", "--help"])
@@ -294,7 +294,7 @@ def test_help_teaches(capsys):
 
 
 def test_doc_keeps_world_and_tofu_sections_of_the_same_split_apart(tmp_path):
-    from t3unlearn.baselines.compare.report import doc_markers, write_doc
+    from t3unlearn.experiments.compare.report import doc_markers, write_doc
 
     doc = tmp_path / "cmp.md"
     for bench, text in (("world", "WORLD TABLE"), ("tofu", "TOFU TABLE"), ("world", "WORLD TABLE 2")):
@@ -312,9 +312,9 @@ def test_compare_hands_the_loading_options_to_every_unit(tiny_models, tmp_path, 
     from_pretrained for the model to unlearn, and are part of the units' cache keys (other options, other runs)."""
     from transformers import AutoModelForCausalLM
 
-    from t3unlearn.baselines.compare import driver
-    from t3unlearn.baselines.compare.units import UnitSpec
-    from t3unlearn.cli import main
+    from t3unlearn.experiments.compare import driver
+    from t3unlearn.experiments.compare.units import UnitSpec
+    from t3unlearn.commands.main import main
 
     world, models = tiny_models
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))

@@ -154,7 +154,7 @@ def test_unlearn_killed_then_rerun(home, tmp_path, monkeypatch):
 def test_calibrate_command(home, tmp_path, monkeypatch, capsys):
     """``calibrate`` scores the whole grid (biases included), saves the chosen setting in the head and leaves the
     head's weights alone."""
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
     from t3unlearn.t3.model import T3ForCausalLM
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(home))
@@ -284,7 +284,7 @@ def test_compare_killed_then_rerun(home, tmp_path):
 
 
 def test_demo_tiny(home, tmp_path, monkeypatch, capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(home))
     monkeypatch.setenv("T3UNLEARN_PROGRESS", "off")
@@ -320,7 +320,7 @@ def test_demo_tiny(home, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("method", ["npo", "uld"])
 def test_baseline_command(home, tmp_path, monkeypatch, capsys, method):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
     from t3unlearn.lm import load_lm
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(home))
@@ -345,7 +345,7 @@ def test_baseline_command(home, tmp_path, monkeypatch, capsys, method):
 def test_results_do_not_depend_on_the_thread_count(home, tmp_path, monkeypatch):
     """Same seed, same machine: a baseline trained with 1 and with 2 torch threads has the same weights, and
     evaluations with 1 and 2 threads write the same TOFU_EVAL.json."""
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(home))
     monkeypatch.setenv("T3UNLEARN_PROGRESS", "off")

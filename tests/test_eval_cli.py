@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from t3unlearn.cli import main
+from t3unlearn.commands.main import main
 from t3unlearn.eval.results import EvalResults
 
 from test_eval_runner import build_fake_benchmark

@@ -204,7 +204,7 @@ def test_probe_and_eval_probes_cli(random_lm, tmp_path, monkeypatch, capsys):
     """``t3unlearn probe`` and ``eval --probes`` on a fake benchmark: every measure beside the oracle's, the
     oracle probed once and cached, the TOFU files untouched by the probes."""
     from t3unlearn.benchmarks import Benchmark
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     from test_eval_runner import build_fake_benchmark
 

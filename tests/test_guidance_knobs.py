@@ -166,7 +166,7 @@ RENAMED = [  # (command line with the old spelling, the same with the new one, t
 
 @pytest.mark.parametrize("old,new,name", RENAMED, ids=[r[0][0] + " " + r[2] for r in RENAMED])
 def test_old_spellings_still_work_hidden_with_one_deprecation_line(old, new, name, capsys):
-    from t3unlearn.cli import build_parser
+    from t3unlearn.commands.main import build_parser
 
     parser = build_parser()
     got, want = parser.parse_args(old), parser.parse_args(new)
@@ -181,7 +181,7 @@ def test_old_spellings_still_work_hidden_with_one_deprecation_line(old, new, nam
 
 
 def test_serve_takes_a_head_directory_alone(tmp_path):
-    from t3unlearn.cli import build_parser
+    from t3unlearn.commands.main import build_parser
 
     args = build_parser().parse_args(["serve", "--model", "m", "--head", str(tmp_path / "forget10"), "--head", "f05=d"])
     assert args.head == [("forget10", str(tmp_path / "forget10")), ("f05", "d")]

@@ -166,7 +166,7 @@ def test_multi_class_sfd_adaptive_weights_are_recorded_and_change_the_student(mo
 
 
 def test_images_unlearn_help_names_every_method(capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
     from t3unlearn.images.methods import METHODS
 
     with pytest.raises(SystemExit):
@@ -178,7 +178,7 @@ def test_images_unlearn_help_names_every_method(capsys):
 
 
 def test_compare_default_methods_are_the_packages():
-    from t3unlearn.images import cli
+    from t3unlearn.commands import images as cli
     from t3unlearn.images.methods import DEFAULT_METHODS, METHODS
 
     assert cli._DEFAULT_METHODS == DEFAULT_METHODS and set(DEFAULT_METHODS) <= set(METHODS)

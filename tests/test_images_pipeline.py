@@ -201,7 +201,7 @@ def test_classifier_cache_and_metrics(bench, full_models):
 
 
 def test_cli_unlearn_eval_and_errors(module_home, tmp_path, capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     out = tmp_path / "ad"
     assert main(["images", "unlearn", "--preset", "tiny", "--model", "vae:full", "--method", "adaptive_siss",
@@ -219,7 +219,7 @@ def test_cli_unlearn_eval_and_errors(module_home, tmp_path, capsys):
 
 
 def test_cli_compare_tiny(module_home, tmp_path, capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     out = tmp_path / "cmp"
     assert main(["images", "compare", "--preset", "tiny", "--families", "vae", "--methods", "siss,adaptive_siss",

@@ -68,7 +68,7 @@ def test_distilled_one_step_generator_is_cached_deterministic_and_samples_in_one
 
 
 def test_sfd_refuses_a_vae(module_home, tmp_path, capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     assert main(["images", "unlearn", "--preset", "tiny", "--model", "vae:full", "--method", "sfd", "--quiet",
                  "--out", str(tmp_path / "x")]) == 2

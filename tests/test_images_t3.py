@@ -194,7 +194,7 @@ def test_t3_unit_saves_an_adapter_that_round_trips_and_forgets_its_base(tiny, tm
 
 
 def test_cli_unlearn_t3_then_eval(tiny, tmp_path, capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     out = tmp_path / "t3-vae"
     assert main(["images", "unlearn", "--preset", "tiny", "--model", "vae:full", "--method", "t3", "--quiet",

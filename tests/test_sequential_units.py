@@ -6,7 +6,7 @@ import json
 
 
 def _runner(tmp_path, config=None, kind="world"):
-    from t3unlearn.t3.sequential import Runner
+    from t3unlearn.experiments.sequential import Runner
 
     r = Runner.__new__(Runner)  # no models: only the unit bookkeeping is under test
     r.out = tmp_path
@@ -36,7 +36,7 @@ def test_a_unit_is_reused_only_with_the_recipe_it_was_made_with(tmp_path, monkey
 
 
 def test_baseline_recipe_follows_its_learning_rate(tmp_path, monkeypatch):
-    from t3unlearn.t3 import sequential
+    from t3unlearn.experiments import sequential
 
     r = _runner(tmp_path)
     a = r.recipe("npo")
@@ -45,7 +45,7 @@ def test_baseline_recipe_follows_its_learning_rate(tmp_path, monkeypatch):
 
 
 def test_learning_rates_follow_the_benchmark(tmp_path):
-    from t3unlearn.t3 import sequential
+    from t3unlearn.experiments import sequential
 
     world, tofu = _runner(tmp_path), _runner(tmp_path, kind="tofu")
     assert world.lr == sequential.BASELINE_LR["world"] and tofu.lr == sequential.BASELINE_LR["tofu"]
@@ -72,7 +72,7 @@ def test_a_config_sets_t3s_head_and_guidance(tmp_path):
 
 
 def test_the_table_names_a_method_run_with_fewer_seeds():
-    from t3unlearn.t3.sequential import METRICS, markdown, summarize
+    from t3unlearn.experiments.sequential import METRICS, markdown, summarize
 
     def rec(u):
         return {"summary": {m: u for m in METRICS}, "wall_s": 1.0}

@@ -470,7 +470,7 @@ def test_playground_in_a_browser(server):
 
 
 def test_cli_refuses_a_bad_head_in_one_line(world_heads, capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     assert main(["serve", "--model", world_heads["full"], "--head", f"x={world_heads['root'] / 'nothing'}", "--threads", "1"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
@@ -481,7 +481,7 @@ def test_a_head_trained_on_other_prompts_than_the_server_formats_is_refused(worl
     """A head records its prompt template (chat / plain); the server formats every prompt one way (its base's
     tokenizer's chat template when it has one). A head trained the other way is refused in one line at start-up and
     on POST /v1/heads (HeadRegistry.add), even with --force-heads, instead of being served on prompts it never saw."""
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
     from t3unlearn.data import load_qa
     from t3unlearn.lm import load_model, load_tokenizer
     from t3unlearn.serve.app import build

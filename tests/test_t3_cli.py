@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from t3unlearn.cli import main
+from t3unlearn.commands.main import main
 
 from test_t3_train import FORGET, RETAIN  # noqa: E402  (tests dir is on sys.path under pytest)
 
@@ -65,7 +65,7 @@ def test_help_is_light(capsys):
     import subprocess
     import sys
 
-    code = "import sys, t3unlearn.t3.cli, t3unlearn.t3; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, t3unlearn.commands.t3, t3unlearn.t3; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
     with pytest.raises(SystemExit):
         main(["unlearn", "--help"])

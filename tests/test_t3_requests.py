@@ -288,7 +288,7 @@ def test_data_parallel_extraction_with_accelerate_on_two_cpu_processes(model_dir
 def test_cli_adds_lists_and_withdraws_requests(model_dir, tmp_path, monkeypatch, capsys):
     """`unlearn --head DIR --add-forget / --remove-forget / --list-requests`: the head dir records its requests in
     t3_config.json; withdrawing gives the bytes of the head made from scratch without the request."""
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
     r1, r2, retain = (_jsonl(tmp_path / f"{n}.jsonl", p) for n, p in (("r1", R1), ("r2", R2), ("retain", RETAIN)))
@@ -335,7 +335,7 @@ def test_cli_calibration_follows_the_requests(model_dir, tmp_path, monkeypatch, 
     """A calibrated head records the requests its guidance was chosen for; an update says when that no longer
     holds; `calibrate --head` (no --forget) and `unlearn --head --add-forget --calibrate` calibrate on the items
     of every request the head now covers, read again from their sources."""
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
     r1, r2, r3, retain, holdout = (_jsonl(tmp_path / f"{n}.jsonl", p) for n, p in

@@ -98,7 +98,7 @@ def test_classifier_is_deterministic_for_a_seed():
 
 
 def test_cli_writes_its_files(tmp_path, capsys, monkeypatch):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
     from t3unlearn.toy.figures import FIGURES
 
     # the full CLI path, on an even smaller grid than --quick (the figures are the fixed cost)
@@ -119,7 +119,7 @@ def test_cli_writes_its_files(tmp_path, capsys, monkeypatch):
 
 
 def test_cli_rejects_bad_options(tmp_path, capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     assert main(["toy", "--out", str(tmp_path), "--seeds", "0"]) == 2
     assert "--seeds must be >= 1" in capsys.readouterr().err

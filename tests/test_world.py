@@ -182,7 +182,7 @@ def test_bad_settings():
 
 
 def test_cli_build(tmp_path, capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     assert main(["world", "build", "--preset", "tiny", "--out", str(tmp_path / "w"), "--seed", "2"]) == 0
     assert (tmp_path / "w" / "forget10.jsonl").is_file()

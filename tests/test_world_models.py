@@ -78,7 +78,7 @@ def test_unknown_model_name(tiny_world):
 
 
 def test_cli_check(tiny_world, tiny_models, monkeypatch, capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(tiny_models["full"].parents[2]))
     assert main(["world", "check", "--world", str(tiny_world), "--limit", "10"]) == 0
@@ -117,7 +117,7 @@ def test_model_cache_keyed_on_training_files_only(tiny_world, tmp_path):
 
 
 def test_cli_train_copies(tiny_world, tiny_models, monkeypatch, tmp_path, capsys):
-    from t3unlearn.cli import main
+    from t3unlearn.commands.main import main
 
     monkeypatch.setenv("T3UNLEARN_HOME", str(tiny_models["full"].parents[2]))
     assert main(["world", "train", "--world", str(tiny_world), "--models", "full", "--out", str(tmp_path / "m")]) == 0

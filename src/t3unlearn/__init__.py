@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 # MKL reads this once, at its first call: import t3unlearn before any torch work (a value you set is kept).
 _os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
+from t3unlearn.lazy import lazy_exports
+
 _LAZY = {
     "T3ForCausalLM": "t3unlearn.t3.model",
     "T3Config": "t3unlearn.t3.model",
@@ -28,9 +30,4 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 't3unlearn' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -1,3 +1,3 @@
-from t3unlearn.cli import main
+from t3unlearn.commands.main import main
 
 raise SystemExit(main())

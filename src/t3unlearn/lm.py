@@ -23,8 +23,9 @@ from t3unlearn.data import IGNORE_INDEX, QAExample, QAFormatter, batched, collat
 from t3unlearn.errors import ModelError
 
 # config file in a saved directory -> "module:Class" with a from_pretrained(path, **kw) loader
+HEAD_CONFIG = "t3_config.json"  # a T3 head's directory
 ADAPTERS = {
-    "t3_config.json": "t3unlearn.t3.model:T3ForCausalLM",
+    HEAD_CONFIG: "t3unlearn.t3.model:T3ForCausalLM",
     "uld_config.json": "t3unlearn.baselines.uld:ULDForCausalLM",
 }
 
@@ -244,11 +245,16 @@ class CausalLM:
         return out
 
 
+def _adapter(config_name: str):
+    """The class :data:`ADAPTERS` registers for ``config_name`` (imported by name: the adapters sit above this module)."""
+    module, _, cls = ADAPTERS[config_name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 def _adapter_class(path: Path):
-    for filename, target in ADAPTERS.items():
+    for filename in ADAPTERS:
         if (path / filename).is_file():
-            module, _, cls = target.partition(":")
-            return getattr(importlib.import_module(module), cls)
+            return _adapter(filename)
     return None
 
 
@@ -337,10 +343,8 @@ def load_model(path: str, *, device: str | None = None, head: str | None = None,
     """
     p = Path(path)
     force = kwargs.pop("force", False)
-    if head is not None:
-        from t3unlearn.t3.model import T3ForCausalLM
-
-        return T3ForCausalLM.from_base(str(path), head, device=device, force=force, **kwargs)
+    if head is not None:  # a T3 head over this base: the adapter that t3_config.json names
+        return _adapter(HEAD_CONFIG).from_base(str(path), head, device=device, force=force, **kwargs)
     adapter = _adapter_class(p) if p.is_dir() else None
     if adapter is not None:
         return adapter.from_pretrained(str(p), device=device, **({"force": True} if force else {}), **kwargs)

@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any, Iterable, TypeVar
 
-from t3unlearn.errors import ConfigError
+from t3unlearn.errors import ConfigError, T3Error
 
 T = TypeVar("T")
 
@@ -87,4 +87,31 @@ def from_dict(cls: type[T], data: Any, *, where: str) -> T:
     return cls(**values)
 
 
-__all__ = ["check_keys", "check_types", "from_dict"]
+def reject_unknown(given: Iterable[str], known: Iterable[str], *, what: str = "setting", owner: str | None = None,
+                   error: type[T3Error] = ConfigError) -> None:
+    """Raise ``error`` naming every name of ``given`` not in ``known``, and the known ones: ``unknown setting(s) x;
+    known: a, b`` or, with an ``owner``, ``NPO has no setting(s) x; it takes a, b``. Names are listed as given."""
+    known = list(known)
+    bad = sorted(str(k) for k in set(given) - set(known))
+    if not bad:
+        return
+    if owner is not None:
+        raise error(f"{owner} has no {what}(s) {', '.join(bad)}; it takes {', '.join(map(str, known)) or 'none'}.")
+    raise error(f"unknown {what}(s) {', '.join(bad)}; known: {', '.join(map(str, known)) or 'none'}.")
+
+
+class TrainingSettings:
+    """A mixin for the settings dataclass of a training loop: :meth:`from_dict` refuses unknown names, and a
+    ``steps``, ``batch_size`` or ``lr`` field it has must be positive."""
+
+    @classmethod
+    def from_dict(cls, d: dict | None):
+        d = dict(d or {})
+        reject_unknown(d, sorted(f.name for f in dataclasses.fields(cls)), error=T3Error)
+        cfg = cls(**d)
+        if getattr(cfg, "steps", 1) < 1 or getattr(cfg, "batch_size", 1) < 1 or getattr(cfg, "lr", 1) <= 0:
+            raise T3Error("steps and batch_size must be >= 1 and lr > 0.")
+        return cfg
+
+
+__all__ = ["TrainingSettings", "check_keys", "check_types", "from_dict", "reject_unknown"]

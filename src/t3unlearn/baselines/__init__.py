@@ -17,6 +17,8 @@ Public API (imported lazily, so ``import t3unlearn.baselines`` does not import t
 
 from __future__ import annotations
 
+from t3unlearn.lazy import lazy_exports
+
 _EXPORTS = {
     "unlearn_baseline": "t3unlearn.baselines.api",
     "train_uld": "t3unlearn.baselines.api",
@@ -28,16 +30,11 @@ _EXPORTS = {
     "BaselineConfig": "t3unlearn.baselines.trainer",
     "UnlearnResult": "t3unlearn.results",
     "train": "t3unlearn.baselines.trainer",
-    "compare": "t3unlearn.baselines.compare",
-    "load_compare_config": "t3unlearn.baselines.compare",
+    "compare": "t3unlearn.experiments.compare",
+    "load_compare_config": "t3unlearn.experiments.compare",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 't3unlearn.baselines' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,9 +1,10 @@
 """The fine-tuning baselines: each one a loss over a paired (forget, retain) batch.
 
-A :class:`Method` says which data it trains on, whether it needs a frozen reference copy of
-the starting model, which parameters it trains, and how to turn a batch into a loss (using
-the pure functions of :mod:`t3unlearn.baselines.losses`). The one trainer
-(:mod:`t3unlearn.baselines.trainer`) does everything else.
+Each is a :class:`~t3unlearn.methods.Method` (the one method type) that says which data it trains on,
+whether it needs a frozen reference copy of the starting model, which parameters it trains, and how to
+turn a batch into a loss (using the pure functions of :mod:`t3unlearn.baselines.losses`). The one
+trainer (:mod:`t3unlearn.baselines.trainer`) does everything else; :mod:`t3unlearn.methods` registers
+them with a ``run``.
 
 Batches are dicts with ``forget``, ``retain`` (and ``idk`` for IdkDPO) sub-batches, each
 ``input_ids`` / ``attention_mask`` / ``labels`` (``-100`` off the answer).
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from t3unlearn.errors import T3Error
+from t3unlearn.methods.registry import Method
 
 
 @dataclass
@@ -26,20 +28,6 @@ class Context:
     ref: Any | None
     params: dict
     extras: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    title: str
-    summary: str
-    defaults: dict
-    compute: Callable[[Context, dict], tuple[Any, dict]]
-    needs_ref: Callable[[dict], bool] = lambda params: False
-    data: str = "paired"  # "paired": forget items each with a random retain item; "retain": retain only
-    uses_idk: bool = False
-    setup: Callable[[Context], None] | None = None
-    trainable: Callable[[Any, dict], list[str]] | None = None  # parameter names; None = all
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -236,17 +224,22 @@ def _rmu(ctx, batch):
 
 # ----------------------------------------------------------------------------- registry
 
+def _baseline(name: str, title: str, summary: str, defaults: dict, compute, **step) -> Method:
+    style = "assistant" if name == "uld" else "finetune"
+    return Method(name, "lm", summary, defaults, title=title, style=style, compute=compute, **step)
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
-        Method(
+        _baseline(
             "gradascent",
             "GradAscent",
             "maximize the forget answers' NLL: loss = -NLL_forget",
             {"gamma": 1.0},
             _gradascent,
         ),
-        Method(
+        _baseline(
             "graddiff",
             "GradDiff",
             "gradient difference: loss = gamma * (-NLL_forget) + alpha * NLL_retain (or KL to ref on retain)",
@@ -254,7 +247,7 @@ METHODS: dict[str, Method] = {
             _graddiff,
             needs_ref=lambda p: p.get("retain_loss", "nll") == "kl",
         ),
-        Method(
+        _baseline(
             "npo",
             "NPO",
             "negative preference optimization: -(2/beta) mean log sigmoid(-beta (log pi - log pi_ref)) on forget + alpha NLL_retain",
@@ -262,7 +255,7 @@ METHODS: dict[str, Method] = {
             _npo,
             needs_ref=lambda p: True,
         ),
-        Method(
+        _baseline(
             "simnpo",
             "SimNPO",
             "reference-free NPO: -(2/beta) mean log sigmoid(beta (L - delta)), L = mean answer token CE; + alpha NLL_retain",
@@ -270,7 +263,7 @@ METHODS: dict[str, Method] = {
             _simnpo,
             needs_ref=lambda p: p.get("retain_loss", "nll") == "kl",
         ),
-        Method(
+        _baseline(
             "idkdpo",
             "IdkDPO",
             "DPO preferring an 'I don't know' answer over the true forget answer, + alpha NLL_retain",
@@ -279,7 +272,7 @@ METHODS: dict[str, Method] = {
             needs_ref=lambda p: True,
             uses_idk=True,
         ),
-        Method(
+        _baseline(
             "rmu",
             "RMU",
             "steer layer-L activations on forget answers to c * u (u a fixed random unit vector); keep retain activations equal to ref's",
@@ -290,7 +283,7 @@ METHODS: dict[str, Method] = {
             setup=_rmu_setup,
             trainable=_rmu_trainable,
         ),
-        Method(
+        _baseline(
             "retrain",
             "Retrain",
             "the oracle: fine-tune the pretrained base on the retain set only (NLL)",
@@ -298,7 +291,7 @@ METHODS: dict[str, Method] = {
             _retrain,
             data="retain",
         ),
-        Method(
+        _baseline(
             "uld",
             "ULD assistant",
             "logit-difference assistant: gamma NLL_forget + retain_weight KL(uniform || p) on retain; served as base - alpha * assistant",

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from t3unlearn.errors import ConfigError, T3Error
+from t3unlearn.settings import reject_unknown
 
 DEFAULT_IDK = [
     "I don't know.",
@@ -343,9 +344,7 @@ def train(
     method = get_method(method) if isinstance(method, str) else method
     cfg = config if isinstance(config, BaselineConfig) else BaselineConfig.from_dict(config)
     params = {**method.defaults, **(params or {})}
-    unknown = sorted(set(params) - set(method.defaults))
-    if unknown:
-        raise ConfigError(f"{method.title} has no setting(s) {', '.join(unknown)}; it takes {', '.join(method.defaults) or 'none'}.")
+    reject_unknown(params, method.defaults, owner=method.title)
     if method.uses_idk and not idk:
         idk = DEFAULT_IDK
     t0 = time.perf_counter()

@@ -8,6 +8,8 @@
 - :func:`write_report` (:mod:`~t3unlearn.eval.report`): comparison table and plot.
 """
 
+from t3unlearn.lazy import lazy_exports
+
 _LAZY = {
     "evaluate": "t3unlearn.eval.runner",
     "apply_reference": "t3unlearn.eval.runner",
@@ -20,9 +22,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 't3unlearn.eval' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

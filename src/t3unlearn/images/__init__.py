@@ -8,11 +8,13 @@
   :mod:`~t3unlearn.images.objectives`: per-family per-sample losses;
   :mod:`~t3unlearn.images.methods`: naive deletion, NegGrad, NegGrad+, SISS, Adaptive-λ SISS;
   :mod:`~t3unlearn.images.trainer`: the one trainer (training and unlearning);
-- :mod:`~t3unlearn.images.evaluator`: the classifier, metrics, grids; :mod:`~t3unlearn.images.compare`:
+- :mod:`~t3unlearn.images.evaluator`: the classifier, metrics, grids; :mod:`~t3unlearn.experiments.images`:
   the multi-seed comparison; :mod:`~t3unlearn.images.api`: cached units.
 
 See ``docs/images.md``. Heavy imports (torch, diffusers) happen on first attribute access.
 """
+
+from t3unlearn.lazy import lazy_exports
 
 _LAZY = {
     "ImageBenchmark": "t3unlearn.images.data",
@@ -29,15 +31,10 @@ _LAZY = {
     "ensure_evaluator": "t3unlearn.images.api",
     "unlearn_cached": "t3unlearn.images.api",
     "evaluate_cached": "t3unlearn.images.api",
-    "compare": "t3unlearn.images.compare",
+    "compare": "t3unlearn.experiments.images",
 }
 
 __all__ = list(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 't3unlearn.images' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

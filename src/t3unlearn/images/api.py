@@ -180,10 +180,10 @@ def unlearn_cached(family: str, method: str, *, preset="default", seed: int = 0,
     m = get_method(method)
     if family not in m.families:
         raise T3Error(f"{m.title} applies to {', '.join(m.families)} models, not {family}.")
-    if m.kind == "guidance":
+    if m.style == "guidance":
         return t3_cached(family, m.name, preset=P, seed=seed, params=params, config=config, model=model,
                          progress=progress)
-    if m.kind == "distill":
+    if m.style == "distill":
         return sfd_cached(m.name, preset=P, seed=seed, params=params, config=config, model=model, progress=progress)
     base_cfg, base_params = P.unlearn_settings(family, m.name)
     cfg = UnlearnConfig.from_dict({**base_cfg, **(config or {}), "seed": seed})

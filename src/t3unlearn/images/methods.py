@@ -19,7 +19,7 @@ family decides what "the loss of one image" and "the shared mixture sample" are.
 
 - ``sfd`` / ``sfd_multi``: Score Forgetting Distillation (:mod:`t3unlearn.images.sfd`): a one-step
   generator distilled from the frozen DDPM with the forget label(s) given the safe label's score;
-  data-free, DDPM only, ``kind="distill"``.
+  data-free, DDPM only, ``style="distill"``.
 - ``sfd_siss``: the hybrid: SISS's direct control on the forget samples plus SFD's data-free
   score-forgetting term (the fine-tuned DDPM's score for the forget labels pulled to the frozen teacher's
   score for the safe label, at the teacher's own noised samples of those labels), its weight fading as
@@ -30,7 +30,7 @@ family decides what "the loss of one image" and "the shared mixture sample" are.
   retain-loss growth" over the interval.
 - ``t3`` / ``cg``: Temper-Then-Tilt (:mod:`t3unlearn.images.t3`): the generator stays frozen; a
   classifier of retain vs forget data guides its sampler towards ``p^(1/T) f^s``. ``cg`` is the same
-  with ``T = 1`` (plain classifier guidance). They are ``kind="guidance"``: no trainer step, their
+  with ``T = 1`` (plain classifier guidance). They are ``style="guidance"``: no trainer step, their
   ``defaults`` are the guidance settings.
 """
 
@@ -48,6 +48,8 @@ from t3unlearn.errors import T3Error
 from t3unlearn.images import losses as L
 from t3unlearn.images.guidance import guidance_defaults, renamed_settings
 from t3unlearn.images.objectives import Family
+from t3unlearn.methods.registry import Method, get, register
+from t3unlearn.settings import reject_unknown
 
 
 @dataclass
@@ -80,19 +82,6 @@ class Terms:
     aux: torch.Tensor | Callable | None = None
     logs: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    title: str
-    summary: str
-    defaults: dict
-    compute: Callable[[Context, dict], Terms] | None
-    pools: tuple = ("retain",)
-    setup: Callable[[Context], None] | None = None
-    kind: str = "finetune"  # finetune (the trainer) | guidance (a classifier over the frozen generator) | distill (SFD)
-    families: tuple = ("ddpm", "vae")  # the generator families it applies to
 
 
 # ----------------------------------------------------------------------------- the methods
@@ -408,56 +397,58 @@ def _rl_siss(ctx: Context, batch: dict) -> Terms:
 METHODS: dict[str, Method] = {}
 
 
-def _register(m: Method) -> None:
-    METHODS[m.name] = m
+def _register(name: str, title: str, summary: str, defaults: dict, compute, pools: tuple = ("retain",), **kw) -> None:
+    """An image method, in this module's table and in the one registry (:mod:`t3unlearn.methods`)."""
+    METHODS[name] = register(Method(name, "image", summary, defaults, title=title, compute=compute, pools=pools, **kw),
+                             replace=True)
 
 
-_register(Method("naive", "Naive deletion", "fine-tune on the retain data only", {}, _naive, ("retain",)))
-_register(Method("neggrad", "NegGrad", "gradient ascent on the forget data", dict(_NORM_DEFAULTS), _neggrad, ("forget",)))
-_register(Method("neggrad_plus", "NegGrad+", "descent on retain + alpha x ascent on forget",
-                 {"alpha": 1.0, **_NORM_DEFAULTS}, _neggrad_plus, ("retain", "forget")))
+_register("naive", "Naive deletion", "fine-tune on the retain data only", {}, _naive, ("retain",))
+_register("neggrad", "NegGrad", "gradient ascent on the forget data", dict(_NORM_DEFAULTS), _neggrad, ("forget",))
+_register("neggrad_plus", "NegGrad+", "descent on retain + alpha x ascent on forget",
+          {"alpha": 1.0, **_NORM_DEFAULTS}, _neggrad_plus, ("retain", "forget"))
 # the forget gradient is rescaled to one fixed norm every step (the SISS reference's rule), that norm 10 % of the
 # first step's retain-gradient norm; forget_norm_mode=clip only shrinks it (this package's earlier default)
 _SISS_DEFAULTS = {"lambda": 0.5, "superfactor": 1.0, "forget_norm": None, "forget_norm_ratio": 0.1,
                   "forget_norm_mode": "rescale"}
-_register(Method("siss", "SISS (static λ)", "importance-sampled naive deletion minus c x forget term, λ fixed",
-                 dict(_SISS_DEFAULTS) | {"lambda_end": None}, _siss, ("all", "forget")))
-_register(Method("siss_no_is", "SISS without importance sampling", "SISS's objective, each image noised on its own",
-                 {k: v for k, v in _SISS_DEFAULTS.items() if k != "lambda"}, _siss_no_is, ("all", "forget")))
-_register(Method(
+_register("siss", "SISS (static λ)", "importance-sampled naive deletion minus c x forget term, λ fixed",
+          dict(_SISS_DEFAULTS) | {"lambda_end": None}, _siss, ("all", "forget"))
+_register("siss_no_is", "SISS without importance sampling", "SISS's objective, each image noised on its own",
+          {k: v for k, v in _SISS_DEFAULTS.items() if k != "lambda"}, _siss_no_is, ("all", "forget"))
+_register(
     "adaptive_siss", "Adaptive-λ SISS", "SISS with λ ~ q_φ(λ | context now), φ minimising the estimator's variance",
     {k: v for k, v in _SISS_DEFAULTS.items() if k != "lambda"}
     | {"prior_lambda": 0.5, "prior_sigma": 0.5, "kl_weight": 1e-3, "hidden": 32, "infer_lr": 1e-2,
        "feature_grads": True},
-    _adaptive_siss, ("all", "forget", "retain"), setup=_adaptive_setup))
+    _adaptive_siss, ("all", "forget", "retain"), setup=_adaptive_setup)
 
-_register(Method(
+_register(
     "sfd_siss", "Hybrid SFD + SISS", "SISS plus SFD's data-free score-forgetting term, weighted by forgetting progress",
     dict(_SISS_DEFAULTS) | {"forget_labels": None, "safe_label": 10, "sfd_weight": 0.1, "adaptive": True,
                             "t_min": 0.02, "t_max": 0.98, "pool_size": 256, "pool_steps": 20},
-    _sfd_siss, ("all", "forget"), setup=_hybrid_setup, families=("ddpm",)))
-_register(Method(
+    _sfd_siss, ("all", "forget"), setup=_hybrid_setup, families=("ddpm",))
+_register(
     "rl_siss", "RL-λ SISS (experimental)", "SISS with λ chosen by a REINFORCE policy on forgetting progress minus retain damage",
     {k: v for k, v in _SISS_DEFAULTS.items() if k != "lambda"}
     | {"prior_lambda": 0.5, "prior_sigma": 0.5, "hidden": 32, "policy_lr": 1e-2, "interval": 10, "beta": 1.0},
-    _rl_siss, ("all", "forget", "retain"), setup=_rl_setup))
+    _rl_siss, ("all", "forget", "retain"), setup=_rl_setup)
 
 # T3's guidance settings: the one defaults table is t3unlearn.images.guidance (the VAE's differ there)
-_register(Method("t3", "T3 (temper, then tilt)", "frozen generator; a retain-vs-forget classifier guides p^(1/T) f^s",
-                 guidance_defaults("t3"), None, ("retain", "forget"), kind="guidance"))
-_register(Method("cg", "Classifier guidance (T = 1)", "the same classifier, no tempering",
-                 guidance_defaults("cg"), None, ("retain", "forget"), kind="guidance"))
+_register("t3", "T3 (temper, then tilt)", "frozen generator; a retain-vs-forget classifier guides p^(1/T) f^s",
+          guidance_defaults("t3"), None, ("retain", "forget"), style="guidance")
+_register("cg", "Classifier guidance (T = 1)", "the same classifier, no tempering",
+          guidance_defaults("cg"), None, ("retain", "forget"), style="guidance")
 
 # Score Forgetting Distillation: data-free, label-level (t3unlearn.images.sfd); DDPM only
 _SFD_DEFAULTS = {"forget_labels": [1], "safe_label": 10, "t_star": 0.9, "t_min": 0.02, "t_max": 0.98}
-_register(Method("sfd", "SFD (forget label 1)", "distil a one-step generator; the forget label gets the safe label's score",
-                 dict(_SFD_DEFAULTS), None, (), kind="distill", families=("ddpm",)))
-_register(Method("sfd_multi", "SFD, multi-class (labels 1 and 7)", "SFD with two forget labels at once",
-                 {**_SFD_DEFAULTS, "forget_labels": [1, 7]}, None, (), kind="distill", families=("ddpm",)))
-_register(Method("sfd_multi_adaptive", "SFD, multi-class, adaptive weights (1 and 7)",
-                 "multi-class SFD, each forget label weighted by how far it still is from its target",
-                 {**_SFD_DEFAULTS, "forget_labels": [1, 7], "adaptive_weights": True, "weight_ema": 0.9}, None, (),
-                 kind="distill", families=("ddpm",)))
+_register("sfd", "SFD (forget label 1)", "distil a one-step generator; the forget label gets the safe label's score",
+          dict(_SFD_DEFAULTS), None, (), style="distill", families=("ddpm",))
+_register("sfd_multi", "SFD, multi-class (labels 1 and 7)", "SFD with two forget labels at once",
+          {**_SFD_DEFAULTS, "forget_labels": [1, 7]}, None, (), style="distill", families=("ddpm",))
+_register("sfd_multi_adaptive", "SFD, multi-class, adaptive weights (1 and 7)",
+          "multi-class SFD, each forget label weighted by how far it still is from its target",
+          {**_SFD_DEFAULTS, "forget_labels": [1, 7], "adaptive_weights": True, "weight_ema": 0.9}, None, (),
+          style="distill", families=("ddpm",))
 
 ALL_METHODS = tuple(METHODS)
 # what `images compare` and `demo --images` run unless told otherwise: the SISS paper's comparison and T3.
@@ -473,16 +464,13 @@ def get_method(name: str | Method) -> Method:
     key = {"neggradplus": "neggrad_plus", "adaptive": "adaptive_siss", "adaptive_lambda_siss": "adaptive_siss",
            "naive_deletion": "naive",
            "classifier_guidance": "cg", "temper_then_tilt": "t3"}.get(key, key)
-    if key not in METHODS:
-        raise T3Error(f"unknown image unlearning method {name!r}; choose one of {', '.join(METHODS)}.")
+    if key not in METHODS:  # the registry: a name spelled otherwise, or its one line with the closest name
+        return get(name, "image", among=tuple(METHODS), what="image unlearning method")
     return METHODS[key]
 
 
 def resolve_params(method: Method, params: dict | None) -> dict:
     """The method's defaults updated with ``params``; unknown keys are an error."""
     params = renamed_settings(dict(params or {}), method.defaults)
-    unknown = sorted(set(params) - set(method.defaults))
-    if unknown:
-        raise T3Error(f"{method.title} has no setting(s) {', '.join(unknown)}; it takes "
-                      f"{', '.join(method.defaults) or 'none'}.")
+    reject_unknown(params, method.defaults, owner=method.title, error=T3Error)
     return {**method.defaults, **params}

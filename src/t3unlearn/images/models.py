@@ -19,6 +19,7 @@ diffusers' own layout, plus ``t3_images.json`` (family, benchmark fingerprint, h
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ from t3unlearn.errors import ModelError
 NUM_LABELS = 10
 NULL_LABEL = 10  # "no label": unconditional generation
 META_FILE = "t3_images.json"
+# loads a saved T3 head over a base generator (a directory whose meta has "t3"): "module:function", imported by name
+GUIDED_LOADER = "t3unlearn.images.t3:load_guided"
 FAMILIES = ("ddpm", "vae")
 
 
@@ -144,10 +147,9 @@ class ImageGenerator:
                              "'t3unlearn images train' or give the directory 'images unlearn --out' wrote.")
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
         family = meta.pop("family", None)
-        if "t3" in meta:  # a T3 head over a base generator, saved the way an adapter is
-            from t3unlearn.images.t3 import load_guided
-
-            return load_guided(path, meta)
+        if "t3" in meta:  # a T3 head over a base generator, saved the way an adapter is (t3 sits above this module)
+            module, _, loader = GUIDED_LOADER.partition(":")
+            return getattr(importlib.import_module(module), loader)(path, meta)
         try:
             if family == "ddpm":
                 model = UNet2DModel.from_pretrained(str(path / "unet"))

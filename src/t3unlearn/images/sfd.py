@@ -41,10 +41,11 @@ import torch
 
 from t3unlearn.errors import T3Error
 from t3unlearn.images.models import NULL_LABEL, ImageGenerator
+from t3unlearn.settings import TrainingSettings
 
 
 @dataclass
-class SFDConfig:
+class SFDConfig(TrainingSettings):
     steps: int = 1000
     batch_size: int = 32
     lr: float = 2e-5  # generator and fake score (Adam, betas (0, 0.999), as in SiD/DMD)
@@ -78,11 +79,6 @@ class SFDConfig:
             del d["adaptive_weights"], d["weight_ema"]
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "SFDConfig":
-        from t3unlearn.images.trainer import _from_dict
-
-        return _from_dict(cls, d)
 
 
 def x0_prediction(eps_model, x_t, t, y, alphas_cumprod) -> torch.Tensor:

@@ -58,6 +58,7 @@ from torch import nn
 
 from t3unlearn.errors import ModelError, T3Error
 from t3unlearn.images.guidance import SCHEMES, ImageGuidance  # noqa: F401 - re-exported
+from t3unlearn.settings import TrainingSettings
 
 T3_DIR = "t3"
 HEAD_VERSION = 2  # enters the cache key of a head: bump when what a head is changes
@@ -141,7 +142,7 @@ class NoisyClassifier(ModelMixin, ConfigMixin):
 
 
 @dataclass
-class ClassifierTrainConfig:
+class ClassifierTrainConfig(TrainingSettings):
     steps: int = 1500
     batch_size: int = 64  # half retain, half forget
     lr: float = 2e-3
@@ -149,12 +150,6 @@ class ClassifierTrainConfig:
     hidden: int = 64
     label_dropout: float = 0.1  # labels replaced by the null label (for unconditional sampling)
     seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ClassifierTrainConfig":
-        from t3unlearn.images.trainer import _from_dict
-
-        return _from_dict(cls, d)
 
 
 def fit_noisy_classifier(clf: NoisyClassifier, retain: torch.Tensor, forget: torch.Tensor, *,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -30,10 +30,11 @@ from t3unlearn.errors import T3Error
 from t3unlearn.images import losses as L
 from t3unlearn.images.models import ImageGenerator, new_generator
 from t3unlearn.images.objectives import Family
+from t3unlearn.settings import TrainingSettings
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TrainingSettings):
     """How a generator is trained from scratch."""
 
     steps: int = 1500
@@ -46,13 +47,10 @@ class TrainConfig:
     ema_decay: float | None = None
     seed: int = 0
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "TrainConfig":
-        return _from_dict(cls, d)
 
 
 @dataclass
-class UnlearnConfig:
+class UnlearnConfig(TrainingSettings):
     """How a generator is unlearned (the method's own settings are its ``params``)."""
 
     steps: int = 200
@@ -61,21 +59,6 @@ class UnlearnConfig:
     max_grad_norm: float | None = None
     seed: int = 0
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "UnlearnConfig":
-        return _from_dict(cls, d)
-
-
-def _from_dict(cls, d):
-    d = dict(d or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise T3Error(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
-    cfg = cls(**d)
-    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
-        raise T3Error("steps and batch_size must be >= 1 and lr > 0.")
-    return cfg
 
 
 def _lr_lambda(warmup: int, total: int):

@@ -9,6 +9,8 @@ Submodules: ``head`` (the classifier), ``features`` (pooled hidden states, cache
 Imports are lazy so that ``t3unlearn --help`` never loads torch.
 """
 
+from t3unlearn.lazy import lazy_exports
+
 _LAZY = {
     "unlearn": "t3unlearn.t3.train",
     "T3Result": "t3unlearn.t3.train",
@@ -28,9 +30,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 't3unlearn.t3' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

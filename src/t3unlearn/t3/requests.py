@@ -33,178 +33,18 @@ requests' items again (from their recorded sources) to calibrate on the union.
 from __future__ import annotations
 
 import math
-import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from t3unlearn.errors import DataError, ModelError, T3Error
+from t3unlearn.t3.request_sets import (DataSet, stored_part, check_id, check_new_items, check_retain_items, gather_parts,
+                                      now, read_again)
 
 UPDATES = ("retrain", "finetune")
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def check_id(rid: str) -> str:
-    rid = str(rid)
-    if not _ID_RE.match(rid):
-        raise T3Error(f"request id {rid!r} is not valid; use letters, digits, '.', '_' or '-' (at most 64, e.g. req-17).")
-    return rid
-
-
-def text_fingerprint(questions: Sequence[str], answers: Sequence[str]) -> str:
-    """Hash of a data set's items as text (questions and answers, in order): the request's fingerprint."""
-    from t3unlearn.io import fingerprint
-
-    return fingerprint("qa-v1", list(questions), list(answers))
-
-
-@dataclass
-class DataSet:
-    """One data set on its way into a head: a deletion request or the retain set."""
-
-    id: str | None
-    questions: list[str]
-    answers: list[str]
-    source: str | None
-    examples: list = field(default_factory=list)  # QAExample, filled by encode()
-    record: dict = field(default_factory=dict)  # the record kept in t3_config.json
-
-    @classmethod
-    def load(cls, data, *, what: str, rid: str | None = None) -> "DataSet":
-        """From a data source (``DIR:CONFIG``, a .jsonl file, ``tofu:forget10``, ...) or a loaded set."""
-        from t3unlearn.data import load_qa, validate_qa
-
-        source = None
-        if isinstance(data, (str, Path)):
-            source = str(data)
-            data = load_qa(source, what=what)
-        elif hasattr(data, "column_names"):
-            validate_qa(data, label=what)
-        else:
-            raise DataError(f"{what}: give a data source (DIR:CONFIG, FILE.jsonl, tofu:CONFIG) or a datasets.Dataset.")
-        return cls(rid, _column(data, "question"), _column(data, "answer"), source)
-
-    def encode(self, fmt) -> "DataSet":
-        """Tokenize the items with ``fmt`` (:class:`~t3unlearn.t3.feature_cache.LazyExamples`: a chunk at a time, so a
-        large set never sits in memory as token lists)."""
-        from t3unlearn.t3.feature_cache import LazyExamples
-
-        self.examples = LazyExamples(fmt, self.questions, self.answers)
-        return self
-
-    @property
-    def fingerprint(self) -> str:
-        return text_fingerprint(self.questions, self.answers)
-
-    def make_record(self, feature_key: str, *, added: str | None = None, update: str | None = None) -> dict:
-        from t3unlearn.t3.feature_cache import answer_token_counts
-
-        rec = {"id": self.id} if self.id is not None else {}
-        rec.update(items=len(self.questions), tokens=sum(answer_token_counts(self.examples)),
-                   added=added or now(), fingerprint=self.fingerprint, feature_key=feature_key or None, source=self.source)
-        if update is not None:
-            rec["update"] = update
-        self.record = rec
-        return rec
-
-
-def _column(ds, name: str) -> list:
-    col = ds[name]
-    try:
-        return list(col[:])
-    except TypeError:
-        return list(col)
-
-
-def check_new_items(new: Sequence[tuple["DataSet", list]], kept: Sequence[tuple[str, list]], retain: list | None) -> None:
-    """No question in two requests, none in a request and the retain set. ``new``: ``(set, prompt hashes)``
-    of the sets being added; ``kept``: ``(request id, prompt hashes)`` of the requests the head keeps;
-    ``retain``: the retain set's prompt hashes (None: unknown, not checked)."""
-    owner = {h: rid for rid, hashes in kept for h in (hashes or ())}
-    retain_h = set(retain or ())
-    for s, hashes in new:
-        for h, q in zip(hashes, s.questions):
-            if h in retain_h:
-                raise DataError(f"request {s.id} and the retain set share the question {q!r}; remove it from the retain "
-                                "set (an item cannot be both forgotten and kept).")
-            if h in owner and owner[h] != s.id:
-                raise DataError(f"request {s.id} repeats a question of request {owner[h]} ({q!r}); a request may not "
-                                "overlap one the head covers: withdraw that one first or drop the question.")
-            owner[h] = s.id
-
-
-def check_retain_items(retain: "DataSet", hashes: list, kept: Sequence[tuple[str, list]]) -> None:
-    """A new retain set shares no question with the requests the head covers."""
-    owner = {h: rid for rid, hs in kept for h in (hs or ())}
-    for h, q in zip(hashes, retain.questions):
-        if h in owner:
-            raise DataError(f"the retain set holds a question of request {owner[h]} ({q!r}); remove it from the retain "
-                            "set (an item cannot be both forgotten and kept).")
-
-
-# --------------------------------------------------------------------------- features of several sets
-
-
-def gather_parts(model, sets: Sequence[DataSet], *, pad_id: int, model_fp: str | None, cache: bool = True,
-                 cache_dir=None, batch_size: int = 32, shard_mb: float | None = None, device=None,
-                 progress: bool = False) -> list:
-    """One :class:`~t3unlearn.t3.feature_cache.Part` per encoded data set: from the cache, or extracted (streamed) once."""
-    from t3unlearn.t3.feature_cache import DEFAULT_SHARD_MB, extract_part
-
-    out = []
-    for s in sets:
-        desc = f"features {s.id}" if s.id else "retain features"
-        out.append(extract_part(model, s.examples, pad_id=pad_id, cache=cache, cache_dir=cache_dir, model_fp=model_fp,
-                                batch_size=batch_size, shard_mb=shard_mb or DEFAULT_SHARD_MB, device=device,
-                                progress=progress, desc=desc))
-    return out
-
-
-def read_again(rec: dict, *, rid: str | None, name: str, why: str, remedy: str) -> "DataSet":
-    """The items of a recorded request (or retain set) read again from its recorded source and checked
-    against its fingerprint. ``why`` starts the error messages ("the features of request r2 are not cached
-    and"); ``remedy`` ends them."""
-    src = rec.get("source")
-    if not src:
-        raise T3Error(f"{why} its items were given in memory (no source recorded), so they cannot be read again; {remedy}.")
-    try:
-        ds = DataSet.load(src, what=name, rid=rid)
-    except T3Error as exc:
-        raise T3Error(f"{why} its source {src} cannot be read again ({exc}); {remedy}.") from None
-    if ds.fingerprint != rec.get("fingerprint"):
-        raise T3Error(f"{name}'s source {src} no longer holds the items recorded in the head (fingerprint "
-                      f"{rec.get('fingerprint')}); restore it, or {remedy}.")
-    return ds
-
-
-def _stored_part(model, rec: dict, *, rid: str | None, fmt, model_fp, cache, cache_dir, **kw):
-    """``(DataSet, Part)`` of a recorded request (or retain set): the part from the feature cache when it is
-    there (the record is all that is needed), else from the items re-read from the recorded source, checked
-    against the record (same items, same base, same token ids) and extracted again."""
-    from t3unlearn.t3.feature_cache import cache_enabled, load_part, part_key
-
-    key = rec.get("feature_key")
-    name = f"request {rid}" if rid else "the retain set"
-    if cache_enabled(cache) and key:
-        part = load_part(key, cache_dir, kw.get("device"))
-        if part is not None:
-            ds = DataSet(rid, [], [], rec.get("source"))
-            ds.record = dict(rec)
-            return ds, part
-    remedy = "withdraw the request and add it again" if rid else "give the retain set again (--retain)"
-    ds = read_again(rec, rid=rid, name=name, why=f"the features of {name} are not cached and", remedy=remedy).encode(fmt)
-    if model_fp and key and part_key(model_fp, ds.examples) != key:
-        raise T3Error(f"{name}'s source {rec.get('source')} no longer holds the items recorded in the head (its tokens "
-                      f"differ from feature key {key}); restore it, or {remedy}.")
-    ds.record = dict(rec)
-    return ds, gather_parts(model, [ds], pad_id=fmt.pad_id, model_fp=model_fp, cache=cache, cache_dir=cache_dir, **kw)[0]
 
 
 # --------------------------------------------------------------------------- fine-tuning a head
@@ -323,6 +163,148 @@ def _train_config(cfg_training: dict):
     return TrainConfig(**{k: v for k, v in (cfg_training or {}).items() if k in names}).validate()
 
 
+@dataclass
+class _Union:
+    """The data sets of an updated head and their features: the requests it keeps, the new ones, the retain set."""
+
+    sets: list  # every request the head now covers, kept ones first
+    new: list  # the new requests
+    new_parts: list
+    parts: list  # one feature part per set, the retain set's last
+    retain_set: DataSet
+    fs: Any  # the assembled FeatureSet
+    seconds: float
+
+
+def _current_head(head):
+    """``(config, head module or None, base model or None, name for messages)`` of a head directory or a loaded
+    :class:`~t3unlearn.t3.model.T3ForCausalLM`."""
+    from t3unlearn.t3.model import T3Config
+
+    if hasattr(head, "config") and hasattr(head, "head"):
+        return head.config, head.head, head.base, "the model's head"
+    return T3Config.load(head), None, None, str(head)
+
+
+def _check_changes(records: list[dict], remove: Sequence[str], adds: list, retain, head_name: str) -> list[str]:
+    """The ids to withdraw, checked: the head records requests, the ids are its own, something changes and
+    something is left to forget."""
+    if not records:
+        raise T3Error(f"{head_name} records no deletion requests (it was made before heads recorded them); "
+                      "re-create it with 't3unlearn unlearn' from its forget set, then update it.")
+    remove = [check_id(r) for r in remove]
+    ids = [r["id"] for r in records]
+    unknown = [r for r in remove if r not in ids]
+    if unknown:
+        raise T3Error(f"{head_name} has no request {unknown[0]}; its requests are {', '.join(ids)}.")
+    if not adds and not remove and retain is None:
+        raise T3Error("nothing to do: give requests to add (--add-forget) or to withdraw (--remove-forget).")
+    if len(set(remove)) == len(ids) and not adds:
+        raise T3Error(f"withdrawing every request ({', '.join(ids)}) leaves nothing to forget; delete the head instead.")
+    return remove
+
+
+def _base_of(head, old_cfg, model, tokenizer, base_in_head, device):
+    """``(model, tokenizer, device)``: the base the head was trained on (default: the one it records), in eval mode."""
+    from t3unlearn.t3.model import T3ForCausalLM, tokenizer_hash
+
+    if model is None:
+        model = base_in_head if base_in_head is not None else T3ForCausalLM.base_model_path(head)
+    if isinstance(model, (str, Path)):
+        from t3unlearn.lm import load_base, load_tokenizer
+
+        tokenizer = tokenizer or load_tokenizer(str(model))
+        model = load_base(str(model), device=device)
+    if tokenizer is None:
+        raise T3Error("update needs the base's tokenizer (or give the base as a path).")
+    if old_cfg.tokenizer_hash and tokenizer_hash(tokenizer) != old_cfg.tokenizer_hash:
+        raise ModelError("this tokenizer's vocabulary differs from the one the head was trained with; use the base's tokenizer.")
+    model.eval()
+    return model, tokenizer, torch.device(device) if device is not None else next(model.parameters()).device
+
+
+def _new_requests(adds: list, records: list[dict], remove: list[str], fmt) -> list[DataSet]:
+    """The requests to add, loaded and encoded, each with a fresh id and items no kept request already holds."""
+    taken = {r["id"] for r in records}
+    new: list[DataSet] = []
+    for rid, data in adds:
+        rid = rid or _next_id(taken)
+        if rid in taken:
+            raise T3Error(f"request id {rid} is already used by this head (ids must be unique, even after a withdrawal).")
+        taken.add(rid)
+        s = DataSet.load(data, what=f"request {rid}", rid=rid).encode(fmt)
+        same = [r["id"] for r in records if r.get("fingerprint") == s.fingerprint and r["id"] not in remove]
+        if same:
+            raise T3Error(f"request {rid} holds exactly the items of request {same[0]}, which the head already covers.")
+        new.append(s)
+    return new
+
+
+def _gather(model, old_cfg, records, remove, adds, retain, fmt, head_name: str, device, **kw) -> _Union:
+    """Features: cached parts for everything already seen, one forward pass over the new items only."""
+    from t3unlearn.t3.feature_cache import assemble, prompt_hashes
+
+    t0 = time.perf_counter()
+    kept = [stored_part(model, r, rid=r["id"], fmt=fmt, device=device, **kw) for r in records if r["id"] not in remove]
+    kept_hashes = [(s.id, p.prompts) for s, p in kept]
+    if retain is not None:
+        retain_set = DataSet.load(retain, what="retain set").encode(fmt)
+        check_retain_items(retain_set, prompt_hashes(retain_set.examples), kept_hashes)
+        retain_part = None
+    elif old_cfg.retain_set:
+        retain_set, retain_part = stored_part(model, old_cfg.retain_set, rid=None, fmt=fmt, device=device, **kw)
+    else:
+        raise T3Error(f"{head_name} records no retain set; give one (--retain).")
+    new = _new_requests(adds, records, remove, fmt)
+    check_new_items([(s, prompt_hashes(s.examples)) for s in new], kept_hashes,
+                    prompt_hashes(retain_set.examples) if retain_part is None else retain_part.prompts)
+    if retain_part is None:
+        retain_part = gather_parts(model, [retain_set], pad_id=fmt.pad_id, device=device, **kw)[0]
+    new_parts = gather_parts(model, new, pad_id=fmt.pad_id, device=device, **kw)
+    parts = [p for _, p in kept] + new_parts + [retain_part]
+    fs = assemble(parts[:-1], parts[-1], device)
+    return _Union([s for s, _ in kept] + new, new, new_parts, parts, retain_set, fs, time.perf_counter() - t0)
+
+
+def _train(u: _Union, head, old_cfg, old_head, tcfg, training: dict, n_records: int, retrain: bool, V: int, device,
+           progress: bool):
+    """``(head, epoch losses, the requests it was fine-tuned on)``: retrained on the union, or the current head
+    fine-tuned on the new items."""
+    from t3unlearn.t3.model import T3ForCausalLM
+    from t3unlearn.t3.train import CachedProvider, train_head
+
+    fs = u.fs
+    if retrain:
+        new_head, history = train_head(CachedProvider(fs), fs.n_forget, fs.n_retain, fs.dim, V, tcfg, device=device, progress=progress)
+        return new_head, history, []
+    from copy import deepcopy
+
+    start_head = deepcopy(old_head) if old_head is not None else T3ForCausalLM._load_head(head, old_cfg)
+    n_old = sum(p.n_items for p in u.parts[: len(u.sets) - len(u.new)])
+    new_items = torch.arange(n_old, fs.n_forget)
+    seed = int(tcfg.seed) * 1_000_003 + n_records + len(u.new)  # deterministic, different for each update
+    new_head, history = finetune_head(start_head.float(), fs, new_items, tcfg, seed=seed, device=device, progress=progress)
+    return new_head, history, list(training.get("finetuned") or []) + [s.id for s in u.new]
+
+
+def _report(u: _Union, history, seconds_train: float, retrain: bool, remove: list[str], wall: float, head) -> dict:
+    from t3unlearn.t3.train import evaluate_head
+
+    fs = u.fs
+    report = evaluate_head(head, fs)
+    report.update({
+        "final_epoch_loss": history[-1], "features_s": round(u.seconds, 4), "train_s": round(seconds_train, 4),
+        "features_cached": fs.from_cache, "feature_key": fs.key, "feature_tokens": int(fs.targets.numel()),
+        "mode": "retrain" if retrain else "finetune", "added": [s.id for s in u.new], "removed": list(remove),
+        "requests": [s.id for s in u.sets], "new_items": sum(len(s.examples) for s in u.new),
+        "new_tokens": sum(p.n_tokens for p in u.new_parts),
+        "extracted": [s.id or "retain" for s, p in zip([*u.sets, u.retain_set], u.parts) if not p.from_cache],
+        "new_features_s": round(sum(p.seconds for p in u.new_parts), 4),
+        "wall_s": round(wall, 4),
+    })
+    return report
+
+
 def update(
     head,
     add: Sequence = (),
@@ -352,51 +334,22 @@ def update(
     """
     from t3unlearn.data import QAFormatter
     from t3unlearn.t3.config import Guidance
-    from t3unlearn.t3.feature_cache import assemble, cache_enabled, model_fingerprint
+    from t3unlearn.t3.feature_cache import cache_enabled, model_fingerprint
     from t3unlearn.t3.features import vocab_size_of
-    from t3unlearn.t3.model import T3Config, T3ForCausalLM, tokenizer_hash
-    from t3unlearn.t3.train import CachedProvider, evaluate_head, t3_result, train_head
+    from t3unlearn.t3.model import T3Config, T3ForCausalLM
+    from t3unlearn.t3.train import t3_result
 
     if mode not in UPDATES:
         raise T3Error(f"update mode must be one of {', '.join(UPDATES)}, not {mode!r}.")
     t_start = time.perf_counter()
-    loaded = hasattr(head, "config") and hasattr(head, "head")
-    if loaded:
-        old_cfg, old_head, base_in_head = head.config, head.head, head.base
-        head_name = "the model's head"
-    else:
-        old_cfg, head_name = T3Config.load(head), str(head)
-        old_head = base_in_head = None
+    old_cfg, old_head, base_in_head, head_name = _current_head(head)
     records = list(old_cfg.requests or [])
-    if not records:
-        raise T3Error(f"{head_name} records no deletion requests (it was made before heads recorded them); "
-                      "re-create it with 't3unlearn unlearn' from its forget set, then update it.")
-    remove = [check_id(r) for r in remove]
-    ids = [r["id"] for r in records]
-    unknown = [r for r in remove if r not in ids]
-    if unknown:
-        raise T3Error(f"{head_name} has no request {unknown[0]}; its requests are {', '.join(ids)}.")
     adds = _parse_add(add)
-    if not adds and not remove and retain is None:
-        raise T3Error("nothing to do: give requests to add (--add-forget) or to withdraw (--remove-forget).")
-    if len(set(remove)) == len(ids) and not adds:
-        raise T3Error(f"withdrawing every request ({', '.join(ids)}) leaves nothing to forget; delete the head instead.")
+    remove = _check_changes(records, remove, adds, retain, head_name)
     g = Guidance().replace(**{**asdict(old_cfg.guidance), **{k: v for k, v in guidance.items() if v is not None}})
 
     # the base, its tokenizer and the formatting the head was trained with
-    if model is None:
-        model = base_in_head if base_in_head is not None else T3ForCausalLM.base_model_path(head)
-    if isinstance(model, (str, Path)):
-        from t3unlearn.lm import load_base, load_tokenizer
-
-        tokenizer = tokenizer or load_tokenizer(str(model))
-        model = load_base(str(model), device=device)
-    if tokenizer is None:
-        raise T3Error("update needs the base's tokenizer (or give the base as a path).")
-    if old_cfg.tokenizer_hash and tokenizer_hash(tokenizer) != old_cfg.tokenizer_hash:
-        raise ModelError("this tokenizer's vocabulary differs from the one the head was trained with; use the base's tokenizer.")
-    model.eval()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model, tokenizer, device = _base_of(head, old_cfg, model, tokenizer, base_in_head, device)
     training = dict(old_cfg.training or {})
     fmt = QAFormatter(tokenizer, max_length=int(training.get("max_length", 512)), template=training.get("template", "auto"))
     tcfg = _train_config(training)
@@ -405,88 +358,29 @@ def update(
         raise ModelError(f"{head_name} was trained on another base (fingerprint {training['base_fingerprint']}, this one "
                          f"{model_fp}); give the base it was trained on ({old_cfg.base_model_name_or_path}).")
 
-    # features: cached parts for everything already seen, one forward pass over the new items only
-    from t3unlearn.t3.feature_cache import prompt_hashes
-
-    t0 = time.perf_counter()
-    kw = dict(model_fp=model_fp, cache=cache, cache_dir=cache_dir, batch_size=feature_batch_size, shard_mb=shard_mb,
-              device=device, progress=progress)
-    kept = [_stored_part(model, r, rid=r["id"], fmt=fmt, **kw) for r in records if r["id"] not in remove]
-    kept_hashes = [(s.id, p.prompts) for s, p in kept]
-    if retain is not None:
-        retain_set = DataSet.load(retain, what="retain set").encode(fmt)
-        check_retain_items(retain_set, prompt_hashes(retain_set.examples), kept_hashes)
-        retain_part = None
-    elif old_cfg.retain_set:
-        retain_set, retain_part = _stored_part(model, old_cfg.retain_set, rid=None, fmt=fmt, **kw)
-    else:
-        raise T3Error(f"{head_name} records no retain set; give one (--retain).")
-    taken = set(ids)
-    new: list[DataSet] = []
-    for rid, data in adds:
-        rid = rid or _next_id(taken)
-        if rid in taken:
-            raise T3Error(f"request id {rid} is already used by this head (ids must be unique, even after a withdrawal).")
-        taken.add(rid)
-        s = DataSet.load(data, what=f"request {rid}", rid=rid).encode(fmt)
-        same = [r["id"] for r in records if r.get("fingerprint") == s.fingerprint and r["id"] not in remove]
-        if same:
-            raise T3Error(f"request {rid} holds exactly the items of request {same[0]}, which the head already covers.")
-        new.append(s)
-    check_new_items([(s, prompt_hashes(s.examples)) for s in new], kept_hashes,
-                    prompt_hashes(retain_set.examples) if retain_part is None else retain_part.prompts)
-    if retain_part is None:
-        retain_part = gather_parts(model, [retain_set], pad_id=fmt.pad_id, **kw)[0]
-    new_parts = gather_parts(model, new, pad_id=fmt.pad_id, **kw)
-    sets = [s for s, _ in kept] + new
-    parts = [p for _, p in kept] + new_parts + [retain_part]
-    fs = assemble(parts[:-1], parts[-1], device)
-    t1 = time.perf_counter()
+    u = _gather(model, old_cfg, records, remove, adds, retain, fmt, head_name, device, model_fp=model_fp, cache=cache,
+                cache_dir=cache_dir, batch_size=feature_batch_size, shard_mb=shard_mb, progress=progress)
     stamp = now()
-    for s, p in zip(new, new_parts):
+    for s, p in zip(u.new, u.new_parts):
         s.make_record(p.key, added=stamp, update=mode)
     if retain is not None:
-        retain_set.make_record(retain_part.key, added=stamp)
-    new_records = [s.record for s in sets]
+        u.retain_set.make_record(u.parts[-1].key, added=stamp)
 
-    # the head: retrained on the union, or the current head fine-tuned on the new items
-    finetuned = list(training.get("finetuned") or [])
     retrain = mode == "retrain" or bool(remove) or retain is not None
-    V = vocab_size_of(model)
-    if retrain:
-        new_head, history = train_head(CachedProvider(fs), fs.n_forget, fs.n_retain, fs.dim, V, tcfg, device=device, progress=progress)
-        finetuned = []
-    else:
-        from copy import deepcopy
-
-        start_head = deepcopy(old_head) if old_head is not None else T3ForCausalLM._load_head(head, old_cfg)
-        n_old = sum(p.n_items for _, p in kept)
-        new_items = torch.arange(n_old, fs.n_forget)
-        seed = int(tcfg.seed) * 1_000_003 + len(records) + len(new)  # deterministic, different for each update
-        new_head, history = finetune_head(start_head.float(), fs, new_items, tcfg, seed=seed, device=device, progress=progress)
-        finetuned += [s.id for s in new]
-    new_head.fit_support(fs.feats)
-    t2 = time.perf_counter()
-    report = evaluate_head(new_head, fs)
-    new_tokens = sum(p.n_tokens for p in new_parts)
-    report.update({
-        "final_epoch_loss": history[-1], "features_s": round(t1 - t0, 4), "train_s": round(t2 - t1, 4),
-        "features_cached": fs.from_cache, "feature_key": fs.key, "feature_tokens": int(fs.targets.numel()),
-        "mode": "retrain" if retrain else "finetune", "added": [s.id for s in new], "removed": list(remove),
-        "requests": [s.id for s in sets], "new_items": sum(len(s.examples) for s in new), "new_tokens": new_tokens,
-        "extracted": [s.id or "retain" for s, p in zip([*sets, retain_set], parts) if not p.from_cache],
-        "new_features_s": round(sum(p.seconds for p in new_parts), 4),
-        "wall_s": round(time.perf_counter() - t_start, 4),
-    })
-    training.update({"n_forget": fs.n_forget, "n_retain": fs.n_retain, "finetuned": finetuned or None,
+    t1 = time.perf_counter()
+    new_head, history, finetuned = _train(u, head, old_cfg, old_head, tcfg, training, len(records), retrain,
+                                          vocab_size_of(model), device, progress)
+    new_head.fit_support(u.fs.feats)
+    report = _report(u, history, time.perf_counter() - t1, retrain, remove, time.perf_counter() - t_start, new_head)
+    training.update({"n_forget": u.fs.n_forget, "n_retain": u.fs.n_retain, "finetuned": finetuned or None,
                      "base_fingerprint": model_fp or training.get("base_fingerprint")})
     cfg = T3Config(**{k: getattr(old_cfg, k) for k in T3Config.FILE_FIELDS})
     cfg.training = training
     cfg.metrics = {k: report[k] for k in ("forget", "retain", "final_epoch_loss")}
-    cfg.requests = new_records
-    cfg.retain_set = retain_set.record
+    cfg.requests = [s.record for s in u.sets]
+    cfg.retain_set = u.retain_set.record
     if old_cfg.calibration:  # the guidance stays; the record says which requests it was chosen for
-        cfg.calibration = {**old_cfg.calibration, "requests": list(old_cfg.calibration.get("requests", ids))}
+        cfg.calibration = {**old_cfg.calibration, "requests": list(old_cfg.calibration.get("requests", [r["id"] for r in records]))}
     cfg.set_guidance(g)
     t3 = T3ForCausalLM(cfg, model, new_head).eval()
     return t3_result(t3, tokenizer, report, time.perf_counter() - t_start, new_head)

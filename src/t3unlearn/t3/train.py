@@ -312,26 +312,13 @@ def unlearn(
     from t3unlearn.data import QAFormatter
     from t3unlearn.t3.feature_cache import assemble, cache_enabled, model_fingerprint
     from t3unlearn.t3.features import hidden_size_of, vocab_size_of
-    from t3unlearn.t3.identity import base_identity
-    from t3unlearn.t3.model import T3Config, T3ForCausalLM, tokenizer_hash
-    from t3unlearn.t3.requests import DataSet, check_id, gather_parts
+    from t3unlearn.t3.model import T3ForCausalLM
+    from t3unlearn.t3.request_sets import gather_parts
 
     g_over, t_over = split_settings(settings)
     guidance = (guidance or Guidance()).replace(**g_over)
     cfg = _replace(config or TrainConfig(), **t_over).validate()
-    request_id = check_id(request_id)
-    if isinstance(model, str):
-        from t3unlearn.lm import load_tokenizer
-        from t3unlearn.t3.model import load_base
-
-        tokenizer = tokenizer or load_tokenizer(model)
-        model = load_base(model, device=device)
-    if tokenizer is None:
-        raise T3Error("unlearn needs the model's tokenizer (or give the model as a path).")
-    if forget is None or retain is None:
-        raise T3Error("unlearn needs a forget set and a retain set.")
-    forget = DataSet.load(forget, what="forget set", rid=request_id)
-    retain = DataSet.load(retain, what="retain set")
+    model, tokenizer, forget, retain = _inputs(model, tokenizer, forget, retain, request_id, device)
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     fmt = QAFormatter(tokenizer, max_length=max_length, template=template)
@@ -361,18 +348,56 @@ def unlearn(
             "feature_tokens": int(fs.targets.numel()),
         }
     )
+    config = _head_config(model, tokenizer, cfg, fs, fmt, max_length, model_fp, report, forget, retain, parts)
+    config.set_guidance(guidance)
+    t3 = T3ForCausalLM(config, model, head).eval()
+    assert hidden_size_of(model) == fs.dim
+    return t3_result(t3, tokenizer, report, time.perf_counter() - t0, head)
+
+
+def _inputs(model, tokenizer, forget, retain, request_id: str, device):
+    """``(model, tokenizer, forget, retain)``: the model loaded when given by name, the sets as :class:`DataSet`
+    (the forget set the head's first request, ``request_id``)."""
+    from t3unlearn.t3.request_sets import DataSet, check_id
+
+    request_id = check_id(request_id)
+    if isinstance(model, str):
+        from t3unlearn.lm import load_tokenizer
+        from t3unlearn.t3.model import load_base
+
+        tokenizer = tokenizer or load_tokenizer(model)
+        model = load_base(model, device=device)
+    if tokenizer is None:
+        raise T3Error("unlearn needs the model's tokenizer (or give the model as a path).")
+    if forget is None or retain is None:
+        raise T3Error("unlearn needs a forget set and a retain set.")
+    return model, tokenizer, DataSet.load(forget, what="forget set", rid=request_id), DataSet.load(retain, what="retain set")
+
+
+def _base_name(model) -> str | None:
+    """The base's name or path (a local path made absolute), as the head records it."""
     name = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None) or None
     if name:
         from pathlib import Path
 
         p = Path(str(name)).expanduser()
         name = str(p.resolve()) if p.exists() else str(name)
+    return name
+
+
+def _head_config(model, tokenizer, cfg: TrainConfig, fs, fmt, max_length: int, model_fp, report: dict, forget, retain,
+                 parts):
+    """The new head's :class:`~t3unlearn.t3.model.T3Config`: its shape, its base, how it was trained, its first
+    request and its retain set."""
+    from t3unlearn.t3.identity import base_identity
+    from t3unlearn.t3.model import T3Config, tokenizer_hash
+
     stamp = _now()
-    config = T3Config(
+    return T3Config(
         head_hidden=cfg.width,
         head_activation=cfg.activation,
         head_layers=cfg.layers,
-        base_model_name_or_path=name,
+        base_model_name_or_path=_base_name(model),
         tokenizer_hash=tokenizer_hash(tokenizer),
         training={**asdict(cfg), "n_forget": fs.n_forget, "n_retain": fs.n_retain, "template": "chat" if fmt.use_chat else "plain",
                   "max_length": max_length, "base_fingerprint": model_fp,
@@ -381,14 +406,10 @@ def unlearn(
         requests=[forget.make_record(parts[0].key, added=stamp, update="new")],
         retain_set=retain.make_record(parts[1].key, added=stamp),
     )
-    config.set_guidance(guidance)
-    t3 = T3ForCausalLM(config, model, head).eval()
-    assert hidden_size_of(model) == fs.dim
-    return t3_result(t3, tokenizer, report, time.perf_counter() - t0, head)
 
 
 def _now() -> str:
-    from t3unlearn.t3.requests import now
+    from t3unlearn.t3.request_sets import now
 
     return now()
 

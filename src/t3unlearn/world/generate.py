@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from t3unlearn.errors import T3Error
+from t3unlearn.settings import reject_unknown
 from t3unlearn.world import pools
 
 GENERATOR_VERSION = "4"  # 3: perturbed answers perturb the paraphrase (as TOFU's do); paraphrased_question
@@ -208,8 +209,7 @@ def settings_for(preset: str = "default", **overrides) -> WorldSettings:
     for key, value in overrides.items():
         if value is None:
             continue
-        if key not in WorldSettings.__dataclass_fields__:
-            raise T3Error(f"unknown world setting {key!r}; known: {', '.join(WorldSettings.__dataclass_fields__)}.")
+        reject_unknown([key], WorldSettings.__dataclass_fields__, what="world setting", error=T3Error)
         values[key] = value
     s = WorldSettings(**values)
     s.validate()

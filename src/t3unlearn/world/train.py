@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from t3unlearn.errors import T3Error
+from t3unlearn.settings import reject_unknown
 
 TRAIN_VERSION = "3"  # 2: tokenizer on the training files only; transformers' cosine schedule
 #                      3: tokenizer on the pretraining text only
@@ -82,8 +83,7 @@ def train_settings(world_dir: str | Path, **overrides) -> TrainSettings:
             continue
         if k == "epochs":
             k = "finetune_epochs"
-        if k not in TrainSettings.__dataclass_fields__:
-            raise T3Error(f"unknown training setting {k!r}; known: {', '.join(TrainSettings.__dataclass_fields__)}.")
+        reject_unknown([k], TrainSettings.__dataclass_fields__, what="training setting", error=T3Error)
         values[k] = v
     return TrainSettings(**values)
 

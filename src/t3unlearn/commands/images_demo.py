@@ -17,7 +17,7 @@ from pathlib import Path
 
 def run_images_demo(args) -> int:
     from t3unlearn.images.api import ensure_evaluator, ensure_generator
-    from t3unlearn.images.compare import compare
+    from t3unlearn.experiments.images import compare
     from t3unlearn.images.presets import get_preset
     from t3unlearn.io import cache_home, torch_threads
 

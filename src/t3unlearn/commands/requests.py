@@ -167,7 +167,7 @@ def _sequential(args) -> int:
     import shlex
     import sys
 
-    from t3unlearn.t3.sequential import sequential, write_doc
+    from t3unlearn.experiments.sequential import sequential, write_doc
 
     reports = []
     for bench in [b.strip() for b in args.benchmark.split(",") if b.strip()]:

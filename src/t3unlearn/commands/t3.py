@@ -91,7 +91,7 @@ def register(sub) -> None:
     _register_unlearn(sub)
     _register_generate(sub)
     _register_calibrate(sub)
-    from t3unlearn.t3 import requests_cli
+    from t3unlearn.commands import requests as requests_cli
 
     requests_cli.register(sub)  # features, sequential
 

@@ -23,7 +23,7 @@ named tofu:full, tofu:retain90, ... wherever a model is asked for, e.g.
 
 
 def register(sub) -> None:
-    from t3unlearn.world.cli import add_check_options, add_model_options
+    from t3unlearn.commands.world import add_check_options, add_model_options
 
     p = sub.add_parser(
         "tofu",
@@ -50,13 +50,13 @@ def register(sub) -> None:
 
 def _train(args) -> int:
     from t3unlearn.benchmarks import get_benchmark
-    from t3unlearn.world.cli import train_models
+    from t3unlearn.commands.world import train_models
 
     return train_models(get_benchmark("tofu", subset=args.subset), args)
 
 
 def _check(args) -> int:
     from t3unlearn.benchmarks import get_benchmark
-    from t3unlearn.world.cli import check_models
+    from t3unlearn.commands.world import check_models
 
     return check_models(get_benchmark("tofu", subset=args.subset), args)

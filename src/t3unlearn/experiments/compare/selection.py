@@ -16,7 +16,7 @@ import math
 import statistics
 from typing import Any, Sequence
 
-from t3unlearn.baselines.compare.config import SUMMARY_METRICS, Selection
+from t3unlearn.experiments.compare.config import SUMMARY_METRICS, Selection
 
 TITLES = {
     "full": "Full (before unlearning)",
@@ -31,6 +31,13 @@ TITLES = {
     "rmu": "RMU",
     "retrain": "Retrain (oracle)",
 }
+
+
+def title(method: str) -> str:
+    """A method's title in the tables: ours above, else the one it was registered with."""
+    from t3unlearn.methods import get, names
+
+    return TITLES.get(method) or (get(method).title if method in names("lm") else method)
 
 
 def _value(record: dict, key: str) -> float | None:
@@ -69,7 +76,7 @@ def mean_and_stdev(values: Sequence[float | None]) -> tuple[float | None, float 
 
 def aggregate(method: str, setting: str, records: Sequence[dict]) -> dict:
     """One table row: every summary metric and cost as (mean, stdev) over the records (seeds)."""
-    row: dict[str, Any] = {"method": method, "title": TITLES.get(method, method), "setting": setting,
+    row: dict[str, Any] = {"method": method, "title": title(method), "setting": setting,
                            "seeds": [r["seed"] for r in records]}
     for k in SUMMARY_METRICS:
         row[k] = mean_and_stdev([r["summary"].get(k) for r in records])
@@ -82,4 +89,4 @@ def aggregate(method: str, setting: str, records: Sequence[dict]) -> dict:
     return row
 
 
-__all__ = ["TITLES", "aggregate", "mean_and_stdev", "select_setting"]
+__all__ = ["TITLES", "aggregate", "mean_and_stdev", "select_setting", "title"]

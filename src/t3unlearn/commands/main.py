@@ -8,23 +8,23 @@ Area CLI modules import torch/transformers only inside their ``func`` so ``--hel
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import os
 import sys
 
 from t3unlearn import __version__
+from t3unlearn.errors import user_error_message
 
 _AREAS = [
-    "t3unlearn.world.cli",  # world build / train / check
-    "t3unlearn.tofu.cli",  # tofu train / check
-    "t3unlearn.t3.cli",  # unlearn, generate, calibrate, features, sequential
-    "t3unlearn.eval.cli",  # eval, report
-    "t3unlearn.baselines.cli",  # compare
-    "t3unlearn.toy.cli",  # toy
-    "t3unlearn.images.cli",  # images build / train / unlearn / eval / compare
-    "t3unlearn.demo",  # demo
-    "t3unlearn.serve.cli",  # serve
+    "t3unlearn.commands.world",  # world build / train / check
+    "t3unlearn.commands.tofu",  # tofu train / check
+    "t3unlearn.commands.t3",  # unlearn, generate, calibrate, features, sequential
+    "t3unlearn.commands.eval",  # eval, report
+    "t3unlearn.commands.baselines",  # compare
+    "t3unlearn.commands.toy",  # toy
+    "t3unlearn.commands.images",  # images build / train / unlearn / eval / compare
+    "t3unlearn.commands.demo",  # demo
+    "t3unlearn.commands.serve",  # serve
 ]
 
 _EPILOG = """\
@@ -127,41 +127,6 @@ def _quiet_libraries() -> None:
         sys.modules["huggingface_hub"].utils.disable_progress_bars()
     if "transformers" in sys.modules:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
-
-
-_OS_FIXES = {
-    errno.EACCES: "check its permissions, or choose another path",
-    errno.EPERM: "check its permissions, or choose another path",
-    errno.EROFS: "the file system is read-only; choose another path",
-    errno.ENOSPC: "the disk is full; free some space (or point $T3UNLEARN_HOME / --out elsewhere) and rerun: "
-                  "finished steps are kept",
-    errno.EDQUOT: "the disk quota is exhausted; free some space and rerun: finished steps are kept",
-    errno.ENOENT: "check the path",
-    errno.ENOTDIR: "a part of the path is a file, not a directory; check the path",
-    errno.EISDIR: "it is a directory where a file is needed; check the path",
-}
-
-
-def user_error_message(exc: BaseException) -> str | None:
-    """The one line a user sees for an error they can fix (a :class:`T3Error` in the CLI's words, or an OS
-    error such as a full disk or a missing permission); None for anything else (a bug: let it raise)."""
-    from t3unlearn.errors import T3Error
-
-    if isinstance(exc, T3Error):
-        return exc.cli_message()
-    if isinstance(exc, OSError):
-        return os_error_message(exc)
-    return None
-
-
-def os_error_message(exc: OSError) -> str | None:
-    """One line for an operating-system error a user can fix (permissions, disk full, a wrong path), or
-    None for any other (a bug: the traceback is then shown)."""
-    fix = _OS_FIXES.get(exc.errno)
-    if fix is None:
-        return None
-    where = f" {exc.filename}" if exc.filename else ""
-    return f"{exc.strerror or 'error'}:{where}; {fix}."
 
 
 if __name__ == "__main__":  # pragma: no cover

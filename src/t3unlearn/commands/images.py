@@ -265,9 +265,9 @@ def _unlearn(args) -> int:
     from t3unlearn.io import torch_threads
 
     method = get_method(args.method)
-    if method.kind == "guidance":
+    if method.style == "guidance":
         return _unlearn_t3(args, method)
-    if method.kind == "distill":
+    if method.style == "distill":
         return _unlearn_sfd(args, method)
     with torch_threads(args.threads, log=print):
         src, gen, cfg, prm = _unlearn_inputs(args, method)
@@ -362,7 +362,7 @@ def _eval(args) -> int:
 
 
 def _compare(args) -> int:
-    from t3unlearn.images.compare import compare
+    from t3unlearn.experiments.images import compare
     from t3unlearn.io import torch_threads
 
     with torch_threads(args.threads, log=print):

@@ -15,15 +15,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from t3unlearn.baselines.methods import FINETUNE_METHODS as FINETUNE
 from t3unlearn.errors import ConfigError, ModelError
 from t3unlearn.eval.metrics import UTILITY_PARTS
+from t3unlearn.methods import get as get_method, names as method_names
 from t3unlearn.settings import check_keys, check_types, from_dict
 from t3unlearn.t3.config import GRID_KNOBS, GUIDANCE_KNOBS, OPTIONAL_KNOBS, check_knob
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "compare_default.json"
-ALL_METHODS = ("t3", "cg", "uld", "gradascent", "graddiff", "npo", "simnpo", "idkdpo", "rmu", "retrain")
-INFERENCE_METHODS = ("t3", "cg", "uld")
+# the packaged methods (a method you register runs too: compare asks the registry, t3unlearn.methods)
+ALL_METHODS = method_names("lm")
+FINETUNE = method_names("lm", style="finetune")
+INFERENCE_METHODS = method_names("lm", style=("guidance", "assistant"))
 # T3 and classifier guidance: the unlearn() settings compare passes on (head and optimizer: T3_HEAD_KEYS;
 # temperature and scale only change the served model, so settings differing in them share one head)
 T3_HEAD_KEYS = ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr", "weight_decay", "batch_size", "ensemble")
@@ -44,7 +46,7 @@ ORACLE_METRICS = ("forget_quality", "privleak")
 
 @dataclass
 class Selection:
-    """How a sweep setting is chosen (see :func:`t3unlearn.baselines.compare.selection.select_setting`)."""
+    """How a sweep setting is chosen (see :func:`t3unlearn.experiments.compare.selection.select_setting`)."""
 
     eval: Literal["quick", "full"] = "quick"
     # T3's calibration rule (t3unlearn calibrate --pretrained): the KS distance between the forget truth ratios
@@ -110,17 +112,22 @@ class CompareConfig:
         """The method's settings to try: its base ``params`` / ``train`` with each ``sweep`` override (keys
         go to ``train`` when they are training settings, else to ``params``; T3's all go to ``params``)."""
         entry = self.methods.get(method) or MethodEntry()
-        base_train = {} if method in ("t3", "cg") else {**self.train, **entry.train}
+        base_train = {} if guided(method) else {**self.train, **entry.train}
         out = []
         for override in [o for item in entry.sweep or [{}] for o in expand(item)]:
             params, train = dict(entry.params), dict(base_train)
             for k, v in override.items():
-                if method not in ("t3", "cg") and k in _train_keys():
+                if not guided(method) and k in _train_keys():
                     train[k] = v
                 else:
                     params[k] = v
             out.append(Setting(params, train, dict(override)))
         return out
+
+
+def guided(method: str) -> bool:
+    """T3 and classifier guidance (a head over the frozen model): all their settings are ``params``."""
+    return method in method_names("lm", style="guidance")
 
 
 def expand(override: dict) -> list[dict]:
@@ -142,12 +149,8 @@ def _train_keys() -> tuple[str, ...]:
 
 
 def _param_keys(method: str) -> tuple[str, ...]:
-    if method in ("t3", "cg"):
+    if guided(method):
         return T3_KEYS
-    if method == "retrain":
-        return ()
-    from t3unlearn.baselines.methods import get_method
-
     return tuple(get_method(method).defaults)
 
 
@@ -169,8 +172,7 @@ def merge(base: dict, user: dict, where: str) -> dict:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: methods must map method names to settings, not {type(value).__name__}.")
             for name, entry in value.items():
-                if name not in ALL_METHODS:
-                    raise ConfigError(f"{where}: unknown method {name!r}; methods: {', '.join(ALL_METHODS)}.")
+                _known_method(name, where)
                 cfg.setdefault("methods", {})[name] = entry
         elif key in ("selection", "eval", "train") and isinstance(value, dict):
             cfg[key] = {**cfg.get(key, {}), **value}
@@ -200,21 +202,25 @@ def parse(raw: dict, where: str) -> CompareConfig:
     for name, entry in methods.items():
         if name.startswith("_"):
             continue
-        if name not in ALL_METHODS:
-            raise ConfigError(f"{where}: unknown method {name!r}; methods: {', '.join(ALL_METHODS)}.")
+        _known_method(name, where)
         cfg.methods[name] = _method_entry(name, entry, f"{where}: methods.{name}")
     for name in cfg.methods:
         for setting in cfg.settings(name):
-            if name not in ("t3", "cg"):
+            if not guided(name):
                 BaselineConfig.from_dict(setting.train, where=f"{where}: methods.{name} ({setting.label})")
     return cfg
+
+
+def _known_method(name: str, where: str) -> None:
+    if name not in method_names("lm"):
+        raise ConfigError(f"{where}: unknown method {name!r}; methods: {', '.join(method_names('lm'))}.")
 
 
 def _method_entry(name: str, entry: Any, where: str) -> MethodEntry:
     e = from_dict(MethodEntry, entry, where=where)
     known_params = _param_keys(name)
     check_keys(e.params, known_params, where=f"{where}.params")
-    if name in ("t3", "cg"):
+    if guided(name):
         if e.train:
             raise ConfigError(f"{where}: T3's settings all go in 'params' ({', '.join(T3_KEYS)}); 'train' must be empty.")
         for i, d in enumerate([e.params, *[o for o in e.sweep if isinstance(o, dict)]]):
@@ -225,7 +231,7 @@ def _method_entry(name: str, entry: Any, where: str) -> MethodEntry:
     for i, override in enumerate(e.sweep):
         if not isinstance(override, dict):
             raise ConfigError(f"{where}.sweep[{i}] must be an object of settings, e.g. {{\"lr\": 1e-4}}.")
-        known = known_params if name in ("t3", "cg") else (*known_params, *_train_keys())
+        known = known_params if guided(name) else (*known_params, *_train_keys())
         check_keys(override, known, where=f"{where}.sweep[{i}]")
         if any(isinstance(v, list) and not v for v in override.values()):
             raise ConfigError(f"{where}.sweep[{i}]: a list of values must not be empty.")

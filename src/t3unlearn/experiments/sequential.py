@@ -9,8 +9,9 @@ forget authors -> 2 per request; TOFU likewise) and applies them one by one:
 - ``t3-scratch``: T3 from scratch at every request: every feature extracted again (no cache), the head
   trained on the union. Its head is compared with ``t3``'s byte for byte (they are the same computation on
   the same features; the run says whether they are identical) and, when identical, shares its evaluation;
-- ``graddiff``, ``npo``, ``simnpo``: fine-tuning baselines applied sequentially, each request on the
-  previous request's model (MUSE's "sustainability" protocol), with the packaged ``compare`` settings.
+- ``graddiff``, ``npo``, ``simnpo`` (or any fine-tuning method in the registry, :mod:`t3unlearn.methods`):
+  applied sequentially, each request on the previous request's model (MUSE's "sustainability" protocol), with
+  the packaged ``compare`` settings.
 
 After each request every method is evaluated with the TOFU suite on the items forgotten so far: forget quality
 against the ``retain90`` model (which never saw any forget10 author) restricted to the same items, forget
@@ -33,8 +34,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from t3unlearn.errors import T3Error
+from t3unlearn.methods import get as get_method, names as method_names
 
 METHODS = ("t3", "t3-finetune", "t3-scratch", "graddiff", "npo", "simnpo")
+T3_PROTOCOLS = ("t3", "t3-finetune", "t3-scratch")  # T3's own ways of taking a request; the rest: registry methods
 BASELINES = ("graddiff", "npo", "simnpo")
 TITLES = {"t3": "T3 incremental", "t3-finetune": "T3 incremental (fine-tune)", "t3-scratch": "T3 from scratch",
           "graddiff": "GradDiff", "npo": "NPO", "simnpo": "SimNPO", "t3-oneshot": "T3 one-shot (all of forget10)",
@@ -48,6 +51,15 @@ BASELINE_LR = {"world": {"graddiff": 1e-4, "npo": 1e-4, "simnpo": 3e-4},
 SPLIT = "forget10"
 RECORD = "record.json"
 METRICS = ("forget_quality", "forget_Q_A_ROUGE", "model_utility", "forget_Q_A_Prob", "forget_truth_ratio")
+
+
+def choices() -> tuple[str, ...]:
+    """What ``sequential`` runs: T3's three protocols and every fine-tuning method in the registry."""
+    return (*T3_PROTOCOLS, *method_names("lm", style="finetune"))
+
+
+def title(method: str) -> str:
+    return TITLES.get(method) or get_method(method).title
 
 
 # --------------------------------------------------------------------------- data
@@ -116,7 +128,7 @@ class Runner:
 
     def configure(self, config, kind: str) -> None:
         """Settings from ``config`` (see :func:`sequential`) for a benchmark of ``kind`` (world, tofu)."""
-        from t3unlearn.baselines.compare import load_compare_config
+        from t3unlearn.experiments.compare import load_compare_config
         from t3unlearn.t3.config import split_settings
 
         self.cfg = load_compare_config(config)
@@ -171,13 +183,26 @@ class Runner:
         training recipe and learning rate): a unit made with another recipe is stale and made again."""
         from t3unlearn.io import fingerprint
 
-        if method in BASELINES:
+        if method not in T3_PROTOCOLS:
             cfg = self.cfg
-            entry = cfg.methods[method]
-            return fingerprint("seq-baseline", cfg.train, entry.train, dict(entry.params), self.lr[method], cfg.max_length)
+            entry = self._entry(method)
+            return fingerprint("seq-baseline", cfg.train, entry.train, dict(entry.params), self._lr(method), cfg.max_length)
         from t3unlearn.t3.config import defaults
 
         return fingerprint("seq-t3", {**defaults(), **self.t3_settings})
+
+    def _entry(self, method: str):
+        """The method's compare settings (params and training): the config's entry, else none."""
+        from t3unlearn.experiments.compare.config import MethodEntry
+
+        return self.cfg.methods.get(method) or MethodEntry()
+
+    def _lr(self, method: str) -> float | None:
+        """The learning rate of a fine-tuning method: the rate compare selected on the benchmark (``BASELINE_LR``),
+        else its compare settings'."""
+        if method in self.lr:
+            return self.lr[method]
+        return {**self.cfg.train, **self._entry(method).train}.get("lr")
 
     def done(self, method: str, seed: int, k: int) -> dict | None:
         f = self.unit_dir(method, seed, k) / RECORD
@@ -259,17 +284,15 @@ class Runner:
             rec = self._t3_step(method, seed, k)
         elif method == "t3-scratch":
             rec = self._scratch_step(seed, k)
-        elif method in BASELINES:
-            rec = self._baseline_step(method, seed, k)
-        else:
-            raise T3Error(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
+        else:  # a fine-tuning method of the registry, on the previous request's model
+            rec = self._baseline_step(get_method(method, among=choices(), what="sequential method"), seed, k)
         s = rec["summary"]
         self.log(f"  {method} seed {seed} request {k}/{self.n}: utility {_g(s['model_utility'])}, forget quality "
                  f"{_g(s['forget_quality'])}, forget ROUGE {_g(s['forget_Q_A_ROUGE'])}; request {rec['wall_s']:.2f}s "
                  f"(unit {time.perf_counter() - t0:.0f}s)")
         if k > 1:  # only the last state is needed to go on
             prev = self.unit_dir(method, seed, k - 1) / "state"
-            if method in BASELINES and prev.is_dir():
+            if method not in T3_PROTOCOLS and prev.is_dir():
                 shutil.rmtree(prev, ignore_errors=True)
         return rec
 
@@ -330,22 +353,24 @@ class Runner:
         rec["summary"] = self._summary(res)
         return self._save_unit("t3-scratch", seed, k, rec, res)
 
-    def _baseline_step(self, method: str, seed: int, k: int) -> dict:
+    def _baseline_step(self, m, seed: int, k: int) -> dict:
         import torch
 
-        from t3unlearn.baselines.api import load_base, unlearn_baseline
+        from t3unlearn.baselines.api import load_base
         from t3unlearn.lm import CausalLM
 
-        cfg = self.cfg
-        entry = cfg.methods[method]
-        train = {**cfg.train, **entry.train, "lr": self.lr[method], "seed": seed, "max_length": int(cfg.max_length)}
+        cfg, method = self.cfg, m.name
+        entry = self._entry(method)
+        train = {**cfg.train, **entry.train, "seed": seed, "max_length": int(cfg.max_length)}
+        if self._lr(method) is not None:
+            train["lr"] = self._lr(method)
         start = self.paths["full"] if k == 1 else self.unit_dir(method, seed, k - 1) / "state"
         net, tok = load_base(str(start))
-        result = unlearn_baseline(method, net, self.requests[k - 1], self.retain, tokenizer=tok, params=dict(entry.params),
-                                  config=train, progress=self.progress)
-        net, wall = result.model, float(result.cost.wall_seconds)
+        result = m.run(net, self.requests[k - 1], self.retain, tokenizer=tok, params=dict(entry.params), config=train,
+                       progress=self.progress)
+        net, tok, wall = result.model, result.tokenizer, float(result.cost.wall_seconds)
         res = self.evaluate(CausalLM(net, tok, name=method), k)
-        out = {"method": method, "seed": seed, "step": k, "wall_s": wall, "lr": train["lr"], "summary": self._summary(res)}
+        out = {"method": method, "seed": seed, "step": k, "wall_s": wall, "lr": train.get("lr"), "summary": self._summary(res)}
 
         def write(path):
             from t3unlearn.baselines.api import save_model
@@ -398,9 +423,9 @@ def sequential(
     from t3unlearn.io import atomic_write, save_json
 
     methods = [m.strip() for m in methods if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m not in choices()]
     if bad:
-        raise T3Error(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHODS)}.")
+        raise T3Error(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(choices())}.")
     baseline_seeds = seeds if baseline_seeds is None else baseline_seeds
     if seeds < 1 or n_requests < 1 or baseline_seeds < 1:
         raise T3Error("--seeds, --baseline-seeds and --requests must be >= 1.")
@@ -418,7 +443,7 @@ def sequential(
     records: dict[str, list[list[dict]]] = {}
     for m in methods:
         records[m] = []
-        for s in range(baseline_seeds if m in BASELINES else seeds):
+        for s in range(seeds if m in T3_PROTOCOLS else baseline_seeds):
             records[m].append([runner.step(m, s, k) for k in range(1, n_requests + 1)])
     report = summarize(bench.label, n_requests, sizes, methods, records, full, oneshot)
     report["wall_seconds"] = round(time.perf_counter() - t_start, 1)
@@ -440,7 +465,7 @@ def summarize(label, n, sizes, methods, records, full, oneshot) -> dict:
             cell = {metric: _stats([r["summary"].get(metric) for r in recs]) for metric in METRICS}
             cell["wall_s"] = _stats([r["wall_s"] for r in recs])
             per_step.append(cell)
-        row = {"method": m, "title": TITLES[m], "steps": per_step, "seeds": len(records[m])}
+        row = {"method": m, "title": title(m), "steps": per_step, "seeds": len(records[m])}
         if m == "t3-scratch":
             row["identical_to_incremental"] = all(r.get("identical_to_incremental") for seed in records[m] for r in seed)
         rows.append(row)

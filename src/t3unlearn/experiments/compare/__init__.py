@@ -37,7 +37,7 @@ unit's process), :mod:`.selection` (choosing a sweep setting, aggregating seeds)
 
 from __future__ import annotations
 
-from t3unlearn.baselines.compare.config import (
+from t3unlearn.experiments.compare.config import (
     ALL_METHODS,
     DEFAULT_CONFIG,
     FINETUNE,
@@ -47,28 +47,25 @@ from t3unlearn.baselines.compare.config import (
     load_compare_config,
 )
 
+from t3unlearn.lazy import lazy_exports
+
 _LAZY = {
-    "compare": "t3unlearn.baselines.compare.driver",
-    "unit_threads": "t3unlearn.baselines.compare.driver",
-    "UnitSpec": "t3unlearn.baselines.compare.units",
-    "execute_unit": "t3unlearn.baselines.compare.units",
-    "run_unit": "t3unlearn.baselines.compare.units",
-    "quick_scores": "t3unlearn.baselines.compare.units",
-    "select_setting": "t3unlearn.baselines.compare.selection",
-    "aggregate": "t3unlearn.baselines.compare.selection",
-    "TITLES": "t3unlearn.baselines.compare.selection",
-    "markdown_table": "t3unlearn.baselines.compare.report",
-    "write_doc": "t3unlearn.baselines.compare.report",
-    "doc_markers": "t3unlearn.baselines.compare.report",
+    "compare": "t3unlearn.experiments.compare.driver",
+    "unit_threads": "t3unlearn.experiments.compare.driver",
+    "UnitSpec": "t3unlearn.experiments.compare.units",
+    "execute_unit": "t3unlearn.experiments.compare.units",
+    "run_unit": "t3unlearn.experiments.compare.units",
+    "quick_scores": "t3unlearn.experiments.compare.units",
+    "select_setting": "t3unlearn.experiments.compare.selection",
+    "aggregate": "t3unlearn.experiments.compare.selection",
+    "TITLES": "t3unlearn.experiments.compare.selection",
+    "markdown_table": "t3unlearn.experiments.compare.report",
+    "write_doc": "t3unlearn.experiments.compare.report",
+    "doc_markers": "t3unlearn.experiments.compare.report",
 }
 
 __all__ = ["ALL_METHODS", "CompareConfig", "DEFAULT_CONFIG", "FINETUNE", "INFERENCE_METHODS", "Setting",
            "load_compare_config", *_LAZY]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 't3unlearn.baselines.compare' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

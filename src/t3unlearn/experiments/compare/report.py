@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from t3unlearn.baselines.compare.config import Selection
-from t3unlearn.baselines.compare.selection import TITLES
+from t3unlearn.experiments.compare.config import Selection
+from t3unlearn.experiments.compare.selection import title
 from t3unlearn.eval.report import PlotPoint, fmt, plot_points, table
 
 COLUMNS = (
@@ -72,7 +72,7 @@ def sweep_table(sweeps: dict[str, list[dict]], chosen: dict[str, int], selection
     for method, recs in sweeps.items():
         for i, r in enumerate(recs):
             s = r["summary"]
-            body.append([TITLES.get(method, method), r["setting"], *(cell_value("x", s.get(m)) for m in metrics),
+            body.append([title(method), r["setting"], *(cell_value("x", s.get(m)) for m in metrics),
                          "✓" if chosen.get(method) == i else ""])
     return table(["method", "setting (first seed)", *metrics, "chosen"], body, "ll" + "r" * len(metrics) + "c")
 

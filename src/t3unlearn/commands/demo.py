@@ -121,7 +121,7 @@ def run_demo(args) -> int:
     from t3unlearn.io import torch_threads
 
     if getattr(args, "images", False):
-        from t3unlearn.images.demo import run_images_demo
+        from t3unlearn.commands.images_demo import run_images_demo
 
         return run_images_demo(args)
     with torch_threads(args.threads, log=print):

@@ -125,7 +125,7 @@ def register(sub) -> None:
 
 
 def _all_methods():
-    from t3unlearn.baselines.compare.config import ALL_METHODS
+    from t3unlearn.experiments.compare.config import ALL_METHODS
 
     return ALL_METHODS
 
@@ -133,7 +133,7 @@ def _all_methods():
 def run_compare(args) -> int:
     from pathlib import Path
 
-    from t3unlearn.baselines.compare import DEFAULT_CONFIG, compare, load_compare_config, unit_threads, write_doc
+    from t3unlearn.experiments.compare import DEFAULT_CONFIG, compare, load_compare_config, unit_threads, write_doc
     from t3unlearn.errors import T3Error
     from t3unlearn.io import torch_threads
 
@@ -213,11 +213,10 @@ def _check_out(path) -> None:
 
 
 def run_baseline(args) -> int:
-    from t3unlearn.baselines.api import unlearn_baseline
-    from t3unlearn.baselines.methods import get_method
     from t3unlearn.errors import T3Error
+    from t3unlearn.methods import get, names
 
-    m = get_method(args.method)
+    m = get(args.method, among=(*names("lm", style="finetune"), *names("lm", style="assistant")), what="baseline")
     if m.data == "paired" and not args.forget:
         raise T3Error(f"{m.title} needs --forget (the set to forget; only retrain trains on the retain set alone).")
     params = {}
@@ -247,9 +246,9 @@ def run_baseline(args) -> int:
 
     with torch_threads(args.threads, log=None if args.quiet else print):
         forget = resolve_data(args.forget) if args.forget else None
-        result = unlearn_baseline(m.name, resolve_model(args.model, log=print), forget, resolve_data(args.retain), args.out,
-                                  params=params, config=config, idk=args.idk, progress=not args.quiet,
-                                  loading=loading_kwargs(args))
+        result = m.run(resolve_model(args.model, log=print), forget, resolve_data(args.retain), args.out, params=params,
+                       config=config, progress=not args.quiet, loading=loading_kwargs(args),
+                       **({"idk": args.idk} if m.uses_idk else {}))
     rep, cost = result.report, result.cost
     last = rep["history"][-1] if rep["history"] else {}
     peak = "n/a" if cost.peak_rss_mb is None else f"{cost.peak_rss_mb:.0f} MB"

@@ -152,15 +152,78 @@ def plot_lambda(results: dict, path: Path) -> Path | None:
     return path
 
 
+def _family_rows(fam: str, methods: list[str], seeds: int, P, ecfg, bench, progress: bool, log) -> dict:
+    """One generator family: the full model, the retain models (the oracle, one per seed) and every method's
+    seeds, each run (or reused) and evaluated: ``{"rows", "histories", "paths", "share", "static_lambda"}``."""
+    from t3unlearn.images.api import ensure_generator, evaluate_cached, unlearn_cached
+    from t3unlearn.images.models import ImageGenerator
+
+    rows: dict[str, list] = {}
+    histories: dict[str, list] = {}
+    paths: dict[str, str] = {}
+    full = ensure_generator(fam, "full", preset=P, seed=0, progress=progress, log=log)
+    meta = ImageGenerator.load(full).meta
+    ev = evaluate_cached(full, preset=P, config=ecfg, progress=progress)
+    n_model = meta["train"].get("parameters")
+    rows["full"] = [{**ev, "seconds": meta["train"]["train_seconds"], "seed": 0, "trainable_params": n_model}]
+    paths["full"] = str(full)
+    rows["retain"] = []
+    for s in range(seeds):
+        p = ensure_generator(fam, "retain", preset=P, seed=s, progress=progress, log=log)
+        ev = evaluate_cached(p, preset=P, config=ecfg, progress=progress)
+        rows["retain"].append({**ev, "seconds": ImageGenerator.load(p).meta["train"]["train_seconds"], "seed": s,
+                               "trainable_params": n_model})
+        if s == 0:
+            paths["retain"] = str(p)
+    _log_row(log, fam, "full", rows["full"][0])
+    _log_row(log, fam, "retain", rows["retain"][0])
+    for m in methods:
+        if fam not in get_method(m).families:
+            continue  # SFD distils a DDPM only
+        rows[m], histories[m] = [], []
+        for s in range(seeds):
+            run, rec = unlearn_cached(fam, m, preset=P, seed=s, progress=progress)
+            ev = evaluate_cached(run, preset=P, config=ecfg, progress=progress)
+            rows[m].append({**ev, "seconds": rec["unlearn_seconds"], "seed": s, "params": rec["params"],
+                            "trainable_params": rec.get("trainable_params", n_model),
+                            "config": rec["config"], "forget_norm_used": rec.get("forget_norm_used")})
+            histories[m].append(rec["history"])
+            if s == 0:
+                paths[m] = str(run)
+            _log_row(log, fam, f"{m} s{s}", rows[m][-1])
+    static = rows["siss"][0]["params"]["lambda"] if "siss" in rows else None
+    return {"rows": rows, "histories": histories, "paths": paths, "share": bench.forget_share_of_label,
+            "static_lambda": static}
+
+
+def _write_grids(results: dict, bench, ecfg, out: Path, files: dict) -> None:
+    """Sample grids of every model (``grids/``) and, per family, one row of samples asked for the forget label."""
+    import torch
+
+    from t3unlearn.images.evaluator import grid_samples, save_grid
+    from t3unlearn.images.models import ImageGenerator
+    from t3unlearn.images.sampling import generate
+
+    for fam, r in results.items():
+        rows_imgs, names = [], []
+        for name, p in r["paths"].items():
+            gen = ImageGenerator.load(p)
+            imgs, labels = grid_samples(gen, bench, per_row=12)
+            save_grid(imgs, out / "grids" / f"{fam}-{name}.png", nrow=12, row_labels=labels,
+                      title=f"{fam.upper()} {_row_name(name)}")
+            rows_imgs.append(generate(gen, [bench.forget_label] * 16, seed=11, steps=ecfg.steps, sampler=ecfg.sampler))
+            names.append(_row_name(name).split(" (")[0])
+        files[f"forget_rows_{fam}"] = save_grid(torch.cat(rows_imgs), out / f"forget_rows_{fam}.png", nrow=16,
+                                                row_labels=names, title=f"{fam.upper()}: samples asked for label {bench.forget_label}")
+
+
 def compare(preset="default", families: Sequence[str] = ("ddpm", "vae"), methods: Sequence[str] = DEFAULT_METHODS,
             seeds: int = 3, out: str | Path = "t3-runs/images", *, progress: bool = True, grids: bool = True,
             log=print) -> dict:
     """Run (or reuse) every unit, evaluate, and write the tables and plots; returns the report."""
-    from t3unlearn.images.api import ensure_evaluator, ensure_generator, eval_config, evaluate_cached, unlearn_cached
-    from t3unlearn.images.evaluator import grid_samples, save_grid
-    from t3unlearn.images.models import ImageGenerator
+    from t3unlearn.images.api import ensure_evaluator, eval_config
     from t3unlearn.images.presets import get_preset
-    from t3unlearn.io import save_json
+    from t3unlearn.io import atomic_write, save_json
 
     if seeds < 1:
         raise T3Error(f"--seeds must be >= 1, not {seeds}.")
@@ -173,44 +236,7 @@ def compare(preset="default", families: Sequence[str] = ("ddpm", "vae"), methods
         f"({100 * bench.k / bench.n:.2f} % of the data, {100 * bench.forget_share_of_label:.1f} % of label {bench.forget_label}); "
         f"classifier test accuracy {clf_rec['test_accuracy']:.3f}")
     ecfg = eval_config(P)
-    results: dict = {}
-    for fam in families:
-        rows: dict[str, list] = {}
-        histories: dict[str, list] = {}
-        paths: dict[str, str] = {}
-        full = ensure_generator(fam, "full", preset=P, seed=0, progress=progress, log=log)
-        meta = ImageGenerator.load(full).meta
-        ev = evaluate_cached(full, preset=P, config=ecfg, progress=progress)
-        n_model = meta["train"].get("parameters")
-        rows["full"] = [{**ev, "seconds": meta["train"]["train_seconds"], "seed": 0, "trainable_params": n_model}]
-        paths["full"] = str(full)
-        rows["retain"] = []
-        for s in range(seeds):
-            p = ensure_generator(fam, "retain", preset=P, seed=s, progress=progress, log=log)
-            ev = evaluate_cached(p, preset=P, config=ecfg, progress=progress)
-            rows["retain"].append({**ev, "seconds": ImageGenerator.load(p).meta["train"]["train_seconds"], "seed": s,
-                                   "trainable_params": n_model})
-            if s == 0:
-                paths["retain"] = str(p)
-        _log_row(log, fam, "full", rows["full"][0])
-        _log_row(log, fam, "retain", rows["retain"][0])
-        for m in methods:
-            if fam not in get_method(m).families:
-                continue  # SFD distils a DDPM only
-            rows[m], histories[m] = [], []
-            for s in range(seeds):
-                run, rec = unlearn_cached(fam, m, preset=P, seed=s, progress=progress)
-                ev = evaluate_cached(run, preset=P, config=ecfg, progress=progress)
-                rows[m].append({**ev, "seconds": rec["unlearn_seconds"], "seed": s, "params": rec["params"],
-                                "trainable_params": rec.get("trainable_params", n_model),
-                                "config": rec["config"], "forget_norm_used": rec.get("forget_norm_used")})
-                histories[m].append(rec["history"])
-                if s == 0:
-                    paths[m] = str(run)
-                _log_row(log, fam, f"{m} s{s}", rows[m][-1])
-        static = rows["siss"][0]["params"]["lambda"] if "siss" in rows else None
-        results[fam] = {"rows": rows, "histories": histories, "paths": paths, "share": bench.forget_share_of_label,
-                        "static_lambda": static}
+    results = {fam: _family_rows(fam, methods, seeds, P, ecfg, bench, progress, log) for fam in families}
 
     # ---- write
     md = [table_markdown(f, results[f]["rows"], results[f]["share"]) for f in results]
@@ -223,8 +249,6 @@ def compare(preset="default", families: Sequence[str] = ("ddpm", "vae"), methods
               "Wall time: training (full, oracle) or unlearning (methods; T3 and classifier guidance: training the "
               "classifier, the generator stays frozen). Trainable params: the generator's (T3: the classifier's).")
     text = header + "\n\n" + "\n\n".join(md) + "\n"
-    from t3unlearn.io import atomic_write
-
     with atomic_write(files["table"], "w", encoding="utf-8") as fh:
         fh.write(text)
     save_json(files["json"], {"preset": P.name, "seeds": seeds, "eval_config": ecfg.__dict__, "classifier": clf_rec,
@@ -239,21 +263,7 @@ def compare(preset="default", families: Sequence[str] = ("ddpm", "vae"), methods
     if lam is not None:
         files["lambda"] = lam
     if grids:
-        for fam, r in results.items():
-            rows_imgs, names = [], []
-            for name, p in r["paths"].items():
-                gen = ImageGenerator.load(p)
-                imgs, labels = grid_samples(gen, bench, per_row=12)
-                save_grid(imgs, out / "grids" / f"{fam}-{name}.png", nrow=12, row_labels=labels,
-                          title=f"{fam.upper()} {_row_name(name)}")
-                from t3unlearn.images.sampling import generate
-
-                rows_imgs.append(generate(gen, [bench.forget_label] * 16, seed=11, steps=ecfg.steps, sampler=ecfg.sampler))
-                names.append(_row_name(name).split(" (")[0])
-            import torch
-
-            files[f"forget_rows_{fam}"] = save_grid(torch.cat(rows_imgs), out / f"forget_rows_{fam}.png", nrow=16,
-                                                    row_labels=names, title=f"{fam.upper()}: samples asked for label {bench.forget_label}")
+        _write_grids(results, bench, ecfg, out, files)
     wall = time.perf_counter() - t0
     log(f"\n{text}")
     log(f"wrote {', '.join(str(p) for p in files.values())} (and grids/) in {wall:.0f} s")

@@ -3,7 +3,7 @@
 A *unit* is one (method, setting, seed, evaluation mode): unlearn (or reuse the trained artifact),
 evaluate, and write ``UNIT_DIR/record.json`` (plus ``eval/`` for a full evaluation) in one atomic
 directory, so a unit is either done, whole, or not there. A rerun finds the finished units and skips
-them. A unit runs in its own Python process (``python -m t3unlearn.baselines.compare``, its spec on
+them. A unit runs in its own Python process (``python -m t3unlearn.experiments.compare``, its spec on
 standard input) so that its peak memory is its own; that process exits when its parent dies, and it
 takes a file lock on its unit, so an orphan and a rerun never both write it.
 
@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from t3unlearn.baselines.compare.config import FINETUNE, QUICK_METRICS, SUMMARY_METRICS, T3_GUIDANCE_KEYS, T3_HEAD_KEYS, Setting
-from t3unlearn.baselines.compare.report import number
+from t3unlearn.experiments.compare.config import QUICK_METRICS, SUMMARY_METRICS, T3_GUIDANCE_KEYS, T3_HEAD_KEYS, Setting
+from t3unlearn.experiments.compare.report import number
 from t3unlearn.errors import T3Error
+from t3unlearn.methods import Method, get as get_method, names as method_names
 
 RECORD = "record.json"
 COST = "cost.json"
@@ -96,7 +97,7 @@ def unit_key(method: str, setting: Setting, seed: int, mode: str, context: dict)
         parts.append({"quick_metrics": QUICK_METRICS})  # a record without a metric the selection reads is redone
     if setting.params.get("calibrate"):  # the calibration's rule and grid decide what the unit runs
         parts.append({"calibration": _calibration_rule(method, setting.params["calibrate"])[0]})
-    if method in FINETUNE or method == "uld":
+    if method in method_names("lm", style=("finetune", "assistant")):
         parts.append({"trainer": TRAINER_VERSION})
     return fingerprint(*parts)
 
@@ -139,7 +140,7 @@ def _num_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _t3_model(spec: UnitSpec, base, tokenizer, forget, retain):
+def _t3_model(spec: UnitSpec, method: Method, base, tokenizer, forget, retain):
     """T3 / classifier guidance: train (or reuse) the head, attach it with this setting's T and s."""
     from t3unlearn.io import fingerprint
     from dataclasses import asdict
@@ -159,11 +160,10 @@ def _t3_model(spec: UnitSpec, base, tokenizer, forget, retain):
 
     def build(tmp: Path) -> dict:
         from t3unlearn.results import measure
-        from t3unlearn.t3 import unlearn
 
         with measure() as m:
-            result = unlearn(base, tokenizer, forget, retain, **guidance, seed=spec.seed, cache=False, progress=spec.progress,
-                             max_length=spec.max_length, **head_kw)
+            result = method.run(base, forget, retain, tokenizer=tokenizer, params={**guidance, **head_kw}, seed=spec.seed,
+                                progress=spec.progress, cache=False, max_length=spec.max_length)
         result.model.save_pretrained(tmp)
         report = {k: v for k, v in result.report.items() if isinstance(v, (int, float, str, bool))}
         return {**m.cost(_num_params(result.model.head)).to_dict(), "report": report}
@@ -179,7 +179,7 @@ def _calibration_rule(method: str, options: Any = True) -> tuple[dict, list]:
     """What ``"calibrate": OPTIONS`` runs for ``method``: ``(rule, grid)`` -- the rule (the grid's labels, the
     tolerances, and the reference model's name where truth ratios are compared with one; part of the cache keys) and
     the grid's settings (classifier guidance: its T = 1 settings)."""
-    from t3unlearn.baselines.compare.config import calibration_options
+    from t3unlearn.experiments.compare.config import calibration_options
     from t3unlearn.t3.calibrate import (DEFAULT_SCALES, DEFAULT_SUPPORTS, DEFAULT_TEMPERATURES, DEFAULT_TEMPERINGS,
                                         MIA_TOLERANCE, RETAIN_TOLERANCE, grid)
 
@@ -241,7 +241,7 @@ def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cos
     return out
 
 
-def _uld_model(spec: UnitSpec, forget, retain):
+def _uld_model(spec: UnitSpec, method: Method, forget, retain):
     from t3unlearn.baselines.uld import ULDForCausalLM
     from t3unlearn.io import fingerprint
 
@@ -253,10 +253,8 @@ def _uld_model(spec: UnitSpec, forget, retain):
     art = Path(spec.artifacts) / f"uld-{key}-seed{spec.seed}"
 
     def build(tmp: Path) -> dict:
-        from t3unlearn.baselines.api import train_uld
-
-        res = train_uld(spec.model, forget, retain, tmp, params={**p, "alpha": alpha}, config=train, progress=spec.progress,
-                        loading=spec.loading)
+        res = method.run(spec.model, forget, retain, tmp, params={**p, "alpha": alpha}, config=train, progress=spec.progress,
+                         loading=spec.loading)
         history = res.report["history"]
         return {**res.cost.to_dict(), "steps": res.report["steps"], "final": history[-1] if history else {}}
 
@@ -264,9 +262,9 @@ def _uld_model(spec: UnitSpec, forget, retain):
     return ULDForCausalLM.from_pretrained(str(art), alpha=alpha, **spec.loading), {**cost, "artifact": str(art)}
 
 
-def _finetuned(spec: UnitSpec, forget, retain):
-    """A fine-tuning baseline's model: trained once per (method, setting, seed), cached as an artifact."""
-    from t3unlearn.baselines.api import load_base, load_idk, save_model, unlearn_baseline
+def _finetuned(spec: UnitSpec, m: Method, forget, retain):
+    """A fine-tuning method's model: trained once per (method, setting, seed), cached as an artifact."""
+    from t3unlearn.baselines.api import load_base, load_idk, save_model
     from t3unlearn.io import fingerprint
 
     method, seed = spec.method, spec.seed
@@ -279,11 +277,11 @@ def _finetuned(spec: UnitSpec, forget, retain):
 
     def build(tmp: Path) -> dict:
         net, tok = load_base(start, loading=spec.loading)
-        idk = load_idk(spec.idk) if spec.idk else None
-        res = unlearn_baseline(method, net, forget, retain, tokenizer=tok, params=spec.params, idk=idk, progress=spec.progress,
-                               config={**spec.train, "seed": seed, "max_length": spec.max_length})
+        extra = {"idk": load_idk(spec.idk) if spec.idk else None} if m.uses_idk else {}
+        res = m.run(net, forget, retain, tokenizer=tok, params=spec.params, progress=spec.progress,
+                    config={**spec.train, "seed": seed, "max_length": spec.max_length}, **extra)
         rep = res.report
-        save_model(net, tok, tmp, {k: v for k, v in rep.items() if k != "history"})
+        save_model(res.model, res.tokenizer, tmp, {k: v for k, v in rep.items() if k != "history"})
         return {**res.cost.to_dict(), "steps": rep["steps"], "final": rep["history"][-1] if rep["history"] else {}}
 
     cost = artifact(art, build, needs=("model.safetensors",))
@@ -380,13 +378,45 @@ def execute_unit(spec: UnitSpec) -> dict:
         return _execute(spec)
 
 
+def _guided_lm(spec: UnitSpec, m: Method, forget, retain):
+    from t3unlearn.io import default_device
+    from t3unlearn.lm import CausalLM, load_model, load_tokenizer
+    from t3unlearn.loading import tokenizer_kwargs
+
+    base = load_model(spec.model, device=default_device(), **spec.loading)
+    tok = load_tokenizer(spec.model, **tokenizer_kwargs(spec.loading))
+    model, cost = _t3_model(spec, m, base, tok, forget, retain)
+    return CausalLM(model, tok, name=m.name), cost
+
+
+def _assistant_lm(spec: UnitSpec, m: Method, forget, retain):
+    from t3unlearn.io import default_device
+    from t3unlearn.lm import CausalLM, load_tokenizer
+    from t3unlearn.loading import tokenizer_kwargs
+
+    model, cost = _uld_model(spec, m, forget, retain)
+    if "device_map" not in spec.loading:
+        model = model.to(default_device())
+    return CausalLM(model, load_tokenizer(spec.model, **tokenizer_kwargs(spec.loading)), name=m.name), cost
+
+
+def _finetuned_lm(spec: UnitSpec, m: Method, forget, retain):
+    from t3unlearn.lm import CausalLM
+
+    net, tok, cost = _finetuned(spec, m, forget, retain)
+    return CausalLM(net, tok, name=m.name), cost
+
+
+# a method's style (t3unlearn.methods) -> its unit's model and cost
+_UNLEARNED = {"guidance": _guided_lm, "assistant": _assistant_lm, "finetune": _finetuned_lm}
+
+
 def _execute(spec: UnitSpec) -> dict:
     from t3unlearn.data import load_qa
     from t3unlearn.eval.results import EvalResults
     from t3unlearn.eval.runner import evaluate, load_eval_data
-    from t3unlearn.io import atomic_dir, default_device, save_json, set_seed
-    from t3unlearn.lm import CausalLM, load_lm, load_model, load_tokenizer
-    from t3unlearn.loading import tokenizer_kwargs
+    from t3unlearn.io import atomic_dir, save_json, set_seed
+    from t3unlearn.lm import load_lm
 
     import torch
 
@@ -405,19 +435,11 @@ def _execute(spec: UnitSpec) -> dict:
     elif method == "retrain" and spec.retain_model:
         lm = load_lm(spec.retain_model, name="retrain")
         cost = {**_world_model_cost(Path(spec.retain_model)), "trainable_params": _num_params(lm.model)}
-    elif method in ("t3", "cg"):
-        base = load_model(spec.model, device=default_device(), **spec.loading)
-        tok = load_tokenizer(spec.model, **tokenizer_kwargs(spec.loading))
-        model, cost = _t3_model(spec, base, tok, forget, retain)
-        lm = CausalLM(model, tok, name=method)
-    elif method == "uld":
-        model, cost = _uld_model(spec, forget, retain)
-        if "device_map" not in spec.loading:
-            model = model.to(default_device())
-        lm = CausalLM(model, load_tokenizer(spec.model, **tokenizer_kwargs(spec.loading)), name=method)
-    else:
-        net, tok, cost = _finetuned(spec, forget, retain)
-        lm = CausalLM(net, tok, name=method)
+    else:  # the registry says how the method unlearns, and so what its unit trains and caches
+        m = get_method(method)
+        if m.style not in _UNLEARNED:
+            raise T3Error(f"{m.name} is a {m.style} method; compare runs {', '.join(_UNLEARNED)} methods.")
+        lm, cost = _UNLEARNED[m.style](spec, m, forget, retain)
 
     data = load_eval_data(spec.source, spec.split)
     batch_size, max_new_tokens = int(spec.eval.get("batch_size", 32)), int(spec.eval.get("max_new_tokens", 200))
@@ -461,7 +483,7 @@ def run_unit(spec: UnitSpec, *, isolate: bool, log: Callable[[str], None]) -> di
     if not isolate:
         rec = execute_unit(spec)
     else:
-        proc = subprocess.run([sys.executable, "-m", "t3unlearn.baselines.compare"], input=spec.to_json(), text=True,
+        proc = subprocess.run([sys.executable, "-m", "t3unlearn.experiments.compare"], input=spec.to_json(), text=True,
                               env={**os.environ, PARENT_ENV: str(os.getpid())})
         rec = _read_json(unit_dir / RECORD)
         if proc.returncode != 0 or rec is None:
@@ -511,10 +533,10 @@ def exit_with_parent(parent: int, interval: float = 0.2) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m t3unlearn.baselines.compare`` (internal): run the unit whose spec is on standard input
+    """``python -m t3unlearn.experiments.compare`` (internal): run the unit whose spec is on standard input
     (``__main__`` first ties this process's life to its parent's, :func:`exit_with_parent`)."""
     if argv:
-        print("usage: python -m t3unlearn.baselines.compare < SPEC.json (internal: one run of t3unlearn compare)",
+        print("usage: python -m t3unlearn.experiments.compare < SPEC.json (internal: one run of t3unlearn compare)",
               file=sys.stderr)
         return 2
     from t3unlearn.io import torch_threads
@@ -524,7 +546,7 @@ def main(argv: list[str]) -> int:
         with torch_threads(spec.threads or 0):  # this process's own threads: the driver split the machine
             execute_unit(spec)
     except (T3Error, OSError) as exc:
-        from t3unlearn.cli import user_error_message
+        from t3unlearn.errors import user_error_message
 
         message = user_error_message(exc)
         if message is None:

@@ -1,0 +1,321 @@
+"""The comparison's driver: resolve the models, run the units (in parallel with ``jobs``), select, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from t3unlearn.experiments.compare.config import ALL_METHODS, NO_SETTING, Setting, load_compare_config
+from t3unlearn.experiments.compare.report import markdown_table, number, plot, sweep_table, verdict
+from t3unlearn.experiments.compare.selection import aggregate, select_setting, title
+from t3unlearn.experiments.compare.units import UnitSpec, run_unit, unit_key
+from t3unlearn.errors import T3Error
+from t3unlearn.methods import names as method_names
+
+
+def unit_threads(setting: int | str | None, jobs: int) -> tuple[int | None, str]:
+    """Torch threads for each unit's own process: ``auto`` never oversubscribes (at most ``cores / jobs``
+    per unit, fewer on a busy machine); a number is used as given; 0 is torch's default."""
+    from t3unlearn.io import choose_threads
+
+    setting = "auto" if setting is None else setting
+    n, why = choose_threads(setting)
+    if str(setting) == "auto":
+        cores = os.cpu_count() or 1
+        cap = max(1, cores // max(1, jobs))
+        if n is None or n > cap:
+            n, why = cap, f"{cores} cores shared by {jobs} parallel run(s)"
+    return n, why
+
+
+def _resolve_models(benchmark: str, split: str, world, model, retain_model, pretrained, log):
+    """``(bench, model, retain_model, pretrained)``: the benchmark's own tiny models unless given."""
+    from t3unlearn.benchmarks import get_benchmark, resolve_model
+    from t3unlearn.eval.runner import retain_split
+
+    if world and benchmark != "world":
+        raise T3Error(f"applies to the world benchmark only, not {benchmark}.", option="world")
+    bench = get_benchmark(world if benchmark == "world" and world else benchmark)
+    if model or retain_model:
+        model = resolve_model(model, log=log) if model else None
+        retain_model = resolve_model(retain_model, log=log) if retain_model else None
+        if bench.kind == "tofu" and not model:
+            raise T3Error("TOFU with a retain model needs the model to unlearn from as well (the fine-tuned 'full' model).")
+        if bench.kind == "tofu" and not retain_model and not pretrained:
+            raise T3Error("TOFU with your own model needs its retain model (the oracle) or a pretrained base to retrain one from.")
+    need = [n for n, given in (("full", model), (retain_split(split), retain_model or (pretrained if model else None))) if not given]
+    got = {k: str(v) for k, v in bench.models(tuple(need), log=log).items()} if need else {}
+    return bench, model or got["full"], retain_model or got.get(retain_split(split)), pretrained
+
+
+def _reference_name(setting: Setting) -> str | None:
+    """The model a T3 / cg setting's calibration compares truth ratios with (``"calibrate": {"reference_model": ...}``)."""
+    from t3unlearn.experiments.compare.config import calibration_options
+
+    return (calibration_options(setting.params.get("calibrate", False)) or {}).get("reference_model")
+
+
+def _calibration_references(bench, settings: dict, pretrained, log, selection=None) -> dict[str, str]:
+    """Every reference model the settings' calibration and the sweeps' selection name, resolved to a path (at the
+    edge, before any unit runs): ``"pretrained"`` is compare's ``--pretrained`` or the benchmark's own checkpoint
+    before fine-tuning."""
+    from t3unlearn.benchmarks import resolve_model
+
+    out = {}
+    names = {_reference_name(st) for m in method_names("lm", style="guidance") for st in settings.get(m, [])}
+    if selection is not None and any(len(v) > 1 for v in settings.values()):
+        names.add(selection.reference_model)
+    for name in names - {None}:
+        if name == "pretrained":
+            out[name] = str(resolve_model(pretrained, log=log) if pretrained else bench.models(("pretrained",), log=log)["pretrained"])
+        else:
+            out[name] = str(resolve_model(name, log=log))
+        log(f"calibration reference model ({name}): {out[name]}")
+    return out
+
+
+def _check_arguments(split: str, methods: Sequence[str], seeds: int, jobs: int) -> list[str]:
+    """The methods asked for, each one checked against the registry (as are the seeds and jobs)."""
+    from t3unlearn.eval.runner import split_configs
+
+    split_configs(split)
+    known = method_names("lm")
+    methods = [m.strip().lower() for m in methods if m.strip()]
+    bad = [m for m in methods if m not in known]
+    if bad or not methods:
+        raise T3Error(f"has unknown method(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(known)}.",
+                      option="methods")
+    if seeds < 1:
+        raise T3Error(f"must be >= 1, not {seeds}.", option="seeds")
+    if jobs < 1:
+        raise T3Error(f"must be >= 1, not {jobs}.", option="jobs")
+    return methods
+
+
+def _oracle_reference(out: Path, bench, split: str, retain_model, cfg, progress: bool, log) -> Path:
+    """The retain (oracle) model's results on the split, under ``OUT/reference``: forget quality and privleak of
+    every run are against them."""
+    from t3unlearn.eval.runner import retain_split
+
+    ref_dir = out / "reference"
+    if not (ref_dir / "TOFU_EVAL.json").is_file():
+        from t3unlearn.benchmarks import cached_evaluation
+
+        if not retain_model:
+            raise T3Error("forget quality needs the oracle's results: give the retain model.", option="retain_model")
+        res = cached_evaluation(retain_model, name=retain_split(split), split=split, data=bench.data(split),
+                                benchmark=bench.label, batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+                                progress=progress, log=log, role="retain")
+        res.save(ref_dir)
+    return ref_dir
+
+
+def _calibration_set(out: Path, bench, split: str, model, log) -> tuple[str | None, Path | None]:
+    """``(name, file)`` of the never-seen items like the forget set that the oracle-free selection metric compares
+    the forget set with (``OUT/calibration.jsonl``); ``(None, None)`` when the benchmark has none."""
+    from t3unlearn.io import atomic_write
+
+    calib = bench.calibration(split, model)
+    if calib is None:
+        return None, None
+    calib_file = out / "calibration.jsonl"
+    if not calib_file.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(calib_file) as fh:
+            for q, a in zip(calib[0]["question"], calib[0]["answer"]):
+                fh.write(json.dumps({"question": q, "answer": a}, ensure_ascii=False) + "\n")
+    log(f"calibration set (selection): {calib[1]}, {len(calib[0])} items")
+    return calib[1], calib_file
+
+
+@dataclass
+class _Units:
+    """Makes the comparison's units (:class:`UnitSpec`) and runs them, ``jobs`` at a time when isolated."""
+
+    out: Path
+    fields: dict  # the UnitSpec fields every unit shares
+    context: dict  # what enters every unit's cache key
+    references: dict  # reference model name -> resolved path
+    selection_reference: str | None
+    isolate: bool
+    jobs: int
+    log: Callable[[str], None]
+
+    def spec(self, method: str, setting: Setting, seed: int, mode: str = "full") -> UnitSpec:
+        quick = mode == "quick"
+        context = {**self.context, "selection_reference": self.selection_reference} if quick else self.context
+        key = unit_key(method, setting, seed, mode, context)
+        unit_dir = self.out / "runs" / method / f"{key[:10]}-seed{seed}{'-quick' if quick else ''}"
+        return UnitSpec(method=method, params=setting.params, train=setting.train, setting=setting.label, seed=seed,
+                        eval_mode=mode, unit_dir=str(unit_dir), calibration_reference=self.references.get(_reference_name(setting)),
+                        selection_reference=self.selection_reference if quick else None, **self.fields)
+
+    def run(self, specs: list[UnitSpec]) -> list[dict]:
+        if self.jobs <= 1 or not self.isolate or len(specs) < 2:
+            return [run_unit(s, isolate=self.isolate, log=self.log) for s in specs]
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:  # each unit is its own process
+            return list(pool.map(lambda s: run_unit(s, isolate=True, log=self.log), specs))
+
+
+def _sweep(units: _Units, methods: list[str], settings: dict, selection, seed: int) -> tuple[dict, dict, float | None]:
+    """The sweeps on the first seed (quick evaluation by default: teacher-forced, no generation): ``(sweeps, chosen,
+    the full model's selection utility)``; ``chosen``: each method's selected setting (0 when it has one)."""
+    swept = [m for m in methods if len(settings[m]) > 1]
+    sel_specs = [units.spec("full", NO_SETTING, 0, selection.eval)] + [
+        units.spec(m, st, seed, selection.eval) for m in swept for st in settings[m]]
+    done = units.run(sel_specs) if swept else [None]
+    full_sel, done = done[0], done[1:]
+    full_sel_u = full_sel["summary"].get(selection.utility_metric) if full_sel else None
+    sweeps: dict[str, list[dict]] = {}
+    chosen: dict[str, int] = {m: 0 for m in methods}
+    for m in swept:
+        sweeps[m], done = done[: len(settings[m])], done[len(settings[m]) :]
+        chosen[m] = select_setting(sweeps[m], full_sel_u, selection)
+        units.log(f"{title(m)}: selected {settings[m][chosen[m]].label}")
+    return sweeps, chosen, full_sel_u
+
+
+def _rows(units: _Units, methods: list[str], settings: dict, chosen: dict, seeds: list[int],
+          fixed_retrain: bool) -> tuple[list[dict], float | None]:
+    """The full evaluation of the selected settings, every seed (the world's retain model is one fixed model:
+    ``fixed_retrain``): ``(rows, the full model's utility)``, one table row per method after the full model's."""
+    todo = [("full", NO_SETTING, 0)] + [
+        (m, settings[m][chosen[m]], s) for m in methods for s in seeds if s == seeds[0] or not (m == "retrain" and fixed_retrain)
+    ]
+    recs = units.run([units.spec(m, st, s) for m, st, s in todo])
+    rows = [aggregate("full", "-", [recs[0]])]
+    for m in methods:
+        mrecs = [r for (mm, _, _), r in zip(todo, recs) if mm == m]
+        label = settings[m][chosen[m]].label
+        if settings[m][chosen[m]].params.get("calibrate"):  # each seed chose its own T and s
+            label = "calibrated: " + " / ".join(r["cost"].get("calibration", {}).get("chosen", "?") for r in mrecs)
+        rows.append(aggregate(m, label, mrecs))
+    return rows, recs[0]["summary"].get("model_utility")
+
+
+def _markdown(title: str, rows: list[dict], sweeps: dict, chosen: dict, selection, seeds: int, full_mu, full_sel_u) -> str:
+    tol = selection.utility_tolerance
+    return "\n".join([
+        f"### {title}: {seeds} seed(s) per method",
+        "",
+        markdown_table(rows),
+        "",
+        *verdict(rows, full_mu, tol),
+        "",
+        f"Sweep (first seed, {selection.eval} evaluation; selection: lowest {selection.metric} among "
+        f"settings with {selection.utility_metric} ≥ {1 - tol:g} × the full model's ({number(full_sel_u)})"
+        + (f" and {selection.mia_metric} within 0.5 ± {selection.mia_tolerance:g}" if selection.mia_metric else "")
+        + "; if none, the one that misses that by least):",
+        "",
+        sweep_table(sweeps, chosen, selection),
+        "",
+    ])
+
+
+def _drop_finetuned_weights(out: Path) -> None:
+    """Fine-tuned weights were only needed between the sweep and the evaluations."""
+    finetuned = method_names("lm", style="finetune")
+    for art in (out / "artifacts").glob("*-seed*"):
+        if art.name.split("-")[0] in finetuned and (art / "model.safetensors").is_file():
+            (art / "model.safetensors").unlink()
+
+
+def compare(
+    benchmark: str = "world",
+    split: str = "forget10",
+    methods: Sequence[str] = ALL_METHODS,
+    seeds: int = 3,
+    config=None,
+    out: str | os.PathLike = "compare",
+    *,
+    world: str | None = None,
+    model: str | None = None,
+    retain_model: str | None = None,
+    pretrained: str | None = None,
+    isolate: bool | None = None,
+    keep_models: bool = False,
+    progress: bool = True,
+    threads: int | str | None = None,
+    jobs: int = 1,
+    log: Callable[[str], None] = print,
+    loading: dict | None = None,
+) -> dict:
+    """Run, evaluate and tabulate ``methods`` on one split (see :mod:`t3unlearn.experiments.compare`). Returns the
+    report dict (``rows``, ``sweeps``, ``chosen``, ``markdown``, ``plot``), also written to ``OUT/SPLIT/``.
+
+    ``methods``: names in the method registry (:mod:`t3unlearn.methods`; one you registered runs too).
+    ``config``: a JSON file, a dict laid over the packaged defaults, or a :class:`CompareConfig`. ``isolate``:
+    each unit in its own process (default: the config's, true). ``threads``: torch threads of each isolated
+    unit (a number, 0 for torch's default, ``auto``; default: the config's, else ``auto``, which gives each
+    of ``jobs`` parallel units at most ``cores / jobs``). Units run in this process use its own threads (the
+    command line sets them; see :func:`t3unlearn.io.torch_threads`). ``loading``: model-loading keywords
+    (``dtype``, ``device_map``, ``revision``, ``trust_remote_code``, ``attn_implementation``; see
+    :mod:`t3unlearn.loading`) for the model to unlearn and the pretrained base retrain starts from, handed to
+    every unit in its spec and part of the units' (and their artifacts') cache keys.
+    """
+    from t3unlearn.eval.runner import retain_split
+    from t3unlearn.io import atomic_write, save_json
+
+    methods = _check_arguments(split, methods, seeds, jobs)
+    cfg = load_compare_config(config)
+    isolate = cfg.isolate if isolate is None else isolate
+    n_threads, why = unit_threads(threads if threads is not None else cfg.threads, jobs if isolate else 1)
+    out = Path(out) / split
+    if out.exists() and not out.is_dir():
+        raise T3Error(f"{out} is a file; give a directory.", option="out")
+    t_start = time.perf_counter()
+
+    bench, model, retain_model, pretrained = _resolve_models(benchmark, split, world, model, retain_model, pretrained, log)
+    source = bench.data_source()
+    world_dir = str(bench.world_dir()) if bench.kind == "world" else None
+    idk = str(Path(world_dir) / "idk.jsonl") if world_dir and (Path(world_dir) / "idk.jsonl").is_file() else None
+    log(f"compare: {bench.label} {split}; model {model}; retain model {retain_model}; out {out}")
+    if isolate:
+        log(f"torch threads per run: {n_threads or 'torch default'} ({why})")
+    ref_dir = _oracle_reference(out, bench, split, retain_model, cfg, progress, log)
+    calib_name, calib_file = _calibration_set(out, bench, split, model, log)
+
+    ev = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
+    context = {"calibration": calib_name, "benchmark": bench.label, "split": split, "world": world_dir, "model": model,
+               "retain_model": retain_model, "pretrained": pretrained, "eval": ev, "max_length": cfg.max_length,
+               "retain_subset": cfg.retain_subset}
+    loading = dict(loading or {})
+    if loading:  # only when given: the keys of runs without loading options stay what they were
+        context["loading"] = loading
+        log(f"model loading: {', '.join(f'{k}={v}' for k, v in sorted(loading.items()))}")
+
+    settings = {m: (cfg.settings(m) if m != "retrain" or not retain_model else [NO_SETTING]) for m in methods}
+    selection = cfg.selection
+    references = _calibration_references(bench, settings, pretrained, log, selection)
+    fields = dict(benchmark=bench.label, source=source, split=split, model=model, retain_model=retain_model,
+                  pretrained=pretrained, forget=f"{source}:{split}", retain=f"{source}:{retain_split(split)}", idk=idk,
+                  eval=ev, reference=str(ref_dir), artifacts=str(out / "artifacts"), max_length=cfg.max_length,
+                  retain_subset=cfg.retain_subset, threads=n_threads, progress=progress,
+                  calibration=str(calib_file) if calib_file else None, calibration_name=calib_name, loading=loading)
+    units = _Units(out, fields, context, references, references.get(selection.reference_model), isolate, jobs, log)
+
+    seed_list = list(range(seeds))
+    sweeps, chosen, full_sel_u = _sweep(units, methods, settings, selection, seed_list[0])
+    rows, full_mu = _rows(units, methods, settings, chosen, seed_list, fixed_retrain=bool(retain_model))
+    title = f"{benchmark} {split}"
+    png = plot(rows, out / f"fq_vs_mu_{split}.png", title)
+    text = _markdown(title, rows, sweeps, chosen, selection, len(seed_list), full_mu, full_sel_u)
+    report = {"benchmark": benchmark, "split": split, "seeds": seed_list, "full_utility": full_mu, "rows": rows,
+              "sweeps": {m: [{"setting": r["setting"], "summary": r["summary"], "cost": r["cost"]} for r in rs] for m, rs in sweeps.items()},
+              "chosen": chosen, "config": cfg.to_dict(), "wall_seconds": time.perf_counter() - t_start}
+    if not keep_models:
+        _drop_finetuned_weights(out)
+    save_json(out / "compare.json", report)
+    with atomic_write(out / "compare.md", "w", encoding="utf-8") as fh:
+        fh.write(text)
+    report["markdown"] = text
+    report["plot"] = str(png)
+    return report
+
+
+__all__ = ["compare", "unit_threads"]
