@@ -64,9 +64,9 @@ SIZES = {
 # what each size times when not --full: fraction of the items for features and calibration, and (n, 2n) optimizer
 # steps of the baselines (None: the whole job)
 SCALED = {
-    "1m": dict(features=1.0, calibration=0.1, steps=(5, 10)),
-    "30m": dict(features=0.2, calibration=0.05, steps=(3, 6)),
-    "100m": dict(features=0.05, calibration=0.025, steps=(2, 4)),
+    "1m": dict(features=1.0, calibration=0.05, steps=(3, 6)),
+    "30m": dict(features=0.1, calibration=0.025, steps=(2, 4)),
+    "100m": dict(features=0.025, calibration=0.025, steps=(1, 2)),
 }
 # the extrapolation targets (meta-llama config.json values)
 TARGETS = {

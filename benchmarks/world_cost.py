@@ -13,6 +13,10 @@ figures: a speed-up that keeps the result exactly says "identical").
 
     python benchmarks/world_cost.py --before ../main/src           # before / after / GradDiff, twice each
     python benchmarks/world_cost.py --repeat 1 --threads 2
+    python benchmarks/world_cost.py --training    # what training the world's models cost (a cold demo's first step)
+
+`--training` reads the training records (`train_info.json`) of the default world's cached models -- pretrained,
+full, retain90, the three a first `t3unlearn demo` trains -- and prints their steps, CPU and wall seconds.
 
 Prints CPU and wall seconds of each run and their medians; the world's models are trained first if missing.
 """
@@ -80,13 +84,39 @@ def run(kind: str, src: Path, threads: int) -> dict:
         return json.loads(out.read_text())
 
 
+def training_breakdown() -> int:
+    from t3unlearn.benchmarks import get_benchmark
+    from t3unlearn.world.train import model_path, train_settings
+
+    bench = get_benchmark("default")
+    world = bench.training_dir()
+    settings = train_settings(world)
+    total = {"cpu": 0.0, "wall": 0.0}
+    print("the default world's models (a cold demo trains these three, one after the other, on one thread):")
+    for name in ("pretrained", "full", "retain90"):
+        info_path = model_path(world, settings, name) / "train_info.json"
+        if not info_path.is_file():
+            print(f"  {name:<10} not trained yet ('t3unlearn world train' or a first demo trains it)")
+            continue
+        info = json.loads(info_path.read_text())
+        total["cpu"] += info["cpu_seconds"]
+        total["wall"] += info["seconds"]
+        print(f"  {name:<10} {info['epochs']:>3} epochs {info['steps']:>5} steps  {info['cpu_seconds']:7.1f} CPU s "
+              f"{info['seconds']:7.1f} wall s  ({info['threads']} thread(s), torch {info['torch']})")
+    print(f"  {'total':<10} {'':>22}{total['cpu']:7.1f} CPU s {total['wall']:7.1f} wall s")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", type=Path, default=None, help="another checkout's src/ directory: T3 with its code as well")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of every run [1]")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each kind, interleaved [2]")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    ap.add_argument("--training", action="store_true", help="instead: what training the world's cached models cost")
     args = ap.parse_args(argv)
+    if args.training:
+        return training_breakdown()
     if args.before is not None and not (args.before / "t3unlearn" / "__init__.py").is_file():
         ap.error(f"--before {args.before}: not a src/ directory holding t3unlearn; give e.g. ../main/src")
     if args.threads < 1 or args.repeat < 1:
