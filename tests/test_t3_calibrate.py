@@ -241,39 +241,60 @@ def test_an_oracle_scores_every_setting_as_the_evaluation_would_and_never_choose
     assert off.forget_quality == 1.0 and off.privleak == pytest.approx(0.0, abs=1e-6)
 
 
-def test_the_logits_cache_changes_nothing_but_time(random_lm):
-    """A grid reuses each set's base log-probs and head logits: every setting, in any order, scores bit for bit what
-    it scores without the cache (T = 1 tilts in place: the kept log-probs must not be written into), and the
-    cache is dropped when the grid is done."""
+def test_the_grid_scores_every_setting_bit_for_bit_as_one_setting_at_a_time(random_lm):
+    """grid_logprobs computes the base's log-probs, the head and what guidance derives from them alone once per
+    chunk and reuses them across the grid: every setting -- tempering, tail guard, bias, floor, support gate, T = 1,
+    s = 0, repeated -- scores bit for bit what token_logprobs (guided_logits, one setting) scores, the kept
+    log-probs are never written into (T = 1 tilts in place), and evaluate_settings' rows are the one-at-a-time ones."""
     import t3unlearn.t3.calibrate as C
+    from t3unlearn.t3.answer_states import grid_logprobs
     from t3unlearn.t3.guidance import guided_logits
 
     base, tok = random_lm
     t3 = _t3(base)
     fmt = QAFormatter(tok)
     st = answer_states(base, fmt.encode_batch([q for q, _ in QA], [a for _, a in QA]), fmt.pad_id)
+    t3.head.fit_support(st.pooled[::2])
     order = [Setting(1.0, 1.0), Setting(2.0, 0.5, "adaptive"), Setting(1.0, 2.0, bias=0.5), Setting(1.0, 0.0),
-             Setting(3.0, 1.0, "global", -2.0), Setting(1.0, 1.0)]
-    plain = [token_logprobs(base, t3.head, st, s, chunk=4) for s in order]
-    st.cache = {}
-    kept = [token_logprobs(base, t3.head, st, s, chunk=4) for s in order]
-    assert len(st.cache) == -(-st.targets.numel() // 4)  # one entry per chunk, filled once
-    for a, b in zip(plain, kept):
+             Setting(3.0, 1.0, "global", -2.0), Setting(2.5, 0.7, "adaptive", support=0.5),
+             Setting(2.0, 0.7, "adaptive", -3.0, 0.5, 0.9, -1.0), Setting(1.0, 0.6, support=0.9), Setting(2.0, 0.0, "adaptive"),
+             Setting(1.0, 1.0)]
+    one = [token_logprobs(base, t3.head, st, s, chunk=4) for s in order]
+    many = grid_logprobs(base, t3.head, st, order, chunk=4)
+    for a, b in zip(one, many):
         assert torch.equal(a, b)
     logp = torch.log_softmax(torch.randn(3, 7), -1)
     before = logp.clone()
     guided_logits(logp, torch.randn(3, 7), Setting(1.0, 1.5), normalized=True)
     assert torch.equal(logp, before)
-    # evaluate_settings turns the cache on for its sets and off when done; the rows are the uncached ones
-    C_bytes = C.CACHE_BYTES
+    assert not torch.equal(one[0], one[1]) and not torch.equal(one[5], one[6])  # the settings do differ
+    assert torch.equal(grid_logprobs(base, None, st, order[:2])[1], token_logprobs(base, None, st, order[0]))
+    # the rows: as if each setting were scored alone (the slow path, patched in)
+    fast = evaluate_settings(base, t3.head, st, st, st, order, tolerance=0.5)
+    slow_grid = lambda m, h, s, settings, **kw: [token_logprobs(m, h, s, x) for x in settings]  # noqa: E731
+    saved, C.grid_logprobs = C.grid_logprobs, slow_grid
     try:
-        rows = {}
-        for budget in (0, 1 << 30):
-            C.CACHE_BYTES = budget
-            fresh = answer_states(base, fmt.encode_batch([q for q, _ in QA], [a for _, a in QA]), fmt.pad_id)
-            cal = evaluate_settings(base, t3.head, fresh, fresh, fresh, order, tolerance=0.5)
-            rows[budget] = [(r.ks, r.mia_auc, r.forget_prob, r.retain_prob) for r in cal.rows]
-            assert fresh.cache is None
-        assert rows[0] == rows[1 << 30]
+        slow = evaluate_settings(base, t3.head, st, st, st, order, tolerance=0.5)
     finally:
-        C.CACHE_BYTES = C_bytes
+        C.grid_logprobs = saved
+    assert [r.as_dict() for r in fast.rows] == [r.as_dict() for r in slow.rows]
+    assert fast.chosen.setting == slow.chosen.setting
+
+
+
+
+def test_min_k_of_all_items_at_once_is_item_by_item_bit_for_bit():
+    """item_stats' min-k score (all items in one sort) equals np.sort(item)[:k].mean() per item exactly, ties and
+    items without tokens included."""
+    from t3unlearn.t3.calibrate import MIN_K, _min_k
+
+    rng = np.random.default_rng(0)
+    for trial in range(100):
+        counts = rng.integers(0, 60, int(rng.integers(1, 30)))
+        seq = np.repeat(np.arange(counts.size), counts)
+        lp = (-rng.exponential(3, seq.size)).astype(np.float32).astype(np.float64)
+        if trial % 3 == 0:
+            lp = np.round(lp, 1)
+        starts = np.cumsum(counts) - counts
+        want = [-np.sort(lp[a : a + c])[: max(1, int(c * MIN_K))].mean() if c else 0.0 for a, c in zip(starts, counts)]
+        assert np.array_equal(_min_k(lp, seq, counts.size), np.array(want))

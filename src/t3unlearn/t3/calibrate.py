@@ -16,8 +16,10 @@ a grid of guidance settings on three sets with the head trained once:
   (relative) of the base's: retained knowledge is not to be taxed.
 
 Every setting reuses one forward pass of the base per set: the base's final hidden states and pooled
-states at the answer positions are kept, and each setting costs the base's output layer and the head's
-product on them (no transformer layers), so a grid of dozens of settings takes seconds on a small model.
+states at the answer positions are kept. The grid is then scored chunk by chunk of positions: the base's
+output layer, the head, and what guidance derives from them alone (the head's log-sigmoid, the forget mass,
+the support gate's weight) are computed once per chunk, and each setting costs only its tempering, tilt and
+softmax there -- bit for bit what :func:`token_logprobs` gives setting by setting.
 The chosen values are saved in the head (``t3_config.json``).
 
 With an *oracle* -- a model that never saw the forget set, such as the retain model a benchmark ships --
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -40,11 +42,9 @@ import torch
 from t3unlearn.errors import T3Error
 from t3unlearn.t3.config import (CALIBRATION_SCALES, CALIBRATION_SUPPORTS, CALIBRATION_TEMPERATURES, CALIBRATION_TEMPERINGS,
                                  TEMPERINGS, Guidance)
-from t3unlearn.t3.guidance import guided_logits
+from t3unlearn.t3.answer_states import AnswerStates, answer_states, grid_logprobs, token_logprobs  # noqa: F401 (API)
 
 MIN_K = 0.4
-CHUNK_ENTRIES = 1 << 21  # token_logprobs' step: positions x vocabulary entries
-CACHE_BYTES = 1 << 30  # a grid reuses each set's setting-independent logits (base log-probs, head logits) while they fit
 RETAIN_TOLERANCE = 0.03  # the retain answers' probability may fall at most this much (relative) below the base's
 MIA_TOLERANCE = 0.075  # the forget-vs-holdout min-k AUC must stay within 0.5 ± this (docs/t3.md, "Privleak in the band")
 ORACLE_PRIVLEAK = 15.0  # the oracle check's second pick: privleak within ± this (the band docs/comparison.md reads)
@@ -70,74 +70,7 @@ def grid(temperatures: Iterable[float], scales: Iterable[float], temperings: Ite
     return out
 
 
-# --------------------------------------------------------------------------- answer states
-
-
-@dataclass
-class AnswerStates:
-    """The base's states at every answer position of a set of items (one forward pass)."""
-
-    hidden: torch.Tensor  # (N, d) final hidden state (input of the base's output layer)
-    pooled: torch.Tensor  # (N, d) prefix-mean pooled state (input of the head)
-    targets: torch.Tensor  # (N,) the answer token at the next position
-    seq: torch.Tensor  # (N,) item of each position
-    n_items: int
-    last: torch.Tensor = field(init=False)  # (N,) True at each item's last labelled token (the EOS)
-    # while a grid is scored: the base's log-probs and the head's logits per chunk (they do not depend on the
-    # setting), so each setting costs the guidance arithmetic only; None: recomputed every time
-    cache: dict | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self):
-        nxt = torch.cat([self.seq[1:], self.seq.new_full((1,), -1)])
-        self.last = nxt != self.seq
-
-
-@torch.inference_mode()
-def answer_states(model, examples, pad_id: int, *, batch_size: int = 32, device=None) -> AnswerStates:
-    """One forward pass of ``model``'s decoder over ``examples`` (length-sorted batches)."""
-    from t3unlearn.t3.features import batch_features
-
-    device = device or next(model.parameters()).device
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
-    parts = []
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        f, t, r, h = batch_features(model, [examples[i] for i in idx], pad_id, device, with_hidden=True)
-        parts.append((h, f, t, torch.as_tensor(idx, device=device)[r]))
-    hidden, pooled, targets, seq = (torch.cat(x) for x in zip(*parts))
-    perm = torch.sort(seq, stable=True).indices
-    return AnswerStates(hidden[perm], pooled[perm], targets[perm], seq[perm], len(examples))
-
-
-@torch.inference_mode()
-def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk: int | None = None) -> torch.Tensor:
-    """``(N,)`` guided log-probability of each answer token under ``setting`` (``head=None``: the model's own).
-
-    ``chunk``: positions per step [about 2M vocabulary entries: tensors of ~8 MB stay in the allocator's pools]."""
-    out_layer = model.get_output_embeddings()
-    if out_layer is None:
-        raise T3Error(f"{type(model).__name__} has no output embedding layer; calibration needs the base's LM head.")
-    chunk = chunk or max(16, CHUNK_ENTRIES // out_layer.weight.shape[0])
-    res = []
-    for i in range(0, states.targets.numel(), chunk):
-        sl = slice(i, i + chunk)
-        key = (id(model), id(head), i)
-        if states.cache is not None and key in states.cache:
-            logp, h = states.cache[key]
-        else:
-            # normalised as guided_logits does, so T = 1, s = 0 gives these bits exactly
-            logp = torch.log_softmax(out_layer(states.hidden[sl].to(out_layer.weight.dtype)).float(), dim=-1)
-            h = None if head is None else head(states.pooled[sl])
-            if states.cache is not None:
-                states.cache[key] = (logp, h)
-        if head is None:
-            logits = logp
-        else:
-            pooled = states.pooled[sl]
-            logits = guided_logits(logp, h, setting, weight=head.support_weight(pooled, setting.support), normalized=True)
-        lp = torch.log_softmax(logits, -1).gather(-1, states.targets[sl].unsqueeze(-1)).squeeze(-1)
-        res.append(lp.float().cpu())
-    return torch.cat(res)
+# --------------------------------------------------------------------------- the answers' statistics
 
 
 def item_stats(logprobs: torch.Tensor, states: AnswerStates) -> dict[str, np.ndarray]:
@@ -150,14 +83,22 @@ def item_stats(logprobs: torch.Tensor, states: AnswerStates) -> dict[str, np.nda
     counts = np.bincount(seq, minlength=n)
     sums = np.bincount(seq, weights=lp, minlength=n)
     avg_loss = -sums / np.maximum(counts, 1)
-    min_k = np.zeros(n)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    for i in range(n):
-        toks = lp[starts[i] : starts[i] + counts[i]][~last[starts[i] : starts[i] + counts[i]]]
-        if toks.size:
-            k = max(1, int(toks.size * MIN_K))
-            min_k[i] = -np.sort(toks)[:k].mean()
-    return {"avg_loss": avg_loss, "prob": np.exp(-avg_loss), "min_k": min_k}
+    return {"avg_loss": avg_loss, "prob": np.exp(-avg_loss), "min_k": _min_k(lp[~last], seq[~last], n)}
+
+
+def _min_k(lp: np.ndarray, seq: np.ndarray, n: int) -> np.ndarray:
+    """Per item: minus the mean of its lowest ``max(1, int(count · MIN_K))`` log-probs (0 for an item without any).
+    One sort for all items, then one row-wise mean per distinct k: numpy sums each contiguous row pairwise, as
+    ``np.sort(item)[:k].mean()`` does item by item, so the figures are the same bits."""
+    vals = lp[np.lexsort((lp, seq))]  # item by item, each item's log-probs ascending
+    counts = np.bincount(seq, minlength=n)
+    k = np.maximum(1, (counts * MIN_K).astype(np.int64))
+    starts = np.cumsum(counts) - counts
+    out = np.zeros(n)
+    for kk in np.unique(k[counts > 0]):
+        items = np.flatnonzero((k == kk) & (counts > 0))
+        out[items] = -vals[starts[items, None] + np.arange(kk)].mean(axis=1)
+    return out
 
 
 # --------------------------------------------------------------------------- the objective
@@ -214,8 +155,13 @@ def privleak(mia_auc: float, oracle_auc: float) -> float:
 def truth_ratios(model, head, para: AnswerStates, pert: AnswerStates, n_pert: int, setting: Setting) -> np.ndarray:
     """Per item: the perturbed answers' geometric-mean per-token probability over the paraphrased answer's
     (TOFU's truth ratio, as the evaluation computes it for forget quality)."""
-    p = item_stats(token_logprobs(model, head, para, setting), para)["avg_loss"]
-    q = item_stats(token_logprobs(model, head, pert, setting), pert)["avg_loss"].reshape(-1, n_pert)
+    return _truth_ratios_of(token_logprobs(model, head, para, setting), token_logprobs(model, head, pert, setting),
+                            para, pert, n_pert)
+
+
+def _truth_ratios_of(lp_para, lp_pert, para: AnswerStates, pert: AnswerStates, n_pert: int) -> np.ndarray:
+    p = item_stats(lp_para, para)["avg_loss"]
+    q = item_stats(lp_pert, pert)["avg_loss"].reshape(-1, n_pert)
     return np.exp(-q.mean(1)) / (np.exp(-p) + 1e-10)
 
 
@@ -361,42 +307,31 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
         raise T3Error(f"the retain tolerance must be in [0, 1), not {tolerance}.")
     if not 0 <= mia_tolerance <= 0.5:
         raise T3Error(f"the MIA tolerance is a distance from AUC 0.5 and must be in [0, 0.5], not {mia_tolerance}.")
-    emb = model.get_output_embeddings()
-    vocab = 0 if emb is None else emb.weight.shape[0]
-    cached = _enable_caches([forget, holdout, retain] + ([] if truth is None else [truth.para, truth.pert]), vocab)
-    try:
-        return _score_and_choose(model, head, forget, holdout, retain, settings, tolerance, truth, mia_tolerance,
-                                 oracle, progress)
-    finally:
-        for st in cached:
-            st.cache = None
-
-
-def _enable_caches(sets: Sequence[AnswerStates], vocab: int) -> list[AnswerStates]:
-    """Give each set a logits cache while the total stays within CACHE_BYTES (base log-probs and head logits,
-    float32: 8 bytes per token and vocabulary entry); the sets that do not fit recompute them per setting."""
-    left, out = CACHE_BYTES, []
-    for st in sets:
-        need = st.targets.numel() * vocab * 8
-        if st.cache is None and need <= left:
-            st.cache, left = {}, left - need
-            out.append(st)
-    return out
+    return _score_and_choose(model, head, forget, holdout, retain, settings, tolerance, truth, mia_tolerance, oracle,
+                             progress)
 
 
 def _score_and_choose(model, head, forget, holdout, retain, settings, tolerance, truth, mia_tolerance, oracle,
                       progress) -> Calibration:
     from t3unlearn.progress import progress as progress_bar
 
+    settings = list(settings)
+    sets = {"forget": forget, "holdout": holdout, "retain": retain}
+    if truth is not None:
+        sets.update(para=truth.para, pert=truth.pert)
     base = Setting(1.0, 0.0)
-    base_retain = float(item_stats(token_logprobs(model, head, retain, base), retain)["prob"].mean())
+    with progress_bar(total=sum(st.targets.numel() for st in sets.values()), desc=f"calibrate ({len(settings)} settings)",
+                      unit="token", enabled=progress) as bar:
+        lps = {name: grid_logprobs(model, head, st, settings + ([base] if name == "retain" else []), bar=bar)
+               for name, st in sets.items()}
+    base_retain = float(item_stats(lps["retain"][-1], retain)["prob"].mean())
     rows = []
-    for st in progress_bar(settings, desc="calibrate", unit="setting", enabled=progress):
-        f = item_stats(token_logprobs(model, head, forget, st), forget)
-        h = item_stats(token_logprobs(model, head, holdout, st), holdout)
-        r = item_stats(token_logprobs(model, head, retain, st), retain)
+    for k, st in enumerate(settings):
+        f = item_stats(lps["forget"][k], forget)
+        h = item_stats(lps["holdout"][k], holdout)
+        r = item_stats(lps["retain"][k], retain)
         retain_prob = float(r["prob"].mean())
-        tr = None if truth is None else truth_ratios(model, head, truth.para, truth.pert, truth.n_pert, st)
+        tr = None if truth is None else _truth_ratios_of(lps["para"][k], lps["pert"][k], truth.para, truth.pert, truth.n_pert)
         mia = auc(f["min_k"], h["min_k"])
         rows.append(CalibrationRow(
             setting=st, ks=ks_distance(f["avg_loss"], h["avg_loss"]), mia_auc=mia,

@@ -60,9 +60,37 @@ def _mass(base_logp: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return (base_logp.exp() * torch.sigmoid(-h)).sum(-1, keepdim=True)
 
 
+class HeadReading:
+    """The head's logits as guidance reads them at one ``bias`` and ``floor`` (``max(head + bias, floor)``), and what
+    is derived from them alone -- their log-sigmoid and, for given base log-probs, the forget mass -- each computed on
+    first use. A grid of settings that share the base's log-probs, the bias and the floor (calibration) keeps one
+    reading per (bias, floor) and pays for these once."""
+
+    def __init__(self, head_logits: torch.Tensor, bias: float = 0.0, floor: float | None = None):
+        self._head, self._bias, self._floor = head_logits, bias, floor
+        self._read = self._lsig = None
+        self._mass: tuple | None = None  # (id of the base log-probs, their forget mass)
+
+    @property
+    def read(self) -> torch.Tensor:
+        if self._read is None:
+            self._read = _read_head(self._head, self._bias, self._floor)
+        return self._read
+
+    def logsigmoid(self) -> torch.Tensor:
+        if self._lsig is None:
+            self._lsig = F.logsigmoid(self.read)
+        return self._lsig
+
+    def mass(self, logp: torch.Tensor) -> torch.Tensor:
+        if self._mass is None or self._mass[0] is not logp:
+            self._mass = (logp, _mass(logp, self.read))
+        return self._mass[1]
+
+
 def guided_logits(
     base_logits: torch.Tensor,
-    head_logits: torch.Tensor,
+    head_logits: torch.Tensor | HeadReading,
     guidance: Guidance,
     *,
     weight: torch.Tensor | None = None,
@@ -73,19 +101,18 @@ def guided_logits(
 
     ``weight`` (``(..., 1)`` in [0, 1], e.g. :meth:`SupportGate.weight`) scales guidance per position.
     ``normalized``: ``base_logits`` are already the base's log-probabilities (``log_softmax``, float32), e.g. kept
-    across many settings; they are not modified."""
+    across many settings; they are not modified. ``head_logits`` may be a :class:`HeadReading` at the guidance's
+    bias and floor (reused across settings)."""
     if not isinstance(guidance, Guidance):
         raise TypeError(f"guided_logits takes a Guidance, not {type(guidance).__name__}; e.g. Guidance(temperature=2.0, scale=0.7).")
-    temperature, scale, bias, floor = guidance.temperature, guidance.scale, guidance.bias, guidance.floor
+    reading = (head_logits if isinstance(head_logits, HeadReading)
+               else HeadReading(head_logits, guidance.bias, guidance.floor))
+    temperature, scale = guidance.temperature, guidance.scale
     tempering, tail_logp = guidance.tempering, guidance.tail_logp
     logp = base_logits.float() if normalized else torch.log_softmax(base_logits.float(), dim=-1)
     T = temperature
-    h = None  # the head's logits as read (bias, floor): computed once, for the forget mass and the tilt
     if T != 1.0:
-        strength = None
-        if tempering == "adaptive":
-            h = _read_head(head_logits, bias, floor)
-            strength = _mass(logp, h)  # (..., 1)
+        strength = reading.mass(logp) if tempering == "adaptive" else None  # (..., 1)
         if weight is not None:
             strength = weight.float() if strength is None else strength * weight.float()
         if strength is not None:
@@ -99,12 +126,10 @@ def guided_logits(
         tempered = logp.clone() if normalized else logp  # the in-place tilt below must not write into the caller's
     if scale == 0.0:
         return tempered
-    if h is None:
-        h = _read_head(head_logits, bias, floor)
     if weight is not None:
         if torch.is_grad_enabled():
-            return tempered + (scale * weight.float()) * F.logsigmoid(h)
-        return tempered.addcmul_(F.logsigmoid(h), weight.float(), value=scale)
+            return tempered + (scale * weight.float()) * reading.logsigmoid()
+        return tempered.addcmul_(reading.logsigmoid(), weight.float(), value=scale)
     if torch.is_grad_enabled():
-        return tempered + scale * F.logsigmoid(h)
-    return tempered.add_(F.logsigmoid(h), alpha=scale)  # a fresh tensor: in place saves a V-wide copy
+        return tempered + scale * reading.logsigmoid()
+    return tempered.add_(reading.logsigmoid(), alpha=scale)  # a fresh tensor: in place saves a V-wide copy

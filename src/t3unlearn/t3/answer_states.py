@@ -1,0 +1,135 @@
+"""The base's states at the answer positions of a set of items, and the guided log-probabilities of the answer
+tokens under one guidance setting or a whole grid of them (what :mod:`t3unlearn.t3.calibrate` scores).
+
+One forward pass of the base's decoder per set (:func:`answer_states`) keeps its final hidden states and pooled
+states at the answer positions. :func:`token_logprobs` then scores one setting through
+:func:`~t3unlearn.t3.guidance.guided_logits`, as the guided model computes it; :func:`grid_logprobs` scores a
+grid chunk by chunk of positions: the base's output layer, the head, and what guidance derives from them alone
+(the head's log-sigmoid, the forget mass, the support gate's weight) run once per chunk, and each setting costs
+only its tempering, tilt and softmax -- bit for bit what :func:`token_logprobs` gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from t3unlearn.errors import T3Error
+from t3unlearn.t3.config import Guidance
+from t3unlearn.t3.guidance import HeadReading, guided_logits
+
+Setting = Guidance
+CHUNK_ENTRIES = 1 << 21  # token_logprobs' step: positions x vocabulary entries
+
+
+@dataclass
+class AnswerStates:
+    """The base's states at every answer position of a set of items (one forward pass)."""
+
+    hidden: torch.Tensor  # (N, d) final hidden state (input of the base's output layer)
+    pooled: torch.Tensor  # (N, d) prefix-mean pooled state (input of the head)
+    targets: torch.Tensor  # (N,) the answer token at the next position
+    seq: torch.Tensor  # (N,) item of each position
+    n_items: int
+    last: torch.Tensor = field(init=False)  # (N,) True at each item's last labelled token (the EOS)
+
+    def __post_init__(self):
+        nxt = torch.cat([self.seq[1:], self.seq.new_full((1,), -1)])
+        self.last = nxt != self.seq
+
+
+@torch.inference_mode()
+def answer_states(model, examples, pad_id: int, *, batch_size: int = 32, device=None) -> AnswerStates:
+    """One forward pass of ``model``'s decoder over ``examples`` (length-sorted batches)."""
+    from t3unlearn.t3.features import batch_features
+
+    device = device or next(model.parameters()).device
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    parts = []
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        f, t, r, h = batch_features(model, [examples[i] for i in idx], pad_id, device, with_hidden=True)
+        parts.append((h, f, t, torch.as_tensor(idx, device=device)[r]))
+    hidden, pooled, targets, seq = (torch.cat(x) for x in zip(*parts))
+    perm = torch.sort(seq, stable=True).indices
+    return AnswerStates(hidden[perm], pooled[perm], targets[perm], seq[perm], len(examples))
+
+
+def _out_layer(model):
+    out_layer = model.get_output_embeddings()
+    if out_layer is None:
+        raise T3Error(f"{type(model).__name__} has no output embedding layer; calibration needs the base's LM head.")
+    return out_layer
+
+
+def _chunk_size(out_layer, chunk: int | None) -> int:
+    return chunk or max(16, CHUNK_ENTRIES // out_layer.weight.shape[0])
+
+
+@torch.inference_mode()
+def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk: int | None = None) -> torch.Tensor:
+    """``(N,)`` guided log-probability of each answer token under ``setting`` (``head=None``: the model's own),
+    through :func:`~t3unlearn.t3.guidance.guided_logits` as the guided model computes it (:func:`grid_logprobs`
+    scores many settings at once, bit for bit the same).
+
+    ``chunk``: positions per step [about 2M vocabulary entries: tensors of ~8 MB stay in the allocator's pools]."""
+    out_layer = _out_layer(model)
+    chunk = _chunk_size(out_layer, chunk)
+    res = []
+    for i in range(0, states.targets.numel(), chunk):
+        sl = slice(i, i + chunk)
+        # normalised as guided_logits does, so T = 1, s = 0 gives these bits exactly
+        logp = torch.log_softmax(out_layer(states.hidden[sl].to(out_layer.weight.dtype)).float(), dim=-1)
+        if head is None:
+            logits = logp
+        else:
+            pooled = states.pooled[sl]
+            logits = guided_logits(logp, head(pooled), setting, weight=head.support_weight(pooled, setting.support),
+                                   normalized=True)
+        res.append(torch.log_softmax(logits, -1).gather(-1, states.targets[sl].unsqueeze(-1)).squeeze(-1).float().cpu())
+    return torch.cat(res)
+
+
+class _Chunk:
+    """What guidance reads at one chunk of positions and no setting changes: the base's log-probs, the head's
+    logits, and -- per (bias, floor) and per support quantile, computed on first use -- the head's reading
+    (:class:`~t3unlearn.t3.guidance.HeadReading`: logits as read, their log-sigmoid, the forget mass) and the support
+    gate's weight. :meth:`logits` is ``guided_logits`` with these pieces reused (the same operations on the same
+    tensors: the same bits)."""
+
+    def __init__(self, logp: torch.Tensor, head, pooled: torch.Tensor):
+        self.logp, self.head, self.pooled = logp, head, pooled
+        self.head_logits = head(pooled)
+        self.readings: dict = {}
+        self.weights: dict = {}
+
+    def logits(self, st: Setting) -> torch.Tensor:
+        if (st.bias, st.floor) not in self.readings:
+            self.readings[st.bias, st.floor] = HeadReading(self.head_logits, st.bias, st.floor)
+        if st.support not in self.weights:
+            self.weights[st.support] = self.head.support_weight(self.pooled, st.support)
+        return guided_logits(self.logp, self.readings[st.bias, st.floor], st, weight=self.weights[st.support],
+                             normalized=True)
+
+
+@torch.inference_mode()
+def grid_logprobs(model, head, states: AnswerStates, settings: Sequence[Setting], *, chunk: int | None = None,
+                  bar=None) -> list[torch.Tensor]:
+    """:func:`token_logprobs` of every setting, in order, from one pass over the positions: the base's output
+    layer, the head and what guidance derives from them alone run once per chunk, not once per setting."""
+    out_layer = _out_layer(model)
+    chunk = _chunk_size(out_layer, chunk)
+    res: list[list[torch.Tensor]] = [[] for _ in settings]
+    for i in range(0, states.targets.numel(), chunk):
+        sl = slice(i, i + chunk)
+        logp = torch.log_softmax(out_layer(states.hidden[sl].to(out_layer.weight.dtype)).float(), dim=-1)
+        pieces = None if head is None else _Chunk(logp, head, states.pooled[sl])
+        target = states.targets[sl].unsqueeze(-1)
+        for out, st in zip(res, settings):
+            logits = logp if pieces is None else pieces.logits(st)
+            out.append(torch.log_softmax(logits, -1).gather(-1, target).squeeze(-1).float().cpu())
+        if bar is not None:
+            bar.update(int(target.shape[0]))
+    return [torch.cat(r) for r in res]

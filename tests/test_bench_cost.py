@@ -1,0 +1,60 @@
+"""benchmarks/bench_cost.py: the parameter counts, the word-level tokenizer and the cost model it fits."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_cost", ROOT / "benchmarks" / "bench_cost.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("cfg", [dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=86, tie_word_embeddings=True),
+                                 dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=8, num_key_value_heads=2,
+                                      intermediate_size=96, tie_word_embeddings=False)])
+def test_shape_counts_the_parameters_a_llama_has(bench, cfg):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = dict(cfg, vocab_size=500)
+    model = LlamaForCausalLM(LlamaConfig(**cfg))
+    sh = bench.shape(cfg)
+    assert sh["params"] == sum(p.numel() for p in model.parameters())
+    assert sh["non_embedding"] == sum(p.numel() for p in model.model.layers.parameters()) + cfg["hidden_size"]
+
+
+def test_one_word_is_one_token_of_a_32k_vocabulary(bench):
+    from t3unlearn.data import QAFormatter
+
+    tok = bench.tokenizer()
+    assert len(tok) == bench.VOCAB == 32000
+    fmt = QAFormatter(tok, template="plain")
+    ex = fmt.encode("w10 w11 w12", "w31999 w6")
+    # BOS, Question:, 3 words, Answer:, 2 answer words, EOS
+    assert len(ex.input_ids) == 9 and ex.input_ids[-3:] == [31999, 6, tok.eos_token_id]
+    assert sum(1 for x in ex.labels if x != -100) == 3
+
+
+def test_the_cost_model_recovers_known_coefficients_and_extrapolates_with_the_vocabulary(bench):
+    facts = dict(tokens=1000, width=50, head_tokens=2000, head_steps=100, cal_tokens=3000, positions=500, settings=66,
+                 train_tokens=4000)
+    true = {p: (2e-9, 3e-3) if p in ("features", "graddiff", "npo") else (1e-9, 2e-8) for p in bench.PARTS}
+    rows = {}
+    for size in bench.SIZES:
+        sh = bench.shape(dict(bench.SIZES[size], vocab_size=bench.VOCAB))
+        rows[size] = {p: {"seconds": a * F + b * G} for p, (a, b) in true.items() for F, G in [bench.drivers(p, sh, facts)]}
+    model = bench.fit(rows, facts)
+    for p, (a, b) in true.items():
+        assert model[p] == pytest.approx([a, b], rel=1e-6)
+    big = bench.shape(bench.TARGETS["Llama-3.2-1B"])
+    F, G = bench.drivers("calibration", big, facts)
+    assert bench.predict(model, "calibration", big, facts) == pytest.approx(1e-9 * F + 2e-8 * G)
+    assert G == 66 * 500 * 128256  # the grid's work grows with the vocabulary
