@@ -20,6 +20,8 @@ family decides what "the loss of one image" and "the shared mixture sample" are.
 - ``sfd`` / ``sfd_multi``: Score Forgetting Distillation (:mod:`t3unlearn.images.sfd`): a one-step
   generator distilled from the frozen DDPM with the forget label(s) given the safe label's score;
   data-free, DDPM only, ``kind="distill"``.
+- ``erasediff``: EraseDiff (:mod:`t3unlearn.images.erasediff`): retain denoising plus the forget images'
+  denoising pushed to uniform-noise targets, combined by EraseDiff's first-order bi-level weight; DDPM only.
 - ``sfd_siss``: the hybrid: SISS's direct control on the forget samples plus SFD's data-free
   score-forgetting term (the fine-tuned DDPM's score for the forget labels pulled to the frozen teacher's
   score for the safe label, at the teacher's own noised samples of those labels), its weight fading as
@@ -72,6 +74,8 @@ class Terms:
     ``aux(norm)`` is called with ``{"forget_norm": the fixed forget-gradient norm or None, "forget_scale": the factor
     the trainer applied this step}``; it may add to ``logs``.
     ``stats``: detached context statistics (``retain_loss``, ``forget_loss``) for the next step.
+    ``forget_weight``: ``f(g_descent, g_ascent) -> s``, the factor on the ascent gradient in place of the
+    forget-norm rule (EraseDiff's weight), or None.
     """
 
     descent: torch.Tensor | None
@@ -79,6 +83,7 @@ class Terms:
     aux: torch.Tensor | Callable | None = None
     logs: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
+    forget_weight: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,12 @@ def _adaptive_siss(ctx: Context, batch: dict) -> Terms:
     return Terms(d, asc, aux=aux, logs=logs, stats=stats)
 
 
+def _erasediff(ctx: Context, batch: dict) -> Terms:
+    from t3unlearn.images.erasediff import erasediff_terms
+
+    return erasediff_terms(ctx, batch)
+
+
 # ----------------------------------------------------------------------------- the hybrid SFD + SISS
 
 
@@ -430,6 +441,10 @@ _register(Method(
        "feature_grads": True},
     _adaptive_siss, ("all", "forget", "retain"), setup=_adaptive_setup))
 
+# EraseDiff (t3unlearn.images.erasediff): η as in SISS's public code; DDPM only
+_register(Method("erasediff", "EraseDiff", "retain denoising + forget images pushed to uniform-noise targets, "
+                 "weighted by EraseDiff's first-order bi-level rule", {"eta": 1e-3}, _erasediff,
+                 ("retain", "forget"), families=("ddpm",)))
 _register(Method(
     "sfd_siss", "Hybrid SFD + SISS", "SISS plus SFD's data-free score-forgetting term, weighted by forgetting progress",
     dict(_SISS_DEFAULTS) | {"forget_labels": None, "safe_label": 10, "sfd_weight": 0.1, "adaptive": True,

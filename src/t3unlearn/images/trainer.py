@@ -204,7 +204,10 @@ def unlearn(gen: ImageGenerator, bench, method, *, params: dict | None = None, c
         n_desc = float(L.grad_norm(g_desc)) if g_desc is not None else 0.0
         n_asc_raw = float(L.grad_norm(g_asc)) if g_asc is not None else 0.0
         forget_scale = 1.0
-        if g_asc is not None:
+        if g_asc is not None and terms.forget_weight is not None:  # the method's own weight (EraseDiff)
+            forget_scale = float(terms.forget_weight(g_desc, g_asc))
+            g_asc = [None if ga is None else ga * forget_scale for ga in g_asc]
+        elif g_asc is not None:
             if fixed_norm is None and params.get("forget_norm_ratio") and g_desc is not None:
                 fixed_norm = float(params["forget_norm_ratio"]) * n_desc  # set once, at the first step
             g_asc, _ = L.normalise_grads(g_asc, fixed_norm, mode)
