@@ -466,7 +466,8 @@ _register(Method("cg", "Classifier guidance (T = 1)", "the same classifier, no t
                  {**_T3_DEFAULTS, "temperature": 1.0, "tempering": "score"}, None, ("retain", "forget"), kind="guidance"))
 
 # Score Forgetting Distillation: data-free, label-level (t3unlearn.images.sfd); DDPM only
-_SFD_DEFAULTS = {"forget_labels": [1], "safe_label": 10, "t_star": 0.9, "t_min": 0.02, "t_max": 0.98}
+_SFD_DEFAULTS = {"forget_labels": [1], "safe_label": 10, "t_star": 0.9, "t_min": 0.02, "t_max": 0.98,
+                 "gradient": "sid", "alpha": 1.2}
 _register(Method("sfd", "SFD (forget label 1)", "distil a one-step generator; the forget label gets the safe label's score",
                  dict(_SFD_DEFAULTS), None, (), kind="distill", families=("ddpm",)))
 _register(Method("sfd_multi", "SFD, multi-class (labels 1 and 7)", "SFD with two forget labels at once",
