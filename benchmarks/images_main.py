@@ -136,10 +136,19 @@ def report(args) -> None:
         print(f"\n**{fam.upper()}**: {n} samples of label 1 per model, {full['per_label']} per digit for accuracy and "
               f"Fréchet; rows: seeds {args.seeds} (tuning seed {args.tune_seed} excluded), mean ± 95 % t-interval "
               f"half-width over seeds.\n")
+        tuned = "; ".join(f"{a} lr {_best_lr(out, fam, a, args.tune_seed)}" for a in TUNE
+                          if fam in ARMS[a][2] and _best_lr(out, fam, a, args.tune_seed))
         print(f"sampling floor of one model's rate at n = {n}: full model {100 * full['forget_clf']:.2f} % (95 % Wilson "
-              f"{100 * lo:.2f}–{100 * hi:.2f} %); a 1 % rate reads {100 * lo1:.2f}–{100 * hi1:.2f} %. Tuned: "
-              + "; ".join(f"{a} lr {_best_lr(out, fam, a, args.tune_seed)}" for a in TUNE
-                          if fam in ARMS[a][2] and _best_lr(out, fam, a, args.tune_seed)) + "\n")
+              f"{100 * lo:.2f}–{100 * hi:.2f} %); a 1 % rate reads {100 * lo1:.2f}–{100 * hi1:.2f} %."
+              + (f" Chosen on tuning seed {args.tune_seed}: {tuned}." if tuned else ""))
+        res = [full] + [r for r in rows if r["family"] == fam and r["arm"] == "full (resampled)"]
+        if len(res) > 1:
+            import numpy as np
+
+            sd = {k: float(np.std([s * r[k] for r in res], ddof=1)) for k, s in (("forget_clf", 100), ("frechet", 1))}
+            print(f"sampling noise of one model ({len(res)} sampling seeds of the full model): sd of the classifier "
+                  f"forget rate {sd['forget_clf']:.2f} points, of Fréchet {sd['frechet']:.1f}.")
+        print()
         print("| model | seeds | forget rate, classifier | forget rate, geometry | class acc. | Fréchet | wall time |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         print(f"| full (before unlearning) | 1 | {100 * full['forget_clf']:.2f} % | {100 * full['forget_geo']:.2f} % | "
@@ -156,6 +165,29 @@ def report(args) -> None:
             title = "retain oracle (retrained without A)" if arm == "retain oracle" else TITLES.get(arm, arm)
             print(f"| {title} | {len(rs)} | {f('forget_clf', 100)} % | {f('forget_geo', 100)} % | {f('class_acc', 1, 3)} | "
                   f"{f('frechet', 1, 1)} | {f('seconds', 1, 0)} s |")
+        _paired(fr, "λ = 0.5")
+
+
+def _paired(fr: list[dict], ref_arm: str) -> None:
+    """Each arm minus ``ref_arm`` on the same seeds, with 95 % t-intervals (forget rates in points)."""
+    from t3unlearn.images.measure import t_interval
+
+    ref = {r["seed"]: r for r in fr if r["arm"] == ref_arm}
+    lines = []
+    for arm in ARMS:
+        rs = [r for r in fr if r["arm"] == arm and r["seed"] in ref]
+        if arm == ref_arm or len(rs) < 2:
+            continue
+        cells = []
+        for key, scale, digits in (("forget_clf", 100, 2), ("forget_geo", 100, 2), ("class_acc", 1, 3), ("frechet", 1, 1)):
+            m, h = t_interval([scale * (r[key] - ref[r["seed"]][key]) for r in rs])
+            cells.append(f"{m:+.{digits}f} ± {h:.{digits}f}")
+        lines.append(f"| {TITLES.get(arm, arm)} | {len(rs)} | " + " | ".join(cells) + " |")
+    if lines:
+        print(f"\npaired differences, each arm minus {TITLES.get(ref_arm, ref_arm)}, same seeds; 95 % t-intervals:\n")
+        print("| model | seeds | Δ forget rate, classifier (points) | Δ forget rate, geometry (points) | Δ class acc. | Δ Fréchet |")
+        print("|---|---:|---:|---:|---:|---:|")
+        print("\n".join(lines))
 
 
 def main(argv=None) -> int:
