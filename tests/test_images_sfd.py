@@ -26,6 +26,52 @@ def test_generator_loss_gradient_is_the_normalised_score_difference():
     assert torch.allclose(x_g.grad, torch.tensor([[[[0.5, -0.5]]], [[[-0.5, 0.5]]]]))
 
 
+def test_sid_loss_has_the_one_minus_alpha_term_through_the_scores_and_reduces_to_dmd_without_them():
+    from t3unlearn.images.sfd import generator_loss, sid_generator_loss
+
+    x0 = torch.tensor([[[[0.5, -0.5]]], [[[1.0, 0.25]]]])  # 2 samples of 2 pixels
+
+    def grads(alpha, live=True):
+        x = x0.clone().requires_grad_(True)
+        f_real, f_fake = 2.0 * x, 0.5 * x + 1.0  # scores that depend on the sample, as the networks' do
+        if not live:
+            f_real, f_fake = f_real.detach(), f_fake.detach()
+        sid_generator_loss(x, f_real, f_fake, alpha).backward()
+        return x.grad
+
+    # by hand: d = f_real - f_fake = 1.5x - 1, w = mean |x - 2x| = mean |x| per sample, P = 2 pixels, B = 2;
+    # dL/dx = [(1 - α) 2d·1.5 + 1.5 (f_fake - x) + d (0.5 - 1)] / (P w B)
+    d, ff = 1.5 * x0 - 1, 0.5 * x0 + 1
+    w = x0.abs().flatten(1).mean(1).view(-1, 1, 1, 1)
+    for alpha in (1.2, 0.5):
+        want = ((1 - alpha) * 2 * d * 1.5 + 1.5 * (ff - x0) - 0.5 * d) / (2 * w * 2)
+        assert torch.allclose(grads(alpha), want, atol=1e-6)
+    assert not torch.allclose(grads(1.2), grads(1.0))  # the (1 - α) term moves the step
+    # with the scores held constant the (1 - α) term has no gradient and the step is DMD's (f_fake - f_real) / (P w B)
+    x = x0.clone().requires_grad_(True)
+    generator_loss(x, 2.0 * x0, 0.5 * x0 + 1.0).backward()
+    assert torch.allclose(grads(1.2, live=False), grads(0.3, live=False))
+    assert torch.allclose(grads(1.2, live=False), x.grad, atol=1e-6)
+
+
+def test_sid_and_dmd_students_differ_and_neither_touches_the_teacher(module_home):
+    from t3unlearn.images.api import ensure_generator
+    from t3unlearn.images.models import ImageGenerator
+    from t3unlearn.images.sfd import SFDConfig, distill
+
+    full = ensure_generator("ddpm", "full", preset="tiny", progress=False)
+    teacher = ImageGenerator.load(full)
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    sid, _ = distill(teacher, SFDConfig(steps=3, batch_size=4, lr=1e-3), progress=False)
+    dmd, _ = distill(ImageGenerator.load(full), SFDConfig(steps=3, batch_size=4, lr=1e-3, gradient="dmd"), progress=False)
+    assert all(torch.equal(v, teacher.model.state_dict()[k]) for k, v in before.items())
+    a, b = sid.model.state_dict(), dmd.model.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(T3Error, match="sid .* or dmd"):
+        SFDConfig(gradient="sds")
+    assert "alpha" in SFDConfig().key() and "alpha" not in SFDConfig(gradient="dmd").key()
+
+
 def test_forget_labels_get_the_safe_label():
     from t3unlearn.images.sfd import SFDConfig, target_labels
 

@@ -52,6 +52,8 @@ methods (--method; settings with --set KEY=VALUE):
                  batches, now) from an inference network trained to minimise the SISS estimator's
                  variance (+ kl_weight x KL(q || prior)); the model's step is SISS's at that λ
                  [prior_lambda, prior_sigma, kl_weight, hidden, infer_lr=0.01, feature_grads, superfactor, forget_norm*]
+  erasediff      EraseDiff (DDPM only): retain denoising + the forget images' denoising pushed to
+                 uniform-noise targets, weighted by EraseDiff's first-order bi-level rule   [eta=0.001]
   t3             T3: the generator stays frozen; a classifier f(retain | x_t, t, y) (DDPM; on decoded
                  samples for the VAE) trains (--steps, --lr, --batch-size are its), and sampling
                  draws from p^(1/T) f^s   [DDPM: temperature={ddpm[temperature]:g}, scale={ddpm[scale]:g}, scheme={ddpm[scheme]}
@@ -61,7 +63,8 @@ methods (--method; settings with --set KEY=VALUE):
   cg             the same with temperature=1: plain classifier guidance [DDPM scale={cg_ddpm[scale]:g}, VAE scale={cg_vae[scale]:g}]
   sfd            Score Forgetting Distillation (DDPM only, data-free): a one-step generator distilled
                  from the frozen DDPM, the forget label given the safe label's score
-                 [forget_labels=[1], safe_label=10 (unconditional), t_star=0.9, t_min, t_max]
+                 [forget_labels=[1], safe_label=10 (unconditional), t_star=0.9, t_min, t_max,
+                 gradient=sid (SiD's full gradient, alpha=1.2) or dmd (the earlier form)]
   sfd_multi      the same forgetting labels 1 and 7 at once
   sfd_multi_adaptive  the same, each forget label weighted by how far it still is from its target
                  [adaptive_weights=true, weight_ema=0.9]
@@ -106,7 +109,7 @@ def register(sub) -> None:
                         epilog=_METHODS_HELP + "\n" + _EPILOG, formatter_class=fmt)
     _common(u)
     u.add_argument("--model", default="ddpm:full", help="the model to unlearn from: a directory or FAMILY:full [ddpm:full]")
-    u.add_argument("--method", default="siss", help="naive, neggrad, neggrad_plus, siss, adaptive_siss, sfd_siss, rl_siss, t3, cg, sfd, "
+    u.add_argument("--method", default="siss", help="naive, neggrad, neggrad_plus, siss, siss_no_is, adaptive_siss, erasediff, sfd_siss, rl_siss, t3, cg, sfd, "
                                                          "sfd_multi, sfd_multi_adaptive [siss]")
     u.add_argument("--out", required=True, metavar="DIR", help="output directory: the unlearned model + run.json")
     u.add_argument("--steps", type=int, default=None, help="unlearning steps [the preset's]")

@@ -20,6 +20,8 @@ family decides what "the loss of one image" and "the shared mixture sample" are.
 - ``sfd`` / ``sfd_multi``: Score Forgetting Distillation (:mod:`t3unlearn.images.sfd`): a one-step
   generator distilled from the frozen DDPM with the forget label(s) given the safe label's score;
   data-free, DDPM only, ``style="distill"``.
+- ``erasediff``: EraseDiff (:mod:`t3unlearn.images.erasediff`): retain denoising plus the forget images'
+  denoising pushed to uniform-noise targets, combined by EraseDiff's first-order bi-level weight; DDPM only.
 - ``sfd_siss``: the hybrid: SISS's direct control on the forget samples plus SFD's data-free
   score-forgetting term (the fine-tuned DDPM's score for the forget labels pulled to the frozen teacher's
   score for the safe label, at the teacher's own noised samples of those labels), its weight fading as
@@ -47,41 +49,9 @@ from torch import nn
 from t3unlearn.errors import T3Error
 from t3unlearn.images import losses as L
 from t3unlearn.images.guidance import guidance_defaults, renamed_settings
-from t3unlearn.images.objectives import Family
+from t3unlearn.images.objectives import Context, Family, Terms  # noqa: F401 - Context, Terms re-exported
 from t3unlearn.methods.registry import Method, get, register
 from t3unlearn.settings import reject_unknown
-
-
-@dataclass
-class Context:
-    """What a method sees besides the batch."""
-
-    family: Family
-    params: dict
-    n: int  # |X|, the full training set
-    k: int  # |A|, the forget set
-    generator: torch.Generator
-    step: int = 0
-    total_steps: int = 1
-    forget_labels: tuple = ()  # the labels the forget set carries
-    state: dict = field(default_factory=dict)  # per-run state: last step's statistics, the inference network
-
-
-@dataclass
-class Terms:
-    """A step's objective: minimise ``descent``, maximise ``ascent`` (either may be None).
-
-    ``aux``: an objective for the method's own parameters (``state["aux_params"]``), or None; a callable
-    ``aux(norm)`` is called with ``{"forget_norm": the fixed forget-gradient norm or None, "forget_scale": the factor
-    the trainer applied this step}``; it may add to ``logs``.
-    ``stats``: detached context statistics (``retain_loss``, ``forget_loss``) for the next step.
-    """
-
-    descent: torch.Tensor | None
-    ascent: torch.Tensor | None
-    aux: torch.Tensor | Callable | None = None
-    logs: dict = field(default_factory=dict)
-    stats: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- the methods
@@ -271,6 +241,12 @@ def _adaptive_siss(ctx: Context, batch: dict) -> Terms:
     return Terms(d, asc, aux=aux, logs=logs, stats=stats)
 
 
+def _erasediff(ctx: Context, batch: dict) -> Terms:
+    from t3unlearn.images.erasediff import erasediff_terms
+
+    return erasediff_terms(ctx, batch)
+
+
 # ----------------------------------------------------------------------------- the hybrid SFD + SISS
 
 
@@ -422,6 +398,10 @@ _register(
        "feature_grads": True},
     _adaptive_siss, ("all", "forget", "retain"), setup=_adaptive_setup)
 
+# EraseDiff (t3unlearn.images.erasediff): η as in SISS's public code; DDPM only
+_register("erasediff", "EraseDiff", "retain denoising + forget images pushed to uniform-noise targets, "
+          "weighted by EraseDiff's first-order bi-level rule", {"eta": 1e-3}, _erasediff, ("retain", "forget"),
+          families=("ddpm",))
 _register(
     "sfd_siss", "Hybrid SFD + SISS", "SISS plus SFD's data-free score-forgetting term, weighted by forgetting progress",
     dict(_SISS_DEFAULTS) | {"forget_labels": None, "safe_label": 10, "sfd_weight": 0.1, "adaptive": True,
@@ -440,7 +420,8 @@ _register("cg", "Classifier guidance (T = 1)", "the same classifier, no temperin
           guidance_defaults("cg"), None, ("retain", "forget"), style="guidance")
 
 # Score Forgetting Distillation: data-free, label-level (t3unlearn.images.sfd); DDPM only
-_SFD_DEFAULTS = {"forget_labels": [1], "safe_label": 10, "t_star": 0.9, "t_min": 0.02, "t_max": 0.98}
+_SFD_DEFAULTS = {"forget_labels": [1], "safe_label": 10, "t_star": 0.9, "t_min": 0.02, "t_max": 0.98,
+                 "gradient": "sid", "alpha": 1.2}
 _register("sfd", "SFD (forget label 1)", "distil a one-step generator; the forget label gets the safe label's score",
           dict(_SFD_DEFAULTS), None, (), style="distill", families=("ddpm",))
 _register("sfd_multi", "SFD, multi-class (labels 1 and 7)", "SFD with two forget labels at once",

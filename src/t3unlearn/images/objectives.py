@@ -12,7 +12,7 @@ Every random draw comes from the ``torch.Generator`` passed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -174,3 +174,41 @@ class Family:
         return (wx * d["rec_x"] + d["kl_x"], wa * d["rec_a"] + d["kl_a"],
                 {"w_x": wx, "w_a": wa, "loss_x": d["rec_x"] + d["kl_x"], "loss_a": d["rec_a"] + d["kl_a"],
                  "gsq_x": d["gsq_x"], "gsq_a": d["gsq_a"]})
+
+
+# --------------------------------------------------------------------------- what a method's step returns
+
+
+@dataclass
+class Context:
+    """What a method sees besides the batch."""
+
+    family: Family
+    params: dict
+    n: int  # |X|, the full training set
+    k: int  # |A|, the forget set
+    generator: torch.Generator
+    step: int = 0
+    total_steps: int = 1
+    forget_labels: tuple = ()  # the labels the forget set carries
+    state: dict = field(default_factory=dict)  # per-run state: last step's statistics, the inference network
+
+
+@dataclass
+class Terms:
+    """A step's objective: minimise ``descent``, maximise ``ascent`` (either may be None).
+
+    ``aux``: an objective for the method's own parameters (``state["aux_params"]``), or None; a callable
+    ``aux(norm)`` is called with ``{"forget_norm": the fixed forget-gradient norm or None, "forget_scale": the factor
+    the trainer applied this step}``; it may add to ``logs``.
+    ``stats``: detached context statistics (``retain_loss``, ``forget_loss``) for the next step.
+    ``forget_weight``: ``f(g_descent, g_ascent) -> s``, the factor on the ascent gradient in place of the
+    forget-norm rule (EraseDiff's weight), or None.
+    """
+
+    descent: torch.Tensor | None
+    ascent: torch.Tensor | None
+    aux: torch.Tensor | Callable | None = None
+    logs: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+    forget_weight: Callable | None = None

@@ -13,12 +13,18 @@ Three networks, all initialised from the teacher's UNet:
 - the *fake score* ``ε_ψ``: the score of the generator's own distribution, fitted on the fly by
   denoising its samples (:func:`fake_score_loss`).
 
-Each step: noise a batch of generator samples to a random level ``t``; the teacher's and the fake
-score's x0-predictions there, ``f_φ`` (with the forget labels swapped for the safe one) and ``f_ψ``,
-give the distribution-matching direction ``f_ψ - f_φ`` (the gradient of KL(p_G || p_teacher) in
-x0 units, as in DMD and SiD); the generator moves its samples against it, normalised per sample by
-``mean |x_g - f_φ|`` (:func:`generator_loss`). This is the DMD form of the score-distillation
-gradient; SiD's extra ``(1 - α)`` term is left out.
+Each step: noise a batch of generator samples to a random level ``t``, ``x_t = a_t x_g + σ_t ε``; the
+teacher's and the fake score's x0-predictions there are ``f_φ`` (with the forget labels swapped for the
+safe one) and ``f_ψ``. The generator minimises SiD's loss (Zhou et al., ICML 2024; SFD's generator loss,
+Chen et al., ICLR 2025), per sample
+
+    L = [(1 - α) ||f_φ - f_ψ||² + (f_φ - f_ψ)ᵀ (f_ψ - x_g)] / w,   w = mean |x_g - f_φ| (no gradient),
+
+with the gradient through ``x_g`` *and* through ``f_φ(x_t)`` and ``f_ψ(x_t)`` (``x_t`` is a function of
+``x_g``; the two networks' weights are not updated by it), ``α = 1.2`` (SiD's default)
+(:func:`sid_generator_loss`). With ``f_φ``, ``f_ψ`` held constant the gradient is the DMD direction
+``(f_ψ - f_φ) / w`` and the ``(1 - α)`` term has none; ``gradient="dmd"`` keeps that earlier form
+(:func:`generator_loss`, the SFD tables made before issue #36).
 
 **Multi-class** forgetting is the same with several forget labels at once (``forget_labels``),
 each mapped to the safe label. With ``adaptive_weights`` each forget label's samples are weighted by
@@ -54,6 +60,8 @@ class SFDConfig(TrainingSettings):
     t_max: float = 0.98
     forget_labels: tuple = (1,)
     safe_label: int = NULL_LABEL  # the teacher's label for a forget label (10: unconditional)
+    gradient: str = "sid"  # sid: SiD's loss, gradient through the scores too; dmd: the earlier DMD form
+    alpha: float = 1.2  # SiD's α (sid only)
     adaptive_weights: bool = False  # weight each forget label by its lag (multi-class)
     weight_ema: float = 0.9
     seed: int = 0
@@ -67,6 +75,8 @@ class SFDConfig(TrainingSettings):
                           f"got {self.t_min}, {self.t_max}, {self.t_star}).")
         if not self.forget_labels or any(not 0 <= y < NULL_LABEL for y in self.forget_labels):
             raise T3Error(f"forget_labels must be digits 0-9, not {self.forget_labels}.")
+        if self.gradient not in ("sid", "dmd"):
+            raise T3Error(f"SFD's gradient must be sid (SiD's full gradient) or dmd (the earlier form), not {self.gradient!r}.")
         if not 0 <= self.weight_ema < 1:
             raise T3Error(f"weight_ema must lie in [0, 1), not {self.weight_ema}.")
         if self.safe_label in self.forget_labels or not 0 <= self.safe_label <= NULL_LABEL:
@@ -75,6 +85,8 @@ class SFDConfig(TrainingSettings):
     def key(self) -> dict:
         """The settings that decide the result (the adaptive weighting's when it is on), for cache keys."""
         d = asdict(self)
+        if self.gradient == "dmd":  # the earlier runs' keys: their cached units stay valid
+            del d["gradient"], d["alpha"]
         if not self.adaptive_weights:
             del d["adaptive_weights"], d["weight_ema"]
         return d
@@ -102,6 +114,19 @@ def generator_loss(x_g: torch.Tensor, f_real: torch.Tensor, f_fake: torch.Tensor
         w = (x_g - f_real).abs().flatten(1).mean(1).clamp_min(1e-3).view(-1, *([1] * (x_g.dim() - 1)))
         step = (f_fake - f_real) / w
     per = 0.5 * ((x_g - (x_g - step).detach()) ** 2).flatten(1).mean(1)
+    return (per if weights is None else per * weights).mean()
+
+
+def sid_generator_loss(x_g: torch.Tensor, f_real: torch.Tensor, f_fake: torch.Tensor, alpha: float,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+    """SiD's generator loss, mean over the batch of ``[(1 - α) ||f_real - f_fake||² + (f_real - f_fake)ᵀ (f_fake -
+    x_g)] / w`` (per pixel), ``w = mean |x_g - f_real|`` per sample (no gradient). ``f_real`` and ``f_fake`` keep
+    their graphs (they are the networks' predictions at ``x_t(x_g)``), so the gradient also flows through them:
+    that is where the ``(1 - α)`` term acts. ``weights`` (per sample) scale each sample's loss."""
+    with torch.no_grad():
+        w = (x_g - f_real).abs().flatten(1).mean(1).clamp_min(1e-3)
+    d = f_real - f_fake
+    per = ((1 - alpha) * d.square() + d * (f_fake - x_g)).flatten(1).mean(1) / w
     return (per if weights is None else per * weights).mean()
 
 
@@ -141,6 +166,26 @@ def one_step_sample(unet, scheduler, labels: torch.Tensor, t_star: int, *, gener
             t = torch.full((len(y),), t_star)
             out.append((x0_prediction(unet, z, t, y, scheduler.alphas_cumprod).clamp(-1, 1) + 1) / 2)
     return torch.cat(out) if out else torch.zeros((0, 1, size, size))
+
+
+def _generator_step(cfg: SFDConfig, teacher, fake, student, x_g, y, t, eps, ab, ema: dict) -> torch.Tensor:
+    """The generator's loss at ``x_t = a_t x_g + σ_t ε``; sets the student's gradients (only theirs: the teacher
+    and the fake score are not updated by it) and returns the loss."""
+    a = ab[t].view(-1, 1, 1, 1)
+    sid = cfg.gradient == "sid"
+    xt = a.sqrt() * (x_g if sid else x_g.detach()) + (1 - a).sqrt() * eps
+    with torch.set_grad_enabled(sid):
+        f_real = x0_prediction(teacher, xt, t, target_labels(y, cfg.forget_labels, cfg.safe_label), ab)
+        f_fake = x0_prediction(fake, xt, t, y, ab)
+    weights = None
+    if cfg.adaptive_weights:
+        weights = adaptive_label_weights(y, (f_fake - f_real).detach().abs().flatten(1).mean(1), cfg.forget_labels,
+                                         ema, cfg.weight_ema)
+    lg = sid_generator_loss(x_g, f_real, f_fake, cfg.alpha, weights) if sid else generator_loss(x_g, f_real, f_fake, weights)
+    params = [p for p in student.parameters()]
+    for p, gr in zip(params, torch.autograd.grad(lg, params)):
+        p.grad = gr
+    return lg
 
 
 def distill(gen: ImageGenerator, config: SFDConfig | None = None, *, progress: bool = True,
@@ -195,17 +240,7 @@ def distill(gen: ImageGenerator, config: SFDConfig | None = None, *, progress: b
         opt_f.step()
         # the generator moves towards the teacher (the safe label's score where a forget label was asked for)
         t = torch.randint(t_lo, t_hi, (B,), generator=g)
-        xt = noised(x_g.detach(), t, torch.randn(x_g.shape, generator=g))
-        with torch.no_grad():
-            f_real = x0_prediction(teacher, xt, t, target_labels(y, cfg.forget_labels, cfg.safe_label), ab)
-            f_fake = x0_prediction(fake, xt, t, y, ab)
-        weights = None
-        if cfg.adaptive_weights:
-            weights = adaptive_label_weights(y, (f_fake - f_real).abs().flatten(1).mean(1), cfg.forget_labels, ema,
-                                             cfg.weight_ema)
-        lg = generator_loss(x_g, f_real, f_fake, weights)
-        opt_g.zero_grad(set_to_none=True)
-        lg.backward()
+        lg = _generator_step(cfg, teacher, fake, student, x_g, y, t, torch.randn(x_g.shape, generator=g), ab, ema)
         opt_g.step()
         bar.update(1)
         if step % 50 == 0 or step == cfg.steps - 1:

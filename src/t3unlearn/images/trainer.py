@@ -138,6 +138,21 @@ def _pools(bench) -> dict:
     }
 
 
+def _scale_forget(terms, params: dict, mode: str, g_desc, g_asc, n_desc: float, n_asc_raw: float, fixed_norm):
+    """The ascent (forget) gradient scaled for this step: by the method's own weight (``terms.forget_weight``,
+    EraseDiff's) or by the forget-norm rule (``fixed_norm``, set at the first step from ``forget_norm_ratio``).
+    Returns ``(scaled gradient, the factor applied, fixed_norm)``."""
+    if g_asc is None:
+        return None, 1.0, fixed_norm
+    if terms.forget_weight is not None:
+        scale = float(terms.forget_weight(g_desc, g_asc))
+        return [None if ga is None else ga * scale for ga in g_asc], scale, fixed_norm
+    if fixed_norm is None and params.get("forget_norm_ratio") and g_desc is not None:
+        fixed_norm = float(params["forget_norm_ratio"]) * n_desc  # set once, at the first step
+    g_asc, _ = L.normalise_grads(g_asc, fixed_norm, mode)
+    return g_asc, (float(L.grad_norm(g_asc)) / n_asc_raw if n_asc_raw > 0 else 1.0), fixed_norm
+
+
 def unlearn(gen: ImageGenerator, bench, method, *, params: dict | None = None, config: UnlearnConfig | dict | None = None,
             progress: bool = True, desc: str | None = None) -> tuple[ImageGenerator, dict]:
     """Unlearn ``bench``'s forget set from (a copy of) ``gen`` with ``method``; returns the new
@@ -186,12 +201,7 @@ def unlearn(gen: ImageGenerator, bench, method, *, params: dict | None = None, c
             if terms.ascent is not None else None
         n_desc = float(L.grad_norm(g_desc)) if g_desc is not None else 0.0
         n_asc_raw = float(L.grad_norm(g_asc)) if g_asc is not None else 0.0
-        forget_scale = 1.0
-        if g_asc is not None:
-            if fixed_norm is None and params.get("forget_norm_ratio") and g_desc is not None:
-                fixed_norm = float(params["forget_norm_ratio"]) * n_desc  # set once, at the first step
-            g_asc, _ = L.normalise_grads(g_asc, fixed_norm, mode)
-            forget_scale = float(L.grad_norm(g_asc)) / n_asc_raw if n_asc_raw > 0 else 1.0
+        g_asc, forget_scale, fixed_norm = _scale_forget(terms, params, mode, g_desc, g_asc, n_desc, n_asc_raw, fixed_norm)
         for i, p in enumerate(weights):
             gd = g_desc[i] if g_desc is not None else None
             ga = g_asc[i] if g_asc is not None else None
