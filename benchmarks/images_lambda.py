@@ -48,15 +48,16 @@ def _best(rows: list[dict], family: str, tune_seed: int, candidates=CANDIDATES) 
     return min(ok, key=lambda r: (r["forget_clf"], r["frechet"]))["arm"]
 
 
-def run(args) -> None:
+def measurement(args):
+    """What both image benchmarks measure with: ``(out, preset, bench, classifier, geometry detector, done,
+    record)``; ``done`` holds the (family, arm, seed) rows already in ``out/results.jsonl``, ``record(row)``
+    appends one, marks it done and prints it."""
     import torch
 
     torch.set_num_threads(args.threads)
     from t3unlearn.images import api
-    from t3unlearn.images.measure import GeometryDetector, measure_generator
-    from t3unlearn.images.models import ImageGenerator
+    from t3unlearn.images.measure import GeometryDetector
     from t3unlearn.images.presets import get_preset
-    from t3unlearn.images.trainer import unlearn
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,10 +70,21 @@ def run(args) -> None:
     def record(row):
         with open(out / "results.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        done.add((row["family"], row["arm"], row["seed"]))
         print(f"{row['family']:4s} {row['arm']:24s} s{row['seed']}  clf {100 * row['forget_clf']:5.2f} %  "
               f"geo {100 * row['forget_geo']:5.2f} %  acc {row['class_acc']:.3f}  Fréchet {row['frechet']:6.1f}  "
               f"{row.get('seconds', 0):5.0f} s", flush=True)
 
+    return out, P, bench, clf, det, done, record
+
+
+def run(args) -> None:
+    from t3unlearn.images import api
+    from t3unlearn.images.measure import measure_generator
+    from t3unlearn.images.models import ImageGenerator
+    from t3unlearn.images.trainer import unlearn
+
+    out, P, bench, clf, det, done, record = measurement(args)
     for fam in args.families:
         n_forget = args.n_forget if fam == "vae" else args.n_forget_ddpm
         per_label = args.per_label if fam == "vae" else args.per_label_ddpm
@@ -100,7 +112,6 @@ def run(args) -> None:
                 f.write(json.dumps({"arm": arm, "seed": seed, "history": [{k: h[k] for k in keys if k in h}
                                                                           for h in rec["history"]]}) + "\n")
             record({"family": fam, "arm": arm, "seed": seed, "seconds": secs, **measure_generator(gen, bench, clf, det, **mkw)})
-            done.add((fam, arm, seed))
 
         for arm in args.candidates + ("Adaptive-λ (variance)",):
             unit(arm, args.tune_seed)

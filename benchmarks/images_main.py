@@ -49,31 +49,12 @@ def _measure_kw(args, fam: str, P) -> dict:
 
 
 def run(args) -> None:
-    import torch
-
-    torch.set_num_threads(args.threads)
     from t3unlearn.images import api
-    from t3unlearn.images.measure import GeometryDetector, measure_generator
+    from t3unlearn.images.measure import measure_generator
     from t3unlearn.images.models import ImageGenerator
-    from t3unlearn.images.presets import get_preset
     from t3unlearn.images.trainer import unlearn
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    P = get_preset(args.preset)
-    bench = api.load_bench(P)
-    clf = api.ensure_evaluator(P, progress=False)[1]
-    det = GeometryDetector.fit(bench)
-    done = {(r["family"], r["arm"], r["seed"]) for r in lam._load(out)}
-
-    def record(row):
-        with open(out / "results.jsonl", "a") as f:
-            f.write(lam.json.dumps(row) + "\n")
-        done.add((row["family"], row["arm"], row["seed"]))
-        print(f"{row['family']:4s} {row['arm']:24s} s{row['seed']}  clf {100 * row['forget_clf']:5.2f} %  "
-              f"geo {100 * row['forget_geo']:5.2f} %  acc {row['class_acc']:.3f}  Fréchet {row['frechet']:6.1f}  "
-              f"{row.get('seconds', 0):5.0f} s", flush=True)
-
+    out, P, bench, clf, det, done, record = lam.measurement(args)
     for fam in args.families:
         mkw = _measure_kw(args, fam, P)
         full = ImageGenerator.load(api.ensure_generator(fam, "full", preset=P, progress=False))
