@@ -185,6 +185,36 @@ def test_a_reference_model_sets_the_objective(random_lm):
         calibrate(_t3(base), tok, forget, forget, forget, settings=settings, reference=base)
 
 
+def test_calibration_items_with_perturbed_answers_are_the_reference(random_lm):
+    """Holdout items with paraphrased and perturbed answers: the reference is the base's own truth ratios on them
+    (never-seen authors), not a reference model's on the forget items -- a reference model given too is not used.
+    With the forget items themselves as the holdout, guidance off matches exactly and must be chosen."""
+    from t3unlearn.t3.calibrate import _perturbed_examples, _plain_truth_ratios, calibrate
+
+    base, tok = random_lm
+    forget = [{"question": q, "answer": a} for q, a in QA]
+    settings = [Setting(2.0, 1.0), Setting(1.0, 0.0), Setting(0.5, 0.0, "global"), Setting(1.5, 2.0, "adaptive")]
+    t3 = _t3(base)
+    cal = calibrate(t3, tok, PERTURBED, PERTURBED, forget, settings=settings, tolerance=0.99, mia_tolerance=0.5)
+    assert cal.reference_source == "calibration" and cal.chosen.setting == Setting(1.0, 0.0) and cal.chosen.tr_ks == 0.0
+    assert "calibration items" in t3.config.calibration["objective"]
+    # another holdout: its truth ratios under the base are the reference, whatever reference model is given
+    other = [{**r, "paraphrased_answer": r["perturbed_answer"][0], "perturbed_answer": [r["paraphrased_answer"]] * 2}
+             for r in PERTURBED]
+    fmt = QAFormatter(tok)
+    want = _plain_truth_ratios(base, *_perturbed_examples(fmt, other), fmt.pad_id, 32)
+    # the reference model's truth ratios would be read on the forget items, which differ from the holdout's
+    swapped = calibrate(_t3(base), tok, PERTURBED, other, forget, settings=settings, tolerance=0.99, mia_tolerance=0.5,
+                        reference=base)
+    assert swapped.reference_source == "calibration"
+    assert swapped.reference_tr_median == pytest.approx(float(np.median(want)))
+    assert swapped.chosen.tr_ks > 0
+    # a holdout without them falls back to the reference model
+    fallback = calibrate(_t3(base), tok, PERTURBED, forget, forget, settings=settings, tolerance=0.99, mia_tolerance=0.5,
+                         reference=base)
+    assert fallback.reference_source == "model" and fallback.chosen.setting == Setting(1.0, 0.0)
+
+
 def test_an_oracle_scores_every_setting_as_the_evaluation_would_and_never_chooses(random_lm):
     """--oracle: each row gets TOFU's forget quality (KS p-value of the forget truth ratios, guided model vs
     oracle) and privleak (min-k AUC on forget vs holdout relative to the oracle's), computed here from the guided

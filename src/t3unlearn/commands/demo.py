@@ -3,9 +3,9 @@
 1. build the world (fictitious authors in TOFU's schema) and train its tiny models: a "full"
    model that memorised every author and a "retain" oracle that never saw the forget authors;
 2. unlearn the forget authors from the full model with T3 (the weights stay frozen) and choose T and s
-   with ``t3unlearn calibrate``'s oracle-free rule: the forget truth ratios must look like those of the
-   checkpoint the full model was fine-tuned from (it never saw the forget authors), and the forget answers as
-   unfamiliar to a membership attack as the world's never-seen calibration authors;
+   with ``t3unlearn calibrate``'s oracle-free rule: the forget truth ratios must look like the full model's own
+   on the world's never-seen calibration authors, and the forget answers as unfamiliar to a membership attack
+   as theirs;
 3. show some answers before and after;
 4. evaluate full, retain, T3 and plain classifier guidance (the same head at T = 1, its s calibrated by the
    same rule) on every TOFU metric,
@@ -55,8 +55,8 @@ def register(sub) -> None:
     add_guidance_options(p.add_argument_group("T3's guidance"), knobs=("temperature", "scale", "tempering"))
     p.add_argument("--no-calibrate", action="store_true",
                    help="keep --temperature, --scale and --tempering instead of choosing T and s with the oracle-free "
-                        "rule of 't3unlearn calibrate' (forget truth ratios like the pretrained checkpoint's, forget answers as "
-                        "unfamiliar as never-seen calibration authors'; see docs/t3.md)")
+                        "rule of 't3unlearn calibrate' (forget truth ratios like the full model's on never-seen calibration "
+                        "authors, forget answers as unfamiliar to a membership attack as theirs; see docs/t3.md)")
     p.add_argument("--seed", type=int, default=0, help="head training seed [0]")
     p.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto: the cores not busy [auto]")
     p.add_argument("--no-eval", action="store_true", help="stop after showing answers (skip the TOFU evaluation)")
@@ -93,16 +93,22 @@ def _calibrate(t3, tokenizer, forget, retain, bench, split: str, clock: _Clock) 
         raise T3Error(f"the {bench.label} benchmark has no calibration set for {split}; run the demo with --no-calibrate.")
     holdout, name = found
     t = time.perf_counter()
-    # the checkpoint the full model was fine-tuned from never saw the forget authors: its forget truth ratios
-    # stand in for the oracle's (calibrate --pretrained world:pretrained)
-    reference = load_model(str(bench.models(("pretrained",), log=print)["pretrained"]))
+    from t3unlearn.t3.calibrate import has_perturbed
+
+    # the reference truth ratios: the full model's own on the never-seen calibration authors (the world's calibration
+    # set carries perturbed answers); without them, the checkpoint the full model was fine-tuned from on the forget set
+    never_seen = has_perturbed(holdout)
+    reference = None if never_seen else load_model(str(bench.models(("pretrained",), log=print)["pretrained"]))
+    against = f"the full model's truth ratios on {name}" if never_seen else f"{bench.label}:pretrained's forget truth ratios"
     perturbed = bench.qa(f"{split}_perturbed", what="perturbed forget set")
     cal = calibrate(t3, tokenizer, forget, holdout, retain, reference=reference, perturbed=perturbed, progress=True)
-    t3.config.calibration.update(holdout=name, reference_model=f"{bench.label}:pretrained", perturbed=f"{bench.label}:{split}_perturbed")
+    t3.config.calibration.update(holdout=name, perturbed=f"{bench.label}:{split}_perturbed")
+    if not never_seen:
+        t3.config.calibration["reference_model"] = f"{bench.label}:pretrained"
     plain = cal.restricted(lambda s: s.temperature == 1.0)  # the same grid's T = 1 rows, the same rule
     c, p = cal.chosen, plain.chosen
-    clock.step(f"calibrated: {len(cal.rows)} settings ({len(plain.rows)} at T = 1) against {bench.label}:pretrained's "
-               f"forget truth ratios, {name} as never-seen items; T3 {c.setting.label()} (truth-ratio KS {c.tr_ks:.3f}, "
+    clock.step(f"calibrated: {len(cal.rows)} settings ({len(plain.rows)} at T = 1) against {against}, {name} as "
+               f"never-seen items; T3 {c.setting.label()} (truth-ratio KS {c.tr_ks:.3f}, "
                f"membership AUC {c.mia_auc:.3f}); T = 1: {p.setting.label()}", t)
     return asdict(c.setting), asdict(p.setting)
 

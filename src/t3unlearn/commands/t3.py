@@ -59,8 +59,10 @@ examples:
 what it prints: for the best settings, the KS distance between forget and holdout answer losses (the
 objective), the min-k membership AUC of forget vs holdout (0.5: indistinguishable), mean answer
 probabilities, and the retain probability relative to the base's (must stay >= 1 - tolerance).
-With --pretrained the objective is the KS distance between the forget truth ratios and the
-pretrained model's. With --oracle (a benchmark's retain model) two more columns: forget quality and privleak
+When the holdout items carry paraphrased and perturbed answers (the world's calibration set does;
+TOFU's does not), the objective is the KS distance between the forget truth ratios under guidance and
+the base's own truth ratios on those never-seen items; otherwise, with --pretrained, the pretrained
+model's truth ratios on the forget items stand in. With --oracle (a benchmark's retain model) two more columns: forget quality and privleak
 against it, as the evaluation computes them, and a last line comparing the chosen setting with the one
 an oracle would pick -- a research check; the oracle never takes part in the choice.
 The chosen setting and the table are saved in the head (t3_config.json, 'calibration'), with the
@@ -295,8 +297,6 @@ def _check_calibration_args(args) -> None:
     """The calibration options that can be checked before anything is loaded or trained."""
     from t3unlearn.errors import T3Error
 
-    if getattr(args, "perturbed", None) and not (getattr(args, "pretrained", None) or getattr(args, "oracle", None)):
-        raise T3Error("--perturbed goes with --pretrained or --oracle (the models whose truth ratios are compared).")
     mia = getattr(args, "mia_tolerance", None)
     if mia is not None and not 0 <= mia <= 0.5:
         raise T3Error(f"--mia-tolerance is a distance from AUC 0.5 and must be in [0, 0.5] (e.g. 0.075), not {mia}.")
@@ -305,12 +305,29 @@ def _check_calibration_args(args) -> None:
         raise T3Error(f"--tolerance is a relative loss of retain probability and must be in [0, 1) (e.g. 0.03), not {tol}.")
 
 
-def _reference(args, forget_spec: str):
-    """``(reference model, oracle, perturbed items, names)`` for --pretrained / --oracle; ``names``: the
-    reference's, the oracle's and the perturbed set's (None where not given)."""
+def _check_perturbed_use(args, never_seen: bool) -> None:
+    """--perturbed needs truth ratios to compare with: --pretrained, --oracle or a holdout with perturbed answers."""
+    if getattr(args, "perturbed", None) and not (getattr(args, "pretrained", None) or getattr(args, "oracle", None)
+                                                 or never_seen):
+        from t3unlearn.errors import T3Error
+
+        raise T3Error("--perturbed goes with --pretrained or --oracle, or with a holdout set whose items carry perturbed "
+                      "answers (the truth ratios it is compared with).")
+
+
+def _reference(args, forget_spec: str, never_seen: bool = False):
+    """``(reference model, oracle, perturbed items, names)`` for --pretrained / --oracle, or for calibration items
+    with perturbed answers (``never_seen``: the base's truth ratios on them are the reference, and --pretrained is
+    not loaded); ``names``: the reference's, the oracle's and the perturbed set's (None where not given)."""
     _check_calibration_args(args)
     ref_spec, oracle_spec = getattr(args, "pretrained", None), getattr(args, "oracle", None)
-    if not ref_spec and not oracle_spec:
+    if never_seen:
+        if ref_spec:
+            print(f"calibration: the calibration items carry perturbed answers, so the base's truth ratios on them are the "
+                  f"reference; --pretrained {ref_spec} is not used")
+        ref_spec = None
+    _check_perturbed_use(args, never_seen)
+    if not ref_spec and not oracle_spec and not never_seen:
         return None, None, None, (None, None, None)
     from t3unlearn.benchmarks import benchmark_config, resolve_data, resolve_model
     from t3unlearn.data import load_qa
@@ -329,16 +346,22 @@ def _reference(args, forget_spec: str):
 def _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, args, forget_spec: str = ""):
     from t3unlearn.t3.calibrate import calibrate
 
-    reference, oracle, perturbed, (ref_name, oracle_name, pert_name) = _reference(args, forget_spec)
+    from t3unlearn.t3.calibrate import has_perturbed
+
+    never_seen = has_perturbed(holdout)
+    reference, oracle, perturbed, (ref_name, oracle_name, pert_name) = _reference(args, forget_spec, never_seen)
     cal = calibrate(t3, tokenizer, forget, holdout, retain, settings=_grid(args), tolerance=args.tolerance,
                     seed=args.seed, max_length=args.max_length, template=args.template, reference=reference,
                     perturbed=perturbed, mia_tolerance=args.mia_tolerance, oracle=oracle, progress=not args.quiet)
     t3.config.calibration["holdout"] = holdout_name
     if oracle_name:
         t3.config.calibration["oracle_model"] = oracle_name
-    if ref_name or oracle_name:
+    if ref_name or oracle_name or never_seen:
         t3.config.calibration["perturbed"] = pert_name
-    if ref_name:
+    if never_seen:
+        print(f"calibration: forget truth ratios ({pert_name}) vs the base's on {holdout_name} ({len(holdout)} never-seen "
+              f"items), beside forget vs {holdout_name} losses and {min(len(retain), 400)} retain items:")
+    elif ref_name:
         t3.config.calibration["reference_model"] = ref_name
         print(f"calibration: forget truth ratios ({pert_name}) vs {ref_name}'s, beside forget vs {holdout_name} losses "
               f"({len(holdout)} items) and {min(len(retain), 400)} retain items:")
@@ -380,6 +403,10 @@ def _unlearn(args) -> int:
         raise T3Error("--pretrained, --oracle and --perturbed belong to calibration: add --calibrate.")
     _check_calibration_args(args)  # before the head is trained, not after
     holdout = _holdout(args, args.forget) if args.calibrate else None
+    if holdout is not None:
+        from t3unlearn.t3.calibrate import has_perturbed
+
+        _check_perturbed_use(args, has_perturbed(holdout[0]))
     model_path = resolve_model(args.model, log=print)
     loading = loading_kwargs(args)
     tokenizer = load_tokenizer(model_path, **tokenizer_kwargs(loading))

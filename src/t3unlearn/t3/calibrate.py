@@ -22,6 +22,15 @@ the support gate's weight) are computed once per chunk, and each setting costs o
 softmax there -- bit for bit what :func:`token_logprobs` gives setting by setting.
 The chosen values are saved in the head (``t3_config.json``).
 
+What TOFU's forget quality tests is the forget items' *truth ratios* (a perturbed answer's probability against the
+paraphrased answer's) under the unlearned model against the oracle's. Where the calibration items carry
+paraphrased and perturbed answers, the objective is the KS distance between the forget truth ratios under the
+guided model and the *base's own* truth ratios on the calibration items: authors it never saw, judged by a model
+that learned everything else the data teaches (the oracle's view of the forget authors, without the oracle).
+Without them, a model that never saw the forget set (``reference``: the checkpoint the base was fine-tuned from)
+gives its truth ratios on the forget items instead; it never learned the rest of the data either, which is why
+the calibration items are preferred.
+
 With an *oracle* -- a model that never saw the forget set, such as the retain model a benchmark ships --
 every setting is also scored the way TOFU's evaluation scores a model against it: forget quality (the KS
 test's p-value between the forget truth ratios under the guided model and under the oracle) and privleak
@@ -123,12 +132,14 @@ class TruthRatioReference:
     """What the forget items' truth ratios should look like: those of a model that never saw them.
 
     ``para`` / ``pert``: the base's states on the forget items' paraphrased and perturbed answers (``n_pert``
-    perturbed answers per item, item-major); ``reference``: the reference model's per-item truth ratios."""
+    perturbed answers per item, item-major); ``reference``: the truth ratios to match -- the base's on never-seen
+    calibration items (``source`` "calibration") or a reference model's on the forget items (``source`` "model")."""
 
     para: AnswerStates
     pert: AnswerStates
     n_pert: int
     reference: np.ndarray | None
+    source: str = "model"
 
 
 @dataclass
@@ -197,7 +208,8 @@ class Calibration:
     base_retain_prob: float
     tolerance: float
     mia_tolerance: float | None = None  # |MIA AUC - 0.5| allowed
-    reference_tr_median: float | None = None  # the reference model's median forget truth ratio (with one)
+    reference_tr_median: float | None = None  # the reference's median truth ratio (with one)
+    reference_source: str | None = None  # "calibration": the base's truth ratios on the calibration items; "model"
     oracle_tr_median: float | None = None  # the oracle's (with one; a report, never used to choose)
 
     @property
@@ -215,7 +227,7 @@ class Calibration:
         if not rows:
             raise T3Error("no setting of the calibration grid is kept; widen the grid.")
         return Calibration(rows, _choose(rows, self.tolerance, self.mia_tolerance), self.base_retain_prob,
-                           self.tolerance, self.mia_tolerance)
+                           self.tolerance, self.mia_tolerance, reference_source=self.reference_source)
 
     def oracle_best(self, privleak_within: float | None = None) -> CalibrationRow | None:
         """The setting an oracle would pick: the highest forget quality among the settings that keep the retain
@@ -249,7 +261,9 @@ class Calibration:
                 + "\n  " + pick(self.oracle_best(ORACLE_PRIVLEAK), f"the same with privleak within ±{ORACLE_PRIVLEAK:g}"))
 
     def as_dict(self) -> dict:
-        objective = ("KS distance between the forget truth ratios and the reference model's" if self.uses_reference
+        objective = ("KS distance between the forget truth ratios and the base's on the calibration items"
+                     if self.reference_source == "calibration"
+                     else "KS distance between the forget truth ratios and the reference model's" if self.uses_reference
                      else "KS distance between forget and holdout answer losses")
         best, banded = self.oracle_best(), self.oracle_best(ORACLE_PRIVLEAK)
         return {"chosen": self.chosen.as_dict(), "base_retain_prob": self.base_retain_prob, "tolerance": self.tolerance,
@@ -257,6 +271,7 @@ class Calibration:
                 "oracle_best_privleak_within": None if banded is None else {"band": ORACLE_PRIVLEAK, **banded.as_dict()},
                 "objective": f"{objective}, retain prob >= (1 - tolerance) x base, |MIA AUC - 0.5| <= mia_tolerance",
                 "mia_tolerance": self.mia_tolerance, "reference_tr_median": self.reference_tr_median,
+                "reference_source": self.reference_source,
                 "oracle_tr_median": self.oracle_tr_median,
                 "rows": [r.as_dict() for r in self.rows]}
 
@@ -347,6 +362,7 @@ def _score_and_choose(model, head, forget, holdout, retain, settings, tolerance,
             rows[-1].feasible = False
     return Calibration(rows, _choose(rows, tolerance, mia_tolerance), base_retain, tolerance, mia_tolerance,
                        reference_tr_median=None if truth is None or truth.reference is None else float(np.median(truth.reference)),
+                       reference_source=None if truth is None or truth.reference is None else truth.source,
                        oracle_tr_median=None if oracle is None else float(np.median(oracle.truth_ratios)))
 
 
@@ -387,12 +403,23 @@ def _examples(fmt, data) -> list:
 PERTURBED_FIELDS = ("question", "paraphrased_answer", "perturbed_answer")
 
 
-def _perturbed_examples(fmt, data):
+def has_perturbed(data) -> bool:
+    """Whether ``data``'s items carry TOFU's paraphrased and perturbed answers (every field of the first item)."""
+    if len(data) == 0:
+        return False
+    first = data[0]
+    return all(f in first for f in PERTURBED_FIELDS)
+
+
+def _perturbed_examples(fmt, data, what: str = "forget"):
     """``(paraphrased, perturbed, n_pert)`` examples of items with TOFU's perturbation fields."""
     rows = data.to_list() if hasattr(data, "to_list") else list(data)
     missing = [f for f in PERTURBED_FIELDS if rows and f not in rows[0]]
+    if what != "forget" and (not rows or missing):
+        raise T3Error(f"the {what} items need paraphrased and perturbed answers (fields {', '.join(PERTURBED_FIELDS)}; "
+                      f"missing: {', '.join(missing) or 'every item'}).")
     if not rows or missing:
-        raise T3Error("scoring the forget truth ratios (--pretrained, --oracle) needs the forget items' paraphrased and "
+        raise T3Error("scoring the forget truth ratios (calibration items with perturbed answers, --pretrained, --oracle) needs the forget items' paraphrased and "
                       "perturbed answers "
                       f"(fields {', '.join(PERTURBED_FIELDS)}; missing: {', '.join(missing) or 'every item'}); give them "
                       "with --perturbed SOURCE (TOFU: tofu:forget10_perturbed).")
@@ -458,10 +485,12 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     ``forget`` / ``holdout`` / ``retain``: datasets or lists of ``{"question", "answer"}``; at most
     ``retain_items`` retain items (a seeded sample) are scored.
 
-    ``reference``: a causal LM that never saw the forget set and shares the base's tokenizer (the checkpoint
-    the base was fine-tuned from, say). The objective then becomes the KS distance between the forget items'
-    truth ratios under the guided model and under ``reference`` -- what TOFU's forget quality tests, with
-    ``reference`` standing in for the retain model -- among settings that also keep the forget-vs-holdout
+    When ``holdout``'s items carry TOFU's ``paraphrased_answer`` and ``perturbed_answer`` fields, the objective
+    is the KS distance between the forget items' truth ratios under the guided model and the base's truth ratios
+    on the holdout items (what TOFU's forget quality tests, never-seen authors standing in for the oracle's view
+    of the forget authors; ``reference`` is then not used). Otherwise ``reference``: a causal LM that never saw
+    the forget set and shares the base's tokenizer (the checkpoint the base was fine-tuned from, say), whose
+    truth ratios on the forget items stand in. Either way the settings must also keep the forget-vs-holdout
     membership AUC within ``mia_tolerance`` of 0.5. ``perturbed``: the forget items with TOFU's
     ``paraphrased_answer`` and ``perturbed_answer`` fields (default: ``forget`` itself).
 
@@ -481,11 +510,16 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
         retain = retain.select(pick) if hasattr(retain, "select") else [retain[i] for i in pick]
     examples = {name: _examples(fmt, data) for name, data in (("forget", forget), ("holdout", holdout), ("retain", retain))}
     truth = check = None
-    if reference is not None or oracle is not None:
-        if reference is not None:
+    never_seen = has_perturbed(holdout)
+    if reference is not None or oracle is not None or never_seen:
+        if reference is not None and not never_seen:
             reference.eval()
         pex = _perturbed_examples(fmt, forget if perturbed is None else perturbed)
-        truth = truth_reference(t3.base, reference, fmt.pad_id, pex, batch_size=batch_size)
+        truth = truth_reference(t3.base, None if never_seen else reference, fmt.pad_id, pex, batch_size=batch_size)
+        if never_seen:  # the base's own truth ratios on authors it never saw (the module doc)
+            truth.reference = _plain_truth_ratios(t3.base, *_perturbed_examples(fmt, holdout, "calibration"), fmt.pad_id,
+                                                  batch_size)
+            truth.source = "calibration"
         if oracle is not None:
             check = oracle_check(t3.base, oracle, fmt.pad_id, pex, examples["forget"], examples["holdout"],
                                  batch_size=batch_size)

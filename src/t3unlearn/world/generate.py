@@ -22,8 +22,10 @@ from t3unlearn.errors import T3Error
 from t3unlearn.settings import reject_unknown
 from t3unlearn.world import pools
 
-GENERATOR_VERSION = "4"  # 3: perturbed answers perturb the paraphrase (as TOFU's do); paraphrased_question
+GENERATOR_VERSION = "5"  # 3: perturbed answers perturb the paraphrase (as TOFU's do); paraphrased_question
 #                          4: calibration.jsonl (more never-seen authors; every other file unchanged)
+#                          5: calibration.jsonl items carry paraphrased and perturbed answers (same questions
+#                             and answers as 4; every other file unchanged)
 
 FORGET_PCTS = (1, 5, 10)
 CONFIGS = [
@@ -511,11 +513,12 @@ def generate(settings: WorldSettings) -> dict[str, list[dict[str, Any]]]:
     out["idk"] = [{"answer": a} for a in _idk_answers(random.Random(f"t3-world-idk-{seed}"))]
     # drawn last, from the authors' generator where it stopped: every file above is unchanged by them
     calib = [_make_author(rng_a, names, influences, s.qa_per_author) for _ in range(n_hold)]
-    out[CALIBRATION_CONFIG] = [
-        {"question": KINDS[k][0][a.variants[k]].format(**render_facts(a.facts())),
-         "answer": KINDS[k][1].format(**render_facts(a.facts())), "author": a.name, "kind": k, "index": i}
-        for i, (a, k) in enumerate((a, k) for a in calib for k in a.kinds)
-    ]
+    # their perturbed answers come from a perturber of their own, so the files above stay as they were; with
+    # them, calibration compares the forget items' truth ratios with those of authors the model never saw
+    calib_pert = _Perturber(random.Random(f"t3-world-perturb-calibration-{seed}"),
+                            sorted(all_names + [a.name for a in calib]), sorted(names.titles), influences)
+    out[CALIBRATION_CONFIG] = [{**it, "index": i}
+                               for i, it in enumerate(x for a in calib for x in _author_items(a, calib_pert, 5))]
     return out
 
 

@@ -219,9 +219,14 @@ def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cos
     def build(tmp: Path) -> dict:
         from t3unlearn.lm import load_model
 
+        from t3unlearn.t3.calibrate import has_perturbed
+
         t = time.perf_counter()
         reference = perturbed = None
-        if rule.get("reference_model"):
+        if has_perturbed(holdout):  # the base's truth ratios on these never-seen items are the reference
+            perturbed = load_qa(f"{spec.source}:{split_configs(spec.split)['forget']}", what="perturbed forget set",
+                                require=("question", "paraphrased_answer", "perturbed_answer"))
+        elif rule.get("reference_model"):
             if not spec.calibration_reference:
                 raise ConfigError(f"{spec.method}: calibrate's reference_model {rule['reference_model']!r} was not resolved.")
             reference = load_model(spec.calibration_reference, device=model.device)
@@ -312,18 +317,25 @@ def _world_model_cost(model_dir: Path) -> dict:
             "note": "the world's retain model, reused (its training time from train_info.json)"}
 
 
-def reference_truth_ratios(spec: UnitSpec, forget, batch_size: int) -> list[float]:
-    """The selection reference model's forget truth ratios (teacher-forced), computed once per comparison and cached
-    among its artifacts."""
+def reference_truth_ratios(spec: UnitSpec, forget, batch_size: int, calibration=None) -> list[float]:
+    """The truth ratios a forgetting model's forget truth ratios should match (teacher-forced), computed once per
+    comparison and cached among its artifacts: the model to unlearn's own on the ``calibration`` items when they
+    carry perturbed answers (never-seen authors, as ``t3unlearn calibrate`` does), else the selection reference
+    model's on the forget items."""
     from t3unlearn.eval.runner import truth_ratios
     from t3unlearn.io import fingerprint, load_json, save_json
     from t3unlearn.lm import load_lm
+    from t3unlearn.t3.calibrate import has_perturbed
 
-    art = Path(spec.artifacts) / f"reference-truth-ratios-{fingerprint(spec.selection_reference, spec.source, spec.split)[:12]}"
+    never_seen = calibration is not None and has_perturbed(calibration)
+    model, items = (spec.model, calibration) if never_seen else (spec.selection_reference, forget)
+    key = fingerprint(model, spec.source, spec.split, spec.calibration_name if never_seen else None, *spec.loading_key())
+    art = Path(spec.artifacts) / f"reference-truth-ratios-{key[:12]}"
 
     def build(tmp: Path) -> dict:
-        save_json(tmp / "truth_ratios.json", truth_ratios(load_lm(spec.selection_reference), forget, batch_size=batch_size))
-        return {"reference": spec.selection_reference}
+        lm = load_lm(model, **spec.loading) if never_seen else load_lm(model)
+        save_json(tmp / "truth_ratios.json", truth_ratios(lm, items, batch_size=batch_size))
+        return {"reference": model, "items": spec.calibration_name if never_seen else "forget"}
 
     artifact(art, build, needs=("truth_ratios.json",))
     return load_json(art / "truth_ratios.json")
@@ -450,9 +462,12 @@ def _execute(spec: UnitSpec) -> dict:
         return {"pid": os.getpid(), "torch_threads": torch.get_num_threads(), "started": started, "finished": time.time()}
 
     if spec.eval_mode == "quick":
+        from t3unlearn.t3.calibrate import has_perturbed
+
         t = time.perf_counter()
         calib = load_qa(spec.calibration, what="calibration set") if spec.calibration else None
-        ref_tr = reference_truth_ratios(spec, data["forget"], batch_size) if spec.selection_reference else None
+        ref_tr = (reference_truth_ratios(spec, data["forget"], batch_size, calib)
+                  if spec.selection_reference or (calib is not None and has_perturbed(calib)) else None)
         record["summary"] = quick_scores(lm, data, batch_size, calibration=calib, reference_truth_ratios=ref_tr)
         record["calibration_set"] = spec.calibration_name
         record.update(eval_seconds=time.perf_counter() - t, unit_seconds=time.perf_counter() - t_unit, process=process())
