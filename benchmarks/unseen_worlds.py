@@ -98,11 +98,16 @@ def choose(rows: list[dict], key, tol: float, band: float) -> dict:
 def report(name: str, cal: dict, auc: dict[str, float]) -> None:
     rows = [r for r in cal["rows"] if r["setting"]["temperature"] != 1.0]
     best = cal.get("oracle_best_privleak_within") or {}
-    print(f"\n{name}: median forget truth ratio: pretrained {cal['reference_tr_median']:.3f}, oracle "
+    source = "the base on the calibration authors" if cal.get("reference_source") == "calibration" else "pretrained"
+    print(f"\n{name}: median truth ratio: reference ({source}) {cal['reference_tr_median']:.3f}, oracle's on forget "
           f"{cal['oracle_tr_median']:.3f}; forget-vs-calibration min-k AUC: pretrained {auc['pretrained']:.3f}, "
           f"oracle {auc['oracle']:.3f}")
     print(f"  oracle's best within privleak ±15: {best.get('label')}: forget quality {best.get('forget_quality', math.nan):.3g}, "
           f"privleak {best.get('privleak', math.nan):+.1f}, median truth ratio {best.get('tr_median') or math.nan:.3f}")
+    c = cal["chosen"]
+    off = best.get("forget_quality", 0) / c["forget_quality"] if c["forget_quality"] > 0 else math.inf
+    print(f"  {'the packaged rule chose':<44} {c['label']:<40} FQ {c['forget_quality']:.3g}  privleak {c['privleak']:+6.1f}  "
+          f"TR median {c['tr_median']:.3f}  ({off:.3g}x below the oracle's best)")
     for rule, key in RULES.items():
         r = choose(rows, key, cal["tolerance"], cal["mia_tolerance"])
         off = best.get("forget_quality", 0) / r["forget_quality"] if r["forget_quality"] > 0 else math.inf

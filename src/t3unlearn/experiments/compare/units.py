@@ -213,7 +213,7 @@ def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cos
                           "like the forget set); this benchmark has none.")
     rule, settings = _calibration_rule(spec.method, spec.params["calibrate"])
     holdout = load_qa(spec.calibration, what="calibration set")
-    key = fingerprint("calibration-v1", rule, spec.calibration_name, len(holdout))
+    key = fingerprint("calibration-v2", rule, spec.calibration_name, len(holdout))  # v2: the calibration items as reference
     cal_dir = art.parent / f"{art.name}-{spec.method}-calibration-{key[:10]}"
 
     def build(tmp: Path) -> dict:
