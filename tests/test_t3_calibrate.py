@@ -215,6 +215,34 @@ def test_calibration_items_with_perturbed_answers_are_the_reference(random_lm):
     assert fallback.reference_source == "model" and fallback.chosen.setting == Setting(1.0, 0.0)
 
 
+def test_only_feasible_settings_get_their_truth_ratios_scored_and_the_choice_is_unchanged(random_lm):
+    """The truth ratios (most of calibration's positions) are scored for the feasible settings only; the choice and
+    every feasible row equal scoring all of them (an oracle makes calibration score every row). With no feasible
+    setting, every row is scored, as the fallback ranks them all."""
+    from transformers import LlamaForCausalLM
+
+    from t3unlearn.t3.calibrate import calibrate
+
+    base, tok = random_lm
+    torch.manual_seed(1)
+    oracle = LlamaForCausalLM(base.config).eval()
+    forget = [{"question": q, "answer": a} for q, a in QA]
+    settings = [Setting(2.0, 1.0), Setting(1.0, 0.0), Setting(1.5, 2.0, "adaptive"), Setting(3.0, 0.5), Setting(1.0, 0.5)]
+    # the retain constraint leaves some settings feasible and not others
+    full = calibrate(_t3(base), tok, PERTURBED, PERTURBED, forget, settings=settings, tolerance=0.05, mia_tolerance=0.5,
+                     oracle=oracle)
+    fast = calibrate(_t3(base), tok, PERTURBED, PERTURBED, forget, settings=settings, tolerance=0.05, mia_tolerance=0.5)
+    flags = [r.feasible for r in fast.rows]
+    assert True in flags and False in flags and flags == [r.feasible for r in full.rows]
+    assert fast.chosen.setting == full.chosen.setting
+    for a, b in zip(fast.rows, full.rows):
+        assert (a.tr_ks == b.tr_ks and a.tr_median == b.tr_median) if a.feasible else a.tr_ks is None
+    assert "-" in fast.table()
+    upper = [{**r, "answer": r["answer"].upper()} for r in PERTURBED]  # 3 vs 3 items: an AUC of exactly 0.5 needs a tie
+    none = calibrate(_t3(base), tok, PERTURBED, upper, forget, settings=settings, tolerance=0.05, mia_tolerance=0.0)
+    assert not any(r.feasible for r in none.rows) and all(r.tr_ks is not None for r in none.rows)
+
+
 def test_an_oracle_scores_every_setting_as_the_evaluation_would_and_never_chooses(random_lm):
     """--oracle: each row gets TOFU's forget quality (KS p-value of the forget truth ratios, guided model vs
     oracle) and privleak (min-k AUC on forget vs holdout relative to the oracle's), computed here from the guided

@@ -287,7 +287,8 @@ class Calibration:
             shown = shown + [best]
         for r in shown:
             mark = "*" if r is self.chosen else (" " if r.feasible else "x")
-            lines.append(f"{mark} {r.setting.label():<48}" + (f"{r.tr_ks:>16.3f}" if ref else "")
+            tr_ks = f"{'-':>16}" if r.tr_ks is None else f"{r.tr_ks:>16.3f}"  # infeasible: not scored (the rule)
+            lines.append(f"{mark} {r.setting.label():<48}" + (tr_ks if ref else "")
                          + f"{r.ks:>18.3f}{r.mia_auc:>9.3f}{r.forget_prob:>10.3f}{r.holdout_prob:>11.3f}{r.retain_ratio:>15.3f}"
                          + (f"{r.forget_quality:>12.2e}{r.privleak:>+10.1f}" + (" <- oracle's pick" if r is best else "")
                             if orc else ""))
@@ -328,42 +329,76 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
 
 def _score_and_choose(model, head, forget, holdout, retain, settings, tolerance, truth, mia_tolerance, oracle,
                       progress) -> Calibration:
+    """Two passes: every setting on the forget, holdout and retain answers (the constraints), then the truth ratios
+    (the paraphrased and perturbed answers, most of the positions) of the *feasible* settings only -- the rule
+    never reads an infeasible row's objective while a feasible one exists. Every setting's truth ratios are
+    scored when none is feasible (the fallback ranks them all) or with an oracle (its columns cover every row)."""
     from t3unlearn.progress import progress as progress_bar
 
     settings = list(settings)
     sets = {"forget": forget, "holdout": holdout, "retain": retain}
-    if truth is not None:
-        sets.update(para=truth.para, pert=truth.pert)
     base = Setting(1.0, 0.0)
-    with progress_bar(total=sum(st.targets.numel() for st in sets.values()), desc=f"calibrate ({len(settings)} settings)",
-                      unit="token", enabled=progress) as bar:
-        lps = {name: grid_logprobs(model, head, st, settings + ([base] if name == "retain" else []), bar=bar)
+    total = sum(st.targets.numel() for st in sets.values()) * len(settings)
+    if truth is not None:
+        total += (truth.para.targets.numel() + truth.pert.targets.numel()) * len(settings)
+    with progress_bar(total=total, desc=f"calibrate ({len(settings)} settings)", unit="token x setting",
+                      enabled=progress) as bar:
+        step = _Ticks(bar, len(settings))
+        lps = {name: grid_logprobs(model, head, st, settings + ([base] if name == "retain" else []), bar=step)
                for name, st in sets.items()}
-    base_retain = float(item_stats(lps["retain"][-1], retain)["prob"].mean())
-    rows = []
-    for k, st in enumerate(settings):
-        f = item_stats(lps["forget"][k], forget)
-        h = item_stats(lps["holdout"][k], holdout)
-        r = item_stats(lps["retain"][k], retain)
-        retain_prob = float(r["prob"].mean())
-        tr = None if truth is None else _truth_ratios_of(lps["para"][k], lps["pert"][k], truth.para, truth.pert, truth.n_pert)
-        mia = auc(f["min_k"], h["min_k"])
-        rows.append(CalibrationRow(
-            setting=st, ks=ks_distance(f["avg_loss"], h["avg_loss"]), mia_auc=mia,
-            forget_prob=float(f["prob"].mean()), holdout_prob=float(h["prob"].mean()), retain_prob=retain_prob,
-            retain_ratio=retain_prob / base_retain if base_retain > 0 else math.nan,
-            feasible=retain_prob >= (1 - tolerance) * base_retain,
-            tr_ks=None if truth is None or truth.reference is None else ks_distance(tr, truth.reference),
-            forget_quality=None if oracle is None else forget_quality(tr, oracle.truth_ratios),
-            privleak=None if oracle is None else privleak(mia, oracle.auc),
-            tr_median=None if tr is None else float(np.median(tr)),
-        ))
-        if abs(rows[-1].mia_auc - 0.5) > mia_tolerance:
-            rows[-1].feasible = False
+        base_retain = float(item_stats(lps["retain"][-1], retain)["prob"].mean())
+        rows = [_constraint_row(st, lps, k, forget, holdout, retain, base_retain, tolerance, mia_tolerance)
+                for k, st in enumerate(settings)]
+        if truth is not None:
+            keep = [k for k, r in enumerate(rows) if r.feasible]
+            if oracle is not None or not keep:
+                keep = list(range(len(settings)))
+            # the settings left out of the second pass cost nothing
+            step.skip((truth.para.targets.numel() + truth.pert.targets.numel()) * (len(settings) - len(keep)))
+            step.n = len(keep)
+            chosen = [settings[k] for k in keep]
+            lp = grid_logprobs(model, head, truth.para, chosen, bar=step)
+            lq = grid_logprobs(model, head, truth.pert, chosen, bar=step)
+            for j, k in enumerate(keep):
+                tr = _truth_ratios_of(lp[j], lq[j], truth.para, truth.pert, truth.n_pert)
+                r = rows[k]
+                r.tr_median = float(np.median(tr))
+                if truth.reference is not None:
+                    r.tr_ks = ks_distance(tr, truth.reference)
+                if oracle is not None:
+                    r.forget_quality = forget_quality(tr, oracle.truth_ratios)
+                    r.privleak = privleak(r.mia_auc, oracle.auc)
     return Calibration(rows, _choose(rows, tolerance, mia_tolerance), base_retain, tolerance, mia_tolerance,
                        reference_tr_median=None if truth is None or truth.reference is None else float(np.median(truth.reference)),
                        reference_source=None if truth is None or truth.reference is None else truth.source,
                        oracle_tr_median=None if oracle is None else float(np.median(oracle.truth_ratios)))
+
+
+class _Ticks:
+    """A progress bar counted in (token, setting) pairs: ``grid_logprobs`` reports positions, each worth ``n``
+    settings."""
+
+    def __init__(self, bar, n: int):
+        self.bar, self.n = bar, n
+
+    def update(self, tokens: int) -> None:
+        self.bar.update(tokens * self.n)
+
+    def skip(self, pairs: int) -> None:
+        self.bar.update(pairs)
+
+
+def _constraint_row(st: Setting, lps: dict, k: int, forget, holdout, retain, base_retain: float, tolerance: float,
+                    mia_tolerance: float) -> CalibrationRow:
+    f = item_stats(lps["forget"][k], forget)
+    h = item_stats(lps["holdout"][k], holdout)
+    retain_prob = float(item_stats(lps["retain"][k], retain)["prob"].mean())
+    mia = auc(f["min_k"], h["min_k"])
+    return CalibrationRow(
+        setting=st, ks=ks_distance(f["avg_loss"], h["avg_loss"]), mia_auc=mia,
+        forget_prob=float(f["prob"].mean()), holdout_prob=float(h["prob"].mean()), retain_prob=retain_prob,
+        retain_ratio=retain_prob / base_retain if base_retain > 0 else math.nan,
+        feasible=retain_prob >= (1 - tolerance) * base_retain and abs(mia - 0.5) <= mia_tolerance)
 
 
 def _choose(rows: Sequence[CalibrationRow], tolerance: float, mia_tolerance: float) -> CalibrationRow:
