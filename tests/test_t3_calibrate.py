@@ -114,7 +114,7 @@ def test_the_holdout_rule_keeps_the_membership_auc_near_one_half(random_lm):
     add_calibration_options(ap)
     d = ap.parse_args([])
     assert d.mia_tolerance == MIA_TOLERANCE and d.supports == "0.95" and d.temperings == "adaptive"
-    from t3unlearn.commands.t3 import _grid
+    from t3unlearn.commands.calibration import _grid
     assert {st.tail_logp for st in _grid(d)} == {None}  # no tail guard unless asked
     tailed = _grid(ap.parse_args(["--temperatures", "1,2", "--scales", "1", "--tails", "none,-16"]))
     assert [(st.temperature, st.tail_logp) for st in tailed] == [(1.0, None), (2.0, None), (2.0, -16.0)]

@@ -1,0 +1,158 @@
+"""The calibration steps ``t3unlearn unlearn --calibrate`` and ``t3unlearn calibrate`` share: the grid, the
+holdout, the reference truth ratios (the holdout's own, a pretrained checkpoint's or an oracle's), the report."""
+
+from __future__ import annotations
+
+
+def _grid(args):
+    """The calibration grid of ``--temperatures``, ``--scales``, ... (comma-separated; each value checked as its
+    guidance knob is)."""
+    from t3unlearn.errors import ModelError, T3Error
+    from t3unlearn.t3.calibrate import grid
+    from t3unlearn.t3.config import GUIDANCE_META, check_knob
+
+    def values(option: str, knob: str, default: str) -> list:
+        out = []
+        for x in str(getattr(args, option, default)).split(","):
+            if x.strip():
+                try:
+                    out.append(check_knob(knob, x.strip()))
+                except ModelError as exc:
+                    raise T3Error(f"--{option}: {exc}") from None
+        return out or ([None] if GUIDANCE_META[knob]["optional"] else [])
+
+    return grid(values("temperatures", "temperature", ""), values("scales", "scale", ""),
+                values("temperings", "tempering", ""), tails=values("tails", "tail_logp", "none"),
+                biases=values("biases", "bias", "0"), supports=values("supports", "support", "none"),
+                floors=values("floors", "floor", "none"))
+
+
+def _holdout(args, forget_spec: str):
+    """The calibration holdout set: --holdout, else the benchmark's default for this forget set; either way never an
+    item the benchmark's evaluation of that split reads."""
+    from t3unlearn.benchmarks import calibration_set, check_calibration_set, resolve_data
+    from t3unlearn.data import load_qa
+    from t3unlearn.errors import T3Error
+
+    if args.holdout:
+        found = load_qa(resolve_data(args.holdout), what="holdout set"), args.holdout
+        check_calibration_set(found[0], forget_spec, f"--holdout {args.holdout}")
+        return found
+    model = getattr(args, "model", None)
+    if model is None and getattr(args, "head", None):
+        from t3unlearn.t3.model import T3ForCausalLM
+
+        model = T3ForCausalLM.base_model_path(args.head)
+    found = calibration_set(forget_spec, model)
+    if found is None:
+        raise T3Error("calibration needs --holdout SOURCE: items like the forget set that the model never trained on "
+                      "(and that the evaluation does not read).")
+    return found
+
+
+def _common_source(sources) -> str | None:
+    """The one data source all of a head's requests came from, or None (several, or one given in memory)."""
+    found = {str(x) for x in sources}
+    return found.pop() if len(found) == 1 and None not in sources else None
+
+
+def _head_sets(args, cfg):
+    """``(forget, forget_spec, retain)`` to calibrate a head on: --forget and --retain where given, else the
+    requests the head records (read again from their sources and checked) and its recorded retain set."""
+    from t3unlearn.benchmarks import resolve_data
+    from t3unlearn.data import load_qa
+    from t3unlearn.errors import T3Error
+    from t3unlearn.t3.requests import request_items
+
+    if getattr(args, "forget", None):
+        forget, spec = load_qa(resolve_data(args.forget), what="forget set"), args.forget
+    else:
+        forget = request_items(cfg.requests or [])
+        spec = _common_source([r.get("source") for r in cfg.requests]) or ""
+    if args.retain:
+        retain = load_qa(resolve_data(args.retain), what="retain set")
+    else:
+        src = (cfg.retain_set or {}).get("source")
+        if not src:
+            raise T3Error("the head records no retain set to read again (it was given in memory); give --retain.")
+        retain = load_qa(src, what="the head's retain set")
+    return forget, spec, retain
+
+
+def _check_calibration_args(args) -> None:
+    """The calibration options that can be checked before anything is loaded or trained."""
+    from t3unlearn.errors import T3Error
+
+    mia = getattr(args, "mia_tolerance", None)
+    if mia is not None and not 0 <= mia <= 0.5:
+        raise T3Error(f"--mia-tolerance is a distance from AUC 0.5 and must be in [0, 0.5] (e.g. 0.075), not {mia}.")
+    tol = getattr(args, "tolerance", None)
+    if tol is not None and not 0 <= tol < 1:
+        raise T3Error(f"--tolerance is a relative loss of retain probability and must be in [0, 1) (e.g. 0.03), not {tol}.")
+
+
+def _check_perturbed_use(args, never_seen: bool) -> None:
+    """--perturbed needs truth ratios to compare with: --pretrained, --oracle or a holdout with perturbed answers."""
+    if getattr(args, "perturbed", None) and not (getattr(args, "pretrained", None) or getattr(args, "oracle", None)
+                                                 or never_seen):
+        from t3unlearn.errors import T3Error
+
+        raise T3Error("--perturbed goes with --pretrained or --oracle, or with a holdout set whose items carry perturbed "
+                      "answers (the truth ratios it is compared with).")
+
+
+def _reference(args, forget_spec: str, never_seen: bool = False):
+    """``(reference model, oracle, perturbed items, names)`` for --pretrained / --oracle, or for calibration items
+    with perturbed answers (``never_seen``: the base's truth ratios on them are the reference, and --pretrained is
+    not loaded); ``names``: the reference's, the oracle's and the perturbed set's (None where not given)."""
+    _check_calibration_args(args)
+    ref_spec, oracle_spec = getattr(args, "pretrained", None), getattr(args, "oracle", None)
+    if never_seen:
+        if ref_spec:
+            print(f"calibration: the calibration items carry perturbed answers, so the base's truth ratios on them are the "
+                  f"reference; --pretrained {ref_spec} is not used")
+        ref_spec = None
+    _check_perturbed_use(args, never_seen)
+    if not ref_spec and not oracle_spec and not never_seen:
+        return None, None, None, (None, None, None)
+    from t3unlearn.benchmarks import benchmark_config, resolve_data, resolve_model
+    from t3unlearn.data import load_qa
+    from t3unlearn.lm import load_model
+
+    spec = args.perturbed
+    if spec is None and benchmark_config(forget_spec) is not None and not forget_spec.endswith("_perturbed"):
+        spec = f"{forget_spec}_perturbed"
+    perturbed = load_qa(resolve_data(spec), what="perturbed forget set") if spec else None
+    device = getattr(args, "device", None)
+    reference = load_model(resolve_model(ref_spec, log=print), device=device) if ref_spec else None
+    oracle = load_model(resolve_model(oracle_spec, log=print), device=device) if oracle_spec else None
+    return reference, oracle, perturbed, (ref_spec, oracle_spec, spec or "the forget set")
+
+
+def _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, args, forget_spec: str = ""):
+    from t3unlearn.t3.calibrate import calibrate
+
+    from t3unlearn.t3.calibrate import has_perturbed
+
+    never_seen = has_perturbed(holdout)
+    reference, oracle, perturbed, (ref_name, oracle_name, pert_name) = _reference(args, forget_spec, never_seen)
+    cal = calibrate(t3, tokenizer, forget, holdout, retain, settings=_grid(args), tolerance=args.tolerance,
+                    seed=args.seed, max_length=args.max_length, template=args.template, reference=reference,
+                    perturbed=perturbed, mia_tolerance=args.mia_tolerance, oracle=oracle, progress=not args.quiet)
+    t3.config.calibration["holdout"] = holdout_name
+    if oracle_name:
+        t3.config.calibration["oracle_model"] = oracle_name
+    if ref_name or oracle_name or never_seen:
+        t3.config.calibration["perturbed"] = pert_name
+    if never_seen:
+        print(f"calibration: forget truth ratios ({pert_name}) vs the base's on {holdout_name} ({len(holdout)} never-seen "
+              f"items), beside forget vs {holdout_name} losses and {min(len(retain), 400)} retain items:")
+    elif ref_name:
+        t3.config.calibration["reference_model"] = ref_name
+        print(f"calibration: forget truth ratios ({pert_name}) vs {ref_name}'s, beside forget vs {holdout_name} losses "
+              f"({len(holdout)} items) and {min(len(retain), 400)} retain items:")
+    else:
+        print(f"calibration on forget vs {holdout_name} ({len(holdout)} items) and {min(len(retain), 400)} retain items:")
+    print(cal.table())
+    print(f"chosen: {t3.guidance.label()}")
+    return cal
