@@ -115,6 +115,8 @@ def test_calibrated_t3_and_guidance_choose_per_seed(tiny_models, tmp_path, monke
             table = json.loads(next(Path(r["cost"]["artifact"]).parent.glob(
                 f"{Path(r['cost']['artifact']).name}-{m}-calibration-*/calibration.json")).read_text())
             assert table["chosen"]["label"] == r["cost"]["calibration"]["chosen"]
+            # the world's calibration authors carry perturbed answers: the base's truth ratios on them are the reference
+            assert table["reference_source"] == "calibration" and table["chosen"]["tr_ks"] is not None
             temps = {row["setting"]["temperature"] for row in table["rows"]}
             assert temps == ({1.0} if m == "cg" else set(DEFAULT_TEMPERATURES))
             assert len(table["rows"]) == (len(DEFAULT_SCALES) if m == "cg" else
@@ -126,8 +128,9 @@ def test_calibrated_t3_and_guidance_choose_per_seed(tiny_models, tmp_path, monke
 
 def test_calibration_options_grid_and_reference_model(tiny_models, tmp_path, monkeypatch):
     """"calibrate": {...}: calibrate's grid, tolerances and --pretrained from the config. "pretrained" is resolved
-    at the edge (here compare's pretrained=); the rule then compares the forget truth ratios with that model's,
-    on the benchmark's paraphrased and perturbed forget answers. Classifier guidance keeps the grid's T = 1 settings."""
+    at the edge (here compare's pretrained=); the forget truth ratios (the benchmark's paraphrased and perturbed
+    forget answers) are compared with the base's on the calibration items, which carry perturbed answers on the
+    world (that model is the reference where they do not). Classifier guidance keeps the grid's T = 1 settings."""
     from t3unlearn.experiments.compare import compare
 
     world, models = tiny_models
@@ -152,7 +155,9 @@ def test_calibration_options_grid_and_reference_model(tiny_models, tmp_path, mon
         assert {r["setting"]["tail_logp"] for r in table["rows"]} == ({None} if m == "cg" else {-16.0})  # moot at T = 1
         assert (table["tolerance"], table["mia_tolerance"]) == (0.5, 0.5)
         assert table["objective"].startswith("KS distance between the forget truth ratios")
-        assert all(r["tr_ks"] is not None for r in table["rows"])
+        # the world's calibration items carry perturbed answers, so they, not the pretrained model, are the reference
+        assert table["reference_source"] == "calibration"
+        assert all(r["tr_ks"] is not None for r in table["rows"] if r["feasible"])
         feasible = [r for r in table["rows"] if r["feasible"]]
         assert table["chosen"]["tr_ks"] == min(r["tr_ks"] for r in feasible)
         assert rec["cost"]["calibration"]["chosen"] == table["chosen"]["label"]

@@ -308,9 +308,11 @@ def test_demo_tiny(home, tmp_path, monkeypatch, capsys):
     saved = T3ForCausalLM.from_pretrained(str(out / "t3-head"))
     cal = saved.config.calibration
     assert cal["holdout"] == "world-tiny:calibration" and saved.guidance.label() == cal["chosen"]["label"]
-    # ... chosen by the reference rule: the forget truth ratios against the pretrained checkpoint's
-    assert cal["reference_model"] == "world-tiny:pretrained" and cal["objective"].startswith("KS distance between the forget truth ratios")
-    assert all(r["tr_ks"] is not None for r in cal["rows"]) and "truth-ratio KS" in text
+    # ... chosen by the reference rule: the forget truth ratios against the full model's on the calibration authors
+    assert "reference_model" not in cal and cal["reference_source"] == "calibration"
+    assert cal["objective"].startswith("KS distance between the forget truth ratios and the base's on the calibration items")
+    assert all(r["tr_ks"] is not None for r in cal["rows"] if r["feasible"]) and "truth-ratio KS" in text
+    assert "against the full model's truth ratios on world-tiny:calibration" in text
     assert saved.guidance.support == 0.95 and saved.guidance.temperature > 1
     assert f"T3 {saved.guidance.label()} (" in text and "; T = 1: T=1, s=" in text
     assert main(["demo", "--preset", "tiny", "--out", str(tmp_path / "fixed"), "--threads", "1", "--no-calibrate",

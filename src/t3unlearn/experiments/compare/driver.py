@@ -124,11 +124,12 @@ def _calibration_set(out: Path, bench, split: str, model, log) -> tuple[str | No
     if calib is None:
         return None, None
     calib_file = out / "calibration.jsonl"
-    if not calib_file.is_file():
+    rows = calib[0].to_list() if hasattr(calib[0], "to_list") else list(calib[0])
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)  # every field: perturbed answers too
+    if not calib_file.is_file() or calib_file.read_text(encoding="utf-8") != text:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(calib_file) as fh:
-            for q, a in zip(calib[0]["question"], calib[0]["answer"]):
-                fh.write(json.dumps({"question": q, "answer": a}, ensure_ascii=False) + "\n")
+            fh.write(text)
     log(f"calibration set (selection): {calib[1]}, {len(calib[0])} items")
     return calib[1], calib_file
 
