@@ -313,8 +313,8 @@ def compare(
                   eval=ev, reference=str(ref_dir), artifacts=str(out / "artifacts"), max_length=cfg.max_length,
                   retain_subset=cfg.retain_subset, threads=n_threads, progress=progress,
                   calibration=str(calib_file) if calib_file else None, calibration_name=calib_name, loading=loading)
-    plan, oracle = _probes(cfg.eval.probes if probes is None else probes, bench, split, retain_model, pretrained, own_model,
-                           cfg, progress, log)
+    plan, oracle = _probes(cfg.eval.probes if probes is None else probes, bench, split, retain_model, pretrained,
+                           own_model or bench.owns_model(model), cfg, progress, log)
     units = _Units(out, fields, context, references, references.get(selection.reference_model), isolate, jobs, log, plan)
 
     seed_list = list(range(seeds))
