@@ -31,12 +31,18 @@ tolerances are the config's "selection" (see --print-config).
 Every run is cached under OUT/SPLIT/runs: rerun the same command to resume (also after a crash or
 kill -9: finished runs are kept whole). Each run is its own process; --jobs N runs N at once, each with
 at most cores/N torch threads (--threads auto, the default).
+--probes also runs t3unlearn probe's leakage probes (key-fact leak under rephrasings / prefix / sampling,
+entity kept, non-word rate) on each method's evaluated models (every seed) and the oracle (probed once,
+cached): PROBES.json beside each run's TOFU results and a "Leakage probes" table of its own in the report.
+They are not TOFU metrics and never used for selection (config: "eval": {"probes": true}). Runs already
+evaluated without them only get the probes added.
 
 examples:
   t3unlearn compare --methods t3,cg,graddiff --seeds 1 --out cmp            quick look (forget10)
   t3unlearn compare --split forget10,forget05 --seeds 3 --out cmp --doc docs/results/comparison.md
   t3unlearn compare --print-config > my.json   (edit lrs / sweeps)   then  --config my.json
   t3unlearn compare --world tiny --methods t3,npo --seeds 1 --out /tmp/cmp  tiny world, minutes on CPU
+  t3unlearn compare --world tiny --methods t3,npo --seeds 1 --out /tmp/cmp --probes   ... and the leakage probes
 """
 
 _BASELINE_EPILOG = """\
@@ -82,6 +88,9 @@ def register(sub) -> None:
                         "at most cores/JOBS per run (default: the config's threads, else auto)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes; default 1)")
     p.add_argument("--in-process", action="store_true", help="run every unit in this process (faster start; peak memory then not per run)")
+    p.add_argument("--probes", action="store_true",
+                   help="also the leakage probes (t3unlearn probe's defaults) of every evaluated model and the oracle, "
+                        "in a table of their own: not TOFU metrics, not used for selection (config: eval.probes)")
     p.add_argument("--keep-models", action="store_true", help="also save each fine-tuned model (safetensors) in its run directory")
     add_quiet(p)
     p.add_argument("--print-config", action="store_true", help="print the default config (JSON) and exit")
@@ -158,7 +167,7 @@ def run_compare(args) -> int:
                 args.benchmark, split, args.methods.split(","), args.seeds, cfg, args.out,
                 world=args.world, model=args.model, retain_model=args.oracle, pretrained=args.pretrained,
                 isolate=isolate, keep_models=args.keep_models, progress=not args.quiet, threads=setting, jobs=args.jobs,
-                loading=loading_kwargs(args),
+                loading=loading_kwargs(args), probes=True if args.probes else None,
             )
             print()
             print(rep["markdown"])
@@ -175,6 +184,8 @@ def _reconstruct(args) -> str:
     for flag, val in (("--config", args.config), ("--world", args.world), ("--threads", args.threads), ("--jobs", args.jobs if args.jobs > 1 else None), ("--out", args.out), ("--doc", args.doc)):
         if val:
             parts.append(f"{flag} {shlex.quote(str(val))}")
+    if args.probes:
+        parts.append("--probes")
     from t3unlearn.loading import LOADING_OPTIONS
 
     for opt in LOADING_OPTIONS:

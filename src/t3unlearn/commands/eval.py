@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+# the probes run beside the oracle live in the evaluation (compare uses them too); imported here by older scripts
+from t3unlearn.eval.probing import PROBE_CACHE_VERSION, probe_with_reference  # noqa: F401
+
 EVAL_EPILOG = """\
 what it computes (the TOFU suite, as open-unlearning defines it; see docs/eval.md):
   forget_quality        KS-test p-value of forget truth ratios vs the retain model's (needs a reference)
@@ -336,50 +339,6 @@ def _probe(args) -> int:
     print(table)
     print(f"results: {out / 'PROBES.json'}, {out / 'probes.md'}")
     return 0
-
-
-def probe_with_reference(lm, bench, split: str, out: Path, *, reference: bool = True, judge: str = "auto",
-                         device: str | None = None, log=print, **kw) -> str:
-    """Probe ``lm`` on ``bench``'s ``split`` (and, with ``reference``, the benchmark's retain model, cached);
-    write ``out/PROBES.json`` and ``out/probes.md``; return the table."""
-    from t3unlearn.benchmarks import resolve_model
-    from t3unlearn.eval import runner
-    from t3unlearn.eval.probe import format_probes, probe, vocabulary
-    from t3unlearn.io import atomic_write, cache_home, file_fingerprint, fingerprint, load_json, save_json
-    from t3unlearn.lm import load_lm
-
-    rows = bench.qa(f"{split}_perturbed", what="forget set").to_list()
-    sources = [bench.training_dir()] + ([Path(bench.data_source())] if Path(bench.data_source()).is_dir() else [])
-    vocab = vocabulary(sources)
-    judge_lm, judge_path = None, None
-    if judge.strip().lower() != "none":
-        judge_path = str(bench.model("pretrained", log=log)) if judge.strip().lower() == "auto" else resolve_model(judge, log=log)
-        judge_lm = load_lm(judge_path, device=device, name=judge if judge != "auto" else f"{bench.label}:pretrained")
-    kw.update(vocab=vocab, judge=judge_lm)
-    results = {lm.name: probe(lm, rows, **kw)}
-    ref_name = None
-    if reference:
-        ref_name = runner.retain_split(split)
-        ref_dir = bench.model(ref_name, log=log)
-        settings = {k: v for k, v in kw.items() if k not in ("vocab", "judge", "progress")}
-        key = fingerprint(file_fingerprint(ref_dir), settings, len(rows), sorted(vocab),
-                          file_fingerprint(judge_path) if judge_path else None, PROBE_CACHE_VERSION)
-        cache = cache_home() / "probe" / f"{ref_name}-{split}-{key}.json"
-        if cache.is_file():
-            results[ref_name] = load_json(cache)
-        else:
-            log(f"probing the retain model {ref_name} once (cached at {cache})")
-            results[ref_name] = probe(load_lm(str(ref_dir), device=device, name=ref_name), rows, **kw)
-            save_json(cache, results[ref_name])
-    table = format_probes(results, reference=ref_name)
-    save_json(out / "PROBES.json", {"benchmark": bench.label, "split": split, "reference": ref_name,
-                                     "judge": judge_path, "vocabulary_words": len(vocab), "results": results})
-    with atomic_write(out / "probes.md", "w", encoding="utf-8") as fh:
-        fh.write(f"# Leakage probes: {bench.label} {split}\n\n{table}\n")
-    return table
-
-
-PROBE_CACHE_VERSION = 2  # bump when the probes' definitions change: cached oracle results are then recomputed
 
 
 def run_report(args) -> int:

@@ -67,6 +67,9 @@ class Selection:
 class EvalSettings:
     batch_size: int = 32
     max_new_tokens: int = 200
+    # the leakage probes (t3unlearn probe's defaults) on every full-evaluation unit and the oracle, reported in their
+    # own table beside TOFU's; never part of the TOFU metrics nor of the selection (compare's --probes sets it)
+    probes: bool = False
 
 
 @dataclass

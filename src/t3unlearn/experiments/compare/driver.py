@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from t3unlearn.experiments.compare.config import ALL_METHODS, NO_SETTING, Setting, load_compare_config
+from t3unlearn.experiments.compare.probes import oracle_result, probe_markdown, probe_plan, probe_report
 from t3unlearn.experiments.compare.report import markdown_table, number, plot, sweep_table, verdict
 from t3unlearn.experiments.compare.selection import aggregate, select_setting, title
 from t3unlearn.experiments.compare.units import UnitSpec, run_unit, unit_key
@@ -146,15 +147,25 @@ class _Units:
     isolate: bool
     jobs: int
     log: Callable[[str], None]
+    probes: dict | None = None  # the leakage probes' plan (full units only), when asked for
 
-    def spec(self, method: str, setting: Setting, seed: int, mode: str = "full") -> UnitSpec:
+    def _dir(self, method: str, setting: Setting, seed: int, mode: str, probes: dict | None = None) -> Path:
         quick = mode == "quick"
         context = {**self.context, "selection_reference": self.selection_reference} if quick else self.context
-        key = unit_key(method, setting, seed, mode, context)
-        unit_dir = self.out / "runs" / method / f"{key[:10]}-seed{seed}{'-quick' if quick else ''}"
+        key = unit_key(method, setting, seed, mode, context, probes)
+        return self.out / "runs" / method / f"{key[:10]}-seed{seed}{'-quick' if quick else ''}"
+
+    def spec(self, method: str, setting: Setting, seed: int, mode: str = "full", sweep: bool = False) -> UnitSpec:
+        """One unit; a ``sweep`` unit never gets the probes (a full-evaluation sweep's chosen setting gets them in
+        its row's unit, which reuses the sweep unit's TOFU evaluation)."""
+        quick = mode == "quick"
+        probes = self.probes if not (quick or sweep) else None
+        reuse = str(self._dir(method, setting, seed, mode)) if probes else None  # the unit without the probes
         return UnitSpec(method=method, params=setting.params, train=setting.train, setting=setting.label, seed=seed,
-                        eval_mode=mode, unit_dir=str(unit_dir), calibration_reference=self.references.get(_reference_name(setting)),
-                        selection_reference=self.selection_reference if quick else None, **self.fields)
+                        eval_mode=mode, unit_dir=str(self._dir(method, setting, seed, mode, probes)),
+                        calibration_reference=self.references.get(_reference_name(setting)),
+                        selection_reference=self.selection_reference if quick else None, probes=probes, reuse=reuse,
+                        **self.fields)
 
     def run(self, specs: list[UnitSpec]) -> list[dict]:
         if self.jobs <= 1 or not self.isolate or len(specs) < 2:
@@ -167,8 +178,8 @@ def _sweep(units: _Units, methods: list[str], settings: dict, selection, seed: i
     """The sweeps on the first seed (quick evaluation by default: teacher-forced, no generation): ``(sweeps, chosen,
     the full model's selection utility)``; ``chosen``: each method's selected setting (0 when it has one)."""
     swept = [m for m in methods if len(settings[m]) > 1]
-    sel_specs = [units.spec("full", NO_SETTING, 0, selection.eval)] + [
-        units.spec(m, st, seed, selection.eval) for m in swept for st in settings[m]]
+    sel_specs = [units.spec("full", NO_SETTING, 0, selection.eval, sweep=True)] + [
+        units.spec(m, st, seed, selection.eval, sweep=True) for m in swept for st in settings[m]]
     done = units.run(sel_specs) if swept else [None]
     full_sel, done = done[0], done[1:]
     full_sel_u = full_sel["summary"].get(selection.utility_metric) if full_sel else None
@@ -182,21 +193,23 @@ def _sweep(units: _Units, methods: list[str], settings: dict, selection, seed: i
 
 
 def _rows(units: _Units, methods: list[str], settings: dict, chosen: dict, seeds: list[int],
-          fixed_retrain: bool) -> tuple[list[dict], float | None]:
+          fixed_retrain: bool) -> tuple[list[dict], float | None, dict[str, list[dict]]]:
     """The full evaluation of the selected settings, every seed (the world's retain model is one fixed model:
-    ``fixed_retrain``): ``(rows, the full model's utility)``, one table row per method after the full model's."""
+    ``fixed_retrain``): ``(rows, the full model's utility, each method's records)``, one table row per method after
+    the full model's."""
     todo = [("full", NO_SETTING, 0)] + [
         (m, settings[m][chosen[m]], s) for m in methods for s in seeds if s == seeds[0] or not (m == "retrain" and fixed_retrain)
     ]
     recs = units.run([units.spec(m, st, s) for m, st, s in todo])
     rows = [aggregate("full", "-", [recs[0]])]
+    by_method = {"full": [recs[0]]}
     for m in methods:
-        mrecs = [r for (mm, _, _), r in zip(todo, recs) if mm == m]
+        mrecs = by_method[m] = [r for (mm, _, _), r in zip(todo, recs) if mm == m]
         label = settings[m][chosen[m]].label
         if settings[m][chosen[m]].params.get("calibrate"):  # each seed chose its own T and s
             label = "calibrated: " + " / ".join(r["cost"].get("calibration", {}).get("chosen", "?") for r in mrecs)
         rows.append(aggregate(m, label, mrecs))
-    return rows, recs[0]["summary"].get("model_utility")
+    return rows, recs[0]["summary"].get("model_utility"), by_method
 
 
 def _markdown(title: str, rows: list[dict], sweeps: dict, chosen: dict, selection, seeds: int, full_mu, full_sel_u) -> str:
@@ -245,6 +258,7 @@ def compare(
     jobs: int = 1,
     log: Callable[[str], None] = print,
     loading: dict | None = None,
+    probes: bool | None = None,
 ) -> dict:
     """Run, evaluate and tabulate ``methods`` on one split (see :mod:`t3unlearn.experiments.compare`). Returns the
     report dict (``rows``, ``sweeps``, ``chosen``, ``markdown``, ``plot``), also written to ``OUT/SPLIT/``.
@@ -257,10 +271,11 @@ def compare(
     command line sets them; see :func:`t3unlearn.io.torch_threads`). ``loading``: model-loading keywords
     (``dtype``, ``device_map``, ``revision``, ``trust_remote_code``, ``attn_implementation``; see
     :mod:`t3unlearn.loading`) for the model to unlearn and the pretrained base retrain starts from, handed to
-    every unit in its spec and part of the units' (and their artifacts') cache keys.
+    every unit in its spec and part of the units' (and their artifacts') cache keys. ``probes``: also run the
+    leakage probes on every full-evaluation unit and the oracle, reported in a table of their own (report key
+    ``probes``; default: the config's ``eval.probes``; :mod:`t3unlearn.experiments.compare.probes`).
     """
     from t3unlearn.eval.runner import retain_split
-    from t3unlearn.io import atomic_write, save_json
 
     methods = _check_arguments(split, methods, seeds, jobs)
     cfg = load_compare_config(config)
@@ -271,6 +286,7 @@ def compare(
         raise T3Error(f"{out} is a file; give a directory.", option="out")
     t_start = time.perf_counter()
 
+    own_model = model is None  # the benchmark's own model to unlearn
     bench, model, retain_model, pretrained = _resolve_models(benchmark, split, world, model, retain_model, pretrained, log)
     source = bench.data_source()
     world_dir = str(bench.world_dir()) if bench.kind == "world" else None
@@ -298,17 +314,39 @@ def compare(
                   eval=ev, reference=str(ref_dir), artifacts=str(out / "artifacts"), max_length=cfg.max_length,
                   retain_subset=cfg.retain_subset, threads=n_threads, progress=progress,
                   calibration=str(calib_file) if calib_file else None, calibration_name=calib_name, loading=loading)
-    units = _Units(out, fields, context, references, references.get(selection.reference_model), isolate, jobs, log)
+    plan, oracle = _probes(cfg.eval.probes if probes is None else probes, bench, split, retain_model, pretrained,
+                           own_model or bench.owns_model(model), cfg, progress, log)
+    units = _Units(out, fields, context, references, references.get(selection.reference_model), isolate, jobs, log, plan)
 
     seed_list = list(range(seeds))
     sweeps, chosen, full_sel_u = _sweep(units, methods, settings, selection, seed_list[0])
-    rows, full_mu = _rows(units, methods, settings, chosen, seed_list, fixed_retrain=bool(retain_model))
+    rows, full_mu, records = _rows(units, methods, settings, chosen, seed_list, fixed_retrain=bool(retain_model))
     title = f"{benchmark} {split}"
     png = plot(rows, out / f"fq_vs_mu_{split}.png", title)
     text = _markdown(title, rows, sweeps, chosen, selection, len(seed_list), full_mu, full_sel_u)
     report = {"benchmark": benchmark, "split": split, "seeds": seed_list, "full_utility": full_mu, "rows": rows,
               "sweeps": {m: [{"setting": r["setting"], "summary": r["summary"], "cost": r["cost"]} for r in rs] for m, rs in sweeps.items()},
               "chosen": chosen, "config": cfg.to_dict(), "wall_seconds": time.perf_counter() - t_start}
+    if plan is not None:  # a table of their own, after TOFU's
+        report["probes"] = probe_report(rows, records, oracle, plan)
+        text += "\n" + probe_markdown(report["probes"]) + "\n"
+    return _write(out, report, text, png, keep_models)
+
+
+def _probes(on: bool, bench, split: str, retain_model, pretrained, own_model: bool, cfg, progress: bool, log):
+    """``(plan, the oracle's result)`` of the leakage probes, the oracle probed here once (then cached) before any
+    unit runs; ``(None, None)`` when they are not asked for."""
+    if not on:
+        return None, None
+    plan = probe_plan(bench, split, retain_model, pretrained, own_model, cfg.eval, log)
+    log(f"leakage probes: every evaluated model and the oracle {plan['oracle_name']} (not TOFU metrics; not used for selection)")
+    return plan, oracle_result(plan, split, progress=progress, log=log)
+
+
+def _write(out: Path, report: dict, text: str, png: Path, keep_models: bool) -> dict:
+    """Write ``compare.json`` and ``compare.md``; return the report with its markdown and plot."""
+    from t3unlearn.io import atomic_write, save_json
+
     if not keep_models:
         _drop_finetuned_weights(out)
     save_json(out / "compare.json", report)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -71,6 +72,8 @@ class UnitSpec:
     calibration_reference: str | None = None  # the model calibrate's reference_model names, resolved (T3 / cg)
     selection_reference: str | None = None  # selection.reference_model, resolved (quick units: forget_reference_tr_ks)
     loading: dict = field(default_factory=dict)  # model-loading keywords for the model (and pretrained base) to unlearn
+    probes: dict | None = None  # full units with the leakage probes: their plan (compare.probes.probe_plan)
+    reuse: str | None = None  # the same unit without the probes: its TOFU evaluation, when done, is copied, not redone
 
     def loading_key(self) -> tuple:
         """What the loading options add to an artifact's cache key: nothing when none were given."""
@@ -88,11 +91,13 @@ class UnitSpec:
         return cls(**json.loads(text))
 
 
-def unit_key(method: str, setting: Setting, seed: int, mode: str, context: dict) -> str:
-    """The unit's cache key: everything that changes its result."""
+def unit_key(method: str, setting: Setting, seed: int, mode: str, context: dict, probes: dict | None = None) -> str:
+    """The unit's cache key: everything that changes its result (``probes``: the leakage probes' plan, when asked)."""
     from t3unlearn.io import fingerprint
 
     parts = ["unit-v2", method, setting.params, setting.train, seed, mode, context]
+    if probes:
+        parts.append({"probes": probes})
     if mode == "quick":
         parts.append({"quick_metrics": QUICK_METRICS})  # a record without a metric the selection reads is redone
     if setting.params.get("calibrate"):  # the calibration's rule and grid decide what the unit runs
@@ -474,15 +479,28 @@ def _execute(spec: UnitSpec) -> dict:
         with atomic_dir(spec.unit_dir) as tmp:
             save_json(tmp / RECORD, record)
         return record
-    reference = EvalResults.load(spec.reference)
-    res = evaluate(lm, data=data, split=spec.split, benchmark=spec.benchmark, retain_results=reference,
-                   batch_size=batch_size, max_new_tokens=max_new_tokens, progress=spec.progress)
-    res.info.update({"name": method, "method": method, "setting": spec.setting, "seed": seed,
-                     "role": "retain" if method == "retrain" else "model"})
-    record.update(eval_seconds=res.info.get("wall_time_s"), unit_seconds=time.perf_counter() - t_unit,
-                  summary={k: res.agg(k) for k in SUMMARY_METRICS}, process=process())
+    reuse = Path(spec.reuse) if spec.reuse else None
+    done = _read_json(reuse / RECORD) if reuse is not None and (reuse / "eval" / "TOFU_EVAL.json").is_file() else None
     with atomic_dir(spec.unit_dir) as tmp:
-        res.save(tmp / "eval")
+        if done is not None:  # the same unit without the probes: its TOFU evaluation stands
+            shutil.copytree(reuse / "eval", tmp / "eval")
+            record = {**done, "tofu_eval_from": str(reuse)}
+        else:
+            res = evaluate(lm, data=data, split=spec.split, benchmark=spec.benchmark, retain_results=EvalResults.load(spec.reference),
+                           batch_size=batch_size, max_new_tokens=max_new_tokens, progress=spec.progress)
+            res.info.update({"name": method, "method": method, "setting": spec.setting, "seed": seed,
+                             "role": "retain" if method == "retrain" else "model"})
+            res.save(tmp / "eval")
+            record.update(eval_seconds=res.info.get("wall_time_s"), summary={k: res.agg(k) for k in SUMMARY_METRICS})
+        if spec.probes:  # beside the TOFU results, never in them
+            from t3unlearn.experiments.compare.probes import probe_unit
+
+            t = time.perf_counter()
+            oracle = method == "retrain" and Path(str(spec.retain_model)) == Path(spec.probes["oracle"])
+            record["probes"] = probe_unit(spec.probes, spec.split, lm, tmp, is_oracle=oracle, progress=spec.progress,
+                                          log=lambda m: print(m, file=sys.stderr))
+            record["probe_seconds"] = time.perf_counter() - t
+        record.update(unit_seconds=time.perf_counter() - t_unit, process=process())
         save_json(tmp / RECORD, record)
     return record
 
@@ -509,7 +527,8 @@ def run_unit(spec: UnitSpec, *, isolate: bool, log: Callable[[str], None]) -> di
         scores = f"forget prob {number(s.get('forget_Q_A_Prob'))}, retain prob {number(s.get('retain_Q_A_Prob'))}"
     else:
         scores = (f"forget quality {number(s.get('forget_quality'))}, utility {number(s.get('model_utility'))}, "
-                  f"forget prob {number(s.get('forget_Q_A_Prob'))}")
+                  f"forget prob {number(s.get('forget_Q_A_Prob'))}"
+                  + (f", greedy key-fact leak {number(rec['probes'].get('greedy leak'))}" if rec.get("probes") else ""))
     log(f"    {spec.method} [{spec.setting}] seed {spec.seed} done in {time.perf_counter() - t0:.0f}s "
         f"({rec.get('eval_mode', 'full')} eval): {scores}, unlearning {number(rec['cost'].get('wall_seconds'))}s")
     return rec
