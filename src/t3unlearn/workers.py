@@ -66,9 +66,34 @@ class PrefixedLines(io.TextIOBase):
         self._tail = ""
 
 
+def _die_with_parent() -> None:
+    """End this worker when the process that started it ends, even by SIGKILL (a killed demo leaves no worker
+    training on): Linux's parent-death signal, and a watch on the parent's pid elsewhere."""
+    import threading
+    import time
+
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (AttributeError, OSError):  # pragma: no cover - an unusual libc
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="t3unlearn-parent-watch").start()
+
+
 def _start_worker(preload: tuple[str, ...] = ()) -> None:
     import importlib
 
+    _die_with_parent()
     import torch
 
     torch.set_num_threads(1)
