@@ -322,6 +322,8 @@ def _demo_figures(text: str) -> list[str]:
     """What a demo prints that is results, not timings or paths: the chosen setting, the answers, the tables."""
     keep, tables = [], True
     for line in text.splitlines():
+        if " CPU s" in line:
+            continue  # the closing summary's timings
         if line.startswith("## Runs"):
             tables = False  # the runs table holds wall times
         if "calibrated:" in line:
