@@ -323,6 +323,7 @@ def ensure_models(world_dir, names: Sequence[str] = ("full", "retain90"), *, log
     from filelock import FileLock
 
     from t3unlearn.io import torch_threads
+    from t3unlearn.workers import choose_jobs
 
     world_dir = Path(world_dir)
     names = list(dict.fromkeys(names))
@@ -330,6 +331,7 @@ def ensure_models(world_dir, names: Sequence[str] = ("full", "retain90"), *, log
     if bad:
         raise T3Error(f"unknown model name(s) {', '.join(bad)}; choose from {', '.join(MODEL_NAMES)}.")
     s = train_settings(world_dir, **overrides)
+    choose_jobs(jobs)  # a bad --jobs is an error whatever is cached
     paths = {n: model_path(world_dir, s, n) for n in names}
     if all(_done(p) for p in paths.values()):
         for n, p in paths.items():
