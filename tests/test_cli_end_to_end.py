@@ -320,6 +320,46 @@ def test_demo_tiny(home, tmp_path, monkeypatch, capsys):
     assert T3ForCausalLM.from_pretrained(str(tmp_path / "fixed" / "t3-head")).guidance == Guidance()  # the defaults
 
 
+def _demo_figures(text: str) -> list[str]:
+    """What a demo prints that is results, not timings or paths: the chosen setting, the answers, the tables."""
+    keep, tables = [], True
+    for line in text.splitlines():
+        if " CPU s" in line:
+            continue  # the closing summary's timings
+        if line.startswith("## Runs"):
+            tables = False  # the runs table holds wall times
+        if "calibrated:" in line:
+            keep.append(line.split("] ", 1)[1])
+        elif line.startswith("  [forget]") or line.startswith("  [retain]") or line.startswith("    "):
+            keep.append(line)
+        elif tables and line.startswith("| "):
+            keep.append(line)
+    return keep
+
+
+def test_demo_jobs_give_the_same_figures(home, tmp_path, monkeypatch, capsys):
+    """The demo's evaluations in worker processes (--jobs 2) print what one process prints (--jobs 1), from
+    cold evaluation and feature caches over the same models, and save the same head."""
+    import shutil
+
+    from t3unlearn.commands.main import main
+
+    monkeypatch.setenv("T3UNLEARN_PROGRESS", "off")
+    runs = {}
+    for jobs in ("1", "2"):
+        fresh = tmp_path / f"home{jobs}"
+        for part in ("worlds", "models"):
+            shutil.copytree(home / part, fresh / part, ignore=shutil.ignore_patterns("*.lock"))
+        monkeypatch.setenv("T3UNLEARN_HOME", str(fresh))
+        assert main(["demo", "--preset", "tiny", "--out", str(tmp_path / jobs), "--threads", "1", "--jobs", jobs]) == 0
+        runs[jobs] = capsys.readouterr().out
+    assert "| t3 |" in runs["2"] and "evaluating on" not in runs["2"]  # the workers evaluated; this process read
+    figures = {jobs: _demo_figures(text) for jobs, text in runs.items()}
+    assert len(figures["1"]) > 20 and figures["1"] == figures["2"]
+    head = [(tmp_path / jobs / "t3-head" / "head.safetensors").read_bytes() for jobs in ("1", "2")]
+    assert head[0] == head[1]
+
+
 @pytest.mark.parametrize("method", ["npo", "uld"])
 def test_baseline_command(home, tmp_path, monkeypatch, capsys, method):
     from t3unlearn.commands.main import main

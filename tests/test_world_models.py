@@ -69,6 +69,29 @@ def test_same_seed_same_weights(tiny_world, tiny_models, tmp_path, monkeypatch):
     assert any(not np.array_equal(c[k], p[k]) for k in c)
 
 
+def test_side_by_side_fine_tunes_give_the_same_bits(tiny_world, tmp_path, monkeypatch, capfd):
+    """full and retain90 fine-tuned in two worker processes are byte for byte the models trained one after
+    the other; each worker's lines name its model."""
+    from t3unlearn.world import ensure_models
+
+    short = dict(pretrain_epochs=1, finetune_epochs=2)
+    models, logs = {}, {}
+    for jobs in (1, 2):
+        monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / f"jobs{jobs}"))
+        logs[jobs] = []
+        models[jobs] = ensure_models(tiny_world, ("full", "retain90"), jobs=jobs, log=logs[jobs].append, **short)
+        out = capfd.readouterr()  # the last: the side-by-side run's output
+    assert not any("side by side" in line for line in logs[1])
+    assert any("side by side: 2 processes" in line for line in logs[2])
+    for name in ("full", "retain90"):
+        serial, parallel = models[1][name] / "model.safetensors", models[2][name] / "model.safetensors"
+        assert serial != parallel and serial.read_bytes() == parallel.read_bytes()
+    lines = (out.out + out.err).splitlines()
+    for name in ("full", "retain90"):
+        mine = [line for line in lines if f"training {name}:" in line]
+        assert mine and all(line.startswith(f"[{name}] ") for line in mine)
+
+
 def test_unknown_model_name(tiny_world):
     from t3unlearn.errors import T3Error
     from t3unlearn.world import ensure_models

@@ -59,6 +59,10 @@ def register(sub) -> None:
                         "authors, forget answers as unfamiliar to a membership attack as theirs; see docs/t3.md)")
     p.add_argument("--seed", type=int, default=0, help="head training seed [0]")
     p.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto: the cores not busy [auto]")
+    p.add_argument("--jobs", default="auto",
+                   help="processes for the steps that need nothing from each other (the two fine-tunes; the four "
+                        "evaluations, beside unlearning), one torch thread each: a number (1 = one after the other) "
+                        "or auto: one per core [auto]")
     p.add_argument("--no-eval", action="store_true", help="stop after showing answers (skip the TOFU evaluation)")
     p.add_argument("--images", action="store_true", help="instead: the image job (DDPM + VAE, SISS, Adaptive-λ SISS, "
                    "baselines) on the augmented-digits benchmark; writes t3-runs/images-demo (see docs/images.md)")
@@ -66,17 +70,30 @@ def register(sub) -> None:
 
 
 class _Clock:
+    """Wall seconds of each step, and this process's CPU seconds in it (workers' are counted at the end)."""
+
     def __init__(self):
-        self.start = time.perf_counter()
-        self.steps: list[tuple[str, float]] = []
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
+        self.steps: list[tuple[str, float, float]] = []
+        self._cpu = self.cpu_start
 
     def step(self, label: str, t0: float) -> None:
-        dt = time.perf_counter() - t0
-        self.steps.append((label, dt))
+        dt, cpu = time.perf_counter() - t0, time.process_time()
+        self.steps.append((label, dt, cpu - self._cpu))
+        self._cpu = cpu
         print(f"  [{dt:6.1f} s] {label}", flush=True)
 
     def total(self) -> float:
         return time.perf_counter() - self.start
+
+    def summary(self) -> str:
+        from t3unlearn.workers import children_cpu_seconds
+
+        own, workers = time.process_time() - self.cpu_start, children_cpu_seconds()
+        lines = [f"\ndemo finished in {self.total():.1f} s ({own + workers:.1f} CPU s: this process {own:.1f}, "
+                 f"worker processes {workers:.1f})"]
+        lines += [f"  {dt:7.1f} s  {cpu:7.1f} CPU s  {label.split(':')[0]}" for label, dt, cpu in self.steps]
+        return "\n".join(lines)
 
 
 def _calibrate(t3, tokenizer, forget, retain, bench, split: str, clock: _Clock) -> tuple[dict, dict]:
@@ -130,35 +147,131 @@ def run_demo(args) -> int:
         from t3unlearn.commands.images_demo import run_images_demo
 
         return run_images_demo(args)
+    from t3unlearn.workers import choose_jobs
+
+    jobs = choose_jobs(args.jobs)
+    if str(args.threads) == "auto" and jobs > 1:
+        # the worker processes run beside this one, one thread each: more threads here would only wait for cores
+        print(f"torch threads: 1 here and in each worker process (--jobs {args.jobs}: {jobs} at a time)", flush=True)
+        with torch_threads(1):
+            return _demo(args)
     with torch_threads(args.threads, log=print):
         return _demo(args)
+
+
+class _Evaluations:
+    """The demo's evaluations in worker processes (``--jobs`` > 1; :mod:`t3unlearn.workers`), each started as soon
+    as what it needs exists: the oracle and the full model as soon as each is trained, T3 and plain guidance once
+    the head is saved, while this process unlearns, calibrates and shows answers. Each writes the evaluation cache
+    that step 4 then reads (the same results: every evaluation is the same computation in any process). With
+    one job nothing starts here and step 4 evaluates in this process, as before."""
+
+    def __init__(self, label: str, split: str, jobs: int):
+        self.label, self.split, self.jobs = label, split, jobs
+        self.futures: dict = {}
+        self._pool = None
+        self._progress = None
+
+    def __enter__(self) -> "_Evaluations":
+        import os
+
+        from t3unlearn.progress import mode
+        from t3unlearn.workers import Workers
+
+        if self.jobs > 1:
+            # started now: their imports run while the base pretrains on one core
+            self._pool = Workers(self.jobs, preload=("t3unlearn.benchmarks", "t3unlearn.eval.runner", "t3unlearn.t3")).__enter__()
+            # bars redrawn on a line the workers' lines also go to would mix: plain lines while they run
+            self._progress = os.environ.get("T3UNLEARN_PROGRESS")
+            if mode() == "bar":
+                os.environ["T3UNLEARN_PROGRESS"] = "log"
+        return self
+
+    def start(self, name: str, model_dir=None, head=None, settings=None, *, retain: bool = False) -> None:
+        if self._pool is not None:
+            self.futures[name] = self._pool.submit(name, evaluation_job, self.label, self.split, name,
+                                                   None if model_dir is None else str(model_dir),
+                                                   None if head is None else str(head), settings, retain)
+
+    def wait(self, name: str) -> None:
+        if name in self.futures:
+            self.futures.pop(name).result()
+
+    def __exit__(self, *exc) -> None:
+        import os
+
+        if self._pool is not None:
+            self._pool.__exit__(*exc)
+            if self._progress is None:
+                os.environ.pop("T3UNLEARN_PROGRESS", None)
+            else:
+                os.environ["T3UNLEARN_PROGRESS"] = self._progress
+
+
+def evaluation_job(label: str, split: str, name: str, model_dir: str | None, head: str | None, settings: dict | None,
+                   retain: bool) -> None:
+    """A worker's job: one of the demo's evaluations, into the evaluation cache (``retain``: the benchmark's
+    retain reference, as :meth:`t3unlearn.benchmarks.Benchmark.retain_reference` computes it)."""
+    from t3unlearn.benchmarks import cached_evaluation, get_benchmark
+
+    bench = get_benchmark(label)
+    data = bench.data(split)
+    if retain:
+        bench.retain_reference(split, data=data, log=print)
+    else:
+        cached_evaluation(model_dir, name=name, split=split, data=data, benchmark=bench.label, head=head,
+                          head_settings=settings, log=print)
 
 
 def _demo(args) -> int:
     import torch
 
-    from t3unlearn.benchmarks import cached_evaluation, get_benchmark
-    from t3unlearn.eval import apply_reference, write_report
+    from t3unlearn.benchmarks import get_benchmark
     from t3unlearn.eval.runner import retain_split
     from t3unlearn.io import cache_home
-    from t3unlearn.lm import CausalLM, load_model, load_tokenizer
-    from t3unlearn.t3 import T3ForCausalLM, unlearn
-    from t3unlearn.t3.train import format_report
+    from t3unlearn.workers import choose_jobs
 
     torch.manual_seed(args.seed)
     out = Path(args.out)
     clock = _Clock()
     retain_name = retain_split(args.split)
     bench = get_benchmark(args.preset)
+    jobs = choose_jobs(args.jobs)
     print(f"t3unlearn demo: world preset {args.preset!r}, {args.split}; cache in {cache_home()}", flush=True)
 
     print("\n1. the world and its models", flush=True)
     t = time.perf_counter()
     world = bench.world_dir()
     clock.step(f"world ready: {world}", t)
-    t = time.perf_counter()
-    models = bench.models(("full", retain_name), log=print)
-    clock.step(f"models ready: full, {retain_name} ({models['full'].parent})", t)
+    with _Evaluations(bench.label, args.split, 1 if args.no_eval else jobs) as evals:
+        t = time.perf_counter()
+        # each model's evaluation starts as soon as it is trained, while the other may still train
+        models = bench.models(("full", retain_name), log=print, jobs=jobs,
+                              on_ready=lambda name, path: evals.start(name, path, retain=name == retain_name))
+        clock.step(f"models ready: full, {retain_name} ({models['full'].parent})", t)
+        head_dir, guidance, cg_guidance, lms, forget, retain = _unlearn(args, bench, models, retain_name, out, clock)
+        evals.start("t3", models["full"], head_dir, guidance)
+        evals.start("cg", models["full"], head_dir, cg_guidance)
+
+        print("\n3. answers before and after (greedy)", flush=True)
+        t = time.perf_counter()
+        pick = [("forget", forget[i]) for i in (0, len(forget) // 2 + 3)] + [("retain", retain[i]) for i in (1, len(retain) // 2 + 5)]
+        _show_answers(lms, [(kind, row["question"], row["answer"]) for kind, row in pick])
+        clock.step("answers", t)
+
+        if not args.no_eval:
+            _evaluate(bench, args.split, models["full"], head_dir, {"t3": guidance, "cg": cg_guidance}, out, clock, evals)
+
+    print(clock.summary())
+    return 0
+
+
+def _unlearn(args, bench, models: dict, retain_name: str, out: Path, clock: _Clock):
+    """Step 2: the T3 head over the full model, calibrated (unless --no-calibrate) and saved; returns its directory,
+    T3's and plain guidance's settings, the four models to show answers of, and the forget and retain sets."""
+    from t3unlearn.lm import CausalLM, load_model, load_tokenizer
+    from t3unlearn.t3 import T3ForCausalLM, unlearn
+    from t3unlearn.t3.train import format_report
 
     g = Guidance().replace(**Guidance.changes_from(args))
     guidance = {"temperature": g.temperature, "scale": g.scale, "tempering": g.tempering}
@@ -191,38 +304,35 @@ def _demo(args) -> int:
         "t3": CausalLM(t3, tokenizer, name="t3"),
         "cg (T=1)": CausalLM(cg, tokenizer, name="cg"),
     }
+    return head_dir, guidance, cg_guidance, lms, forget, retain
 
-    print("\n3. answers before and after (greedy)", flush=True)
+
+def _evaluate(bench, split: str, full: Path, head_dir: Path, settings: dict, out: Path, clock: _Clock,
+              evals: _Evaluations) -> None:
+    """Step 4: the oracle, full, T3 and plain guidance on every TOFU metric (from the workers' cache entries when
+    they ran there), the comparison table and the plot."""
+    from t3unlearn.benchmarks import cached_evaluation
+    from t3unlearn.eval import apply_reference, write_report
+    from t3unlearn.eval.runner import retain_split
+
+    retain_name = retain_split(split)
+    print(f"\n4. TOFU evaluation on {split} (every metric; cached per model and settings)", flush=True)
     t = time.perf_counter()
-    pick = [("forget", forget[i]) for i in (0, len(forget) // 2 + 3)] + [("retain", retain[i]) for i in (1, len(retain) // 2 + 5)]
-    _show_answers(lms, [(kind, row["question"], row["answer"]) for kind, row in pick])
-    clock.step("answers", t)
-
-    if not args.no_eval:
-        print(f"\n4. TOFU evaluation on {args.split} (every metric; cached per model and settings)", flush=True)
+    data = bench.data(split)
+    evals.wait(retain_name)
+    reference = bench.retain_reference(split, data=data, log=print)
+    reference.info["name"] = retain_name
+    reference.save(out / retain_name)
+    clock.step(f"{retain_name} (the oracle: forget quality reference)", t)
+    for name, head in (("full", None), ("t3", head_dir), ("cg", head_dir)):
         t = time.perf_counter()
-        data = bench.data(args.split)
-        reference = bench.retain_reference(args.split, data=data, log=print)
-        reference.info["name"] = retain_name
-        reference.save(out / retain_name)
-        clock.step(f"{retain_name} (the oracle: forget quality reference)", t)
-        for name, head, settings in (
-            ("full", None, None),
-            ("t3", head_dir, guidance),
-            ("cg", head_dir, cg_guidance),
-        ):
-            t = time.perf_counter()
-            res = cached_evaluation(models["full"], name=name, split=args.split, data=data, benchmark=bench.label,
-                                    head=head, head_settings=settings, log=print)
-            apply_reference(res, reference)
-            res.info["name"] = name
-            res.save(out / name)
-            clock.step(f"evaluated {name}", t)
-        table, files = write_report([out / retain_name, out / "full", out / "t3", out / "cg"], out, retain=retain_name)
-        print("\n" + table)
-        print(f"wrote {files.get('report', out / 'report.md')} and {files.get('plot', out / 'fq_vs_mu.png')}")
-
-    print(f"\ndemo finished in {clock.total():.1f} s")
-    for label, dt in clock.steps:
-        print(f"  {dt:7.1f} s  {label.split(':')[0]}")
-    return 0
+        evals.wait(name)
+        res = cached_evaluation(full, name=name, split=split, data=data, benchmark=bench.label,
+                                head=head, head_settings=settings.get(name), log=print)
+        apply_reference(res, reference)
+        res.info["name"] = name
+        res.save(out / name)
+        clock.step(f"evaluated {name}", t)
+    table, files = write_report([out / retain_name, out / "full", out / "t3", out / "cg"], out, retain=retain_name)
+    print("\n" + table)
+    print(f"wrote {files.get('report', out / 'report.md')} and {files.get('plot', out / 'fq_vs_mu.png')}")

@@ -34,6 +34,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads while training (default: the preset's, 1; 0 = torch's default). "
                         "On a machine shared with other jobs, 1 can be many times faster than 2")
+    p.add_argument("--jobs", default="auto",
+                   help="fine-tunes trained side by side, each in its own process on the recipe's threads (the same "
+                        "weights as one after the other): a number (1 = one after the other) or auto: one per core [auto]")
 
 
 def add_check_options(p: argparse.ArgumentParser) -> None:
@@ -114,9 +117,12 @@ def train_models(bench, args) -> int:
     from pathlib import Path
 
     from t3unlearn.io import atomic_dir
+    from t3unlearn.workers import choose_jobs
 
+    choose_jobs(args.jobs)  # before anything is built
     start = time.perf_counter()
-    paths = bench.models(model_names(args.models), log=print, seed=args.seed, epochs=args.epochs, threads=args.threads)
+    paths = bench.models(model_names(args.models), log=print, seed=args.seed, epochs=args.epochs, threads=args.threads,
+                         jobs=args.jobs)
     print(f"done in {time.perf_counter() - start:.1f}s")
     for name, path in paths.items():
         print(f"  {name:<11} {path}")
@@ -133,11 +139,14 @@ def check_models(bench, args) -> int:
     from t3unlearn.benchmarks import check_models as check, format_check
     from t3unlearn.io import save_json
 
+    from t3unlearn.workers import choose_jobs
+
+    choose_jobs(args.jobs)  # before anything is built
     names = model_names(args.models)
     if "pretrained" not in names:
         names = ["pretrained"] + names
     result = check(bench, names, split=args.split, limit=args.limit, seed=args.seed, epochs=args.epochs,
-                   threads=args.threads)
+                   threads=args.threads, jobs=args.jobs)
     if args.json:
         save_json(args.json, result)
     print(format_check(result))

@@ -305,17 +305,25 @@ def _done(path: Path) -> bool:
 
 
 def ensure_models(world_dir, names: Sequence[str] = ("full", "retain90"), *, log=None, progress: bool = True,
-                  **overrides) -> dict[str, Path]:
+                  jobs: int | str = "auto", on_ready=None, **overrides) -> dict[str, Path]:
     """Model directories for ``names``, training only the missing ones (see the module doc).
 
     ``overrides`` are :class:`TrainSettings` fields (``seed``, ``epochs`` = fine-tuning epochs, ...).
     ``log`` (e.g. ``print``) gets a line per training step; ``progress`` shows a bar per model (plain
     lines in logs). Several processes asking for the same models at once train them once: a file
     lock per cache directory serialises them and the others reuse the result.
+
+    ``jobs``: the fine-tunes (``full``, ``retainXX``) all start from the pretrained base and need nothing
+    from each other; with ``jobs`` > 1 (``auto``: one per core) and more than one to train, each trains in
+    a worker process of its own on the recipe's thread count (:mod:`t3unlearn.workers`), which gives the
+    same bits as training them one after the other. Only a recipe with a fixed thread count runs so.
+    ``on_ready(name, path)``, if given, is called for each of ``names`` as soon as that model is ready (the
+    cached ones first), e.g. to start evaluating it while another still trains.
     """
     from filelock import FileLock
 
     from t3unlearn.io import torch_threads
+    from t3unlearn.workers import choose_jobs
 
     world_dir = Path(world_dir)
     names = list(dict.fromkeys(names))
@@ -323,50 +331,117 @@ def ensure_models(world_dir, names: Sequence[str] = ("full", "retain90"), *, log
     if bad:
         raise T3Error(f"unknown model name(s) {', '.join(bad)}; choose from {', '.join(MODEL_NAMES)}.")
     s = train_settings(world_dir, **overrides)
+    choose_jobs(jobs)  # a bad --jobs is an error whatever is cached
     paths = {n: model_path(world_dir, s, n) for n in names}
     if all(_done(p) for p in paths.values()):
+        for n, p in paths.items():
+            if on_ready is not None:
+                on_ready(n, p)
         return paths
     root = models_root(world_dir, s)
     root.mkdir(parents=True, exist_ok=True)
     # the training recipe's thread count (results are bitwise reproducible per count), restored after
     with FileLock(str(root) + ".lock"), torch_threads(s.threads or 0):
-        return _ensure(world_dir, names, s, log or (lambda *_: None), progress)
+        return _ensure(world_dir, names, s, log or (lambda *_: None), progress, jobs, on_ready or (lambda *_: None))
 
 
-def _ensure(world_dir: Path, names: list[str], s: TrainSettings, log, progress: bool) -> dict[str, Path]:
-    import torch
-    from transformers import AutoTokenizer
-
+def _ensure(world_dir: Path, names: list[str], s: TrainSettings, log, progress: bool, jobs: int | str = 1,
+            on_ready=lambda *_: None) -> dict[str, Path]:
     from t3unlearn.io import save_json
 
     root = models_root(world_dir, s)
     base_root = models_root(world_dir, s, base=True)
     paths = {n: model_path(world_dir, s, n) for n in names}
     if all(_done(p) for p in paths.values()):
+        for n in names:
+            on_ready(n, paths[n])
         return paths
     from filelock import FileLock
 
-    base_root.mkdir(parents=True, exist_ok=True)
-    # the tokenizer and the pretrained base are shared by every fine-tune variant (other roots): their own lock
-    with FileLock(str(base_root) + ".lock"):
-        pre_path = _ensure_base(world_dir, s, base_root, log, progress)
-    tokenizer = AutoTokenizer.from_pretrained(str(base_root / "tokenizer"))
-    save_json(root / "settings.json", {"train_version": TRAIN_VERSION, "world": str(world_dir), **asdict(s)})
+    todo = [n for n in names if n != "pretrained" and not _done(paths[n])]
+    workers = _fine_tune_workers(jobs, s, len(todo))
+    with _pool(workers) as pool:  # the workers start (imports) while the base pretrains
+        base_root.mkdir(parents=True, exist_ok=True)
+        # the tokenizer and the pretrained base are shared by every fine-tune variant (other roots): their own lock
+        with FileLock(str(base_root) + ".lock"):
+            _ensure_base(world_dir, s, base_root, log, progress)
+        save_json(root / "settings.json", {"train_version": TRAIN_VERSION, "world": str(world_dir), **asdict(s)})
+        for n in names:
+            if n not in todo:
+                on_ready(n, paths[n])
+        if pool is not None:
+            _fine_tune_in_workers(pool, world_dir, todo, s, log, lambda n: on_ready(n, paths[n]))
+            return paths
+    for name in todo:
+        _fine_tune(world_dir, name, s, log, progress)
+        on_ready(name, paths[name])
+    return paths
+
+
+def _pool(workers: int):
+    """Worker processes for the fine-tunes (:mod:`t3unlearn.workers`), or a block without any for one."""
+    from contextlib import nullcontext
+
+    from t3unlearn.workers import Workers
+
+    return Workers(workers, preload=("t3unlearn.world.train", "transformers", "transformers.models.llama")) \
+        if workers > 1 else nullcontext()
+
+
+def _fine_tune_workers(jobs: int | str, s: TrainSettings, todo: int) -> int:
+    """How many processes fine-tune: one per model up to ``jobs``; 1 when the recipe leaves the thread count
+    to torch (its bits would then depend on where it ran)."""
+    from t3unlearn.workers import choose_jobs
+
+    if todo < 2 or not s.threads:
+        return 1
+    return min(todo, choose_jobs(jobs, threads=s.threads))
+
+
+def _fine_tune(world_dir: Path, name: str, s: TrainSettings, log, progress: bool) -> dict[str, Any]:
+    """Fine-tune ``name`` from the cached pretrained base and save it (this process, its torch threads);
+    returns the training log."""
+    import torch
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(models_root(world_dir, s, base=True) / "tokenizer"))
+    pre_examples = _examples(tokenizer, _read(world_dir, "pretrain"), s.max_length)
+    items = _read(world_dir, name)
+    model, _ = _load(model_path(world_dir, s, "pretrained"))
+    examples = _examples(tokenizer, items, s.max_length)
+    log(f"fine-tuning '{name}' on {len(items)} items for {s.finetune_epochs} epochs")
+    info = train_loop(model, examples, s, epochs=s.finetune_epochs, seed=s.seed, desc=name, progress=progress,
+                      extra=pre_examples)
     common = {"world": str(world_dir), "settings": asdict(s), "train_version": TRAIN_VERSION,
               "torch": torch.__version__, "threads": torch.get_num_threads()}
-    pre_examples = _examples(tokenizer, _read(world_dir, "pretrain"), s.max_length)
-    for name in names:
-        if name == "pretrained" or _done(paths[name]):
-            continue
-        items = _read(world_dir, name)
-        model, _ = _load(pre_path)
-        examples = _examples(tokenizer, items, s.max_length)
-        log(f"fine-tuning '{name}' on {len(items)} items for {s.finetune_epochs} epochs")
-        info = train_loop(model, examples, s, epochs=s.finetune_epochs, seed=s.seed, desc=name, progress=progress,
-                          extra=pre_examples)
-        _save(model, tokenizer, paths[name], {**common, "name": name, "data": name, **info})
-        log(f"  {name}: {info['seconds']:.1f}s, final answer loss {info['epoch_loss'][-1]:.3f}")
-    return paths
+    _save(model, tokenizer, model_path(world_dir, s, name), {**common, "name": name, "data": name, **info})
+    log(f"  {name}: {info['seconds']:.1f}s, final answer loss {info['epoch_loss'][-1]:.3f}")
+    return info
+
+
+def fine_tune_job(world_dir: str, name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """A worker's job (:mod:`t3unlearn.workers`): :func:`_fine_tune` on the recipe's thread count, printing its
+    lines; returns the training log's seconds."""
+    from t3unlearn.io import torch_threads
+
+    s = TrainSettings(**settings)
+    with torch_threads(s.threads):
+        info = _fine_tune(Path(world_dir), name, s, print, True)
+    return {k: info[k] for k in ("seconds", "cpu_seconds", "threads")}
+
+
+def _fine_tune_in_workers(pool, world_dir: Path, names: list[str], s: TrainSettings, log, on_ready) -> None:
+    """Fine-tune ``names`` side by side, one job each in ``pool`` (:class:`t3unlearn.workers.Workers`);
+    ``on_ready(name)`` as each finishes."""
+    from concurrent.futures import as_completed
+
+    log(f"fine-tuning {', '.join(repr(n) for n in names)} side by side: {min(pool.n, len(names))} processes, "
+        f"{s.threads} torch thread(s) each (the same bits as one after the other)")
+    running = {pool.submit(n, fine_tune_job, str(world_dir), n, asdict(s)): n for n in names}
+    for future in as_completed(running):
+        name, info = running[future], future.result()
+        log(f"  {name}: trained in a worker, {info['seconds']:.1f} s wall, {info['cpu_seconds']:.1f} CPU s")
+        on_ready(name)
 
 
 def _ensure_base(world_dir: Path, s: TrainSettings, base_root: Path, log, progress: bool) -> Path:
