@@ -214,13 +214,7 @@ def _rows(units: _Units, methods: list[str], settings: dict, chosen: dict, seeds
 
 def _markdown(title: str, rows: list[dict], sweeps: dict, chosen: dict, selection, seeds: int, full_mu, full_sel_u) -> str:
     tol = selection.utility_tolerance
-    return "\n".join([
-        f"### {title}: {seeds} seed(s) per method",
-        "",
-        markdown_table(rows),
-        "",
-        *verdict(rows, full_mu, tol),
-        "",
+    sweep = [] if not any(sweeps.values()) else [  # no method swept (every one a single setting): no sweep table
         f"Sweep (first seed, {selection.eval} evaluation; selection: lowest {selection.metric} among "
         f"settings with {selection.utility_metric} ≥ {1 - tol:g} × the full model's ({number(full_sel_u)})"
         + (f" and {selection.mia_metric} within 0.5 ± {selection.mia_tolerance:g}" if selection.mia_metric else "")
@@ -228,6 +222,15 @@ def _markdown(title: str, rows: list[dict], sweeps: dict, chosen: dict, selectio
         "",
         sweep_table(sweeps, chosen, selection),
         "",
+    ]
+    return "\n".join([
+        f"### {title}: {seeds} seed(s) per method",
+        "",
+        markdown_table(rows),
+        "",
+        *verdict(rows, full_mu, tol),
+        "",
+        *sweep,
     ])
 
 
