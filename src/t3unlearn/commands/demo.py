@@ -116,7 +116,8 @@ def _calibrate(t3, tokenizer, forget, retain, bench, split: str, clock: _Clock) 
     # set carries perturbed answers); without them, the checkpoint the full model was fine-tuned from on the forget set
     never_seen = has_perturbed(holdout)
     reference = None if never_seen else load_model(str(bench.models(("pretrained",), log=print)["pretrained"]))
-    against = f"the full model's truth ratios on {name}" if never_seen else f"{bench.label}:pretrained's forget truth ratios"
+    against = (f"the full model's truth ratios on {name} (never-seen authors)" if never_seen
+               else f"{bench.label}:pretrained's forget truth ratios, {name} as never-seen items")
     perturbed = bench.qa(f"{split}_perturbed", what="perturbed forget set")
     cal = calibrate(t3, tokenizer, forget, holdout, retain, reference=reference, perturbed=perturbed, progress=True)
     t3.config.calibration.update(holdout=name, perturbed=f"{bench.label}:{split}_perturbed")
@@ -124,8 +125,8 @@ def _calibrate(t3, tokenizer, forget, retain, bench, split: str, clock: _Clock) 
         t3.config.calibration["reference_model"] = f"{bench.label}:pretrained"
     plain = cal.restricted(lambda s: s.temperature == 1.0)  # the same grid's T = 1 rows, the same rule
     c, p = cal.chosen, plain.chosen
-    clock.step(f"calibrated: {len(cal.rows)} settings ({len(plain.rows)} at T = 1) against {against}, {name} as "
-               f"never-seen items; T3 {c.setting.label()} (truth-ratio KS {c.tr_ks:.3f}, "
+    clock.step(f"calibrated: {len(cal.rows)} settings ({len(plain.rows)} at T = 1) against {against}; "
+               f"T3 {c.setting.label()} (truth-ratio KS {c.tr_ks:.3f}, "
                f"membership AUC {c.mia_auc:.3f}); T = 1: {p.setting.label()}", t)
     return asdict(c.setting), asdict(p.setting)
 
