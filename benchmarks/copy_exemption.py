@@ -5,7 +5,8 @@ script patches :class:`~t3unlearn.t3.T3ForCausalLM` so that, at each position, s
 +inf (no tilt, no share in the adaptive forget mass), then prints a few forget answers and the TOFU metrics of
 world forget10 against the retain90 oracle (docs/notes/2026-12-04-the-authors-name.md):
 
-- ``--variant token``: every token already in the context (the question, the template, the answer so far);
+- ``--variant token``: every token already in the context (the question, the template, the answer so far) -- now the
+  package's ``--copy-floor`` knob (docs/t3.md), which also calibrates;
 - ``--variant bigram``: token v only where the pair (current token, v) already occurred in the context, i.e. v
   continues a copied span;
 - ``--variant question``: token v only where the pair (current token, v) occurs in the *question* (before the

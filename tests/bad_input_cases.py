@@ -251,7 +251,7 @@ CLI = [
          r"t3_config.json is corrupt or not a T3 config .*save the head again", "save the head again"),
     Case("temperature-without-head", "`generate --temperature` without a head",
          lambda f: ["generate", "--model", str(f["model"]), "--temperature", "2", "Where?"],
-         r"--temperature/--scale/--tempering/--tail-logp/--bias/--support/--floor are T3's guidance; they need a head", "add --head"),
+         r"--temperature is T3's guidance and needs a head: add --head DIR", "add --head"),
     Case("support-out-of-range", "`generate --support 2` (the gate's quantile is in (0, 1])",
          lambda f: ["generate", "--model", str(f["model"]), "--head", str(f["head"]), "--support", "2", "Where?"],
          r"argument --support: support is a quantile of the training positions' distances and must be in \(0, 1\] "

@@ -99,7 +99,7 @@ def test_guidance_overrides_need_a_t3_model(saved_model, tmp_path, capsys):
         for cmd in ("eval", "probe"):
             assert main([cmd, "--model", str(saved_model), *flag, "--oracle-results" if cmd == "eval" else "--oracle",
                          "none", "--out", str(tmp_path / "o")]) == 2
-            assert "T3's guidance; they need a head" in capsys.readouterr().err
+            assert f"{flag[0]} is T3's guidance and needs a head" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -283,13 +283,22 @@ def test_t3_knobs_per_request(server):
     # the other guidance knobs of T3ForCausalLM, per request: greedy text as generate() gives with them
     from t3unlearn.t3.model import T3ForCausalLM
 
-    knobs = {"tempering": "global", "tail_logp": -6.0, "bias": 0.5, "floor": -0.5}  # f10 is saved adaptive, no floor
+    knobs = {"tempering": "global", "tail_logp": -6.0, "bias": 0.5, "floor": -0.5, "copy_floor": 3.0}  # f10: adaptive, no floor
     got = client.completions.create(model="f10", prompt=_prompt(q), max_tokens=20, temperature=0, extra_body={"t3": knobs})
     assert got.model_extra["t3"] | knobs == got.model_extra["t3"]
     ref = T3ForCausalLM.from_base(server["full"], server["heads"]["f10"], **knobs)
     tok = server["tok"]
     want = _generate(ref, tok, tok(_prompt(q))["input_ids"], 20)
     assert got.choices[0].text == tok.decode([t for t in want if t != tok.eos_token_id], skip_special_tokens=True)
+    # the copy exemption, per request: the tokens of the context are spared the tilt, as generate() spares them
+    copy = {"scale": 5.0, "copy_floor": 10.0}
+    got = client.completions.create(model="f10", prompt=_prompt(q), max_tokens=20, temperature=0, extra_body={"t3": copy})
+    want = _generate(T3ForCausalLM.from_base(server["full"], server["heads"]["f10"], **copy), tok,
+                     tok(_prompt(q))["input_ids"], 20)
+    assert got.choices[0].text == tok.decode([t for t in want if t != tok.eos_token_id], skip_special_tokens=True)
+    tilted = client.completions.create(model="f10", prompt=_prompt(q), max_tokens=20, temperature=0,
+                                       extra_body={"t3": {"scale": 5.0}})
+    assert tilted.choices[0].text != got.choices[0].text
     # the support gate, per request: a low quantile fades the guidance out almost everywhere
     gated = client.completions.create(model="f10", prompt=_prompt(q), max_tokens=20, temperature=0,
                                       extra_body={"t3": {"support": 0.01}})

@@ -25,7 +25,9 @@ def _t3(base, seed=0):
 
 
 @pytest.mark.parametrize("setting", [Setting(2.0, 1.5), Setting(3.0, 1.0, "adaptive", None, 0.5), Setting(2.5, 0.5, "global", -3.0),
-                                     Setting(3.0, 1.5, "adaptive", -3.0, 0.5, None, -0.5)])
+                                     Setting(3.0, 1.5, "adaptive", -3.0, 0.5, None, -0.5),
+                                     Setting(2.5, 1.5, "adaptive", copy_floor=2.0),
+                                     Setting(1.0, 2.0, copy_floor=-0.5, floor=-2.0)])
 def test_cached_states_score_like_the_guided_model(random_lm, setting):
     """Calibration scores each setting from stored hidden states; it must give the log-probs the guided
     model itself gives for those answers (CausalLM.token_scores on a T3ForCausalLM with the same knobs)."""
@@ -34,7 +36,7 @@ def test_cached_states_score_like_the_guided_model(random_lm, setting):
     base, tok = random_lm
     t3 = _t3(base)
     t3.set_guidance(temperature=setting.temperature, scale=setting.scale, tempering=setting.tempering,
-                    tail_logp=setting.tail_logp, bias=setting.bias, floor=setting.floor)
+                    tail_logp=setting.tail_logp, bias=setting.bias, floor=setting.floor, copy_floor=setting.copy_floor)
     fmt = QAFormatter(tok)
     examples = fmt.encode_batch([q for q, _ in QA], [a for _, a in QA])
     states = answer_states(base, examples, fmt.pad_id, batch_size=2)
@@ -316,6 +318,7 @@ def test_the_grid_scores_every_setting_bit_for_bit_as_one_setting_at_a_time(rand
     order = [Setting(1.0, 1.0), Setting(2.0, 0.5, "adaptive"), Setting(1.0, 2.0, bias=0.5), Setting(1.0, 0.0),
              Setting(3.0, 1.0, "global", -2.0), Setting(2.5, 0.7, "adaptive", support=0.5),
              Setting(2.0, 0.7, "adaptive", -3.0, 0.5, 0.9, -1.0), Setting(1.0, 0.6, support=0.9), Setting(2.0, 0.0, "adaptive"),
+             Setting(2.0, 0.7, "adaptive", copy_floor=3.0), Setting(2.0, 0.7, "adaptive", copy_floor=0.0, bias=0.5),
              Setting(1.0, 1.0)]
     one = [token_logprobs(base, t3.head, st, s, chunk=4) for s in order]
     many = grid_logprobs(base, t3.head, st, order, chunk=4)
@@ -326,6 +329,7 @@ def test_the_grid_scores_every_setting_bit_for_bit_as_one_setting_at_a_time(rand
     guided_logits(logp, torch.randn(3, 7), Setting(1.0, 1.5), normalized=True)
     assert torch.equal(logp, before)
     assert not torch.equal(one[0], one[1]) and not torch.equal(one[5], one[6])  # the settings do differ
+    assert not torch.equal(one[1], one[9])  # the copy exemption changes the scores
     assert torch.equal(grid_logprobs(base, None, st, order[:2])[1], token_logprobs(base, None, st, order[0]))
     # the rows: as if each setting were scored alone (the slow path, patched in)
     fast = evaluate_settings(base, t3.head, st, st, st, order, tolerance=0.5)

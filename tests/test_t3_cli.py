@@ -56,7 +56,7 @@ def test_user_mistakes_are_one_line_errors(saved, capsys):
         main(["unlearn", "--model", base, "--forget", forget, "--retain", retain, "--out", str(saved / "h"), "--temperature", "0"])
     assert bad_t.value.code == 2 and "argument --temperature: temperature must be > 0" in capsys.readouterr().err
     assert main(["generate", "--model", base, "--temperature", "2", "hi"]) == 2
-    assert "need a head" in capsys.readouterr().err
+    assert "needs a head" in capsys.readouterr().err
     assert main(["generate", "--model", base, "--head", str(saved), "hi"]) == 2
     assert "t3_config.json" in capsys.readouterr().err
 

@@ -219,11 +219,11 @@ def test_generate_with_cache_equals_without(random_lm, kw):
     assert cached.shape[0] == ids.shape[0] * kw.get("num_return_sequences", 1)
 
 
-@pytest.mark.parametrize("name", ["past_key_values", "cache"])  # transformers' old and new names
+@pytest.mark.parametrize("name,copy", [("past_key_values", None), ("cache", None), ("cache", 1.0)])  # old and new names
 @torch.no_grad()
-def test_cached_steps_equal_full_forward(random_lm, name):
+def test_cached_steps_equal_full_forward(random_lm, name, copy):
     base, tok = random_lm
-    t3 = _t3(base)
+    t3 = _t3(base).set_guidance(copy_floor=copy)
     ids, mask = _prompts(tok, TEXTS)
     pos = (mask.long().cumsum(-1) - 1).clamp_min(0)
     full = t3(ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
@@ -237,6 +237,40 @@ def test_cached_steps_equal_full_forward(random_lm, name):
     stepped = torch.cat(steps, 1)
     valid = mask.bool()
     torch.testing.assert_close(stepped[valid], full[valid], atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_copy_exemption_spares_the_tokens_of_the_context(random_lm):
+    """With a copy floor, a token already in the context (left padding excluded) is read as at least the floor:
+    at T = 1 its guided logit is the base's log-prob plus s x logsigmoid(max(head, floor)); every other token keeps
+    the full tilt. Beam search and sampling give the same with and without the cache."""
+    from t3unlearn.t3.guidance import seen_tokens
+
+    from t3unlearn.t3.features import pool_prefix
+    from t3unlearn.t3.guidance import seen_tokens
+
+    base, tok = random_lm
+    t3 = _t3(base).set_guidance(temperature=1.0, scale=2.0, copy_floor=1.5)
+    ids, mask = _prompts(tok, TEXTS)
+    got = torch.log_softmax(t3(ids, attention_mask=mask, use_cache=False).logits, -1)
+    logp = torch.log_softmax(base(ids, attention_mask=mask).logits.float(), -1)
+    head = t3.head(pool_prefix(final_hidden(base, ids, mask), mask.float())[0])
+    seen, _ = seen_tokens(ids, head.shape[-1], mask=mask)
+    for b in range(ids.shape[0]):  # at the last position: exactly the row's tokens, its left padding not counted
+        assert set(seen[b, -1].nonzero()[:, 0].tolist()) == set(ids[b][mask[b].bool()].tolist())
+    want = torch.log_softmax(logp + 2.0 * torch.nn.functional.logsigmoid(torch.where(seen, head.clamp(min=1.5), head)), -1)
+    valid = mask.bool()
+    torch.testing.assert_close(got[valid], want[valid], atol=1e-4, rtol=1e-4)
+    off = torch.log_softmax(t3.set_guidance(copy_floor="none")(ids, attention_mask=mask).logits, -1)
+    assert (got - off)[seen & valid.unsqueeze(-1)].mean() > (got - off)[~seen & valid.unsqueeze(-1)].mean()
+    t3.set_guidance(temperature=2.0, copy_floor=1.5)
+    for kw in (dict(num_beams=3), dict(do_sample=True, top_k=20)):
+        torch.manual_seed(3)
+        cached = t3.generate(ids, attention_mask=mask, max_new_tokens=8, pad_token_id=tok.pad_token_id, **kw)
+        torch.manual_seed(3)
+        plain = t3.generate(ids, attention_mask=mask, max_new_tokens=8, pad_token_id=tok.pad_token_id,
+                            use_cache=False, **kw)
+        assert torch.equal(cached, plain)
 
 
 @torch.no_grad()

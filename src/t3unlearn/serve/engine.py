@@ -96,6 +96,16 @@ class Sequence:
     generator: torch.Generator | None = None
 
 
+def _seen_rows(seqs: list[Sequence], vocab_size: int, device) -> torch.Tensor:
+    """``(n, V)`` bool: the tokens each sequence's context holds (prompt and output so far), for the copy exemption
+    (:func:`t3unlearn.t3.guidance.seen_tokens` on the same context gives the same mask)."""
+    out = torch.zeros(len(seqs), vocab_size + 1, dtype=torch.bool, device=device)
+    for row, s in enumerate(seqs):
+        ids = torch.as_tensor(s.prompt_ids + s.out_ids, dtype=torch.long, device=device)
+        out[row].scatter_(0, torch.where((ids >= 0) & (ids < vocab_size), ids, vocab_size), True)
+    return out[:, :vocab_size]
+
+
 def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     missing = width - t.shape[dim]
     if missing <= 0:
@@ -434,7 +444,9 @@ class Engine:
             hl = head_logits if whole else head_logits[local]
             hp = head_pooled if whole else head_pooled[local]
             try:
-                guided = guided_logits(base_logits.index_select(0, sel), hl, g, weight=head.support_weight(hp, g.support))
+                seen = None if g.copy_floor is None else _seen_rows([seqs[rows[i]] for i in local], hl.shape[-1], hl.device)
+                guided = guided_logits(base_logits.index_select(0, sel), hl, g, weight=head.support_weight(hp, g.support),
+                                       seen=seen)
             except Exception as exc:  # noqa: BLE001 - one guidance fails its own rows only
                 log.exception("guidance %s of head %s failed", g, head.name)
                 for i in local:

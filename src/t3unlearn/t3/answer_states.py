@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 
+from t3unlearn.data import IGNORE_INDEX
 from t3unlearn.errors import T3Error
 from t3unlearn.t3.config import Guidance
 from t3unlearn.t3.guidance import HeadReading, guided_logits
@@ -33,11 +34,27 @@ class AnswerStates:
     targets: torch.Tensor  # (N,) the answer token at the next position
     seq: torch.Tensor  # (N,) item of each position
     n_items: int
+    context: torch.Tensor | None = None  # (I, L) every item's token ids, -1 padded (the copy exemption reads them)
+    pos: torch.Tensor | None = None  # (N,) position of each answer position in its item
     last: torch.Tensor = field(init=False)  # (N,) True at each item's last labelled token (the EOS)
 
     def __post_init__(self):
         nxt = torch.cat([self.seq[1:], self.seq.new_full((1,), -1)])
         self.last = nxt != self.seq
+
+    def seen(self, sl: slice, vocab_size: int) -> torch.Tensor:
+        """``(n, V)`` bool: the tokens of each position's context (its item's ids up to and including it), for the
+        positions ``sl`` -- what the guided model's copy exemption reads there."""
+        if self.context is None or self.pos is None:
+            raise T3Error("these answer states were built without their items' token ids; the copy exemption needs "
+                          "them (answer_states keeps them).")
+        ctx = self.context[self.seq[sl].to(self.context.device)]  # (n, L)
+        pos = self.pos[sl].to(ctx.device)
+        inside = torch.arange(ctx.shape[1], device=ctx.device).unsqueeze(0) <= pos.unsqueeze(1)
+        ids = torch.where(inside & (ctx >= 0) & (ctx < vocab_size), ctx, vocab_size)
+        out = torch.zeros(ctx.shape[0], vocab_size + 1, dtype=torch.bool, device=ctx.device)
+        out.scatter_(1, ids, True)
+        return out[:, :vocab_size]
 
 
 @torch.inference_mode()
@@ -54,7 +71,15 @@ def answer_states(model, examples, pad_id: int, *, batch_size: int = 32, device=
         parts.append((h, f, t, torch.as_tensor(idx, device=device)[r]))
     hidden, pooled, targets, seq = (torch.cat(x) for x in zip(*parts))
     perm = torch.sort(seq, stable=True).indices
-    return AnswerStates(hidden[perm], pooled[perm], targets[perm], seq[perm], len(examples))
+    width = max((len(e.input_ids) for e in examples), default=0)
+    context = torch.full((len(examples), width), -1, dtype=torch.long)
+    pos = []
+    for i, e in enumerate(examples):
+        context[i, : len(e.input_ids)] = torch.as_tensor(e.input_ids, dtype=torch.long)
+        # answer positions in order: t predicts the answer token t + 1 (what batch_features keeps, item by item)
+        pos += [t for t in range(len(e.labels) - 1) if e.labels[t + 1] != IGNORE_INDEX]
+    return AnswerStates(hidden[perm], pooled[perm], targets[perm], seq[perm], len(examples),
+                        context=context, pos=torch.as_tensor(pos, dtype=torch.long))
 
 
 def _out_layer(model):
@@ -86,8 +111,9 @@ def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk
             logits = logp
         else:
             pooled = states.pooled[sl]
+            seen = states.seen(sl, logp.shape[-1]) if setting.copy_floor is not None else None
             logits = guided_logits(logp, head(pooled), setting, weight=head.support_weight(pooled, setting.support),
-                                   normalized=True)
+                                   seen=seen, normalized=True)
         res.append(torch.log_softmax(logits, -1).gather(-1, states.targets[sl].unsqueeze(-1)).squeeze(-1).float().cpu())
     return torch.cat(res)
 
@@ -99,19 +125,25 @@ class _Chunk:
     gate's weight. :meth:`logits` is ``guided_logits`` with these pieces reused (the same operations on the same
     tensors: the same bits)."""
 
-    def __init__(self, logp: torch.Tensor, head, pooled: torch.Tensor):
+    def __init__(self, logp: torch.Tensor, head, pooled: torch.Tensor, seen=None):
         self.logp, self.head, self.pooled = logp, head, pooled
         self.head_logits = head(pooled)
+        self._seen, self._seen_mask = seen, None  # a callable giving the copy exemption's mask, called on first use
         self.readings: dict = {}
         self.weights: dict = {}
 
     def logits(self, st: Setting) -> torch.Tensor:
-        if (st.bias, st.floor) not in self.readings:
-            self.readings[st.bias, st.floor] = HeadReading(self.head_logits, st.bias, st.floor)
+        key = st.bias, st.floor, st.copy_floor
+        if key not in self.readings:
+            seen = None
+            if st.copy_floor is not None:
+                if self._seen_mask is None:
+                    self._seen_mask = self._seen()
+                seen = self._seen_mask
+            self.readings[key] = HeadReading(self.head_logits, st.bias, st.floor, seen, st.copy_floor)
         if st.support not in self.weights:
             self.weights[st.support] = self.head.support_weight(self.pooled, st.support)
-        return guided_logits(self.logp, self.readings[st.bias, st.floor], st, weight=self.weights[st.support],
-                             normalized=True)
+        return guided_logits(self.logp, self.readings[key], st, weight=self.weights[st.support], normalized=True)
 
 
 @torch.inference_mode()
@@ -125,7 +157,8 @@ def grid_logprobs(model, head, states: AnswerStates, settings: Sequence[Setting]
     for i in range(0, states.targets.numel(), chunk):
         sl = slice(i, i + chunk)
         logp = torch.log_softmax(out_layer(states.hidden[sl].to(out_layer.weight.dtype)).float(), dim=-1)
-        pieces = None if head is None else _Chunk(logp, head, states.pooled[sl])
+        pieces = None if head is None else _Chunk(logp, head, states.pooled[sl],
+                                                  lambda sl=sl, v=logp.shape[-1]: states.seen(sl, v))
         target = states.targets[sl].unsqueeze(-1)
         for out, st in zip(res, settings):
             logits = logp if pieces is None else pieces.logits(st)

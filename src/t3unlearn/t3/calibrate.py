@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from t3unlearn.errors import T3Error
-from t3unlearn.t3.config import (CALIBRATION_SCALES, CALIBRATION_SUPPORTS, CALIBRATION_TEMPERATURES, CALIBRATION_TEMPERINGS,
+from t3unlearn.t3.config import (CALIBRATION_COPY_FLOORS, CALIBRATION_SCALES, CALIBRATION_SUPPORTS, CALIBRATION_TEMPERATURES, CALIBRATION_TEMPERINGS,
                                  TEMPERINGS, Guidance)
 from t3unlearn.t3.answer_states import AnswerStates, answer_states, grid_logprobs, token_logprobs  # noqa: F401 (API)
 
@@ -64,15 +64,17 @@ Setting = Guidance  # one point of the guidance grid: T, s, tempering, tail guar
 
 def grid(temperatures: Iterable[float], scales: Iterable[float], temperings: Iterable[str] = ("global",),
          tails: Iterable[float | None] = (None,), biases: Iterable[float] = (0.0,),
-         supports: Iterable[float | None] = (None,), floors: Iterable[float | None] = (None,)) -> list[Setting]:
-    """Every combination; ``T = 1`` appears once per scale, bias, support and floor (tempering and tail are then
-    moot)."""
+         supports: Iterable[float | None] = (None,), floors: Iterable[float | None] = (None,),
+         copy_floors: Iterable[float | None] = (None,)) -> list[Setting]:
+    """Every combination; ``T = 1`` appears once per scale, bias, support, floor and copy floor (tempering and tail
+    are then moot)."""
     out, seen = [], set()
-    for T, s, mode, tail, b, q, fl in itertools.product(temperatures, scales, temperings, tails, biases, supports, floors):
+    for T, s, mode, tail, b, q, fl, cf in itertools.product(temperatures, scales, temperings, tails, biases, supports,
+                                                            floors, copy_floors):
         if mode not in TEMPERINGS:
             raise T3Error(f"unknown tempering {mode!r}; choose one of {', '.join(TEMPERINGS)}.")
-        st = (Setting(float(T), float(s), "global", None, float(b), q, fl) if float(T) == 1.0
-              else Setting(float(T), float(s), mode, tail, float(b), q, fl))
+        st = (Setting(float(T), float(s), "global", None, float(b), q, fl, cf) if float(T) == 1.0
+              else Setting(float(T), float(s), mode, tail, float(b), q, fl, cf))
         if st not in seen:
             seen.add(st)
             out.append(st)
@@ -421,13 +423,14 @@ DEFAULT_TEMPERATURES = CALIBRATION_TEMPERATURES
 DEFAULT_SCALES = CALIBRATION_SCALES
 DEFAULT_TEMPERINGS = CALIBRATION_TEMPERINGS
 DEFAULT_SUPPORTS = CALIBRATION_SUPPORTS
+DEFAULT_COPY_FLOORS = CALIBRATION_COPY_FLOORS
 RETAIN_ITEMS = 400  # retain items scored for the utility constraint (a seeded sample of the retain set)
 
 
 def default_grid(plain: bool = False) -> list[Setting]:
     """``t3unlearn calibrate``'s default grid; ``plain``: its T = 1 settings only (classifier guidance)."""
     temps = [1.0] if plain else list(DEFAULT_TEMPERATURES)
-    return grid(temps, DEFAULT_SCALES, DEFAULT_TEMPERINGS, supports=DEFAULT_SUPPORTS)
+    return grid(temps, DEFAULT_SCALES, DEFAULT_TEMPERINGS, supports=DEFAULT_SUPPORTS, copy_floors=DEFAULT_COPY_FLOORS)
 
 
 def _examples(fmt, data) -> list:

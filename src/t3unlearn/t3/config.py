@@ -34,9 +34,10 @@ CALIBRATION_TEMPERATURES = (1.0, 1.5, 1.75, 2.0, 2.25, 2.5)
 CALIBRATION_SCALES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.5)
 CALIBRATION_TEMPERINGS = ("adaptive",)
 CALIBRATION_SUPPORTS = (0.95,)
+CALIBRATION_COPY_FLOORS = (None,)
 # a calibration grid's lists (calibrate's --temperatures ..., compare's "calibrate" object) and the knob of each
 GRID_KNOBS = {"temperatures": "temperature", "scales": "scale", "temperings": "tempering", "tails": "tail_logp",
-              "biases": "bias", "supports": "support", "floors": "floor"}
+              "biases": "bias", "supports": "support", "floors": "floor", "copy_floors": "copy_floor"}
 
 
 def check_head_shape(in_features: int, hidden: int, vocab: int, activation: str, layers: int) -> None:
@@ -152,6 +153,12 @@ class Guidance:
         "pushed down alike", high=0.0, high_open=True,
         rule="is a head logit below which tokens are not pushed further and must be < 0 (e.g. -6.5: at most s x 6.5 "
              "nats per token)", optional=True, metavar="LOGIT", serve=(-1000.0, 0.0))
+    copy_floor: float | None = knob(
+        None, "copy exemption: a token already in the context (the question's names, words said earlier) is read by "
+        "the head as at least LOGIT, so copying it is neither tilted away nor counted as forget content by adaptive "
+        "tempering (e.g. 4: names are kept, the facts the question does not give still go)", low=-1000.0,
+        high=1000.0, rule="is a head logit and must be within [-1000, 1000] (e.g. 4)", optional=True,
+        metavar="LOGIT", serve=(-1000.0, 1000.0))
 
     def __post_init__(self):
         self.validate()
@@ -191,6 +198,8 @@ class Guidance:
             parts.append(f"support={self.support:g}")
         if self.floor is not None:
             parts.append(f"floor={self.floor:g}")
+        if self.copy_floor is not None:
+            parts.append(f"copy={self.copy_floor:g}")
         return ", ".join(parts)
 
 

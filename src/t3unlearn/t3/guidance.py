@@ -26,6 +26,11 @@ tempered (docs/t3.md, "Tempering that does not tax retained knowledge"):
   flagged ones falling far below what a model that never saw them gives (on offline TOFU that spread made a few
   forget items' paraphrases far less likely than their perturbations; docs/t3.md, "The head's floor").
 
+- ``copy_floor=c``: a token already in the context (``seen``: the question's names, words said earlier) is read as
+  at least ``c``. Copying it is then neither tilted away nor counted in the forget mass, so the answer keeps the
+  author's name while the facts the context does not give are still tilted away (the head reads every token of a
+  forget answer as forget content, names copied from the question included).
+
 With ``T = 1`` (plain classifier guidance) every tempering is the identity. Every variant returns
 unnormalized log-probabilities; ``log_softmax`` of the result is the guided distribution.
 """
@@ -39,13 +44,17 @@ from t3unlearn.t3.config import Guidance
 
 
 
-def _read_head(head_logits: torch.Tensor, bias: float = 0.0, floor: float | None = None) -> torch.Tensor:
-    """The head's logits as the guidance reads them: ``max(head + bias, floor)``, float32."""
+def _read_head(head_logits: torch.Tensor, bias: float = 0.0, floor: float | None = None,
+               seen: torch.Tensor | None = None, copy_floor: float | None = None) -> torch.Tensor:
+    """The head's logits as the guidance reads them: ``max(head + bias, floor)``, and at least ``copy_floor`` for the
+    tokens ``seen`` (a bool mask like the logits: already in the context), float32."""
     h = head_logits.float()
     if bias:
         h = h + bias
     if floor is not None:
         h = h.clamp(min=float(floor))
+    if copy_floor is not None and seen is not None:
+        h = torch.where(seen, h.clamp(min=float(copy_floor)), h)
     return h
 
 
@@ -66,15 +75,17 @@ class HeadReading:
     first use. A grid of settings that share the base's log-probs, the bias and the floor (calibration) keeps one
     reading per (bias, floor) and pays for these once."""
 
-    def __init__(self, head_logits: torch.Tensor, bias: float = 0.0, floor: float | None = None):
+    def __init__(self, head_logits: torch.Tensor, bias: float = 0.0, floor: float | None = None,
+                 seen: torch.Tensor | None = None, copy_floor: float | None = None):
         self._head, self._bias, self._floor = head_logits, bias, floor
+        self._seen, self._copy = seen, copy_floor
         self._read = self._lsig = None
         self._mass: tuple | None = None  # (id of the base log-probs, their forget mass)
 
     @property
     def read(self) -> torch.Tensor:
         if self._read is None:
-            self._read = _read_head(self._head, self._bias, self._floor)
+            self._read = _read_head(self._head, self._bias, self._floor, self._seen, self._copy)
         return self._read
 
     def logsigmoid(self) -> torch.Tensor:
@@ -94,19 +105,22 @@ def guided_logits(
     guidance: Guidance,
     *,
     weight: torch.Tensor | None = None,
+    seen: torch.Tensor | None = None,
     normalized: bool = False,
 ) -> torch.Tensor:
     """T3's guided logits (float32) from the base's and the head's logits of the same positions, under ``guidance``
     (a :class:`~t3unlearn.t3.config.Guidance`; its ``support`` is read by whoever computes ``weight``).
 
-    ``weight`` (``(..., 1)`` in [0, 1], e.g. :meth:`SupportGate.weight`) scales guidance per position.
+    ``weight`` (``(..., 1)`` in [0, 1], e.g. :meth:`SupportGate.weight`) scales guidance per position. ``seen``
+    (bool, like the logits): the tokens already in each position's context, read by the guidance's ``copy_floor``
+    (without it the copy exemption has nothing to exempt).
     ``normalized``: ``base_logits`` are already the base's log-probabilities (``log_softmax``, float32), e.g. kept
     across many settings; they are not modified. ``head_logits`` may be a :class:`HeadReading` at the guidance's
     bias and floor (reused across settings)."""
     if not isinstance(guidance, Guidance):
         raise TypeError(f"guided_logits takes a Guidance, not {type(guidance).__name__}; e.g. Guidance(temperature=2.0, scale=0.7).")
     reading = (head_logits if isinstance(head_logits, HeadReading)
-               else HeadReading(head_logits, guidance.bias, guidance.floor))
+               else HeadReading(head_logits, guidance.bias, guidance.floor, seen, guidance.copy_floor))
     temperature, scale = guidance.temperature, guidance.scale
     tempering, tail_logp = guidance.tempering, guidance.tail_logp
     logp = base_logits.float() if normalized else torch.log_softmax(base_logits.float(), dim=-1)
@@ -133,3 +147,33 @@ def guided_logits(
     if torch.is_grad_enabled():
         return tempered + scale * reading.logsigmoid()
     return tempered.add_(reading.logsigmoid(), alpha=scale)  # a fresh tensor: in place saves a V-wide copy
+
+
+def seen_tokens(ids: torch.Tensor, vocab_size: int, *, mask: torch.Tensor | None = None,
+                prior: torch.Tensor | None = None, keep: int | torch.Tensor = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the copy exemption reads: ``(seen, running)`` for token ids ``(B, q)`` that follow ``prior`` (``(B, V)``
+    bool: the tokens of the context before them, or None).
+
+    ``seen`` ``(B, k, V)`` marks, at each of the last ``k = keep`` positions (``0``: all ``q``), every token of the
+    context up to and including that position -- the context its next-token logits are computed from;
+    ``running`` ``(B, V)`` marks every token so far (the next call's ``prior``). Padding (``mask == 0``) and ids
+    outside the vocabulary are not counted. ``keep`` may also be a tensor of positions (``logits_to_keep``)."""
+    if isinstance(keep, torch.Tensor):
+        seen, running = seen_tokens(ids, vocab_size, mask=mask, prior=prior)
+        return seen[:, keep], running
+    b, q = ids.shape
+    k = q if keep <= 0 or keep >= q else keep
+    ids = ids.clamp(min=0)
+    junk = vocab_size  # one column past the vocabulary takes padding and out-of-range ids
+    ids = torch.where(ids < vocab_size, ids, junk)
+    if mask is not None:
+        ids = torch.where(mask.to(ids.device).bool(), ids, junk)
+    before = torch.zeros(b, vocab_size + 1, dtype=torch.bool, device=ids.device)
+    if prior is not None:
+        before[:, :vocab_size] = prior
+    if q > k:
+        before.scatter_(1, ids[:, : q - k], True)
+    tail = torch.zeros(b, k, vocab_size + 1, dtype=torch.uint8, device=ids.device)
+    tail.scatter_(2, ids[:, q - k:].unsqueeze(-1), 1)
+    seen = tail.cummax(dim=1).values.bool() | before.unsqueeze(1)
+    return seen[..., :vocab_size], seen[:, -1, :vocab_size]

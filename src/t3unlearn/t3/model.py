@@ -29,7 +29,7 @@ from t3unlearn.t3.config import (CONFIG_NAME, FORMAT, FORMAT_VERSION, GUIDANCE_K
                                  TrainConfig)
 from t3unlearn.t3.feature_cache import _readable
 from t3unlearn.t3.features import decoder_of, hidden_size_of, pool_prefix, vocab_size_of
-from t3unlearn.t3.guidance import guided_logits
+from t3unlearn.t3.guidance import guided_logits, seen_tokens
 from t3unlearn.t3.head import ACTIVATIONS, NO_SUPPORT, GuidanceHead, SupportGate, check_head_shape
 
 
@@ -53,6 +53,7 @@ class T3Config(PreTrainedConfig):
     t3_bias: float = Guidance.bias
     t3_support: float | None = Guidance.support
     t3_floor: float | None = Guidance.floor
+    t3_copy_floor: float | None = Guidance.copy_floor
     head_hidden: int = TrainConfig.hidden_size
     head_activation: str = TrainConfig.activation
     head_layers: int = TrainConfig.layers
@@ -133,38 +134,37 @@ def _from_v1(data: dict) -> dict:
 
 
 class T3Cache(DynamicCache):
-    """A ``DynamicCache`` that also keeps, per sequence, the running sum of the base's final
-    hidden states (``t3_sum``, ``(B, d)`` float32) and the number of non-padding tokens seen
-    (``t3_count``, ``(B,)``). Beam reordering and batch selection move them with the keys/values.
-    """
+    """A ``DynamicCache`` that also keeps, per sequence, the running sum of the base's final hidden states (``t3_sum``,
+    ``(B, d)`` float32), the number of non-padding tokens seen (``t3_count``, ``(B,)``) and the tokens the context
+    holds (``t3_seen``, ``(B, V)`` bool: the copy exemption). Beam reordering and batch selection move them too."""
+
+    _T3_STATE = ("t3_sum", "t3_count", "t3_seen")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.t3_sum = None
-        self.t3_count = None
+        self.t3_sum = self.t3_count = self.t3_seen = None
 
     def reset(self):
         super().reset()
-        self.t3_sum = None
-        self.t3_count = None
+        self.t3_sum = self.t3_count = self.t3_seen = None
+
+    def _move(self, fn) -> None:
+        for name in self._T3_STATE:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, fn(value))
 
     def reorder_cache(self, beam_idx: torch.LongTensor):
         super().reorder_cache(beam_idx)
-        if self.t3_sum is not None:
-            self.t3_sum = self.t3_sum.index_select(0, beam_idx.to(self.t3_sum.device))
-            self.t3_count = self.t3_count.index_select(0, beam_idx.to(self.t3_count.device))
+        self._move(lambda v: v.index_select(0, beam_idx.to(v.device)))
 
     def batch_select_indices(self, indices: torch.Tensor):
         super().batch_select_indices(indices)
-        if self.t3_sum is not None:
-            self.t3_sum = self.t3_sum[indices.to(self.t3_sum.device)]
-            self.t3_count = self.t3_count[indices.to(self.t3_count.device)]
+        self._move(lambda v: v[indices.to(v.device)])
 
     def batch_repeat_interleave(self, repeats: int):
         super().batch_repeat_interleave(repeats)
-        if self.t3_sum is not None:
-            self.t3_sum = self.t3_sum.repeat_interleave(repeats, dim=0)
-            self.t3_count = self.t3_count.repeat_interleave(repeats, dim=0)
+        self._move(lambda v: v.repeat_interleave(repeats, dim=0))
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError(
@@ -177,8 +177,7 @@ class _HiddenRecorder:
     """Forward hook on the base's decoder: records its output while the T3 model's forward runs.
 
     It shares only the T3 model's small runtime dict (not the model: a base outliving its T3
-    wrapper does not keep the head alive, and ``copy.deepcopy`` of the T3 model stays wired).
-    """
+    wrapper does not keep the head alive, and ``copy.deepcopy`` of the T3 model stays wired)."""
 
     def __init__(self, rt: dict):
         self.rt = rt
@@ -192,8 +191,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
     """Frozen base causal LM + guidance head; see the module doc.
 
     Build one with :func:`t3unlearn.t3.unlearn`, :meth:`from_pretrained` (a saved head directory)
-    or :meth:`from_base` (a base model already in memory plus a head directory).
-    """
+    or :meth:`from_base` (a base model already in memory plus a head directory)."""
 
     config_class = T3Config
     base_model_prefix = "t3"
@@ -311,6 +309,21 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         model_kwargs[key] = self._new_cache()
 
     # ------------------------------------------------------------------ forward
+    def _seen(self, input_ids, mask, cache, head_logits, logits_to_keep) -> torch.Tensor | None:
+        """The copy exemption's mask at the kept positions (None without a copy exemption); the cache keeps the
+        tokens seen so far for the next step."""
+        g = self._rt["guidance"]
+        if g.copy_floor is None or (g.temperature == 1.0 and g.scale == 0.0):
+            return None
+        if input_ids is None:
+            raise ModelError("the copy exemption (copy_floor) reads the context's token ids; pass input_ids, not "
+                             "inputs_embeds, or turn it off (copy_floor=None).")
+        seen, running = seen_tokens(input_ids.to(head_logits.device), head_logits.shape[-1], mask=mask,
+                                    prior=None if cache is None else cache.t3_seen, keep=logits_to_keep)
+        if cache is not None:
+            cache.t3_seen = running
+        return seen
+
     def _head_logits(self, pooled: torch.Tensor) -> torch.Tensor:
         """``self.head(pooled)`` without module-call overhead (it runs at every decoding step)."""
         head, linear = self.head, torch.nn.functional.linear
@@ -324,16 +337,18 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
             z = head.act(linear(z, layer.weight))
         return linear(z, head.out.weight)
 
-    def guided_logits(self, base_logits: torch.Tensor, head_logits: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+    def guided_logits(self, base_logits: torch.Tensor, head_logits: torch.Tensor, pooled: torch.Tensor | None = None,
+                      seen: torch.Tensor | None = None) -> torch.Tensor:
         """The guided logits (float32) under the current :attr:`guidance` (see :mod:`t3unlearn.t3.guidance`);
-        ``pooled`` (the head's input) is needed when the guidance uses the support gate."""
+        ``pooled`` (the head's input) is needed when the guidance uses the support gate, ``seen`` (the tokens in each
+        position's context) when it uses the copy exemption."""
         g = self._rt["guidance"]
         weight = None
         if g.support is not None and (g.temperature != 1.0 or g.scale != 0.0):
             if pooled is None:
                 raise ModelError("guidance with support needs the pooled states the head read (pooled=).")
             weight = self.head.support_weight(pooled.to(head_logits.device, torch.float32), g.support)
-        return guided_logits(base_logits, head_logits, g, weight=weight)
+        return guided_logits(base_logits, head_logits, g, weight=weight, seen=seen)
 
     def forward(
         self,
@@ -351,8 +366,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         """Guided next-token logits (unnormalized log-probs; ``log_softmax`` them for log-probs).
 
         ``labels`` (``-100`` ignored) give the mean token cross-entropy of the guided distribution. The
-        cache comes as ``cache`` or ``past_key_values`` (transformers' new and old names).
-        """
+        cache comes as ``cache`` or ``past_key_values`` (transformers' new and old names)."""
         from t3unlearn.lm import cache_kwarg
 
         kwargs.pop("return_dict", None)
@@ -406,7 +420,9 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         pooled, run_sum, run_count = _pool(hidden, mask, prior_sum, prior_count, logits_to_keep)
         if use_cache:
             past_key_values.t3_sum, past_key_values.t3_count = run_sum, run_count
-        logits = self.guided_logits(out.logits, self._head_logits(pooled), pooled)
+        head_logits = self._head_logits(pooled)
+        seen = self._seen(input_ids, mask, past_key_values if use_cache else None, head_logits, logits_to_keep)
+        logits = self.guided_logits(out.logits, head_logits, pooled, seen)
 
         loss = None
         if labels is not None:
@@ -515,8 +531,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
 
         ``guidance`` and guidance knobs given as keywords override the saved ones as in :meth:`from_base`; loading
         keywords (``dtype``, ``device_map``, ``attn_implementation``, ...) go to ``transformers`` when the base is
-        loaded; any other keyword is an error.
-        """
+        loaded; any other keyword is an error."""
         knobs = {k: kwargs.pop(k) for k in GUIDANCE_KNOBS if k in kwargs}
         loading_kwargs = kwargs
         if args:

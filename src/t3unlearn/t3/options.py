@@ -67,8 +67,10 @@ def guidance_overrides(args, model_path: str | None = None) -> dict:
     if kw and model_path is not None and getattr(args, "head", None) is None and not _is_head_dir(model_path):
         from t3unlearn.errors import T3Error
 
-        raise T3Error(f"{'/'.join(knob_flag(k) for k in GUIDANCE_KNOBS)} are T3's guidance; they need a head "
-                      "(--head DIR or --model HEAD_DIR).")
+        given = [knob_flag(k) for k in GUIDANCE_KNOBS if k in kw]
+        raise T3Error(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} T3's guidance and "
+                      f"need{'s' if len(given) == 1 else ''} a head: add --head DIR, or give a head directory as "
+                      "--model.")
     return kw
 
 
@@ -83,7 +85,9 @@ def add_calibration_options(c) -> None:
     from t3unlearn.t3.config import CALIBRATION_TEMPERATURES as DEFAULT_TEMPERATURES
     from t3unlearn.t3.config import CALIBRATION_SUPPORTS as DEFAULT_SUPPORTS
     from t3unlearn.t3.config import CALIBRATION_TEMPERINGS as DEFAULT_TEMPERINGS
+    from t3unlearn.t3.config import CALIBRATION_COPY_FLOORS
 
+    copy_default = ",".join("none" if c is None else f"{c:g}" for c in CALIBRATION_COPY_FLOORS)
     mia_default = 0.075  # t3unlearn.t3.calibrate.MIA_TOLERANCE (not imported: --help stays free of numpy and torch)
 
     c.add_argument("--holdout", default=None, metavar="SOURCE",
@@ -123,6 +127,10 @@ def add_calibration_options(c) -> None:
                    help="grid of head floors: head logits below which the tilt pushes no further, 'none' for no floor "
                         "(e.g. none,-6.5; see --floor; a list that starts with a negative value needs '=': "
                         "--floors=-6.5,-5) [%(default)s]")
+    c.add_argument("--copy-floors", default=copy_default,
+                   help="grid of copy exemptions: the head logit below which a token already in the context (the "
+                        "question's names) is not read, 'none' for no exemption (e.g. none,4; see --copy-floor) "
+                        "[%(default)s]")
 
 
 def add_force_option(parser) -> None:
