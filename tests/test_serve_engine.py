@@ -300,3 +300,18 @@ def test_sliding_window_models_batch_like_generate_alone(kind, small_tokenizer):
     for p, seq in zip(prompts, first + late):
         assert seq.finish_reason == "length", seq.error
         assert seq.out_ids == _reference(model, tok, p, 10), p
+
+
+def test_the_copy_exemption_reads_prompt_and_output_so_far():
+    """The server's copy-exemption mask is the guided model's (seen_tokens) over each row's whole context: its
+    prompt and the tokens generated so far, rows of different lengths side by side, nothing else."""
+    import torch
+
+    from t3unlearn.serve.engine import _seen_rows
+    from t3unlearn.t3.guidance import seen_tokens
+
+    seqs = [Sequence(prompt_ids=[1, 2], head=None, out_ids=[5]), Sequence(prompt_ids=[3], head=None)]
+    got = _seen_rows(seqs, 8, "cpu")
+    assert [set(r.nonzero()[:, 0].tolist()) for r in got] == [{1, 2, 5}, {3}]
+    want = seen_tokens(torch.tensor([[1, 2, 5]]), 8)[1]
+    assert torch.equal(got[:1], want)

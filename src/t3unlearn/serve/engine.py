@@ -97,13 +97,15 @@ class Sequence:
 
 
 def _seen_rows(seqs: list[Sequence], vocab_size: int, device) -> torch.Tensor:
-    """``(n, V)`` bool: the tokens each sequence's context holds (prompt and output so far), for the copy exemption
-    (:func:`t3unlearn.t3.guidance.seen_tokens` on the same context gives the same mask)."""
-    out = torch.zeros(len(seqs), vocab_size + 1, dtype=torch.bool, device=device)
-    for row, s in enumerate(seqs):
-        ids = torch.as_tensor(s.prompt_ids + s.out_ids, dtype=torch.long, device=device)
-        out[row].scatter_(0, torch.where((ids >= 0) & (ids < vocab_size), ids, vocab_size), True)
-    return out[:, :vocab_size]
+    """``(n, V)`` bool: the tokens each sequence's context holds (prompt and output so far), for the copy exemption:
+    :func:`t3unlearn.t3.guidance.seen_tokens`, as the guided model computes it."""
+    from t3unlearn.t3.guidance import seen_tokens
+
+    rows = [s.prompt_ids + s.out_ids for s in seqs]
+    ids = torch.full((len(rows), max(map(len, rows))), -1, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+    return seen_tokens(ids.to(device), vocab_size, keep=1)[1]  # -1 (padding) is not a token
 
 
 def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:

@@ -48,13 +48,11 @@ class AnswerStates:
         if self.context is None or self.pos is None:
             raise T3Error("these answer states were built without their items' token ids; the copy exemption needs "
                           "them (answer_states keeps them).")
+        from t3unlearn.t3.guidance import seen_tokens
+
         ctx = self.context[self.seq[sl].to(self.context.device)]  # (n, L)
-        pos = self.pos[sl].to(ctx.device)
-        inside = torch.arange(ctx.shape[1], device=ctx.device).unsqueeze(0) <= pos.unsqueeze(1)
-        ids = torch.where(inside & (ctx >= 0) & (ctx < vocab_size), ctx, vocab_size)
-        out = torch.zeros(ctx.shape[0], vocab_size + 1, dtype=torch.bool, device=ctx.device)
-        out.scatter_(1, ids, True)
-        return out[:, :vocab_size]
+        inside = torch.arange(ctx.shape[1], device=ctx.device).unsqueeze(0) <= self.pos[sl].to(ctx.device).unsqueeze(1)
+        return seen_tokens(ctx, vocab_size, mask=inside, keep=1)[1]  # every token up to the position (-1: padding)
 
 
 @torch.inference_mode()

@@ -163,9 +163,8 @@ def seen_tokens(ids: torch.Tensor, vocab_size: int, *, mask: torch.Tensor | None
         return seen[:, keep], running
     b, q = ids.shape
     k = q if keep <= 0 or keep >= q else keep
-    ids = ids.clamp(min=0)
     junk = vocab_size  # one column past the vocabulary takes padding and out-of-range ids
-    ids = torch.where(ids < vocab_size, ids, junk)
+    ids = torch.where((ids >= 0) & (ids < vocab_size), ids, junk)
     if mask is not None:
         ids = torch.where(mask.to(ids.device).bool(), ids, junk)
     before = torch.zeros(b, vocab_size + 1, dtype=torch.bool, device=ids.device)
