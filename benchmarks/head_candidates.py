@@ -29,7 +29,7 @@ import json
 import math
 from pathlib import Path
 
-from unseen_worlds import cli, world_dir
+from unseen_worlds import cli, parse_common, world_dir
 
 ENSEMBLE = ("--hidden-size", "200", "--layers", "2", "--activation", "gelu", "--epochs", "60", "--warmup-epochs", "10",
             "--lr", "0.01", "--weight-decay", "0.01", "--batch-size", "32", "--ensemble", "3")
@@ -94,15 +94,7 @@ def line(what: str, family: str, row: dict, best: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--benchmarks", default="world", help="comma-separated: world, tofu, world-sN [world]")
-    ap.add_argument("--head-seeds", default="0,1,2", help="comma-separated head seeds [0,1,2]")
-    ap.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"))
-    ap.add_argument("--out", default="unseen-worlds", help="working directory (cached) [unseen-worlds]")
-    args = ap.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args, out = parse_common(ap, head_seeds="0,1,2")
     met = total = 0
     for name in args.benchmarks.split(","):
         bench = benchmark(name, out)

@@ -115,10 +115,10 @@ def report(name: str, cal: dict, auc: dict[str, float]) -> None:
               f"TR median {r['tr_median']:.3f}  ({off:.3g}x below the oracle's best)")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--world-seeds", default="0", help="comma-separated generator seeds (0: the default world) [0]")
-    ap.add_argument("--head-seeds", default="0", help="comma-separated head seeds [0]")
+def parse_common(ap: argparse.ArgumentParser, head_seeds: str):
+    """``(args, OUT)`` with the options this script shares with ``head_candidates.py`` added and parsed, OUT made,
+    and torch on one thread."""
+    ap.add_argument("--head-seeds", default=head_seeds, help=f"comma-separated head seeds [{head_seeds}]")
     ap.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"))
     ap.add_argument("--out", default="unseen-worlds", help="working directory (cached) [unseen-worlds]")
     args = ap.parse_args()
@@ -127,6 +127,13 @@ def main() -> int:
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    return args, out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--world-seeds", default="0", help="comma-separated generator seeds (0: the default world) [0]")
+    args, out = parse_common(ap, head_seeds="0")
     for ws in (int(x) for x in args.world_seeds.split(",")):
         world = world_dir(ws, out)
         auc = membership(world, args.split)
