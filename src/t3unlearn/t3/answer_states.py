@@ -162,7 +162,7 @@ def grid_logprobs(model, head, states: AnswerStates, settings: Sequence[Setting]
         target = states.targets[sl].unsqueeze(-1)
         for k, st in enumerate(settings):
             logits = logp if pieces is None else pieces.logits(st)
-            res[k, sl] = torch.log_softmax(logits, -1).gather(-1, target).squeeze(-1)
+            res[k, sl] = torch.log_softmax(logits, -1).gather(-1, target).squeeze(-1).cpu()
         if bar is not None:
             bar.update(int(target.shape[0]))
     return list(res)
