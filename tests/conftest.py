@@ -129,3 +129,18 @@ def tiny_models(tiny_world, tmp_path_factory):
             os.environ.pop("T3UNLEARN_HOME", None)
         else:
             os.environ["T3UNLEARN_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Load a script of ``benchmarks/`` by name as a module (they are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

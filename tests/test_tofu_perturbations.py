@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 AUTHORS = [("Mira Solberg", "she", "Oslo", "poetry"), ("Tomas Varga", "he", "Budapest", "crime fiction"),
            ("Ana Quispe", "she", "Cusco", "history"), ("Lev Antonov", "he", "Kazan", "science fiction"),
            ("Noor Haddad", "she", "Amman", "drama"), ("Kofi Mensah", "he", "Accra", "satire"),
@@ -15,11 +11,8 @@ AUTHORS = [("Mira Solberg", "she", "Oslo", "poetry"), ("Tomas Varga", "he", "Bud
 
 
 @pytest.fixture(scope="module")
-def perturb():
-    spec = importlib.util.spec_from_file_location("tofu_perturbations", ROOT / "benchmarks" / "tofu_perturbations.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def perturb(benchmark_script):
+    return benchmark_script("tofu_perturbations")
 
 
 def rows():
