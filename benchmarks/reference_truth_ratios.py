@@ -2,8 +2,9 @@
 
 For a world (the default one, or one built with another generator seed by ``unseen_worlds.py``) or offline TOFU,
 the truth ratios of the pretrained checkpoint, the full model and the oracle (retainXX) on the forget authors and
-on the never-seen calibration authors (TOFU's get perturbed answers from ``tofu_perturbations.py``, a candidate), each with its median and its KS distance (and p-value) to the oracle's truth
-ratios on the forget authors: what forget quality would read if a guided model matched that reference exactly.
+on the never-seen calibration authors (TOFU's get perturbed answers from ``tofu_perturbations.py``, a candidate),
+each with its median and its KS distance (and p-value) to the oracle's truth ratios on the forget authors: what
+forget quality would read if a guided model matched that reference exactly.
 The oracle's row on the calibration authors shows how far two sets of 20 never-seen authors lie apart.
 
     python benchmarks/reference_truth_ratios.py                      # the default world
