@@ -1,7 +1,8 @@
 """A candidate one recipe for the world and TOFU: calibration chooses the head family too (issue #30).
 
 The packaged head and grid do not reach the oracle on offline TOFU (no tempered setting keeps both the retain
-answers and the membership band), and the ensemble of MLP heads with a floor grid that does is worse on the world.
+answers and the membership band), and the ensemble of MLP heads with a floor grid that does is worse on the
+world.
 Measured in docs/notes/2026-12-06-tofu-one-recipe-development.md: it does not hold on small forget sets. This candidate trains
 both heads and lets the same oracle-free rule choose among all of their settings:
 

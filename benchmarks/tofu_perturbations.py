@@ -84,8 +84,8 @@ def with_perturbations(rows: Sequence[dict[str, Any]], items_per_author: int, *,
     rows = [dict(r) for r in rows]
     n_authors = len(rows) // items_per_author
     if len(rows) % items_per_author or n_authors <= n_perturbed:
-        raise ValueError(f"perturbed answers need whole authors of {items_per_author} items and more than {n_perturbed} "
-                        f"authors; got {len(rows)} items.")
+        raise ValueError(f"perturbed answers need whole authors of {items_per_author} items and more than "
+                         f"{n_perturbed} authors; got {len(rows)} items.")
     author = [i // items_per_author for i in range(len(rows))]
     block = [rows[a * items_per_author:(a + 1) * items_per_author] for a in range(n_authors)]
     names = [author_name([r["question"] for r in b]) for b in block]
