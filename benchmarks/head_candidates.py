@@ -2,9 +2,8 @@
 
 The packaged head and grid do not reach the oracle on offline TOFU (no tempered setting keeps both the retain
 answers and the membership band), and the ensemble of MLP heads with a floor grid that does is worse on the
-world.
-Measured in docs/notes/2026-12-06-tofu-one-recipe-development.md: it does not hold on small forget sets. This candidate trains
-both heads and lets the same oracle-free rule choose among all of their settings:
+world. This candidate trains both heads and lets the same oracle-free rule choose among all of their settings
+(measured in docs/notes/2026-12-06-tofu-one-recipe-development.md: it does not hold on small forget sets):
 
 - ``packaged``: the default head (``t3unlearn unlearn`` defaults), calibrated on the default grid;
 - ``ensemble``: three 2-layer GELU MLPs of width 200 (60 epochs, 10 of warm-up), calibrated on :data:`GRID`
