@@ -17,20 +17,31 @@ wall seconds, CPU seconds and peak RSS (VmHWM):
                 support gate, on features of the real shape (random values: the cost does not depend on them);
   calibration   `t3unlearn calibrate`'s default grid with a reference model (as `compare` runs T3): the base's
                 and the reference's forward passes, then every setting scored;
-  graddiff/npo  the packaged trainer with `compare`'s defaults (10 epochs, batch 16 x 2 accumulation, lr 3e-4).
+  graddiff/npo  the packaged trainer with `compare`'s defaults (10 epochs, batch 16 x 2 accumulation, lr 3e-4);
+  selection     what `compare`'s sweep pays per fine-tuned setting to choose one oracle-free (its "quick"
+                evaluation, `quick_scores`: teacher-forced forget, retain and calibration answers and the forget
+                truth ratios), and once per sweep the reference model's truth ratios.
+
+Two accountings follow. *One setting each*: T3 with its calibration against one GradDiff (NPO) training at
+`compare`'s default setting. *As `compare` runs them*: the first unlearned model with its setting chosen
+oracle-free -- T3 trains one head and calibrates it; a fine-tuning method trains every setting of its sweep in
+`compare`'s default config (GradDiff 8 settings, 65 epochs in all; NPO the same) and scores each with the quick
+evaluation, plus the reference's truth ratios once. Seeds after the first then cost T3 a head and a calibration,
+a fine-tuning method one training at its chosen setting: the first accounting.
 
 T3 total = features + head + calibration. Where a part is too slow at a size, it is timed on a part of the job
 and scaled linearly, and the table says so: features and calibration on N of M items (a seeded sample: linear in
 items), GradDiff and NPO on n and 2n of their M optimizer steps (the difference gives seconds per step, the rest
-the fixed cost). A cost model per part is fitted (least squares) on the sizes run,
+the fixed cost; the sweep's settings cost the fixed cost plus their steps). A cost model per part is fitted (least squares) on the sizes run,
 
     seconds = a * F + b * V_term
 
 with F the part's operation count (features: 2 x non-embedding parameters x tokens; head: head width x base
 width x trained tokens; calibration: the forward passes' 2 x non-embedding parameters x tokens + the output
-layer's 2 x d x V per scored position; GradDiff / NPO: 6 x (non-embedding parameters + d x V) x trained tokens)
+layer's 2 x d x V per scored position; GradDiff / NPO: 6 x (non-embedding parameters + d x V) x trained tokens; selection: 2 x (non-embedding parameters + d x V)
+x tokens read, the output layer at every position)
 and V_term the part's vocabulary-proportional work that does not grow with the base (head: the optimizer over
-the head's V-wide output layer; calibration: the grid's settings x positions x V; features, GradDiff, NPO: 1, a
+the head's V-wide output layer; calibration: the grid's settings x positions x V; features, GradDiff, NPO, selection: 1, a
 fixed cost), and extrapolated to Llama-3.2-1B and Llama-3.1-8B (vocabulary 128,256), marked "extrapolated".
 
     python benchmarks/bench_cost.py                                # 1m, 30m, 100m on 1 thread (<= 40 min)
@@ -75,7 +86,8 @@ TARGETS = {
     "Llama-3.1-8B": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                          num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False),
 }
-PARTS = ("features", "head", "calibration", "graddiff", "npo")
+PARTS = ("features", "head", "calibration", "graddiff", "npo", "selection")
+BASELINES = ("graddiff", "npo")
 COMPARE_TRAIN = dict(epochs=10, batch_size=16, grad_accum=2, warmup_epochs=1, weight_decay=0.01, max_grad_norm=1.0, lr=3e-4)
 TOFU = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tofu"
 
@@ -247,6 +259,42 @@ def part_calibration(size: str, fraction: float, data: dict, fmt) -> dict:
                 settings=len(grid), forward_tokens=full_tokens, positions=n_tokens(1.0, True))
 
 
+def part_selection(size: str, fraction: float, data: dict, fmt) -> dict:
+    """One fine-tuned model's quick evaluation (what `compare`'s sweep runs per setting) and the reference model's
+    truth ratios (once per sweep), on the seeded sample ``fraction`` of the sets, as :func:`part_calibration`."""
+    from t3unlearn.eval.runner import truth_ratios
+    from t3unlearn.experiments.compare.units import quick_scores
+    from t3unlearn.lm import CausalLM
+    from t3unlearn.t3.calibrate import RETAIN_ITEMS
+
+    def sets(fr: float) -> tuple[dict, dict]:
+        forget, holdout = sample(data["forget"], fr, 1), sample(data["holdout"], fr, 3)
+        # compare's quick evaluation reads the evaluation's retain set: 400 items on TOFU (retain_perturbed)
+        retain = sample(data["retain"], RETAIN_ITEMS * fr / len(data["retain"]), 4)
+        cols = lambda rows: {"question": [r["question"] for r in rows], "answer": [r["answer"] for r in rows]}  # noqa: E731
+        return {"forget_qa": cols(forget), "retain": cols(retain), "forget": sample(data["perturbed"], fr, 1)}, cols(holdout)
+
+    def n_tokens(fr: float) -> tuple[int, int]:
+        d, cal = sets(fr)
+        rows = d["forget"]
+        tr = _tokens(fmt.encode_batch([r["question"] for r in rows for _ in range(1 + len(r["perturbed_answer"]))],
+                                      [a for r in rows for a in [r["paraphrased_answer"], *r["perturbed_answer"]]]))
+        return sum(_tokens(fmt.encode_batch(c["question"], c["answer"])) for c in (d["forget_qa"], d["retain"], cal)) + tr, tr
+
+    d, cal = sets(fraction)
+    model, reference = (CausalLM(llama(size, seed), fmt.tokenizer, template="plain") for seed in (0, 1))
+    t0, c0 = time.perf_counter(), time.process_time()
+    ref_tr = truth_ratios(reference, d["forget"], batch_size=32)
+    ref_wall, ref_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
+    quick_scores(model, d, 32, calibration=cal, reference_truth_ratios=ref_tr)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    (full_tokens, full_ref), (timed_tokens, timed_ref) = n_tokens(1.0), n_tokens(fraction)
+    return dict(wall_s=wall, cpu_s=cpu, reference_wall_s=ref_wall, reference_cpu_s=ref_cpu, scale=full_tokens / timed_tokens,
+                reference_scale=full_ref / timed_ref, timed=f"{len(d['forget'])} of {len(data['forget'])} items per set",
+                tokens=full_tokens, reference_tokens=full_ref)
+
+
 def part_baseline(method: str, size: str, steps: int | None, data: dict, fmt) -> dict:
     from t3unlearn.baselines import unlearn_baseline
 
@@ -279,6 +327,8 @@ def run_part(args) -> int:
         out = part_head(args.size, data, fmt)
     elif args.part == "calibration":
         out = part_calibration(args.size, args.fraction, data, fmt)
+    elif args.part == "selection":
+        out = part_selection(args.size, args.fraction, data, fmt)
     else:
         out = part_baseline(args.part, args.size, args.steps, data, fmt)
     out["peak_rss_mb"] = peak_rss_mb()
@@ -306,9 +356,12 @@ def child(args, part: str, size: str, *, fraction: float = 1.0, steps: int | Non
 def measure(args, size: str, part: str) -> dict:
     plan = dict(features=1.0, calibration=1.0, steps=None) if args.full else SCALED[size]
     t0 = time.perf_counter()
-    if part in ("features", "calibration"):
-        r = child(args, part, size, fraction=plan[part])
+    if part in ("features", "calibration", "selection"):
+        r = child(args, part, size, fraction=plan["calibration" if part == "selection" else part])
         r.update(seconds=r["cpu_s"] * r["scale"], wall=r["wall_s"] * r["scale"], scaled=r["scale"] > 1.0001)
+        if part == "selection":  # the reference's truth ratios: once per sweep
+            r.update(reference_seconds=r["reference_cpu_s"] * r["reference_scale"],
+                     reference_wall=r["reference_wall_s"] * r["reference_scale"])
     elif part == "head":
         r = child(args, part, size)
         r.update(seconds=r["cpu_s"], wall=r["wall_s"], scaled=False)
@@ -323,6 +376,7 @@ def measure(args, size: str, part: str) -> dict:
         for key, out in (("cpu_s", "seconds"), ("wall_s", "wall")):
             per_step = (b[key] - a[key]) / n
             r[out] = a[key] + per_step * (total - n) if per_step > 0 else b[key] * total / (2 * n)
+            r[f"{out}_fixed"] = a[key] - per_step * n if per_step > 0 else 0.0  # what a run costs besides its steps
     r["bench_s"] = time.perf_counter() - t0
     print(f"  {size:>5} {part:<12} {r['seconds']:10.1f} s CPU{' (scaled: timed on ' + r['timed'] + ')' if r['scaled'] else ''}"
           f"   peak RSS {r['peak_rss_mb']:.0f} MB   [{r['bench_s']:.0f} s to measure]", flush=True)
@@ -338,6 +392,8 @@ def drivers(part: str, sh: dict, facts: dict) -> tuple[float, float]:
         return facts["width"] * d * facts["head_tokens"], V * facts["width"] * facts["head_steps"]
     if part == "calibration":
         return 2 * P * facts["cal_tokens"] + 2 * d * V * facts["positions"], facts["settings"] * facts["positions"] * V
+    if part == "selection":
+        return 2 * (P + d * V) * facts["selection_tokens"], 1.0
     return 6 * (P + d * V) * facts["train_tokens"], 1.0
 
 
@@ -374,9 +430,11 @@ def _facts(rows: dict) -> dict:
         if "calibration" in r:
             facts.update(cal_tokens=r["calibration"]["forward_tokens"], positions=r["calibration"]["positions"],
                          settings=r["calibration"]["settings"])
-        for m in ("graddiff", "npo"):
+        for m in BASELINES:
             if m in r:
                 facts["train_tokens"] = r[m]["trained_tokens"]
+        if "selection" in r:
+            facts.update(selection_tokens=r["selection"]["tokens"], reference_tokens=r["selection"]["reference_tokens"])
     return facts
 
 
@@ -389,7 +447,8 @@ def _fmt_s(r: dict | None, key: str = "seconds") -> str:
 def table(rows: dict, model: dict, facts: dict, key: str = "seconds") -> list[str]:
     have_t3 = all(p in r for r in rows.values() for p in ("features", "head", "calibration"))
     lines = ["| base | parameters | features (s) | head (s) | calibration (s) | T3 total (s) | GradDiff (s) | NPO (s) | "
-             "T3 / GradDiff | T3 without calibration / GradDiff | peak RSS (MB): features / head / calibration / GradDiff / NPO |",
+             "T3 / GradDiff | T3 without calibration / GradDiff | peak RSS (MB): features / head / calibration / GradDiff / NPO / "
+             "selection |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for size, r in rows.items():
         sh = shape(dict(SIZES[size], vocab_size=VOCAB))
@@ -409,6 +468,51 @@ def table(rows: dict, model: dict, facts: dict, key: str = "seconds") -> list[st
             lines.append(f"| {name} (extrapolated) | {sh['params'] / 1e9:.2f}B | {p['features']:,.0f} | {p['head']:,.0f} | "
                          f"{p['calibration']:,.0f} | {t3:,.0f} | {p['graddiff']:,.0f} | {p['npo']:,.0f} | {t3 / p['graddiff']:.2f} | "
                          f"{(t3 - p['calibration']) / p['graddiff']:.2f} | – |")
+    return lines
+
+
+def sweep_epochs(method: str) -> list[int]:
+    """The epochs of each setting of ``method``'s sweep in `compare`'s default config."""
+    from t3unlearn.experiments.compare.config import load_compare_config
+    return [int(st.train.get("epochs", COMPARE_TRAIN["epochs"])) for st in load_compare_config(None).settings(method)]
+
+
+def compare_table(rows: dict, model: dict, facts: dict, key: str = "seconds") -> list[str]:
+    """The first unlearned model with its setting chosen oracle-free, as `compare` runs each method (module doc): a
+    sweep trains each setting (``run(E)``: seconds at E epochs) and quick-evaluates it, and scores the reference once."""
+    have = lambda r: all(p in r for p in PARTS)  # noqa: E731
+    _sweep_cost = lambda run, sel, ref, epochs: sum(run(e) for e in epochs) + len(epochs) * sel + ref  # noqa: E731
+    if not any(have(r) for r in rows.values()):
+        return ["(the accounting as `compare` runs them needs every part)"]
+    eps = {m: sweep_epochs(m) for m in BASELINES}
+    lines = ["| base | T3: features + head + calibration (s) | GradDiff: sweep (s) | NPO: sweep (s) | T3 / GradDiff | T3 / NPO |",
+             "|---|---:|---:|---:|---:|---:|", f"| settings in the sweep (epochs in all) | 1 head, {facts.get('settings', '?')} guidance settings | "
+             f"{len(eps['graddiff'])} ({sum(eps['graddiff'])}) | {len(eps['npo'])} ({sum(eps['npo'])}) | | |"]
+    for size, r in rows.items():
+        if not have(r):
+            continue
+        t3 = sum(r[p][key] for p in ("features", "head", "calibration"))
+        sel, ref = r["selection"][key], r["selection"][f"reference_{'seconds' if key == 'seconds' else 'wall'}"]
+        cost = {}
+        for m in BASELINES:
+            fixed = r[m].get(f"{key}_fixed", 0.0)
+            per_epoch = (r[m][key] - fixed) / COMPARE_TRAIN["epochs"]
+            cost[m] = _sweep_cost(lambda e: fixed + per_epoch * e, sel, ref, eps[m])
+        lines.append(f"| {size} ({shape(dict(SIZES[size], vocab_size=VOCAB))['params'] / 1e6:.1f}M) | {t3:,.0f} | "
+                     f"{cost['graddiff']:,.0f} | {cost['npo']:,.0f} | {t3 / cost['graddiff']:.3f} | {t3 / cost['npo']:.3f} |")
+    if key == "seconds" and len(model) == len(PARTS):
+        for name, cfg in TARGETS.items():
+            sh = shape(cfg)
+            t3 = sum(predict(model, p, sh, facts) for p in ("features", "head", "calibration"))
+            sel = predict(model, "selection", sh, facts)
+            ref = sel * facts["reference_tokens"] / facts["selection_tokens"]
+            cost = {}
+            for m in BASELINES:
+                a, b = model[m]
+                F, _ = drivers(m, sh, facts)
+                cost[m] = _sweep_cost(lambda e: a * F * e / COMPARE_TRAIN["epochs"] + b, sel, ref, eps[m])
+            lines.append(f"| {name} (extrapolated) | {t3:,.0f} | {cost['graddiff']:,.0f} | {cost['npo']:,.0f} | "
+                         f"{t3 / cost['graddiff']:.3f} | {t3 / cost['npo']:.3f} |")
     return lines
 
 
@@ -476,15 +580,17 @@ def main(argv=None) -> int:
     rows = {s: {p: measure(args, s, p) for p in parts} for s in sizes}
     facts = _facts(rows)
     model = fit(rows, facts) if len(sizes) >= 2 else {}
-    lines = [f"CPU seconds (the work; wall seconds in cost.json), {args.threads} thread(s), * scaled:", "", *table(rows, model, facts),
-             "", "wall seconds on this machine:", "", *table(rows, {}, facts, key="wall"), "", *notes(rows, model), "", crossover(rows),
+    lines = [f"One setting each. CPU seconds (the work; wall seconds in cost.json), {args.threads} thread(s), * scaled:", "",
+             *table(rows, model, facts), "", "wall seconds on this machine:", "", *table(rows, {}, facts, key="wall"), "",
+             "As `compare` runs them: the first unlearned model, its setting chosen oracle-free (CPU seconds):", "",
+             *compare_table(rows, model, facts), "", *notes(rows, model), "", crossover(rows),
              "", f"(bench_cost took {time.perf_counter() - t0:.0f} s)"]
     print("\n" + "\n".join(lines))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cost.json").write_text(json.dumps({"threads": args.threads, "tokens_per_word": args.tokens_per_word, "sizes": {
         s: dict(shape(dict(SIZES[s], vocab_size=VOCAB)), config=SIZES[s], parts=rows[s]) for s in sizes}, "facts": facts,
-        "model": model, "crossover": crossover(rows)}, indent=2) + "\n")
+        "model": model, "crossover": crossover(rows), "sweep_epochs": {m: sweep_epochs(m) for m in BASELINES}}, indent=2) + "\n")
     (out / "cost.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'cost.json'} and {out / 'cost.md'}")
     return 0

@@ -37,7 +37,7 @@ def test_one_word_is_one_token_of_a_32k_vocabulary(bench):
 
 def test_the_cost_model_recovers_known_coefficients_and_extrapolates_with_the_vocabulary(bench):
     facts = dict(tokens=1000, width=50, head_tokens=2000, head_steps=100, cal_tokens=3000, positions=500, settings=66,
-                 train_tokens=4000)
+                 train_tokens=4000, selection_tokens=2500, reference_tokens=1500)
     true = {p: (2e-9, 3e-3) if p in ("features", "graddiff", "npo") else (1e-9, 2e-8) for p in bench.PARTS}
     rows = {}
     for size in bench.SIZES:
@@ -50,3 +50,16 @@ def test_the_cost_model_recovers_known_coefficients_and_extrapolates_with_the_vo
     F, G = bench.drivers("calibration", big, facts)
     assert bench.predict(model, "calibration", big, facts) == pytest.approx(1e-9 * F + 2e-8 * G)
     assert G == 66 * 500 * 128256  # the grid's work grows with the vocabulary
+
+
+def test_a_sweep_as_compare_runs_it_pays_each_setting_its_epochs_and_its_quick_evaluation(bench):
+    epochs = bench.sweep_epochs("graddiff")
+    assert len(epochs) >= 6 and set(epochs) <= {5, 10}  # compare's default sweep: learning rate x epochs, and alpha
+    part = lambda s, **kw: {"seconds": s, "peak_rss_mb": 1.0, **kw}  # noqa: E731
+    # a 10-epoch run: 20 s fixed + 10 x 8 s; the quick evaluation 3 s a setting; the reference 7 s once
+    row = {"features": part(1.0), "head": part(2.0), "calibration": part(4.0), "graddiff": part(100.0, seconds_fixed=20.0),
+           "npo": part(100.0, seconds_fixed=20.0), "selection": part(3.0, reference_seconds=7.0)}
+    lines = bench.compare_table({"1m": row}, {}, {"settings": 66})
+    want = sum(20.0 + 8.0 * e for e in epochs) + 3.0 * len(epochs) + 7.0
+    cells = [c.strip() for c in lines[3].split("|")[1:-1]]
+    assert cells[1] == "7" and cells[2] == f"{want:,.0f}" and cells[4] == f"{7.0 / want:.3f}"
