@@ -56,10 +56,11 @@ def test_a_sweep_as_compare_runs_it_pays_each_setting_its_epochs_and_its_quick_e
     epochs = bench.sweep_epochs("graddiff")
     assert len(epochs) >= 6 and set(epochs) <= {5, 10}  # compare's default sweep: learning rate x epochs, and alpha
     part = lambda s, **kw: {"seconds": s, "peak_rss_mb": 1.0, **kw}  # noqa: E731
-    # a 10-epoch run: 20 s fixed + 10 x 8 s; the quick evaluation 3 s a setting; the reference 7 s once
-    row = {"features": part(1.0), "head": part(2.0), "calibration": part(4.0), "graddiff": part(100.0, seconds_fixed=20.0),
+    # a 10-epoch run: 20 s fixed + 10 x 8 s; the quick evaluation 3 s a setting; the reference 7 s once; T3 7 s
+    row = {"features": part(1.0), "head": part(2.0), "calibration": part(4.0, again=3.0), "graddiff": part(100.0, seconds_fixed=20.0),
            "npo": part(100.0, seconds_fixed=20.0), "selection": part(3.0, reference_seconds=7.0)}
     lines = bench.compare_table({"1m": row}, {}, {"settings": 66})
     want = sum(20.0 + 8.0 * e for e in epochs) + 3.0 * len(epochs) + 7.0
     cells = [c.strip() for c in lines[3].split("|")[1:-1]]
-    assert cells[1] == "7" and cells[2] == f"{want:,.0f}" and cells[4] == f"{7.0 / want:.3f}"
+    # another head: its training and the grid alone (the calibration's forward passes are read back)
+    assert cells[1] == "7" and cells[2] == "5" and cells[3] == f"{want:,.0f}" and cells[5] == f"{7.0 / want:.3f}"

@@ -360,3 +360,51 @@ def test_min_k_of_all_items_at_once_is_item_by_item_bit_for_bit():
         starts = np.cumsum(counts) - counts
         want = [-np.sort(lp[a : a + c])[: max(1, int(c * MIN_K))].mean() if c else 0.0 for a, c in zip(starts, counts)]
         assert np.array_equal(_min_k(lp, seq, counts.size), np.array(want))
+
+
+def test_a_second_calibration_of_the_same_base_reads_its_forward_passes_back(random_lm, tmp_path):
+    """The answer-state cache: another head on the same base and sets runs no forward pass of the base or the
+    reference and gets the same table; changed weights or items are new entries; a broken file is made again;
+    cache=False neither reads nor writes."""
+    import copy
+
+    from t3unlearn.t3.calibrate import calibrate
+
+    base, tok = random_lm
+    forget = [{"question": q, "answer": a} for q, a in QA]
+    settings = [Setting(2.0, 1.0), Setting(1.0, 0.0), Setting(1.5, 2.0, "adaptive")]
+    reference = copy.deepcopy(base)
+    with torch.no_grad():
+        reference.model.norm.weight.mul_(1.5)  # another model: its own entries
+    calls = {"base": 0, "reference": 0}
+    hooks = [m.get_input_embeddings().register_forward_hook(lambda *_, k=k: calls.__setitem__(k, calls[k] + 1))
+             for k, m in (("base", base), ("reference", reference))]
+    try:
+        run = lambda t3, **kw: calibrate(t3, tok, PERTURBED, forget, forget, settings=settings, tolerance=0.99,  # noqa: E731
+                                         reference=reference, cache_dir=tmp_path, **kw)
+        first = run(_t3(base, seed=0))
+        files = sorted(tmp_path.glob("*.safetensors"))
+        # the base: the answers (forget, holdout and retain are the same items here: one entry), paraphrased and
+        # perturbed answers; the reference: paraphrased and perturbed answers
+        assert calls["base"] > 0 and calls["reference"] > 0 and len(files) == 5
+        calls.update(base=0, reference=0)
+        again = run(_t3(base, seed=0))
+        assert calls == {"base": 0, "reference": 0} and sorted(tmp_path.glob("*.safetensors")) == files
+        assert again.as_dict() == first.as_dict()
+        other_head = run(_t3(base, seed=1))
+        assert calls == {"base": 0, "reference": 0} and other_head.as_dict() != first.as_dict()
+        files[0].write_bytes(b"not safetensors")
+        assert run(_t3(base, seed=0)).as_dict() == first.as_dict() and calls["base"] + calls["reference"] > 0
+        calls.update(base=0, reference=0)
+        with torch.no_grad():
+            reference.model.norm.weight.mul_(1.5)  # new weights: a new entry, computed
+        changed = run(_t3(base, seed=0))
+        assert calls["reference"] > 0 and calls["base"] == 0 and changed.as_dict() != first.as_dict()
+        assert len(list(tmp_path.glob("*.safetensors"))) == 7
+        calls.update(base=0, reference=0)
+        before = {f: f.stat().st_mtime_ns for f in tmp_path.glob("*.safetensors")}
+        assert run(_t3(base, seed=0), cache=False).as_dict() == changed.as_dict() and calls["base"] > 0
+        assert {f: f.stat().st_mtime_ns for f in tmp_path.glob("*.safetensors")} == before
+    finally:
+        for h in hooks:
+            h.remove()

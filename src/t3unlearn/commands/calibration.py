@@ -138,7 +138,8 @@ def _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, 
     reference, oracle, perturbed, (ref_name, oracle_name, pert_name) = _reference(args, forget_spec, never_seen)
     cal = calibrate(t3, tokenizer, forget, holdout, retain, settings=_grid(args), tolerance=args.tolerance,
                     seed=args.seed, max_length=args.max_length, template=args.template, reference=reference,
-                    perturbed=perturbed, mia_tolerance=args.mia_tolerance, oracle=oracle, progress=not args.quiet)
+                    perturbed=perturbed, mia_tolerance=args.mia_tolerance, oracle=oracle, progress=not args.quiet,
+                    cache=not getattr(args, "no_cache", False))
     t3.config.calibration["holdout"] = holdout_name
     if oracle_name:
         t3.config.calibration["oracle_model"] = oracle_name

@@ -146,7 +146,8 @@ def _register_unlearn(sub) -> None:
     c.add_argument("--calibrate", action="store_true", help="after training, choose T, s and tempering from forget vs holdout answers")
     add_calibration_options(c)
     o = p.add_argument_group("other")
-    o.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    o.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache (nor, with --calibrate, "
+                   "the calibration's cache of answer states)")
     o.add_argument("--feature-batch-size", type=positive_int, default=32, help="items per forward pass of the model [32]")
     o.add_argument("--shard-mb", type=float, default=None,
                    help="features are streamed to the cache in shards of this many MB (extraction memory) [256]")
@@ -208,6 +209,8 @@ def _register_calibrate(sub) -> None:
     c.add_argument("--device", default=None, help="cpu, cuda ... [cuda if available]")
     c.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.add_argument("--no-cache", action="store_true", help="run every forward pass: do not read or write the answer "
+                   "states kept (under T3UNLEARN_HOME/answer-states) for the next calibration of this base on these sets")
     add_force_option(c)
     add_loading_options(c)
     c.set_defaults(func=run_calibrate)

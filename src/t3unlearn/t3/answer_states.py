@@ -7,11 +7,20 @@ states at the answer positions. :func:`token_logprobs` then scores one setting t
 grid chunk by chunk of positions: the base's output layer, the head, and what guidance derives from them alone
 (the head's log-sigmoid, the forget mass, the support gate's weight) run once per chunk, and each setting costs
 only its tempering, tilt and softmax -- bit for bit what :func:`token_logprobs` gives.
+
+Inside :func:`state_cache` (``calibrate`` opens one) the states are kept on disk between runs, one safetensors file
+per (model, items, batch size), under ``cache_home()/answer-states/``: the forward passes of another calibration of
+the same base on the same sets (another head, seed or grid; the reference's and the oracle's passes too) are read
+back instead of run -- the same tensors, so the same table.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -55,20 +64,92 @@ class AnswerStates:
         return seen_tokens(ctx, vocab_size, mask=inside, keep=1)[1]  # every token up to the position (-1: padding)
 
 
+class _StateCache:
+    """A directory of saved answer states, and the fingerprints of the models seen (hashed once per cache)."""
+
+    def __init__(self, directory: Path):
+        self.directory, self._fps = directory, {}
+
+    def path(self, model, examples, batch_size: int, device) -> Path:
+        from t3unlearn.io import fingerprint
+        from t3unlearn.t3.feature_cache import FEATURE_VERSION, examples_fingerprint, model_fingerprint
+
+        if id(model) not in self._fps:
+            self._fps[id(model)] = (model, model_fingerprint(model))  # the model is kept, so its id stays its own
+        key = fingerprint("answer-states", FEATURE_VERSION, self._fps[id(model)][1], examples_fingerprint(examples),
+                          batch_size, torch.device(device).type, length=24)
+        return self.directory / f"{key}.safetensors"
+
+
+_CACHE: contextvars.ContextVar[_StateCache | None] = contextvars.ContextVar("t3unlearn_answer_states", default=None)
+
+
+@contextlib.contextmanager
+def state_cache(cache: bool = True, cache_dir: str | os.PathLike | None = None):
+    """Within this block :func:`answer_states` reads and writes its results under ``cache_dir`` (default
+    ``cache_home()/answer-states``); ``cache=False`` (or ``$T3UNLEARN_NO_FEATURE_CACHE=1``): no cache."""
+    from t3unlearn.io import cache_home
+    from t3unlearn.t3.feature_cache import cache_enabled
+
+    on = cache_enabled(cache)
+    token = _CACHE.set(_StateCache(Path(cache_dir) if cache_dir else cache_home() / "answer-states") if on else None)
+    try:
+        yield
+    finally:
+        _CACHE.reset(token)
+
+
+def _load(path: Path, device):
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        t = load_file(str(path), device=str(device))
+        return t["hidden"], t["pooled"], t["targets"], t["seq"]
+    except (OSError, SafetensorError, KeyError):  # unreadable: computed again and rewritten
+        return None
+
+
+def _save(path: Path, tensors: dict) -> None:
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, path)  # whole or absent: a reader never sees a half-written file
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 @torch.inference_mode()
 def answer_states(model, examples, pad_id: int, *, batch_size: int = 32, device=None) -> AnswerStates:
-    """One forward pass of ``model``'s decoder over ``examples`` (length-sorted batches)."""
+    """One forward pass of ``model``'s decoder over ``examples`` (length-sorted batches), or its saved result inside
+    :func:`state_cache`."""
     from t3unlearn.t3.features import batch_features
 
     device = device or next(model.parameters()).device
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
-    parts = []
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        f, t, r, h = batch_features(model, [examples[i] for i in idx], pad_id, device, with_hidden=True)
-        parts.append((h, f, t, torch.as_tensor(idx, device=device)[r]))
-    hidden, pooled, targets, seq = (torch.cat(x) for x in zip(*parts))
-    perm = torch.sort(seq, stable=True).indices
+    cache = _CACHE.get()
+    path = cache.path(model, examples, batch_size, device) if cache is not None and len(examples) else None
+    found = _load(path, device) if path is not None and path.is_file() else None
+    if found is not None:
+        hidden, pooled, targets, seq = found
+    else:
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+        parts = []
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            f, t, r, h = batch_features(model, [examples[i] for i in idx], pad_id, device, with_hidden=True)
+            parts.append((h, f, t, torch.as_tensor(idx, device=device)[r]))
+        hidden, pooled, targets, seq = (torch.cat(x) for x in zip(*parts))
+        perm = torch.sort(seq, stable=True).indices
+        hidden, pooled, targets, seq = hidden[perm], pooled[perm], targets[perm], seq[perm]
+        if path is not None:
+            _save(path, {"hidden": hidden, "pooled": pooled, "targets": targets, "seq": seq})
     width = max((len(e.input_ids) for e in examples), default=0)
     context = torch.full((len(examples), width), -1, dtype=torch.long)
     pos = []
@@ -76,8 +157,8 @@ def answer_states(model, examples, pad_id: int, *, batch_size: int = 32, device=
         context[i, : len(e.input_ids)] = torch.as_tensor(e.input_ids, dtype=torch.long)
         # answer positions in order: t predicts the answer token t + 1 (what batch_features keeps, item by item)
         pos += [t for t in range(len(e.labels) - 1) if e.labels[t + 1] != IGNORE_INDEX]
-    return AnswerStates(hidden[perm], pooled[perm], targets[perm], seq[perm], len(examples),
-                        context=context, pos=torch.as_tensor(pos, dtype=torch.long))
+    return AnswerStates(hidden, pooled, targets, seq, len(examples), context=context,
+                        pos=torch.as_tensor(pos, dtype=torch.long))
 
 
 def _out_layer(model):

@@ -51,7 +51,7 @@ import torch
 from t3unlearn.errors import T3Error
 from t3unlearn.t3.config import (CALIBRATION_COPY_FLOORS, CALIBRATION_SCALES, CALIBRATION_SUPPORTS, CALIBRATION_TEMPERATURES, CALIBRATION_TEMPERINGS,
                                  TEMPERINGS, Guidance)
-from t3unlearn.t3.answer_states import AnswerStates, answer_states, grid_logprobs, token_logprobs  # noqa: F401 (API)
+from t3unlearn.t3.answer_states import AnswerStates, answer_states, grid_logprobs, state_cache, token_logprobs  # noqa: F401 (API)
 
 MIN_K = 0.4
 RETAIN_TOLERANCE = 0.03  # the retain answers' probability may fall at most this much (relative) below the base's
@@ -515,7 +515,7 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
               tolerance: float = RETAIN_TOLERANCE, retain_items: int = RETAIN_ITEMS, seed: int = 0, batch_size: int = 32,
               max_length: int = 512, template: str = "auto", reference=None, perturbed=None,
               mia_tolerance: float = MIA_TOLERANCE, oracle=None, progress: bool = False,
-              apply: bool = True) -> Calibration:
+              apply: bool = True, cache: bool = True, cache_dir=None) -> Calibration:
     """Choose the guidance of ``t3`` (a :class:`~t3unlearn.t3.model.T3ForCausalLM`) from forget vs
     holdout answers under a retain-utility constraint (see the module doc); with ``apply`` the chosen
     setting is set on ``t3`` and the table recorded in ``t3.config.calibration`` (saved with the head).
@@ -535,6 +535,10 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     ``oracle``: a model that never saw the forget set (the retain model, where a benchmark has one). Every
     setting is then also scored with TOFU's forget quality and privleak against it -- never used to choose, only
     reported (:meth:`Calibration.oracle_summary`) -- to show how close the oracle-free choice comes.
+
+    ``cache``: keep every model's answer states on disk (``cache_dir``, default ``cache_home()/answer-states``), so
+    that calibrating another head of the same base on the same sets runs no forward pass again
+    (:func:`~t3unlearn.t3.answer_states.state_cache`).
     """
     import random
 
@@ -546,32 +550,33 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     if len(retain) > retain_items:
         pick = sorted(random.Random(f"t3-calibrate-retain-{seed}").sample(range(len(retain)), retain_items))
         retain = retain.select(pick) if hasattr(retain, "select") else [retain[i] for i in pick]
-    examples = {name: _examples(fmt, data) for name, data in (("forget", forget), ("holdout", holdout), ("retain", retain))}
-    truth = check = None
-    never_seen = has_perturbed(holdout)
-    if reference is not None or oracle is not None or never_seen:
-        if reference is not None and not never_seen:
-            reference.eval()
-        pex = _perturbed_examples(fmt, forget if perturbed is None else perturbed)
-        truth = truth_reference(t3.base, None if never_seen else reference, fmt.pad_id, pex, batch_size=batch_size)
-        if never_seen:  # the base's own truth ratios on authors it never saw (the module doc)
-            truth.reference = _plain_truth_ratios(t3.base, *_perturbed_examples(fmt, holdout, "calibration"), fmt.pad_id,
-                                                  batch_size)
-            truth.source = "calibration"
-        if oracle is not None:
-            check = oracle_check(t3.base, oracle, fmt.pad_id, pex, examples["forget"], examples["holdout"],
-                                 batch_size=batch_size)
-    base, head = t3.base, t3.head
-    states = {name: answer_states(base, ex, fmt.pad_id, batch_size=batch_size) for name, ex in examples.items()}
-    if settings is None:
-        settings = default_grid()
-    if head.support is None and any(st.support is not None for st in settings):
-        raise T3Error("the grid has the support gate on, but this head has no support statistics (it was saved by an "
-                      "earlier t3unlearn): retrain it with 't3unlearn unlearn', or calibrate with the gate off "
-                      "(--supports none).")
-    cal = evaluate_settings(base, head, states["forget"], states["holdout"], states["retain"], settings,
-                            tolerance=tolerance, truth=truth, mia_tolerance=mia_tolerance, oracle=check,
-                            progress=progress)
+    with state_cache(cache, cache_dir):  # every forward pass: read back when another run already made it
+        examples = {name: _examples(fmt, data) for name, data in (("forget", forget), ("holdout", holdout), ("retain", retain))}
+        truth = check = None
+        never_seen = has_perturbed(holdout)
+        if reference is not None or oracle is not None or never_seen:
+            if reference is not None and not never_seen:
+                reference.eval()
+            pex = _perturbed_examples(fmt, forget if perturbed is None else perturbed)
+            truth = truth_reference(t3.base, None if never_seen else reference, fmt.pad_id, pex, batch_size=batch_size)
+            if never_seen:  # the base's own truth ratios on authors it never saw (the module doc)
+                truth.reference = _plain_truth_ratios(t3.base, *_perturbed_examples(fmt, holdout, "calibration"), fmt.pad_id,
+                                                      batch_size)
+                truth.source = "calibration"
+            if oracle is not None:
+                check = oracle_check(t3.base, oracle, fmt.pad_id, pex, examples["forget"], examples["holdout"],
+                                     batch_size=batch_size)
+        base, head = t3.base, t3.head
+        states = {name: answer_states(base, ex, fmt.pad_id, batch_size=batch_size) for name, ex in examples.items()}
+        if settings is None:
+            settings = default_grid()
+        if head.support is None and any(st.support is not None for st in settings):
+            raise T3Error("the grid has the support gate on, but this head has no support statistics (it was saved by an "
+                          "earlier t3unlearn): retrain it with 't3unlearn unlearn', or calibrate with the gate off "
+                          "(--supports none).")
+        cal = evaluate_settings(base, head, states["forget"], states["holdout"], states["retain"], settings,
+                                tolerance=tolerance, truth=truth, mia_tolerance=mia_tolerance, oracle=check,
+                                progress=progress)
     if apply:
         t3.guidance = cal.chosen.setting
         items = {k: v.n_items for k, v in states.items()}
