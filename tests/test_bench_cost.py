@@ -64,3 +64,20 @@ def test_a_sweep_as_compare_runs_it_pays_each_setting_its_epochs_and_its_quick_e
     cells = [c.strip() for c in lines[3].split("|")[1:-1]]
     # another head: its training and the grid alone (the calibration's forward passes are read back)
     assert cells[1] == "7" and cells[2] == "5" and cells[3] == f"{want:,.0f}" and cells[5] == f"{7.0 / want:.3f}"
+
+
+def test_render_writes_the_tables_again_from_cost_json_or_says_what_is_missing(bench, tmp_path, capsys):
+    import json
+
+    part = lambda s, **kw: {"seconds": s, "wall": s, "peak_rss_mb": 1.0, **kw}  # noqa: E731
+    row = {"features": part(1.0), "head": part(2.0), "calibration": part(4.0, again=3.0, again_wall=3.0),
+           "graddiff": part(100.0, seconds_fixed=20.0), "npo": part(100.0, seconds_fixed=20.0),
+           "selection": part(3.0, reference_seconds=7.0, reference_wall=7.0)}
+    (tmp_path / "cost.json").write_text(json.dumps({"threads": 1, "sizes": {"1m": {"parts": row}}, "facts": {"settings": 66},
+                                                    "model": {}}))
+    assert bench.main(["--render", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "cost.md").read_text()
+    assert "As `compare` runs them" in md and "| 1m (1.0M) | 7 | 5 |" in md
+    with pytest.raises(SystemExit):
+        bench.main(["--render", "--out", str(tmp_path / "nowhere")])
+    assert "cost.json, which does not exist" in capsys.readouterr().err
