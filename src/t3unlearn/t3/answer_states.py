@@ -77,7 +77,7 @@ class _StateCache:
         if id(model) not in self._fps:
             self._fps[id(model)] = (model, model_fingerprint(model))  # the model is kept, so its id stays its own
         key = fingerprint("answer-states", FEATURE_VERSION, self._fps[id(model)][1], examples_fingerprint(examples),
-                          batch_size, torch.device(device).type, length=24)
+                          batch_size, torch.device(device).type, model.training, length=24)  # dropout on: other states
         return self.directory / f"{key}.safetensors"
 
 
