@@ -64,7 +64,8 @@ from cost_model import (BASELINES, COMPARE_TRAIN, PARTS, SIZES, TARGETS, VOCAB, 
                         fit, predict, report, shape, sweep_epochs, table, _facts)
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "Question:", "Answer:"]
-# what each size times when not --full: fraction of the items for features and calibration, and (n, 2n) optimizer
+# what each size times when not --full: fraction of the items for features and calibration (selection: as
+# calibration), and (n, 2n) optimizer steps of the baselines
 SCALED = {
     "1m": dict(features=1.0, calibration=0.05, steps=(3, 6)),
     "30m": dict(features=0.1, calibration=0.025, steps=(2, 4)),

@@ -11,7 +11,6 @@ SIZES = {
     "100m": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=2048,
                  tie_word_embeddings=True),
 }
-# steps of the baselines (None: the whole job)
 # the extrapolation targets (meta-llama config.json values)
 TARGETS = {
     "Llama-3.2-1B": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
