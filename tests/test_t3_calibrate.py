@@ -405,6 +405,11 @@ def test_a_second_calibration_of_the_same_base_reads_its_forward_passes_back(ran
         before = {f: f.stat().st_mtime_ns for f in tmp_path.glob("*.safetensors")}
         assert run(_t3(base, seed=0), cache=False).as_dict() == changed.as_dict() and calls["base"] > 0
         assert {f: f.stat().st_mtime_ns for f in tmp_path.glob("*.safetensors")} == before
+        # other items (a smaller holdout): a new entry of the base, computed
+        calls.update(base=0, reference=0)
+        calibrate(_t3(base, seed=0), tok, PERTURBED, forget[:2], forget, settings=settings, tolerance=0.99,
+                  reference=reference, cache_dir=tmp_path)
+        assert calls["base"] > 0 and len(list(tmp_path.glob("*.safetensors"))) == 8
     finally:
         for h in hooks:
             h.remove()
