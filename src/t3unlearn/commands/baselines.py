@@ -43,6 +43,7 @@ examples:
   t3unlearn compare --print-config > my.json   (edit lrs / sweeps)   then  --config my.json
   t3unlearn compare --world tiny --methods t3,npo --seeds 1 --out /tmp/cmp  tiny world, minutes on CPU
   t3unlearn compare --world tiny --methods t3,npo --seeds 1 --out /tmp/cmp --probes   ... and the leakage probes
+  t3unlearn compare --methods t3,cg,retrain --trainings 0,1,2 --out cmp   over three trainings of the world's models
 """
 
 _BASELINE_EPILOG = """\
@@ -82,6 +83,11 @@ def register(sub) -> None:
     deprecated_alias(p, "--retain-model", "--oracle", dest="oracle")
     p.add_argument("--pretrained", default=None, metavar="MODEL",
                    help="the checkpoint --model was fine-tuned from, that never saw the forget set: retrain starts from it when no --oracle is given")
+    p.add_argument("--trainings", default=None, metavar="SEEDS",
+                   help="training seeds of the benchmark's own tiny models, e.g. 0,1,2: the whole comparison on each "
+                        "training (models trained on first use, then cached; each with its own sweeps, calibration and "
+                        "oracle, under OUT/SPLIT/training-S/) and one table over all of them, mean ± sd over trainings x "
+                        "seeds (default: the cached training, seed 0, alone)")
     p.add_argument("--doc", default=None, help="also write the tables and plots into this markdown file (generated section)")
     p.add_argument("--threads", default=None,
                    help="torch CPU threads of each run: a number, 0 (torch's default) or auto: the cores not busy, "
@@ -143,6 +149,7 @@ def run_compare(args) -> int:
     from pathlib import Path
 
     from t3unlearn.experiments.compare import DEFAULT_CONFIG, compare, load_compare_config, unit_threads, write_doc
+    from t3unlearn.experiments.compare.trainings import parse_trainings
     from t3unlearn.errors import T3Error
     from t3unlearn.io import torch_threads
 
@@ -157,6 +164,7 @@ def run_compare(args) -> int:
     if args.jobs < 1:
         raise T3Error(f"must be >= 1, not {args.jobs}.", option="jobs")
     cfg = load_compare_config(args.config)
+    trainings = parse_trainings(args.trainings) if args.trainings is not None else None
     setting = args.threads if args.threads is not None else cfg.threads
     isolate = cfg.isolate and not args.in_process
     reports = []
@@ -167,7 +175,7 @@ def run_compare(args) -> int:
                 args.benchmark, split, args.methods.split(","), args.seeds, cfg, args.out,
                 world=args.world, model=args.model, retain_model=args.oracle, pretrained=args.pretrained,
                 isolate=isolate, keep_models=args.keep_models, progress=not args.quiet, threads=setting, jobs=args.jobs,
-                loading=loading_kwargs(args), probes=True if args.probes else None,
+                loading=loading_kwargs(args), probes=True if args.probes else None, trainings=trainings,
             )
             print()
             print(rep["markdown"])
@@ -181,7 +189,7 @@ def run_compare(args) -> int:
 
 def _reconstruct(args) -> str:
     parts = ["t3unlearn compare", f"--benchmark {args.benchmark}", f"--split {args.split}", f"--methods {args.methods}", f"--seeds {args.seeds}"]
-    for flag, val in (("--config", args.config), ("--world", args.world), ("--threads", args.threads), ("--jobs", args.jobs if args.jobs > 1 else None), ("--out", args.out), ("--doc", args.doc)):
+    for flag, val in (("--config", args.config), ("--world", args.world), ("--trainings", args.trainings), ("--threads", args.threads), ("--jobs", args.jobs if args.jobs > 1 else None), ("--out", args.out), ("--doc", args.doc)):
         if val:
             parts.append(f"{flag} {shlex.quote(str(val))}")
     if args.probes:

@@ -34,8 +34,9 @@ def unit_threads(setting: int | str | None, jobs: int) -> tuple[int | None, str]
     return n, why
 
 
-def _resolve_models(benchmark: str, split: str, world, model, retain_model, pretrained, log):
-    """``(bench, model, retain_model, pretrained)``: the benchmark's own tiny models unless given."""
+def _resolve_models(benchmark: str, split: str, world, model, retain_model, pretrained, log, training: dict):
+    """``(bench, model, retain_model, pretrained)``: the benchmark's own tiny models (of ``training``: e.g.
+    ``{"seed": 1}``) unless given."""
     from t3unlearn.benchmarks import get_benchmark, resolve_model
     from t3unlearn.eval.runner import retain_split
 
@@ -50,7 +51,7 @@ def _resolve_models(benchmark: str, split: str, world, model, retain_model, pret
         if bench.kind == "tofu" and not retain_model and not pretrained:
             raise T3Error("TOFU with your own model needs its retain model (the oracle) or a pretrained base to retrain one from.")
     need = [n for n, given in (("full", model), (retain_split(split), retain_model or (pretrained if model else None))) if not given]
-    got = {k: str(v) for k, v in bench.models(tuple(need), log=log).items()} if need else {}
+    got = {k: str(v) for k, v in bench.models(tuple(need), log=log, **training).items()} if need else {}
     return bench, model or got["full"], retain_model or got.get(retain_split(split)), pretrained
 
 
@@ -61,7 +62,7 @@ def _reference_name(setting: Setting) -> str | None:
     return (calibration_options(setting.params.get("calibrate", False)) or {}).get("reference_model")
 
 
-def _calibration_references(bench, settings: dict, pretrained, log, selection=None) -> dict[str, str]:
+def _calibration_references(bench, settings: dict, pretrained, log, selection=None, training: dict | None = None) -> dict[str, str]:
     """Every reference model the settings' calibration and the sweeps' selection name, resolved to a path (at the
     edge, before any unit runs): ``"pretrained"`` is compare's ``--pretrained`` or the benchmark's own checkpoint
     before fine-tuning."""
@@ -73,7 +74,7 @@ def _calibration_references(bench, settings: dict, pretrained, log, selection=No
         names.add(selection.reference_model)
     for name in names - {None}:
         if name == "pretrained":
-            out[name] = str(resolve_model(pretrained, log=log) if pretrained else bench.models(("pretrained",), log=log)["pretrained"])
+            out[name] = str(resolve_model(pretrained, log=log) if pretrained else bench.models(("pretrained",), log=log, **(training or {}))["pretrained"])
         else:
             out[name] = str(resolve_model(name, log=log))
         log(f"calibration reference model ({name}): {out[name]}")
@@ -262,6 +263,7 @@ def compare(
     log: Callable[[str], None] = print,
     loading: dict | None = None,
     probes: bool | None = None,
+    trainings: Sequence[int] | None = None,
 ) -> dict:
     """Run, evaluate and tabulate ``methods`` on one split (see :mod:`t3unlearn.experiments.compare`). Returns the
     report dict (``rows``, ``sweeps``, ``chosen``, ``markdown``, ``plot``), also written to ``OUT/SPLIT/``.
@@ -277,20 +279,50 @@ def compare(
     every unit in its spec and part of the units' (and their artifacts') cache keys. ``probes``: also run the
     leakage probes on every full-evaluation unit and the oracle, reported in a table of their own (report key
     ``probes``; default: the config's ``eval.probes``; :mod:`t3unlearn.experiments.compare.probes`).
-    """
-    from t3unlearn.eval.runner import retain_split
 
+    ``trainings``: training seeds of the benchmark's own tiny models (``t3unlearn world train --seed S``: the
+    pretrained base, the full model and the oracle, each training its own). The whole comparison runs on each
+    training (``OUT/SPLIT/training-S/``, its own sweeps, selections and oracle), and ``OUT/SPLIT/compare.json``
+    holds the table over all of them: mean ± sd over trainings × seeds (:mod:`.trainings`). Default: the
+    benchmark's default training alone (seed 0), written to ``OUT/SPLIT/`` as before.
+    """
     methods = _check_arguments(split, methods, seeds, jobs)
     cfg = load_compare_config(config)
-    isolate = cfg.isolate if isolate is None else isolate
-    n_threads, why = unit_threads(threads if threads is not None else cfg.threads, jobs if isolate else 1)
     out = Path(out) / split
     if out.exists() and not out.is_dir():
         raise T3Error(f"{out} is a file; give a directory.", option="out")
+    args = dict(benchmark=benchmark, split=split, methods=methods, seeds=seeds, cfg=cfg, world=world, model=model,
+                retain_model=retain_model, pretrained=pretrained, isolate=isolate, progress=progress, threads=threads,
+                jobs=jobs, log=log, loading=loading, probes=probes)
+    if trainings is None:
+        report, text, png, _ = _compare_training(out=out, training={}, **args)
+        return _write(out, report, text, png, keep_models)
+    from t3unlearn.experiments.compare.trainings import check_trainings, combine
+
+    trainings = check_trainings(trainings, benchmark, model, retain_model, pretrained)
+    done = []
+    for i, t in enumerate(trainings):
+        log(f"compare: model training {t} ({i + 1} of {len(trainings)})")
+        t_out = out / f"training-{t}"
+        report, text, png, records = _compare_training(out=t_out, training={"seed": t}, **args)
+        _write(t_out, report, text, png, keep_models)
+        done.append((t, report, records))
+    report, text, png = combine(done, methods, benchmark, split, cfg.selection, out)
+    return _write(out, report, text, png, keep_models=True)
+
+
+def _compare_training(*, benchmark, split, methods, seeds, cfg, out: Path, world, model, retain_model, pretrained, isolate,
+                      progress, threads, jobs, log, loading, probes, training: dict):
+    """One comparison on one training of the models: ``(report, markdown, plot, each method's records)``."""
+    from t3unlearn.eval.runner import retain_split
+
+    isolate = cfg.isolate if isolate is None else isolate
+    n_threads, why = unit_threads(threads if threads is not None else cfg.threads, jobs if isolate else 1)
     t_start = time.perf_counter()
 
     own_model = model is None  # the benchmark's own model to unlearn
-    bench, model, retain_model, pretrained = _resolve_models(benchmark, split, world, model, retain_model, pretrained, log)
+    bench, model, retain_model, pretrained = _resolve_models(benchmark, split, world, model, retain_model, pretrained, log,
+                                                             training)
     source = bench.data_source()
     world_dir = str(bench.world_dir()) if bench.kind == "world" else None
     idk = str(Path(world_dir) / "idk.jsonl") if world_dir and (Path(world_dir) / "idk.jsonl").is_file() else None
@@ -311,14 +343,14 @@ def compare(
 
     settings = {m: (cfg.settings(m) if m != "retrain" or not retain_model else [NO_SETTING]) for m in methods}
     selection = cfg.selection
-    references = _calibration_references(bench, settings, pretrained, log, selection)
+    references = _calibration_references(bench, settings, pretrained, log, selection, training)
     fields = dict(benchmark=bench.label, source=source, split=split, model=model, retain_model=retain_model,
                   pretrained=pretrained, forget=f"{source}:{split}", retain=f"{source}:{retain_split(split)}", idk=idk,
                   eval=ev, reference=str(ref_dir), artifacts=str(out / "artifacts"), max_length=cfg.max_length,
                   retain_subset=cfg.retain_subset, threads=n_threads, progress=progress,
                   calibration=str(calib_file) if calib_file else None, calibration_name=calib_name, loading=loading)
     plan, oracle = _probes(cfg.eval.probes if probes is None else probes, bench, split, retain_model, pretrained,
-                           own_model or bench.owns_model(model), cfg, progress, log)
+                           own_model or bench.owns_model(model), cfg, progress, log, training)
     units = _Units(out, fields, context, references, references.get(selection.reference_model), isolate, jobs, log, plan)
 
     seed_list = list(range(seeds))
@@ -330,18 +362,21 @@ def compare(
     report = {"benchmark": benchmark, "split": split, "seeds": seed_list, "full_utility": full_mu, "rows": rows,
               "sweeps": {m: [{"setting": r["setting"], "summary": r["summary"], "cost": r["cost"]} for r in rs] for m, rs in sweeps.items()},
               "chosen": chosen, "config": cfg.to_dict(), "wall_seconds": time.perf_counter() - t_start}
+    if training:
+        report["training"] = training["seed"]
     if plan is not None:  # a table of their own, after TOFU's
         report["probes"] = probe_report(rows, records, oracle, plan)
         text += "\n" + probe_markdown(report["probes"]) + "\n"
-    return _write(out, report, text, png, keep_models)
+    return report, text, png, records
 
 
-def _probes(on: bool, bench, split: str, retain_model, pretrained, own_model: bool, cfg, progress: bool, log):
+def _probes(on: bool, bench, split: str, retain_model, pretrained, own_model: bool, cfg, progress: bool, log,
+            training: dict | None = None):
     """``(plan, the oracle's result)`` of the leakage probes, the oracle probed here once (then cached) before any
     unit runs; ``(None, None)`` when they are not asked for."""
     if not on:
         return None, None
-    plan = probe_plan(bench, split, retain_model, pretrained, own_model, cfg.eval, log)
+    plan = probe_plan(bench, split, retain_model, pretrained, own_model, cfg.eval, log, training)
     log(f"leakage probes: every evaluated model and the oracle {plan['oracle_name']} (not TOFU metrics; not used for selection)")
     return plan, oracle_result(plan, split, progress=progress, log=log)
 

@@ -28,7 +28,7 @@ NOTE = ("`t3unlearn probe`'s default probes (docs/eval.md) of each method's eval
 
 
 def probe_plan(bench, split: str, retain_model: str, pretrained: str | None, own_model: bool, cfg_eval,
-               log: Callable[[str], None]) -> dict[str, Any]:
+               log: Callable[[str], None], training: dict | None = None) -> dict[str, Any]:
     """What every unit's probes need, resolved at the edge (JSON; it is part of the probed units' cache keys):
     the settings, the vocabulary files, the judge (``pretrained``; else the benchmark's pretrained checkpoint when
     the model to unlearn is the benchmark's own; else none: no judge loss) and the oracle."""
@@ -39,7 +39,7 @@ def probe_plan(bench, split: str, retain_model: str, pretrained: str | None, own
     if pretrained:
         judge = str(resolve_model(pretrained, log=log))
     elif own_model:
-        judge = str(bench.model("pretrained", log=log))
+        judge = str(bench.model("pretrained", log=log, **(training or {})))
     else:
         judge = None
         log("probes: no judge loss (give --pretrained, the checkpoint --model was fine-tuned from, to score the answers with it)")

@@ -117,15 +117,17 @@ def plot(rows: Sequence[dict], path: Path, title: str) -> Path:
                        legend=True)
 
 
-def doc_key(benchmark: str | None, split: str) -> str:
+def doc_key(benchmark: str | None, split: str, trainings: Sequence[int] | None = None) -> str:
     """What names one report's section and plot in a ``--doc`` file: the split for a world, ``tofu SPLIT``
-    for TOFU, so TOFU's forget10 does not overwrite the world's in the same document."""
-    return f"tofu {split}" if benchmark == "tofu" else split
+    for TOFU, so TOFU's forget10 does not overwrite the world's in the same document; a table over several
+    model trainings adds them (``forget10 trainings 0-1-2``), beside the one-training table."""
+    key = f"tofu {split}" if benchmark == "tofu" else split
+    return key + (" trainings " + "-".join(str(t) for t in trainings) if trainings else "")
 
 
-def doc_markers(split: str, benchmark: str | None = None) -> tuple[str, str]:
+def doc_markers(split: str, benchmark: str | None = None, trainings: Sequence[int] | None = None) -> tuple[str, str]:
     """The markers around one report's generated section of a ``--doc`` file."""
-    key = doc_key(benchmark, split)
+    key = doc_key(benchmark, split, trainings)
     return (f"<!-- t3unlearn compare {key}: generated, do not edit by hand -->", f"<!-- end of generated section {key} -->")
 
 
@@ -138,9 +140,9 @@ def write_doc(doc: str | os.PathLike, reports: Sequence[dict], command: str) -> 
     doc.parent.mkdir(parents=True, exist_ok=True)
     text = doc.read_text(encoding="utf-8") if doc.is_file() else "# Comparison\n"
     for rep in reports:
-        begin, end = doc_markers(rep["split"], rep.get("benchmark"))
+        begin, end = doc_markers(rep["split"], rep.get("benchmark"), rep.get("trainings"))
         png = Path(rep["plot"])
-        target = doc.parent / f"comparison_{doc_key(rep.get('benchmark'), rep['split']).replace(' ', '_')}.png"
+        target = doc.parent / f"comparison_{doc_key(rep.get('benchmark'), rep['split'], rep.get('trainings')).replace(' ', '_')}.png"
         if png.resolve() != target.resolve():
             with atomic_write(target, "wb") as fh, open(png, "rb") as src:
                 shutil.copyfileobj(src, fh)
