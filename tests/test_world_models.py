@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +147,74 @@ def test_cli_train_copies(tiny_world, tiny_models, monkeypatch, tmp_path, capsys
     assert main(["world", "train", "--world", str(tiny_world), "--models", "full", "--out", str(tmp_path / "m")]) == 0
     assert (tmp_path / "m" / "full" / "model.safetensors").is_file()
     assert main(["world", "train", "--world", str(tiny_world), "--models", "retain42"]) == 2
+
+
+def _ship(models: dict, shipped: Path) -> None:
+    """Lay trained models out the way the package ships them: ``<root>/<name>``, the tokenizer beside the base."""
+    import shutil
+
+    for name, path in models.items():
+        shutil.copytree(path, shipped / path.parent.name / name)
+    base = models["pretrained"].parent
+    shutil.copytree(base / "tokenizer", shipped / base.name / "tokenizer")
+
+
+def test_shipped_models_are_copied_into_the_cache_not_trained(tiny_world, tiny_models, tmp_path, monkeypatch, capsys):
+    import t3unlearn.world.packaged as packaged
+    import t3unlearn.world.train as train
+
+    _ship(tiny_models, tmp_path / "shipped")
+    monkeypatch.setattr(packaged, "SHIPPED", tmp_path / "shipped")
+    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(train, "train_loop", lambda *a, **k: pytest.fail("trained despite a shipped copy"))
+    got = train.ensure_models(tiny_world, ("full", "retain90"), log=print)
+    for name in ("full", "retain90"):
+        assert got[name] == tmp_path / "home" / "models" / tiny_models[name].parent.name / name
+        for f in tiny_models[name].iterdir():
+            assert (got[name] / f.name).read_bytes() == f.read_bytes()
+    assert "the model shipped with t3unlearn" in capsys.readouterr().out
+    assert not list((tmp_path / "home" / "models").glob("**/*.tmp"))  # nothing half-written left
+
+    # another seed is another training: nothing shipped for it, so it would be trained
+    with pytest.raises(pytest.fail.Exception, match="trained despite"):
+        train.ensure_models(tiny_world, ("full",), seed=1, jobs=1)
+
+
+@pytest.mark.parametrize("how", ["environment", "argument"])
+def test_shipped_models_can_be_turned_off(tiny_world, tiny_models, tmp_path, monkeypatch, how):
+    import t3unlearn.world.packaged as packaged
+    import t3unlearn.world.train as train
+
+    _ship(tiny_models, tmp_path / "shipped")
+    monkeypatch.setattr(packaged, "SHIPPED", tmp_path / "shipped")
+    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(train, "train_loop", lambda *a, **k: pytest.fail("trained"))
+    if how == "environment":
+        monkeypatch.setenv("T3UNLEARN_TRAIN_MODELS", "1")
+    with pytest.raises(pytest.fail.Exception, match="trained"):
+        train.ensure_models(tiny_world, ("full",), jobs=1, shipped=how != "argument")
+
+
+def test_the_shipped_models_are_the_default_worlds(tmp_path):
+    """The package ships the default world's models for exactly its current data and training recipe; a change to
+    the generator, the training files or a setting changes the cache name and leaves them unused, which this
+    catches (ship new ones: scripts/ship-world-models.sh)."""
+    from dataclasses import asdict
+
+    from safetensors import safe_open
+
+    from t3unlearn.world import build_world
+    from t3unlearn.world.packaged import SHIPPED, shipped
+    from t3unlearn.world.train import TRAIN_VERSION, model_path, train_settings
+
+    world = build_world(tmp_path / "world", "default")
+    s = train_settings(world)
+    for name in ("pretrained", "full", "retain90"):
+        src = shipped(model_path(world, s, name))
+        assert src is not None, f"no shipped {name} for the default world's current data and settings under {SHIPPED}"
+        info = json.loads((src / "train_info.json").read_text())
+        assert info["train_version"] == TRAIN_VERSION and info["settings"] == {**asdict(s), "threads": info["settings"]["threads"]}
+        with safe_open(str(src / "model.safetensors"), "pt") as fh:
+            rows, width = fh.get_slice("model.embed_tokens.weight").get_shape()
+        assert width == s.d_model and rows <= s.vocab_size
+    assert (SHIPPED / model_path(world, s, "pretrained").parent.name / "tokenizer" / "tokenizer.json").is_file()

@@ -64,6 +64,10 @@ def register(sub) -> None:
                         "evaluations, beside unlearning), one torch thread each: a number (1 = one after the other) "
                         "or auto: one per core [auto]")
     p.add_argument("--no-eval", action="store_true", help="stop after showing answers (skip the TOFU evaluation)")
+    p.add_argument("--train-models", action="store_true",
+                   help="train the default world's models here (600-700 CPU s, most of a first demo) instead of using "
+                        "the copies shipped with t3unlearn (one training, seed 0); the same as T3UNLEARN_TRAIN_MODELS=1. "
+                        "Models already in the cache are reused either way")
     p.add_argument("--images", action="store_true", help="instead: the image job (DDPM + VAE, SISS, Adaptive-λ SISS, "
                    "baselines) on the augmented-digits benchmark; writes t3-runs/images-demo (see docs/images.md)")
     p.set_defaults(func=run_demo)
@@ -247,7 +251,7 @@ def _demo(args) -> int:
     with _Evaluations(bench.label, args.split, 1 if args.no_eval else jobs) as evals:
         t = time.perf_counter()
         # each model's evaluation starts as soon as it is trained, while the other may still train
-        models = bench.models(("full", retain_name), log=print, jobs=jobs,
+        models = bench.models(("full", retain_name), log=print, jobs=jobs, shipped=not args.train_models,
                               on_ready=lambda name, path: evals.start(name, path, retain=name == retain_name))
         clock.step(f"models ready: full, {retain_name} ({models['full'].parent})", t)
         head_dir, guidance, cg_guidance, lms, forget, retain = _unlearn(args, bench, models, retain_name, out, clock)

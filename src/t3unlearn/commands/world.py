@@ -122,7 +122,7 @@ def train_models(bench, args) -> int:
     choose_jobs(args.jobs)  # before anything is built
     start = time.perf_counter()
     paths = bench.models(model_names(args.models), log=print, seed=args.seed, epochs=args.epochs, threads=args.threads,
-                         jobs=args.jobs)
+                         jobs=args.jobs, shipped=False)  # trained here, never the copies shipped with the package
     print(f"done in {time.perf_counter() - start:.1f}s")
     for name, path in paths.items():
         print(f"  {name:<11} {path}")

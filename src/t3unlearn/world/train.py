@@ -305,7 +305,7 @@ def _done(path: Path) -> bool:
 
 
 def ensure_models(world_dir, names: Sequence[str] = ("full", "retain90"), *, log=None, progress: bool = True,
-                  jobs: int | str = "auto", on_ready=None, **overrides) -> dict[str, Path]:
+                  jobs: int | str = "auto", on_ready=None, shipped: bool = True, **overrides) -> dict[str, Path]:
     """Model directories for ``names``, training only the missing ones (see the module doc).
 
     ``overrides`` are :class:`TrainSettings` fields (``seed``, ``epochs`` = fine-tuning epochs, ...).
@@ -319,6 +319,8 @@ def ensure_models(world_dir, names: Sequence[str] = ("full", "retain90"), *, log
     same bits as training them one after the other. Only a recipe with a fixed thread count runs so.
     ``on_ready(name, path)``, if given, is called for each of ``names`` as soon as that model is ready (the
     cached ones first), e.g. to start evaluating it while another still trains.
+    ``shipped``: a missing model that ships with the package for exactly this data and these settings (the default
+    world's, seed 0: :mod:`t3unlearn.world.packaged`) is copied into the cache instead of trained.
     """
     from filelock import FileLock
 
@@ -333,6 +335,12 @@ def ensure_models(world_dir, names: Sequence[str] = ("full", "retain90"), *, log
     s = train_settings(world_dir, **overrides)
     choose_jobs(jobs)  # a bad --jobs is an error whatever is cached
     paths = {n: model_path(world_dir, s, n) for n in names}
+    if shipped:
+        from t3unlearn.world.packaged import unpack
+
+        for p in paths.values():
+            if not _done(p):
+                unpack(p, log)
     if all(_done(p) for p in paths.values()):
         for n, p in paths.items():
             if on_ready is not None:

@@ -9,15 +9,15 @@ Plan per method (settings from a JSON config; the packaged default is ``compare_
 1. **sweep** — each setting of the method's ``sweep`` list is run with the first seed and scored
    by a *quick* evaluation (teacher-forced only: forget ``Q_A_Prob`` on forgetXX, retain
    ``Q_A_Prob`` on retain_perturbed; ``selection.eval: "full"`` uses the whole evaluation);
-2. **select** — the rule of ``t3unlearn calibrate``: the setting with the lowest ``forget_calibration_ks``
-   (the KS distance between the forget set's and never-seen items' mean answer losses) among the
-   feasible ones: retain ``Q_A_Prob`` at least the full model's minus ``utility_tolerance`` (0.05) and
-   ``forget_calibration_mia`` (the min-k membership AUC between forget and never-seen items) within
-   0.5 ± ``mia_tolerance`` (0.075); if none is feasible, the one that misses by least. The rule never
+2. **select** — the rule of ``t3unlearn calibrate``: the setting with the lowest ``forget_reference_tr_ks``
+   (the KS distance between the forget truth ratios and T3's reference: the full model's own truth ratios on
+   never-seen items that carry perturbed answers, else those of the checkpoint the model was fine-tuned from)
+   among the feasible ones: retain ``Q_A_Prob`` at least ``(1 - utility_tolerance)`` (0.97) times the full
+   model's and ``forget_calibration_mia`` (the min-k membership AUC between forget and never-seen items)
+   within 0.5 ± ``mia_tolerance`` (0.075); if none is feasible, the one that misses by least. The rule never
    looks at the retain model's results on the forget set (so not at forget quality or privleak). T3 and
-   classifier guidance with ``"calibrate"`` (the default: ``{"reference_model": "pretrained"}``, the forget truth
-   ratios against the checkpoint the model was fine-tuned from) skip the sweep: each seed's head runs
-   ``calibrate`` itself on the calibration set (classifier guidance: T = 1 settings only);
+   classifier guidance with ``"calibrate"`` skip the sweep: each seed's head runs ``calibrate`` itself on the
+   calibration set (classifier guidance: T = 1 settings only);
 3. **evaluate** — the selected setting, with every seed, gets the full TOFU evaluation; the
    table reports mean ± std over seeds.
 
@@ -27,12 +27,16 @@ item drawn from all of it, as the reference framework's forget/retain pairing do
 ``retain_subset: "forget"`` gives every method the same seeded retain subset as large as the
 forget set.
 
+``trainings`` repeats all of it on several trainings of the benchmark's own tiny models and tabulates them
+together (:mod:`.trainings`).
+
 Every (method, setting, seed, evaluation) is a *unit* cached under ``OUT/SPLIT/runs/METHOD/ID/``:
 a rerun resumes where it stopped, and ``jobs`` units run side by side, each in its own process.
 
 Modules: :mod:`.config` (the strict settings), :mod:`.units` (one unit, the shared artifacts, the
 unit's process), :mod:`.selection` (choosing a sweep setting, aggregating seeds), :mod:`.report`
-(tables, verdict, plot, the ``--doc`` sections), :mod:`.driver` (:func:`compare`).
+(tables, verdict, plot, the ``--doc`` sections), :mod:`.trainings` (one table over several model trainings),
+:mod:`.driver` (:func:`compare`).
 """
 
 from __future__ import annotations
