@@ -106,14 +106,14 @@ def verdict(rows: Sequence[dict], full_utility: float | None, tol: float) -> lis
     return out
 
 
-def plot(rows: Sequence[dict], path: Path, title: str) -> Path:
+def plot(rows: Sequence[dict], path: Path, title: str, note: str = "mean over seeds; bars: seed range") -> Path:
     """Forget quality (log x) vs model utility: one marker per method (mean over seeds) with a legend,
     horizontal bars from the lowest to the highest seed's forget quality; the oracle starred."""
     points = [PlotPoint(r["title"] + (" (reference)" if r["method"] == "retrain" else ""), r["forget_quality"][0],
                         r["model_utility"][0], reference=r["method"] == "retrain", start=r["method"] == "full",
                         fq_range=tuple(r.get("fq_range") or (None, None)))
               for r in rows]
-    return plot_points(points, path, title=f"{title}: forget quality vs model utility (mean over seeds; bars: seed range)",
+    return plot_points(points, path, title=f"{title}: forget quality vs model utility ({note})",
                        legend=True)
 
 

@@ -59,7 +59,7 @@ def combine(done: Sequence[tuple[int, dict, dict]], methods: Sequence[str], benc
     full_mu = rows[0]["model_utility"][0]
     seeds = done[0][1]["seeds"]
     name = f"{benchmark} {split}"
-    png = plot(rows, out / f"fq_vs_mu_{split}.png", f"{name}, {len(trainings)} trainings")
+    png = plot(rows, out / f"fq_vs_mu_{split}.png", f"{name}, {len(trainings)} trainings", note="mean; bars: range")
     report = {"benchmark": benchmark, "split": split, "trainings": trainings, "seeds": seeds, "full_utility": full_mu,
               "rows": rows, "per_training": [{"training": t, "rows": rep["rows"], "chosen": rep["chosen"],
                                               "sweeps": {m: [r["setting"] for r in rs] for m, rs in rep["sweeps"].items()}}
