@@ -71,6 +71,7 @@ def test_one_table_over_every_training(tmp_path, monkeypatch):
     assert "| T3 | 0.100 / 0.00 | 0.300 / 4.00 |" in text  # each training's own figures
     assert "| GradDiff | lr=1e-4; lr=1e-3 | lr=1e-4 | lr=1e-3 |" in text  # the sweep, and each training's choice
     assert "training 0: T=2; training 2: T=4" in text
+    assert "leakage probes" not in text  # none were run
 
     # in a --doc file, the table over trainings sits beside the one-training table of the same split
     doc = tmp_path / "doc.md"

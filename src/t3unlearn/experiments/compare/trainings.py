@@ -118,6 +118,8 @@ def _markdown(name: str, rows: list[dict], done, selection, full_mu) -> str:
         "",
         *calibrated,
         *sweeps,
+        *(["The leakage probes' tables are each training's own: OUT/SPLIT/training-S/compare.md.", ""]
+          if any("probes" in rep for _, rep, _ in done) else []),
     ])
 
 
