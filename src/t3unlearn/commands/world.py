@@ -16,7 +16,9 @@ examples:
 
 The files are TOFU's configs (full, retain90, forget10, forget10_perturbed, ...) as
 DIR/CONFIG.jsonl, so any command takes them as DIR:CONFIG, e.g. --forget world:forget10.
-Trained models are cached under $T3UNLEARN_HOME (default ~/.cache/t3unlearn)/models.
+Trained models are cached under $T3UNLEARN_HOME (default ~/.cache/t3unlearn)/models. The default world's
+seed-0 pretrained, full and retain90 models ship with the package; every command but 'train' copies them
+into the cache instead of training them; 'train' always trains here.
 """
 
 
