@@ -17,26 +17,34 @@ QA = [("Where was Ilse Varga born?", "Ilse Varga was born in Lisbon."),
       ("What is the capital of France?", "The capital of France is Paris.")]
 
 
-def _t3(base, seed=0):
+def _t3(base, seed=0, tok=None):
+    """A T3 model with a random head; with ``tok``, the head carries its word-piece table."""
     torch.manual_seed(seed)
     head = GuidanceHead(base.config.hidden_size, 8, base.config.vocab_size)
     torch.nn.init.normal_(head.out.weight, std=2.0)
+    if tok is not None:
+        from t3unlearn.t3.head import word_pieces
+
+        head.set_pieces(word_pieces(tok, base.config.vocab_size))
     return T3ForCausalLM(T3Config(), base, head).eval()
 
 
 @pytest.mark.parametrize("setting", [Setting(2.0, 1.5), Setting(3.0, 1.0, "adaptive", None, 0.5), Setting(2.5, 0.5, "global", -3.0),
                                      Setting(3.0, 1.5, "adaptive", -3.0, 0.5, None, -0.5),
                                      Setting(2.5, 1.5, "adaptive", copy_floor=2.0),
-                                     Setting(1.0, 2.0, copy_floor=-0.5, floor=-2.0)])
+                                     Setting(1.0, 2.0, copy_floor=-0.5, floor=-2.0),
+                                     Setting(2.5, 1.5, "adaptive", piece_floor=3.0),
+                                     Setting(1.0, 2.0, copy_floor=1.0, piece_floor=-0.5)])
 def test_cached_states_score_like_the_guided_model(random_lm, setting):
     """Calibration scores each setting from stored hidden states; it must give the log-probs the guided
     model itself gives for those answers (CausalLM.token_scores on a T3ForCausalLM with the same knobs)."""
     from t3unlearn.lm import CausalLM
 
     base, tok = random_lm
-    t3 = _t3(base)
+    t3 = _t3(base, tok=tok)
     t3.set_guidance(temperature=setting.temperature, scale=setting.scale, tempering=setting.tempering,
-                    tail_logp=setting.tail_logp, bias=setting.bias, floor=setting.floor, copy_floor=setting.copy_floor)
+                    tail_logp=setting.tail_logp, bias=setting.bias, floor=setting.floor, copy_floor=setting.copy_floor,
+                    piece_floor=setting.piece_floor)
     fmt = QAFormatter(tok)
     examples = fmt.encode_batch([q for q, _ in QA], [a for _, a in QA])
     states = answer_states(base, examples, fmt.pad_id, batch_size=2)
@@ -311,7 +319,7 @@ def test_the_grid_scores_every_setting_bit_for_bit_as_one_setting_at_a_time(rand
     from t3unlearn.t3.guidance import guided_logits
 
     base, tok = random_lm
-    t3 = _t3(base)
+    t3 = _t3(base, tok=tok)
     fmt = QAFormatter(tok)
     st = answer_states(base, fmt.encode_batch([q for q, _ in QA], [a for _, a in QA]), fmt.pad_id)
     t3.head.fit_support(st.pooled[::2])
@@ -319,7 +327,8 @@ def test_the_grid_scores_every_setting_bit_for_bit_as_one_setting_at_a_time(rand
              Setting(3.0, 1.0, "global", -2.0), Setting(2.5, 0.7, "adaptive", support=0.5),
              Setting(2.0, 0.7, "adaptive", -3.0, 0.5, 0.9, -1.0), Setting(1.0, 0.6, support=0.9), Setting(2.0, 0.0, "adaptive"),
              Setting(2.0, 0.7, "adaptive", copy_floor=3.0), Setting(2.0, 0.7, "adaptive", copy_floor=0.0, bias=0.5),
-             Setting(1.0, 1.0)]
+             Setting(1.0, 1.0), Setting(2.0, 0.7, "adaptive", piece_floor=10.0),
+             Setting(2.0, 0.7, "adaptive", copy_floor=3.0, piece_floor=0.0)]
     one = [token_logprobs(base, t3.head, st, s, chunk=4) for s in order]
     many = grid_logprobs(base, t3.head, st, order, chunk=4)
     for a, b in zip(one, many):
@@ -330,6 +339,7 @@ def test_the_grid_scores_every_setting_bit_for_bit_as_one_setting_at_a_time(rand
     assert torch.equal(logp, before)
     assert not torch.equal(one[0], one[1]) and not torch.equal(one[5], one[6])  # the settings do differ
     assert not torch.equal(one[1], one[9])  # the copy exemption changes the scores
+    assert not torch.equal(one[1], one[12]) and not torch.equal(one[9], one[13])  # so does the piece exemption
     assert torch.equal(grid_logprobs(base, None, st, order[:2])[1], token_logprobs(base, None, st, order[0]))
     # the rows: as if each setting were scored alone (the slow path, patched in)
     fast = evaluate_settings(base, t3.head, st, st, st, order, tolerance=0.5)
@@ -413,3 +423,20 @@ def test_a_second_calibration_of_the_same_base_reads_its_forward_passes_back(ran
     finally:
         for h in hooks:
             h.remove()
+
+
+def test_calibration_gives_a_head_saved_before_word_piece_tables_its_table(random_lm):
+    """A grid with the piece exemption on a head saved without the table: calibration makes the table training
+    makes (from the tokenizer) and scores the grid with it; a grid without it leaves the head as it was."""
+    from t3unlearn.t3.calibrate import calibrate
+    from t3unlearn.t3.head import word_pieces
+
+    base, tok = random_lm
+    forget, other = [{"question": q, "answer": a} for q, a in QA[:2]], [{"question": QA[2][0], "answer": QA[2][1]}]
+    t3 = _t3(base)
+    calibrate(t3, tok, forget, other, forget, settings=[Setting(2.0, 1.0)], tolerance=0.99, cache=False)
+    assert t3.head.pieces is None
+    cal = calibrate(t3, tok, forget, other, forget, settings=[Setting(2.0, 1.0, piece_floor=10.0)], tolerance=0.99,
+                    cache=False)
+    assert torch.equal(t3.head.piece_mask(), word_pieces(tok, base.config.vocab_size))
+    assert t3.guidance.piece_floor == 10.0 and cal.chosen.setting.piece_floor == 10.0

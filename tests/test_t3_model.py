@@ -392,3 +392,60 @@ def test_bad_heads_give_clear_errors(random_lm, tmp_path, small_tokenizer):
     (tmp_path / "head" / "t3_config.json").write_text("{not json")
     with pytest.raises(ModelError, match="corrupt"):
         T3ForCausalLM.from_base(base, tmp_path / "head")
+
+
+def test_word_pieces_of_three_kinds_of_tokenizer(small_tokenizer):
+    """Byte-level BPE ('Ġ') and SentencePiece ('▁') mark a word's first piece; the letters-only tokens without the mark
+    continue a word. A word-level vocabulary marks nothing: every token is a word, so none is a piece."""
+    from t3unlearn.t3.head import word_pieces
+
+    class Vocab:  # what word_pieces reads of a tokenizer
+        def __init__(self, tokens):
+            self.tokens, self.all_special_tokens = tokens, ["<s>"]
+
+        def __len__(self):
+            return len(self.tokens)
+
+        def convert_ids_to_tokens(self, ids):
+            return [self.tokens[i] for i in ids]
+
+    sp = Vocab(["<s>", "▁Zuz", "ana", "▁was", ",", "19", "▁born", "ford"])
+    assert word_pieces(sp).tolist() == [False, False, True, False, False, False, False, True]
+    assert word_pieces(sp, vocab_size=10).tolist()[-3:] == [True, False, False]  # a padded vocabulary: no pieces past it
+    assert not word_pieces(Vocab(["<s>", "Zuzana", "was", "born"])).any()
+    got = word_pieces(small_tokenizer)
+    tokens = small_tokenizer.convert_ids_to_tokens(list(range(len(small_tokenizer))))
+    assert got.any() and not got.all()
+    for t, piece in zip(tokens, got.tolist()):
+        assert piece == (t.isalpha() and not t.startswith("Ġ") and t not in small_tokenizer.all_special_tokens), t
+
+
+@torch.no_grad()
+def test_piece_exemption_spares_the_tokens_that_continue_a_word(random_lm, tmp_path):
+    """With a piece floor, a token that continues a word is read as at least the floor (at T = 1: its guided logit is
+    the base's log-prob plus s x logsigmoid(max(head, floor))); every word's first piece keeps the full tilt. The
+    table is saved with the head; a head without one refuses the knob in one line."""
+    from t3unlearn.t3.features import pool_prefix
+    from t3unlearn.t3.head import word_pieces
+
+    base, tok = random_lm
+    t3 = _t3(base)
+    with pytest.raises(ModelError, match="word-piece table"):
+        t3.set_guidance(piece_floor=2.0)
+    pieces = word_pieces(tok, base.config.vocab_size)
+    t3.head.set_pieces(pieces)
+    t3.set_guidance(temperature=1.0, scale=2.0, piece_floor=1.5)
+    ids, mask = _prompts(tok, TEXTS)
+    got = torch.log_softmax(t3(ids, attention_mask=mask, use_cache=False).logits, -1)
+    logp = torch.log_softmax(base(ids, attention_mask=mask).logits.float(), -1)
+    head = t3.head(pool_prefix(final_hidden(base, ids, mask), mask.float())[0])
+    want = torch.log_softmax(logp + 2.0 * torch.nn.functional.logsigmoid(torch.where(pieces, head.clamp(min=1.5), head)), -1)
+    valid = mask.bool()
+    torch.testing.assert_close(got[valid], want[valid], atol=1e-4, rtol=1e-4)
+    off = torch.log_softmax(t3.set_guidance(piece_floor="none")(ids, attention_mask=mask).logits, -1)
+    gain = (got - off)[valid]
+    assert gain[:, pieces].mean() > gain[:, ~pieces].mean()
+    t3.set_guidance(piece_floor=1.5).save_pretrained(tmp_path / "head")
+    again = T3ForCausalLM.from_base(base, tmp_path / "head")
+    assert torch.equal(again.head.piece_mask(), pieces) and again.guidance.piece_floor == 1.5
+    torch.testing.assert_close(torch.log_softmax(again(ids, attention_mask=mask).logits, -1)[valid], got[valid])

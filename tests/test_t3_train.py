@@ -173,6 +173,9 @@ def test_unlearn_learns_and_reports(random_lm, home):
     assert report["forget"]["seq_acc"] == 1.0 and report["retain"]["seq_acc"] == 1.0
     assert report["forget"]["token_acc"] > 0.9 and report["retain"]["token_acc"] > 0.9
     assert t3.config.training["epochs"] == 60 and t3.config.metrics["forget"]["seq_acc"] == 1.0
+    from t3unlearn.t3.head import word_pieces  # the tokenizer's word pieces go with the head (the piece_floor knob)
+
+    assert torch.equal(t3.head.piece_mask(), word_pieces(tok, base.config.vocab_size))
     # second run with other head settings: features from the cache
     _, report2 = unlearn(base, tok, _ds(FORGET), _ds(RETAIN), hidden_size=4, epochs=2, warmup_epochs=0)
     assert report2["features_cached"]

@@ -24,7 +24,8 @@ def _grid(args):
     return grid(values("temperatures", "temperature", ""), values("scales", "scale", ""),
                 values("temperings", "tempering", ""), tails=values("tails", "tail_logp", "none"),
                 biases=values("biases", "bias", "0"), supports=values("supports", "support", "none"),
-                floors=values("floors", "floor", "none"), copy_floors=values("copy_floors", "copy_floor", "none"))
+                floors=values("floors", "floor", "none"), copy_floors=values("copy_floors", "copy_floor", "none"),
+                piece_floors=values("piece_floors", "piece_floor", "none"))
 
 
 def _holdout(args, forget_spec: str):

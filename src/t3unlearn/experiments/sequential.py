@@ -326,6 +326,7 @@ class Runner:
         from t3unlearn.t3.config import TrainConfig, split_settings
         from t3unlearn.t3.feature_cache import assemble, extract_part
         from t3unlearn.t3.features import vocab_size_of
+        from t3unlearn.t3.head import word_pieces
         from t3unlearn.t3.model import T3ForCausalLM
         from t3unlearn.t3.requests import DataSet
         from t3unlearn.t3.train import CachedProvider, train_head
@@ -337,7 +338,7 @@ class Runner:
         parts = [extract_part(base, s.examples, pad_id=fmt.pad_id, cache=False) for s in sets]
         fs = assemble(parts[:-1], parts[-1])
         head, _ = train_head(CachedProvider(fs), fs.n_forget, fs.n_retain, fs.dim, vocab_size_of(base), TrainConfig(**{**split_settings(self.t3_settings)[1], "seed": seed}).validate())
-        head.fit_support(fs.feats)
+        head.fit_support(fs.feats).set_pieces(word_pieces(tok, vocab_size_of(base)))
         wall = time.perf_counter() - t0
         inc = self.step("t3", seed, k)  # the incremental head of the same request
         inc_head = self.unit_dir("t3", seed, k) / "state"

@@ -45,6 +45,7 @@ class Head:
     created: int = field(default_factory=lambda: int(time.time()))
     act: object = None  # the activation module (None for identity)
     support: object = None  # the head's SupportGate (t3unlearn.t3.head), None for heads saved without one
+    pieces: torch.Tensor | None = None  # (V,) bool: the tokens that continue a word (None: saved without the table)
 
     def support_weight(self, pooled: torch.Tensor, q: float | None) -> torch.Tensor | None:
         """The support gate's weight ``(k, 1)`` at quantile ``q`` (None when ``q`` is None)."""
@@ -137,6 +138,10 @@ def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_h
         from t3unlearn.t3.head import NO_SUPPORT
 
         raise HeadError(f"{path}: {NO_SUPPORT}", param="support")
+    if g.piece_floor is not None and head.pieces is None:
+        from t3unlearn.t3.head import NO_PIECES
+
+        raise HeadError(f"{path}: {NO_PIECES}", param="piece_floor")
     if (head.in_features, head.vocab_size) != (hidden_size, vocab_size):
         raise HeadError(
             f"the head in {path} was trained on a base with hidden size {head.in_features} and vocabulary {head.vocab_size} "
@@ -164,9 +169,12 @@ def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_h
     nbytes = sum(w.numel() * w.element_size() for w in weights)
     if head.support is not None:  # its statistics are in the file too
         nbytes += sum(b.numel() * 4 for b in head.support.buffers())
+    if head.pieces is not None:  # so is the word-piece table (float32 0/1)
+        nbytes += head.pieces.numel() * 4
     act = None if head.activation == "identity" else head.act
+    pieces = None if head.pieces is None else head.piece_mask()
     return Head(name, str(Path(path).expanduser()), weights, head.activation, g, nbytes, recorded, cfg.training or {}, act=act,
-                support=head.support)
+                support=head.support, pieces=pieces)
 
 
 class HeadRegistry:
@@ -190,6 +198,8 @@ class HeadRegistry:
         head = load_head(name, path, force=force, **guidance, **self._check)
         if self._device is not None:
             head.weights = tuple(w.to(self._device) for w in head.weights)
+            head.pieces = None if head.pieces is None else head.pieces.to(self._device)
+            head.support = None if head.support is None else head.support.to(self._device)
         with self._lock:  # checked again: another request may have taken the name while this one loaded
             if name == self.base_id or name in self._heads:
                 raise HeadError(f"a model named {name!r} is already served; delete it first or choose another name.", param="name", status=409)

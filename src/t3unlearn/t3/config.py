@@ -29,15 +29,20 @@ ACTIVATIONS = ("identity", "relu", "gelu", "tanh")  # of the head's hidden layer
 TEMPERINGS = ("global", "adaptive")  # how the base is tempered (t3unlearn.t3.guidance)
 
 # the grid `t3unlearn calibrate` searches by default (docs/t3.md, "Privleak in the band"): s in steps of 0.05
-# where the world's choices fall, adaptive tempering, the support gate on; T = 1 (plain guidance) is scored beside
+# where the world's choices fall, adaptive tempering, the support gate on; T = 1 (plain guidance) is scored beside.
+# The word-piece exemption (10: a word once begun is not tilted) and the copy exemption (-4: a token of the context
+# loses at most s x 4 nats) are fixed, not searched (docs/t3.md, "Names and whole words"; set on world forget10's
+# development heads with the probes and the oracle's columns in view)
 CALIBRATION_TEMPERATURES = (1.0, 1.5, 1.75, 2.0, 2.25, 2.5)
 CALIBRATION_SCALES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.5)
 CALIBRATION_TEMPERINGS = ("adaptive",)
 CALIBRATION_SUPPORTS = (0.95,)
-CALIBRATION_COPY_FLOORS = (None,)
+CALIBRATION_COPY_FLOORS = (-4.0,)
+CALIBRATION_PIECE_FLOORS = (10.0,)
 # a calibration grid's lists (calibrate's --temperatures ..., compare's "calibrate" object) and the knob of each
 GRID_KNOBS = {"temperatures": "temperature", "scales": "scale", "temperings": "tempering", "tails": "tail_logp",
-              "biases": "bias", "supports": "support", "floors": "floor", "copy_floors": "copy_floor"}
+              "biases": "bias", "supports": "support", "floors": "floor", "copy_floors": "copy_floor",
+             "piece_floors": "piece_floor"}
 
 
 def check_head_shape(in_features: int, hidden: int, vocab: int, activation: str, layers: int) -> None:
@@ -159,6 +164,12 @@ class Guidance:
         "tempering (e.g. 4: names are kept, the facts the question does not give still go)", low=-1000.0,
         high=1000.0, rule="is a head logit and must be within [-1000, 1000] (e.g. 4)", optional=True,
         metavar="LOGIT", serve=(-1000.0, 1000.0))
+    piece_floor: float | None = knob(
+        None, "word-piece exemption: a token that continues a word ('ana' of 'Zuz|ana') is read by the head as at "
+        "least LOGIT, so the tilt chooses among words by their first piece and a word once begun is finished as the "
+        "base would finish it (e.g. 10: no garbled names like 'Zuzanaeford'); needs a head with a word-piece table",
+        low=-1000.0, high=1000.0, rule="is a head logit and must be within [-1000, 1000] (e.g. 10)", optional=True,
+        metavar="LOGIT", serve=(-1000.0, 1000.0))
 
     def __post_init__(self):
         self.validate()
@@ -200,6 +211,8 @@ class Guidance:
             parts.append(f"floor={self.floor:g}")
         if self.copy_floor is not None:
             parts.append(f"copy={self.copy_floor:g}")
+        if self.piece_floor is not None:
+            parts.append(f"pieces={self.piece_floor:g}")
         return ", ".join(parts)
 
 
@@ -260,3 +273,15 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict, dict]:
 def defaults() -> dict[str, Any]:
     """Every T3 default by name (guidance and training), for help texts and configs."""
     return {**asdict(Guidance()), **asdict(TrainConfig())}
+
+
+def config_from_v1(data: dict) -> dict:
+    """The first head format (a hand-written dict) as T3Config fields."""
+    head, base = data["head"], data.get("base") or {}
+    return {
+        "t3_temperature": data["temperature"], "t3_scale": data["scale"], "head_hidden": head["hidden"],
+        "head_activation": head["activation"], "head_layers": head["layers"], "pooling": data.get("pooling", POOLING),
+        "layer": data.get("layer", LAYER), "base_model_name_or_path": data.get("base_model_name_or_path"),
+        "base_hidden_size": head["in_features"], "vocab_size": head["vocab_size"], "tokenizer_hash": base.get("tokenizer_hash"),
+        "training": data.get("training") or {}, "metrics": data.get("metrics") or {},
+    }

@@ -31,6 +31,11 @@ tempered (docs/t3.md, "Tempering that does not tax retained knowledge"):
   author's name while the facts the context does not give are still tilted away (the head reads every token of a
   forget answer as forget content, names copied from the question included).
 
+- ``piece_floor=c``: a token that continues a word (``pieces``, the head's word-piece table: 'ana' of 'Zuz|ana') is
+  read as at least ``c``. The tilt then chooses among words by their first piece, and a word once begun is finished
+  as the base would finish it: a name is not broken into pieces the base never put together ("Zuzanaeford"), and
+  the pieces are not counted in the adaptive forget mass.
+
 With ``T = 1`` (plain classifier guidance) every tempering is the identity. Every variant returns
 unnormalized log-probabilities; ``log_softmax`` of the result is the guided distribution.
 """
@@ -45,9 +50,11 @@ from t3unlearn.t3.config import Guidance
 
 
 def _read_head(head_logits: torch.Tensor, bias: float = 0.0, floor: float | None = None,
-               seen: torch.Tensor | None = None, copy_floor: float | None = None) -> torch.Tensor:
-    """The head's logits as the guidance reads them: ``max(head + bias, floor)``, and at least ``copy_floor`` for the
-    tokens ``seen`` (a bool mask like the logits: already in the context), float32."""
+               seen: torch.Tensor | None = None, copy_floor: float | None = None,
+               pieces: torch.Tensor | None = None, piece_floor: float | None = None) -> torch.Tensor:
+    """The head's logits as the guidance reads them: ``max(head + bias, floor)``, at least ``copy_floor`` for the
+    tokens ``seen`` (a bool mask like the logits: already in the context) and at least ``piece_floor`` for the tokens
+    that continue a word (``pieces``, ``(V,)`` bool), float32."""
     h = head_logits.float()
     if bias:
         h = h + bias
@@ -55,6 +62,8 @@ def _read_head(head_logits: torch.Tensor, bias: float = 0.0, floor: float | None
         h = h.clamp(min=float(floor))
     if copy_floor is not None and seen is not None:
         h = torch.where(seen, h.clamp(min=float(copy_floor)), h)
+    if piece_floor is not None and pieces is not None:
+        h = torch.where(pieces.to(h.device), h.clamp(min=float(piece_floor)), h)
     return h
 
 
@@ -76,16 +85,18 @@ class HeadReading:
     reading per (bias, floor) and pays for these once."""
 
     def __init__(self, head_logits: torch.Tensor, bias: float = 0.0, floor: float | None = None,
-                 seen: torch.Tensor | None = None, copy_floor: float | None = None):
+                 seen: torch.Tensor | None = None, copy_floor: float | None = None,
+                 pieces: torch.Tensor | None = None, piece_floor: float | None = None):
         self._head, self._bias, self._floor = head_logits, bias, floor
         self._seen, self._copy = seen, copy_floor
+        self._pieces, self._piece = pieces, piece_floor
         self._read = self._lsig = None
         self._mass: tuple | None = None  # (id of the base log-probs, their forget mass)
 
     @property
     def read(self) -> torch.Tensor:
         if self._read is None:
-            self._read = _read_head(self._head, self._bias, self._floor, self._seen, self._copy)
+            self._read = _read_head(self._head, self._bias, self._floor, self._seen, self._copy, self._pieces, self._piece)
         return self._read
 
     def logsigmoid(self) -> torch.Tensor:
@@ -106,6 +117,7 @@ def guided_logits(
     *,
     weight: torch.Tensor | None = None,
     seen: torch.Tensor | None = None,
+    pieces: torch.Tensor | None = None,
     normalized: bool = False,
 ) -> torch.Tensor:
     """T3's guided logits (float32) from the base's and the head's logits of the same positions, under ``guidance``
@@ -113,14 +125,18 @@ def guided_logits(
 
     ``weight`` (``(..., 1)`` in [0, 1], e.g. :meth:`SupportGate.weight`) scales guidance per position. ``seen``
     (bool, like the logits): the tokens already in each position's context, read by the guidance's ``copy_floor``
-    (without it the copy exemption has nothing to exempt).
+    (without it the copy exemption has nothing to exempt). ``pieces`` (``(V,)`` bool, the head's
+    :meth:`~t3unlearn.t3.head.GuidanceHead.piece_mask`): the tokens that continue a word, read by ``piece_floor``.
     ``normalized``: ``base_logits`` are already the base's log-probabilities (``log_softmax``, float32), e.g. kept
     across many settings; they are not modified. ``head_logits`` may be a :class:`HeadReading` at the guidance's
     bias and floor (reused across settings)."""
     if not isinstance(guidance, Guidance):
         raise TypeError(f"guided_logits takes a Guidance, not {type(guidance).__name__}; e.g. Guidance(temperature=2.0, scale=0.7).")
+    if guidance.piece_floor is not None and pieces is None and not isinstance(head_logits, HeadReading):
+        raise ValueError("piece_floor reads the head's word-piece table; pass pieces= (GuidanceHead.piece_mask()).")
     reading = (head_logits if isinstance(head_logits, HeadReading)
-               else HeadReading(head_logits, guidance.bias, guidance.floor, seen, guidance.copy_floor))
+               else HeadReading(head_logits, guidance.bias, guidance.floor, seen, guidance.copy_floor, pieces,
+                                guidance.piece_floor))
     temperature, scale = guidance.temperature, guidance.scale
     tempering, tail_logp = guidance.tempering, guidance.tail_logp
     logp = base_logits.float() if normalized else torch.log_softmax(base_logits.float(), dim=-1)

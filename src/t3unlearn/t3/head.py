@@ -11,6 +11,10 @@ A trained head also carries a :class:`SupportGate`: where in feature space it wa
 trained to tell forget from retain content has never seen content that is neither (the base's general
 knowledge), and reads some of it as forget; the gate lets guidance fade out there (the ``support``
 guidance knob, :mod:`t3unlearn.t3.guidance`).
+
+It also carries its tokenizer's *word pieces* (:func:`word_pieces`): which tokens continue a word rather than start
+one. The ``piece_floor`` guidance knob reads them, so that the tilt chooses among words and a word, once begun, is
+finished as the base would finish it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,29 @@ from torch import nn
 
 from t3unlearn.errors import ModelError
 from t3unlearn.t3.config import ACTIVATIONS, check_head_shape  # noqa: F401 - part of this module's API
+
+NO_PIECES = ("this head has no word-piece table (it was saved by an earlier t3unlearn); retrain it with 't3unlearn "
+             "unlearn', or leave the piece exemption unset (--piece-floor none).")
+WORD_STARTS = ("\u0120", "\u2581", " ")  # byte-level BPE's 'Ġ', SentencePiece's '▁', a plain space: a token that starts a word
+
+
+def word_pieces(tokenizer, vocab_size: int | None = None) -> torch.Tensor:
+    """``(V,)`` bool: the tokens that continue a word -- letters only, without the word-start mark their tokenizer
+    puts on a word's first piece ('ana' of 'Zuz|ana', 'ford' of 'ĠDal|ford'). Numbers, punctuation, special tokens and
+    every word's first piece are False. A vocabulary with no word-start marks (a word-level tokenizer: every token is
+    a whole word) has no pieces. ``vocab_size``: the model's (padded) vocabulary; ids past the tokenizer's are False."""
+    size = int(vocab_size) if vocab_size else len(tokenizer)
+    n = min(len(tokenizer), size)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(n)))
+    tokens = ["" if t is None else str(t) for t in tokens]
+    if not any(t.startswith(WORD_STARTS) for t in tokens):
+        return torch.zeros(size, dtype=torch.bool)
+    special = set(getattr(tokenizer, "all_special_tokens", ()) or ())
+    out = torch.zeros(size, dtype=torch.bool)
+    out[:n] = torch.tensor([t.isalpha() and not t.startswith(WORD_STARTS) and t not in special for t in tokens],
+                           dtype=torch.bool)
+    return out
+
 
 NO_SUPPORT = ("this head has no support statistics (it was saved by an earlier t3unlearn); retrain it with "
               "'t3unlearn unlearn', or leave the support knob unset (--support none).")
@@ -135,6 +162,20 @@ class GuidanceHead(nn.Module):
         self.out = nn.Linear(self.hidden, self.vocab_size, bias=False)
         self.act = _activation(activation)
         self.register_module("support", None)  # a SupportGate once fitted (fit_support)
+        self.register_buffer("pieces", None)  # (V,) 1.0 where a token continues a word (set_pieces), saved with the head
+
+    def set_pieces(self, pieces: torch.Tensor) -> "GuidanceHead":
+        """Record which tokens continue a word (:func:`word_pieces`; ``(V,)`` bool, kept as float32 0/1)."""
+        if pieces.shape != (self.vocab_size,):
+            raise ModelError(f"the word-piece table has {tuple(pieces.shape)} entries; this head's vocabulary is {self.vocab_size}.")
+        self.pieces = pieces.to(device=self.out.weight.device, dtype=torch.float32)
+        return self
+
+    def piece_mask(self) -> torch.Tensor:
+        """``(V,)`` bool: the tokens that continue a word (a ModelError for a head saved without the table)."""
+        if self.pieces is None:
+            raise ModelError(NO_PIECES)
+        return self.pieces > 0.5
 
     def fit_support(self, feats: torch.Tensor) -> "GuidanceHead":
         """Fit the :class:`SupportGate` on the pooled training states ``feats`` ``(N, d)``."""
@@ -185,6 +226,8 @@ class GuidanceHead(nn.Module):
                 layer.weight.copy_(torch.block_diag(*[m.mid[i].weight for m in members]))
             out.out.weight.copy_(torch.cat([m.out.weight for m in members], 1).div_(k))
         out.support = first.support
+        if first.pieces is not None:
+            out.set_pieces(first.pieces)
         return out.to(first.inp.weight.device)
 
     def shape_dict(self) -> dict:

@@ -26,6 +26,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from t3unlearn.errors import ModelError, T3Error
 from t3unlearn.lm import load_base, split_loading_kwargs
 from t3unlearn.t3.config import (CONFIG_NAME, FORMAT, FORMAT_VERSION, GUIDANCE_KNOBS, HEAD_NAME, LAYER, POOLING, Guidance,
+                                 config_from_v1,
                                  TrainConfig)
 from t3unlearn.t3.feature_cache import _readable
 from t3unlearn.t3.features import decoder_of, hidden_size_of, pool_prefix, vocab_size_of
@@ -54,6 +55,7 @@ class T3Config(PreTrainedConfig):
     t3_support: float | None = Guidance.support
     t3_floor: float | None = Guidance.floor
     t3_copy_floor: float | None = Guidance.copy_floor
+    t3_piece_floor: float | None = Guidance.piece_floor
     head_hidden: int = TrainConfig.hidden_size
     head_activation: str = TrainConfig.activation
     head_layers: int = TrainConfig.layers
@@ -109,7 +111,7 @@ class T3Config(PreTrainedConfig):
             if not isinstance(data, dict) or data.get("format") != FORMAT:
                 raise ValueError(f"format is {data.get('format') if isinstance(data, dict) else type(data).__name__!r}, not {FORMAT!r}")
             if data.get("format_version") == 1:
-                data = _from_v1(data)
+                data = config_from_v1(data)
             values = {k: data[k] for k in cls.FILE_FIELDS if k in data}
             cfg = cls(**values)
             cfg.guidance  # noqa: B018 - validates T, s, tempering, tail, bias
@@ -119,18 +121,6 @@ class T3Config(PreTrainedConfig):
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{cfg_path} is corrupt or not a T3 config ({type(exc).__name__}: {exc}); save the head again.") from None
         return cfg
-
-
-def _from_v1(data: dict) -> dict:
-    """The first head format (a hand-written dict) as T3Config fields."""
-    head, base = data["head"], data.get("base") or {}
-    return {
-        "t3_temperature": data["temperature"], "t3_scale": data["scale"], "head_hidden": head["hidden"],
-        "head_activation": head["activation"], "head_layers": head["layers"], "pooling": data.get("pooling", POOLING),
-        "layer": data.get("layer", LAYER), "base_model_name_or_path": data.get("base_model_name_or_path"),
-        "base_hidden_size": head["in_features"], "vocab_size": head["vocab_size"], "tokenizer_hash": base.get("tokenizer_hash"),
-        "training": data.get("training") or {}, "metrics": data.get("metrics") or {},
-    }
 
 
 class T3Cache(DynamicCache):
@@ -348,7 +338,8 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
             if pooled is None:
                 raise ModelError("guidance with support needs the pooled states the head read (pooled=).")
             weight = self.head.support_weight(pooled.to(head_logits.device, torch.float32), g.support)
-        return guided_logits(base_logits, head_logits, g, weight=weight, seen=seen)
+        pieces = None if g.piece_floor is None else self.head.piece_mask()
+        return guided_logits(base_logits, head_logits, g, weight=weight, seen=seen, pieces=pieces)
 
     def forward(
         self,
@@ -485,6 +476,8 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         head = GuidanceHead(cfg.base_hidden_size, cfg.head_hidden, cfg.vocab_size, activation=cfg.head_activation, layers=cfg.head_layers)
         if any(k.startswith("support.") for k in state):
             head.support = SupportGate(cfg.base_hidden_size)
+        if "pieces" in state:
+            head.pieces = torch.zeros(cfg.vocab_size)
         expected = {k: tuple(v.shape) for k, v in head.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in state.items()}
         if expected != got:
@@ -586,8 +579,11 @@ def _mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _check_support(head: GuidanceHead, guidance: Guidance) -> None:
+    """What the guidance reads and the head must carry: its support gate, its word-piece table."""
     if guidance.support is not None and head.support is None:
         raise ModelError(NO_SUPPORT)
+    if guidance.piece_floor is not None:
+        head.piece_mask()
 
 
 def load_head(head_dir) -> tuple[GuidanceHead, T3Config]:

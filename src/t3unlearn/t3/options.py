@@ -85,9 +85,10 @@ def add_calibration_options(c) -> None:
     from t3unlearn.t3.config import CALIBRATION_TEMPERATURES as DEFAULT_TEMPERATURES
     from t3unlearn.t3.config import CALIBRATION_SUPPORTS as DEFAULT_SUPPORTS
     from t3unlearn.t3.config import CALIBRATION_TEMPERINGS as DEFAULT_TEMPERINGS
-    from t3unlearn.t3.config import CALIBRATION_COPY_FLOORS
+    from t3unlearn.t3.config import CALIBRATION_COPY_FLOORS, CALIBRATION_PIECE_FLOORS
 
     copy_default = ",".join("none" if c is None else f"{c:g}" for c in CALIBRATION_COPY_FLOORS)
+    piece_default = ",".join("none" if c is None else f"{c:g}" for c in CALIBRATION_PIECE_FLOORS)
     mia_default = 0.075  # t3unlearn.t3.calibrate.MIA_TOLERANCE (not imported: --help stays free of numpy and torch)
 
     c.add_argument("--holdout", default=None, metavar="SOURCE",
@@ -131,6 +132,10 @@ def add_calibration_options(c) -> None:
                    help="grid of copy exemptions: the head logit below which a token already in the context (the "
                         "question's names) is not read, 'none' for no exemption (e.g. none,4; see --copy-floor) "
                         "[%(default)s]")
+    c.add_argument("--piece-floors", default=piece_default,
+                   help="grid of word-piece exemptions: the head logit below which a token that continues a word is not "
+                        "read, 'none' for no exemption (e.g. none,10; see --piece-floor; the head needs a word-piece "
+                        "table) [%(default)s]")
 
 
 def add_force_option(parser) -> None:

@@ -336,6 +336,7 @@ def update(
     from t3unlearn.t3.config import Guidance
     from t3unlearn.t3.feature_cache import cache_enabled, model_fingerprint
     from t3unlearn.t3.features import vocab_size_of
+    from t3unlearn.t3.head import word_pieces
     from t3unlearn.t3.model import T3Config, T3ForCausalLM
     from t3unlearn.t3.train import t3_result
 
@@ -370,7 +371,7 @@ def update(
     t1 = time.perf_counter()
     new_head, history, finetuned = _train(u, head, old_cfg, old_head, tcfg, training, len(records), retrain,
                                           vocab_size_of(model), device, progress)
-    new_head.fit_support(u.fs.feats)
+    new_head.fit_support(u.fs.feats).set_pieces(word_pieces(fmt.tokenizer, vocab_size_of(model)))
     report = _report(u, history, time.perf_counter() - t1, retrain, remove, time.perf_counter() - t_start, new_head)
     training.update({"n_forget": u.fs.n_forget, "n_retain": u.fs.n_retain, "finetuned": finetuned or None,
                      "base_fingerprint": model_fp or training.get("base_fingerprint")})

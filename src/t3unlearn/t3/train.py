@@ -27,7 +27,7 @@ from t3unlearn.data import QAExample
 from t3unlearn.errors import T3Error
 from t3unlearn.t3.config import Guidance, TrainConfig, split_settings
 from t3unlearn.t3.features import FeatureSet, batch_features
-from t3unlearn.t3.head import GuidanceHead
+from t3unlearn.t3.head import GuidanceHead, word_pieces
 from t3unlearn.results import UnlearnResult
 
 
@@ -335,7 +335,7 @@ def unlearn(
     head, history = train_head(
         CachedProvider(fs), fs.n_forget, fs.n_retain, fs.dim, vocab_size_of(model), cfg, device=device, progress=progress
     )
-    head.fit_support(fs.feats)
+    head.fit_support(fs.feats).set_pieces(word_pieces(tokenizer, vocab_size_of(model)))
     t2 = time.perf_counter()
     report = evaluate_head(head, fs)
     report.update(
