@@ -183,7 +183,7 @@ def test_calibration_options_are_checked():
     from t3unlearn.experiments.compare.units import _calibration_rule
 
     rule, settings = _calibration_rule("t3", {"temperatures": [2], "scales": [1], "floors": [None, -3.5]})
-    assert [st.floor for st in settings] == [None, -3.5] and rule["settings"][1].endswith("floor=-3.5, copy=-4, pieces=10")
+    assert [st.floor for st in settings] == [None, -3.5] and rule["settings"][1].endswith("floor=-3.5, pieces=10")
     for bad, msg in (("yes", "must be true, false or an object"), ({"scale": [1]}, "scale"),
                      ({"temperatures": [0]}, "calibrate.temperatures: temperature must be > 0"),
                      ({"scales": []}, "non-empty list"), ({"scales": [-1]}, "calibrate.scales: scale must be >= 0"),

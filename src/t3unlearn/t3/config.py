@@ -30,14 +30,14 @@ TEMPERINGS = ("global", "adaptive")  # how the base is tempered (t3unlearn.t3.gu
 
 # the grid `t3unlearn calibrate` searches by default (docs/t3.md, "Privleak in the band"): s in steps of 0.05
 # where the world's choices fall, adaptive tempering, the support gate on; T = 1 (plain guidance) is scored beside.
-# The word-piece exemption (10: a word once begun is not tilted) and the copy exemption (-4: a token of the context
-# loses at most s x 4 nats) are fixed, not searched (docs/t3.md, "Names and whole words"; set on world forget10's
-# development heads with the probes and the oracle's columns in view)
+# The word-piece exemption is fixed at 10 (a word once begun is not tilted), the copy exemption off; neither is
+# searched (docs/t3.md, "Whole words and names": chosen on world forget10's development heads, with the probes and
+# the oracle's columns in view)
 CALIBRATION_TEMPERATURES = (1.0, 1.5, 1.75, 2.0, 2.25, 2.5)
 CALIBRATION_SCALES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.5)
 CALIBRATION_TEMPERINGS = ("adaptive",)
 CALIBRATION_SUPPORTS = (0.95,)
-CALIBRATION_COPY_FLOORS = (-4.0,)
+CALIBRATION_COPY_FLOORS = (None,)
 CALIBRATION_PIECE_FLOORS = (10.0,)
 # a calibration grid's lists (calibrate's --temperatures ..., compare's "calibrate" object) and the knob of each
 GRID_KNOBS = {"temperatures": "temperature", "scales": "scale", "temperings": "tempering", "tails": "tail_logp",
