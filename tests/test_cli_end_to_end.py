@@ -313,7 +313,9 @@ def test_demo_tiny(home, tmp_path, monkeypatch, capsys):
     assert cal["objective"].startswith("KS distance between the forget truth ratios and the base's on the calibration items")
     assert all(r["tr_ks"] is not None for r in cal["rows"] if r["feasible"]) and "truth-ratio KS" in text
     assert "against the full model's truth ratios on world-tiny:calibration (never-seen authors); T3 " in text
-    assert saved.guidance.support == 0.95 and saved.guidance.temperature > 1
+    feasible = [r for r in cal["rows"] if r["feasible"]]  # the packaged grid, and its best feasible row chosen
+    assert saved.guidance.support == 0.95 and saved.guidance.piece_floor == 10.0 and saved.guidance.copy_floor is None
+    assert feasible and cal["chosen"]["tr_ks"] == min(r["tr_ks"] for r in feasible)
     assert f"T3 {saved.guidance.label()} (" in text and "; T = 1: T=1, s=" in text
     assert main(["demo", "--preset", "tiny", "--out", str(tmp_path / "fixed"), "--threads", "1", "--no-calibrate",
                  "--no-eval"]) == 0
