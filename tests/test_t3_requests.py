@@ -95,6 +95,9 @@ def test_withdrawing_a_request_gives_the_head_trained_without_it(random_lm, home
     withdrawn, rep = update(t3, remove=["r2"], model=base, tokenizer=tok)
     assert [r["id"] for r in withdrawn.config.requests] == ["r1", "r3"] and rep["extracted"] == []
     assert withdrawn.head.hidden == withdrawn.config.head_hidden == SMALL["hidden_size"] * ensemble
+    from t3unlearn.t3.head import word_pieces  # an updated head keeps its tokenizer's word-piece table
+
+    assert torch.equal(withdrawn.head.piece_mask(), word_pieces(tok, base.config.vocab_size))
 
     # from scratch, in a fresh cache: r1, then r3, same seed
     fresh = tmp_path / "fresh-cache"
