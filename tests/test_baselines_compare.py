@@ -180,9 +180,9 @@ def test_calibration_options_are_checked():
     assert calibration_options(True) == {} and calibration_options(False) is None
     assert calibration_options({"scales": [1], "supports": [None, 0.95]}) == {"scales": [1.0], "supports": [None, 0.95]}
     # the head's floor reaches the grid each seed is calibrated on (and its label, hence the cache key)
-    from t3unlearn.experiments.compare.units import _calibration_rule
+    from t3unlearn.experiments.compare.config import calibration_rule
 
-    rule, settings = _calibration_rule("t3", {"temperatures": [2], "scales": [1], "floors": [None, -3.5]})
+    rule, settings = calibration_rule("t3", {"temperatures": [2], "scales": [1], "floors": [None, -3.5]})
     assert [st.floor for st in settings] == [None, -3.5] and rule["settings"][1].endswith("floor=-3.5, pieces=10")
     for bad, msg in (("yes", "must be true, false or an object"), ({"scale": [1]}, "scale"),
                      ({"temperatures": [0]}, "calibrate.temperatures: temperature must be > 0"),
@@ -354,3 +354,27 @@ def test_compare_hands_the_loading_options_to_every_unit(tiny_models, tmp_path, 
     monkeypatch.setattr(driver, "run_unit", lambda spec, **kw: specs.append(spec) or records[spec.method])
     assert main(argv) == 0
     assert [s.loading for s in specs] == [{}, {}] and not with_options & {s.unit_dir for s in specs}
+
+
+def test_a_reused_head_without_a_word_piece_table_takes_a_calibrated_piece_setting(random_lm, tmp_path):
+    """compare reuses head artifacts across runs: one saved before word-piece tables gets its tokenizer's table (the one
+    training makes), so a cached calibration's choice with the piece exemption can be set on it (probes added later)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from t3unlearn.errors import ModelError
+    from t3unlearn.experiments.compare.units import attach_head
+    from t3unlearn.t3.head import GuidanceHead, word_pieces
+    from t3unlearn.t3.model import T3Config, T3ForCausalLM
+
+    base, tok = random_lm
+    head = GuidanceHead(base.config.hidden_size, 4, base.config.vocab_size).set_pieces(word_pieces(tok, base.config.vocab_size))
+    T3ForCausalLM(T3Config(), base, head).save_pretrained(tmp_path / "head")
+    state = load_file(tmp_path / "head" / "head.safetensors")
+    save_file({k: v for k, v in state.items() if k != "pieces"}, tmp_path / "head" / "head.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelError, match="word-piece table"):
+        T3ForCausalLM.from_base(base, tmp_path / "head", piece_floor=10.0)
+    model = attach_head(base, tmp_path / "head", tok, {"temperature": 2.0, "piece_floor": 10.0})
+    assert torch.equal(model.head.piece_mask(), word_pieces(tok, base.config.vocab_size))
+    assert model.guidance.piece_floor == 10.0 and model.guidance.temperature == 2.0
+    assert attach_head(base, tmp_path / "head", tok, {"piece_floor": None}).guidance.piece_floor is None

@@ -549,10 +549,10 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     if len(forget) == 0 or len(holdout) == 0 or len(retain) == 0:
         raise T3Error("calibration needs non-empty forget, holdout and retain sets.")
     fmt = QAFormatter(tokenizer, max_length=max_length, template=template)
-    if t3.head.pieces is None and any(st.piece_floor is not None for st in (settings or default_grid())):
-        from t3unlearn.t3.head import word_pieces
+    if any(st.piece_floor is not None for st in (settings or default_grid())):
+        from t3unlearn.t3.head import ensure_pieces
 
-        t3.head.set_pieces(word_pieces(tokenizer, t3.head.vocab_size))  # a head saved before the table: the one training makes
+        ensure_pieces(t3.head, tokenizer)  # a head saved before the table: the one training makes
     if len(retain) > retain_items:
         pick = sorted(random.Random(f"t3-calibrate-retain-{seed}").sample(range(len(retain)), retain_items))
         retain = retain.select(pick) if hasattr(retain, "select") else [retain[i] for i in pick]

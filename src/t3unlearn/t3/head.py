@@ -48,6 +48,15 @@ def word_pieces(tokenizer, vocab_size: int | None = None) -> torch.Tensor:
     return out
 
 
+def ensure_pieces(head: "GuidanceHead", tokenizer) -> bool:
+    """Give ``head`` its tokenizer's word-piece table if it was saved without one (the table training makes: a pure
+    function of the tokenizer); True when it was added."""
+    if head.pieces is not None:
+        return False
+    head.set_pieces(word_pieces(tokenizer, head.vocab_size))
+    return True
+
+
 NO_SUPPORT = ("this head has no support statistics (it was saved by an earlier t3unlearn); retrain it with "
               "'t3unlearn unlearn', or leave the support knob unset (--support none).")
 

@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from t3unlearn.experiments.compare.config import QUICK_METRICS, SUMMARY_METRICS, T3_GUIDANCE_KEYS, T3_HEAD_KEYS, Setting
+from t3unlearn.experiments.compare.config import (QUICK_METRICS, SUMMARY_METRICS, T3_GUIDANCE_KEYS, T3_HEAD_KEYS, Setting,
+                                                 calibration_rule)
 from t3unlearn.experiments.compare.report import number
 from t3unlearn.errors import T3Error
 from t3unlearn.methods import Method, get as get_method, names as method_names
@@ -101,7 +102,7 @@ def unit_key(method: str, setting: Setting, seed: int, mode: str, context: dict,
     if mode == "quick":
         parts.append({"quick_metrics": QUICK_METRICS})  # a record without a metric the selection reads is redone
     if setting.params.get("calibrate"):  # the calibration's rule and grid decide what the unit runs
-        parts.append({"calibration": _calibration_rule(method, setting.params["calibrate"])[0]})
+        parts.append({"calibration": calibration_rule(method, setting.params["calibrate"])[0]})
     if method in method_names("lm", style=("finetune", "assistant")):
         parts.append({"trainer": TRAINER_VERSION})
     return fingerprint(*parts)
@@ -145,13 +146,22 @@ def _num_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def attach_head(base, head_dir, tokenizer, guidance: dict):
+    """The head in ``head_dir`` on ``base`` with ``guidance`` (every knob); a head saved before word-piece tables
+    (a reused artifact) gets its tokenizer's, the one training makes, so any calibrated setting can be set on it."""
+    from t3unlearn.t3.head import ensure_pieces
+    from t3unlearn.t3.model import T3ForCausalLM
+
+    model = T3ForCausalLM.from_base(base, str(head_dir), **{**guidance, "piece_floor": None})  # None: the saved value
+    ensure_pieces(model.head, tokenizer)
+    return model.set_guidance(piece_floor=guidance.get("piece_floor"))
+
+
 def _t3_model(spec: UnitSpec, method: Method, base, tokenizer, forget, retain):
     """T3 / classifier guidance: train (or reuse) the head, attach it with this setting's T and s."""
     from t3unlearn.io import fingerprint
-    from dataclasses import asdict
 
     from t3unlearn.t3.config import Guidance, TrainConfig
-    from t3unlearn.t3.model import T3ForCausalLM
 
     p = spec.params
     head_kw = {k: p[k] for k in T3_HEAD_KEYS if k in p}
@@ -174,31 +184,10 @@ def _t3_model(spec: UnitSpec, method: Method, base, tokenizer, forget, retain):
         return {**m.cost(_num_params(result.model.head)).to_dict(), "report": report}
 
     cost = artifact(art, build)
-    model = T3ForCausalLM.from_base(base, str(art), **guidance)
+    model = attach_head(base, art, tokenizer, guidance)
     if p.get("calibrate"):
         return model, _calibrated(spec, model, tokenizer, forget, retain, art, cost)
     return model, {**cost, "artifact": str(art)}
-
-
-def _calibration_rule(method: str, options: Any = True) -> tuple[dict, list]:
-    """What ``"calibrate": OPTIONS`` runs for ``method``: ``(rule, grid)`` -- the rule (the grid's labels, the
-    tolerances, and the reference model's name where truth ratios are compared with one; part of the cache keys) and
-    the grid's settings (classifier guidance: its T = 1 settings)."""
-    from t3unlearn.experiments.compare.config import calibration_options
-    from t3unlearn.t3.calibrate import (DEFAULT_COPY_FLOORS, DEFAULT_PIECE_FLOORS, DEFAULT_SCALES, DEFAULT_SUPPORTS, DEFAULT_TEMPERATURES,
-                                        DEFAULT_TEMPERINGS, MIA_TOLERANCE, RETAIN_TOLERANCE, grid)
-
-    o = calibration_options(options) or {}
-    temps = [1.0] if method == "cg" else o.get("temperatures", list(DEFAULT_TEMPERATURES))
-    settings = grid(temps, o.get("scales", DEFAULT_SCALES), o.get("temperings", DEFAULT_TEMPERINGS),
-                    tails=o.get("tails", (None,)), biases=o.get("biases", (0.0,)), supports=o.get("supports", DEFAULT_SUPPORTS),
-                    floors=o.get("floors", (None,)), copy_floors=o.get("copy_floors", DEFAULT_COPY_FLOORS),
-                    piece_floors=o.get("piece_floors", DEFAULT_PIECE_FLOORS))
-    rule = {"settings": [s.label() for s in settings], "mia_tolerance": o.get("mia_tolerance", MIA_TOLERANCE),
-            "tolerance": o.get("tolerance", RETAIN_TOLERANCE)}
-    if o.get("reference_model"):
-        rule["reference_model"] = o["reference_model"]
-    return rule, settings
 
 
 def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cost: dict) -> dict:
@@ -217,7 +206,7 @@ def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cos
     if not spec.calibration:
         raise ConfigError(f"{spec.method}: \"calibrate\" needs the benchmark's calibration set (never-seen items "
                           "like the forget set); this benchmark has none.")
-    rule, settings = _calibration_rule(spec.method, spec.params["calibrate"])
+    rule, settings = calibration_rule(spec.method, spec.params["calibrate"])
     holdout = load_qa(spec.calibration, what="calibration set")
     key = fingerprint("calibration-v2", rule, spec.calibration_name, len(holdout))  # v2: the calibration items as reference
     cal_dir = art.parent / f"{art.name}-{spec.method}-calibration-{key[:10]}"
