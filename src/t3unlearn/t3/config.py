@@ -42,7 +42,7 @@ CALIBRATION_PIECE_FLOORS = (10.0,)
 # a calibration grid's lists (calibrate's --temperatures ..., compare's "calibrate" object) and the knob of each
 GRID_KNOBS = {"temperatures": "temperature", "scales": "scale", "temperings": "tempering", "tails": "tail_logp",
               "biases": "bias", "supports": "support", "floors": "floor", "copy_floors": "copy_floor",
-             "piece_floors": "piece_floor"}
+              "piece_floors": "piece_floor"}
 
 
 def check_head_shape(in_features: int, hidden: int, vocab: int, activation: str, layers: int) -> None:

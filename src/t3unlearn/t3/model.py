@@ -210,7 +210,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         out_emb = base_model.get_output_embeddings()
         head_device = out_emb.weight.device if out_emb is not None else next(base_model.parameters()).device
         self.head = head.to(device=head_device, dtype=torch.float32)
-        _check_support(self.head, guidance)
+        _check_head(self.head, guidance)
         config.base_hidden_size, config.vocab_size = d, vocab
         config.head_hidden, config.head_activation, config.head_layers = head.hidden, head.activation, head.layers
         # not registered as a submodule (it is inside self.base already): no duplicate state-dict keys
@@ -235,7 +235,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
     def guidance(self, value: Guidance) -> None:
         if not isinstance(value, Guidance):
             raise ModelError(f"guidance must be a t3unlearn.t3.Guidance, not {type(value).__name__}.")
-        _check_support(self.head, value)
+        _check_head(self.head, value)
         self._rt["guidance"] = value
         self.config.set_guidance(value)
 
@@ -578,7 +578,7 @@ def _mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (nll * valid).sum() / valid.sum().clamp_min(1)
 
 
-def _check_support(head: GuidanceHead, guidance: Guidance) -> None:
+def _check_head(head: GuidanceHead, guidance: Guidance) -> None:
     """What the guidance reads and the head must carry: its support gate, its word-piece table."""
     if guidance.support is not None and head.support is None:
         raise ModelError(NO_SUPPORT)
