@@ -192,6 +192,24 @@ def test_calibrate_command(home, tmp_path, monkeypatch, capsys):
     second = T3ForCausalLM.from_pretrained(str(again)).config.calibration
     assert second["items"] == record["items"] and second["requests"] == ["r1"]
     assert second["holdout"].endswith(":calibration") and second["perturbed"].endswith(":forget10_perturbed")
+    # a head saved before word-piece tables: the default grid (the piece exemption on) gives it its tokenizer's, and
+    # says so; the grid without the exemption leaves it without one
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    old = tmp_path / "old-head"
+    shutil.copytree(head, old)
+    state = load_file(old / "head.safetensors")
+    save_file({k: v for k, v in state.items() if k != "pieces"}, old / "head.safetensors", metadata={"format": "pt"})
+    assert main(["calibrate", "--head", str(old), *data, "--out", str(tmp_path / "plain"), "--piece-floors", "none",
+                 "--threads", "1", "--quiet"]) == 0
+    assert "word-piece tables" not in capsys.readouterr().out
+    assert T3ForCausalLM.from_pretrained(str(tmp_path / "plain")).head.pieces is None
+    assert main(["calibrate", "--head", str(old), *data, "--out", str(tmp_path / "pieces"), "--threads", "1", "--quiet"]) == 0
+    assert "the head was saved before word-piece tables" in capsys.readouterr().out
+    with_table = T3ForCausalLM.from_pretrained(str(tmp_path / "pieces"))
+    assert with_table.guidance.piece_floor == 10.0 and torch.equal(with_table.head.pieces, before.head.pieces)
 
 
 # --------------------------------------------------------------------------- eval

@@ -137,10 +137,14 @@ def _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, 
 
     never_seen = has_perturbed(holdout)
     reference, oracle, perturbed, (ref_name, oracle_name, pert_name) = _reference(args, forget_spec, never_seen)
+    had_pieces = t3.head.pieces is not None
     cal = calibrate(t3, tokenizer, forget, holdout, retain, settings=_grid(args), tolerance=args.tolerance,
                     seed=args.seed, max_length=args.max_length, template=args.template, reference=reference,
                     perturbed=perturbed, mia_tolerance=args.mia_tolerance, oracle=oracle, progress=not args.quiet,
                     cache=not getattr(args, "no_cache", False))
+    if not had_pieces and t3.head.pieces is not None:
+        print("calibration: the head was saved before word-piece tables; it now carries its tokenizer's (the table "
+              "training makes), which the word-piece exemption reads")
     t3.config.calibration["holdout"] = holdout_name
     if oracle_name:
         t3.config.calibration["oracle_model"] = oracle_name
