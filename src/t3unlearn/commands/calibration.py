@@ -25,7 +25,8 @@ def _grid(args):
                 values("temperings", "tempering", ""), tails=values("tails", "tail_logp", "none"),
                 biases=values("biases", "bias", "0"), supports=values("supports", "support", "none"),
                 floors=values("floors", "floor", "none"), copy_floors=values("copy_floors", "copy_floor", "none"),
-                piece_floors=values("piece_floors", "piece_floor", "none"))
+                piece_floors=values("piece_floors", "piece_floor", "none"),
+                spellings=values("spellings", "spelling", "guided"))
 
 
 def _holdout(args, forget_spec: str):

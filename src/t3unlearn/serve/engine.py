@@ -448,7 +448,7 @@ class Engine:
             try:
                 seen = None if g.copy_floor is None else _seen_rows([seqs[rows[i]] for i in local], hl.shape[-1], hl.device)
                 guided = guided_logits(base_logits.index_select(0, sel), hl, g, weight=head.support_weight(hp, g.support),
-                                       seen=seen, pieces=None if g.piece_floor is None else head.pieces)
+                                       seen=seen, pieces=head.pieces if g.reads_pieces else None)
             except Exception as exc:  # noqa: BLE001 - one guidance fails its own rows only
                 log.exception("guidance %s of head %s failed", g, head.name)
                 for i in local:

@@ -113,10 +113,10 @@ class Generation:
             from t3unlearn.t3.head import NO_SUPPORT
 
             raise APIError(400, NO_SUPPORT, param="t3.support")
-        if guidance.piece_floor is not None and head.pieces is None:
+        if guidance.reads_pieces and head.pieces is None:
             from t3unlearn.t3.head import NO_PIECES
 
-            raise APIError(400, NO_PIECES, param="t3.piece_floor")
+            raise APIError(400, NO_PIECES, param="t3.piece_floor" if guidance.piece_floor is not None else "t3.spelling")
         return guidance
 
     def max_tokens_for(self, prompts: list[list[int]], default: int | None, field: str, requested: int | None) -> int:

@@ -138,10 +138,10 @@ def load_head(name: str, path, *, hidden_size: int, vocab_size: int, tokenizer_h
         from t3unlearn.t3.head import NO_SUPPORT
 
         raise HeadError(f"{path}: {NO_SUPPORT}", param="support")
-    if g.piece_floor is not None and head.pieces is None:
+    if g.reads_pieces and head.pieces is None:
         from t3unlearn.t3.head import NO_PIECES
 
-        raise HeadError(f"{path}: {NO_PIECES}", param="piece_floor")
+        raise HeadError(f"{path}: {NO_PIECES}", param="piece_floor" if g.piece_floor is not None else "spelling")
     if (head.in_features, head.vocab_size) != (hidden_size, vocab_size):
         raise HeadError(
             f"the head in {path} was trained on a base with hidden size {head.in_features} and vocabulary {head.vocab_size} "

@@ -191,7 +191,7 @@ def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk
         else:
             pooled = states.pooled[sl]
             seen = states.seen(sl, logp.shape[-1]) if setting.copy_floor is not None else None
-            pieces = None if setting.piece_floor is None else head.piece_mask()
+            pieces = head.piece_mask() if setting.reads_pieces else None
             logits = guided_logits(logp, head(pooled), setting, weight=head.support_weight(pooled, setting.support),
                                    seen=seen, pieces=pieces, normalized=True)
         res.append(torch.log_softmax(logits, -1).gather(-1, states.targets[sl].unsqueeze(-1)).squeeze(-1).float().cpu())
@@ -213,14 +213,14 @@ class _Chunk:
         self.weights: dict = {}
 
     def logits(self, st: Setting) -> torch.Tensor:
-        key = st.bias, st.floor, st.copy_floor, st.piece_floor
+        key = st.bias, st.floor, st.copy_floor, st.piece_floor, st.reads_pieces
         if key not in self.readings:
             seen = None
             if st.copy_floor is not None:
                 if self._seen_mask is None:
                     self._seen_mask = self._seen()
                 seen = self._seen_mask
-            pieces = None if st.piece_floor is None else self.head.piece_mask()
+            pieces = self.head.piece_mask() if st.reads_pieces else None
             self.readings[key] = HeadReading(self.head_logits, st.bias, st.floor, seen, st.copy_floor, pieces,
                                              st.piece_floor)
         if st.support not in self.weights:

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from t3unlearn.errors import T3Error
-from t3unlearn.t3.config import (CALIBRATION_COPY_FLOORS, CALIBRATION_PIECE_FLOORS, CALIBRATION_SCALES, CALIBRATION_SUPPORTS, CALIBRATION_TEMPERATURES, CALIBRATION_TEMPERINGS,
+from t3unlearn.t3.config import (CALIBRATION_COPY_FLOORS, CALIBRATION_PIECE_FLOORS, CALIBRATION_SCALES, CALIBRATION_SPELLINGS, CALIBRATION_SUPPORTS, CALIBRATION_TEMPERATURES, CALIBRATION_TEMPERINGS,
                                  TEMPERINGS, Guidance)
 from t3unlearn.t3.answer_states import AnswerStates, answer_states, grid_logprobs, state_cache, token_logprobs  # noqa: F401 (API)
 
@@ -65,16 +65,18 @@ Setting = Guidance  # one point of the guidance grid: T, s, tempering, tail guar
 def grid(temperatures: Iterable[float], scales: Iterable[float], temperings: Iterable[str] = ("global",),
          tails: Iterable[float | None] = (None,), biases: Iterable[float] = (0.0,),
          supports: Iterable[float | None] = (None,), floors: Iterable[float | None] = (None,),
-         copy_floors: Iterable[float | None] = (None,), piece_floors: Iterable[float | None] = (None,)) -> list[Setting]:
-    """Every combination; ``T = 1`` appears once per scale, bias, support, floor, copy floor and piece floor
+         copy_floors: Iterable[float | None] = (None,), piece_floors: Iterable[float | None] = (None,),
+         spellings: Iterable[str] = ("guided",)) -> list[Setting]:
+    """Every combination; ``T = 1`` appears once per scale, bias, support, floor, copy floor, piece floor and spelling
     (tempering and tail are then moot)."""
     out, seen = [], set()
-    for T, s, mode, tail, b, q, fl, cf, pf in itertools.product(temperatures, scales, temperings, tails, biases,
-                                                                supports, floors, copy_floors, piece_floors):
+    for T, s, mode, tail, b, q, fl, cf, pf, sp in itertools.product(temperatures, scales, temperings, tails, biases,
+                                                                    supports, floors, copy_floors, piece_floors,
+                                                                    spellings):
         if mode not in TEMPERINGS:
             raise T3Error(f"unknown tempering {mode!r}; choose one of {', '.join(TEMPERINGS)}.")
-        st = (Setting(float(T), float(s), "global", None, float(b), q, fl, cf, pf) if float(T) == 1.0
-              else Setting(float(T), float(s), mode, tail, float(b), q, fl, cf, pf))
+        st = (Setting(float(T), float(s), "global", None, float(b), q, fl, cf, pf, sp) if float(T) == 1.0
+              else Setting(float(T), float(s), mode, tail, float(b), q, fl, cf, pf, sp))
         if st not in seen:
             seen.add(st)
             out.append(st)
@@ -425,6 +427,7 @@ DEFAULT_TEMPERINGS = CALIBRATION_TEMPERINGS
 DEFAULT_SUPPORTS = CALIBRATION_SUPPORTS
 DEFAULT_COPY_FLOORS = CALIBRATION_COPY_FLOORS
 DEFAULT_PIECE_FLOORS = CALIBRATION_PIECE_FLOORS
+DEFAULT_SPELLINGS = CALIBRATION_SPELLINGS
 RETAIN_ITEMS = 400  # retain items scored for the utility constraint (a seeded sample of the retain set)
 
 
@@ -432,7 +435,7 @@ def default_grid(plain: bool = False) -> list[Setting]:
     """``t3unlearn calibrate``'s default grid; ``plain``: its T = 1 settings only (classifier guidance)."""
     temps = [1.0] if plain else list(DEFAULT_TEMPERATURES)
     return grid(temps, DEFAULT_SCALES, DEFAULT_TEMPERINGS, supports=DEFAULT_SUPPORTS, copy_floors=DEFAULT_COPY_FLOORS,
-                piece_floors=DEFAULT_PIECE_FLOORS)
+                piece_floors=DEFAULT_PIECE_FLOORS, spellings=DEFAULT_SPELLINGS)
 
 
 def _examples(fmt, data) -> list:
@@ -549,7 +552,7 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     if len(forget) == 0 or len(holdout) == 0 or len(retain) == 0:
         raise T3Error("calibration needs non-empty forget, holdout and retain sets.")
     fmt = QAFormatter(tokenizer, max_length=max_length, template=template)
-    if any(st.piece_floor is not None for st in (settings or default_grid())):
+    if any(st.reads_pieces for st in (settings or default_grid())):
         from t3unlearn.t3.head import ensure_pieces
 
         ensure_pieces(t3.head, tokenizer)  # a head saved before the table: the one training makes

@@ -27,6 +27,7 @@ POOLING = "mean"
 LAYER = "final_norm"
 ACTIVATIONS = ("identity", "relu", "gelu", "tanh")  # of the head's hidden layers
 TEMPERINGS = ("global", "adaptive")  # how the base is tempered (t3unlearn.t3.guidance)
+SPELLINGS = ("guided", "base")  # who chooses a word's later pieces (t3unlearn.t3.guidance)
 
 # the grid `t3unlearn calibrate` searches by default (docs/t3.md, "Privleak in the band"): s in steps of 0.05
 # where the world's choices fall, adaptive tempering, the support gate on; T = 1 (plain guidance) is scored beside.
@@ -39,10 +40,11 @@ CALIBRATION_TEMPERINGS = ("adaptive",)
 CALIBRATION_SUPPORTS = (0.95,)
 CALIBRATION_COPY_FLOORS = (None,)
 CALIBRATION_PIECE_FLOORS = (10.0,)
+CALIBRATION_SPELLINGS = ("guided",)
 # a calibration grid's lists (calibrate's --temperatures ..., compare's "calibrate" object) and the knob of each
 GRID_KNOBS = {"temperatures": "temperature", "scales": "scale", "temperings": "tempering", "tails": "tail_logp",
               "biases": "bias", "supports": "support", "floors": "floor", "copy_floors": "copy_floor",
-              "piece_floors": "piece_floor"}
+              "piece_floors": "piece_floor", "spellings": "spelling"}
 
 
 def check_head_shape(in_features: int, hidden: int, vocab: int, activation: str, layers: int) -> None:
@@ -170,6 +172,11 @@ class Guidance:
         "base would finish it (e.g. 10: no garbled names like 'Zuzanaeford'); needs a head with a word-piece table",
         low=-1000.0, high=1000.0, rule="is a head logit and must be within [-1000, 1000] (e.g. 10)", optional=True,
         metavar="LOGIT", serve=(-1000.0, 1000.0))
+    spelling: str = knob(
+        "guided", "who spells a word once begun: guided: its later pieces are tempered and tilted like any token; "
+        "base: a token that continues a word keeps the base's probability and guidance shares out only the rest, so "
+        "no piece the base finds implausible is glued to a word ('born indapest'); needs a head with a word-piece "
+        "table", choices=SPELLINGS)
 
     def __post_init__(self):
         self.validate()
@@ -213,7 +220,14 @@ class Guidance:
             parts.append(f"copy={self.copy_floor:g}")
         if self.piece_floor is not None:
             parts.append(f"pieces={self.piece_floor:g}")
+        if self.spelling != "guided":
+            parts.append(f"spelling={self.spelling}")
         return ", ".join(parts)
+
+    @property
+    def reads_pieces(self) -> bool:
+        """Whether this guidance reads the head's word-piece table (the piece floor, the base's spelling)."""
+        return self.piece_floor is not None or self.spelling == "base"
 
 
 @dataclass

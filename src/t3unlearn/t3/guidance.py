@@ -99,6 +99,12 @@ class HeadReading:
             self._read = _read_head(self._head, self._bias, self._floor, self._seen, self._copy, self._pieces, self._piece)
         return self._read
 
+    @property
+    def pieces(self) -> torch.Tensor:
+        if self._pieces is None:
+            raise ValueError("spelling='base' reads the head's word-piece table; pass pieces= (GuidanceHead.piece_mask()).")
+        return self._pieces
+
     def logsigmoid(self) -> torch.Tensor:
         if self._lsig is None:
             self._lsig = F.logsigmoid(self.read)
@@ -132,14 +138,24 @@ def guided_logits(
     bias and floor (reused across settings)."""
     if not isinstance(guidance, Guidance):
         raise TypeError(f"guided_logits takes a Guidance, not {type(guidance).__name__}; e.g. Guidance(temperature=2.0, scale=0.7).")
-    if guidance.piece_floor is not None and pieces is None and not isinstance(head_logits, HeadReading):
-        raise ValueError("piece_floor reads the head's word-piece table; pass pieces= (GuidanceHead.piece_mask()).")
+    if guidance.reads_pieces and pieces is None and not isinstance(head_logits, HeadReading):
+        raise ValueError("piece_floor and spelling='base' read the head's word-piece table; pass pieces= "
+                         "(GuidanceHead.piece_mask()).")
     reading = (head_logits if isinstance(head_logits, HeadReading)
                else HeadReading(head_logits, guidance.bias, guidance.floor, seen, guidance.copy_floor, pieces,
                                 guidance.piece_floor))
+    logp = base_logits.float() if normalized else torch.log_softmax(base_logits.float(), dim=-1)
+    # the base's spelling reads logp after the tilt: it must not be tilted in place
+    out = _tempered_and_tilted(logp, reading, guidance, weight, copy=normalized or guidance.spelling == "base")
+    if guidance.spelling == "base":
+        out = _base_spelling(logp, out, reading.pieces)
+    return out
+
+
+def _tempered_and_tilted(logp: torch.Tensor, reading: HeadReading, guidance: Guidance,
+                         weight: torch.Tensor | None, copy: bool) -> torch.Tensor:
     temperature, scale = guidance.temperature, guidance.scale
     tempering, tail_logp = guidance.tempering, guidance.tail_logp
-    logp = base_logits.float() if normalized else torch.log_softmax(base_logits.float(), dim=-1)
     T = temperature
     if T != 1.0:
         strength = reading.mass(logp) if tempering == "adaptive" else None  # (..., 1)
@@ -153,7 +169,7 @@ def guided_logits(
             tau = float(tail_logp)
             tempered = torch.where(logp >= tau, logp / T, tau / T + (logp - tau))
     else:
-        tempered = logp.clone() if normalized else logp  # the in-place tilt below must not write into the caller's
+        tempered = logp.clone() if copy else logp  # the in-place tilt below must not write into the caller's
     if scale == 0.0:
         return tempered
     if weight is not None:
@@ -163,6 +179,17 @@ def guided_logits(
     if torch.is_grad_enabled():
         return tempered + scale * reading.logsigmoid()
     return tempered.add_(reading.logsigmoid(), alpha=scale)  # a fresh tensor: in place saves a V-wide copy
+
+
+def _base_spelling(logp: torch.Tensor, guided: torch.Tensor, pieces: torch.Tensor) -> torch.Tensor:
+    """Word pieces at the base's log-probability; the other tokens share the rest of the mass (``1 - Σ p(piece)``)
+    as the guided distribution restricted to them shares it. Normalized (log-probabilities)."""
+    pieces = pieces.to(logp.device)
+    log_rest = torch.log1p(-torch.logsumexp(logp.masked_fill(~pieces, float("-inf")), -1, keepdim=True)
+                           .exp().clamp(max=1.0))
+    others = guided.masked_fill(pieces, float("-inf"))
+    others = others - torch.logsumexp(others, -1, keepdim=True) + log_rest
+    return torch.where(pieces, logp, others)
 
 
 def seen_tokens(ids: torch.Tensor, vocab_size: int, *, mask: torch.Tensor | None = None,

@@ -56,6 +56,7 @@ class T3Config(PreTrainedConfig):
     t3_floor: float | None = Guidance.floor
     t3_copy_floor: float | None = Guidance.copy_floor
     t3_piece_floor: float | None = Guidance.piece_floor
+    t3_spelling: str = Guidance.spelling
     head_hidden: int = TrainConfig.hidden_size
     head_activation: str = TrainConfig.activation
     head_layers: int = TrainConfig.layers
@@ -338,7 +339,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
             if pooled is None:
                 raise ModelError("guidance with support needs the pooled states the head read (pooled=).")
             weight = self.head.support_weight(pooled.to(head_logits.device, torch.float32), g.support)
-        pieces = None if g.piece_floor is None else self.head.piece_mask()
+        pieces = self.head.piece_mask() if g.reads_pieces else None
         return guided_logits(base_logits, head_logits, g, weight=weight, seen=seen, pieces=pieces)
 
     def forward(
@@ -582,7 +583,7 @@ def _check_head(head: GuidanceHead, guidance: Guidance) -> None:
     """What the guidance reads and the head must carry: its support gate, its word-piece table."""
     if guidance.support is not None and head.support is None:
         raise ModelError(NO_SUPPORT)
-    if guidance.piece_floor is not None:
+    if guidance.reads_pieces:
         head.piece_mask()
 
 

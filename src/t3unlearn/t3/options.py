@@ -85,10 +85,11 @@ def add_calibration_options(c) -> None:
     from t3unlearn.t3.config import CALIBRATION_TEMPERATURES as DEFAULT_TEMPERATURES
     from t3unlearn.t3.config import CALIBRATION_SUPPORTS as DEFAULT_SUPPORTS
     from t3unlearn.t3.config import CALIBRATION_TEMPERINGS as DEFAULT_TEMPERINGS
-    from t3unlearn.t3.config import CALIBRATION_COPY_FLOORS, CALIBRATION_PIECE_FLOORS
+    from t3unlearn.t3.config import CALIBRATION_COPY_FLOORS, CALIBRATION_PIECE_FLOORS, CALIBRATION_SPELLINGS
 
     copy_default = ",".join("none" if c is None else f"{c:g}" for c in CALIBRATION_COPY_FLOORS)
     piece_default = ",".join("none" if c is None else f"{c:g}" for c in CALIBRATION_PIECE_FLOORS)
+    spelling_default = ",".join(CALIBRATION_SPELLINGS)
     mia_default = 0.075  # t3unlearn.t3.calibrate.MIA_TOLERANCE (not imported: --help stays free of numpy and torch)
 
     c.add_argument("--holdout", default=None, metavar="SOURCE",
@@ -136,6 +137,10 @@ def add_calibration_options(c) -> None:
                    help="grid of word-piece exemptions: the head logit below which a token that continues a word is not "
                         "read, 'none' for no exemption (e.g. none,10; see --piece-floor; the head needs a word-piece "
                         "table) [%(default)s]")
+    c.add_argument("--spellings", default=spelling_default,
+                   help="grid of spellings: guided (a word's later pieces are tempered and tilted like any token) or "
+                        "base (they keep the base's probability; see --spelling; the head needs a word-piece table), "
+                        "e.g. guided,base [%(default)s]")
 
 
 def add_force_option(parser) -> None:
