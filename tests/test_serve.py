@@ -284,7 +284,7 @@ def test_t3_knobs_per_request(server):
     from t3unlearn.t3.model import T3ForCausalLM
 
     knobs = {"tempering": "global", "tail_logp": -6.0, "bias": 0.5, "floor": -0.5, "copy_floor": 3.0,
-             "piece_floor": 2.0}  # f10: adaptive, no floor
+             "piece_floor": 2.0, "spelling": "base"}  # f10: adaptive, no floor
     got = client.completions.create(model="f10", prompt=_prompt(q), max_tokens=20, temperature=0, extra_body={"t3": knobs})
     assert got.model_extra["t3"] | knobs == got.model_extra["t3"]
     ref = T3ForCausalLM.from_base(server["full"], server["heads"]["f10"], **knobs)

@@ -46,6 +46,7 @@ HOSTILE = [  # (name, fields of a completions request to head h1, the param the 
     ("t3.floor -1e300", {"t3": {"floor": -1e300}}, "t3.floor"),
     ("t3.support on a head without a support gate", {"t3": {"support": 0.9}}, "t3.support"),
     ("t3.piece_floor on a head without a word-piece table", {"t3": {"piece_floor": 10.0}}, "t3.piece_floor"),
+    ("t3.spelling on a head without a word-piece table", {"t3": {"spelling": "base"}}, "t3.spelling"),
     ("top_p 1e-300 with temperature 2", {"top_p": 1e-300, "temperature": 2.0}, None),  # numerically safe: served
     ("seed 2**70", {"seed": 2**70, "temperature": 1.0}, None),  # served
     ("seed -1", {"seed": -1, "temperature": 1.0}, None),  # served

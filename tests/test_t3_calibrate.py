@@ -34,7 +34,9 @@ def _t3(base, seed=0, tok=None):
                                      Setting(2.5, 1.5, "adaptive", copy_floor=2.0),
                                      Setting(1.0, 2.0, copy_floor=-0.5, floor=-2.0),
                                      Setting(2.5, 1.5, "adaptive", piece_floor=3.0),
-                                     Setting(1.0, 2.0, copy_floor=1.0, piece_floor=-0.5)])
+                                     Setting(1.0, 2.0, copy_floor=1.0, piece_floor=-0.5),
+                                     Setting(2.5, 1.5, "adaptive", spelling="base"),
+                                     Setting(2.0, 1.0, "global", -3.0, piece_floor=3.0, spelling="base")])
 def test_cached_states_score_like_the_guided_model(random_lm, setting):
     """Calibration scores each setting from stored hidden states; it must give the log-probs the guided
     model itself gives for those answers (CausalLM.token_scores on a T3ForCausalLM with the same knobs)."""
@@ -44,7 +46,7 @@ def test_cached_states_score_like_the_guided_model(random_lm, setting):
     t3 = _t3(base, tok=tok)
     t3.set_guidance(temperature=setting.temperature, scale=setting.scale, tempering=setting.tempering,
                     tail_logp=setting.tail_logp, bias=setting.bias, floor=setting.floor, copy_floor=setting.copy_floor,
-                    piece_floor=setting.piece_floor)
+                    piece_floor=setting.piece_floor, spelling=setting.spelling)
     fmt = QAFormatter(tok)
     examples = fmt.encode_batch([q for q, _ in QA], [a for _, a in QA])
     states = answer_states(base, examples, fmt.pad_id, batch_size=2)
@@ -328,7 +330,8 @@ def test_the_grid_scores_every_setting_bit_for_bit_as_one_setting_at_a_time(rand
              Setting(2.0, 0.7, "adaptive", -3.0, 0.5, 0.9, -1.0), Setting(1.0, 0.6, support=0.9), Setting(2.0, 0.0, "adaptive"),
              Setting(2.0, 0.7, "adaptive", copy_floor=3.0), Setting(2.0, 0.7, "adaptive", copy_floor=0.0, bias=0.5),
              Setting(1.0, 1.0), Setting(2.0, 0.7, "adaptive", piece_floor=10.0),
-             Setting(2.0, 0.7, "adaptive", copy_floor=3.0, piece_floor=0.0)]
+             Setting(2.0, 0.7, "adaptive", copy_floor=3.0, piece_floor=0.0),
+             Setting(2.0, 0.7, "adaptive", piece_floor=10.0, spelling="base"), Setting(1.0, 1.0, spelling="base")]
     one = [token_logprobs(base, t3.head, st, s, chunk=4) for s in order]
     many = grid_logprobs(base, t3.head, st, order, chunk=4)
     for a, b in zip(one, many):
@@ -340,6 +343,12 @@ def test_the_grid_scores_every_setting_bit_for_bit_as_one_setting_at_a_time(rand
     assert not torch.equal(one[0], one[1]) and not torch.equal(one[5], one[6])  # the settings do differ
     assert not torch.equal(one[1], one[9])  # the copy exemption changes the scores
     assert not torch.equal(one[1], one[12]) and not torch.equal(one[9], one[13])  # so does the piece exemption
+    assert not torch.equal(one[12], one[14]) and not torch.equal(one[0], one[15])  # and the base's spelling
+    # at T = 1 the tilt is done in place: the base's spelling must read the untilted log-probs of the pieces
+    raw, pieces = torch.randn(3, 7), torch.tensor([True, False, True, False, False, True, False])
+    with torch.no_grad():
+        spelled = guided_logits(raw, torch.randn(3, 7), Setting(1.0, 1.5, spelling="base"), pieces=pieces)
+    torch.testing.assert_close(spelled[:, pieces], torch.log_softmax(raw, -1)[:, pieces])
     assert torch.equal(grid_logprobs(base, None, st, order[:2])[1], token_logprobs(base, None, st, order[0]))
     # the rows: as if each setting were scored alone (the slow path, patched in)
     fast = evaluate_settings(base, t3.head, st, st, st, order, tolerance=0.5)

@@ -449,3 +449,37 @@ def test_piece_exemption_spares_the_tokens_that_continue_a_word(random_lm, tmp_p
     again = T3ForCausalLM.from_base(base, tmp_path / "head")
     assert torch.equal(again.head.piece_mask(), pieces) and again.guidance.piece_floor == 1.5
     torch.testing.assert_close(torch.log_softmax(again(ids, attention_mask=mask).logits, -1)[valid], got[valid])
+
+
+@torch.no_grad()
+def test_base_spelling_keeps_the_base_probability_of_word_pieces(random_lm, tmp_path):
+    """spelling='base': every token that continues a word has exactly the base's probability; the other tokens share
+    the rest of the mass in the proportions the guided distribution gives them (here T = 2, global, s = 1.5). A head
+    without a word-piece table refuses it in one line; the knob is saved with the head."""
+    from t3unlearn.t3.features import pool_prefix
+    from t3unlearn.t3.head import word_pieces
+
+    base, tok = random_lm
+    t3 = _t3(base)
+    with pytest.raises(ModelError, match="word-piece table"):
+        t3.set_guidance(spelling="base")
+    pieces = word_pieces(tok, base.config.vocab_size)
+    assert 0 < int(pieces.sum()) < pieces.numel()
+    t3.head.set_pieces(pieces)
+    t3.set_guidance(temperature=2.0, scale=1.5, tempering="global", spelling="base")
+    ids, mask = _prompts(tok, TEXTS)
+    valid = mask.bool()
+    got = torch.log_softmax(t3(ids, attention_mask=mask, use_cache=False).logits, -1)[valid]
+    logp = torch.log_softmax(base(ids, attention_mask=mask).logits.float(), -1)[valid]
+    head = t3.head(pool_prefix(final_hidden(base, ids, mask), mask.float())[0])[valid]
+    torch.testing.assert_close(got[:, pieces], logp[:, pieces], atol=1e-5, rtol=1e-5)
+    guided = torch.log_softmax(logp / 2.0 + 1.5 * torch.nn.functional.logsigmoid(head), -1)
+    rest = torch.log1p(-logp[:, pieces].exp().sum(-1, keepdim=True))
+    want = torch.log_softmax(guided[:, ~pieces], -1) + rest
+    torch.testing.assert_close(got[:, ~pieces], want, atol=1e-4, rtol=1e-4)
+    guided_only = torch.log_softmax(t3.set_guidance(spelling="guided")(ids, attention_mask=mask).logits, -1)[valid]
+    assert (guided_only[:, pieces] - logp[:, pieces]).abs().max() > 1e-2  # without it, the pieces are tempered and tilted
+    t3.set_guidance(spelling="base").save_pretrained(tmp_path / "head")
+    again = T3ForCausalLM.from_base(base, tmp_path / "head")
+    assert again.guidance.spelling == "base"
+    torch.testing.assert_close(torch.log_softmax(again(ids, attention_mask=mask).logits, -1)[valid], got)
