@@ -19,7 +19,7 @@ from t3unlearn.errors import ConfigError, ModelError
 from t3unlearn.eval.metrics import UTILITY_PARTS
 from t3unlearn.methods import get as get_method, names as method_names
 from t3unlearn.settings import check_keys, check_types, from_dict
-from t3unlearn.t3.config import GRID_KNOBS, GUIDANCE_KNOBS, OPTIONAL_KNOBS, check_knob
+from t3unlearn.t3.config import GRID_KNOBS, GUIDANCE_KNOBS, GUIDANCE_META, OPTIONAL_KNOBS, check_knob
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "compare_default.json"
 # the packaged methods (a method you register runs too: compare asks the registry, t3unlearn.methods)
@@ -313,7 +313,7 @@ def calibration_options(value: Any, where: str = "calibrate") -> dict | None:
             if not isinstance(v, list) or not v:
                 raise ConfigError(f"{where}.{key} must be a non-empty list of {knob} values, not {v!r}.")
             for x in v:
-                if isinstance(x, str) and knob != "tempering":
+                if isinstance(x, str) and not GUIDANCE_META[knob]["choices"]:
                     raise ConfigError(f"{where}.{key} must list numbers{' or null' if knob in OPTIONAL_KNOBS else ''}, "
                                       f"not {x!r}.")
             try:
