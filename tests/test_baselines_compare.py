@@ -184,10 +184,13 @@ def test_calibration_options_are_checked():
 
     rule, settings = calibration_rule("t3", {"temperatures": [2], "scales": [1], "floors": [None, -3.5]})
     assert [st.floor for st in settings] == [None, -3.5] and rule["settings"][1].endswith("floor=-3.5, pieces=10")
+    rule, settings = calibration_rule("t3", {"temperatures": [2], "scales": [1], "spellings": ["guided", "base"]})
+    assert [st.spelling for st in settings] == ["guided", "base"] and rule["settings"][1].endswith("spelling=base")
     for bad, msg in (("yes", "must be true, false or an object"), ({"scale": [1]}, "scale"),
                      ({"temperatures": [0]}, "calibrate.temperatures: temperature must be > 0"),
                      ({"scales": []}, "non-empty list"), ({"scales": [-1]}, "calibrate.scales: scale must be >= 0"),
                      ({"scales": ["1"]}, "must list numbers"), ({"temperings": ["cubic"]}, "global, adaptive"),
+                     ({"spellings": ["bass"]}, "guided, base"),
                      ({"supports": [1.5]}, "support is a quantile .* or null to turn it off"),
                      ({"tails": [2]}, "tail_logp is a log-probability and must be < 0"),
                      ({"floors": [0.5]}, "floor is a head logit"),
