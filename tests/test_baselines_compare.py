@@ -183,7 +183,7 @@ def test_calibration_options_are_checked():
     from t3unlearn.experiments.compare.config import calibration_rule
 
     rule, settings = calibration_rule("t3", {"temperatures": [2], "scales": [1], "floors": [None, -3.5]})
-    assert [st.floor for st in settings] == [None, -3.5] and rule["settings"][1].endswith("floor=-3.5, pieces=10")
+    assert [st.floor for st in settings] == [None, -3.5] and rule["settings"][1].endswith("floor=-3.5, pieces=10, spelling=base")
     rule, settings = calibration_rule("t3", {"temperatures": [2], "scales": [1], "spellings": ["guided", "base"]})
     assert [st.spelling for st in settings] == ["guided", "base"] and rule["settings"][1].endswith("spelling=base")
     for bad, msg in (("yes", "must be true, false or an object"), ({"scale": [1]}, "scale"),
@@ -377,7 +377,7 @@ def test_a_reused_head_without_a_word_piece_table_takes_a_calibrated_piece_setti
     save_file({k: v for k, v in state.items() if k != "pieces"}, tmp_path / "head" / "head.safetensors", metadata={"format": "pt"})
     with pytest.raises(ModelError, match="word-piece table"):
         T3ForCausalLM.from_base(base, tmp_path / "head", piece_floor=10.0)
-    model = attach_head(base, tmp_path / "head", tok, {"temperature": 2.0, "piece_floor": 10.0})
+    model = attach_head(base, tmp_path / "head", tok, {"temperature": 2.0, "piece_floor": 10.0, "spelling": "base"})
     assert torch.equal(model.head.piece_mask(), word_pieces(tok, base.config.vocab_size))
-    assert model.guidance.piece_floor == 10.0 and model.guidance.temperature == 2.0
+    assert model.guidance.piece_floor == 10.0 and model.guidance.temperature == 2.0 and model.guidance.spelling == "base"
     assert attach_head(base, tmp_path / "head", tok, {"piece_floor": None}).guidance.piece_floor is None

@@ -192,8 +192,8 @@ def test_calibrate_command(home, tmp_path, monkeypatch, capsys):
     second = T3ForCausalLM.from_pretrained(str(again)).config.calibration
     assert second["items"] == record["items"] and second["requests"] == ["r1"]
     assert second["holdout"].endswith(":calibration") and second["perturbed"].endswith(":forget10_perturbed")
-    # a head saved before word-piece tables: the default grid (the piece exemption on) gives it its tokenizer's, and
-    # says so; the grid without the exemption leaves it without one
+    # a head saved before word-piece tables: the default grid (the piece exemption and the base's spelling on) gives
+    # it its tokenizer's, and says so; the grid without either leaves it without one
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -203,13 +203,14 @@ def test_calibrate_command(home, tmp_path, monkeypatch, capsys):
     state = load_file(old / "head.safetensors")
     save_file({k: v for k, v in state.items() if k != "pieces"}, old / "head.safetensors", metadata={"format": "pt"})
     assert main(["calibrate", "--head", str(old), *data, "--out", str(tmp_path / "plain"), "--piece-floors", "none",
-                 "--threads", "1", "--quiet"]) == 0
+                 "--spellings", "guided", "--threads", "1", "--quiet"]) == 0
     assert "word-piece tables" not in capsys.readouterr().out
     assert T3ForCausalLM.from_pretrained(str(tmp_path / "plain")).head.pieces is None
     assert main(["calibrate", "--head", str(old), *data, "--out", str(tmp_path / "pieces"), "--threads", "1", "--quiet"]) == 0
     assert "the head was saved before word-piece tables" in capsys.readouterr().out
     with_table = T3ForCausalLM.from_pretrained(str(tmp_path / "pieces"))
-    assert with_table.guidance.piece_floor == 10.0 and torch.equal(with_table.head.pieces, before.head.pieces)
+    assert with_table.guidance.piece_floor == 10.0 and with_table.guidance.spelling == "base"
+    assert torch.equal(with_table.head.pieces, before.head.pieces)
 
 
 # --------------------------------------------------------------------------- eval
@@ -333,6 +334,7 @@ def test_demo_tiny(home, tmp_path, monkeypatch, capsys):
     assert "against the full model's truth ratios on world-tiny:calibration (never-seen authors); T3 " in text
     feasible = [r for r in cal["rows"] if r["feasible"]]  # the packaged grid, and its best feasible row chosen
     assert saved.guidance.support == 0.95 and saved.guidance.piece_floor == 10.0 and saved.guidance.copy_floor is None
+    assert saved.guidance.spelling == "base"
     assert feasible and cal["chosen"]["tr_ks"] == min(r["tr_ks"] for r in feasible)
     assert f"T3 {saved.guidance.label()} (" in text and "; T = 1: T=1, s=" in text
     assert main(["demo", "--preset", "tiny", "--out", str(tmp_path / "fixed"), "--threads", "1", "--no-calibrate",

@@ -348,7 +348,7 @@ def test_the_grid_scores_every_setting_bit_for_bit_as_one_setting_at_a_time(rand
     raw, pieces = torch.randn(3, 7), torch.tensor([True, False, True, False, False, True, False])
     with torch.no_grad():
         spelled = guided_logits(raw, torch.randn(3, 7), Setting(1.0, 1.5, spelling="base"), pieces=pieces)
-    torch.testing.assert_close(spelled[:, pieces], torch.log_softmax(raw, -1)[:, pieces])
+    torch.testing.assert_close(torch.log_softmax(spelled, -1)[:, pieces], torch.log_softmax(raw, -1)[:, pieces])
     assert torch.equal(grid_logprobs(base, None, st, order[:2])[1], token_logprobs(base, None, st, order[0]))
     # the rows: as if each setting were scored alone (the slow path, patched in)
     fast = evaluate_settings(base, t3.head, st, st, st, order, tolerance=0.5)

@@ -145,7 +145,7 @@ def _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, 
                     cache=not getattr(args, "no_cache", False))
     if not had_pieces and t3.head.pieces is not None:
         print("calibration: the head was saved before word-piece tables; it now carries its tokenizer's (the table "
-              "training makes), which the word-piece exemption reads")
+              "training makes), which the word-piece exemption and the base's spelling read")
     t3.config.calibration["holdout"] = holdout_name
     if oracle_name:
         t3.config.calibration["oracle_model"] = oracle_name

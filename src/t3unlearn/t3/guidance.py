@@ -92,6 +92,8 @@ class HeadReading:
         self._pieces, self._piece = pieces, piece_floor
         self._read = self._lsig = None
         self._mass: tuple | None = None  # (id of the base log-probs, their forget mass)
+        self._others: torch.Tensor | None = None  # the ids of the tokens that do not continue a word
+        self._rest: tuple | None = None  # (the base log-probs, log of their mass on those tokens)
 
     @property
     def read(self) -> torch.Tensor:
@@ -104,6 +106,18 @@ class HeadReading:
         if self._pieces is None:
             raise ValueError("spelling='base' reads the head's word-piece table; pass pieces= (GuidanceHead.piece_mask()).")
         return self._pieces
+
+    def others(self, device) -> torch.Tensor:
+        """The ids of the tokens that do not continue a word (what the base's spelling leaves to guidance)."""
+        if self._others is None:
+            self._others = (~self.pieces).nonzero().squeeze(-1)
+        return self._others.to(device)
+
+    def rest(self, logp: torch.Tensor) -> torch.Tensor:
+        """``log Σ_others p``: the base's log-mass on the tokens that do not continue a word, ``(..., 1)``."""
+        if self._rest is None or self._rest[0] is not logp:
+            self._rest = (logp, torch.logsumexp(logp.index_select(-1, self.others(logp.device)), -1, keepdim=True))
+        return self._rest[1]
 
     def logsigmoid(self) -> torch.Tensor:
         if self._lsig is None:
@@ -147,9 +161,7 @@ def guided_logits(
     logp = base_logits.float() if normalized else torch.log_softmax(base_logits.float(), dim=-1)
     # the base's spelling reads logp after the tilt: it must not be tilted in place
     out = _tempered_and_tilted(logp, reading, guidance, weight, copy=normalized or guidance.spelling == "base")
-    if guidance.spelling == "base":
-        out = _base_spelling(logp, out, reading.pieces)
-    return out
+    return _base_spelling(logp, out, reading) if guidance.spelling == "base" else out
 
 
 def _tempered_and_tilted(logp: torch.Tensor, reading: HeadReading, guidance: Guidance,
@@ -181,15 +193,13 @@ def _tempered_and_tilted(logp: torch.Tensor, reading: HeadReading, guidance: Gui
     return tempered.add_(reading.logsigmoid(), alpha=scale)  # a fresh tensor: in place saves a V-wide copy
 
 
-def _base_spelling(logp: torch.Tensor, guided: torch.Tensor, pieces: torch.Tensor) -> torch.Tensor:
-    """Word pieces at the base's log-probability; the other tokens share the rest of the mass (``1 - Σ p(piece)``)
-    as the guided distribution restricted to them shares it. Normalized (log-probabilities)."""
-    pieces = pieces.to(logp.device)
-    log_rest = torch.log1p(-torch.logsumexp(logp.masked_fill(~pieces, float("-inf")), -1, keepdim=True)
-                           .exp().clamp(max=1.0))
-    others = guided.masked_fill(pieces, float("-inf"))
-    others = others - torch.logsumexp(others, -1, keepdim=True) + log_rest
-    return torch.where(pieces, logp, others)
+def _base_spelling(logp: torch.Tensor, guided: torch.Tensor, reading: "HeadReading") -> torch.Tensor:
+    """Word pieces at the base's probability ``p(v)``; the other tokens share the rest, ``1 - Σ_pieces p``, in the
+    proportions of the guided distribution restricted to them. Unnormalized: the pieces' log-probs are shifted by
+    ``log Σ_others e^guided - log Σ_others p``, so that ``log_softmax`` of the result is that distribution."""
+    others = reading.others(logp.device)
+    shift = torch.logsumexp(guided.index_select(-1, others), -1, keepdim=True) - reading.rest(logp)
+    return torch.where(reading.pieces.to(logp.device), logp + shift, guided)
 
 
 def seen_tokens(ids: torch.Tensor, vocab_size: int, *, mask: torch.Tensor | None = None,

@@ -152,9 +152,9 @@ def attach_head(base, head_dir, tokenizer, guidance: dict):
     from t3unlearn.t3.head import ensure_pieces
     from t3unlearn.t3.model import T3ForCausalLM
 
-    model = T3ForCausalLM.from_base(base, str(head_dir), **{**guidance, "piece_floor": None})  # None: the saved value
+    model = T3ForCausalLM.from_base(base, str(head_dir), **{**guidance, "piece_floor": None, "spelling": None})  # None: saved
     ensure_pieces(model.head, tokenizer)
-    return model.set_guidance(piece_floor=guidance.get("piece_floor"))
+    return model.set_guidance(piece_floor=guidance.get("piece_floor"), spelling=guidance.get("spelling"))
 
 
 def _t3_model(spec: UnitSpec, method: Method, base, tokenizer, forget, retain):
