@@ -198,6 +198,8 @@ def _base_spelling(logp: torch.Tensor, guided: torch.Tensor, reading: "HeadReadi
     proportions of the guided distribution restricted to them. Unnormalized: the pieces' log-probs are shifted by
     ``log Σ_others e^guided - log Σ_others p``, so that ``log_softmax`` of the result is that distribution."""
     others = reading.others(logp.device)
+    if others.numel() == logp.shape[-1]:  # a vocabulary without word pieces (word-level): nothing to spell
+        return guided
     shift = torch.logsumexp(guided.index_select(-1, others), -1, keepdim=True) - reading.rest(logp)
     return torch.where(reading.pieces.to(logp.device), logp + shift, guided)
 
