@@ -36,6 +36,11 @@ tempered (docs/t3.md, "Tempering that does not tax retained knowledge"):
   as the base would finish it: a name is not broken into pieces the base never put together ("Zuzanaeford"), and
   the pieces are not counted in the adaptive forget mass.
 
+- ``spelling="base"``: the base spells words. A token that continues a word keeps exactly the base's probability,
+  and tempering and the tilt share out only the rest of the mass (``1 - Σ p(piece)``) among the other tokens, in
+  the proportions the guided distribution gives them: a piece the base finds implausible at a word boundary is not
+  lifted by tempering and glued to the word before ("born indapest").
+
 With ``T = 1`` (plain classifier guidance) every tempering is the identity. Every variant returns
 unnormalized log-probabilities; ``log_softmax`` of the result is the guided distribution.
 """

@@ -26,7 +26,8 @@ from t3unlearn.errors import ModelError
 from t3unlearn.t3.config import ACTIVATIONS, check_head_shape  # noqa: F401 - part of this module's API
 
 NO_PIECES = ("this head has no word-piece table (it was saved by an earlier t3unlearn); retrain it with 't3unlearn "
-             "unlearn', or leave the piece exemption unset (--piece-floor none).")
+             "unlearn', or leave the piece exemption and the base's spelling off (--piece-floor none --spelling "
+             "guided).")
 WORD_STARTS = ("\u0120", "\u2581", " ")  # byte-level BPE's 'Ġ', SentencePiece's '▁', a plain space: a token that starts a word
 
 
