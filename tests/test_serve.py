@@ -291,6 +291,10 @@ def test_t3_knobs_per_request(server):
     tok = server["tok"]
     want = _generate(ref, tok, tok(_prompt(q))["input_ids"], 20)
     assert got.choices[0].text == tok.decode([t for t in want if t != tok.eos_token_id], skip_special_tokens=True)
+    # the base's spelling is applied, not only echoed: the served log-probs move without it
+    spelled, unspelled = (client.completions.create(model="f10", prompt=_prompt(q), max_tokens=5, temperature=0, logprobs=0,
+                                                    extra_body={"t3": {**knobs, "spelling": sp}}) for sp in ("base", "guided"))
+    assert spelled.choices[0].logprobs.token_logprobs != unspelled.choices[0].logprobs.token_logprobs
     # the copy exemption, per request: the tokens of the context are spared the tilt, as generate() spares them
     copy = {"scale": 5.0, "copy_floor": 10.0}
     got = client.completions.create(model="f10", prompt=_prompt(q), max_tokens=20, temperature=0, extra_body={"t3": copy})
