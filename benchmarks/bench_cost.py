@@ -2,9 +2,11 @@
 
 The job has TOFU forget10's shape: 400 forget items and 3,600 retain items (calibration: 400 never-seen items and
 the forget items' paraphrased and 5 perturbed answers), each item as long as its TOFU counterpart. There is no
-32k tokenizer offline, so the text is made of the words of a 32,000-word word-level tokenizer (one word, one
-token; `transformers.PreTrainedTokenizerFast` over a `tokenizers` WordLevel model) and each TOFU question and
-answer becomes `--tokens-per-word` (1.3) x its word count random words. The bases are random-initialised
+32k tokenizer offline, so the text is made of the tokens of a 32,000-token word-level tokenizer
+(`transformers.PreTrainedTokenizerFast` over a `tokenizers` WordLevel model) whose tokens are spelled as a
+SentencePiece vocabulary's: half start a word ('\u2581' mark), half continue one, so the packaged recipe's base
+spelling does its real work; each TOFU question and answer becomes `--tokens-per-word` (1.3) x its word count
+random tokens. The bases are random-initialised
 `LlamaForCausalLM`s (tied embeddings, vocabulary 32,000): random weights cost what trained ones cost, and what
 the methods learn here is not measured.
 
@@ -77,11 +79,24 @@ TOFU = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tofu"
 # --------------------------------------------------------------------------- data and models
 
 
+def word(i: int) -> str:
+    """Token ``i``'s spelling: letters only, SentencePiece's word-start mark on every even id -- half the vocabulary
+    continues a word, as in a real 32k tokenizer, so the base's spelling (the packaged recipe's ``spelling="base"``)
+    costs here what it costs there."""
+    start, letters = i % 2 == 0, ""
+    while True:
+        i, r = divmod(i, 26)
+        letters += chr(ord("a") + r)
+        if not i:
+            break
+    return ("\u2581" if start else "") + letters
+
+
 def tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(SPECIAL + [f"w{i}" for i in range(len(SPECIAL), VOCAB)])}
+    vocab = {w: i for i, w in enumerate(SPECIAL + [word(i) for i in range(len(SPECIAL), VOCAB)])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
@@ -105,7 +120,7 @@ def job(tokens_per_word: float) -> dict[str, list[dict]]:
 
     def words(text: str) -> str:
         n = max(1, round(len(text.split()) * tokens_per_word))
-        return " ".join(f"w{rng.randrange(len(SPECIAL), VOCAB)}" for _ in range(n))
+        return " ".join(word(rng.randrange(len(SPECIAL), VOCAB)) for _ in range(n))
 
     out = {}
     for name, source in (("forget", "forget10"), ("retain", "retain90"), ("holdout", "holdout10")):

@@ -483,3 +483,36 @@ def test_base_spelling_keeps_the_base_probability_of_word_pieces(random_lm, tmp_
     again = T3ForCausalLM.from_base(base, tmp_path / "head")
     assert again.guidance.spelling == "base"
     torch.testing.assert_close(torch.log_softmax(again(ids, attention_mask=mask).logits, -1)[valid], got)
+
+
+@pytest.mark.parametrize("guidance", [
+    dict(temperature=2.5, scale=0.7, tempering="adaptive", spelling="base"),
+    dict(temperature=2.0, scale=1.0, tail_logp=-3.0, bias=0.5, floor=-2.0, spelling="base"),
+    dict(temperature=1.0, scale=1.5, spelling="base"),  # T = 1: the tilt is done in place
+    dict(temperature=3.0, scale=0.5, tempering="adaptive", piece_floor=10.0, spelling="base"),
+    dict(temperature=2.0, scale=0.7, tempering="adaptive", piece_floor=10.0),
+])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_scoring_a_target_gives_the_guided_distribution(guidance, weighted):
+    """guided_logprobs_at (calibration's scoring: the spelled path tempers and tilts only the tokens that do not
+    continue a word) gives log_softmax(guided_logits) at the target, for pieces and other tokens, with the support
+    gate's weight, and never writes into the base's log-probs."""
+    from t3unlearn.t3.config import Guidance
+    from t3unlearn.t3.guidance import HeadReading, guided_logits, guided_logprobs_at
+
+    g = torch.Generator().manual_seed(0)
+    n, v = 6, 40
+    logp = torch.log_softmax(3 * torch.randn(n, v, generator=g), -1)
+    head = 2 * torch.randn(n, v, generator=g)
+    pieces = torch.rand(v, generator=g) < 0.4
+    weight = torch.rand(n, 1, generator=g) if weighted else None
+    target = torch.stack([torch.nonzero(pieces)[0, 0], torch.nonzero(~pieces)[0, 0]]).repeat(n // 2).unsqueeze(-1)
+    st = Guidance(**guidance)
+    before = logp.clone()
+    want = torch.log_softmax(guided_logits(logp, head, st, weight=weight, pieces=pieces, normalized=True), -1)
+    reading = HeadReading(head, st.bias, st.floor, pieces=pieces, piece_floor=st.piece_floor)
+    got = guided_logprobs_at(logp, reading, st, target, weight=weight)
+    torch.testing.assert_close(got, want.gather(-1, target), atol=1e-5, rtol=1e-5)
+    assert torch.equal(logp, before)
+    if st.spelling == "base":  # a piece keeps the base's log-prob
+        assert torch.equal(got[0::2], logp.gather(-1, target)[0::2])

@@ -2,11 +2,13 @@
 tokens under one guidance setting or a whole grid of them (what :mod:`t3unlearn.t3.calibrate` scores).
 
 One forward pass of the base's decoder per set (:func:`answer_states`) keeps its final hidden states and pooled
-states at the answer positions. :func:`token_logprobs` then scores one setting through
-:func:`~t3unlearn.t3.guidance.guided_logits`, as the guided model computes it; :func:`grid_logprobs` scores a
+states at the answer positions. :func:`token_logprobs` then scores one setting as the guided model computes it
+(:func:`~t3unlearn.t3.guidance.guided_logits`, up to rounding); :func:`grid_logprobs` scores a
 grid chunk by chunk of positions: the base's output layer, the head, and what guidance derives from them alone
 (the head's log-sigmoid, the forget mass, the support gate's weight) run once per chunk, and each setting costs
-only its tempering, tilt and softmax -- bit for bit what :func:`token_logprobs` gives.
+only its tempering, tilt and softmax -- bit for bit what :func:`token_logprobs` gives. Where the base spells
+(``spelling="base"``) only the tokens that do not continue a word are tempered and tilted
+(:func:`~t3unlearn.t3.guidance.guided_logprobs_at`).
 
 Inside :func:`state_cache` (``calibrate`` opens one) the states are kept on disk between runs, one safetensors file
 per (model, items, batch size), under ``cache_home()/answer-states/``: the forward passes of another calibration of
@@ -28,7 +30,7 @@ import torch
 from t3unlearn.data import IGNORE_INDEX
 from t3unlearn.errors import T3Error
 from t3unlearn.t3.config import Guidance
-from t3unlearn.t3.guidance import HeadReading, guided_logits
+from t3unlearn.t3.guidance import HeadReading, guided_logprobs_at
 
 Setting = Guidance
 CHUNK_ENTRIES = 1 << 21  # token_logprobs' step: positions x vocabulary entries
@@ -175,8 +177,8 @@ def _chunk_size(out_layer, chunk: int | None) -> int:
 @torch.inference_mode()
 def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk: int | None = None) -> torch.Tensor:
     """``(N,)`` guided log-probability of each answer token under ``setting`` (``head=None``: the model's own),
-    through :func:`~t3unlearn.t3.guidance.guided_logits` as the guided model computes it (:func:`grid_logprobs`
-    scores many settings at once, bit for bit the same).
+    through :func:`~t3unlearn.t3.guidance.guided_logprobs_at`: the log-softmax of ``guided_logits`` as the guided
+    model computes it, up to rounding (:func:`grid_logprobs` scores many settings at once, bit for bit the same).
 
     ``chunk``: positions per step [about 2M vocabulary entries: tensors of ~8 MB stay in the allocator's pools]."""
     out_layer = _out_layer(model)
@@ -186,15 +188,17 @@ def token_logprobs(model, head, states: AnswerStates, setting: Setting, *, chunk
         sl = slice(i, i + chunk)
         # normalised as guided_logits does, so T = 1, s = 0 gives these bits exactly
         logp = torch.log_softmax(out_layer(states.hidden[sl].to(out_layer.weight.dtype)).float(), dim=-1)
+        target = states.targets[sl].unsqueeze(-1)
         if head is None:
-            logits = logp
+            at = torch.log_softmax(logp, -1).gather(-1, target)
         else:
             pooled = states.pooled[sl]
             seen = states.seen(sl, logp.shape[-1]) if setting.copy_floor is not None else None
             pieces = head.piece_mask() if setting.reads_pieces else None
-            logits = guided_logits(logp, head(pooled), setting, weight=head.support_weight(pooled, setting.support),
-                                   seen=seen, pieces=pieces, normalized=True)
-        res.append(torch.log_softmax(logits, -1).gather(-1, states.targets[sl].unsqueeze(-1)).squeeze(-1).float().cpu())
+            reading = HeadReading(head(pooled), setting.bias, setting.floor, seen, setting.copy_floor, pieces,
+                                  setting.piece_floor)
+            at = guided_logprobs_at(logp, reading, setting, target, weight=head.support_weight(pooled, setting.support))
+        res.append(at.squeeze(-1).float().cpu())
     return torch.cat(res)
 
 
@@ -202,8 +206,8 @@ class _Chunk:
     """What guidance reads at one chunk of positions and no setting changes: the base's log-probs, the head's
     logits, and -- per (bias, floor) and per support quantile, computed on first use -- the head's reading
     (:class:`~t3unlearn.t3.guidance.HeadReading`: logits as read, their log-sigmoid, the forget mass) and the support
-    gate's weight. :meth:`logits` is ``guided_logits`` with these pieces reused (the same operations on the same
-    tensors: the same bits)."""
+    gate's weight. :meth:`logprobs_at` is ``guided_logprobs_at`` with these pieces reused (the same operations on the
+    same tensors: the same bits)."""
 
     def __init__(self, logp: torch.Tensor, head, pooled: torch.Tensor, seen=None):
         self.logp, self.head, self.pooled = logp, head, pooled
@@ -212,7 +216,7 @@ class _Chunk:
         self.readings: dict = {}
         self.weights: dict = {}
 
-    def logits(self, st: Setting) -> torch.Tensor:
+    def logprobs_at(self, st: Setting, target: torch.Tensor) -> torch.Tensor:
         key = st.bias, st.floor, st.copy_floor, st.piece_floor, st.reads_pieces
         if key not in self.readings:
             seen = None
@@ -225,7 +229,7 @@ class _Chunk:
                                              st.piece_floor)
         if st.support not in self.weights:
             self.weights[st.support] = self.head.support_weight(self.pooled, st.support)
-        return guided_logits(self.logp, self.readings[key], st, weight=self.weights[st.support], normalized=True)
+        return guided_logprobs_at(self.logp, self.readings[key], st, target, weight=self.weights[st.support])
 
 
 @torch.inference_mode()
@@ -245,8 +249,8 @@ def grid_logprobs(model, head, states: AnswerStates, settings: Sequence[Setting]
                                                   lambda sl=sl, v=logp.shape[-1]: states.seen(sl, v))
         target = states.targets[sl].unsqueeze(-1)
         for k, st in enumerate(settings):
-            logits = logp if pieces is None else pieces.logits(st)
-            res[k, sl] = torch.log_softmax(logits, -1).gather(-1, target).squeeze(-1).cpu()
+            at = torch.log_softmax(logp, -1).gather(-1, target) if pieces is None else pieces.logprobs_at(st, target)
+            res[k, sl] = at.squeeze(-1).cpu()
         if bar is not None:
             bar.update(int(target.shape[0]))
     return list(res)

@@ -98,7 +98,9 @@ class HeadReading:
         self._read = self._lsig = None
         self._mass: tuple | None = None  # (id of the base log-probs, their forget mass)
         self._others: torch.Tensor | None = None  # the ids of the tokens that do not continue a word
+        self._column: torch.Tensor | None = None  # each token's index among them
         self._rest: tuple | None = None  # (the base log-probs, log of their mass on those tokens)
+        self._columns: tuple | None = None  # (the base log-probs, them and this reading on those tokens)
 
     @property
     def read(self) -> torch.Tensor:
@@ -118,11 +120,25 @@ class HeadReading:
             self._others = (~self.pieces).nonzero().squeeze(-1)
         return self._others.to(device)
 
+    def column(self, device) -> torch.Tensor:
+        """``(V,)``: each token's index among :meth:`others` (a piece's: 0, never read)."""
+        if self._column is None:
+            self._column = (torch.cumsum(~self.pieces, 0) - 1).clamp(min=0)
+        return self._column.to(device)
+
     def rest(self, logp: torch.Tensor) -> torch.Tensor:
         """``log Σ_others p``: the base's log-mass on the tokens that do not continue a word, ``(..., 1)``."""
         if self._rest is None or self._rest[0] is not logp:
             self._rest = (logp, torch.logsumexp(logp.index_select(-1, self.others(logp.device)), -1, keepdim=True))
         return self._rest[1]
+
+    def on_others(self, logp: torch.Tensor) -> tuple[torch.Tensor, "_Columns"]:
+        """The base's log-probs and this reading restricted to the tokens that do not continue a word (the columns
+        the base's spelling leaves to guidance), for scoring: computed once per ``logp``."""
+        if self._columns is None or self._columns[0] is not logp:
+            others = self.others(logp.device)
+            self._columns = (logp, logp.index_select(-1, others), _Columns(self, logp, others))
+        return self._columns[1], self._columns[2]
 
     def logsigmoid(self) -> torch.Tensor:
         if self._lsig is None:
@@ -133,6 +149,23 @@ class HeadReading:
         if self._mass is None or self._mass[0] is not logp:
             self._mass = (logp, _mass(logp, self.read))
         return self._mass[1]
+
+
+class _Columns:
+    """A :class:`HeadReading` restricted to some columns (tokens) for :func:`_tempered_and_tilted`: the log-sigmoid of
+    those columns, and the forget mass of the whole vocabulary (a per-position figure, not a column's). Tensors only:
+    a reference back to the reading would make a cycle that keeps every chunk's tensors until the garbage collector
+    runs."""
+
+    def __init__(self, reading: HeadReading, logp: torch.Tensor, columns: torch.Tensor):
+        self._lsig = reading.logsigmoid().index_select(-1, columns)
+        self._mass = reading.mass(logp)
+
+    def logsigmoid(self) -> torch.Tensor:
+        return self._lsig
+
+    def mass(self, logp: torch.Tensor) -> torch.Tensor:
+        return self._mass
 
 
 def guided_logits(
@@ -167,6 +200,25 @@ def guided_logits(
     # the base's spelling reads logp after the tilt: it must not be tilted in place
     out = _tempered_and_tilted(logp, reading, guidance, weight, copy=normalized or guidance.spelling == "base")
     return _base_spelling(logp, out, reading) if guidance.spelling == "base" else out
+
+
+def guided_logprobs_at(base_logp: torch.Tensor, reading: HeadReading, guidance: Guidance, target: torch.Tensor, *,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``log_softmax(guided_logits(...)).gather(-1, target)`` without the V-wide softmax where the base spells: the
+    guided log-probability of ``target`` (``(..., 1)`` ids) at each position, from the base's log-probs
+    (``log_softmax``, float32; not modified) and the head's reading. Scoring answers (calibration's grid) needs only
+    these. With ``spelling="base"`` a piece's log-prob is the base's and another token's is its guided logit less
+    ``log Σ_others e^guided``, plus ``log Σ_others p`` -- what the guided distribution gives, in a third of the
+    work; otherwise the softmax of :func:`guided_logits`."""
+    if guidance.spelling != "base" or reading.others(base_logp.device).numel() == base_logp.shape[-1]:
+        out = _tempered_and_tilted(base_logp, reading, guidance, weight, copy=True)
+        return torch.log_softmax(out, -1).gather(-1, target)
+    # tempered and tilted on the other tokens' columns only: the pieces keep the base's log-probs
+    logp_others, columns = reading.on_others(base_logp)
+    out = _tempered_and_tilted(logp_others, columns, guidance, weight, copy=True)
+    column = reading.column(out.device)[target]  # the target's column among the other tokens (a piece's: 0)
+    return torch.where(reading.pieces.to(out.device)[target], base_logp.gather(-1, target),
+                       out.gather(-1, column) - torch.logsumexp(out, -1, keepdim=True) + reading.rest(base_logp))
 
 
 def _tempered_and_tilted(logp: torch.Tensor, reading: HeadReading, guidance: Guidance,
