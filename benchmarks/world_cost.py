@@ -62,7 +62,7 @@ def child_t3(out: Path, features: Path) -> None:
                       sort_keys=True)
     out.write_text(json.dumps(dict(wall_s=t2 - t0, cpu_s=c2 - c0, unlearn_wall_s=t1 - t0, unlearn_cpu_s=c1 - c0,
                                    calibration_wall_s=t2 - t1, calibration_cpu_s=c2 - c1, chosen=cal.chosen.setting.label(),
-                                   rows_sha256=hashlib.sha256(rows.encode()).hexdigest())))
+                                   rows_sha256=hashlib.sha256(rows.encode()).hexdigest(), rows=json.loads(rows))))
 
 
 def child_graddiff(out: Path, features: Path) -> None:
@@ -76,6 +76,24 @@ def child_graddiff(out: Path, features: Path) -> None:
     res = unlearn_baseline("graddiff", str(full), bench.qa("forget10"), bench.qa("retain90"), params={"alpha": 1.0, "gamma": 1.0},
                            config=cfg, progress=False)
     out.write_text(json.dumps(dict(wall_s=res.cost.wall_seconds, cpu_s=time.process_time() - c0)))
+
+
+def row_differences(before: dict, after: dict) -> str:
+    """How two calibrations differ: the chosen settings, which rows are feasible, and the largest difference of each
+    figure the rule reads over the rows both score (a change of rounding moves them by ~1e-7)."""
+    a, b = ({r["label"]: r for r in x.get("rows", [])} for x in (before, after))
+    if not a or set(a) != set(b):
+        return "the grids differ (other settings)"
+    feasible = sum(a[k]["feasible"] != b[k]["feasible"] for k in a)
+    diff: dict[str, float] = {}
+    for k in a:
+        for f, v in a[k].items():
+            w = b[k].get(f)
+            if isinstance(v, (int, float)) and isinstance(w, (int, float)) and not isinstance(v, bool):
+                diff[f] = max(diff.get(f, 0.0), abs(float(v) - float(w)))
+    big = ", ".join(f"{f} {d:.1e}" for f, d in sorted(diff.items(), key=lambda x: -x[1])[:4])
+    chosen = "the same chosen setting" if before["chosen"] == after["chosen"] else f"chosen {before['chosen']} -> {after['chosen']}"
+    return f"{chosen}; {feasible} of {len(a)} rows change feasibility; largest differences: {big}"
 
 
 def run(kind: str, src: Path, threads: int) -> dict:
@@ -150,6 +168,8 @@ def main(argv=None) -> int:
         same = {r["rows_sha256"] for r in runs["T3 before"] + runs["T3"]}
         print(f"calibration before vs after: {'identical (the chosen setting, every row the rule reads)' if len(same) == 1 else 'DIFFERENT'}; "
               f"chosen {runs['T3'][0]['chosen']}")
+        if len(same) > 1:
+            print("  " + row_differences(runs["T3 before"][0], runs["T3"][0]))
     if args.json:
         args.json.write_text(json.dumps({"threads": args.threads, "runs": runs, "medians": med}, indent=2) + "\n")
     return 0
