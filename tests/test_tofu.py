@@ -107,6 +107,41 @@ def test_calibration_set_never_reads_what_the_evaluation_reads(local_tofu, tmp_p
 
 
 @needs_tofu
+def test_compare_trains_no_method_on_the_never_seen_calibration_items(local_tofu, tmp_path, monkeypatch):
+    """TOFU's retain90 holds the 20 calibration authors (never trained on by a tiny model): compare's retain set drops
+    them, so no head is taught that the items it is calibrated on are retain content; the world's retain set has no
+    calibration item and is used as it is."""
+    from t3unlearn.benchmarks import get_benchmark
+    from t3unlearn.data import load_qa
+    from t3unlearn.experiments.compare.driver import _calibration_set, _retain_without_never_seen
+
+    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
+    bench, logs = get_benchmark("tofu"), []
+    _, calib = _calibration_set(tmp_path, bench, "forget10", None, logs.append)
+    spec = f"{bench.data_source()}:retain90"
+    got = _retain_without_never_seen(tmp_path, spec, calib, logs.append)
+    never_seen = set(bench.qa("calibration")["question"])
+    kept = load_qa(got)["question"]
+    assert got == str(tmp_path / "retain.jsonl") and len(kept) == len(load_qa(spec)) - 400 == 3200
+    assert not set(kept) & never_seen and "less the 400 never-seen calibration items" in logs[-1]
+    other = tmp_path / "calibration-elsewhere.jsonl"
+    other.write_text(json.dumps({"question": "Who wrote nothing?", "answer": "No one."}) + "\n", encoding="utf-8")
+    assert _retain_without_never_seen(tmp_path / "w", spec, other, logs.append) == spec  # no overlap: the config
+    assert _retain_without_never_seen(tmp_path / "w", spec, None, logs.append) == spec
+    # the tiny models' retain set is the retain model's own training set: the evaluated authors less the forget set
+    tiny, name = bench.retain_set("forget10")
+    rows = load_qa(tiny)
+    assert name == "tofu:retain90 as the tiny models were fine-tuned on it" and len(rows) == 400
+    assert not set(rows["question"]) & (never_seen | set(bench.qa("forget10")["question"]))
+    assert set(rows["question"]) <= set(load_qa(spec)["question"])
+    assert _retain_without_never_seen(tmp_path, tiny, calib, logs.append) == tiny
+    elsewhere = tmp_path / "my-tofu-llama"
+    elsewhere.mkdir()
+    assert bench.retain_set("forget05", elsewhere) == (f"{bench.data_source()}:retain95", "tofu:retain95")
+    assert get_benchmark("default").retain_set("forget10")[0].endswith(":retain90")
+
+
+@needs_tofu
 def test_tiny_tofu_models_train_and_are_recognised(local_tofu, tmp_path, monkeypatch):
     """The TOFU training directory feeds the same recipe as the world (here shrunk to seconds)."""
     from t3unlearn.benchmarks import get_benchmark

@@ -139,6 +139,19 @@ class Benchmark:
             self.check_calibration(found[0], config, name=found[1])
         return found
 
+    def retain_set(self, split: str, model: str | Path | None = None) -> tuple[str, str]:
+        """``(source, name)`` of the retain set methods unlearn ``split`` with: the retain model's own training set.
+        World, and TOFU for another ``model`` (a checkpoint fine-tuned on all of TOFU): ``retainXX``. TOFU for its tiny
+        models (``model`` None or one of them): the retain items those models were fine-tuned on (the tiny ``retainXX``
+        model's training file: the evaluated authors less the forget set), not TOFU's whole ``retainXX``, whose other
+        authors the tiny models met only in pretraining or -- the calibration authors -- never."""
+        from t3unlearn.eval.runner import retain_split
+
+        name = retain_split(split)
+        if self.kind == "tofu" and (model is None or str(model).startswith("tofu:") or self.owns_model(model)):
+            return f"{self.training_dir()}:{name}", f"tofu:{name} as the tiny models were fine-tuned on it"
+        return f"{self.data_source()}:{name}", f"{self.label}:{name}"
+
     def evaluated_questions(self, split: str) -> dict[str, set[str]]:
         """The questions an evaluation of ``split`` reads, by config, leaving out the forget set itself (which
         unlearning and calibration read by definition): the retain, real-author, world-fact and holdout sets."""

@@ -136,6 +136,30 @@ def _calibration_set(out: Path, bench, split: str, model, log) -> tuple[str | No
     return calib[1], calib_file
 
 
+def _retain_without_never_seen(out: Path, spec: str, calib_file: Path | None, log) -> str:
+    """The retain set every method trains with: the split's retain config, less any item of the never-seen
+    calibration set (offline TOFU's ``retain90`` holds the 20 calibration authors, which no tiny model trained on: a
+    head taught that they are retain content would be calibrated on its own training items). Without an overlap, the
+    config itself (``spec``: ``SOURCE:retainXX``); else ``OUT/retain.jsonl``."""
+    from t3unlearn.data import load_qa
+    from t3unlearn.io import atomic_write
+
+    if calib_file is None:
+        return spec
+    never_seen = {json.loads(line)["question"] for line in calib_file.read_text(encoding="utf-8").splitlines() if line}
+    rows = load_qa(spec, what="retain set").to_list()
+    keep = [{"question": r["question"], "answer": r["answer"]} for r in rows if r["question"] not in never_seen]
+    if len(keep) == len(rows):
+        return spec
+    path = out / "retain.jsonl"
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        with atomic_write(path) as fh:
+            fh.write(text)
+    log(f"retain set: {spec} less the {len(rows) - len(keep)} never-seen calibration items, {len(keep)} items ({path})")
+    return str(path)
+
+
 @dataclass
 class _Units:
     """Makes the comparison's units (:class:`UnitSpec`) and runs them, ``jobs`` at a time when isolated."""
@@ -314,8 +338,6 @@ def compare(
 def _compare_training(*, benchmark, split, methods, seeds, cfg, out: Path, world, model, retain_model, pretrained, isolate,
                       progress, threads, jobs, log, loading, probes, training: dict):
     """One comparison on one training of the models: ``(report, markdown, plot, each method's records)``."""
-    from t3unlearn.eval.runner import retain_split
-
     isolate = cfg.isolate if isolate is None else isolate
     n_threads, why = unit_threads(threads if threads is not None else cfg.threads, jobs if isolate else 1)
     t_start = time.perf_counter()
@@ -331,6 +353,9 @@ def _compare_training(*, benchmark, split, methods, seeds, cfg, out: Path, world
         log(f"torch threads per run: {n_threads or 'torch default'} ({why})")
     ref_dir = _oracle_reference(out, bench, split, retain_model, cfg, progress, log)
     calib_name, calib_file = _calibration_set(out, bench, split, model, log)
+    retain_source, retain_name = bench.retain_set(split, None if own_model else model)
+    log(f"retain set (every method): {retain_name}, {retain_source}")
+    retain = _retain_without_never_seen(out, retain_source, calib_file, log)
 
     ev = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
     context = {"calibration": calib_name, "benchmark": bench.label, "split": split, "world": world_dir, "model": model,
@@ -345,7 +370,7 @@ def _compare_training(*, benchmark, split, methods, seeds, cfg, out: Path, world
     selection = cfg.selection
     references = _calibration_references(bench, settings, pretrained, log, selection, training)
     fields = dict(benchmark=bench.label, source=source, split=split, model=model, retain_model=retain_model,
-                  pretrained=pretrained, forget=f"{source}:{split}", retain=f"{source}:{retain_split(split)}", idk=idk,
+                  pretrained=pretrained, forget=f"{source}:{split}", retain=retain, idk=idk,
                   eval=ev, reference=str(ref_dir), artifacts=str(out / "artifacts"), max_length=cfg.max_length,
                   retain_subset=cfg.retain_subset, threads=n_threads, progress=progress,
                   calibration=str(calib_file) if calib_file else None, calibration_name=calib_name, loading=loading)
