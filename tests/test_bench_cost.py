@@ -23,16 +23,22 @@ def test_shape_counts_the_parameters_a_llama_has(bench, cfg):
     assert sh["non_embedding"] == sum(p.numel() for p in model.model.layers.parameters()) + cfg["hidden_size"]
 
 
-def test_one_word_is_one_token_of_a_32k_vocabulary(bench):
+def test_one_word_is_one_token_of_a_32k_vocabulary_half_of_them_word_pieces(bench):
     from t3unlearn.data import QAFormatter
+    from t3unlearn.t3.head import word_pieces
 
     tok = bench.tokenizer()
     assert len(tok) == bench.VOCAB == 32000
     fmt = QAFormatter(tok, template="plain")
-    ex = fmt.encode("w10 w11 w12", "w31999 w6")
+    w = bench.word
+    ex = fmt.encode(f"{w(10)} {w(11)} {w(12)}", f"{w(31999)} {w(6)}")
     # BOS, Question:, 3 words, Answer:, 2 answer words, EOS
     assert len(ex.input_ids) == 9 and ex.input_ids[-3:] == [31999, 6, tok.eos_token_id]
     assert sum(1 for x in ex.labels if x != -100) == 3
+    # the base's spelling has work to do: every odd id continues a word (SentencePiece's mark on the others)
+    pieces = word_pieces(tok, bench.VOCAB)
+    assert pieces[7::2].all() and not pieces[6::2].any() and int(pieces.sum()) == (bench.VOCAB - 6) // 2
+    assert len({w(i) for i in range(6, bench.VOCAB)}) == bench.VOCAB - 6
 
 
 def test_the_cost_model_recovers_known_coefficients_and_extrapolates_with_the_vocabulary(bench):
