@@ -138,6 +138,8 @@ class HeadReading:
         if self._columns is None or self._columns[0] is not logp:
             others = self.others(logp.device)
             self._columns = (logp, logp.index_select(-1, others), _Columns(self, logp, others))
+            if self._rest is None or self._rest[0] is not logp:  # the same restriction: read once
+                self._rest = (logp, torch.logsumexp(self._columns[1], -1, keepdim=True))
         return self._columns[1], self._columns[2]
 
     def logsigmoid(self) -> torch.Tensor:
