@@ -107,10 +107,11 @@ def test_calibration_set_never_reads_what_the_evaluation_reads(local_tofu, tmp_p
 
 
 @needs_tofu
-def test_compare_trains_no_method_on_the_never_seen_calibration_items(local_tofu, tmp_path, monkeypatch):
-    """TOFU's retain90 holds the 20 calibration authors (never trained on by a tiny model): compare's retain set drops
-    them, so no head is taught that the items it is calibrated on are retain content; the world's retain set has no
-    calibration item and is used as it is."""
+def test_compares_retain_set_is_the_retain_models_training_set_without_never_seen_items(local_tofu, tmp_path, monkeypatch):
+    """What compare gives every method as the retain set (Benchmark.retain_set, then _retain_without_never_seen):
+    for TOFU's tiny models the retain model's own training file; TOFU's whole retain90 holds the 20 calibration
+    authors (never trained on by a tiny model), and the filter drops them from any retain set, so no head is taught
+    that the items it is calibrated on are retain content; without an overlap the set is used as it is."""
     from t3unlearn.benchmarks import get_benchmark
     from t3unlearn.data import load_qa
     from t3unlearn.experiments.compare.driver import _calibration_set, _retain_without_never_seen
