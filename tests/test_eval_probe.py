@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from t3unlearn.errors import T3Error
-from t3unlearn.eval.probe import (PROBES, author, entities, format_probes, judge_loss, key_recall, key_words, metrics,
-                                  nonwords, probe, rephrase, vocabulary)
+from t3unlearn.eval.probe import (PROBES, answer_entropy, author, entities, format_probes, judge_loss, key_recall, key_words,
+                                  metrics, nonwords, probe, rephrase, vocabulary)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -184,6 +184,47 @@ def test_judge_loss_is_token_weighted_and_leaves_out_eos_and_empty_answers(rando
     lm = CausalLM(*random_lm)
     res = probe(lm, ROWS, probes=("greedy",), judge=lm, max_new_tokens=6, progress=False)
     assert res["fluency"]["judge_loss"] > 0 and "judge loss (nats/token)" in metrics(res)
+
+
+class Sharpened:
+    """``lm`` with its logits multiplied by ``k`` (a more certain model, the same ranking)."""
+
+    def __init__(self, model, k):
+        self.model, self.k = model, k
+
+    def __getattr__(self, name):  # device, parameters, ...: the model's
+        return getattr(self.model, name)
+
+    def __call__(self, **kw):
+        out = self.model(**kw)
+        out.logits = out.logits * self.k
+        return out
+
+
+def test_answer_entropy_is_the_mean_entropy_at_the_true_answers_tokens(random_lm):
+    import torch
+
+    from t3unlearn.data import collate
+    from t3unlearn.lm import CausalLM
+
+    lm = CausalLM(*random_lm)
+    exs = lm.encode([r["question"] for r in ROWS], [r["answer"] for r in ROWS])
+    batch = collate(exs, lm.formatter.pad_id)
+    with torch.inference_mode():
+        logp = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].log_softmax(-1)
+    labels = batch["labels"][:, 1:]
+    answer = labels != -100
+    answer &= labels != lm.tokenizer.eos_token_id  # the answer's tokens, not the final EOS
+    expected = float(-(logp.exp() * logp).sum(-1)[answer].mean())
+    got = answer_entropy(lm, ROWS)
+    assert got["entropy_tokens"] == int(answer.sum()) and got["answer_entropy"] == pytest.approx(expected, rel=1e-4)
+    assert got["answer_entropy"] < np.log(len(lm.tokenizer)) + 1e-6
+    sharp = CausalLM(*random_lm)
+    sharp.model = Sharpened(sharp.model, 200.0)
+    assert answer_entropy(sharp, ROWS)["answer_entropy"] < 0.5 * got["answer_entropy"]
+    res = probe(lm, ROWS, probes=("greedy",), max_new_tokens=4, progress=False)
+    assert res["fluency"]["answer_entropy"] == got["answer_entropy"]
+    assert metrics(res)["answer entropy (nats/token)"] == got["answer_entropy"]
 
 
 def test_real_model_probes_are_deterministic(random_lm):

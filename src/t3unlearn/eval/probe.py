@@ -19,7 +19,10 @@ the retain (oracle) model's value under the same probe (docs/eval.md, "Leakage p
 - **fluency.** ``nonword_rate``: the fraction of the greedy answers' alphabetic words that are not in the
   benchmark's vocabulary (every word of its data files); ``judge_loss``: the mean per-token loss (nats) of
   the greedy answers under a judge model (the checkpoint the models were fine-tuned from, which never saw
-  the forget set), token-weighted over the items.
+  the forget set), token-weighted over the items; ``answer_entropy``: teacher-forced on the true answers, the mean
+  entropy (nats) of the model's next-token distribution at each answer token (EOS left out) -- how flat the model
+  is where it should state the fact, whatever it generates (a model that never saw the author is unsure of the
+  fact, not of the sentence around it).
 
 Words are ROUGE's tokens (lower-cased alphanumeric runs, ``rouge_score.tokenize``), so "Seville," and
 "seville" are one word. Deterministic for a seed: sampling draws from ``torch`` seeded once.
@@ -277,6 +280,8 @@ def probe(lm, rows: Sequence[dict], *, probes: Sequence[str] = PROBES, prefix_fr
             if name == "greedy":
                 out["entity"] = _entity(rows, gens)
                 out["fluency"] = _fluency(rows, gens, vocab, judge, batch_size)
+                if hasattr(lm, "token_scores"):  # a scoring LM (test doubles that only generate have none)
+                    out["fluency"].update(answer_entropy(lm, rows, batch_size=batch_size))
                 out["answers"] = gens
         bar.update(1)
     bar.close()
@@ -297,13 +302,22 @@ def _fluency(rows, gens, vocab, judge, batch_size) -> dict[str, Any]:
     return flu
 
 
+def answer_entropy(lm, rows: Sequence[dict], *, batch_size: int = 16) -> dict[str, float | int]:
+    """Teacher-forced on each row's true answer: the mean entropy (nats) of ``lm``'s next-token distribution at the
+    answer's tokens (EOS left out), token-weighted over the rows."""
+    scores = lm.token_scores(lm.encode([r["question"] for r in rows], [r["answer"] for r in rows]), batch_size=batch_size)
+    entropy = np.concatenate([-s.without_eos().mu for s in scores])  # mu = sum_v p log p = -H
+    return {"answer_entropy": float(entropy.mean()), "entropy_tokens": int(entropy.size)}
+
+
 # --------------------------------------------------------------------------- tables
 def metrics(result: dict) -> dict[str, float]:
     """One probe result flattened to ``{row label: value}`` in table order (missing measures left out)."""
     flat = {f"{p} leak": result["leakage"][p]["leak"] for p in PROBES if p in result.get("leakage", {})}
     if "entity" in result:
         flat["entity kept"] = result["entity"]["kept"]
-    for k, label in (("nonword_rate", "non-word rate"), ("judge_loss", "judge loss (nats/token)")):
+    for k, label in (("nonword_rate", "non-word rate"), ("judge_loss", "judge loss (nats/token)"),
+                     ("answer_entropy", "answer entropy (nats/token)")):
         if k in result.get("fluency", {}):
             flat[label] = result["fluency"][k]
     return flat

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-PROBE_CACHE_VERSION = 2  # bump when the probes' definitions change: cached oracle results are then recomputed
+PROBE_CACHE_VERSION = 3  # bump when the probes' definitions change: cached oracle results are then recomputed
 
 
 def forget_rows(source: str, split: str) -> list[dict]:
