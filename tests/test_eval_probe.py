@@ -59,6 +59,9 @@ class Parrot:
     def encode(self, qs, ans):
         return self.lm.encode(qs, ans)
 
+    def token_scores(self, examples, **kw):  # teacher-forced scores: the wrapped model's
+        return self.lm.token_scores(examples, **kw)
+
     def _answer(self, row):
         text = row["answer"] if self.knows else row["perturbed_answer"][0]
         first, last = author(row).split()

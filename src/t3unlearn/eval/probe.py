@@ -21,7 +21,7 @@ the retain (oracle) model's value under the same probe (docs/eval.md, "Leakage p
   the greedy answers under a judge model (the checkpoint the models were fine-tuned from, which never saw
   the forget set), token-weighted over the items; ``answer_entropy``: teacher-forced on the true answers, the mean
   entropy (nats) of the model's next-token distribution at each answer token (EOS left out) -- how flat the model
-  is where it should state the fact, whatever it generates (a model that never saw the author is unsure of the
+  is over the answer it should give, whatever it generates (a model that never saw the author is unsure of the
   fact, not of the sentence around it).
 
 Words are ROUGE's tokens (lower-cased alphanumeric runs, ``rouge_score.tokenize``), so "Seville," and
@@ -280,8 +280,7 @@ def probe(lm, rows: Sequence[dict], *, probes: Sequence[str] = PROBES, prefix_fr
             if name == "greedy":
                 out["entity"] = _entity(rows, gens)
                 out["fluency"] = _fluency(rows, gens, vocab, judge, batch_size)
-                if hasattr(lm, "token_scores"):  # a scoring LM (test doubles that only generate have none)
-                    out["fluency"].update(answer_entropy(lm, rows, batch_size=batch_size))
+                out["fluency"].update(answer_entropy(lm, rows, batch_size=batch_size))
                 out["answers"] = gens
         bar.update(1)
     bar.close()
