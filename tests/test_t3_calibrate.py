@@ -128,12 +128,12 @@ def test_the_holdout_rule_keeps_the_membership_auc_near_one_half(random_lm):
     assert d.mia_tolerance == MIA_TOLERANCE and d.supports == "0.95" and d.temperings == "adaptive"
     from t3unlearn.commands.calibration import _grid
     assert {st.tail_logp for st in _grid(d)} == {None}  # no tail guard unless asked
-    tailed = _grid(ap.parse_args(["--temperatures", "1,2", "--scales", "1", "--tails", "none,-16"]))
+    tailed = _grid(ap.parse_args(["--temperatures", "1,2", "--scales", "1", "--tails", "none,-16", "--spellings", "base"]))
     assert [(st.temperature, st.tail_logp) for st in tailed] == [(1.0, None), (2.0, None), (2.0, -16.0)]
     with pytest.raises(T3Error, match="--tails: tail_logp is a log-probability and must be < 0"):
         _grid(ap.parse_args(["--tails", "3"]))
     assert {st.floor for st in _grid(d)} == {None}  # no floor unless asked
-    floored = _grid(ap.parse_args(["--temperatures", "1,2", "--scales", "1", "--floors=-6.5,none"]))
+    floored = _grid(ap.parse_args(["--temperatures", "1,2", "--scales", "1", "--floors=-6.5,none", "--spellings", "base"]))
     assert [(st.temperature, st.floor) for st in floored] == [(1.0, -6.5), (1.0, None), (2.0, -6.5), (2.0, None)]
     assert "floor=-6.5" in floored[0].label()
     with pytest.raises(T3Error, match="--floors: floor is a head logit .* must be < 0"):
@@ -449,3 +449,37 @@ def test_calibration_gives_a_head_saved_before_word_piece_tables_its_table(rando
                     cache=False)
     assert torch.equal(t3.head.piece_mask(), word_pieces(tok, base.config.vocab_size))
     assert t3.guidance.piece_floor == 10.0 and cal.chosen.setting.piece_floor == 10.0
+
+
+def test_whole_words_are_kept_unless_plain_tokens_match_beyond_the_ks_tests_resolution():
+    """The default grid scores whole words (piece floor 10, the base spelling) and plain tokens; the rule keeps the
+    closest whole-word setting unless a plain one is closer by more than the two-sample KS test resolves at 5 %."""
+    import math
+
+    from t3unlearn.t3.calibrate import CalibrationRow, default_grid
+    from t3unlearn.t3.grid import choose, ks_resolution
+
+    g = default_grid()
+    assert {(st.piece_floor, st.spelling) for st in g} == {(10.0, "base"), (None, "guided")}
+    assert len(g) == 2 * len(grid([1.0, 1.5, 1.75, 2.0, 2.25, 2.5], [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.5],
+                                  ["adaptive"]))
+    # the asymptotic critical value of the two-sample test: 1.358 x sqrt(2 / 400) for two samples of 400
+    assert ks_resolution(400, 400) == pytest.approx(1.3581 * math.sqrt(2 / 400), rel=1e-4)
+    assert ks_resolution(40, 400) > ks_resolution(400, 400) > ks_resolution(4000, 4000) and ks_resolution(0, 5) == 0
+
+    def row(setting, tr_ks, feasible=True):
+        return CalibrationRow(setting, 0.1, 0.5, 0.1, 0.1, 0.9, 1.0, feasible, tr_ks=tr_ks)
+
+    whole = row(Setting(2.5, 0.75, "adaptive", piece_floor=10.0, spelling="base"), 0.065)
+    plain = row(Setting(2.5, 0.55, "adaptive"), 0.058)
+    closer = row(Setting(2.5, 0.7, "adaptive"), 0.030)
+    infeasible = row(Setting(2.0, 0.5, "adaptive"), 0.0, feasible=False)
+    res = ks_resolution(400, 400)  # 0.096
+    assert choose([plain, whole, infeasible], 0.03, 0.075, res) is whole  # 0.007 apart: not told apart
+    assert choose([plain, whole], 0.03, 0.075, 0.0) is plain  # without the resolution: the closest
+    assert choose([plain, whole, closer], 0.03, 0.075, 0.03) is closer  # 0.035 apart at a resolution of 0.03
+    assert choose([plain, closer], 0.03, 0.075, res) is closer  # no whole-word setting: the closest as before
+    far = row(Setting(2.5, 0.9, "adaptive", piece_floor=10.0, spelling="base"), 0.302)
+    tofu_plain = row(Setting(2.5, 0.7, "adaptive"), 0.142)
+    assert choose([far, tofu_plain], 0.03, 0.075, res) is tofu_plain  # 0.16 apart: plain tokens
+    assert choose([far, row(tofu_plain.setting, 0.142, feasible=False)], 0.03, 0.075, res) is far  # only what is feasible

@@ -9,7 +9,7 @@ def _grid(args):
     guidance knob is)."""
     from t3unlearn.errors import ModelError, T3Error
     from t3unlearn.t3.calibrate import grid
-    from t3unlearn.t3.config import GUIDANCE_META, check_knob
+    from t3unlearn.t3.config import CALIBRATION_WORDS, GUIDANCE_META, check_knob
 
     def values(option: str, knob: str, default: str) -> list:
         out = []
@@ -21,12 +21,19 @@ def _grid(args):
                     raise T3Error(f"--{option}: {exc}") from None
         return out or ([None] if GUIDANCE_META[knob]["optional"] else [])
 
+    words = None  # neither --piece-floors nor --spellings: the default (piece floor, spelling) pairs
+    if getattr(args, "piece_floors", None) is None and getattr(args, "spellings", None) is None:
+        words = CALIBRATION_WORDS
+    elif getattr(args, "piece_floors", None) is None:
+        args.piece_floors = "10"
+    elif getattr(args, "spellings", None) is None:
+        args.spellings = "base"
     return grid(values("temperatures", "temperature", ""), values("scales", "scale", ""),
                 values("temperings", "tempering", ""), tails=values("tails", "tail_logp", "none"),
                 biases=values("biases", "bias", "0"), supports=values("supports", "support", "none"),
                 floors=values("floors", "floor", "none"), copy_floors=values("copy_floors", "copy_floor", "none"),
-                piece_floors=values("piece_floors", "piece_floor", "none"),
-                spellings=values("spellings", "spelling", "guided"))
+                piece_floors=values("piece_floors", "piece_floor", "none") if words is None else (None,),
+                spellings=values("spellings", "spelling", "guided") if words is None else ("guided",), words=words)
 
 
 def _holdout(args, forget_spec: str):

@@ -40,7 +40,6 @@ choose; they show how close the oracle-free choice comes to the setting an oracl
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
@@ -49,38 +48,15 @@ import numpy as np
 import torch
 
 from t3unlearn.errors import T3Error
-from t3unlearn.t3.config import (CALIBRATION_COPY_FLOORS, CALIBRATION_PIECE_FLOORS, CALIBRATION_SCALES, CALIBRATION_SPELLINGS, CALIBRATION_SUPPORTS, CALIBRATION_TEMPERATURES, CALIBRATION_TEMPERINGS,
-                                 TEMPERINGS, Guidance)
+from t3unlearn.t3.config import (CALIBRATION_COPY_FLOORS, CALIBRATION_SCALES, CALIBRATION_SUPPORTS, CALIBRATION_TEMPERATURES,
+                                 CALIBRATION_TEMPERINGS, CALIBRATION_WORDS)
+from t3unlearn.t3.grid import Setting, choose, grid, ks_resolution  # noqa: F401 (grid: API)
 from t3unlearn.t3.answer_states import AnswerStates, answer_states, grid_logprobs, state_cache, token_logprobs  # noqa: F401 (API)
 
 MIN_K = 0.4
 RETAIN_TOLERANCE = 0.03  # the retain answers' probability may fall at most this much (relative) below the base's
 MIA_TOLERANCE = 0.075  # the forget-vs-holdout min-k AUC must stay within 0.5 ± this (docs/t3.md, "Privleak in the band")
 ORACLE_PRIVLEAK = 15.0  # the oracle check's second pick: privleak within ± this (the band docs/comparison.md reads)
-
-
-Setting = Guidance  # one point of the guidance grid: T, s, tempering, tail guard, bias, support gate, floor
-
-
-def grid(temperatures: Iterable[float], scales: Iterable[float], temperings: Iterable[str] = ("global",),
-         tails: Iterable[float | None] = (None,), biases: Iterable[float] = (0.0,),
-         supports: Iterable[float | None] = (None,), floors: Iterable[float | None] = (None,),
-         copy_floors: Iterable[float | None] = (None,), piece_floors: Iterable[float | None] = (None,),
-         spellings: Iterable[str] = ("guided",)) -> list[Setting]:
-    """Every combination; ``T = 1`` appears once per scale, bias, support, floor, copy floor, piece floor and spelling
-    (tempering and tail are then moot)."""
-    out, seen = [], set()
-    for T, s, mode, tail, b, q, fl, cf, pf, sp in itertools.product(temperatures, scales, temperings, tails, biases,
-                                                                    supports, floors, copy_floors, piece_floors,
-                                                                    spellings):
-        if mode not in TEMPERINGS:
-            raise T3Error(f"unknown tempering {mode!r}; choose one of {', '.join(TEMPERINGS)}.")
-        st = (Setting(float(T), float(s), "global", None, float(b), q, fl, cf, pf, sp) if float(T) == 1.0
-              else Setting(float(T), float(s), mode, tail, float(b), q, fl, cf, pf, sp))
-        if st not in seen:
-            seen.add(st)
-            out.append(st)
-    return out
 
 
 # --------------------------------------------------------------------------- the answers' statistics
@@ -215,6 +191,7 @@ class Calibration:
     reference_tr_median: float | None = None  # the reference's median truth ratio (with one)
     reference_source: str | None = None  # "calibration": the base's truth ratios on the calibration items; "model"
     oracle_tr_median: float | None = None  # the oracle's (with one; a report, never used to choose)
+    resolution: float = 0.0  # KS distances closer than this are not told apart (t3unlearn.t3.grid.ks_resolution)
 
     @property
     def uses_reference(self) -> bool:
@@ -230,8 +207,9 @@ class Calibration:
         rows = [r for r in self.rows if keep(r.setting)]
         if not rows:
             raise T3Error("no setting of the calibration grid is kept; widen the grid.")
-        return Calibration(rows, _choose(rows, self.tolerance, self.mia_tolerance), self.base_retain_prob,
-                           self.tolerance, self.mia_tolerance, reference_source=self.reference_source)
+        return Calibration(rows, choose(rows, self.tolerance, self.mia_tolerance, self.resolution), self.base_retain_prob,
+                           self.tolerance, self.mia_tolerance, reference_source=self.reference_source,
+                           resolution=self.resolution)
 
     def oracle_best(self, privleak_within: float | None = None) -> CalibrationRow | None:
         """The setting an oracle would pick: the highest forget quality among the settings that keep the retain
@@ -274,7 +252,8 @@ class Calibration:
                 "oracle_best": None if best is None else best.as_dict(),
                 "oracle_best_privleak_within": None if banded is None else {"band": ORACLE_PRIVLEAK, **banded.as_dict()},
                 "objective": f"{objective}, retain prob >= (1 - tolerance) x base, |MIA AUC - 0.5| <= mia_tolerance",
-                "mia_tolerance": self.mia_tolerance, "reference_tr_median": self.reference_tr_median,
+                "mia_tolerance": self.mia_tolerance, "ks_resolution": self.resolution,
+                "reference_tr_median": self.reference_tr_median,
                 "reference_source": self.reference_source,
                 "oracle_tr_median": self.oracle_tr_median,
                 "rows": [r.as_dict() for r in self.rows]}
@@ -296,6 +275,10 @@ class Calibration:
                          + f"{r.ks:>18.3f}{r.mia_auc:>9.3f}{r.forget_prob:>10.3f}{r.holdout_prob:>11.3f}{r.retain_ratio:>15.3f}"
                          + (f"{r.forget_quality:>12.2e}{r.privleak:>+10.1f}" + (" <- oracle's pick" if r is best else "")
                             if orc else ""))
+        closest = min((r for r in self.rows if r.feasible), key=lambda r: r.objective(), default=self.chosen)
+        if closest.objective() < self.chosen.objective():
+            lines.append(f"= whole words kept: their best distance ({self.chosen.objective():.3f}) is within the KS test's "
+                         f"resolution ({self.resolution:.3f}) of the closest plain setting's ({closest.objective():.3f})")
         if not self.chosen.feasible:
             lines.append("! no setting meets the constraints below: the one that misses them by least was chosen; "
                          "widen the grid or the tolerances")
@@ -372,10 +355,15 @@ def _score_and_choose(model, head, forget, holdout, retain, settings, tolerance,
                 if oracle is not None:
                     r.forget_quality = forget_quality(tr, oracle.truth_ratios)
                     r.privleak = privleak(r.mia_auc, oracle.auc)
-    return Calibration(rows, _choose(rows, tolerance, mia_tolerance), base_retain, tolerance, mia_tolerance,
+    if truth is not None and truth.reference is not None:  # the objective's two samples
+        resolution = ks_resolution(forget.n_items, len(truth.reference))
+    else:
+        resolution = ks_resolution(forget.n_items, holdout.n_items)
+    return Calibration(rows, choose(rows, tolerance, mia_tolerance, resolution), base_retain, tolerance, mia_tolerance,
                        reference_tr_median=None if truth is None or truth.reference is None else float(np.median(truth.reference)),
                        reference_source=None if truth is None or truth.reference is None else truth.source,
-                       oracle_tr_median=None if oracle is None else float(np.median(oracle.truth_ratios)))
+                       oracle_tr_median=None if oracle is None else float(np.median(oracle.truth_ratios)),
+                       resolution=resolution)
 
 
 class _Ticks:
@@ -405,20 +393,6 @@ def _constraint_row(st: Setting, lps: dict, k: int, forget, holdout, retain, bas
         feasible=retain_prob >= (1 - tolerance) * base_retain and abs(mia - 0.5) <= mia_tolerance)
 
 
-def _choose(rows: Sequence[CalibrationRow], tolerance: float, mia_tolerance: float) -> CalibrationRow:
-    """The rule: the feasible row with the smallest objective (ties: smaller s, then smaller T); with none feasible,
-    the row that misses the constraints by least (not the best objective)."""
-    feasible = [r for r in rows if r.feasible]
-    if feasible:
-        return min(feasible, key=lambda r: (round(r.objective(), 6), r.setting.scale, r.setting.temperature))
-
-    def miss(r: CalibrationRow) -> float:
-        short = max(0.0, (1 - tolerance) - r.retain_ratio)
-        return short + max(0.0, abs(r.mia_auc - 0.5) - mia_tolerance)
-
-    return min(rows, key=lambda r: (round(miss(r), 6), round(r.objective(), 6), r.setting.scale, r.setting.temperature))
-
-
 # --------------------------------------------------------------------------- the whole step
 
 DEFAULT_TEMPERATURES = CALIBRATION_TEMPERATURES
@@ -426,8 +400,7 @@ DEFAULT_SCALES = CALIBRATION_SCALES
 DEFAULT_TEMPERINGS = CALIBRATION_TEMPERINGS
 DEFAULT_SUPPORTS = CALIBRATION_SUPPORTS
 DEFAULT_COPY_FLOORS = CALIBRATION_COPY_FLOORS
-DEFAULT_PIECE_FLOORS = CALIBRATION_PIECE_FLOORS
-DEFAULT_SPELLINGS = CALIBRATION_SPELLINGS
+DEFAULT_WORDS = CALIBRATION_WORDS
 RETAIN_ITEMS = 400  # retain items scored for the utility constraint (a seeded sample of the retain set)
 
 
@@ -435,7 +408,7 @@ def default_grid(plain: bool = False) -> list[Setting]:
     """``t3unlearn calibrate``'s default grid; ``plain``: its T = 1 settings only (classifier guidance)."""
     temps = [1.0] if plain else list(DEFAULT_TEMPERATURES)
     return grid(temps, DEFAULT_SCALES, DEFAULT_TEMPERINGS, supports=DEFAULT_SUPPORTS, copy_floors=DEFAULT_COPY_FLOORS,
-                piece_floors=DEFAULT_PIECE_FLOORS, spellings=DEFAULT_SPELLINGS)
+                words=DEFAULT_WORDS)
 
 
 def _examples(fmt, data) -> list:

@@ -31,16 +31,17 @@ SPELLINGS = ("guided", "base")  # who chooses a word's later pieces (t3unlearn.t
 
 # the grid `t3unlearn calibrate` searches by default (docs/t3.md, "Privleak in the band"): s in steps of 0.05
 # where the world's choices fall, adaptive tempering, the support gate on; T = 1 (plain guidance) is scored beside.
-# The word-piece exemption is fixed at 10 (a word once begun is not tilted) and the base spells words (a token that
-# continues a word keeps the base's probability), the copy exemption off; none is searched (docs/t3.md, "Whole words
-# and names": chosen on world forget10's development heads, with the probes and the oracle's columns in view)
+# Words are treated two ways (CALIBRATION_WORDS, (piece floor, spelling) pairs): whole words -- the word-piece
+# exemption at 10 (a word once begun is not tilted) and the base spelling words (a token that continues a word keeps
+# the base's probability) -- which the rule prefers (t3unlearn.t3.grid.choose), and plain tokens. The copy exemption
+# is off (docs/t3.md, "Whole words and names" and "Calibration without the oracle": chosen on world forget10's and
+# TOFU forget10's development heads, with the oracle's columns in view)
 CALIBRATION_TEMPERATURES = (1.0, 1.5, 1.75, 2.0, 2.25, 2.5)
 CALIBRATION_SCALES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.5)
 CALIBRATION_TEMPERINGS = ("adaptive",)
 CALIBRATION_SUPPORTS = (0.95,)
 CALIBRATION_COPY_FLOORS = (None,)
-CALIBRATION_PIECE_FLOORS = (10.0,)
-CALIBRATION_SPELLINGS = ("base",)
+CALIBRATION_WORDS = ((10.0, "base"), (None, "guided"))
 # a calibration grid's lists (calibrate's --temperatures ..., compare's "calibrate" object) and the knob of each
 GRID_KNOBS = {"temperatures": "temperature", "scales": "scale", "temperings": "tempering", "tails": "tail_logp",
               "biases": "bias", "supports": "support", "floors": "floor", "copy_floors": "copy_floor",

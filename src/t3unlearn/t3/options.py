@@ -85,11 +85,11 @@ def add_calibration_options(c) -> None:
     from t3unlearn.t3.config import CALIBRATION_TEMPERATURES as DEFAULT_TEMPERATURES
     from t3unlearn.t3.config import CALIBRATION_SUPPORTS as DEFAULT_SUPPORTS
     from t3unlearn.t3.config import CALIBRATION_TEMPERINGS as DEFAULT_TEMPERINGS
-    from t3unlearn.t3.config import CALIBRATION_COPY_FLOORS, CALIBRATION_PIECE_FLOORS, CALIBRATION_SPELLINGS
+    from t3unlearn.t3.config import CALIBRATION_COPY_FLOORS
 
     copy_default = ",".join("none" if c is None else f"{c:g}" for c in CALIBRATION_COPY_FLOORS)
-    piece_default = ",".join("none" if c is None else f"{c:g}" for c in CALIBRATION_PIECE_FLOORS)
-    spelling_default = ",".join(CALIBRATION_SPELLINGS)
+    words = ("without either option: whole words (piece floor 10, spelling base) and plain tokens (none, guided), "
+             "whole words kept unless plain tokens match the reference better by more than the KS test can tell apart")
     mia_default = 0.075  # t3unlearn.t3.calibrate.MIA_TOLERANCE (not imported: --help stays free of numpy and torch)
 
     c.add_argument("--holdout", default=None, metavar="SOURCE",
@@ -133,14 +133,15 @@ def add_calibration_options(c) -> None:
                    help="grid of copy exemptions: the head logit below which a token already in the context (the "
                         "question's names) is not read, 'none' for no exemption (e.g. none,4; see --copy-floor) "
                         "[%(default)s]")
-    c.add_argument("--piece-floors", default=piece_default,
+    c.add_argument("--piece-floors", default=None,
                    help="grid of word-piece exemptions: the head logit below which a token that continues a word is not "
                         "read, 'none' for no exemption (e.g. none,10; see --piece-floor; the head needs a word-piece "
-                        "table) [%(default)s]")
-    c.add_argument("--spellings", default=spelling_default,
+                        "table); with --spellings, every pair is scored [" + words + "]")
+    c.add_argument("--spellings", default=None,
                    help="grid of spellings: guided (a word's later pieces are tempered and tilted like any token) or "
                         "base (they keep the base's probability; see --spelling; the head needs a word-piece table), "
-                        "e.g. guided,base [%(default)s]")
+                        "e.g. guided,base [10 for --piece-floors and base for --spellings when only the other is given; "
+                        "without either, see --piece-floors]")
 
 
 def add_force_option(parser) -> None:

@@ -340,19 +340,19 @@ def calibration_rule(method: str, options: Any = True) -> tuple[dict, list]:
     """What ``"calibrate": OPTIONS`` runs for ``method``: ``(rule, grid)`` -- the rule (the grid's labels, the
     tolerances, and the reference model's name where truth ratios are compared with one; part of the cache keys) and
     the grid's settings (classifier guidance: its T = 1 settings)."""
-    from t3unlearn.t3.calibrate import (DEFAULT_COPY_FLOORS, DEFAULT_PIECE_FLOORS, DEFAULT_SCALES, DEFAULT_SPELLINGS,
-                                        DEFAULT_SUPPORTS, DEFAULT_TEMPERATURES,
-                                        DEFAULT_TEMPERINGS, MIA_TOLERANCE, RETAIN_TOLERANCE, grid)
+    from t3unlearn.t3.calibrate import (DEFAULT_COPY_FLOORS, DEFAULT_SCALES, DEFAULT_SUPPORTS, DEFAULT_TEMPERATURES,
+                                        DEFAULT_TEMPERINGS, DEFAULT_WORDS, MIA_TOLERANCE, RETAIN_TOLERANCE, grid)
+    from t3unlearn.t3.grid import CHOICE
 
     o = calibration_options(options) or {}
     temps = [1.0] if method == "cg" else o.get("temperatures", list(DEFAULT_TEMPERATURES))
     settings = grid(temps, o.get("scales", DEFAULT_SCALES), o.get("temperings", DEFAULT_TEMPERINGS),
                     tails=o.get("tails", (None,)), biases=o.get("biases", (0.0,)), supports=o.get("supports", DEFAULT_SUPPORTS),
                     floors=o.get("floors", (None,)), copy_floors=o.get("copy_floors", DEFAULT_COPY_FLOORS),
-                    piece_floors=o.get("piece_floors", DEFAULT_PIECE_FLOORS),
-                    spellings=o.get("spellings", DEFAULT_SPELLINGS))
+                    piece_floors=o.get("piece_floors", (10.0,)), spellings=o.get("spellings", ("base",)),
+                    words=DEFAULT_WORDS if "piece_floors" not in o and "spellings" not in o else None)
     rule = {"settings": [s.label() for s in settings], "mia_tolerance": o.get("mia_tolerance", MIA_TOLERANCE),
-            "tolerance": o.get("tolerance", RETAIN_TOLERANCE)}
+            "tolerance": o.get("tolerance", RETAIN_TOLERANCE), "choice": CHOICE}
     if o.get("reference_model"):
         rule["reference_model"] = o["reference_model"]
     return rule, settings
