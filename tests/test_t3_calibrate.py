@@ -255,6 +255,35 @@ def test_only_feasible_settings_get_their_truth_ratios_scored_and_the_choice_is_
     assert not any(r.feasible for r in none.rows) and all(r.tr_ks is not None for r in none.rows)
 
 
+def test_plain_settings_are_left_unscored_only_when_none_of_them_could_be_chosen(random_lm):
+    """Whole-word settings are scored first; when a feasible one is within the KS resolution of the reference (3
+    items against 3: every distance is), no plain setting could be chosen and none is scored -- the same choice
+    as scoring every row (an oracle makes calibration score them all). With no whole-word setting feasible, every
+    plain one is scored."""
+    from transformers import LlamaForCausalLM
+
+    from t3unlearn.t3.calibrate import calibrate
+
+    base, tok = random_lm
+    torch.manual_seed(1)
+    oracle = LlamaForCausalLM(base.config).eval()
+    forget = [{"question": q, "answer": a} for q, a in QA]
+    whole = [Setting(2.0, 1.0, piece_floor=10.0, spelling="base"), Setting(1.5, 0.5, piece_floor=10.0, spelling="base")]
+    plain = [Setting(1.0, 0.0), Setting(2.0, 1.0), Setting(3.0, 0.5)]
+    kw = dict(settings=whole + plain, tolerance=0.99, mia_tolerance=0.5, cache=False)
+    fast = calibrate(_t3(base), tok, PERTURBED, PERTURBED, forget, **kw)
+    full = calibrate(_t3(base), tok, PERTURBED, PERTURBED, forget, oracle=oracle, **kw)
+    assert fast.resolution > 1 and fast.unscored == 3 and [r.setting for r in fast.rows] == whole
+    assert len(full.rows) == 5 and full.unscored == 0
+    assert fast.chosen.setting == full.chosen.setting and fast.chosen.setting.reads_pieces
+    assert min(r.objective() for r in full.rows) < full.chosen.objective()  # a plain row is closer, within the resolution
+    assert "3 plain-token settings not scored" in fast.table() and fast.as_dict()["unscored"] == 3
+    # no whole-word setting feasible (an impossible retain tolerance spares only the base itself): the plain ones are scored
+    strict = calibrate(_t3(base), tok, PERTURBED, PERTURBED, forget, settings=whole + plain, tolerance=0.0,
+                       mia_tolerance=0.5, cache=False)
+    assert strict.unscored == 0 and len(strict.rows) == 5 and strict.chosen.setting == Setting(1.0, 0.0)
+
+
 def test_an_oracle_scores_every_setting_as_the_evaluation_would_and_never_chooses(random_lm):
     """--oracle: each row gets TOFU's forget quality (KS p-value of the forget truth ratios, guided model vs
     oracle) and privleak (min-k AUC on forget vs holdout relative to the oracle's), computed here from the guided

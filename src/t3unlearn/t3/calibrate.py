@@ -192,6 +192,7 @@ class Calibration:
     reference_source: str | None = None  # "calibration": the base's truth ratios on the calibration items; "model"
     oracle_tr_median: float | None = None  # the oracle's (with one; a report, never used to choose)
     resolution: float = 0.0  # KS distances closer than this are not told apart (t3unlearn.t3.grid.ks_resolution)
+    unscored: int = 0  # plain settings of the grid left unscored: a whole-word one was already within the resolution
 
     @property
     def uses_reference(self) -> bool:
@@ -252,7 +253,7 @@ class Calibration:
                 "oracle_best": None if best is None else best.as_dict(),
                 "oracle_best_privleak_within": None if banded is None else {"band": ORACLE_PRIVLEAK, **banded.as_dict()},
                 "objective": f"{objective}, retain prob >= (1 - tolerance) x base, |MIA AUC - 0.5| <= mia_tolerance",
-                "mia_tolerance": self.mia_tolerance, "ks_resolution": self.resolution,
+                "mia_tolerance": self.mia_tolerance, "ks_resolution": self.resolution, "unscored": self.unscored,
                 "reference_tr_median": self.reference_tr_median,
                 "reference_source": self.reference_source,
                 "oracle_tr_median": self.oracle_tr_median,
@@ -286,6 +287,9 @@ class Calibration:
                f"or MIA AUC outside 0.5 ± {self.mia_tolerance:g}")
         lines.append(f"(* chosen; x: {why}; "
                      f"{len(self.rows)} settings)")
+        if self.unscored:
+            lines.append(f"({self.unscored} plain-token settings not scored: a whole-word setting is within the KS "
+                         f"test's resolution ({self.resolution:.3f}) of the reference, so none of them could be chosen)")
         if orc:
             lines.append(self.oracle_summary())
         return "\n".join(lines)
@@ -316,54 +320,77 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
 
 def _score_and_choose(model, head, forget, holdout, retain, settings, tolerance, truth, mia_tolerance, oracle,
                       progress) -> Calibration:
-    """Two passes: every setting on the forget, holdout and retain answers (the constraints), then the truth ratios
-    (the paraphrased and perturbed answers, most of the positions) of the *feasible* settings only -- the rule
-    never reads an infeasible row's objective while a feasible one exists. Every setting's truth ratios are
-    scored when none is feasible (the fallback ranks them all) or with an oracle (its columns cover every row)."""
+    """Per group of settings (whole words first, then plain tokens: :func:`~t3unlearn.t3.grid.choose`), two passes:
+    every setting on the forget, holdout and retain answers (the constraints), then the truth ratios (the
+    paraphrased and perturbed answers, most of the positions) of the *feasible* settings only -- the rule never
+    reads an infeasible row's objective while a feasible one exists. Every setting's truth ratios are scored when
+    none is feasible (the fallback ranks them all) or with an oracle (its columns cover every row). The plain
+    settings are not scored at all when a feasible whole-word one is within the KS resolution of a perfect match
+    (none of them could then be chosen), unless an oracle asks for every row."""
     from t3unlearn.progress import progress as progress_bar
 
     settings = list(settings)
-    sets = {"forget": forget, "holdout": holdout, "retain": retain}
-    base = Setting(1.0, 0.0)
-    total = sum(st.targets.numel() for st in sets.values()) * len(settings)
-    if truth is not None:
-        total += (truth.para.targets.numel() + truth.pert.targets.numel()) * len(settings)
-    with progress_bar(total=total, desc=f"calibrate ({len(settings)} settings)", unit="token x setting",
-                      enabled=progress) as bar:
-        step = _Ticks(bar, len(settings))
-        lps = {name: grid_logprobs(model, head, st, settings + ([base] if name == "retain" else []), bar=step)
-               for name, st in sets.items()}
-        base_retain = float(item_stats(lps["retain"][-1], retain)["prob"].mean())
-        rows = [_constraint_row(st, lps, k, forget, holdout, retain, base_retain, tolerance, mia_tolerance)
-                for k, st in enumerate(settings)]
-        if truth is not None:
-            keep = [k for k, r in enumerate(rows) if r.feasible]
-            if oracle is not None or not keep:
-                keep = list(range(len(settings)))
-            # the settings left out of the second pass cost nothing
-            step.skip((truth.para.targets.numel() + truth.pert.targets.numel()) * (len(settings) - len(keep)))
-            step.n = len(keep)
-            chosen = [settings[k] for k in keep]
-            lp = grid_logprobs(model, head, truth.para, chosen, bar=step)
-            lq = grid_logprobs(model, head, truth.pert, chosen, bar=step)
-            for j, k in enumerate(keep):
-                tr = _truth_ratios_of(lp[j], lq[j], truth.para, truth.pert, truth.n_pert)
-                r = rows[k]
-                r.tr_median = float(np.median(tr))
-                if truth.reference is not None:
-                    r.tr_ks = ks_distance(tr, truth.reference)
-                if oracle is not None:
-                    r.forget_quality = forget_quality(tr, oracle.truth_ratios)
-                    r.privleak = privleak(r.mia_auc, oracle.auc)
     if truth is not None and truth.reference is not None:  # the objective's two samples
         resolution = ks_resolution(forget.n_items, len(truth.reference))
     else:
         resolution = ks_resolution(forget.n_items, holdout.n_items)
-    return Calibration(rows, choose(rows, tolerance, mia_tolerance, resolution), base_retain, tolerance, mia_tolerance,
+    sets = {"forget": forget, "holdout": holdout, "retain": retain}
+    per_set = sum(st.targets.numel() for st in sets.values())
+    per_truth = 0 if truth is None else truth.para.targets.numel() + truth.pert.targets.numel()
+    whole = [st for st in settings if st.reads_pieces]
+    groups = [whole, [st for st in settings if not st.reads_pieces]] if 0 < len(whole) < len(settings) else [settings]
+    rows: dict = {}
+    with progress_bar(total=(per_set + per_truth) * len(settings), desc=f"calibrate ({len(settings)} settings)",
+                      unit="token x setting", enabled=progress) as bar:
+        step = _Ticks(bar, len(settings))
+        base_retain = None
+        for i, group in enumerate(groups):
+            if i and oracle is None and _settled(rows.values(), resolution):
+                step.skip((per_set + per_truth) * len(group))
+                continue
+            base = [] if base_retain is not None else [Setting(1.0, 0.0)]  # the base's retain probability, once
+            step.n = len(group)
+            lps = {name: grid_logprobs(model, head, st, group + (base if name == "retain" else []), bar=step)
+                   for name, st in sets.items()}
+            if base_retain is None:
+                base_retain = float(item_stats(lps["retain"][-1], retain)["prob"].mean())
+            group_rows = [_constraint_row(st, lps, k, forget, holdout, retain, base_retain, tolerance, mia_tolerance)
+                          for k, st in enumerate(group)]
+            rows.update(zip(group, group_rows))
+            if truth is not None:
+                keep = [r for r in group_rows if r.feasible or oracle is not None]
+                step.skip(per_truth * (len(group) - len(keep)))  # the settings left out of the second pass cost nothing
+                _score_truth(model, head, keep, truth, oracle, step)
+        if truth is not None and not any(r.feasible for r in rows.values()):  # the fallback ranks every row
+            _score_truth(model, head, [r for r in rows.values() if r.tr_median is None], truth, oracle, step)
+    scored = [rows[st] for st in settings if st in rows]
+    return Calibration(scored, choose(scored, tolerance, mia_tolerance, resolution), base_retain, tolerance, mia_tolerance,
                        reference_tr_median=None if truth is None or truth.reference is None else float(np.median(truth.reference)),
                        reference_source=None if truth is None or truth.reference is None else truth.source,
                        oracle_tr_median=None if oracle is None else float(np.median(oracle.truth_ratios)),
-                       resolution=resolution)
+                       resolution=resolution, unscored=len(settings) - len(scored))
+
+
+def _settled(rows, resolution: float) -> bool:
+    """Whether a feasible whole-word row is within ``resolution`` of a perfect match: no plain row can be chosen."""
+    return any(r.feasible and r.setting.reads_pieces and r.objective() <= resolution for r in rows)
+
+
+def _score_truth(model, head, rows, truth, oracle, step) -> None:
+    """The truth ratios of ``rows``' settings (and the objective and the oracle's columns they give) on ``rows``."""
+    if not rows:
+        return
+    step.n = len(rows)
+    lp = grid_logprobs(model, head, truth.para, [r.setting for r in rows], bar=step)
+    lq = grid_logprobs(model, head, truth.pert, [r.setting for r in rows], bar=step)
+    for j, r in enumerate(rows):
+        tr = _truth_ratios_of(lp[j], lq[j], truth.para, truth.pert, truth.n_pert)
+        r.tr_median = float(np.median(tr))
+        if truth.reference is not None:
+            r.tr_ks = ks_distance(tr, truth.reference)
+        if oracle is not None:
+            r.forget_quality = forget_quality(tr, oracle.truth_ratios)
+            r.privleak = privleak(r.mia_auc, oracle.auc)
 
 
 class _Ticks:
