@@ -129,8 +129,9 @@ def test_calibrated_t3_and_guidance_choose_per_seed(tiny_models, tmp_path, monke
             assert table["reference_source"] == "calibration" and table["chosen"]["tr_ks"] is not None
             temps = {row["setting"]["temperature"] for row in table["rows"]}
             assert temps == ({1.0} if m == "cg" else set(DEFAULT_TEMPERATURES))
-            assert len(table["rows"]) == (len(DEFAULT_SCALES) if m == "cg" else
-                                          len(DEFAULT_SCALES) * len(DEFAULT_TEMPERATURES))
+            # whole words and plain tokens; the plain settings left unscored when none of them could be chosen
+            assert len(table["rows"]) + table["unscored"] == 2 * (len(DEFAULT_SCALES) if m == "cg" else
+                                                                  len(DEFAULT_SCALES) * len(DEFAULT_TEMPERATURES))
             assert r["cost"]["wall_seconds"] > r["cost"]["calibration"]["seconds"] > 0
             head_cfg = json.loads((Path(r["cost"]["artifact"]) / "t3_config.json").read_text())
             assert head_cfg["head_hidden"] == (8 if m == "t3" else 4)
@@ -156,11 +157,12 @@ def test_calibration_options_grid_and_reference_model(tiny_models, tmp_path, mon
             log=logs.append)
     assert any(line.startswith("calibration reference model (pretrained): ") and line.endswith("retain") for line in logs)
     runs = tmp_path / "cmp" / "forget10" / "runs"
-    for m, n_rows, temps in (("t3", 8, {1.5, 3.0}), ("cg", 4, {1.0})):
+    for m, n_rows, temps in (("t3", 16, {1.5, 3.0}), ("cg", 8, {1.0})):  # x whole words / plain tokens
         rec = json.loads(next((runs / m).glob("*/record.json")).read_text())
         art = Path(rec["cost"]["artifact"])
         table = json.loads(next(art.parent.glob(f"{art.name}-{m}-calibration-*/calibration.json")).read_text())
-        assert len(table["rows"]) == n_rows and {r["setting"]["temperature"] for r in table["rows"]} == temps
+        assert len(table["rows"]) + table["unscored"] == n_rows
+        assert {r["setting"]["temperature"] for r in table["rows"]} == temps
         assert {r["setting"]["bias"] for r in table["rows"]} == {0.0, 1.0}
         assert {r["setting"]["tail_logp"] for r in table["rows"]} == ({None} if m == "cg" else {-16.0})  # moot at T = 1
         assert (table["tolerance"], table["mia_tolerance"]) == (0.5, 0.5)
@@ -169,7 +171,10 @@ def test_calibration_options_grid_and_reference_model(tiny_models, tmp_path, mon
         assert table["reference_source"] == "calibration"
         assert all(r["tr_ks"] is not None for r in table["rows"] if r["feasible"])
         feasible = [r for r in table["rows"] if r["feasible"]]
-        assert table["chosen"]["tr_ks"] == min(r["tr_ks"] for r in feasible)
+        closest = min(r["tr_ks"] for r in feasible)
+        whole = min((r["tr_ks"] for r in feasible if r["setting"]["spelling"] == "base"), default=None)
+        want = whole if whole is not None and whole <= closest + table["ks_resolution"] else closest
+        assert table["chosen"]["tr_ks"] == want
         assert rec["cost"]["calibration"]["chosen"] == table["chosen"]["label"]
 
 
@@ -183,7 +188,8 @@ def test_calibration_options_are_checked():
     from t3unlearn.experiments.compare.config import calibration_rule
 
     rule, settings = calibration_rule("t3", {"temperatures": [2], "scales": [1], "floors": [None, -3.5]})
-    assert [st.floor for st in settings] == [None, -3.5] and rule["settings"][1].endswith("floor=-3.5, pieces=10, spelling=base")
+    assert [st.floor for st in settings] == [None, None, -3.5, -3.5]  # each with whole words, then plain tokens
+    assert rule["settings"][2].endswith("floor=-3.5, pieces=10, spelling=base") and rule["settings"][3].endswith("floor=-3.5")
     rule, settings = calibration_rule("t3", {"temperatures": [2], "scales": [1], "spellings": ["guided", "base"]})
     assert [st.spelling for st in settings] == ["guided", "base"] and rule["settings"][1].endswith("spelling=base")
     for bad, msg in (("yes", "must be true, false or an object"), ({"scale": [1]}, "scale"),

@@ -168,7 +168,7 @@ def test_calibrate_command(home, tmp_path, monkeypatch, capsys):
                  "0.5,1", "--temperings", "adaptive", "--biases", "0,1.5", "--threads", "1", "--quiet",
                  "--oracle", "world-tiny:retain90"]) == 0
     text = capsys.readouterr().out
-    assert text.count("bias=1.5") >= 4 and "8 settings" in text  # 2 T x 2 s x 2 biases
+    assert text.count("bias=1.5") >= 4 and "16 settings" in text  # 2 T x 2 s x 2 biases x whole words / plain tokens
     chosen = text.split("chosen: ")[1].splitlines()[0].strip()
     calibrated = T3ForCausalLM.from_pretrained(str(out))
     assert calibrated.guidance.label() == chosen
@@ -192,7 +192,7 @@ def test_calibrate_command(home, tmp_path, monkeypatch, capsys):
     second = T3ForCausalLM.from_pretrained(str(again)).config.calibration
     assert second["items"] == record["items"] and second["requests"] == ["r1"]
     assert second["holdout"].endswith(":calibration") and second["perturbed"].endswith(":forget10_perturbed")
-    # a head saved before word-piece tables: the default grid (the piece exemption and the base's spelling on) gives
+    # a head saved before word-piece tables: the default grid (its whole-word settings read the table) gives
     # it its tokenizer's, and says so; the grid without either leaves it without one
     import shutil
 
@@ -209,7 +209,8 @@ def test_calibrate_command(home, tmp_path, monkeypatch, capsys):
     assert main(["calibrate", "--head", str(old), *data, "--out", str(tmp_path / "pieces"), "--threads", "1", "--quiet"]) == 0
     assert "the head was saved before word-piece tables" in capsys.readouterr().out
     with_table = T3ForCausalLM.from_pretrained(str(tmp_path / "pieces"))
-    assert with_table.guidance.piece_floor == 10.0 and with_table.guidance.spelling == "base"
+    assert any(r["setting"]["piece_floor"] == 10.0 and r["setting"]["spelling"] == "base"
+               for r in with_table.config.calibration["rows"])  # the whole-word settings were scored with the table
     assert torch.equal(with_table.head.pieces, before.head.pieces)
 
 
