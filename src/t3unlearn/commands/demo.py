@@ -129,7 +129,8 @@ def _calibrate(t3, tokenizer, forget, retain, bench, split: str, clock: _Clock) 
         t3.config.calibration["reference_model"] = f"{bench.label}:pretrained"
     plain = cal.restricted(lambda s: s.temperature == 1.0)  # the same grid's T = 1 rows, the same rule
     c, p = cal.chosen, plain.chosen
-    clock.step(f"calibrated: {len(cal.rows)} settings ({len(plain.rows)} at T = 1) against {against}; "
+    skipped = f"; {cal.unscored} plain-token settings not needed" if cal.unscored else ""
+    clock.step(f"calibrated: {len(cal.rows)} settings ({len(plain.rows)} at T = 1{skipped}) against {against}; "
                f"T3 {c.setting.label()} (truth-ratio KS {c.tr_ks:.3f}, "
                f"membership AUC {c.mia_auc:.3f}); T = 1: {p.setting.label()}", t)
     return asdict(c.setting), asdict(p.setting)
