@@ -128,6 +128,11 @@ def test_the_holdout_rule_keeps_the_membership_auc_near_one_half(random_lm):
     assert d.mia_tolerance == MIA_TOLERANCE and d.supports == "0.95" and d.temperings == "adaptive"
     from t3unlearn.commands.calibration import _grid
     assert {st.tail_logp for st in _grid(d)} == {None}  # no tail guard unless asked
+    # the two ways of treating words by default; given one of the two options, every pair with the other's whole-word value
+    assert {(st.piece_floor, st.spelling) for st in _grid(d)} == {(10.0, "base"), (None, "guided")}
+    assert {(st.piece_floor, st.spelling) for st in _grid(ap.parse_args(["--spellings", "guided,base"]))} == {
+        (10.0, "guided"), (10.0, "base")}
+    assert {(st.piece_floor, st.spelling) for st in _grid(ap.parse_args(["--piece-floors", "none"]))} == {(None, "base")}
     tailed = _grid(ap.parse_args(["--temperatures", "1,2", "--scales", "1", "--tails", "none,-16", "--spellings", "base"]))
     assert [(st.temperature, st.tail_logp) for st in tailed] == [(1.0, None), (2.0, None), (2.0, -16.0)]
     with pytest.raises(T3Error, match="--tails: tail_logp is a log-probability and must be < 0"):

@@ -13,7 +13,8 @@ def _grid(args):
 
     def values(option: str, knob: str, default: str) -> list:
         out = []
-        for x in str(getattr(args, option, default)).split(","):
+        given = getattr(args, option, None)
+        for x in str(default if given is None else given).split(","):
             if x.strip():
                 try:
                     out.append(check_knob(knob, x.strip()))
@@ -21,19 +22,16 @@ def _grid(args):
                     raise T3Error(f"--{option}: {exc}") from None
         return out or ([None] if GUIDANCE_META[knob]["optional"] else [])
 
-    words = None  # neither --piece-floors nor --spellings: the default (piece floor, spelling) pairs
-    if getattr(args, "piece_floors", None) is None and getattr(args, "spellings", None) is None:
-        words = CALIBRATION_WORDS
-    elif getattr(args, "piece_floors", None) is None:
-        args.piece_floors = "10"
-    elif getattr(args, "spellings", None) is None:
-        args.spellings = "base"
+    pieces, spellings = getattr(args, "piece_floors", None), getattr(args, "spellings", None)
+    # neither --piece-floors nor --spellings: the default (piece floor, spelling) pairs; one alone: every pair of its
+    # values with the other's whole-word value
+    words = CALIBRATION_WORDS if pieces is None and spellings is None else None
     return grid(values("temperatures", "temperature", ""), values("scales", "scale", ""),
                 values("temperings", "tempering", ""), tails=values("tails", "tail_logp", "none"),
                 biases=values("biases", "bias", "0"), supports=values("supports", "support", "none"),
                 floors=values("floors", "floor", "none"), copy_floors=values("copy_floors", "copy_floor", "none"),
-                piece_floors=values("piece_floors", "piece_floor", "none") if words is None else (None,),
-                spellings=values("spellings", "spelling", "guided") if words is None else ("guided",), words=words)
+                piece_floors=values("piece_floors", "piece_floor", "10") if words is None else (None,),
+                spellings=values("spellings", "spelling", "base") if words is None else ("guided",), words=words)
 
 
 def _holdout(args, forget_spec: str):

@@ -3,7 +3,7 @@
 The default grid treats words two ways (:data:`~t3unlearn.t3.config.CALIBRATION_WORDS`): *whole words* -- a word
 once begun is finished as the base would finish it (the word-piece exemption at 10, the base spelling a word's later
 pieces) -- and *plain tokens* (every token tempered and tilted alike, the paper's guidance). Whole words read better
-(no invented names, fewer non-words), so the rule prefers them: among the feasible settings it keeps the best
+(words the base spells rather than strung-together pieces: fewer non-words), so the rule prefers them: among the feasible settings it keeps the best
 whole-word one unless a plain one matches the reference by more than the two-sample Kolmogorov-Smirnov test can tell
 apart at the 5 % level (:func:`ks_resolution`, from the two samples' sizes). On the embedded world the two match
 within that resolution and whole words are kept; on TOFU's long answers with a tokenizer that splits more words, the
