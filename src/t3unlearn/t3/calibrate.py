@@ -50,7 +50,7 @@ import torch
 from t3unlearn.errors import T3Error
 from t3unlearn.t3.config import (CALIBRATION_COPY_FLOORS, CALIBRATION_SCALES, CALIBRATION_SUPPORTS, CALIBRATION_TEMPERATURES,
                                  CALIBRATION_TEMPERINGS, CALIBRATION_WORDS)
-from t3unlearn.t3.grid import Setting, choose, grid, ks_resolution  # noqa: F401 (grid: API)
+from t3unlearn.t3.grid import Setting, choose, grid, ks_resolution, settled  # noqa: F401 (grid: API)
 from t3unlearn.t3.answer_states import AnswerStates, answer_states, grid_logprobs, state_cache, token_logprobs  # noqa: F401 (API)
 
 MIN_K = 0.4
@@ -345,7 +345,7 @@ def _score_and_choose(model, head, forget, holdout, retain, settings, tolerance,
         step = _Ticks(bar, len(settings))
         base_retain = None
         for i, group in enumerate(groups):
-            if i and oracle is None and _settled(rows.values(), resolution):
+            if i and oracle is None and settled(rows.values(), resolution):
                 step.skip((per_set + per_truth) * len(group))
                 continue
             base = [] if base_retain is not None else [Setting(1.0, 0.0)]  # the base's retain probability, once
@@ -369,11 +369,6 @@ def _score_and_choose(model, head, forget, holdout, retain, settings, tolerance,
                        reference_source=None if truth is None or truth.reference is None else truth.source,
                        oracle_tr_median=None if oracle is None else float(np.median(oracle.truth_ratios)),
                        resolution=resolution, unscored=len(settings) - len(scored))
-
-
-def _settled(rows, resolution: float) -> bool:
-    """Whether a feasible whole-word row is within ``resolution`` of a perfect match: no plain row can be chosen."""
-    return any(r.feasible and r.setting.reads_pieces and r.objective() <= resolution for r in rows)
 
 
 def _score_truth(model, head, rows, truth, oracle, step) -> None:

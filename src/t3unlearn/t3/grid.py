@@ -80,3 +80,9 @@ def choose(rows: Sequence, tolerance: float, mia_tolerance: float, resolution: f
         return short + max(0.0, abs(r.mia_auc - 0.5) - mia_tolerance)
 
     return min(rows, key=lambda r: (round(miss(r), 6), round(r.objective(), 6), r.setting.scale, r.setting.temperature))
+
+
+def settled(rows: Iterable, resolution: float) -> bool:
+    """Whether :func:`choose` is bound to keep a whole-word row whatever plain rows are added: a feasible whole-word
+    row is within ``resolution`` of a perfect match (objective 0), so no plain row can be closer by more."""
+    return any(r.feasible and r.setting.reads_pieces and r.objective() <= resolution for r in rows)
