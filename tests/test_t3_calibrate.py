@@ -517,39 +517,3 @@ def test_whole_words_are_kept_unless_plain_tokens_match_beyond_the_ks_tests_reso
     tofu_plain = row(Setting(2.5, 0.7, "adaptive"), 0.142)
     assert choose([far, tofu_plain], 0.03, 0.075, res) is tofu_plain  # 0.16 apart: plain tokens
     assert choose([far, row(tofu_plain.setting, 0.142, feasible=False)], 0.03, 0.075, res) is far  # only what is feasible
-
-
-def test_the_t_axis_goes_on_upward_only_while_the_choice_sits_at_its_top(random_lm):
-    """``above``: while the chosen setting has the grid's largest T, that T's settings are scored again at the next
-    temperature and the rule chooses again. Every row is what the whole grid gives it, the choice is the rule's over
-    the rows scored, each added T was added because the choice then sat at the top, and the axis stops as soon as it
-    does not (or ``above`` runs out)."""
-    from t3unlearn.t3.calibrate import calibrate
-    from t3unlearn.t3.grid import choose, raised
-
-    base, tok = random_lm
-    forget = [{"question": q, "answer": a} for q, a in QA]
-    holdout = [{"question": q, "answer": a.upper()} for q, a in QA]
-    start = [Setting(2.0, s, "adaptive") for s in (0.5, 2.0)]  # one T: the first choice is at the top
-    above = (2.5, 3.0, 4.0)
-    kw = dict(tolerance=0.99, mia_tolerance=0.5, cache=False)
-    t3 = _t3(base)
-    full = calibrate(t3, tok, forget, holdout, forget, apply=False,
-                     settings=start + [st.replace(temperature=T) for T in above for st in start], **kw)
-    ext = calibrate(t3, tok, forget, holdout, forget, settings=start, above=above, apply=False, **kw)
-    by = {r.setting: r for r in full.rows}
-    temps = sorted({r.setting.temperature for r in ext.rows})
-    assert temps[0] == 2.0 and len(temps) >= 2  # at least one step up
-    for r in ext.rows:  # the same numbers as scoring the whole grid
-        assert (r.ks, r.mia_auc, r.retain_ratio) == (by[r.setting].ks, by[r.setting].mia_auc, by[r.setting].retain_ratio)
-    assert ext.chosen.setting == choose(ext.rows, 0.99, 0.5).setting
-    for lo, hi in zip(temps, temps[1:]):  # each step up: the choice over the rows up to then sat at the top
-        assert choose([r for r in full.rows if r.setting.temperature <= lo], 0.99, 0.5).setting.temperature == lo
-    assert ext.chosen.setting.temperature < temps[-1] or temps[-1] == above[-1]  # stopped inside the axis, or ran out
-    # the plain helper: nothing to add below the top, at T = 1, or past the list
-    assert raised(start, start[0].replace(temperature=1.5), above) == []
-    assert raised([Setting(1.0, 1.0)], Setting(1.0, 1.0), above) == []
-    assert raised(start, start[0], (1.5, 2.0)) == []
-    assert raised(start, start[1], above) == [st.replace(temperature=2.5) for st in start]
-    # without above, the grid as given
-    assert {r.setting for r in calibrate(t3, tok, forget, holdout, forget, settings=start, apply=False, **kw).rows} == set(start)

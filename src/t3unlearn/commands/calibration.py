@@ -9,7 +9,7 @@ def _grid(args):
     guidance knob is)."""
     from t3unlearn.errors import ModelError, T3Error
     from t3unlearn.t3.calibrate import grid
-    from t3unlearn.t3.config import CALIBRATION_TEMPERATURES, CALIBRATION_WORDS, GUIDANCE_META, check_knob
+    from t3unlearn.t3.config import CALIBRATION_WORDS, GUIDANCE_META, check_knob
 
     def values(option: str, knob: str, default: str) -> list:
         out = []
@@ -26,29 +26,12 @@ def _grid(args):
     # neither --piece-floors nor --spellings: the default (piece floor, spelling) pairs; one alone: every pair of its
     # values with the other's whole-word value
     words = CALIBRATION_WORDS if pieces is None and spellings is None else None
-    temperatures = values("temperatures", "temperature", ",".join(map(str, CALIBRATION_TEMPERATURES)))
-    return grid(temperatures, values("scales", "scale", ""),
+    return grid(values("temperatures", "temperature", ""), values("scales", "scale", ""),
                 values("temperings", "tempering", ""), tails=values("tails", "tail_logp", "none"),
                 biases=values("biases", "bias", "0"), supports=values("supports", "support", "none"),
                 floors=values("floors", "floor", "none"), copy_floors=values("copy_floors", "copy_floor", "none"),
                 piece_floors=values("piece_floors", "piece_floor", "10") if words is None else (None,),
                 spellings=values("spellings", "spelling", "base") if words is None else ("guided",), words=words)
-
-
-def _above(args) -> list[float]:
-    """``--above``: the temperatures the T axis goes on to (the default ones only with the default ``--temperatures``)."""
-    from t3unlearn.errors import ModelError, T3Error
-    from t3unlearn.t3.config import CALIBRATION_TEMPERATURES_ABOVE, check_knob
-
-    given = getattr(args, "above", None)
-    if given is None:
-        return [] if getattr(args, "temperatures", None) is not None else list(CALIBRATION_TEMPERATURES_ABOVE)
-    if given.strip().lower() == "none":
-        return []
-    try:
-        return [check_knob("temperature", x.strip()) for x in given.split(",") if x.strip()]
-    except ModelError as exc:
-        raise T3Error(f"--above: {exc}") from None
 
 
 def _holdout(args, forget_spec: str):
@@ -161,8 +144,7 @@ def _calibrate_and_report(t3, tokenizer, forget, holdout, holdout_name, retain, 
     never_seen = has_perturbed(holdout)
     reference, oracle, perturbed, (ref_name, oracle_name, pert_name) = _reference(args, forget_spec, never_seen)
     had_pieces = t3.head.pieces is not None
-    cal = calibrate(t3, tokenizer, forget, holdout, retain, settings=_grid(args), above=_above(args),
-                    tolerance=args.tolerance,
+    cal = calibrate(t3, tokenizer, forget, holdout, retain, settings=_grid(args), tolerance=args.tolerance,
                     seed=args.seed, max_length=args.max_length, template=args.template, reference=reference,
                     perturbed=perturbed, mia_tolerance=args.mia_tolerance, oracle=oracle, progress=not args.quiet,
                     cache=not getattr(args, "no_cache", False))

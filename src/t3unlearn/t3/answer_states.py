@@ -232,20 +232,6 @@ class _Chunk:
         return guided_logprobs_at(self.logp, self.readings[key], st, target, weight=self.weights[st.support])
 
 
-class Ticks:
-    """A progress bar counted in (token, setting) pairs: :func:`grid_logprobs` reports positions, each worth ``n``
-    settings."""
-
-    def __init__(self, bar, n: int):
-        self.bar, self.n = bar, n
-
-    def update(self, tokens: int) -> None:
-        self.bar.update(tokens * self.n)
-
-    def skip(self, pairs: int) -> None:
-        self.bar.update(pairs)
-
-
 @torch.inference_mode()
 def grid_logprobs(model, head, states: AnswerStates, settings: Sequence[Setting], *, chunk: int | None = None,
                   bar=None) -> list[torch.Tensor]:

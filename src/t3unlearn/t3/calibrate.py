@@ -49,10 +49,9 @@ import torch
 
 from t3unlearn.errors import T3Error
 from t3unlearn.t3.config import (CALIBRATION_COPY_FLOORS, CALIBRATION_SCALES, CALIBRATION_SUPPORTS, CALIBRATION_TEMPERATURES,
-                                 CALIBRATION_TEMPERATURES_ABOVE, CALIBRATION_TEMPERINGS, CALIBRATION_WORDS)
-from t3unlearn.t3.grid import Setting, choose, grid, ks_resolution, raised, settled  # noqa: F401 (grid: API)
-from t3unlearn.t3.answer_states import (AnswerStates, Ticks, answer_states, grid_logprobs, state_cache,  # noqa: F401 (API)
-                                        token_logprobs)
+                                 CALIBRATION_TEMPERINGS, CALIBRATION_WORDS)
+from t3unlearn.t3.grid import Setting, choose, grid, ks_resolution, settled  # noqa: F401 (grid: API)
+from t3unlearn.t3.answer_states import AnswerStates, answer_states, grid_logprobs, state_cache, token_logprobs  # noqa: F401 (API)
 
 MIN_K = 0.4
 RETAIN_TOLERANCE = 0.03  # the retain answers' probability may fall at most this much (relative) below the base's
@@ -299,7 +298,7 @@ class Calibration:
 def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, retain: AnswerStates,
                       settings: Sequence[Setting], *, tolerance: float = RETAIN_TOLERANCE, truth: TruthRatioReference | None = None,
                       mia_tolerance: float = MIA_TOLERANCE, oracle: OracleCheck | None = None,
-                      progress: bool = False, above: Sequence[float] = ()) -> Calibration:
+                      progress: bool = False) -> Calibration:
     """Score every setting (see the module doc) and choose: the feasible setting with the smallest KS
     distance -- between the forget truth ratios and ``truth``'s reference when given, else between forget and
     holdout answer losses (ties: the smaller scale, then the smaller temperature). A feasible setting keeps the
@@ -308,7 +307,7 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
     tokens stay more familiar than a never-seen answer's.
 
     ``oracle`` (with ``truth``, whose states it scores): each row also gets forget quality and privleak against it,
-    for the report only. ``above``: temperatures the T axis goes on to while the choice has its largest T."""
+    for the report only."""
     if not settings:
         raise T3Error("calibration needs at least one setting.")
     if not 0 <= tolerance < 1:
@@ -316,20 +315,18 @@ def evaluate_settings(model, head, forget: AnswerStates, holdout: AnswerStates, 
     if not 0 <= mia_tolerance <= 0.5:
         raise T3Error(f"the MIA tolerance is a distance from AUC 0.5 and must be in [0, 0.5], not {mia_tolerance}.")
     return _score_and_choose(model, head, forget, holdout, retain, settings, tolerance, truth, mia_tolerance, oracle,
-                             progress, above)
+                             progress)
 
 
 def _score_and_choose(model, head, forget, holdout, retain, settings, tolerance, truth, mia_tolerance, oracle,
-                      progress, above=()) -> Calibration:
+                      progress) -> Calibration:
     """Per group of settings (whole words first, then plain tokens: :func:`~t3unlearn.t3.grid.choose`), two passes:
     every setting on the forget, holdout and retain answers (the constraints), then the truth ratios (the
     paraphrased and perturbed answers, most of the positions) of the *feasible* settings only -- the rule never
     reads an infeasible row's objective while a feasible one exists. Every setting's truth ratios are scored when
     none is feasible (the fallback ranks them all) or with an oracle (its columns cover every row). The plain
     settings are not scored at all when a feasible whole-word one is within the KS resolution of a perfect match
-    (none of them could then be chosen), unless an oracle asks for every row. While the choice is feasible and has
-    the grid's largest T, the settings at that T are scored again at the next of ``above`` and the rule chooses
-    again (:func:`~t3unlearn.t3.grid.raised`)."""
+    (none of them could then be chosen), unless an oracle asks for every row."""
     from t3unlearn.progress import progress as progress_bar
 
     settings = list(settings)
@@ -340,35 +337,30 @@ def _score_and_choose(model, head, forget, holdout, retain, settings, tolerance,
     sets = {"forget": forget, "holdout": holdout, "retain": retain}
     per_set = sum(st.targets.numel() for st in sets.values())
     per_truth = 0 if truth is None else truth.para.targets.numel() + truth.pert.targets.numel()
+    whole = [st for st in settings if st.reads_pieces]
+    groups = [whole, [st for st in settings if not st.reads_pieces]] if 0 < len(whole) < len(settings) else [settings]
     rows: dict = {}
     with progress_bar(total=(per_set + per_truth) * len(settings), desc=f"calibrate ({len(settings)} settings)",
                       unit="token x setting", enabled=progress) as bar:
-        step = Ticks(bar, len(settings))
-        base_retain, batch = None, settings
-        while batch:
-            whole = [st for st in batch if st.reads_pieces]
-            groups = [whole, [st for st in batch if not st.reads_pieces]] if 0 < len(whole) < len(batch) else [batch]
-            for i, group in enumerate(groups):
-                if i and oracle is None and settled(rows.values(), resolution):
-                    step.skip((per_set + per_truth) * len(group))
-                    continue
-                base = [] if base_retain is not None else [Setting(1.0, 0.0)]  # the base's retain probability, once
-                step.n = len(group)
-                lps = {name: grid_logprobs(model, head, st, group + (base if name == "retain" else []), bar=step)
-                       for name, st in sets.items()}
-                if base_retain is None:
-                    base_retain = float(item_stats(lps["retain"][-1], retain)["prob"].mean())
-                group_rows = [_constraint_row(st, lps, k, forget, holdout, retain, base_retain, tolerance, mia_tolerance)
-                              for k, st in enumerate(group)]
-                rows.update(zip(group, group_rows))
-                if truth is not None:
-                    keep = [r for r in group_rows if r.feasible or oracle is not None]
-                    step.skip(per_truth * (len(group) - len(keep)))  # the settings left out of the second pass cost nothing
-                    _score_truth(model, head, keep, truth, oracle, step)
-            chosen = choose(list(rows.values()), tolerance, mia_tolerance, resolution)
-            batch = raised(settings, chosen.setting, above) if chosen.feasible else []
-            settings += batch
-            bar.total += (per_set + per_truth) * len(batch)
+        step = _Ticks(bar, len(settings))
+        base_retain = None
+        for i, group in enumerate(groups):
+            if i and oracle is None and settled(rows.values(), resolution):
+                step.skip((per_set + per_truth) * len(group))
+                continue
+            base = [] if base_retain is not None else [Setting(1.0, 0.0)]  # the base's retain probability, once
+            step.n = len(group)
+            lps = {name: grid_logprobs(model, head, st, group + (base if name == "retain" else []), bar=step)
+                   for name, st in sets.items()}
+            if base_retain is None:
+                base_retain = float(item_stats(lps["retain"][-1], retain)["prob"].mean())
+            group_rows = [_constraint_row(st, lps, k, forget, holdout, retain, base_retain, tolerance, mia_tolerance)
+                          for k, st in enumerate(group)]
+            rows.update(zip(group, group_rows))
+            if truth is not None:
+                keep = [r for r in group_rows if r.feasible or oracle is not None]
+                step.skip(per_truth * (len(group) - len(keep)))  # the settings left out of the second pass cost nothing
+                _score_truth(model, head, keep, truth, oracle, step)
         if truth is not None and not any(r.feasible for r in rows.values()):  # the fallback ranks every row
             _score_truth(model, head, [r for r in rows.values() if r.tr_median is None], truth, oracle, step)
     scored = [rows[st] for st in settings if st in rows]
@@ -396,6 +388,20 @@ def _score_truth(model, head, rows, truth, oracle, step) -> None:
             r.privleak = privleak(r.mia_auc, oracle.auc)
 
 
+class _Ticks:
+    """A progress bar counted in (token, setting) pairs: ``grid_logprobs`` reports positions, each worth ``n``
+    settings."""
+
+    def __init__(self, bar, n: int):
+        self.bar, self.n = bar, n
+
+    def update(self, tokens: int) -> None:
+        self.bar.update(tokens * self.n)
+
+    def skip(self, pairs: int) -> None:
+        self.bar.update(pairs)
+
+
 def _constraint_row(st: Setting, lps: dict, k: int, forget, holdout, retain, base_retain: float, tolerance: float,
                     mia_tolerance: float) -> CalibrationRow:
     f = item_stats(lps["forget"][k], forget)
@@ -412,7 +418,6 @@ def _constraint_row(st: Setting, lps: dict, k: int, forget, holdout, retain, bas
 # --------------------------------------------------------------------------- the whole step
 
 DEFAULT_TEMPERATURES = CALIBRATION_TEMPERATURES
-DEFAULT_ABOVE = CALIBRATION_TEMPERATURES_ABOVE
 DEFAULT_SCALES = CALIBRATION_SCALES
 DEFAULT_TEMPERINGS = CALIBRATION_TEMPERINGS
 DEFAULT_SUPPORTS = CALIBRATION_SUPPORTS
@@ -510,7 +515,7 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
               tolerance: float = RETAIN_TOLERANCE, retain_items: int = RETAIN_ITEMS, seed: int = 0, batch_size: int = 32,
               max_length: int = 512, template: str = "auto", reference=None, perturbed=None,
               mia_tolerance: float = MIA_TOLERANCE, oracle=None, progress: bool = False,
-              apply: bool = True, cache: bool = True, cache_dir=None, above: Sequence[float] | None = None) -> Calibration:
+              apply: bool = True, cache: bool = True, cache_dir=None) -> Calibration:
     """Choose the guidance of ``t3`` (a :class:`~t3unlearn.t3.model.T3ForCausalLM`) from forget vs
     holdout answers under a retain-utility constraint (see the module doc); with ``apply`` the chosen
     setting is set on ``t3`` and the table recorded in ``t3.config.calibration`` (saved with the head).
@@ -534,9 +539,6 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
     ``cache``: keep every model's answer states on disk (``cache_dir``, default ``cache_home()/answer-states``), so
     that calibrating another head of the same base on the same sets runs no forward pass again
     (:func:`~t3unlearn.t3.answer_states.state_cache`).
-
-    ``above``: temperatures scored one at a time while the chosen setting has the grid's largest T
-    (:func:`~t3unlearn.t3.grid.raised`) [``CALIBRATION_TEMPERATURES_ABOVE`` with the default grid, else none].
     """
     import random
 
@@ -571,14 +573,14 @@ def calibrate(t3, tokenizer, forget, holdout, retain, *, settings: Sequence[Sett
         base, head = t3.base, t3.head
         states = {name: answer_states(base, ex, fmt.pad_id, batch_size=batch_size) for name, ex in examples.items()}
         if settings is None:
-            settings, above = default_grid(), DEFAULT_ABOVE if above is None else above
+            settings = default_grid()
         if head.support is None and any(st.support is not None for st in settings):
             raise T3Error("the grid has the support gate on, but this head has no support statistics (it was saved by an "
                           "earlier t3unlearn): retrain it with 't3unlearn unlearn', or calibrate with the gate off "
                           "(--supports none).")
         cal = evaluate_settings(base, head, states["forget"], states["holdout"], states["retain"], settings,
                                 tolerance=tolerance, truth=truth, mia_tolerance=mia_tolerance, oracle=check,
-                                progress=progress, above=above or ())
+                                progress=progress)
     if apply:
         t3.guidance = cal.chosen.setting
         items = {k: v.n_items for k, v in states.items()}

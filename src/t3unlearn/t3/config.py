@@ -37,9 +37,6 @@ SPELLINGS = ("guided", "base")  # who chooses a word's later pieces (t3unlearn.t
 # is off (docs/t3.md, "Whole words and names" and "Calibration without the oracle": chosen on world forget10's and
 # TOFU forget10's development heads, with the oracle's columns in view)
 CALIBRATION_TEMPERATURES = (1.0, 1.5, 1.75, 2.0, 2.25, 2.5)
-# the T axis goes on upward, one value at a time, while the chosen setting has the largest T scored: the grid's
-# edge, not the rule, would otherwise decide (t3unlearn.t3.grid.raised; docs/t3.md, "Calibration without the oracle")
-CALIBRATION_TEMPERATURES_ABOVE = (2.75, 3.0, 3.5, 4.0, 5.0)
 CALIBRATION_SCALES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.5)
 CALIBRATION_TEMPERINGS = ("adaptive",)
 CALIBRATION_SUPPORTS = (0.95,)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import replace
 from typing import Iterable, Sequence
 
 from t3unlearn.errors import T3Error
@@ -87,15 +86,3 @@ def settled(rows: Iterable, resolution: float) -> bool:
     """Whether :func:`choose` is bound to keep a whole-word row whatever plain rows are added: a feasible whole-word
     row is within ``resolution`` of a perfect match (objective 0), so no plain row can be closer by more."""
     return any(r.feasible and r.setting.reads_pieces and r.objective() <= resolution for r in rows)
-
-
-def raised(settings: Sequence[Setting], chosen: Setting, above: Sequence[float]) -> list[Setting]:
-    """The settings the grid gains above its edge: when ``chosen`` has the largest temperature of ``settings`` (and
-    is tempered), every setting at that temperature again at the first of ``above`` that lies higher; else none.
-    Calibration scores them and chooses again until the choice lies inside the T axis (the grid's edge, not the
-    rule, would otherwise decide) or ``above`` runs out."""
-    top = max(st.temperature for st in settings)
-    higher = [t for t in above if t > top]
-    if chosen.temperature != top or top == 1.0 or not higher:
-        return []
-    return [replace(st, temperature=float(higher[0])) for st in settings if st.temperature == top]

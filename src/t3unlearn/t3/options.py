@@ -83,7 +83,6 @@ def _is_head_dir(path: str) -> bool:
 def add_calibration_options(c) -> None:
     from t3unlearn.t3.config import CALIBRATION_SCALES as DEFAULT_SCALES
     from t3unlearn.t3.config import CALIBRATION_TEMPERATURES as DEFAULT_TEMPERATURES
-    from t3unlearn.t3.config import CALIBRATION_TEMPERATURES_ABOVE as DEFAULT_ABOVE
     from t3unlearn.t3.config import CALIBRATION_SUPPORTS as DEFAULT_SUPPORTS
     from t3unlearn.t3.config import CALIBRATION_TEMPERINGS as DEFAULT_TEMPERINGS
     from t3unlearn.t3.config import CALIBRATION_COPY_FLOORS
@@ -114,13 +113,7 @@ def add_calibration_options(c) -> None:
                    help="the forget-vs-holdout membership (min-k) AUC must stay within 0.5 ± this: the forget answers' "
                         "least likely tokens must look as unfamiliar as a never-seen answer's (privleak) [%(default)s]")
     c.add_argument("--tolerance", type=float, default=0.03, help="allowed relative loss of retain answer probability [0.03]")
-    c.add_argument("--temperatures", default=None,
-                   help="grid of T [" + ",".join(f"{t:g}" for t in DEFAULT_TEMPERATURES) + ", going on to --above]")
-    c.add_argument("--above", default=None, metavar="TEMPERATURES",
-                   help="temperatures scored one at a time, each only while the chosen setting has the largest T "
-                        "scored so far: the grid's edge, not the rule, would otherwise decide; 'none': the grid as "
-                        "given [" + ",".join(f"{t:g}" for t in DEFAULT_ABOVE) + " with the default --temperatures, "
-                        "none when --temperatures is given]")
+    c.add_argument("--temperatures", default=",".join(f"{t:g}" for t in DEFAULT_TEMPERATURES), help="grid of T [%(default)s]")
     c.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="grid of s [%(default)s]")
     c.add_argument("--temperings", default=",".join(DEFAULT_TEMPERINGS), help="grid of tempering modes [%(default)s]")
     c.add_argument("--biases", default="0", help="grid of head-logit biases (> 0 reads ambiguous tokens as retained: "

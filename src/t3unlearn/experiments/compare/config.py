@@ -340,7 +340,7 @@ def calibration_rule(method: str, options: Any = True) -> tuple[dict, list]:
     """What ``"calibrate": OPTIONS`` runs for ``method``: ``(rule, grid)`` -- the rule (the grid's labels, the
     tolerances, and the reference model's name where truth ratios are compared with one; part of the cache keys) and
     the grid's settings (classifier guidance: its T = 1 settings)."""
-    from t3unlearn.t3.calibrate import (DEFAULT_ABOVE, DEFAULT_COPY_FLOORS, DEFAULT_SCALES, DEFAULT_SUPPORTS, DEFAULT_TEMPERATURES,
+    from t3unlearn.t3.calibrate import (DEFAULT_COPY_FLOORS, DEFAULT_SCALES, DEFAULT_SUPPORTS, DEFAULT_TEMPERATURES,
                                         DEFAULT_TEMPERINGS, DEFAULT_WORDS, MIA_TOLERANCE, RETAIN_TOLERANCE, grid)
     from t3unlearn.t3.grid import CHOICE
 
@@ -353,8 +353,6 @@ def calibration_rule(method: str, options: Any = True) -> tuple[dict, list]:
                     words=DEFAULT_WORDS if "piece_floors" not in o and "spellings" not in o else None)
     rule = {"settings": [s.label() for s in settings], "mia_tolerance": o.get("mia_tolerance", MIA_TOLERANCE),
             "tolerance": o.get("tolerance", RETAIN_TOLERANCE), "choice": CHOICE}
-    if method != "cg" and "temperatures" not in o:  # the default T axis goes on upward while the choice is at its top
-        rule["above"] = list(DEFAULT_ABOVE)
     if o.get("reference_model"):
         rule["reference_model"] = o["reference_model"]
     return rule, settings

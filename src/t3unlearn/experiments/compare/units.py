@@ -227,8 +227,7 @@ def _calibrated(spec: UnitSpec, model, tokenizer, forget, retain, art: Path, cos
             reference = load_model(spec.calibration_reference, device=model.device)
             perturbed = load_qa(f"{spec.source}:{split_configs(spec.split)['forget']}", what="perturbed forget set",
                                 require=("question", "paraphrased_answer", "perturbed_answer"))
-        cal = calibrate(model, tokenizer, forget, holdout, retain, settings=settings, above=rule.get("above", ()),
-                        seed=spec.seed,
+        cal = calibrate(model, tokenizer, forget, holdout, retain, settings=settings, seed=spec.seed,
                         tolerance=rule["tolerance"], mia_tolerance=rule["mia_tolerance"], reference=reference,
                         perturbed=perturbed, max_length=spec.max_length, progress=spec.progress)
         save_json(tmp / "calibration.json", cal.as_dict())
