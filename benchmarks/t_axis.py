@@ -23,11 +23,10 @@ One torch thread; calibrations are cached under OUT.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from unseen_worlds import cli, world_dir
-from words_rule import compare_head
+from unseen_worlds import world_dir
+from words_rule import calibrated
 
 DEFAULT_TOP = 2.5
 ABOVE = (2.75, 3.0, 3.5, 4.0, 5.0)
@@ -62,29 +61,6 @@ def choices(rows: list, cal: dict):
     return before, chosen, top
 
 
-def head_calibration(bench_name: str, split: str, seed: int, out: Path, heads_from: Path | None,
-                     training: int | None) -> dict:
-    from t3unlearn.benchmarks import get_benchmark
-
-    bench = get_benchmark(bench_name)
-    retain = f"retain{100 - int(split[-2:])}"
-    models = bench.models(("pretrained", "full", retain), progress=False, **({} if training is None else {"seed": training}))
-    retain_source = bench.retain_set(split)[0]
-    run = out / f"{Path(bench_name).name}{'' if training is None else f'-t{training}'}-{split}-head{seed}"
-    run.mkdir(parents=True, exist_ok=True)
-    head = compare_head(heads_from, split, seed) if heads_from else run / "head"
-    if not (head / "t3_config.json").is_file():
-        cli("unlearn", "--model", str(models["full"]), "--forget", f"{bench_name}:{split}", "--retain", retain_source,
-            "--out", str(run / "head"), "--seed", str(seed), "--threads", "1", "--quiet", log=run / "unlearn.log")
-    cal_dir = run / "cal-t-axis"
-    if not (cal_dir / "t3_config.json").is_file():
-        temps = ",".join(f"{t:g}" for t in (1, 1.5, 1.75, 2, 2.25, DEFAULT_TOP, *ABOVE))
-        cli("calibrate", "--head", str(head), "--forget", f"{bench_name}:{split}", "--retain", retain_source,
-            "--pretrained", str(models["pretrained"]), "--oracle", str(models[retain]), "--seed", str(seed),
-            "--temperatures", temps, "--out", str(cal_dir), "--threads", "1", "--quiet", log=run / "calibrate-t-axis.log")
-    return json.loads((cal_dir / "t3_config.json").read_text())["calibration"]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("benchmark", help="world, world-sN (built under --out) or tofu")
@@ -113,7 +89,9 @@ def main() -> int:
         return f"{r.setting.label():<60} FQ {r.forget_quality:9.3g}  privleak {r.privleak:+6.1f}  KS {r.tr_ks:.4f}"
 
     for seed in (int(s) for s in args.head_seeds.split(",")):
-        cal = head_calibration(bench, args.split, seed, args.out, heads_from, args.training)
+        temps = ",".join(f"{t:g}" for t in (1, 1.5, 1.75, 2, 2.25, DEFAULT_TOP, *ABOVE))
+        cal = calibrated(bench, args.split, seed, args.out, heads_from, training=args.training, name="cal-t-axis",
+                         extra=("--temperatures", temps))
         rows = rows_of(cal)
         before, raised, top = choices(rows, cal)
         best = cal.get("oracle_best_privleak_within")

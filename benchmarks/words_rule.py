@@ -45,24 +45,28 @@ def compare_head(compare_out: Path, split: str, seed: int) -> Path:
     return found[0]
 
 
-def calibrated(bench_name: str, split: str, seed: int, out: Path, heads_from: Path | None = None) -> dict:
+def calibrated(bench_name: str, split: str, seed: int, out: Path, heads_from: Path | None = None, *,
+               training: int | None = None, name: str = "cal-words", extra: tuple[str, ...] = ()) -> dict:
+    """The calibration (default grid, with the split's oracle) of the T3 head of ``seed``: ``compare``'s (``heads_from``)
+    or one trained here; ``training``: the world's model training it belongs to; ``extra``: more calibrate options,
+    saved under ``name``."""
     from t3unlearn.benchmarks import get_benchmark
 
     bench = get_benchmark(bench_name)
     retain = f"retain{100 - int(split[-2:])}"
-    models = bench.models(("pretrained", "full", retain), progress=False)
+    models = bench.models(("pretrained", "full", retain), progress=False, **({} if training is None else {"seed": training}))
     retain_source = bench.retain_set(split)[0]
-    run = out / f"{Path(bench_name).name}-{split}-head{seed}"
+    run = out / f"{Path(bench_name).name}{'' if training is None else f'-t{training}'}-{split}-head{seed}"
     run.mkdir(parents=True, exist_ok=True)
     head = compare_head(heads_from, split, seed) if heads_from else run / "head"
     if not (head / "t3_config.json").is_file():
         cli("unlearn", "--model", str(models["full"]), "--forget", f"{bench_name}:{split}", "--retain", retain_source,
             "--out", str(run / "head"), "--seed", str(seed), "--threads", "1", "--quiet", log=run / "unlearn.log")
-    if not (run / "cal-words" / "t3_config.json").is_file():
+    if not (run / name / "t3_config.json").is_file():
         cli("calibrate", "--head", str(head), "--forget", f"{bench_name}:{split}", "--retain", retain_source,
-            "--pretrained", str(models["pretrained"]), "--oracle", str(models[retain]), "--seed", str(seed),
-            "--out", str(run / "cal-words"), "--threads", "1", "--quiet", log=run / "calibrate-words.log")
-    return json.loads((run / "cal-words" / "t3_config.json").read_text())["calibration"]
+            "--pretrained", str(models["pretrained"]), "--oracle", str(models[retain]), "--seed", str(seed), *extra,
+            "--out", str(run / name), "--threads", "1", "--quiet", log=run / f"calibrate-{name}.log")
+    return json.loads((run / name / "t3_config.json").read_text())["calibration"]
 
 
 def line(name: str, cal: dict) -> str:
