@@ -15,7 +15,7 @@ privleak +-15 (docs/notes/2026-12-07-the-t-axis-and-reworded-heads.md):
     python benchmarks/t_axis.py world --split forget10 --heads-from t3-runs/compare              # compare's heads
     python benchmarks/t_axis.py world --split forget10 --heads-from t3-runs/compare --training 2   # another training's
     T3UNLEARN_TOFU_DIR=../shared/data/tofu python benchmarks/t_axis.py tofu --split forget05 --heads-from compare
-    python benchmarks/t_axis.py world-s104 --split forget05 --out unseen-worlds      # heads trained here (word_rule's)
+    python benchmarks/t_axis.py world-s104 --split forget05 --out unseen-worlds      # heads trained here (words_rule's)
 
 One torch thread; calibrations are cached under OUT.
 """
@@ -69,7 +69,7 @@ def main() -> int:
     ap.add_argument("--heads-from", type=Path, default=None, metavar="COMPARE_OUT",
                     help="the T3 heads of 't3unlearn compare --out COMPARE_OUT' (with --training: "
                          "COMPARE_OUT/SPLIT/training-T's) [train them here]")
-    ap.add_argument("--training", type=int, default=None, help="the world's model training the heads belong to [0]")
+    ap.add_argument("--training", type=int, default=None, help="the world's model training the heads belong to [the shipped models]")
     ap.add_argument("--out", type=Path, default=Path("t3-runs/t-axis"))
     args = ap.parse_args()
     import torch
