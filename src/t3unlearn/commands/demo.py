@@ -329,7 +329,7 @@ def _evaluate(bench, split: str, full: Path, head_dir: Path, settings: dict, out
     reference = bench.retain_reference(split, data=data, log=print)
     reference.info["name"] = retain_name
     reference.save(out / retain_name)
-    clock.step(f"{retain_name} (the oracle: forget quality reference)", t)
+    clock.step(f"{retain_name} ready: the oracle, forget quality's reference", t)
     for name, head in (("full", None), ("t3", head_dir), ("cg", head_dir)):
         t = time.perf_counter()
         evals.wait(name)
