@@ -58,8 +58,8 @@ examples:
   t3unlearn calibrate --head head --forget world:forget10 --retain world:retain90 --oracle world:retain90
   t3unlearn calibrate --head head      # after an update: every request the head covers, its retain set
 
-what it prints: for the best settings, the KS distance between forget and holdout answer losses (the
-objective), the min-k membership AUC of forget vs holdout (0.5: indistinguishable), mean answer
+what it prints: for the best settings, the KS distance the rule minimises (truth ratios or losses, see
+below), the min-k membership AUC of forget vs holdout (0.5: indistinguishable), mean answer
 probabilities, and the retain probability relative to the base's (must stay >= 1 - tolerance).
 When the holdout items carry paraphrased and perturbed answers (the world's calibration set does;
 TOFU's does not), the objective is the KS distance between the forget truth ratios under guidance and
@@ -193,8 +193,11 @@ def _register_calibrate(sub) -> None:
         help="choose a head's T, s and tempering without the oracle, from forget vs holdout answers",
         description="Oracle-free calibration: an unlearned model should treat the forget items as it treats items "
         "it never saw. Scores a grid of guidance settings (the head is not retrained; one forward pass of the "
-        "base per set) and keeps the one whose forget answer losses are closest (Kolmogorov-Smirnov distance) to "
-        "the holdout's while the retain answers keep their probability; saves it in the head.",
+        "base per set) and keeps the one whose forget answers look most like never-seen ones (Kolmogorov-Smirnov "
+        "distance): their truth ratios like the base's own on holdout items that carry perturbed answers, else "
+        "like a --pretrained checkpoint's on the forget items, else their losses like the holdout's -- while the "
+        "retain answers keep their probability and a membership attack cannot tell forget from holdout answers; "
+        "saves it in the head.",
         epilog=_CALIBRATE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

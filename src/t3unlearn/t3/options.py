@@ -99,8 +99,9 @@ def add_calibration_options(c) -> None:
     c.add_argument("--pretrained", default=None, metavar="MODEL",
                    help="a model that never saw the forget set and shares the base's tokenizer -- the checkpoint the "
                         "base was fine-tuned from (tofu:pretrained, world:pretrained). T and s are then chosen so the "
-                        "forget items' truth ratios look like its (what TOFU's forget quality tests) [off: forget vs "
-                        "holdout answer losses]")
+                        "forget items' truth ratios look like its (what TOFU's forget quality tests); not used when the "
+                        "holdout's items carry perturbed answers, whose truth ratios under the base are then the "
+                        "reference [off: forget vs holdout answer losses]")
     deprecated_alias(c, "--reference-model", "--pretrained", dest="pretrained")
     c.add_argument("--oracle", default=None, metavar="MODEL",
                    help="a model that never saw the forget set, e.g. the retain model (tofu:retain90, world:retain90): "
