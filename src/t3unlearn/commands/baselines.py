@@ -21,13 +21,15 @@ methods:
   retrain     the oracle: on the world, its retain model (trained without the forget authors)
 
 per method: a sweep of at least 6 settings (learning rate x epochs and the method's own knob) with the
-first seed, chosen by the rule, reference and tolerances of T3's calibration ('t3unlearn calibrate
---pretrained'): the setting whose forget truth ratios are closest (KS) to those of the checkpoint the
-model was fine-tuned from, among those that keep 97 % of the full model's retain Q_A_Prob and whose
-forget-vs-calibration membership (min-k) AUC is within 0.5 ± 0.075 (never forget quality or privleak: that
-would peek at the oracle), then the remaining seeds; table = mean ± std over seeds. T3 and cg ("calibrate")
-run calibrate per seed on their own grid instead (cg: T = 1 only), against the same checkpoint. The rule and
-tolerances are the config's "selection" (see --print-config).
+first seed, chosen by the rule, reference and tolerances of T3's calibration ('t3unlearn calibrate'):
+the setting whose forget truth ratios are closest (KS) to the reference -- the full model's own truth
+ratios on the benchmark's never-seen calibration authors when their items carry perturbed answers (the
+world's), else those of the checkpoint the model was fine-tuned from (TOFU's) -- among those that keep 97 %
+of the full model's retain Q_A_Prob and whose forget-vs-calibration membership (min-k) AUC is within
+0.5 ± 0.075 (never forget quality or privleak: that would peek at the oracle), then the remaining seeds;
+table = mean ± std over seeds. T3 and cg ("calibrate") run calibrate per seed on their own grid instead
+(cg: T = 1 only), against the same reference. The rule and tolerances are the config's "selection" (see
+--print-config).
 Every run is cached under OUT/SPLIT/runs: rerun the same command to resume (also after a crash or
 kill -9: finished runs are kept whole). Each run is its own process; --jobs N runs N at once, each with
 at most cores/N torch threads (--threads auto, the default).
