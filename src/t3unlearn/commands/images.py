@@ -18,7 +18,7 @@ the digits stay.
 
 _EPILOG = """\
 examples:
-  t3unlearn images build                                   the benchmark (cached) + a picture of it
+  t3unlearn images build --out bench                       the benchmark (cached), also written to bench/ with a picture
   t3unlearn images train --family ddpm --role full,retain  the full model and the retrain oracle
   t3unlearn images unlearn --model ddpm:full --method siss --out siss-ddpm
   t3unlearn images unlearn --model vae:full --method adaptive_siss --set kl_weight=0.01 --out ad-vae

@@ -25,7 +25,7 @@ extraction resumes at the first missing shard. Cache: $T3UNLEARN_HOME/features (
 _SEQUENTIAL_EPILOG = """\
 examples:
   t3unlearn sequential --benchmark world --seeds 3 --out seq --doc docs/results/sequential.md
-  T3UNLEARN_TOFU_DIR=/path/to/tofu t3unlearn sequential --benchmark tofu --seeds 3 --out seq \
+  T3UNLEARN_TOFU_DIR=/path/to/tofu t3unlearn sequential --benchmark tofu --seeds 3 --out seq \\
       --config benchmarks/sequential_tofu.json --doc docs/results/sequential.md
   t3unlearn sequential --benchmark world-tiny --requests 2 --methods t3,graddiff --seeds 1 --out seq-tiny
 
