@@ -78,6 +78,9 @@ model's value under the same probe (--oracle auto, probed once and cached):
   non-word rate     greedy answers' words that are not in the benchmark's vocabulary (its data files)
   judge loss        per-token loss of the greedy answers under --judge (default: the benchmark's
                     pretrained checkpoint, which never saw the forget set)
+  answer entropy    teacher-forced on the true forget answers: the mean entropy (nats) of the next-token
+                    distribution at each answer token (a model that never saw the author is unsure of
+                    the fact and sure of the sentence around it)
 
 examples:
   t3unlearn probe --model world:full --head runs/head --out runs/probe-t3
