@@ -53,6 +53,7 @@ def test_compare_end_to_end_and_resume(tiny_models, tmp_path, monkeypatch, capsy
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| GradDiff |" in out and "| ULD |" in out and "wall time (s)" in out
+    assert f"### world {world.name} forget10: 1 seed(s) per method" in out  # the world it ran on, not "world"
     rep = json.loads((tmp_path / "cmp" / "forget10" / "compare.json").read_text())
     assert [r["method"] for r in rep["rows"]] == ["full", "graddiff", "uld"]
     gd = rep["rows"][1]

@@ -381,7 +381,7 @@ def _compare_training(*, benchmark, split, methods, seeds, cfg, out: Path, world
     seed_list = list(range(seeds))
     sweeps, chosen, full_sel_u = _sweep(units, methods, settings, selection, seed_list[0])
     rows, full_mu, records = _rows(units, methods, settings, chosen, seed_list, fixed_retrain=bool(retain_model))
-    title = f"{benchmark} {split}"
+    title = f"{bench.label if bench.directory is None else 'world ' + bench.directory.name} {split}"  # world-tiny too
     png = plot(rows, out / f"fq_vs_mu_{split}.png", title)
     text = _markdown(title, rows, sweeps, chosen, selection, len(seed_list), full_mu, full_sel_u)
     report = {"benchmark": benchmark, "split": split, "seeds": seed_list, "full_utility": full_mu, "rows": rows,
