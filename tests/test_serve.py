@@ -231,6 +231,8 @@ def test_streaming(server):
     chunks = list(client.chat.completions.create(model="f05", messages=msgs, max_tokens=20, temperature=0, stream=True))
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole.choices[0].message.content
+    raw = client.completions.create(model="f05", prompt=_prompt(q), max_tokens=20, temperature=0).choices[0].text
+    assert raw.startswith(" ") and whole.choices[0].message.content == raw[1:]  # chat drops the space after "Answer:" only
     assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
 
     # the wire format: server-sent events, OpenAI's chunks, ending with [DONE]
@@ -267,7 +269,7 @@ def test_n_seed_stop_and_logprobs(server):
     chat = client.chat.completions.create(model="f10", messages=[{"role": "user", "content": q}], max_tokens=6, temperature=0,
                                           logprobs=True, top_logprobs=2)
     content = chat.choices[0].logprobs.content
-    assert "".join(t.token for t in content) == chat.choices[0].message.content
+    assert "".join(t.token for t in content) == " " + chat.choices[0].message.content  # tokens as generated
     assert all(len(t.top_logprobs) == 2 and t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob for t in content)
 
 
@@ -386,9 +388,9 @@ def test_bad_bodies_and_chat_requests(server):
     client = server["client"]
     json_headers = {"headers": {"Content-Type": "application/json"}}
 
-    def raw(path, content, method="post"):
+    def raw(path, content, method="post", options=json_headers):
         with pytest.raises(openai.APIStatusError) as e:
-            getattr(client, method)(path, cast_to=object, content=content, options=json_headers)
+            getattr(client, method)(path, cast_to=object, content=content, options=options)
         return e.value
 
     e = raw("/completions", b'{"model": "tiny-full", "prompt": ')
@@ -396,6 +398,14 @@ def test_bad_bodies_and_chat_requests(server):
     _ok(client)
     e = raw("/completions", b"[1, 2, 3]")
     assert e.status_code == 400 and "JSON object" in e.body["message"]
+    # a JSON object is read as JSON whatever its Content-Type or none (curl's -d alone sends a form's); a browser's must say JSON
+    body = json.dumps({"model": "tiny-full", "prompt": "Question: Who?\nAnswer:", "max_tokens": 2, "temperature": 0}).encode()
+    for kind in ("application/x-www-form-urlencoded", "text/plain", openai.Omit()):
+        assert client.post("/completions", cast_to=object, content=body, options={"headers": {"Content-Type": kind}})["choices"]
+    e = raw("/completions", b"model=tiny-full&prompt=x", options={"headers": {"Content-Type": "application/x-www-form-urlencoded"}})
+    assert e.status_code == 400 and e.body["code"] == "invalid_json"
+    e = raw("/completions", body, options={"headers": {"Content-Type": "text/plain", "Origin": "https://elsewhere.example"}})
+    assert e.status_code == 400 and "header 'Content-Type: application/json'" in e.body["message"], e.body
     e = raw("/chat/completions", json.dumps({"model": "tiny-full", "messages": [{"role": "user", "content": "x" * 2 * MAX_BODY}]}).encode())
     assert e.status_code == 413 and e.body["code"] == "request_too_large"
     _ok(client)
@@ -566,4 +576,4 @@ def test_cli_serves_and_drains_on_sigterm(cli_server):
     assert [c.choices[0].finish_reason for c in [first] + rest if c.choices][-1] == "length"
     assert proc.wait(30) == 0
     out = proc.stdout.read()
-    assert "draining 1 request(s)" in out and "stopped" in out
+    assert "draining 1 request(s)" in out and "stopped" in out and f"serving tiny-full on {url}/v1" in out

@@ -410,6 +410,15 @@ def test_the_docs_list_the_hostile_requests():
     assert listed == {name for name, _f, _p in HOSTILE}
 
 
+def test_the_docs_list_the_guidance_fields_of_v1_models():
+    from t3unlearn.serve.heads import guidance_dict
+    from t3unlearn.t3.config import Guidance
+
+    docs = (Path(__file__).parents[1] / "docs" / "serve.md").read_text(encoding="utf-8")
+    row = next(line for line in docs.splitlines() if line.startswith("| `GET /v1/models` |"))
+    assert [f for f in [*guidance_dict(Guidance()), "bytes", "adjustable"] if f"`{f}`" not in row] == []
+
+
 # --------------------------------------------------------------------------- the playground with a key
 
 
@@ -530,3 +539,21 @@ def test_cli_with_a_key_logs_request_ids_and_stops_cleanly_on_a_second_sigterm(l
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_on_a_port_in_use_says_so_without_claiming_to_serve(lm, tmp_path, capsys, monkeypatch):
+    from t3unlearn.commands import serve as serve_command
+    from t3unlearn.commands.main import main
+
+    base, tok, _heads = lm
+    base.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    monkeypatch.setattr(serve_command, "_log_to_stderr", lambda level: None)  # keep the log handlers of later tests
+    taken = _free_socket()
+    taken.listen()
+    try:
+        assert main(["serve", "--model", str(tmp_path / "base"), "--port", str(taken.getsockname()[1]), "--threads", "1"]) == 2
+    finally:
+        taken.close()
+    out, err = capsys.readouterr()
+    assert "serving" not in out and "could not listen on 127.0.0.1:" in err, out + err

@@ -186,6 +186,11 @@ def _serve(args) -> int:
             print(f"received {signal.Signals(sig).name}: draining {state.inflight} request(s) in flight; "
                   "new requests get 503 (signal again to stop at once)", flush=True)
 
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)  # binds the port; exits (SystemExit) when it cannot
+            port = self.servers[0].sockets[0].getsockname()[1]  # the port bound (--port 0: the free one it got)
+            print(f"serving {base_id} on http://{args.host}:{port}/v1 (playground: http://{args.host}:{port}/)", flush=True)
+
         async def on_tick(self, counter: int) -> bool:
             if state.draining and state.inflight == 0:
                 self.should_exit = True
@@ -194,7 +199,6 @@ def _serve(args) -> int:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=5, lifespan="off")
     server = DrainingServer(config)
-    print(f"serving {base_id} on http://{args.host}:{args.port}/v1 (playground: http://{args.host}:{args.port}/)", flush=True)
     try:
         server.run()
     except SystemExit:  # uvicorn exits when it cannot bind; it has logged why

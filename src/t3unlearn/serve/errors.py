@@ -70,12 +70,16 @@ def validation_error_response(exc: RequestValidationError) -> JSONResponse:
     if kind == "json_invalid":
         detail = (first.get("ctx") or {}).get("error", "")
         pos = first["loc"][1] if len(first.get("loc", ())) > 1 else "?"
-        return error_response(400, f"the request body is not valid JSON ({detail} at character {pos}).", code="invalid_json")
+        return error_response(400, f"the request body is not valid JSON ({detail} at character {pos}); send one JSON object.",
+                              code="invalid_json")
     param = _param_of(first.get("loc", ()))
     if param is None:
         if kind == "missing":
             return error_response(400, "the request body is missing; send a JSON object (Content-Type: application/json).")
-        return error_response(400, "the request body must be a JSON object (Content-Type: application/json).")
+        if isinstance(first.get("input"), bytes):  # not read as JSON: a browser's request of another content type
+            return error_response(400, "the request body was not read as JSON: its Content-Type is not application/json; "
+                                  "send it with the header 'Content-Type: application/json'.")
+        return error_response(400, "the request body must be a JSON object.")
     if kind == "extra_forbidden":
         return error_response(400, f"unsupported parameter '{param}'; this server does not implement it.", param=param,
                               code="unsupported_parameter")

@@ -53,6 +53,13 @@ def sse(obj) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
+def answer_text(text: str) -> str:
+    """A chat answer without its first character when that is a space: the models answer "Answer:" with
+    " Tove ..." (training puts the answer after a space), which a chat message does not show. Completions keep
+    the raw continuation. Logprobs keep the tokens as generated."""
+    return text[1:] if text.startswith(" ") else text
+
+
 def completion_logprobs(tokens, offset: int = 0) -> dict:
     offsets, pos = [], offset
     for t in tokens:
@@ -319,11 +326,16 @@ class Generation:
         job = self.start(req, request, head, prompts, max_tokens, logprobs)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", _now()
         if req.stream:
+            started = set()  # the choices whose text has begun: their first text lost its leading space
+
             def chunk(i, delta, tokens, reason, usage=None):
                 body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model, "choices": []}
                 if usage is not None:
                     body["usage"] = usage
                     return body
+                if delta and i not in started:
+                    started.add(i)
+                    delta = answer_text(delta)
                 d = {"content": delta} if delta or reason is None else {}
                 lp = chat_logprobs(tokens) if logprobs is not None and tokens else None
                 body["choices"] = [{"index": i, "delta": d, "logprobs": lp, "finish_reason": reason}]
@@ -337,7 +349,7 @@ class Generation:
                                      headers=_SSE_HEADERS)
         infos = await self.collect(job)
         seqs = job.seqs
-        choices = [{"index": i, "message": {"role": "assistant", "content": s.text}, "finish_reason": s.finish_reason,
+        choices = [{"index": i, "message": {"role": "assistant", "content": answer_text(s.text)}, "finish_reason": s.finish_reason,
                     "logprobs": chat_logprobs(infos[id(s)]) if logprobs is not None else None} for i, s in enumerate(seqs)]
         return {"id": rid, "object": "chat.completion", "created": created, "model": req.model, "system_fingerprint": None,
                 "choices": choices, "usage": usage(prompts, seqs), "t3": self.t3_info(head, seqs)}

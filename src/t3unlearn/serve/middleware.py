@@ -6,6 +6,9 @@ Pure ASGI (no ``BaseHTTPMiddleware``): streams pass through untouched. For every
   the response's ``X-Request-Id`` header, and puts it in :data:`REQUEST_ID` for the log lines of the request;
 - answers 503 while the server drains, and 413 for a body over ``max_body`` bytes before the app reads
   it (the body is read once and replayed);
+- reads every request body as JSON whatever its ``Content-Type`` (curl's ``-d`` sends
+  ``application/x-www-form-urlencoded``; this API takes JSON only), except a browser's: a request with an
+  ``Origin`` must say ``application/json``, which a page of another site cannot send without CORS's consent;
 - counts the request by route, model and status, and observes its duration (to the last byte sent);
 - logs one access line with the request id (unless ``access_log`` is off);
 - answers an exception that escaped the app with a JSON 500 that says only "internal error" and the
@@ -33,6 +36,15 @@ _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 def request_id_of(headers) -> str:
     given = dict(headers or []).get(b"x-request-id", b"").decode("latin-1")
     return given if _ID_RE.match(given) else uuid.uuid4().hex
+
+
+def _as_json(scope):
+    """``scope`` with its body declared ``application/json`` (whatever type it was sent with, or none), unless it
+    has an ``Origin`` (a browser's request): the app then reads the body as JSON, and answers 400 if it is not."""
+    headers = scope.get("headers") or []
+    if any(k == b"origin" for k, _v in headers):
+        return scope
+    return {**scope, "headers": [(k, v) for k, v in headers if k != b"content-type"] + [(b"content-type", b"application/json")]}
 
 
 class GuardMiddleware:
@@ -98,6 +110,7 @@ class GuardMiddleware:
             if size > st.max_body:
                 return await self._too_large(scope, receive, send)
         body, replayed = b"".join(chunks), False
+        scope = _as_json(scope)
 
         async def replay():
             nonlocal replayed
