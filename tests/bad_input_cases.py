@@ -30,6 +30,11 @@ def _jsonl(path: Path, rows) -> str:
     return str(path)
 
 
+def _text(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
 def _cfg(root: Path, name: str, body) -> str:
     path = root / name
     path.write_text(json.dumps(body))
@@ -118,6 +123,17 @@ CLI = [
                     "--out", str(f["root"] / "o-mia"), "--calibrate", "--holdout", f["forget"], "--mia-tolerance", "0.7"],
          r"--mia-tolerance is a distance from AUC 0.5 and must be in \[0, 0.5\]", "a value in [0, 0.5], e.g. 0.075",
          out="o-mia"),
+    Case("unlearn-update-new-head", "`unlearn --update finetune` while making a new head",
+         lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["root"] / "o-upd"), "--update", "finetune"],
+         r"--update finetune applies to updating a head \(--head DIR --add-forget SOURCE\); a new head is trained from "
+         r"scratch: drop --update", "drop --update, or update a head with --head", out="o-upd"),
+    Case("unlearn-forget-with-id", "`unlearn --forget feb=feb.jsonl` (a request id on --forget)",
+         lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f"feb={f['forget']}", "--retain", f["retain"],
+                    "--out", str(f["root"] / "o-rid")],
+         r"--forget feb=\S+forget.jsonl is not a data source: request ids go with --request-id ID for a new head "
+         r"\(--forget \S+forget.jsonl --request-id feb\), or with --add-forget ID=SOURCE on an existing head",
+         "--request-id ID, or --add-forget ID=SOURCE on a head", out="o-rid"),
     Case("baseline-idk-missing", "`baseline idkdpo --idk` names a missing file",
          lambda f: ["baseline", "idkdpo", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
                     "--idk", str(f["root"] / "idk.txt"), "--out", str(f["root"] / "o9")],
@@ -139,6 +155,16 @@ CLI = [
          lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["blank"], "--retain", f["retain"],
                     "--out", str(f["root"] / "o13")],
          r"item 0 has an empty 'answer'; fill it in or drop the item", "fill it in or drop the item", out="o13"),
+    Case("data-not-text", "an item whose question is a number, not text",
+         lambda f: ["unlearn", "--model", str(f["model"]), "--forget", _jsonl(f["root"] / "number.jsonl", FORGET[:1] + [
+                    {"question": 7, "answer": "Seven."}]), "--retain", f["retain"], "--out", str(f["root"] / "o13b")],
+         r"forget set \S+number.jsonl: item 1's 'question' is an int, not text; every question and answer must be a string",
+         "write it as text, in quotes", out="o13b"),
+    Case("data-bad-json-line", "a data file with a truncated line",
+         lambda f: ["unlearn", "--model", str(f["model"]), "--forget", _text(f["root"] / "cut.jsonl", '{"question": "Q?", '
+                    '"answer": "A."}\n{"question": "Who?", "ans'), "--retain", f["retain"], "--out", str(f["root"] / "o13c")],
+         r"cut.jsonl is not valid JSON: line 2, column 22 \(Unterminated string\); fix or remove that line",
+         "fix or remove that line", out="o13c"),
     Case("data-forget-retain-overlap", "forget and retain sets share a question",
          lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["overlap"],
                     "--out", str(f["root"] / "o14")],
@@ -150,6 +176,14 @@ CLI = [
     Case("eval-unknown-world-model", "`--model world:nope`",
          lambda f: ["eval", "--model", "world:nope", "--out", str(f["root"] / "o16")],
          r"has no model 'nope'; its models are pretrained, full", "name one of the world's models", out="o16"),
+    Case("eval-unknown-world", "`eval --world nope` (neither a preset nor a world's directory)",
+         lambda f: ["eval", "--model", str(f["model"]), "--world", "nope", "--out", str(f["root"] / "o16b")],
+         r"--world must be a world preset \(default, tiny\) or a built world's directory, not 'nope'",
+         "name a preset or a world directory", out="o16b"),
+    Case("demo-unknown-preset", "`demo --preset huge`",
+         lambda f: ["demo", "--preset", "huge", "--out", str(f["root"] / "o16c")],
+         r"--preset must be a world preset \(default, tiny\) or a built world's directory, not 'huge'",
+         "name a preset or a world directory", out="o16c"),
     Case("eval-unknown-split", "`--split forget7`",
          lambda f: ["eval", "--model", str(f["model"]), "--split", "forget7", "--out", str(f["root"] / "o17")],
          r"unknown split 'forget7'; use forget01, forget05 or forget10", "use forget01, forget05 or forget10", out="o17"),
@@ -373,6 +407,10 @@ API = [
     Case("api-data-missing", "`load_qa` of a missing file",
          lambda f: _api(__import__("t3unlearn.data", fromlist=["load_qa"]).load_qa, str(f["root"] / "nope.jsonl")),
          r"neither an existing file or directory nor a hub id", "check the path"),
+    Case("api-load-benchmark-model", "`load_lm('world:full')`: a benchmark's model name, not resolved",
+         lambda f: _api(_import("t3unlearn.lm", "load_lm"), "world:full"),
+         r"'world:full' names a model of an embedded benchmark; resolve it first with t3unlearn.benchmarks.resolve_model",
+         "resolve it with resolve_model, or give the model's directory"),
     Case("api-compare-config-typo", "`load_compare_config` with a typo",
          lambda f: _api(_import("t3unlearn.experiments.compare", "load_compare_config"), {"selection": {"utility_tolerence": 0.1}}),
          r"config: selection: unknown key 'utility_tolerence' \(did you mean 'utility_tolerance'\?\)", "spell the key as listed"),

@@ -40,6 +40,57 @@ def test_bad_items(tmp_path, rows, match):
         load_qa(str(f))
 
 
+@pytest.mark.parametrize(
+    "rows,match",
+    [
+        ([{"question": "q?", "answer": "a"}, {"question": 7, "answer": "A"}], r"item 1's 'question' is an int, not text"),
+        ([{"question": "q?", "answer": 5}], r"item 0's 'answer' is an int, not text"),
+        ([{"question": "q?", "answer": ["a", "b"]}], r"item 0's 'answer' is a list, not text"),
+    ],
+)
+def test_question_and_answer_must_be_text(tmp_path, rows, match):
+    f = _write(tmp_path / "forget.jsonl", rows)
+    with pytest.raises(DataError, match=r"forget.jsonl: " + match + "; every question and answer must be a string"):
+        load_qa(str(f))
+
+
+@pytest.mark.parametrize(
+    "text,where",
+    [
+        ('{"question": "q1?", "answer": "a1"}\n{"question": "q2?", "answ', "line 2, column 21 (Unterminated string)"),
+        ('{"question": "q1?", "answer": "a1"},\n', "line 1, column 36 (Extra data)"),
+        ('{"question": "q1?", "answer": "a1"}\n\n[1, 2]\n', "line 3 (not a JSON object)"),
+    ],
+)
+def test_malformed_json_names_its_first_bad_line(tmp_path, capfd, text, where):
+    (tmp_path / "bad.jsonl").write_text(text)
+    with pytest.raises(DataError) as info:
+        load_qa(str(tmp_path / "bad.jsonl"))
+    assert str(info.value) == (f"{tmp_path / 'bad.jsonl'} is not valid JSON: {where}; fix or remove that line (the file is "
+                               'truncated or corrupt; each item is one {"question": ..., "answer": ...} object).')
+    assert "Failed to load JSON" not in capfd.readouterr().err  # datasets' own log line is not shown
+
+
+def test_a_world_directory_lists_only_its_configs(tmp_path):
+    _write(tmp_path / "forget10.jsonl", [{"question": "q?", "answer": "a"}])
+    _write(tmp_path / "idk.jsonl", [{"answer": "I don't know."}])
+    (tmp_path / "world.json").write_text("{}")
+    with pytest.raises(DataError, match=r"available: forget10\.$"):
+        load_qa(f"{tmp_path}:forget7")
+
+
+def test_benchmark_names_are_resolved_first():
+    """world:NAME names a data set or a model of the embedded world: the library asks to resolve it first."""
+    from t3unlearn.lm import load_lm
+
+    with pytest.raises(DataError, match="names the embedded world; resolve it first with t3unlearn.benchmarks.resolve_data"):
+        load_qa("world:forget10")
+    for spec in ("world:full", "world-tiny:retain90", "tofu:full"):
+        with pytest.raises(ValueError, match=f"'{spec}' names a model of an embedded benchmark; resolve it first with "
+                                             "t3unlearn.benchmarks.resolve_model"):
+            load_lm(spec)
+
+
 def test_empty_and_corrupt_files(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(DataError, match="empty"):

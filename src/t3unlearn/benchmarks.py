@@ -220,8 +220,9 @@ class Benchmark:
 # --------------------------------------------------------------------------- names
 
 
-def get_benchmark(name: str | Path = "world", *, subset: str | None = None) -> Benchmark:
-    """``world`` (default preset), ``world-PRESET``, a preset name, a built world's directory, or ``tofu``."""
+def get_benchmark(name: str | Path = "world", *, subset: str | None = None, option: str | None = None) -> Benchmark:
+    """``world`` (default preset), ``world-PRESET``, a preset name, a built world's directory, or ``tofu``.
+    ``option``: the parameter that gave ``name`` (``preset``, ``world``: a world only), named by the error on a bad one."""
     text = str(name).strip()
     if text == "tofu":
         return Benchmark("tofu", subset=subset)
@@ -231,6 +232,9 @@ def get_benchmark(name: str | Path = "world", *, subset: str | None = None) -> B
     preset = "default" if text in ("world", "default") else text[len("world-"):] if text.startswith("world-") else text
     from t3unlearn.world import PRESETS
 
+    if preset not in PRESETS and option:
+        raise DataError(f"must be a world preset ({', '.join(PRESETS)}) or a built world's directory, not {text!r}.",
+                        option=option)
     if preset not in PRESETS:
         raise DataError(f"unknown benchmark {text!r}; use world, {', '.join('world-' + p for p in PRESETS if p != 'default')}, "
                         "tofu, or a built world's directory.")

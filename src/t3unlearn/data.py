@@ -30,6 +30,7 @@ IGNORE_INDEX = -100
 HUB_ALIASES = {"tofu": "locuslab/TOFU"}
 TOFU_DIR_ENV = "T3UNLEARN_TOFU_DIR"  # a local copy of TOFU's configs, read instead of the hub
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+NOT_CONFIGS = ("world.json", "idk.jsonl")  # files of a built world that are not question/answer configs
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
 
 
@@ -74,9 +75,14 @@ def resolve_source(spec: str, config: str | None = None) -> tuple[str, str | Non
     )
 
 
+def _configs(directory: Path) -> list[str]:
+    """The configs a directory offers (not a built world's world.json nor its IdkDPO answers, idk.jsonl)."""
+    return sorted(p.stem for p in directory.iterdir() if p.suffix in DATA_SUFFIXES and p.name not in NOT_CONFIGS)
+
+
 def _find_config_file(directory: Path, config: str | None) -> Path:
     if config is None:
-        available = sorted(p.stem for p in directory.iterdir() if p.suffix in DATA_SUFFIXES)
+        available = _configs(directory)
         raise DataError(
             f"{directory} is a directory; name a config as {directory}:CONFIG "
             f"(available: {', '.join(available) or 'none'})."
@@ -87,7 +93,7 @@ def _find_config_file(directory: Path, config: str | None) -> Path:
             return candidate
     if (directory / config).is_dir():
         return directory / config
-    available = sorted(p.stem for p in directory.iterdir() if p.suffix in DATA_SUFFIXES)
+    available = _configs(directory)
     raise DataError(
         f"no config {config!r} in {directory} (looked for {config}.jsonl/.json/.parquet/.csv); "
         f"available: {', '.join(available) or 'none'}."
@@ -108,10 +114,43 @@ def _load_file(path: Path):
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl, .json, .parquet or .csv.")
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty; it must hold question/answer items.")
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its log line on a bad file: the error below says it
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as exc:  # noqa: BLE001
+        bad = _bad_json_line(path) if builder == "json" else None
+        if bad:
+            raise DataError(f"{path} is not valid JSON: {bad}; fix or remove that line (the file is truncated or corrupt; "
+                            'each item is one {"question": ..., "answer": ...} object).') from None
         raise DataError(f"could not read {path} as {builder} ({type(exc).__name__}: {exc}); the file is corrupt or not in TOFU's schema.") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """Where a JSON lines file (or a .json array) stops being valid, as "line N (WHY)"; None if it parses."""
+    import json
+
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):  # one JSON array
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            return _where(exc.lineno, exc)
+        return None
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            item = json.loads(line) if line.strip() else {}
+        except ValueError as exc:
+            return _where(n, exc)
+        if not isinstance(item, dict):
+            return f"line {n} (not a JSON object)"
+    return None
+
+
+def _where(line: int, exc) -> str:
+    return f"line {line}, column {exc.colno} ({exc.msg.removesuffix(' starting at')})"
 
 
 def _load_hub(repo: str, config: str | None, split: str):
@@ -195,6 +234,10 @@ def validate_qa(ds, *, require: Sequence[str] = ("question", "answer"), label: s
         for i, value in enumerate(ds[field]):
             if value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value):
                 raise DataError(f"{label}: item {i} has an empty '{field}'; fill it in or drop the item.")
+            if field in ("question", "answer") and not isinstance(value, str):
+                kind = type(value).__name__
+                raise DataError(f"{label}: item {i}'s '{field}' is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not text; "
+                                "every question and answer must be a string.")
 
 
 def check_disjoint(forget, retain) -> None:

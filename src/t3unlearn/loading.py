@@ -117,6 +117,10 @@ def check_model_source(path: str, what: str = "model", *, revision: str | None =
     import json
 
     p = Path(str(path)).expanduser()
+    bench = str(path).partition(":")[0]
+    if not p.exists() and ":" in str(path) and (bench in ("world", "tofu") or bench.startswith("world-")):
+        raise ModelError(f"{str(path)!r} names a model of an embedded benchmark; resolve it first with "
+                         "t3unlearn.benchmarks.resolve_model (the command line does), or give the model's directory.")
     if p.exists():
         if not p.is_dir():
             raise ModelError(f"{what} {path} is a file; give the model's directory (with config.json and the weights).")

@@ -108,6 +108,29 @@ def _check_perturbed_use(args, never_seen: bool) -> None:
                       "answers (the truth ratios it is compared with).")
 
 
+def _perturbed_spec(args, forget_spec: str) -> str | None:
+    """The forget items' perturbed answers: --perturbed, else a benchmark forget set's FORGET_perturbed, else None."""
+    from t3unlearn.benchmarks import benchmark_config
+
+    spec = args.perturbed
+    if spec is None and benchmark_config(forget_spec) is not None and not forget_spec.endswith("_perturbed"):
+        spec = f"{forget_spec}_perturbed"
+    return spec
+
+
+def _check_truth_items(args, forget, forget_spec: str, never_seen: bool) -> None:
+    """Before the head is trained: truth ratios (--pretrained, --oracle, or holdout items with perturbed answers) are
+    scored on the forget items' perturbed answers, which must be there (:func:`_perturbed_spec`, else the forget set)."""
+    if not (getattr(args, "pretrained", None) or getattr(args, "oracle", None) or never_seen):
+        return
+    from t3unlearn.benchmarks import resolve_data
+    from t3unlearn.data import load_qa
+    from t3unlearn.t3.calibrate import check_perturbed
+
+    spec = _perturbed_spec(args, forget_spec)
+    check_perturbed(load_qa(resolve_data(spec), what="perturbed forget set") if spec else forget)
+
+
 def _reference(args, forget_spec: str, never_seen: bool = False):
     """``(reference model, oracle, perturbed items, names)`` for --pretrained / --oracle, or for calibration items
     with perturbed answers (``never_seen``: the base's truth ratios on them are the reference, and --pretrained is
@@ -122,13 +145,11 @@ def _reference(args, forget_spec: str, never_seen: bool = False):
     _check_perturbed_use(args, never_seen)
     if not ref_spec and not oracle_spec and not never_seen:
         return None, None, None, (None, None, None)
-    from t3unlearn.benchmarks import benchmark_config, resolve_data, resolve_model
+    from t3unlearn.benchmarks import resolve_data, resolve_model
     from t3unlearn.data import load_qa
     from t3unlearn.lm import load_model
 
-    spec = args.perturbed
-    if spec is None and benchmark_config(forget_spec) is not None and not forget_spec.endswith("_perturbed"):
-        spec = f"{forget_spec}_perturbed"
+    spec = _perturbed_spec(args, forget_spec)
     perturbed = load_qa(resolve_data(spec), what="perturbed forget set") if spec else None
     device = getattr(args, "device", None)
     reference = load_model(resolve_model(ref_spec, log=print), device=device) if ref_spec else None

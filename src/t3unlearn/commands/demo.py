@@ -241,7 +241,7 @@ def _demo(args) -> int:
     out = Path(args.out)
     clock = _Clock()
     retain_name = retain_split(args.split)
-    bench = get_benchmark(args.preset)
+    bench = get_benchmark(args.preset, option="preset")
     jobs = choose_jobs(args.jobs)
     print(f"t3unlearn demo: world preset {args.preset!r}, {args.split}; cache in {cache_home()}", flush=True)
 

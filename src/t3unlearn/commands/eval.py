@@ -232,7 +232,7 @@ def _eval(args) -> int:
     check_writable(out)
     if args.world and args.benchmark != "world":
         raise T3Error("--world applies to --benchmark world; TOFU's local copy is named by $T3UNLEARN_TOFU_DIR.")
-    bench = get_benchmark(args.world or "world") if args.benchmark == "world" else get_benchmark("tofu")
+    bench = get_benchmark(args.world or "world", option="world") if args.benchmark == "world" else get_benchmark("tofu")
     owner = model_benchmark(args.model)
     if owner is not None and owner.kind != bench.kind:
         raise T3Error(f"--model {args.model} is a model of {owner.label}; evaluate it with --benchmark {owner.kind}.")
@@ -326,7 +326,7 @@ def _probe(args) -> int:
     if bad or not probes:
         raise T3Error(f"--probes {args.probes}: unknown probe(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(PROBES)} or all.")
     check_writable(out)
-    bench = get_benchmark(args.world or "world") if args.benchmark == "world" else get_benchmark("tofu")
+    bench = get_benchmark(args.world or "world", option="world") if args.benchmark == "world" else get_benchmark("tofu")
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     model_path = resolve_model(args.model, log=log)
     overrides = guidance_overrides(args, model_path)

@@ -443,10 +443,17 @@ PERTURBED_FIELDS = ("question", "paraphrased_answer", "perturbed_answer")
 
 def has_perturbed(data) -> bool:
     """Whether ``data``'s items carry TOFU's paraphrased and perturbed answers (every field of the first item)."""
-    if len(data) == 0:
-        return False
-    first = data[0]
-    return all(f in first for f in PERTURBED_FIELDS)
+    return len(data) > 0 and all(f in data[0] for f in PERTURBED_FIELDS)
+
+
+def check_perturbed(data) -> None:
+    """Refuse forget items without TOFU's paraphrased and perturbed answers (the truth ratios are scored on them)."""
+    missing = [f for f in PERTURBED_FIELDS if len(data) and f not in data[0]]
+    if not len(data) or missing:
+        raise T3Error("scoring the forget truth ratios (calibration items with perturbed answers, --pretrained, --oracle) "
+                      "needs the forget items' paraphrased and perturbed answers (fields "
+                      f"{', '.join(PERTURBED_FIELDS)}; missing: {', '.join(missing) or 'every item'}); give them with "
+                      "--perturbed SOURCE (TOFU: tofu:forget10_perturbed).")
 
 
 def _perturbed_examples(fmt, data, what: str = "forget"):
@@ -456,11 +463,7 @@ def _perturbed_examples(fmt, data, what: str = "forget"):
     if what != "forget" and (not rows or missing):
         raise T3Error(f"the {what} items need paraphrased and perturbed answers (fields {', '.join(PERTURBED_FIELDS)}; "
                       f"missing: {', '.join(missing) or 'every item'}).")
-    if not rows or missing:
-        raise T3Error("scoring the forget truth ratios (calibration items with perturbed answers, --pretrained, --oracle) needs the forget items' paraphrased and "
-                      "perturbed answers "
-                      f"(fields {', '.join(PERTURBED_FIELDS)}; missing: {', '.join(missing) or 'every item'}); give them "
-                      "with --perturbed SOURCE (TOFU: tofu:forget10_perturbed).")
+    check_perturbed(rows)
     counts = {len(r["perturbed_answer"]) for r in rows}
     if len(counts) != 1 or 0 in counts:
         raise T3Error(f"every item needs the same number (>= 1) of perturbed answers; found {sorted(counts)}.")

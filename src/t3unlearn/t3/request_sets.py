@@ -55,6 +55,8 @@ class DataSet:
         if isinstance(data, (str, Path)):
             source = str(data)
             data = load_qa(source, what=what)
+            if Path(source).expanduser().is_file():  # recorded absolute: read again from anywhere (calibrate, update)
+                source = str(Path(source).expanduser().resolve())
         elif hasattr(data, "column_names"):
             validate_qa(data, label=what)
         else:
