@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from t3unlearn.commands.calibration import (_calibrate_and_report, _check_calibration_args, _check_perturbed_use,
-                                            _common_source, _head_sets, _holdout)
+                                            _check_truth_items, _common_source, _head_sets, _holdout)
 from t3unlearn.loading import add_loading_options, loading_kwargs
 from t3unlearn.t3.config import ACTIVATIONS, Guidance, TrainConfig
 from t3unlearn.t3.options import (  # noqa: F401 - re-exported: other commands import them from here
@@ -32,7 +32,7 @@ examples:
   # fingerprints); a new one costs one forward pass over its own items, the rest is cached
   t3unlearn unlearn --model world:full --forget req1.jsonl --retain world:retain90 --request-id req-1 --out head
   t3unlearn unlearn --head head --add-forget req-2=req2.jsonl                 # retrain on both, seconds
-  t3unlearn unlearn --head head --add-forget req3.jsonl --update finetune     # id r2 ... by default
+  t3unlearn unlearn --head head --add-forget req3.jsonl --update finetune     # no ID=: id r1 (first free rN)
   t3unlearn unlearn --head head --remove-forget req-2       # exactly the head trained without req-2
   t3unlearn unlearn --head head --list-requests
   t3unlearn unlearn --head head --add-forget req4.jsonl --calibrate --holdout unseen.jsonl   # T, s chosen again
@@ -228,6 +228,7 @@ def run_unlearn(args) -> int:
 
 def _unlearn(args) -> int:
     import time
+    from pathlib import Path
 
     from t3unlearn.errors import T3Error
 
@@ -235,10 +236,17 @@ def _unlearn(args) -> int:
         return _update(args)
     if args.add_forget or args.remove_forget or args.list_requests:
         raise T3Error("--add-forget, --remove-forget and --list-requests update a head: give it with --head DIR.")
+    if args.update != "retrain":
+        raise T3Error(f"--update {args.update} applies to updating a head (--head DIR --add-forget SOURCE); a new head is "
+                      "trained from scratch: drop --update.")
     missing = [f"--{n}" for n in ("model", "forget", "retain", "out") if getattr(args, n) is None]
     if missing:
         raise T3Error(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required to make a head "
                       "(or give --head DIR --add-forget SOURCE to update one).")
+    rid, named, src = args.forget.partition("=")
+    if named and not Path(args.forget).expanduser().exists():
+        raise T3Error(f"--forget {args.forget} is not a data source: request ids go with --request-id ID for a new head "
+                      f"(--forget {src} --request-id {rid}), or with --add-forget ID=SOURCE on an existing head (--head DIR).")
 
     from t3unlearn.benchmarks import resolve_data, resolve_model
     from t3unlearn.data import check_disjoint, load_qa
@@ -260,7 +268,9 @@ def _unlearn(args) -> int:
     if holdout is not None:
         from t3unlearn.t3.calibrate import has_perturbed
 
-        _check_perturbed_use(args, has_perturbed(holdout[0]))
+        never_seen = has_perturbed(holdout[0])
+        _check_perturbed_use(args, never_seen)
+        _check_truth_items(args, forget, args.forget, never_seen)  # before the head is trained, not after
     model_path = resolve_model(args.model, log=print)
     loading = loading_kwargs(args)
     tokenizer = load_tokenizer(model_path, **tokenizer_kwargs(loading))
@@ -459,11 +469,22 @@ def _generate(args) -> int:
     if args.stream:
         from transformers import TextStreamer
 
-        streamer = TextStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        class AnswerStreamer(TextStreamer):
+            """Prints the answer as it comes, without the space the model starts it with (as the plain output)."""
+
+            started = False
+
+            def on_finalized_text(self, text: str, stream_end: bool = False):
+                if not self.started:
+                    text = text.lstrip()
+                    self.started = bool(text)
+                super().on_finalized_text(text, stream_end=stream_end)
+
         if args.num_beams > 1:
             raise T3Error("--stream works with greedy or sampled decoding, not beam search.")
         for q in args.questions:
             print(f"Q: {q}\nA: ", end="", flush=True)
+            streamer = AnswerStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
             lm.generate([q], max_new_tokens=args.max_new_tokens, streamer=streamer, **gen_kw)
         return 0
     answers = lm.generate(args.questions, max_new_tokens=args.max_new_tokens, **gen_kw)
