@@ -215,3 +215,24 @@ def test_matrix_products_do_not_depend_on_the_thread_count():
     env = {k: v for k, v in __import__("os").environ.items() if k != "MKL_CBWR"}
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert got.stdout.strip() == "True"
+
+
+def test_a_world_model_names_the_world_it_is_evaluated_on():
+    """`eval --model world-tiny:full` evaluates on the tiny world without --world tiny (it used to score the tiny
+    model on the default world's sets, silently); --world agrees with it or is refused; TOFU's is refused."""
+    from argparse import Namespace
+
+    from t3unlearn.commands.eval import _benchmark_of
+    from t3unlearn.errors import T3Error
+
+    def bench(model, world=None, benchmark="world"):
+        return _benchmark_of(Namespace(model=model, world=world, benchmark=benchmark))
+
+    assert bench("world-tiny:full").label == "world-tiny"
+    assert bench("world:full").label == "world" and bench("path/to/model").label == "world"
+    assert bench("world-tiny:full", world="tiny").label == "world-tiny"
+    assert bench("path/to/model", world="tiny").label == "world-tiny"
+    with pytest.raises(T3Error, match="is a model of world-tiny, not of --world default"):
+        bench("world-tiny:full", world="default")
+    with pytest.raises(T3Error, match="evaluate it with --benchmark world"):
+        bench("world-tiny:full", benchmark="tofu")

@@ -210,12 +210,32 @@ def _reference(args, bench, model_path: str, split: str):
                   f"logs of the {retain_split(split)} model, or 't3unlearn eval' of that model).")
 
 
+def _benchmark_of(args):
+    """The benchmark --model is evaluated on: --benchmark (with --world), or the world a world model names
+    (world-tiny:full is evaluated on the tiny world without --world tiny); a model of another benchmark is refused."""
+    from t3unlearn.benchmarks import get_benchmark, model_benchmark
+    from t3unlearn.errors import T3Error
+
+    if args.world and args.benchmark != "world":
+        raise T3Error("--world applies to --benchmark world; TOFU's local copy is named by $T3UNLEARN_TOFU_DIR.")
+    owner = model_benchmark(args.model)
+    if args.benchmark == "world" and not args.world and owner is not None and owner.kind == "world":
+        return owner
+    bench = get_benchmark(args.world or "world", option="world") if args.benchmark == "world" else get_benchmark("tofu")
+    if owner is not None and owner.kind != bench.kind:
+        raise T3Error(f"--model {args.model} is a model of {owner.label}; evaluate it with --benchmark {owner.kind}.")
+    if owner is not None and owner.label != bench.label:
+        raise T3Error(f"--model {args.model} is a model of {owner.label}, not of --world {args.world}; drop --world "
+                      "(the model names its world) or give that world's model.")
+    return bench
+
+
 def _eval(args) -> int:
     import time
 
     import torch
 
-    from t3unlearn.benchmarks import get_benchmark, model_benchmark, resolve_model
+    from t3unlearn.benchmarks import model_benchmark, resolve_model
     from t3unlearn.errors import T3Error
     from t3unlearn.eval import runner
     from t3unlearn.eval.report import single_table
@@ -230,12 +250,7 @@ def _eval(args) -> int:
     if out.exists() and not out.is_dir():
         raise T3Error(f"--out {out} is a file; give a directory for the results.")
     check_writable(out)
-    if args.world and args.benchmark != "world":
-        raise T3Error("--world applies to --benchmark world; TOFU's local copy is named by $T3UNLEARN_TOFU_DIR.")
-    bench = get_benchmark(args.world or "world", option="world") if args.benchmark == "world" else get_benchmark("tofu")
-    owner = model_benchmark(args.model)
-    if owner is not None and owner.kind != bench.kind:
-        raise T3Error(f"--model {args.model} is a model of {owner.label}; evaluate it with --benchmark {owner.kind}.")
+    bench = _benchmark_of(args)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     model_path = resolve_model(args.model, log=log)
     adapter_kwargs = guidance_overrides(args, model_path)
@@ -245,7 +260,9 @@ def _eval(args) -> int:
         data = {k: v.select(range(min(args.limit, len(v)))) if hasattr(v, "select") else v for k, v in data.items()}
 
     t0 = time.perf_counter()
-    name = args.name or (args.model.partition(":")[2] if owner is not None else None)
+    owner, head = model_benchmark(args.model), Path(args.head).name if args.head else None
+    model_name = args.model.partition(":")[2] if owner is not None else None  # world:full -> full (+ the head's name)
+    name = args.name or (f"{model_name}+{head}" if model_name and head else model_name)
     lm = load_lm(model_path, head=args.head, device=args.device, name=name, force=args.force, **adapter_kwargs,
                  **loading_kwargs(args))
     load_s = time.perf_counter() - t0
@@ -309,7 +326,7 @@ def run_probe(args) -> int:
 
 
 def _probe(args) -> int:
-    from t3unlearn.benchmarks import get_benchmark, model_benchmark, resolve_model
+    from t3unlearn.benchmarks import model_benchmark, resolve_model
     from t3unlearn.errors import T3Error
     from t3unlearn.eval import runner
     from t3unlearn.eval.probe import PROBES
@@ -326,7 +343,7 @@ def _probe(args) -> int:
     if bad or not probes:
         raise T3Error(f"--probes {args.probes}: unknown probe(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(PROBES)} or all.")
     check_writable(out)
-    bench = get_benchmark(args.world or "world", option="world") if args.benchmark == "world" else get_benchmark("tofu")
+    bench = _benchmark_of(args)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     model_path = resolve_model(args.model, log=log)
     overrides = guidance_overrides(args, model_path)
