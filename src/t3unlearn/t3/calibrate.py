@@ -340,7 +340,7 @@ def _score_and_choose(model, head, forget, holdout, retain, settings, tolerance,
     whole = [st for st in settings if st.reads_pieces]
     groups = [whole, [st for st in settings if not st.reads_pieces]] if 0 < len(whole) < len(settings) else [settings]
     rows: dict = {}
-    with progress_bar(total=(per_set + per_truth) * len(settings), desc=f"calibrate ({len(settings)} settings)",
+    with progress_bar(total=(per_set + per_truth) * len(settings), desc=f"calibrate ({len(settings)} settings{', the plain half if needed' if len(groups) > 1 else ''})",
                       unit="token x setting", enabled=progress) as bar:
         step = _Ticks(bar, len(settings))
         base_retain = None
