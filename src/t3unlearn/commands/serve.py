@@ -143,7 +143,7 @@ def _serve(args) -> int:
         base_id = args.name or _public_id(base)
     for path in heads.values():  # a missing or corrupt head fails before the base is loaded
         T3ForCausalLM.read_config(path)
-    security = _security(args)
+    security = _security(args, n_heads=len(heads))
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(base, **tokenizer_kwargs(loading_kwargs(args)))
     model = load_model(base, device=args.device, **loading_kwargs(args))
@@ -219,16 +219,20 @@ def _public_id(model: str) -> str:
     return path.name if (path.is_absolute() or path.exists()) and path.name else model
 
 
-def _security(args):
+def _security(args, n_heads: int):
     from t3unlearn.errors import T3Error
     from t3unlearn.serve.security import Security
 
     if args.request_timeout < 0:
         raise T3Error(f"--request-timeout must be >= 0 seconds (0 = none), not {args.request_timeout:g}.")
     try:
-        return Security.from_env(args.api_key, args.admin_key, lock_guidance=args.lock_guidance, no_base=args.no_base)
+        security = Security.from_env(args.api_key, args.admin_key, lock_guidance=args.lock_guidance, no_base=args.no_base)
     except ValueError as exc:
         raise T3Error(f"{exc} (--api-key / --admin-key or their environment variables)") from None
+    if security.no_base and not n_heads and not security.admin_key:
+        raise T3Error("--no-base without --head would serve nothing, and without --admin-key no head can be added at run "
+                      "time: give --head [NAME=]DIR, or --admin-key to add heads with POST /v1/heads.")
+    return security
 
 
 def _security_summary(security, args, n_heads: int) -> str:
@@ -241,8 +245,6 @@ def _security_summary(security, args, n_heads: int) -> str:
     if not security.api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
         lines.append(f"warning: listening on {args.host} without an API key: anyone who can reach this port can generate "
                      "(set T3UNLEARN_API_KEY, or --api-key)")
-    if security.no_base and not n_heads and not security.admin_key:
-        lines.append("warning: --no-base and no --head: nothing is served (and without --admin-key no head can be added)")
     return "\n".join(lines)
 
 
