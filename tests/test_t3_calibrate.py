@@ -184,6 +184,9 @@ def test_a_reference_model_sets_the_objective(random_lm):
     assert cal.chosen.setting == Setting(1.0, 0.0) and cal.chosen.tr_ks == 0.0
     assert all(r.tr_ks is not None for r in cal.rows) and max(r.tr_ks for r in cal.rows) > 0
     assert "KS(TR,reference)" in cal.table() and "truth ratios" in t3.config.calibration["objective"]
+    head, rule, *body = cal.table().splitlines()
+    rows = [line for line in body if line[:1] in "*x "]  # every column under its header, however long the label
+    assert rows and all(len(line) == len(head) == len(rule) for line in rows)
     assert t3.config.calibration["items"]["perturbed"] == len(PERTURBED)
     # the membership constraint: a setting whose forget answers an attacker tells from never-seen ones is out
     other = [{"question": q, "answer": "zq xv " * 12} for q, _ in QA]  # never-seen answers of another kind

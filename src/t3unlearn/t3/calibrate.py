@@ -263,17 +263,16 @@ class Calibration:
         rows = sorted(self.rows, key=lambda r: (not r.feasible, r.objective()))
         ref, orc = self.uses_reference, self.uses_oracle
         best = self.oracle_best()
-        lines = ["setting                                         " + ("  KS(TR,reference)" if ref else "")
-                 + "  KS(forget,holdout)  MIA AUC  forget p  holdout p  retain p/base"
-                 + ("  FQ(oracle)  privleak" if orc else ""), "-" * (111 + 18 * ref + 22 * orc)]
-        shown = rows[:top] if top else rows
-        if best is not None and best not in shown:
-            shown = shown + [best]
+        shown = (rows[:top] if top else rows) + ([best] if best is not None and best not in rows[:top or None] else [])
+        w = max([48] + [len(r.setting.label()) for r in shown])  # the setting column, as wide as its longest label
+        head = ("setting".ljust(w + 2) + ("  KS(TR,reference)" if ref else "") + "  KS(forget,holdout)  MIA AUC  forget p"
+                "  holdout p  retain p/base" + ("  FQ(oracle)  privleak" if orc else ""))
+        lines = [head, "-" * len(head)]
         for r in shown:
             mark = "*" if r is self.chosen else (" " if r.feasible else "x")
-            tr_ks = f"{'-':>16}" if r.tr_ks is None else f"{r.tr_ks:>16.3f}"  # infeasible: not scored (the rule)
-            lines.append(f"{mark} {r.setting.label():<48}" + (tr_ks if ref else "")
-                         + f"{r.ks:>18.3f}{r.mia_auc:>9.3f}{r.forget_prob:>10.3f}{r.holdout_prob:>11.3f}{r.retain_ratio:>15.3f}"
+            tr_ks = f"{'n/a':>18}" if r.tr_ks is None else f"{r.tr_ks:>18.3f}"  # infeasible: not scored (the rule)
+            lines.append(f"{mark} {r.setting.label():<{w}}" + (tr_ks if ref else "")
+                         + f"{r.ks:>20.3f}{r.mia_auc:>9.3f}{r.forget_prob:>10.3f}{r.holdout_prob:>11.3f}{r.retain_ratio:>15.3f}"
                          + (f"{r.forget_quality:>12.2e}{r.privleak:>+10.1f}" + (" <- oracle's pick" if r is best else "")
                             if orc else ""))
         closest = min((r for r in self.rows if r.feasible), key=lambda r: r.objective(), default=self.chosen)
