@@ -338,6 +338,8 @@ def test_demo_tiny(home, tmp_path, monkeypatch, capsys):
     assert saved.guidance.spelling == "base"
     assert feasible and cal["chosen"]["tr_ks"] == min(r["tr_ks"] for r in feasible)
     assert f"T3 {saved.guidance.label()} (" in text and "; T = 1: T=1, s=" in text
+    # where the rule chose no tempering, the demo says T3 and plain guidance are the same model here
+    assert ("the rule chose no tempering (T = 1) here" in text) == (saved.guidance.temperature == 1.0)
     assert main(["demo", "--preset", "tiny", "--out", str(tmp_path / "fixed"), "--threads", "1", "--no-calibrate",
                  "--no-eval"]) == 0
     assert T3ForCausalLM.from_pretrained(str(tmp_path / "fixed" / "t3-head")).guidance == Guidance()  # the defaults

@@ -133,6 +133,9 @@ def _calibrate(t3, tokenizer, forget, retain, bench, split: str, clock: _Clock) 
     clock.step(f"calibrated: {len(cal.rows)} settings ({len(plain.rows)} at T = 1{skipped}) against {against}; "
                f"T3 {c.setting.label()} (truth-ratio KS {c.tr_ks:.3f}, "
                f"membership AUC {c.mia_auc:.3f}); T = 1: {p.setting.label()}", t)
+    if c.setting == p.setting:
+        print("  note: the rule chose no tempering (T = 1) here, so T3 and plain guidance are the same model on this "
+              "data; the default world shows them apart", flush=True)
     return asdict(c.setting), asdict(p.setting)
 
 
