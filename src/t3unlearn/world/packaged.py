@@ -1,9 +1,9 @@
 """The default world's models as trained once and shipped with the package.
 
-Training the default world's tokenizer, pretrained base, ``full`` and ``retain90`` models takes 600–700 CPU seconds,
-and the result depends on the machine (float rounding differs between CPUs), so every machine would get slightly
-different models and figures. The package therefore ships one training of them (seed 0, float32 safetensors,
-12.6 MB) under ``t3unlearn/world/models/``, laid out as the model cache is: ``<preset>-<fingerprint>/<name>``. The
+Training the default world's tokenizer, pretrained base, ``full`` and ``retain90`` models takes 600–700 CPU seconds
+(the other splits' oracles ``retain95`` and ``retain99`` 200 more each), and the result depends on the machine (float
+rounding differs between CPUs), so every machine would get slightly different models and figures. The package
+therefore ships one training of the five (seed 0, float32 safetensors, 21 MB) under ``t3unlearn/world/models/``, laid out as the model cache is: ``<preset>-<fingerprint>/<name>``. The
 fingerprint covers the world's training files, every training setting and the recipe's version
 (:func:`t3unlearn.world.train.models_root`), so a shipped model is used only for exactly the data and settings it was
 trained with; another world, seed or setting is trained as before.
