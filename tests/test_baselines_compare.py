@@ -240,7 +240,18 @@ def test_selection_keeps_the_membership_auc_near_one_half():
     assert select_setting(recs, 1.0, Selection(mia_metric=None)) == 0  # without the constraint: lowest KS
     assert select_setting(recs, 1.0, Selection(mia_tolerance=0.2)) == 0
     # nothing feasible: the smallest miss (AUC 0.62 misses by 0.045, utility 0.9 by 0.07)
-    assert select_setting([rec(0.01, 0.99, 0.75), rec(0.3, 0.99, 0.62), rec(0.2, 0.90, 0.5)], 1.0, sel) == 1
+    none_ok = [rec(0.01, 0.99, 0.75), rec(0.3, 0.99, 0.62), rec(0.2, 0.90, 0.5)]
+    assert select_setting(none_ok, 1.0, sel) == 1
+    # ... and the sweep table says so beside the tick; a sweep with a feasible setting gets the plain tick
+    from t3unlearn.experiments.compare.report import sweep_table
+
+    def sweep(rs):
+        return [{"setting": f"lr={i}", "summary": r["summary"]} for i, r in enumerate(rs)]
+
+    table = sweep_table({"npo": sweep(none_ok), "graddiff": sweep(recs)}, {"npo": 1, "graddiff": 2}, sel, 1.0)
+    rows = {line.split("|")[2].strip() + line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert "✓ none feasible" in rows["lr=1NPO"] and "✓" in rows["lr=2GradDiff"]
+    assert "none feasible" not in rows["lr=2GradDiff"] and "✓" not in rows["lr=0NPO"]
 
 
 def test_config_override_and_validation(tmp_path):

@@ -245,7 +245,7 @@ def _markdown(title: str, rows: list[dict], sweeps: dict, chosen: dict, selectio
         + (f" and {selection.mia_metric} within 0.5 ± {selection.mia_tolerance:g}" if selection.mia_metric else "")
         + "; if none, the one that misses that by least):",
         "",
-        sweep_table(sweeps, chosen, selection),
+        sweep_table(sweeps, chosen, selection, full_sel_u),
         "",
     ]
     return "\n".join([

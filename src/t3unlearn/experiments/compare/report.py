@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from t3unlearn.experiments.compare.config import Selection
-from t3unlearn.experiments.compare.selection import title
+from t3unlearn.experiments.compare.selection import feasible, title
 from t3unlearn.eval.report import PlotPoint, fmt, plot_points, table
 
 COLUMNS = (
@@ -65,15 +65,18 @@ def markdown_table(rows: Sequence[dict]) -> str:
     return table(head, body, "ll" + "r" * (len(head) - 2))
 
 
-def sweep_table(sweeps: dict[str, list[dict]], chosen: dict[str, int], selection: Selection) -> str:
-    """Every sweep setting's first-seed selection metrics, the chosen one ticked."""
+def sweep_table(sweeps: dict[str, list[dict]], chosen: dict[str, int], selection: Selection,
+                full_utility: float | None = None) -> str:
+    """Every sweep setting's first-seed selection metrics, the chosen one ticked ("✓ none feasible" where no setting
+    met the constraints and the rule took the one that misses them by least)."""
     metrics = [m for m in (selection.metric, selection.mia_metric, selection.utility_metric) if m]
     body = []
     for method, recs in sweeps.items():
+        none_ok = not any(feasible(r, full_utility, selection) for r in recs)
         for i, r in enumerate(recs):
             s = r["summary"]
-            body.append([title(method), r["setting"], *(cell_value("x", s.get(m)) for m in metrics),
-                         "✓" if chosen.get(method) == i else ""])
+            tick = ("✓ none feasible" if none_ok else "✓") if chosen.get(method) == i else ""
+            body.append([title(method), r["setting"], *(cell_value("x", s.get(m)) for m in metrics), tick])
     return table(["method", "setting (first seed)", *metrics, "chosen"], body, "ll" + "r" * len(metrics) + "c")
 
 

@@ -45,19 +45,30 @@ def _value(record: dict, key: str) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
+def _miss(record: dict, full_utility: float | None, selection: Selection) -> float:
+    """How far a record is from feasible (0: feasible): its utility shortfall plus its membership AUC's excess over
+    the band; a missing value misses by 1."""
+    umetric, mmetric = selection.utility_metric, selection.mia_metric
+    floor = None if full_utility is None else full_utility * (1 - selection.utility_tolerance)
+    u = _value(record, umetric)
+    short = 0.0 if floor is None else (1.0 if u is None else max(0.0, floor - u))
+    if mmetric is None:
+        return short
+    a = _value(record, mmetric)
+    return short + (1.0 if a is None else max(0.0, abs(a - 0.5) - selection.mia_tolerance))
+
+
+def feasible(record: dict, full_utility: float | None, selection: Selection) -> bool:
+    """Whether a sweep record meets the selection's constraints (utility and membership band)."""
+    return _miss(record, full_utility, selection) == 0
+
+
 def select_setting(records: Sequence[dict], full_utility: float | None, selection: Selection) -> int:
     """Index of the chosen setting (see the module doc); ``records`` are the first-seed runs, in sweep order."""
-    metric, umetric, mmetric = selection.metric, selection.utility_metric, selection.mia_metric
-    floor = None if full_utility is None else full_utility * (1 - selection.utility_tolerance)
+    metric, umetric = selection.metric, selection.utility_metric
 
     def miss(r: dict) -> float:
-        """How far a record is from feasible (0: feasible); a missing value misses by 1."""
-        u = _value(r, umetric)
-        short = 0.0 if floor is None else (1.0 if u is None else max(0.0, floor - u))
-        if mmetric is None:
-            return short
-        a = _value(r, mmetric)
-        return short + (1.0 if a is None else max(0.0, abs(a - 0.5) - selection.mia_tolerance))
+        return _miss(r, full_utility, selection)
 
     ok = [i for i, r in enumerate(records) if miss(r) == 0 and _value(r, metric) is not None]
     if ok:
@@ -89,4 +100,4 @@ def aggregate(method: str, setting: str, records: Sequence[dict]) -> dict:
     return row
 
 
-__all__ = ["TITLES", "aggregate", "mean_and_stdev", "select_setting", "title"]
+__all__ = ["TITLES", "aggregate", "feasible", "mean_and_stdev", "select_setting", "title"]
