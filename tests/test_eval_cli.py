@@ -236,3 +236,19 @@ def test_a_world_model_names_the_world_it_is_evaluated_on():
         bench("world-tiny:full", world="default")
     with pytest.raises(T3Error, match="evaluate it with --benchmark world"):
         bench("world-tiny:full", benchmark="tofu")
+
+
+def test_runs_are_labelled_by_model_and_head():
+    """eval/probe label a run --name, else the benchmark model's name (world:full -> full) or the given default,
+    with the head's directory after '+': a head over world:full is not labelled 'full' like the base."""
+    from argparse import Namespace
+
+    from t3unlearn.commands.eval import _run_name
+
+    def name(model, head=None, given=None, default=None):
+        return _run_name(Namespace(model=model, head=head, name=given), default=default)
+
+    assert name("world:full") == "full" and name("world:full", head="runs/t3-head") == "full+t3-head"
+    assert name("path/to/model") is None and name("path/to/model", head="h") is None  # load_lm names it
+    assert name("path/to/model", head="runs/h", default="model") == "model+h"
+    assert name("world:full", head="h", given="mine") == "mine"

@@ -230,12 +230,23 @@ def _benchmark_of(args):
     return bench
 
 
+def _run_name(args, default: str | None) -> str | None:
+    """The run's label: --name, else the benchmark model's name (world:full -> full) or ``default``, with the
+    head's directory name after a '+' when there is a head (full+head)."""
+    from t3unlearn.benchmarks import model_benchmark
+
+    if args.name:
+        return args.name
+    model = args.model.partition(":")[2] if model_benchmark(args.model) is not None else default
+    return f"{model}+{Path(args.head).name}" if model and args.head else model
+
+
 def _eval(args) -> int:
     import time
 
     import torch
 
-    from t3unlearn.benchmarks import model_benchmark, resolve_model
+    from t3unlearn.benchmarks import resolve_model
     from t3unlearn.errors import T3Error
     from t3unlearn.eval import runner
     from t3unlearn.eval.report import single_table
@@ -260,9 +271,7 @@ def _eval(args) -> int:
         data = {k: v.select(range(min(args.limit, len(v)))) if hasattr(v, "select") else v for k, v in data.items()}
 
     t0 = time.perf_counter()
-    owner, head = model_benchmark(args.model), Path(args.head).name if args.head else None
-    model_name = args.model.partition(":")[2] if owner is not None else None  # world:full -> full (+ the head's name)
-    name = args.name or (f"{model_name}+{head}" if model_name and head else model_name)
+    name = _run_name(args, default=None)  # a model directory: load_lm names it
     lm = load_lm(model_path, head=args.head, device=args.device, name=name, force=args.force, **adapter_kwargs,
                  **loading_kwargs(args))
     load_s = time.perf_counter() - t0
@@ -326,7 +335,7 @@ def run_probe(args) -> int:
 
 
 def _probe(args) -> int:
-    from t3unlearn.benchmarks import model_benchmark, resolve_model
+    from t3unlearn.benchmarks import resolve_model
     from t3unlearn.errors import T3Error
     from t3unlearn.eval import runner
     from t3unlearn.eval.probe import PROBES
@@ -347,9 +356,7 @@ def _probe(args) -> int:
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     model_path = resolve_model(args.model, log=log)
     overrides = guidance_overrides(args, model_path)
-    owner = model_benchmark(args.model)
-    model_name = args.model.partition(":")[2] if owner is not None else Path(args.model).name
-    name = args.name or (f"{model_name}+{Path(args.head).name}" if args.head else model_name)
+    name = _run_name(args, default=Path(args.model).name)
     lm = load_lm(model_path, head=args.head, device=args.device, name=name, force=args.force, **overrides,
                  **loading_kwargs(args))
     kw = dict(probes=probes, samples=args.samples, seed=args.seed, max_new_tokens=args.max_new_tokens,

@@ -66,15 +66,12 @@ def feasible(record: dict, full_utility: float | None, selection: Selection) -> 
 def select_setting(records: Sequence[dict], full_utility: float | None, selection: Selection) -> int:
     """Index of the chosen setting (see the module doc); ``records`` are the first-seed runs, in sweep order."""
     metric, umetric = selection.metric, selection.utility_metric
-
-    def miss(r: dict) -> float:
-        return _miss(r, full_utility, selection)
-
-    ok = [i for i, r in enumerate(records) if miss(r) == 0 and _value(r, metric) is not None]
+    miss = [_miss(r, full_utility, selection) for r in records]
+    ok = [i for i, r in enumerate(records) if miss[i] == 0 and _value(r, metric) is not None]
     if ok:
         sign = 1 if selection.lower_is_better else -1
         return min(ok, key=lambda i: (sign * _value(records[i], metric), i))
-    return min(range(len(records)), key=lambda i: (round(miss(records[i]), 9), -(_value(records[i], umetric) or -1.0), i))
+    return min(range(len(records)), key=lambda i: (round(miss[i], 9), -(_value(records[i], umetric) or -1.0), i))
 
 
 def mean_and_stdev(values: Sequence[float | None]) -> tuple[float | None, float | None]:
