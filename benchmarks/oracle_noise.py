@@ -29,10 +29,15 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 or x == 0 else f"{x:.2e}"
 
 
+def _signed(x: float) -> str:
+    return f"{x:+.1f}"
+
+
 def _spread(values: list[float], fmt=_fmt) -> str:
+    """Mean ± sd (the sd unsigned)."""
     if len(values) == 1:
         return fmt(values[0])
-    return f"{fmt(statistics.mean(values))} ± {fmt(statistics.stdev(values))}"
+    return f"{fmt(statistics.mean(values))} ± {fmt(statistics.stdev(values)).lstrip('+')}"
 
 
 def split_pairs(bench, split: str, trainings: list[int], *, log, progress: bool) -> dict:
@@ -70,20 +75,20 @@ def report(rec: dict) -> list[str]:
     aucs = ", ".join(f"{o['min_k_auc']:.3f}" for o in rec["oracles"].values())
     lines.append(f"  forget quality: {_spread(fq)} (min {_fmt(min(fq))}, median {_fmt(statistics.median(fq))}; "
                  f"{sum(x >= 0.05 for x in fq)} of {len(fq)} >= 0.05)")
-    lines.append(f"  privleak: {_spread(pl, lambda x: f'{x:+.1f}')} ({sum(abs(x) <= 15 for x in pl)} of {len(pl)} "
+    lines.append(f"  privleak: {_spread(pl, _signed)} ({sum(abs(x) <= 15 for x in pl)} of {len(pl)} "
                  f"within ±15); the oracles' min-k AUCs (forget vs holdout): {aucs}")
     return lines
 
 
-def table(records: list[dict], benchmark: str, trainings: list[int]) -> list[str]:
-    rows = [f"| {benchmark} split | oracles' min-k AUC | exact unlearner: forget quality (min / median) | "
-            "≥ 0.05 | privleak (range) | within ±15 |", "|---|---|---|---:|---|---:|"]
+def table(records: list[dict], benchmark: str) -> list[str]:
+    rows = [f"| {benchmark} split | oracles' min-k AUC | exact unlearner: forget quality, mean ± sd (min) | ≥ 0.05 | "
+            "privleak, mean ± sd (range) | within ±15 |", "|---|---|---|---:|---|---:|"]
     for rec in records:
         fq = [p["forget_quality"] for p in rec["pairs"]]
         pl = [p["privleak"] for p in rec["pairs"]]
         aucs = " / ".join(f"{o['min_k_auc']:.3f}" for o in rec["oracles"].values())
-        rows.append(f"| {rec['split']} | {aucs} | {_fmt(min(fq))} / {_fmt(statistics.median(fq))} | "
-                    f"{sum(x >= 0.05 for x in fq)} of {len(fq)} | {_spread(pl, lambda x: f'{x:+.1f}')} "
+        rows.append(f"| {rec['split']} | {aucs} | {_spread(fq)} ({_fmt(min(fq))}) | "
+                    f"{sum(x >= 0.05 for x in fq)} of {len(fq)} | {_spread(pl, _signed)} "
                     f"({min(pl):+.1f} to {max(pl):+.1f}) | {sum(abs(x) <= 15 for x in pl)} of {len(pl)} |")
     return rows
 
@@ -114,7 +119,7 @@ def main(argv=None) -> int:
         records.append(rec)
         print("\n".join(report(rec)), flush=True)
     print()
-    print("\n".join(table(records, bench.label, trainings)))
+    print("\n".join(table(records, bench.label)))
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
