@@ -29,15 +29,10 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 or x == 0 else f"{x:.2e}"
 
 
-def _signed(x: float) -> str:
-    return f"{x:+.1f}"
-
-
-def _spread(values: list[float], fmt=_fmt) -> str:
-    """Mean ± sd (the sd unsigned)."""
-    if len(values) == 1:
-        return fmt(values[0])
-    return f"{fmt(statistics.mean(values))} ± {fmt(statistics.stdev(values)).lstrip('+')}"
+def _spread(values: list[float], signed: bool = False) -> str:
+    """Mean ± sd; ``signed``: privleak's way (+1.2 ± 3.4)."""
+    mean, sd = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:+.1f} ± {sd:.1f}" if signed else f"{_fmt(mean)} ± {_fmt(sd)}"
 
 
 def split_pairs(bench, split: str, trainings: list[int], *, log, progress: bool) -> dict:
@@ -75,7 +70,7 @@ def report(rec: dict) -> list[str]:
     aucs = ", ".join(f"{o['min_k_auc']:.3f}" for o in rec["oracles"].values())
     lines.append(f"  forget quality: {_spread(fq)} (min {_fmt(min(fq))}, median {_fmt(statistics.median(fq))}; "
                  f"{sum(x >= 0.05 for x in fq)} of {len(fq)} >= 0.05)")
-    lines.append(f"  privleak: {_spread(pl, _signed)} ({sum(abs(x) <= 15 for x in pl)} of {len(pl)} "
+    lines.append(f"  privleak: {_spread(pl, signed=True)} ({sum(abs(x) <= 15 for x in pl)} of {len(pl)} "
                  f"within ±15); the oracles' min-k AUCs (forget vs holdout): {aucs}")
     return lines
 
@@ -88,7 +83,7 @@ def table(records: list[dict], benchmark: str) -> list[str]:
         pl = [p["privleak"] for p in rec["pairs"]]
         aucs = " / ".join(f"{o['min_k_auc']:.3f}" for o in rec["oracles"].values())
         rows.append(f"| {rec['split']} | {aucs} | {_spread(fq)} ({_fmt(min(fq))}) | "
-                    f"{sum(x >= 0.05 for x in fq)} of {len(fq)} | {_spread(pl, _signed)} "
+                    f"{sum(x >= 0.05 for x in fq)} of {len(fq)} | {_spread(pl, signed=True)} "
                     f"({min(pl):+.1f} to {max(pl):+.1f}) | {sum(abs(x) <= 15 for x in pl)} of {len(pl)} |")
     return rows
 
@@ -106,16 +101,25 @@ def main(argv=None) -> int:
     import torch
 
     from t3unlearn.benchmarks import get_benchmark
+    from t3unlearn.errors import T3Error
+    from t3unlearn.eval.runner import split_configs
+    from t3unlearn.experiments.compare.trainings import parse_trainings
 
-    trainings = [int(t) for t in args.trainings.split(",")]
-    if len(set(trainings)) < 2:
-        ap.error("--trainings needs at least two different training seeds")
+    try:
+        trainings = list(dict.fromkeys(parse_trainings(args.trainings)))
+        splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+        for split in splits:
+            split_configs(split)
+        bench = get_benchmark(args.benchmark)
+    except T3Error as e:
+        ap.error(str(e))
+    if len(trainings) < 2:
+        ap.error("--trainings needs at least two different training seeds, e.g. 0,1,2")
     if args.threads:
         torch.set_num_threads(args.threads)
-    bench = get_benchmark(args.benchmark, option="benchmark")
     records = []
-    for split in args.splits.split(","):
-        rec = split_pairs(bench, split.strip(), trainings, log=print, progress=not args.quiet)
+    for split in splits:
+        rec = split_pairs(bench, split, trainings, log=print, progress=not args.quiet)
         records.append(rec)
         print("\n".join(report(rec)), flush=True)
     print()

@@ -64,8 +64,12 @@ def test_every_ordered_pair_of_trainings_is_scored(noise):
     assert rows[-1].startswith("| forget05 | 0.400 / 0.400 / 0.250 |") and rows[-1].endswith("| 2 of 6 |")
 
 
-def test_at_least_two_trainings(benchmark_script, capsys):
+@pytest.mark.parametrize("args, says", [(["--trainings", "0,0"], "at least two different"),
+                                        (["--trainings", "0,x"], "training seeds >= 0"),
+                                        (["--splits", "forget10,forget7"], "unknown split 'forget7'")])
+def test_bad_arguments_are_one_line(benchmark_script, capsys, args, says):
     mod = benchmark_script("oracle_noise")
     with pytest.raises(SystemExit):
-        mod.main(["--trainings", "0,0"])
-    assert "at least two" in capsys.readouterr().err
+        mod.main(args)
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
