@@ -18,8 +18,6 @@ different trainings is scored. ``--out DIR`` also writes ``oracle_noise.json``. 
 from __future__ import annotations
 
 import argparse
-import copy
-import itertools
 import json
 import statistics
 from pathlib import Path
@@ -38,7 +36,7 @@ def _spread(values: list[float], signed: bool = False) -> str:
 def split_pairs(bench, split: str, trainings: list[int], *, log, progress: bool) -> dict:
     """Evaluate every training's oracle on ``split`` and score each against each other one."""
     from t3unlearn.benchmarks import cached_evaluation
-    from t3unlearn.eval.runner import apply_reference, retain_split
+    from t3unlearn.eval.runner import cross_reference, retain_split
 
     retain = retain_split(split)
     data = bench.data(split)
@@ -47,12 +45,7 @@ def split_pairs(bench, split: str, trainings: list[int], *, log, progress: bool)
         path = bench.models((retain,), log=log, progress=progress, seed=t)[retain]
         results[t] = cached_evaluation(path, name=f"{retain}-t{t}", split=split, data=data, benchmark=bench.label,
                                        progress=progress, log=log, role="retain")
-    pairs = []
-    for method, reference in itertools.permutations(trainings, 2):
-        scored = apply_reference(copy.deepcopy(results[method]), results[reference])
-        pairs.append({"method": method, "reference": reference,
-                      "forget_quality": scored.agg("forget_quality"), "privleak": scored.agg("privleak"),
-                      "model_utility_ratio": results[method].agg("model_utility") / results[reference].agg("model_utility")})
+    pairs = cross_reference(results)
     oracles = {t: {"min_k_auc": r.mia_min_k_auc(), "model_utility": r.agg("model_utility"),
                    "forget_truth_ratio_median": statistics.median(r.forget_truth_ratios())}
                for t, r in results.items()}

@@ -18,6 +18,17 @@ def _record(seed: int, fq: float, mu: float, pl: float) -> dict:
             "cost": {"wall_seconds": 1.0, "trainable_params": 10}}
 
 
+def _oracle_results(t: int):
+    """Training t's oracle: trainings 0 and 2 alike except for the min-k AUC (0.4 and 0.25)."""
+    from t3unlearn.eval.results import EvalResults
+
+    ratios = [0.1 * i for i in range(1, 10)]
+    return EvalResults(metrics={
+        "forget_truth_ratio": {"agg_value": 0.5, "value_by_index": {str(i): {"score": v} for i, v in enumerate(ratios)}},
+        "mia_min_k": {"agg_value": 0.4 if t == 0 else 0.25, "auc": 0.4 if t == 0 else 0.25},
+        "model_utility": {"agg_value": 0.5}})
+
+
 def _fake_training(calls: list):
     """What ``_compare_training`` returns, made up from the training seed: T3's forget quality is 0.1 × (seed + 1)
     on every run, the full model's utility 0.5 + 0.01 × seed; GradDiff chose its second setting in training 2."""
@@ -36,6 +47,7 @@ def _fake_training(calls: list):
         rows = [aggregate(m, labels[m], recs) for m, recs in records.items()]
         sweeps = {"graddiff": [{"setting": lab, "summary": {}, "cost": {}} for lab in ("lr=1e-4", "lr=1e-3")]}
         out.mkdir(parents=True, exist_ok=True)
+        _oracle_results(t).save(out / "reference")  # the training's oracle, as _oracle_reference saves it
         png = out / "fq.png"
         png.write_bytes(b"png")
         report = {"benchmark": "world", "split": "forget10", "seeds": list(range(seeds)), "rows": rows, "chosen": chosen,
@@ -72,6 +84,9 @@ def test_one_table_over_every_training(tmp_path, monkeypatch):
     assert "| GradDiff | lr=1e-4; lr=1e-3 | lr=1e-4 | lr=1e-3 |" in text  # the sweep, and each training's choice
     assert "training 0: T=2; training 2: T=4" in text
     assert "leakage probes" not in text  # none were run
+    # what an exact unlearner reads: each training's oracle against the other's (privleak +25 and -20)
+    assert [(p["method"], p["reference"]) for p in saved["exact_unlearner"]] == [(0, 2), (2, 0)]
+    assert "(2 pairs; `benchmarks/oracle_noise.py`), reads forget quality 1.000 (lowest 1.000) and privleak 2.50 ± 31.82 (within ±15 on 0 of 2)" in text
 
     # in a --doc file, the table over trainings sits beside the one-training table of the same split
     doc = tmp_path / "doc.md"

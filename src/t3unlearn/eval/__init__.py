@@ -13,6 +13,7 @@ from t3unlearn.lazy import lazy_exports
 _LAZY = {
     "evaluate": "t3unlearn.eval.runner",
     "apply_reference": "t3unlearn.eval.runner",
+    "cross_reference": "t3unlearn.eval.runner",
     "load_eval_data": "t3unlearn.eval.runner",
     "EvalResults": "t3unlearn.eval.results",
     "load_results": "t3unlearn.eval.results",

@@ -22,6 +22,7 @@ framework's published ones work), or apply one later with :func:`apply_reference
 
 from __future__ import annotations
 
+import itertools
 import platform
 import re
 import time
@@ -280,6 +281,21 @@ def apply_reference(results: EvalResults, reference=None) -> EvalResults:
     if ref is not None and ref_tr and own_tr and len(ref_tr) != len(own_tr):
         info["warning"] = f"reference has {len(ref_tr)} forget items, this run {len(own_tr)}: is it the same split?"
     return results
+
+
+def cross_reference(results: Mapping[Any, EvalResults]) -> list[dict]:
+    """Each of ``results`` scored against each other one as its reference: ``{"method", "reference",
+    "forget_quality", "privleak", "model_utility_ratio"}`` per ordered pair. Given the oracles of several trainings,
+    what an exact unlearner (a retrain that is not the reference) reads. The results themselves are left as they are."""
+    import copy
+
+    pairs = []
+    for method, reference in itertools.permutations(results, 2):
+        scored = apply_reference(copy.deepcopy(results[method]), results[reference])
+        mu, ref_mu = results[method].agg("model_utility"), results[reference].agg("model_utility")
+        pairs.append({"method": method, "reference": reference, "forget_quality": scored.agg("forget_quality"),
+                      "privleak": scored.agg("privleak"), "model_utility_ratio": mu / ref_mu if mu and ref_mu else None})
+    return pairs
 
 
 def compute_metrics(data: Mapping[str, Any], score_of, generation_of, label_text) -> dict:

@@ -331,7 +331,11 @@ def compare(
         report, text, png, records = _compare_training(out=t_out, training={"seed": t}, **args)
         _write(t_out, report, text, png, keep_models)
         done.append((t, report, records))
-    report, text, png = combine(done, methods, benchmark, split, cfg.selection, out)
+    from t3unlearn.eval.results import EvalResults
+    from t3unlearn.eval.runner import cross_reference
+
+    exact = cross_reference({t: EvalResults.load(out / f"training-{t}" / "reference") for t, _, _ in done})
+    report, text, png = combine(done, methods, benchmark, split, cfg.selection, out, exact=exact)
     return _write(out, report, text, png, keep_models=True)
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 from t3unlearn.errors import T3Error
-from t3unlearn.experiments.compare.report import cell_value, markdown_table, plot, verdict
-from t3unlearn.experiments.compare.selection import aggregate, title
+from t3unlearn.experiments.compare.report import cell, cell_value, markdown_table, plot, verdict
+from t3unlearn.experiments.compare.selection import aggregate, mean_and_stdev, title
 
 
 def parse_trainings(text: str) -> list[int]:
@@ -42,8 +42,9 @@ def check_trainings(trainings: Sequence[int], benchmark: str, model, retain_mode
 
 
 def combine(done: Sequence[tuple[int, dict, dict]], methods: Sequence[str], benchmark: str, split: str, selection,
-            out: Path) -> tuple[dict, str, Path]:
-    """``done``: ``(training seed, its report, its records by method)`` for each training. Returns the report over
+            out: Path, exact: Sequence[dict] = ()) -> tuple[dict, str, Path]:
+    """``done``: ``(training seed, its report, its records by method)`` for each training; ``exact``: each training's
+    oracle scored against each other one (:func:`t3unlearn.eval.runner.cross_reference`). Returns the report over
     all of them (rows: mean ± sd over every training's seeds), its markdown and its plot."""
     trainings = [t for t, _, _ in done]
     rows = []
@@ -64,11 +65,24 @@ def combine(done: Sequence[tuple[int, dict, dict]], methods: Sequence[str], benc
               "rows": rows, "per_training": [{"training": t, "rows": rep["rows"], "chosen": rep["chosen"],
                                               "sweeps": {m: [r["setting"] for r in rs] for m, rs in rep["sweeps"].items()}}
                                              for t, rep, _ in done],
-              "config": done[0][1]["config"], "wall_seconds": sum(rep.get("wall_seconds", 0.0) for _, rep, _ in done)}
-    return report, _markdown(name, rows, done, selection, full_mu), png
+              "config": done[0][1]["config"], "wall_seconds": sum(rep.get("wall_seconds", 0.0) for _, rep, _ in done),
+              "exact_unlearner": list(exact)}
+    return report, _markdown(name, rows, done, selection, full_mu, exact), png
 
 
-def _markdown(name: str, rows: list[dict], done, selection, full_mu) -> str:
+def exact_unlearner_line(exact: Sequence[dict]) -> list[str]:
+    """What an exact unlearner reads here: each training's oracle against each other training's, in one sentence."""
+    fq = [p["forget_quality"] for p in exact if p["forget_quality"] is not None]
+    pl = [p["privleak"] for p in exact if p["privleak"] is not None]
+    if not fq or not pl:
+        return []
+    return [f"An exact unlearner, each training's oracle scored against each other training's ({len(exact)} pairs; "
+            f"`benchmarks/oracle_noise.py`), reads forget quality {cell('forget_quality', mean_and_stdev(fq))} (lowest "
+            f"{cell_value('forget_quality', min(fq))}) and privleak {cell('privleak', mean_and_stdev(pl))} (within ±15 on "
+            f"{sum(abs(x) <= 15 for x in pl)} of {len(pl)}): what a method that forgets exactly can expect here.", ""]
+
+
+def _markdown(name: str, rows: list[dict], done, selection, full_mu, exact: Sequence[dict] = ()) -> str:
     trainings = [t for t, _, _ in done]
     n_seeds = len(done[0][1]["seeds"])
     listed = ", ".join(str(t) for t in trainings)
@@ -112,6 +126,7 @@ def _markdown(name: str, rows: list[dict], done, selection, full_mu) -> str:
         "",
         *verdict(rows, full_mu, selection.utility_tolerance),
         "",
+        *exact_unlearner_line(exact),
         "Per training (forget quality / privleak, mean over seeds):",
         "",
         *per,
