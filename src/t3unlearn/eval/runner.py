@@ -22,6 +22,7 @@ framework's published ones work), or apply one later with :func:`apply_reference
 
 from __future__ import annotations
 
+import copy
 import itertools
 import platform
 import re
@@ -287,8 +288,6 @@ def cross_reference(results: Mapping[Any, EvalResults]) -> list[dict]:
     """Each of ``results`` scored against each other one as its reference: ``{"method", "reference",
     "forget_quality", "privleak", "model_utility_ratio"}`` per ordered pair. Given the oracles of several trainings,
     what an exact unlearner (a retrain that is not the reference) reads. The results themselves are left as they are."""
-    import copy
-
     pairs = []
     for method, reference in itertools.permutations(results, 2):
         scored = apply_reference(copy.deepcopy(results[method]), results[reference])

@@ -5,7 +5,8 @@ the next, and from one machine to the next. A table from one training says how t
 a table over several says what holds. ``compare(..., trainings=[0, 1, 2])`` runs the whole comparison on each
 training (its own sweeps, selections, calibration and oracle, under ``OUT/SPLIT/training-S/``) and
 :func:`combine` puts every evaluated run into one table: mean ± sd over trainings × seeds, with each training's
-figures and selections beside it.
+figures and selections beside it, and what an exact unlearner reads there (each training's oracle scored against
+each other training's).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def combine(done: Sequence[tuple[int, dict, dict]], methods: Sequence[str], benc
     return report, _markdown(name, rows, done, selection, full_mu, exact), png
 
 
-def exact_unlearner_line(exact: Sequence[dict]) -> list[str]:
+def _exact_unlearner_line(exact: Sequence[dict]) -> list[str]:
     """What an exact unlearner reads here: each training's oracle against each other training's, in one sentence."""
     fq = [p["forget_quality"] for p in exact if p["forget_quality"] is not None]
     pl = [p["privleak"] for p in exact if p["privleak"] is not None]
@@ -126,7 +127,7 @@ def _markdown(name: str, rows: list[dict], done, selection, full_mu, exact: Sequ
         "",
         *verdict(rows, full_mu, selection.utility_tolerance),
         "",
-        *exact_unlearner_line(exact),
+        *_exact_unlearner_line(exact),
         "Per training (forget quality / privleak, mean over seeds):",
         "",
         *per,
