@@ -4,7 +4,8 @@ Forget quality and privleak compare a method with *one* oracle: the retain model
 without the forget set is exact unlearning, but a second retrain (another training seed: another pretrained base,
 another order of batches) is not the same model, and the metrics see the difference. This script scores every
 training's oracle against every other training's, as if it were an unlearning method, and prints what a perfect
-unlearner reads on each split: the floor under any method's forget quality and the spread of its privleak.
+unlearner reads on each split: how high forget quality goes and how far privleak strays for a method that forgets
+exactly.
 
     python benchmarks/oracle_noise.py --benchmark world --splits forget01,forget05,forget10 --trainings 0,1,2
     T3UNLEARN_TOFU_DIR=../shared/data/tofu python benchmarks/oracle_noise.py --benchmark tofu --trainings 0,1,2
