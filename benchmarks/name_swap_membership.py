@@ -14,6 +14,8 @@ pretrained checkpoint's and the full model's own (the data-only figure a calibra
     T3UNLEARN_TOFU_DIR=../shared/data/tofu python benchmarks/name_swap_membership.py --benchmark tofu --trainings 0,1,2 --splits forget10
 
 One torch thread; a minute or two per training on the tiny models.
+Measured in docs/notes/2026-12-07-membership-centre-from-renamed-authors.md: it tracks the oracle on the development
+world, not on TOFU, and fails on world 104's forget01 (a dead end).
 """
 
 from __future__ import annotations
