@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 from tofu_perturbations import rename, swap_pronouns
-from unseen_worlds import calibrated_head, cli
+from unseen_worlds import calibrated_head
 
 _RUN = re.compile(r"[A-Z][\w\-]*(?:\s+[A-Z][\w\-]*)*")
 _FUNCTION = {"What", "Who", "Where", "When", "Which", "How", "Why", "In", "Has", "Have", "Is", "Are", "Does", "Do",
@@ -99,10 +99,7 @@ def cf_head(bench: str, split: str, seed: int, k: int, out: Path) -> dict:
 
     b = get_benchmark(bench)
     retain_name = f"retain{100 - int(split[-2:])}"
-    models = b.models(("pretrained", "full", retain_name), progress=False)
-    run = out / f"{Path(bench).name}-{split}-cf{k}-head{seed}"
-    run.mkdir(parents=True, exist_ok=True)
-    data = run / "retain_with_counterfactuals.jsonl"
+    data = out / f"{Path(bench).name}-{split}-cf{k}-retain.jsonl"
     if not data.is_file():
         forget, retain = list(b.qa(split)), list(b.qa(retain_name))
         cfs = counterfactuals(forget, retain, k)
@@ -111,14 +108,7 @@ def cf_head(bench: str, split: str, seed: int, k: int, out: Path) -> dict:
                 fh.write(json.dumps(r) + "\n")
         print(f"  {len(cfs)} counterfactuals, e.g.\n    {cfs[0]['question']} -> {cfs[0]['answer']}\n"
               f"    {cfs[len(cfs) // 2]['question']} -> {cfs[len(cfs) // 2]['answer']}", flush=True)
-    if not (run / "head" / "t3_config.json").is_file():
-        shared_cli("unlearn", "--model", str(models["full"]), "--forget", f"{bench}:{split}", "--retain", str(data),
-            "--out", str(run / "head"), "--seed", str(seed), "--threads", "1", "--quiet", log=run / "unlearn.log")
-    if not (run / "cal" / "t3_config.json").is_file():
-        cli("calibrate", "--head", str(run / "head"), "--forget", f"{bench}:{split}", "--retain", f"{bench}:{retain_name}",
-            "--pretrained", str(models["pretrained"]), "--oracle", str(models[retain_name]), "--out", str(run / "cal"),
-            "--threads", "1", "--quiet", log=run / "calibrate.log")
-    return json.loads((run / "cal" / "t3_config.json").read_text())["calibration"]
+    return calibrated_head(bench, split, seed, out, head_retain=str(data), name=f"cf{k}-head", unlearn=shared_cli)
 
 
 SHARED = ("import sys, t3unlearn.data as d, t3unlearn.t3.train as t; d.check_disjoint = lambda *a, **k: None; "

@@ -52,16 +52,21 @@ def cli(*args: str, log: Path) -> None:
         raise SystemExit(f"t3unlearn {args[0]} failed; see {log}")
 
 
-def calibrated_head(world: str, split: str, seed: int, out: Path) -> dict:
+def calibrated_head(world: str, split: str, seed: int, out: Path, *, head_retain: str | None = None,
+                    name: str = "head", unlearn=cli) -> dict:
+    """The calibration table (with the oracle's columns) of the packaged head of ``seed``, trained and calibrated once
+    (cached under OUT). ``head_retain``: another retain set for the head's training (calibration keeps the
+    benchmark's); ``name``: the run's directory suffix; ``unlearn``: how ``t3unlearn unlearn`` is run."""
     from t3unlearn.benchmarks import get_benchmark
 
     retain = f"retain{100 - int(split[-2:])}"
     models = get_benchmark(world).models(("pretrained", "full", retain), progress=False)
-    run = out / f"{Path(world).name}-{split}-head{seed}"
+    run = out / f"{Path(world).name}-{split}-{name}{seed}"
     run.mkdir(parents=True, exist_ok=True)
     if not (run / "head" / "t3_config.json").is_file():
-        cli("unlearn", "--model", str(models["full"]), "--forget", f"{world}:{split}", "--retain", f"{world}:{retain}",
-            "--out", str(run / "head"), "--seed", str(seed), "--threads", "1", "--quiet", log=run / "unlearn.log")
+        unlearn("unlearn", "--model", str(models["full"]), "--forget", f"{world}:{split}", "--retain",
+                head_retain or f"{world}:{retain}", "--out", str(run / "head"), "--seed", str(seed), "--threads", "1",
+                "--quiet", log=run / "unlearn.log")
     if not (run / "cal" / "t3_config.json").is_file():
         cli("calibrate", "--head", str(run / "head"), "--forget", f"{world}:{split}", "--retain", f"{world}:{retain}",
             "--pretrained", str(models["pretrained"]), "--oracle", str(models[retain]), "--out", str(run / "cal"),
