@@ -103,9 +103,11 @@ def cf_head(bench: str, split: str, seed: int, k: int, out: Path) -> dict:
     if not data.is_file():
         forget, retain = list(b.qa(split)), list(b.qa(retain_name))
         cfs = counterfactuals(forget, retain, k)
-        with open(data, "w") as fh:
+        part = data.with_suffix(".part")  # written whole or not at all
+        with open(part, "w") as fh:
             for r in [{"question": r["question"], "answer": r["answer"]} for r in retain] + cfs:
                 fh.write(json.dumps(r) + "\n")
+        part.replace(data)
         print(f"  {len(cfs)} counterfactuals, e.g.\n    {cfs[0]['question']} -> {cfs[0]['answer']}\n"
               f"    {cfs[len(cfs) // 2]['question']} -> {cfs[len(cfs) // 2]['answer']}", flush=True)
     return calibrated_head(bench, split, seed, out, head_retain=str(data), name=f"cf{k}-head", unlearn=shared_cli)
@@ -125,12 +127,6 @@ def shared_cli(*args: str, log: Path) -> None:
         done = subprocess.run([sys.executable, "-c", SHARED, *args], stdout=fh, stderr=subprocess.STDOUT)
     if done.returncode:
         raise SystemExit(f"t3unlearn {args[0]} failed; see {log}")
-
-
-def oracle_best(table: dict) -> dict | None:
-    rows = [r for r in table["rows"] if r["retain_ratio"] >= 1 - table["tolerance"] and r["privleak"] is not None
-            and abs(r["privleak"]) <= 15]
-    return max(rows, key=lambda r: r["forget_quality"]) if rows else None
 
 
 def line(what: str, row: dict) -> str:
@@ -157,7 +153,7 @@ def main() -> int:
                       f"counterfactual k={args.k}": cf_head(bench, args.split, seed, args.k, args.out)}
             for name, t in tables.items():
                 print(line(f"{name}: choice", t["chosen"]))
-                best = oracle_best(t)
+                best = t.get("oracle_best_privleak_within")  # calibrate's own, with --oracle
                 if best:
                     print(line(f"{name}: oracle's best", best))
     return 0
