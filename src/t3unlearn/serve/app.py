@@ -98,6 +98,11 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body (not a JSONDecodeError)
+            why = ("it is not UTF-8 text" if isinstance(exc.__cause__, UnicodeDecodeError)
+                   else "it is nested too deeply, or holds a number too long to read")
+            return error_response(400, f"the request body could not be read as JSON ({why}); send one JSON object.",
+                                  code="invalid_json")
         message = {404: f"no such endpoint: {request.method} {request.url.path}",
                    405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code, "the request was refused")
         return error_response(exc.status_code, message, code="not_found" if exc.status_code == 404 else None)

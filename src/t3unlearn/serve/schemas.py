@@ -35,6 +35,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+def _unicode(value):
+    """``value`` (text, or a list of texts and token ids) unchanged, or a ValueError for text the tokenizer cannot
+    encode: JSON's ``\\ud800`` escapes decode to lone surrogates, which are not Unicode characters."""
+    for text in [value] if isinstance(value, str) else (value if isinstance(value, list) else []):
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"the text holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), "
+                                 "which is not a Unicode character; send valid UTF-8 text") from None
+    return value
+
+
 def _knob_field(name: str, meta: dict):
     """A request field for the guidance knob ``name``, from its :class:`~t3unlearn.t3.config.Guidance` metadata:
     checked by :func:`~t3unlearn.t3.config.check_knob` with the server's range (the command line's message)."""
@@ -140,6 +153,8 @@ class CompletionRequest(_Sampling):
     best_of: int | None = None
     suffix: str | None = None
 
+    _prompt = field_validator("prompt")(_unicode)
+
     @field_validator("echo")
     @classmethod
     def _echo(cls, v):
@@ -166,11 +181,15 @@ class TextPart(_Strict):
     type: Literal["text"]
     text: str
 
+    _text = field_validator("text")(_unicode)
+
 
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+
+    _content = field_validator("content")(_unicode)
 
     def text(self) -> str:
         if isinstance(self.content, list):
