@@ -50,3 +50,42 @@ def test_unreadable_bodies_and_lone_surrogates_are_400_and_the_server_goes_on(lm
             assert status == 400 and out["error"]["param"] == param and "surrogate" in out["error"]["message"], out
         r = _client(url).completions.create(model="h1", prompt="Où 🎉 " + PROMPT, max_tokens=3)  # real Unicode is served
         assert r.choices[0].finish_reason in ("length", "stop")
+
+
+def test_a_stop_string_cuts_the_logprobs_with_the_text(lm):
+    """The docs: ``logprobs`` cover the tokens of the returned text. A stop string that begins where a token begins
+    cuts that token (and those after it) from the logprobs, streamed or not: what is kept is exactly the tokens
+    whose text starts before the cut."""
+    from t3unlearn.serve.engine import Engine, Sequence, wait_idle
+
+    base, tok, _heads = lm
+    engine = Engine(copy.deepcopy(base), tok, max_batch=4).start()
+    try:
+        found = None
+        for question in ("Hi", PROMPT, "I don't know. That is not", "Question: What is the capital of France?\nAnswer:"):
+            prompt = list(tok(question)["input_ids"])  # an untrained model: find an answer with a place to cut
+            free = Sequence(prompt, None, max_tokens=48, sampling_temperature=0.0, ignore_eos=True)
+            engine.submit([free])
+            assert wait_idle(engine)
+            text, out = free.text, free.out_ids
+            starts = [len(tok.decode(out[:k], skip_special_tokens=True).rstrip("\ufffd")) for k in range(len(out) + 1)]
+            # token k begins at a whole character, and a stop string from there, reaching into the next token (streamed,
+            # token k's text is held back then, as a stop string may begin there), first occurs there
+            found = next(((k, text[starts[k]: starts[k + 1] + w]) for k in range(2, len(out) - 1) for w in (1, 2, 3)
+                          if starts[k - 1] < starts[k] < starts[k + 1] and starts[k + 1] + w <= len(text)
+                          and "\ufffd" not in text[starts[k]: starts[k + 1] + w]
+                          and text.find(text[starts[k]: starts[k + 1] + w]) == starts[k]), None)
+            if found:
+                break
+        assert found, text
+        cut, stop = found
+        for stream in (False, True):
+            got = []
+            seq = Sequence(prompt, None, max_tokens=48, sampling_temperature=0.0, ignore_eos=True, logprobs=0, stop=(stop,),
+                           stream=stream, emit=lambda s, delta, tokens, reason: got.extend(tokens))
+            engine.submit([seq])
+            assert wait_idle(engine)
+            assert seq.finish_reason == "stop" and seq.text == text[: starts[cut]]
+            assert [t.token_id for t in got] == out[:cut], (stream, stop, cut)  # not token ``cut``, which the text lacks
+    finally:
+        engine.close()

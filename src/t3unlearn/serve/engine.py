@@ -60,6 +60,7 @@ class TokenInfo:
     text: str
     logprob: float
     top: list[tuple[str, float]]
+    start: int = 0  # where its text starts in the sequence's text (a stop string cuts the tokens from there on)
 
 
 @dataclass(eq=False)
@@ -509,7 +510,8 @@ class Engine:
             top = []
             if s.logprobs:
                 top = [(self._token_text(t), float(v)) for t, v in zip(top_i[i, : s.logprobs].tolist(), top_v[i, : s.logprobs].tolist())]
-            s.pending.append(TokenInfo(tokens[row], self._token_text(tokens[row]), float(chosen[i]), top))
+            s.pending.append(TokenInfo(tokens[row], self._token_text(tokens[row]), float(chosen[i]), top,
+                                       len(s.text.rstrip("\ufffd"))))
 
     def _token_text(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
@@ -539,6 +541,7 @@ class Engine:
                 hits = [i for i in (s.text.find(x, start) for x in s.stop) if i >= 0]
                 if hits:
                     s.text = s.text[: min(hits)]
+                    s.pending = [t for t in s.pending if t.start < len(s.text)]  # logprobs cover the text returned
                     reason = "stop"
             if reason is None and (len(s.out_ids) >= s.max_tokens or len(s.prompt_ids) + len(s.out_ids) >= self.context):
                 reason = "length"
@@ -556,9 +559,10 @@ class Engine:
                         hold = k
                         break
             safe -= hold
-            if safe > s.sent or s.pending:
+            ready = sum(t.start < safe for t in s.pending)  # tokens whose text is (being) sent; the rest wait with it
+            if safe > s.sent or ready:
                 delta, s.sent = s.text[s.sent: safe], max(s.sent, safe)
-                pending, s.pending = s.pending, []
+                pending, s.pending = s.pending[:ready], s.pending[ready:]
                 if s.emit is not None:
                     try:
                         s.emit(s, delta, pending, None)
