@@ -89,3 +89,23 @@ def test_a_stop_string_cuts_the_logprobs_with_the_text(lm):
             assert [t.token_id for t in got] == out[:cut], (stream, stop, cut)  # not token ``cut``, which the text lacks
     finally:
         engine.close()
+
+
+def test_more_sequences_than_the_queue_holds_is_400_not_429(lm):
+    """429 says "retry in a moment"; a request that can never be queued must say what to change instead."""
+    with serving(lm, max_queue=2) as (url, _state):
+        status, _h, out = _http(url, "/v1/completions", {"model": "h1", "prompt": PROMPT, "max_tokens": 2, "n": 3})
+        assert status == 400 and out["error"]["param"] == "n" and "--max-queue" in out["error"]["message"], out
+        status, _h, out = _http(url, "/v1/completions", {"model": "h1", "prompt": PROMPT, "max_tokens": 2, "n": 2})
+        assert status == 200 and len(out["choices"]) == 2
+
+
+def test_a_chat_prompt_over_the_context_names_messages(lm):
+    """A chat request has no 'prompt': a conversation longer than the context is the fault of 'messages'."""
+    with serving(lm) as (url, state):
+        long = "word " * state.engine.context
+        for extra in ({}, {"max_tokens": 2}, {"max_completion_tokens": 2}):
+            status, _h, out = _http(url, "/v1/chat/completions", {"model": "h1", "messages": [{"role": "user", "content": long}], **extra})
+            assert status == 400 and out["error"]["code"] == "context_length_exceeded" and out["error"]["param"] == "messages", out
+        status, _h, out = _http(url, "/v1/completions", {"model": "h1", "prompt": long})
+        assert status == 400 and out["error"]["param"] == "prompt", out

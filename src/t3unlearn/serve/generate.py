@@ -126,13 +126,14 @@ class Generation:
             raise APIError(400, NO_PIECES, param="t3.piece_floor" if guidance.piece_floor is not None else "t3.spelling")
         return guidance
 
-    def max_tokens_for(self, prompts: list[list[int]], default: int | None, field: str, requested: int | None) -> int:
+    def max_tokens_for(self, prompts: list[list[int]], default: int | None, field: str, requested: int | None,
+                       prompt_param: str = "prompt") -> int:
         context = self.engine.context
         longest = max(len(p) for p in prompts)
         room = context - longest
         if room < 1:
             raise APIError(400, f"the prompt is {longest} tokens; this model's context is {context} tokens, "
-                           "which leaves no room to generate. Shorten the prompt.", param="prompt" if field == "max_tokens" else "messages",
+                           "which leaves no room to generate. Shorten the prompt.", param=prompt_param,
                            code="context_length_exceeded")
         if requested is None:
             return room if default is None else min(default, room)
@@ -171,6 +172,9 @@ class Generation:
             raise APIError(400, f"n={req.n} is over this server's limit of {st.max_n} choices per request.", param="n")
         if len(prompts) * req.n > st.max_n * 4:
             raise APIError(400, f"{len(prompts)} prompts x n={req.n} is over {st.max_n * 4} sequences per request.", param="n")
+        if len(prompts) * req.n > self.engine.max_waiting:  # it could never be queued: 429 would ask to retry forever
+            raise APIError(400, f"{len(prompts)} prompt(s) x n={req.n} is {len(prompts) * req.n} sequences, more than this "
+                           f"server queues at once ({self.engine.max_waiting}, --max-queue); ask for fewer.", param="n")
         guidance = self.knobs(req, head)
         temp = 1.0 if req.temperature is None else float(req.temperature)
         top_p = 1.0 if req.top_p is None else float(req.top_p)
@@ -321,7 +325,7 @@ class Generation:
         prompts = [await _off_loop(size, chat_prompt_ids, self.tok, self.state.formatter, req.messages)]
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         field = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
-        max_tokens = self.max_tokens_for(prompts, None, field, requested)
+        max_tokens = self.max_tokens_for(prompts, None, field, requested, prompt_param="messages")
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         job = self.start(req, request, head, prompts, max_tokens, logprobs)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", _now()
