@@ -109,3 +109,13 @@ def test_a_chat_prompt_over_the_context_names_messages(lm):
             assert status == 400 and out["error"]["code"] == "context_length_exceeded" and out["error"]["param"] == "messages", out
         status, _h, out = _http(url, "/v1/completions", {"model": "h1", "prompt": long})
         assert status == 400 and out["error"]["param"] == "prompt", out
+
+
+def test_head_management_errors_name_the_admin_key_and_the_route(lm):
+    from t3unlearn.serve.security import Security
+
+    with serving(lm, security=Security(admin_key="the-admin-key")) as (url, _state):  # no API key: /v1 is open
+        status, _h, out = _http(url, "/v1/heads", {"name": "x", "path": "/nowhere"})
+        assert status == 401 and "admin key" in out["error"]["message"] and "API key" not in out["error"]["message"], out
+        status, _h, out = _http(url, "/v1/heads/nope", method="DELETE", headers={"Authorization": "Bearer the-admin-key"})
+        assert status == 404 and "GET /v1/models" in out["error"]["message"], out  # a route, not a path to redact

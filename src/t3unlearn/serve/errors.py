@@ -39,11 +39,12 @@ def error_response(status: int, message: str, *, param: str | None = None, type:
                         headers=headers)
 
 
-_ABS_PATH = re.compile(r"(?<![\w:/.~])~?/(?:[^\s'\"/:]+/)+([^\s'\":,;)]+)")
+_ABS_PATH = re.compile(r"(?<![\w:/.~])(?!/v1/(?:models|heads|completions|chat)\b)~?/(?:[^\s'\"/:]+/)+([^\s'\":,;)]+)")  # not this API's routes (/v1/...)
 
 
 def redact_paths(text: str) -> str:
-    """``text`` with every absolute (or ``~``) path shortened to ``.../LAST`` (its last component)."""
+    """``text`` with every absolute (or ``~``) path shortened to ``.../LAST`` (its last component); the API's own
+    routes (``/v1/models``, which messages point clients to) are kept."""
     return _ABS_PATH.sub(lambda m: ".../" + m.group(1), text)
 
 

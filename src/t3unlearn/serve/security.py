@@ -57,8 +57,12 @@ def _same(given: str | None, key: str | None) -> bool:
     return given is not None and key is not None and secrets.compare_digest(given.encode(), key.encode())
 
 
-def _unauthorized(given: str | None) -> APIError:
-    if given is None:
+def _unauthorized(given: str | None, *, admin: bool = False) -> APIError:
+    if admin:  # head management: the admin key is what is missing or wrong, whether or not the API needs a key
+        message = ("adding and removing heads needs the admin key (--admin-key): send the header "
+                   "'Authorization: Bearer ADMIN_KEY'." if given is None else
+                   "the key is not this server's admin key; check the key you were given (no spaces, the whole key).")
+    elif given is None:
         message = ("this server needs an API key: send the header 'Authorization: Bearer YOUR_KEY' "
                    "(openai clients: api_key=YOUR_KEY, or the OPENAI_API_KEY environment variable).")
     else:
@@ -93,6 +97,6 @@ def admin_key_dependency(security: Security):
         if given is not None and (security.api_key is None or _same(given, security.api_key)):
             raise APIError(403, "adding and removing heads needs the admin key (--admin-key), not the API key.",
                            code="admin_key_required")
-        raise _unauthorized(given)
+        raise _unauthorized(given, admin=True)
 
     return require_admin_key
