@@ -119,3 +119,15 @@ def test_head_management_errors_name_the_admin_key_and_the_route(lm):
         assert status == 401 and "admin key" in out["error"]["message"] and "API key" not in out["error"]["message"], out
         status, _h, out = _http(url, "/v1/heads/nope", method="DELETE", headers={"Authorization": "Bearer the-admin-key"})
         assert status == 404 and "GET /v1/models" in out["error"]["message"], out  # a route, not a path to redact
+
+
+def test_settings_that_undo_access_control_are_refused(tmp_path, capsys):
+    from t3unlearn.commands.main import main
+    from t3unlearn.serve.security import Security
+
+    with pytest.raises(ValueError, match="must differ"):  # one key for both: every client could remove heads
+        Security(api_key="same-key", admin_key="same-key")
+    for args in (["--api-key", "same-key", "--admin-key", "same-key"], ["--request-timeout", "nan"]):
+        assert main(["serve", "--model", str(tmp_path / "none"), "--threads", "1", *args]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+        assert len(err) == 1 and err[0].startswith("t3unlearn serve: error:") and (args[0] in err[0]), err

@@ -220,15 +220,17 @@ def _public_id(model: str) -> str:
 
 
 def _security(args, n_heads: int):
+    import math
+
     from t3unlearn.errors import T3Error
     from t3unlearn.serve.security import Security
 
-    if args.request_timeout < 0:
-        raise T3Error(f"--request-timeout must be >= 0 seconds (0 = none), not {args.request_timeout:g}.")
+    if not math.isfinite(args.request_timeout) or args.request_timeout < 0:
+        raise T3Error(f"--request-timeout must be a number of seconds >= 0 (0 = none), not {args.request_timeout:g}.")
     try:
         security = Security.from_env(args.api_key, args.admin_key, lock_guidance=args.lock_guidance, no_base=args.no_base)
     except ValueError as exc:
-        raise T3Error(f"{exc} (--api-key / --admin-key or their environment variables)") from None
+        raise T3Error(f"{str(exc).rstrip('.')} (--api-key / --admin-key or their environment variables).") from None
     if security.no_base and not n_heads and not security.admin_key:
         raise T3Error("--no-base without --head would serve nothing, and without --admin-key no head can be added at run "
                       "time: give --head [NAME=]DIR, or --admin-key to add heads with POST /v1/heads.")

@@ -45,6 +45,9 @@ class Security:
             key = getattr(self, name)
             if key is not None and (not key.strip() or key != key.strip()):
                 raise ValueError(f"the {name.replace('_', ' ')} must be a non-empty string without surrounding spaces.")
+        if self.api_key is not None and self.api_key == self.admin_key:
+            raise ValueError("the admin key must differ from the API key: with one key for both, every client could "
+                             "remove heads, or add one back with scale 0.")
 
     @classmethod
     def from_env(cls, api_key: str | None = None, admin_key: str | None = None, **flags) -> "Security":
