@@ -7,6 +7,7 @@ In process, over the untrained tiny Llama and the two tilting heads of ``test_se
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import urllib.error
@@ -131,3 +132,28 @@ def test_settings_that_undo_access_control_are_refused(tmp_path, capsys):
         assert main(["serve", "--model", str(tmp_path / "none"), "--threads", "1", *args]) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
         assert len(err) == 1 and err[0].startswith("t3unlearn serve: error:") and (args[0] in err[0]), err
+
+
+def test_many_short_messages_are_rendered_off_the_event_loop(lm, monkeypatch):
+    """A long prompt costs its own request only (docs/serve.md): 30,000 empty messages are 360 KB of template text,
+    rendered and tokenized in a worker thread like one long message; a short conversation stays on the loop."""
+    from t3unlearn.serve import generate
+
+    where, render = [], generate.chat_prompt_ids
+
+    def spy(*args):
+        try:
+            asyncio.get_running_loop()
+            where.append("event loop")
+        except RuntimeError:  # no running loop: a worker thread
+            where.append("worker")
+        return render(*args)
+
+    monkeypatch.setattr(generate, "chat_prompt_ids", spy)
+    with serving(lm, max_body=1 << 20) as (url, _state):
+        short = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Who?"}]
+        status, _h, _out = _http(url, "/v1/chat/completions", {"model": "h1", "messages": short, "max_tokens": 1})
+        assert status == 200 and where == ["event loop"]
+        many = [{"role": "user", "content": ""}] * 30_000 + [{"role": "user", "content": "Who?"}]
+        status, _h, out = _http(url, "/v1/chat/completions", {"model": "h1", "messages": many, "max_tokens": 1})
+        assert status == 400 and out["error"]["code"] == "context_length_exceeded" and where[-1] == "worker", where

@@ -33,6 +33,7 @@ def _now() -> int:
 
 
 INLINE_CHARS = 4096  # prompts up to this many characters tokenize in well under a millisecond: on the loop
+TEMPLATE_CHARS = 64  # about what a chat template adds per message (roles, separators, "Question: ")
 
 
 def _text_size(prompt) -> int:
@@ -321,7 +322,8 @@ class Generation:
             raise APIError(400, "'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
         if req.max_tokens is not None and req.max_completion_tokens is not None and req.max_tokens != req.max_completion_tokens:
             raise APIError(400, "give 'max_completion_tokens' or 'max_tokens', not two different values.", param="max_tokens")
-        size = sum(len(m.text()) for m in req.messages)
+        # the template's own text counts too: 30,000 empty messages render to 360 KB of 'Question: ' lines
+        size = sum(len(m.text()) + TEMPLATE_CHARS for m in req.messages)
         prompts = [await _off_loop(size, chat_prompt_ids, self.tok, self.state.formatter, req.messages)]
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         field = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
