@@ -106,8 +106,10 @@ def test_a_chat_prompt_over_the_context_names_messages(lm):
     with serving(lm) as (url, state):
         long = "word " * state.engine.context
         for extra in ({}, {"max_tokens": 2}, {"max_completion_tokens": 2}):
-            status, _h, out = _http(url, "/v1/chat/completions", {"model": "h1", "messages": [{"role": "user", "content": long}], **extra})
-            assert status == 400 and out["error"]["code"] == "context_length_exceeded" and out["error"]["param"] == "messages", out
+            body = {"model": "h1", "messages": [{"role": "user", "content": long}], **extra}
+            status, _h, out = _http(url, "/v1/chat/completions", body)
+            assert status == 400 and out["error"]["code"] == "context_length_exceeded", out
+            assert out["error"]["param"] == "messages", out
         status, _h, out = _http(url, "/v1/completions", {"model": "h1", "prompt": long})
         assert status == 400 and out["error"]["param"] == "prompt", out
 
@@ -151,7 +153,8 @@ def test_many_short_messages_are_rendered_off_the_event_loop(lm, monkeypatch):
 
     monkeypatch.setattr(generate, "chat_prompt_ids", spy)
     with serving(lm, max_body=1 << 20) as (url, _state):
-        short = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Who?"}]
+        short = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                 {"role": "user", "content": "Who?"}]
         status, _h, _out = _http(url, "/v1/chat/completions", {"model": "h1", "messages": short, "max_tokens": 1})
         assert status == 200 and where == ["event loop"]
         many = [{"role": "user", "content": ""}] * 30_000 + [{"role": "user", "content": "Who?"}]

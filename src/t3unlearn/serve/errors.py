@@ -39,7 +39,8 @@ def error_response(status: int, message: str, *, param: str | None = None, type:
                         headers=headers)
 
 
-_ABS_PATH = re.compile(r"(?<![\w:/.~])(?!/v1/(?:models|heads|completions|chat)\b)~?/(?:[^\s'\"/:]+/)+([^\s'\":,;)]+)")  # not this API's routes (/v1/...)
+# an absolute path, not one of this API's routes (/v1/models, ...)
+_ABS_PATH = re.compile(r"(?<![\w:/.~])(?!/v1/(?:models|heads|completions|chat)\b)~?/(?:[^\s'\"/:]+/)+([^\s'\":,;)]+)")
 
 
 def redact_paths(text: str) -> str:
