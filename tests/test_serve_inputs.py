@@ -160,3 +160,14 @@ def test_many_short_messages_are_rendered_off_the_event_loop(lm, monkeypatch):
         many = [{"role": "user", "content": ""}] * 30_000 + [{"role": "user", "content": "Who?"}]
         status, _h, out = _http(url, "/v1/chat/completions", {"model": "h1", "messages": many, "max_tokens": 1})
         assert status == 400 and out["error"]["code"] == "context_length_exceeded" and where[-1] == "worker", where
+
+
+def test_a_head_named_as_the_base_is_refused_in_one_line(tmp_path, capsys):
+    """Before: the base was loaded, then 'a model named ... is already served; delete it first', which a command
+    line cannot do."""
+    from t3unlearn.commands.main import main
+
+    for args in (["--name", "h1", "--head", f"h1={tmp_path / 'head'}"], ["--head", f"base={tmp_path / 'head'}"]):
+        assert main(["serve", "--model", str(tmp_path / "base"), "--threads", "1", *args]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+        assert len(err) == 1 and "the base model's name" in err[0] and "--name" in err[0], err

@@ -141,6 +141,8 @@ def _serve(args) -> int:
         base = T3ForCausalLM.base_model_path(head_dir)
         heads.setdefault(Path(head_dir.rstrip("/")).name, head_dir)
         base_id = args.name or _public_id(base)
+    if base_id in heads:  # the API names the base and each head: one name cannot be both
+        raise T3Error(f"--head {base_id}= has the base model's name in the API; name the head otherwise, or the base with --name.")
     for path in heads.values():  # a missing or corrupt head fails before the base is loaded
         T3ForCausalLM.read_config(path)
     security = _security(args, n_heads=len(heads))
