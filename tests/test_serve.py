@@ -332,6 +332,9 @@ def test_heads_added_and_removed_at_run_time(server):
     with pytest.raises(openai.NotFoundError) as e:
         client.completions.create(model="request-17", prompt="x", max_tokens=1)
     assert e.value.body["param"] == "model" and e.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError) as e:  # a huge name is not echoed back whole
+        client.completions.create(model="x" * 10_000, prompt="x", max_tokens=1)
+    assert "10,000 characters" in e.value.body["message"] and len(e.value.body["message"]) < 500
     with pytest.raises(openai.NotFoundError):
         admin.delete("/heads/request-17", cast_to=object)
     # a bad head is refused with a clear error, and the server keeps serving
@@ -369,6 +372,7 @@ BAD = [  # (what, kwargs of completions.create, status, param)
     ("support above 1", dict(model="f10", extra_body={"t3": {"support": 1.5}}), 400, "t3.support"),
     ("positive floor", dict(model="f10", extra_body={"t3": {"floor": 2.0}}), 400, "t3.floor"),
     ("t3 on the base", dict(extra_body={"t3": {"scale": 2}}), 400, "t3"),
+    ("empty t3 on the base", dict(extra_body={"t3": {}}), 400, "t3"),
     ("token id outside the vocabulary", dict(prompt=[1, 2, 10**9]), 400, "prompt"),
 ]
 

@@ -109,7 +109,7 @@ class Generation:
                            "from the request.", param="t3", code="guidance_locked")
         changes = req.t3.changes() if req.t3 is not None else {}
         if head is None:
-            if changes:
+            if req.t3 is not None:  # even an empty one: the base has no guidance to set
                 raise APIError(400, f"'t3' sets a head's guidance (T, s, ...), but '{req.model}' is the base model; "
                                "pick a head as 'model'.", param="t3")
             return None

@@ -90,6 +90,12 @@ class Head:
         }
 
 
+def _shown(name: str, most: int = 80) -> str:
+    """``name`` as an error message quotes it: repr'd, and cut to ``most`` characters (a client's 100 KB model
+    name is not echoed back whole)."""
+    return repr(name) if len(name) <= most else f"{name[:most]!r}... ({len(name):,} characters)"
+
+
 def guidance_dict(g) -> dict:
     """A :class:`~t3unlearn.t3.config.Guidance` as JSON: every knob by field name."""
     from dataclasses import asdict
@@ -212,7 +218,7 @@ class HeadRegistry:
                 raise HeadError(f"{name!r} is the base model, not a head; it cannot be removed.", param="name")
             head = self._heads.pop(name, None)
         if head is None:
-            raise HeadError(f"no head named {name!r} is served (GET /v1/models lists them).", param="name", status=404)
+            raise HeadError(f"no head named {_shown(name)} is served (GET /v1/models lists them).", param="name", status=404)
         return head
 
     def resolve(self, model: str) -> Head | None:
@@ -221,7 +227,7 @@ class HeadRegistry:
             return None
         head = self._heads.get(model)
         if head is None:
-            raise HeadError(f"the model {model!r} does not exist; this server serves {self.base_id!r} and its heads "
+            raise HeadError(f"the model {_shown(model)} does not exist; this server serves {self.base_id!r} and its heads "
                             f"({', '.join(self.names()) or 'none yet'}).", param="model", status=404)
         return head
 

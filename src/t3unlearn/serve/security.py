@@ -11,7 +11,8 @@ the deployment switches ``--lock-guidance`` and ``--no-base``.
   that still knows everything.
 
 Keys are compared in constant time (:func:`secrets.compare_digest`). ``/health``, ``/metrics`` and the
-playground page stay open (they carry no model output); the playground asks for the key.
+playground page stay open (they carry no model output), as do ``/docs`` and ``/openapi.json`` (the API's
+schema); the playground asks for the key.
 """
 
 from __future__ import annotations
