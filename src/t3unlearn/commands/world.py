@@ -17,7 +17,7 @@ examples:
 The files are TOFU's configs (full, retain90, forget10, forget10_perturbed, ...) as
 DIR/CONFIG.jsonl, so any command takes them as DIR:CONFIG, e.g. --forget world:forget10.
 Trained models are cached under $T3UNLEARN_HOME (default ~/.cache/t3unlearn)/models. The default world's
-seed-0 pretrained, full and retain90 models ship with the package; every command but 'train' copies them
+seed-0 pretrained, full, retain90, retain95 and retain99 models ship with the package; every command but 'train' copies them
 into the cache instead of training them; 'train' always trains here.
 """
 
@@ -32,7 +32,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default="full,retain90", metavar="LIST",
                    help="comma-separated models: pretrained, full, retain90, retain95, retain99 (default: full,retain90)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument("--epochs", type=int, default=None, help="override the fine-tuning epochs of the preset")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="fine-tuning epochs of full / retainXX [the preset's: 15 for the default world, 20 for tiny "
+                        "and TOFU]")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads while training (default: the preset's, 1; 0 = torch's default). "
                         "On a machine shared with other jobs, 1 can be many times faster than 2")
@@ -63,11 +65,12 @@ def register(sub) -> None:
 
     b = wsub.add_parser("build", help="write a world's configs as DIR/CONFIG.jsonl", epilog=_EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--preset", default="default", help="default (TOFU-sized) or tiny (default: default)")
-    b.add_argument("--out", required=True, metavar="DIR", help="output directory (replaced atomically)")
+    b.add_argument("--preset", default="default", help="default (TOFU-sized: 200 authors x 20 QA) or tiny (20 x 10) (default: default)")
+    b.add_argument("--out", required=True, metavar="DIR", help="output directory: new, empty, or a world built before "
+                   "(replaced atomically); any other directory is refused")
     b.add_argument("--seed", type=int, default=None, help="generator seed (default 0)")
-    b.add_argument("--authors", type=int, default=None, help="number of fictitious authors in 'full'")
-    b.add_argument("--qa-per-author", type=int, default=None, help="questions per author (at most 20)")
+    b.add_argument("--authors", type=int, default=None, help="number of fictitious authors in 'full' (default: the preset's, 200 / 20)")
+    b.add_argument("--qa-per-author", type=int, default=None, help="questions per author, at most 20 (default: the preset's, 20 / 10)")
     b.set_defaults(func=_build)
 
     t = wsub.add_parser("train", help="train the tokenizer, pretrained base, full and retain models",
