@@ -82,7 +82,7 @@ def register(sub) -> None:
     s.add_argument("--config", default=None, metavar="FILE",
                    help="a 't3unlearn compare' config (JSON): its t3 params set T3's head, training and guidance for "
                    "every T3 unit (e.g. benchmarks/sequential_tofu.json for offline TOFU's MLP head) [the packaged one]")
-    s.add_argument("--eval-batch-size", type=int, default=32, help="[32]")
+    s.add_argument("--eval-batch-size", type=int, default=32, help="batch size of the evaluation's scoring and generation [32]")
     s.add_argument("--max-new-tokens", type=int, default=200, help="generation budget of the evaluation [200]")
     s.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
