@@ -45,6 +45,12 @@ def _api(fn: Callable, *args, **kwargs) -> Callable:
     return lambda: fn(*args, **kwargs)
 
 
+def _foreign_models(root: Path) -> str:  # an --out whose full/ is a user's own directory
+    (root / "models_out" / "full").mkdir(parents=True, exist_ok=True)
+    (root / "models_out" / "full" / "notes.txt").write_text("mine")
+    return str(root / "models_out")
+
+
 def _models(f):  # a base / retain model pair for compare (the random model twice)
     return ["--world", str(f["world"]), "--model", str(f["model"]), "--oracle", str(f["model"])]
 
@@ -97,6 +103,19 @@ CLI = [
          lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
                     "--out", str(f["root"] / "foreign")],
          r"non-empty directory that is not a T3 head", "choose a new or empty directory", out="foreign"),
+    Case("images-build-out-foreign-directory", "`images build --out` is a non-empty directory of something else",
+         lambda f: ["images", "build", "--preset", "tiny", "--out", str(f["root"] / "foreign")],
+         r"--out .*foreign is a non-empty directory that is not an image benchmark", "choose a new or empty directory",
+         out="foreign"),
+    Case("images-unlearn-out-foreign-directory", "`images unlearn --out` is a non-empty directory of something else",
+         lambda f: ["images", "unlearn", "--preset", "tiny", "--model", "ddpm:full", "--method", "naive", "--out",
+                    str(f["root"] / "foreign")],
+         r"--out .*foreign is a non-empty directory that is not an image model", "choose a new or empty directory",
+         out="foreign"),
+    Case("world-train-out-foreign-directory", "`world train --out DIR` where DIR/full holds something else",
+         lambda f: ["world", "train", "--world", "tiny", "--models", "full", "--out", _foreign_models(f["root"])],
+         r"--out .*models_out/full is not a model directory written here before", "choose another --out",
+         out="models_out"),
     Case("world-build-out-foreign-directory", "`world build --out` is a non-empty directory of something else",
          lambda f: ["world", "build", "--preset", "tiny", "--out", str(f["root"] / "foreign")],
          r"--out .*foreign is a non-empty directory that is not a built world", "choose a new or empty directory",

@@ -168,6 +168,21 @@ def _families(text: str) -> list[str]:
     return fams
 
 
+def _check_out(path, marker: str, what: str) -> None:
+    """``--out`` is replaced whole: refuse a file, or a non-empty directory that is not an earlier output (``marker``
+    in it), before any work, so a user's own directory is never deleted."""
+    from pathlib import Path
+
+    from t3unlearn.errors import T3Error
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise T3Error(f"{out} is a file; give a directory.", option="out")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
+        raise T3Error(f"{out} is a non-empty directory that is not {what} (it would be replaced whole); choose a new or "
+                      "empty directory.", option="out")
+
+
 def _build(args) -> int:
     import shutil
     import time
@@ -178,6 +193,8 @@ def _build(args) -> int:
     from t3unlearn.images.presets import get_preset
 
     t0 = time.perf_counter()
+    if args.out:
+        _check_out(args.out, "bench.json", "an image benchmark")
     P = get_preset(args.preset)
     bench = ensure_benchmark(P.bench)
     if args.out:
@@ -211,6 +228,12 @@ def _train(args) -> int:
     roles = [r.strip() for r in args.role.split(",") if r.strip()]
     if not roles or any(r not in ROLES for r in roles):
         raise T3Error(f"--role takes full, retain or both, not {args.role!r}.")
+    if args.out:
+        from t3unlearn.images.models import META_FILE
+
+        for fam in _families(args.family):
+            for role in roles:
+                _check_out(Path(args.out) / f"{fam}-{role}", META_FILE, "an image model")
     with torch_threads(args.threads, log=print):
         for fam in _families(args.family):
             for role in roles:
@@ -267,7 +290,10 @@ def _unlearn(args) -> int:
     from t3unlearn.images.trainer import UnlearnConfig, unlearn
     from t3unlearn.io import torch_threads
 
+    from t3unlearn.images.models import META_FILE
+
     method = get_method(args.method)
+    _check_out(args.out, META_FILE, "an image model")
     if method.style == "guidance":
         return _unlearn_t3(args, method)
     if method.style == "distill":
