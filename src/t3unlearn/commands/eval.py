@@ -155,7 +155,7 @@ def register(sub) -> None:
     q.add_argument("--seed", type=int, default=0, help="sampling seed [0]")
     q.add_argument("--oracle", default="auto", choices=("auto", "none"), help="also probe the benchmark's retain (oracle) model [auto]")
     deprecated_alias(q, "--reference", "--oracle", dest="oracle", choices=("auto", "none"))
-    q.add_argument("--batch-size", type=int, default=32, help="questions per generation batch [32]")
+    q.add_argument("--batch-size", type=int, default=32, help="batch size of generation and scoring [32]")
     q.add_argument("--max-new-tokens", type=int, default=200, help="longest answer generated, in tokens [200]")
     q.add_argument("--name", default=None, help="label in the table")
     q.add_argument("--device", default=None, help="cpu or cuda [cuda when available]")
