@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from t3unlearn.t3.options import nonneg_int, positive_int
+
 _EPILOG = """\
 examples:
   t3unlearn world build --out world                 the default world (200 authors x 20 QA, as TOFU)
@@ -32,10 +34,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default="full,retain90", metavar="LIST",
                    help="comma-separated models: pretrained, full, retain90, retain95, retain99 (default: full,retain90)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help="fine-tuning epochs of full / retainXX [the preset's: 15 for the default world, 20 for tiny "
                         "and TOFU]")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=nonneg_int, default=None,
                    help="torch threads while training (default: the preset's, 1; 0 = torch's default). "
                         "On a machine shared with other jobs, 1 can be many times faster than 2")
     p.add_argument("--jobs", default="auto",
@@ -46,7 +48,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 def add_check_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"),
                    help="forget split to evaluate on; its retain model is the forget-quality reference [forget10]")
-    p.add_argument("--limit", type=int, default=None, help="evaluate at most N items per set (default: all)")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate at most N items per set (default: all)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
 
 
