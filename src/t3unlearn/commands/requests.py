@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from t3unlearn.loading import add_loading_options
+from t3unlearn.t3.options import positive_int
 
 _FEATURES_EPILOG = """\
 examples:
@@ -52,7 +53,7 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, action="append", metavar="SOURCE",
                    help="a data set (world:retain90, DIR:CONFIG, FILE.jsonl, tofu:retain90, ...); repeatable")
     p.add_argument("--shard-mb", type=float, default=None, help="feature MB per shard: what one process holds at once [256]")
-    p.add_argument("--feature-batch-size", type=int, default=32, help="items per forward pass [32]")
+    p.add_argument("--feature-batch-size", type=positive_int, default=32, help="items per forward pass [32]")
     p.add_argument("--max-length", type=int, default=512, help="token budget per item, as for unlearn [512]")
     p.add_argument("--template", choices=("auto", "chat", "plain"), default="auto", help="prompt format, as for unlearn [auto]")
     p.add_argument("--cache-dir", default=None, help="feature cache directory [$T3UNLEARN_HOME/features]")
