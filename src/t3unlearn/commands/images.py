@@ -27,7 +27,7 @@ examples:
   t3unlearn images eval --model siss-ddpm --out runs/siss-ddpm        metrics + sample grid
   t3unlearn images eval --model ddpm:retain
   t3unlearn images compare --seeds 3 --out t3-runs/images               every method, table + plots
-  t3unlearn images compare --preset tiny --seeds 1 --out /tmp/ti       test-sized, seconds
+  t3unlearn images compare --preset tiny --seeds 1 --out /tmp/ti       test-sized, about a minute
 
 models: a directory written by 'images train --out' / 'images unlearn --out', or FAMILY:ROLE
 (ddpm:full, ddpm:retain, vae:full, vae:retain) for the preset's cached models (trained on first use).
@@ -94,7 +94,8 @@ def register(sub) -> None:
 
     b = isub.add_parser("build", help="build the augmented-digits benchmark (cached) and draw it", epilog=_EPILOG, formatter_class=fmt)
     _common(b)
-    b.add_argument("--out", default=None, metavar="DIR", help="also write it to DIR (data.safetensors, bench.json, samples.png)")
+    b.add_argument("--out", default=None, metavar="DIR", help="also write it to DIR (data.safetensors, bench.json, samples.png): a new or "
+                   "empty directory, or one written here before (replaced whole)")
     b.set_defaults(func=_build)
 
     t = isub.add_parser("train", help="train the full model and/or the retrain oracle", epilog=_EPILOG, formatter_class=fmt)
@@ -102,7 +103,8 @@ def register(sub) -> None:
     t.add_argument("--family", default="ddpm,vae", help="ddpm, vae or both, comma-separated [ddpm,vae]")
     t.add_argument("--role", default="full,retain", help="full (all data), retain (the oracle: without the forget set) [full,retain]")
     t.add_argument("--seed", type=int, default=0, help="training seed [0]")
-    t.add_argument("--out", default=None, metavar="DIR", help="also copy each model to DIR/FAMILY-ROLE")
+    t.add_argument("--out", default=None, metavar="DIR", help="also copy each model to DIR/FAMILY-ROLE (replaced whole if it holds an image "
+                   "model; any other non-empty directory is refused)")
     t.set_defaults(func=_train)
 
     u = isub.add_parser("unlearn", help="unlearn the forget glyphs from a model with one method",
@@ -111,7 +113,8 @@ def register(sub) -> None:
     u.add_argument("--model", default="ddpm:full", help="the model to unlearn from: a directory or FAMILY:full [ddpm:full]")
     u.add_argument("--method", default="siss", help="naive, neggrad, neggrad_plus, siss, siss_no_is, adaptive_siss, erasediff, sfd_siss, rl_siss, t3, cg, sfd, "
                                                          "sfd_multi, sfd_multi_adaptive [siss]")
-    u.add_argument("--out", required=True, metavar="DIR", help="output directory: the unlearned model + run.json")
+    u.add_argument("--out", required=True, metavar="DIR", help="output directory: the unlearned model + run.json; a new or empty directory, or "
+                   "an image model written before (replaced whole)")
     u.add_argument("--steps", type=int, default=None, help="unlearning steps [the preset's]")
     u.add_argument("--lr", type=float, default=None, help="learning rate [the preset's]")
     u.add_argument("--batch-size", type=int, default=None, help="pairs per step [the preset's]")

@@ -79,7 +79,8 @@ def register(sub) -> None:
                         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_train_options(t)
     t.add_argument("--out", default=None, metavar="DIR",
-                   help="also copy the trained models to DIR/<name> (they are always cached)")
+                   help="also copy the trained models to DIR/<name> (they are always cached; a DIR/<name> "
+                        "that is not a model directory is refused)")
     t.set_defaults(func=_train)
 
     c = wsub.add_parser("check", help="evaluate the trained models: memorisation of the forget authors, utility",
