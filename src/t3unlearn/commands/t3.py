@@ -153,8 +153,9 @@ def _register_unlearn(sub) -> None:
     o.add_argument("--shard-mb", type=float, default=None,
                    help="features are streamed to the cache in shards of this many MB (extraction memory) [256]")
     o.add_argument("--max-length", type=positive_int, default=512, help="token budget per item [512]")
-    o.add_argument("--template", choices=("auto", "chat", "plain"), default="auto", help="prompt format: chat (the tokenizer's chat template), plain "
-                   "('Question: Q\\nAnswer: A'), auto (chat when the tokenizer has a template) [auto]")
+    o.add_argument("--template", choices=("auto", "chat", "plain"), default="auto",
+                   help="prompt format: chat (the tokenizer's chat template), plain ('Question: Q\\nAnswer: A'), "
+                        "auto (chat when the tokenizer has a template) [auto]")
     o.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda if available]")
     o.add_argument("--overwrite", action="store_true", help="replace a head already at --out (and its request history) [refuse]")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
