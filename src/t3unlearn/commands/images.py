@@ -9,11 +9,12 @@ from t3unlearn.images.guidance import guidance_defaults
 _DESCRIPTION = """\
 Unlearning for image generative models (DDPMs and VAEs) on an offline augmented-digits benchmark:
 MNIST digits plus a generated trousers-like glyph family labelled "1" (about 1 % of the data, the
-forget set). Methods: naive deletion, NegGrad, NegGrad+, SISS (static λ) and Adaptive-λ SISS, which
-fine-tune the generator, and T3 (temper, then tilt), which keeps it frozen and guides its sampler
-with a small retain-vs-forget classifier; for both a class-conditional diffusers DDPM and a
-conditional VAE. An evaluator classifier measures how often the forget glyphs come back and how good
-the digits stay.
+forget set). Methods: naive deletion, NegGrad, NegGrad+, SISS (static λ), Adaptive-λ SISS, EraseDiff,
+the hybrid SFD + SISS and an RL-chosen λ, which fine-tune the generator; SFD, which distils a one-step
+generator from it; and T3 (temper, then tilt) and classifier guidance, which keep it frozen and guide
+its sampler with a small retain-vs-forget classifier ('images unlearn --help' lists them all); for a
+class-conditional diffusers DDPM and a conditional VAE (EraseDiff, SFD and the hybrid: the DDPM only).
+An evaluator classifier measures how often the forget glyphs come back and how good the digits stay.
 """
 
 _EPILOG = """\
@@ -86,7 +87,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("images", help="unlearning for image generators (DDPM, VAE): SISS, Adaptive-λ SISS, baselines",
+    p = sub.add_parser("images", help="unlearning for image generators (DDPM, VAE): SISS, Adaptive-λ SISS, T3, SFD, baselines",
                        description=_DESCRIPTION, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     isub = p.add_subparsers(dest="images_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda a: p.print_help() or 2)
