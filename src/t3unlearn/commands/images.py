@@ -82,7 +82,8 @@ methods (--method; settings with --set KEY=VALUE):
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="default", help="default (minutes on a CPU) or tiny (seconds; tests) [default]")
-    p.add_argument("--threads", default="auto", help="torch CPU threads: a number, or auto (1 on a busy machine) [auto]")
+    p.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto: the cores not "
+                   "busy [auto]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -157,7 +158,8 @@ def register(sub) -> None:
     x.add_argument("--steps", type=int, default=100, help="sampling steps [100]")
     x.add_argument("--seed", type=int, default=0, help="seed of the data, the models and the samplers [0]")
     x.add_argument("--models", default="analytic,trained", help="analytic (exact scores), trained (tiny models) [both]")
-    x.add_argument("--threads", default="auto", help="torch CPU threads [auto]")
+    x.add_argument("--threads", default="auto",
+                   help="torch CPU threads: a number, 0 (torch's default) or auto: the cores not busy [auto]")
     x.add_argument("--quiet", action="store_true", help="no progress bars")
     x.set_defaults(func=_exactness)
 
