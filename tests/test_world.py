@@ -201,6 +201,7 @@ def test_build_refuses_a_directory_that_is_not_a_world(tmp_path, capsys):
     (mine / "notes.txt").write_text("keep me")
     assert main(["world", "build", "--preset", "tiny", "--out", str(mine)]) == 2
     err = capsys.readouterr().err.strip()
+    assert err.startswith("t3unlearn world build: error: --out ")  # named as argparse names the subcommand
     assert err.endswith("is a non-empty directory that is not a built world (it would be replaced whole); "
                         "choose a new or empty directory.") and "--out" in err and len(err.splitlines()) == 1
     assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
