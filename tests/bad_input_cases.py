@@ -45,6 +45,12 @@ def _api(fn: Callable, *args, **kwargs) -> Callable:
     return lambda: fn(*args, **kwargs)
 
 
+def _foreign_models(root: Path) -> str:  # an --out whose full/ is a user's own directory
+    (root / "models_out" / "full").mkdir(parents=True, exist_ok=True)
+    (root / "models_out" / "full" / "notes.txt").write_text("mine")
+    return str(root / "models_out")
+
+
 def _models(f):  # a base / retain model pair for compare (the random model twice)
     return ["--world", str(f["world"]), "--model", str(f["model"]), "--oracle", str(f["model"])]
 
@@ -97,6 +103,32 @@ CLI = [
          lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
                     "--out", str(f["root"] / "foreign")],
          r"non-empty directory that is not a T3 head", "choose a new or empty directory", out="foreign"),
+    Case("images-build-out-foreign-directory", "`images build --out` is a non-empty directory of something else",
+         lambda f: ["images", "build", "--preset", "tiny", "--out", str(f["root"] / "foreign")],
+         r"--out .*foreign is a non-empty directory that is not an image benchmark", "choose a new or empty directory",
+         out="foreign"),
+    Case("images-unlearn-out-foreign-directory", "`images unlearn --out` is a non-empty directory of something else",
+         lambda f: ["images", "unlearn", "--preset", "tiny", "--model", "ddpm:full", "--method", "naive", "--out",
+                    str(f["root"] / "foreign")],
+         r"--out .*foreign is a non-empty directory that is not an image model", "choose a new or empty directory",
+         out="foreign"),
+    Case("world-train-out-foreign-directory", "`world train --out DIR` where DIR/full holds something else",
+         lambda f: ["world", "train", "--world", "tiny", "--models", "full", "--out", _foreign_models(f["root"])],
+         r"--out .*models_out/full is not a model directory written here before", "choose another --out",
+         out="models_out"),
+    Case("features-zero-batch", "`features --feature-batch-size 0`",
+         lambda f: ["features", "--model", str(f["model"]), "--data", f["forget"], "--feature-batch-size", "0"],
+         r"argument --feature-batch-size: must be >= 1, got 0", "give 1 or more items per forward pass"),
+    Case("world-check-negative-limit", "`world check --limit -1`",
+         lambda f: ["world", "check", "--world", "tiny", "--limit", "-1"],
+         r"argument --limit: must be >= 1, got -1", "give 1 or more items per set (or leave --limit out: all)"),
+    Case("world-train-zero-epochs", "`world train --epochs 0`",
+         lambda f: ["world", "train", "--world", "tiny", "--epochs", "0"],
+         r"argument --epochs: must be >= 1, got 0", "give 1 or more fine-tuning epochs"),
+    Case("world-build-out-foreign-directory", "`world build --out` is a non-empty directory of something else",
+         lambda f: ["world", "build", "--preset", "tiny", "--out", str(f["root"] / "foreign")],
+         r"--out .*foreign is a non-empty directory that is not a built world", "choose a new or empty directory",
+         out="foreign"),
     Case("unlearn-reference-without-calibrate", "`unlearn --pretrained` without `--calibrate`",
          lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
                     "--out", str(f["root"] / "o-ref"), "--pretrained", str(f["model"])],

@@ -16,14 +16,14 @@ _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _DATED = re.compile(r"20\d\d-\d\d-\d\d|this machine", re.IGNORECASE)
 
 
-def prose_lines(text: str) -> list[str]:
-    """The lines outside fenced code blocks and outside tables."""
+def prose_lines(text: str, tables: bool = False) -> list[str]:
+    """The lines outside fenced code blocks and (unless ``tables``) outside tables."""
     out, fenced = [], False
     for line in text.splitlines():
         if _FENCE.match(line):
             fenced = not fenced
             continue
-        if fenced or line.lstrip().startswith("|"):
+        if fenced or (not tables and line.lstrip().startswith("|")):
             continue
         out.append(line)
     return out
@@ -55,10 +55,11 @@ def anchors(text: str) -> set[str]:
 
 
 def broken_links(doc: Path, root: Path = ROOT) -> list[str]:
-    """Every relative link of ``doc`` (outside code) whose file, or whose #anchor in a markdown file, is missing."""
+    """Every relative link of ``doc`` (outside code, tables included) whose file, or whose #anchor in a markdown
+    file, is missing."""
     text = doc.read_text(encoding="utf-8")
     bad = []
-    for line in prose_lines(text):
+    for line in prose_lines(text, tables=True):
         for url in _LINK.findall(re.sub(r"`[^`]*`", "", line)):
             if re.match(r"^[a-z][a-z0-9+.-]*:", url, re.IGNORECASE):  # http:, https:, mailto:
                 continue
@@ -106,10 +107,11 @@ def test_the_checks_catch_what_they_should(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(
         "# x\n\n[ok](docs/a.md) [ok too](docs/a.md#deploying-it-serve) [gone](docs/b.md) [bad anchor](docs/a.md#nope)\n"
-        "```bash\n[in code](docs/c.md)\n```\n| [in a table](docs/a.md) |\n[web](https://example.com)\n",
+        "```bash\n[in code](docs/c.md)\n```\n| [in a table](docs/a.md) | [gone in a table](docs/a.md#gone) |\n"
+        "[web](https://example.com)\n",
         encoding="utf-8")
     bad = broken_links(readme, tmp_path)
-    assert len(bad) == 2 and "docs/b.md" in bad[0] and "#nope" in bad[1]
+    assert len(bad) == 3 and "docs/b.md" in bad[0] and "#nope" in bad[1] and "#gone" in bad[2]
     assert prose_words("one two\n```\nthree four five\n```\n| six | seven |\neight\n") == 3
     assert _DATED.search("on 2026-12-04 it printed") and _DATED.search("on This machine")
     assert not _DATED.search("issue #34, 1,500 words")

@@ -214,7 +214,8 @@ def test_cli_unlearn_eval_and_errors(module_home, tmp_path, capsys):
     assert main(["images", "unlearn", "--preset", "tiny", "--model", "vae:full", "--method", "erase", "--out", str(tmp_path / "x")]) == 2
     assert main(["images", "eval", "--preset", "tiny", "--model", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("t3unlearn images: error:") for line in err)
+    assert len(err) == 2 and err[0].startswith("t3unlearn images unlearn: error:")
+    assert err[1].startswith("t3unlearn images eval: error:")
     assert not (tmp_path / "x").exists()
 
 

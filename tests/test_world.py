@@ -191,6 +191,28 @@ def test_cli_build(tmp_path, capsys):
     assert main(["world", "train", "--world", str(tmp_path / "missing")]) == 2
 
 
+def test_build_refuses_a_directory_that_is_not_a_world(tmp_path, capsys):
+    """--out is replaced whole: a user's own non-empty directory (or a file) is refused and left as it was, while a
+    world built before is rebuilt in place."""
+    from t3unlearn.commands.main import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["world", "build", "--preset", "tiny", "--out", str(mine)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("t3unlearn world build: error: --out ")  # named as argparse names the subcommand
+    assert err.endswith("is a non-empty directory that is not a built world (it would be replaced whole); "
+                        "choose a new or empty directory.") and "--out" in err and len(err.splitlines()) == 1
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
+    (tmp_path / "a_file").write_text("x")
+    assert main(["world", "build", "--preset", "tiny", "--out", str(tmp_path / "a_file")]) == 2
+    assert (tmp_path / "a_file").read_text() == "x"
+    assert main(["world", "build", "--preset", "tiny", "--out", str(tmp_path / "w")]) == 0
+    assert main(["world", "build", "--preset", "tiny", "--out", str(tmp_path / "w"), "--seed", "1"]) == 0
+    assert '"seed": 1' in (tmp_path / "w" / "world.json").read_text()
+
+
 def test_calibration_set_is_not_what_the_evaluation_reads(default_world):
     """The world's calibration authors pass the overlap check for every split; its holdout is refused."""
     from t3unlearn.benchmarks import check_calibration_set, get_benchmark

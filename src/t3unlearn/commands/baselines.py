@@ -125,7 +125,7 @@ def register(sub) -> None:
     t.add_argument("--epochs", type=int, default=None, help="passes over the forget set [10]")
     t.add_argument("--batch-size", type=int, default=None, help="items per forward pass and device [8]")
     t.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps [4]")
-    t.add_argument("--seed", type=int, default=0, help="[0]")
+    t.add_argument("--seed", type=int, default=0, help="training seed (data order, initialization) [0]")
     t.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no",
                    help="training precision, as accelerate names it: bf16 / fp16 mixed precision (GPUs that have it) [no]")
     deprecated_alias(t, "--bf16", "--mixed-precision", dest="mixed_precision", value="bf16")

@@ -49,8 +49,10 @@ def register(sub) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", default="default", help="world preset: default or tiny [default]")
-    p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"), help="[forget10]")
+    p.add_argument("--preset", default="default", help="world preset (default, tiny) or a built world's directory; with --images, the "
+                   "image preset (default, tiny) [default]")
+    p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"),
+                   help="the forget split to unlearn and evaluate [forget10]")
     p.add_argument("--out", default="t3-runs/demo", help="output directory [t3-runs/demo]")
     add_guidance_options(p.add_argument_group("T3's guidance"), knobs=("temperature", "scale", "tempering"))
     p.add_argument("--no-calibrate", action="store_true",

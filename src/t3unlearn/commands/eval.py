@@ -144,9 +144,10 @@ def register(sub) -> None:
     q.add_argument("--model", required=True, help="model directory, hub id, world:NAME / tofu:NAME, or a head directory")
     q.add_argument("--head", default=None, help="a T3 head directory to put on --model")
     add_guidance_options(q.add_argument_group("T3 guidance (overrides the head's saved values)"), saved=True)
-    q.add_argument("--benchmark", choices=("world", "tofu"), default="world", help="[world]")
+    q.add_argument("--benchmark", choices=("world", "tofu"), default="world",
+                   help="world: the embedded offline benchmark; tofu: TOFU ($T3UNLEARN_TOFU_DIR, else the hub) [world]")
     q.add_argument("--world", default=None, help="--benchmark world: a world directory or preset [default]")
-    q.add_argument("--split", default="forget10", help="[forget10]")
+    q.add_argument("--split", default="forget10", help="forget01, forget05 or forget10: the forget items probed [forget10]")
     q.add_argument("--probes", default="all", help=f"comma-separated probes to run, or all [all: {','.join(PROBES)}]")
     q.add_argument("--judge", default="auto", help="model scoring the answers' per-token loss: auto (the benchmark's "
                    "pretrained checkpoint), none, or a model directory / world:NAME / tofu:NAME [auto]")
@@ -154,8 +155,8 @@ def register(sub) -> None:
     q.add_argument("--seed", type=int, default=0, help="sampling seed [0]")
     q.add_argument("--oracle", default="auto", choices=("auto", "none"), help="also probe the benchmark's retain (oracle) model [auto]")
     deprecated_alias(q, "--reference", "--oracle", dest="oracle", choices=("auto", "none"))
-    q.add_argument("--batch-size", type=int, default=32, help="[32]")
-    q.add_argument("--max-new-tokens", type=int, default=200, help="[200]")
+    q.add_argument("--batch-size", type=int, default=32, help="batch size of generation and scoring [32]")
+    q.add_argument("--max-new-tokens", type=int, default=200, help="longest answer generated, in tokens [200]")
     q.add_argument("--name", default=None, help="label in the table")
     q.add_argument("--device", default=None, help="cpu or cuda [cuda when available]")
     q.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
@@ -173,7 +174,8 @@ def register(sub) -> None:
         formatter_class=fmt,
     )
     r.add_argument("results", nargs="+", help="results directories or TOFU_EVAL.json files")
-    r.add_argument("--retain", default=None, help="name or path of the retain (reference) model among the results")
+    r.add_argument("--retain", default=None,
+                   help="name or path of the retain (reference) model among the results [the one named retainXX]")
     r.add_argument("--out", default=".", help="directory for report.md and fq_vs_mu.png (default: .)")
     r.set_defaults(func=run_report)
 

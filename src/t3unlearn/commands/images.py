@@ -9,11 +9,12 @@ from t3unlearn.images.guidance import guidance_defaults
 _DESCRIPTION = """\
 Unlearning for image generative models (DDPMs and VAEs) on an offline augmented-digits benchmark:
 MNIST digits plus a generated trousers-like glyph family labelled "1" (about 1 % of the data, the
-forget set). Methods: naive deletion, NegGrad, NegGrad+, SISS (static λ) and Adaptive-λ SISS, which
-fine-tune the generator, and T3 (temper, then tilt), which keeps it frozen and guides its sampler
-with a small retain-vs-forget classifier; for both a class-conditional diffusers DDPM and a
-conditional VAE. An evaluator classifier measures how often the forget glyphs come back and how good
-the digits stay.
+forget set). Methods: naive deletion, NegGrad, NegGrad+, SISS (static λ), Adaptive-λ SISS, EraseDiff,
+the hybrid SFD + SISS and an RL-chosen λ, which fine-tune the generator; SFD, which distils a one-step
+generator from it; and T3 (temper, then tilt) and classifier guidance, which keep it frozen and guide
+its sampler with a small retain-vs-forget classifier ('images unlearn --help' lists them all); for a
+class-conditional diffusers DDPM and a conditional VAE (EraseDiff, SFD and the hybrid: the DDPM only).
+An evaluator classifier measures how often the forget glyphs come back and how good the digits stay.
 """
 
 _EPILOG = """\
@@ -27,7 +28,7 @@ examples:
   t3unlearn images eval --model siss-ddpm --out runs/siss-ddpm        metrics + sample grid
   t3unlearn images eval --model ddpm:retain
   t3unlearn images compare --seeds 3 --out t3-runs/images               every method, table + plots
-  t3unlearn images compare --preset tiny --seeds 1 --out /tmp/ti       test-sized, seconds
+  t3unlearn images compare --preset tiny --seeds 1 --out /tmp/ti       test-sized, about a minute
 
 models: a directory written by 'images train --out' / 'images unlearn --out', or FAMILY:ROLE
 (ddpm:full, ddpm:retain, vae:full, vae:retain) for the preset's cached models (trained on first use).
@@ -81,12 +82,13 @@ methods (--method; settings with --set KEY=VALUE):
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="default", help="default (minutes on a CPU) or tiny (seconds; tests) [default]")
-    p.add_argument("--threads", default="auto", help="torch CPU threads: a number, or auto (1 on a busy machine) [auto]")
+    p.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto: the cores not "
+                   "busy [auto]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("images", help="unlearning for image generators (DDPM, VAE): SISS, Adaptive-λ SISS, baselines",
+    p = sub.add_parser("images", help="unlearning for image generators (DDPM, VAE): SISS, Adaptive-λ SISS, T3, SFD, baselines",
                        description=_DESCRIPTION, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     isub = p.add_subparsers(dest="images_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda a: p.print_help() or 2)
@@ -94,7 +96,8 @@ def register(sub) -> None:
 
     b = isub.add_parser("build", help="build the augmented-digits benchmark (cached) and draw it", epilog=_EPILOG, formatter_class=fmt)
     _common(b)
-    b.add_argument("--out", default=None, metavar="DIR", help="also write it to DIR (data.safetensors, bench.json, samples.png)")
+    b.add_argument("--out", default=None, metavar="DIR", help="also write it to DIR (data.safetensors, bench.json, samples.png): a new or "
+                   "empty directory, or one written here before (replaced whole)")
     b.set_defaults(func=_build)
 
     t = isub.add_parser("train", help="train the full model and/or the retrain oracle", epilog=_EPILOG, formatter_class=fmt)
@@ -102,7 +105,8 @@ def register(sub) -> None:
     t.add_argument("--family", default="ddpm,vae", help="ddpm, vae or both, comma-separated [ddpm,vae]")
     t.add_argument("--role", default="full,retain", help="full (all data), retain (the oracle: without the forget set) [full,retain]")
     t.add_argument("--seed", type=int, default=0, help="training seed [0]")
-    t.add_argument("--out", default=None, metavar="DIR", help="also copy each model to DIR/FAMILY-ROLE")
+    t.add_argument("--out", default=None, metavar="DIR", help="also copy each model to DIR/FAMILY-ROLE (replaced whole if it holds an image "
+                   "model; any other non-empty directory is refused)")
     t.set_defaults(func=_train)
 
     u = isub.add_parser("unlearn", help="unlearn the forget glyphs from a model with one method",
@@ -111,7 +115,8 @@ def register(sub) -> None:
     u.add_argument("--model", default="ddpm:full", help="the model to unlearn from: a directory or FAMILY:full [ddpm:full]")
     u.add_argument("--method", default="siss", help="naive, neggrad, neggrad_plus, siss, siss_no_is, adaptive_siss, erasediff, sfd_siss, rl_siss, t3, cg, sfd, "
                                                          "sfd_multi, sfd_multi_adaptive [siss]")
-    u.add_argument("--out", required=True, metavar="DIR", help="output directory: the unlearned model + run.json")
+    u.add_argument("--out", required=True, metavar="DIR", help="output directory: the unlearned model + run.json; a new or empty directory, or "
+                   "an image model written before (replaced whole)")
     u.add_argument("--steps", type=int, default=None, help="unlearning steps [the preset's]")
     u.add_argument("--lr", type=float, default=None, help="learning rate [the preset's]")
     u.add_argument("--batch-size", type=int, default=None, help="pairs per step [the preset's]")
@@ -153,7 +158,8 @@ def register(sub) -> None:
     x.add_argument("--steps", type=int, default=100, help="sampling steps [100]")
     x.add_argument("--seed", type=int, default=0, help="seed of the data, the models and the samplers [0]")
     x.add_argument("--models", default="analytic,trained", help="analytic (exact scores), trained (tiny models) [both]")
-    x.add_argument("--threads", default="auto", help="torch CPU threads [auto]")
+    x.add_argument("--threads", default="auto",
+                   help="torch CPU threads: a number, 0 (torch's default) or auto: the cores not busy [auto]")
     x.add_argument("--quiet", action="store_true", help="no progress bars")
     x.set_defaults(func=_exactness)
 
@@ -168,6 +174,21 @@ def _families(text: str) -> list[str]:
     return fams
 
 
+def _check_out(path, marker: str, what: str) -> None:
+    """``--out`` is replaced whole: refuse a file, or a non-empty directory that is not an earlier output (``marker``
+    in it), before any work, so a user's own directory is never deleted."""
+    from pathlib import Path
+
+    from t3unlearn.errors import T3Error
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise T3Error(f"{out} is a file; give a directory.", option="out")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
+        raise T3Error(f"{out} is a non-empty directory that is not {what} (it would be replaced whole); choose a new or "
+                      "empty directory.", option="out")
+
+
 def _build(args) -> int:
     import shutil
     import time
@@ -178,6 +199,8 @@ def _build(args) -> int:
     from t3unlearn.images.presets import get_preset
 
     t0 = time.perf_counter()
+    if args.out:
+        _check_out(args.out, "bench.json", "an image benchmark")
     P = get_preset(args.preset)
     bench = ensure_benchmark(P.bench)
     if args.out:
@@ -211,6 +234,12 @@ def _train(args) -> int:
     roles = [r.strip() for r in args.role.split(",") if r.strip()]
     if not roles or any(r not in ROLES for r in roles):
         raise T3Error(f"--role takes full, retain or both, not {args.role!r}.")
+    if args.out:
+        from t3unlearn.images.models import META_FILE
+
+        for fam in _families(args.family):
+            for role in roles:
+                _check_out(Path(args.out) / f"{fam}-{role}", META_FILE, "an image model")
     with torch_threads(args.threads, log=print):
         for fam in _families(args.family):
             for role in roles:
@@ -267,7 +296,10 @@ def _unlearn(args) -> int:
     from t3unlearn.images.trainer import UnlearnConfig, unlearn
     from t3unlearn.io import torch_threads
 
+    from t3unlearn.images.models import META_FILE
+
     method = get_method(args.method)
+    _check_out(args.out, META_FILE, "an image model")
     if method.style == "guidance":
         return _unlearn_t3(args, method)
     if method.style == "distill":

@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         message = user_error_message(exc)
         if message is None:
             raise
-        print(f"t3unlearn {args.command}: error: {message}", file=sys.stderr)
+        sub = getattr(args, f"{args.command}_command", None)  # world build, images unlearn, ...: as argparse names it
+        print(f"t3unlearn {args.command}{f' {sub}' if sub else ''}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; no partial output was kept", file=sys.stderr)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from t3unlearn.loading import add_loading_options
+from t3unlearn.t3.options import positive_int
 
 _FEATURES_EPILOG = """\
 examples:
@@ -52,7 +53,7 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, action="append", metavar="SOURCE",
                    help="a data set (world:retain90, DIR:CONFIG, FILE.jsonl, tofu:retain90, ...); repeatable")
     p.add_argument("--shard-mb", type=float, default=None, help="feature MB per shard: what one process holds at once [256]")
-    p.add_argument("--feature-batch-size", type=int, default=32, help="items per forward pass [32]")
+    p.add_argument("--feature-batch-size", type=positive_int, default=32, help="items per forward pass [32]")
     p.add_argument("--max-length", type=int, default=512, help="token budget per item, as for unlearn [512]")
     p.add_argument("--template", choices=("auto", "chat", "plain"), default="auto", help="prompt format, as for unlearn [auto]")
     p.add_argument("--cache-dir", default=None, help="feature cache directory [$T3UNLEARN_HOME/features]")
@@ -82,7 +83,7 @@ def register(sub) -> None:
     s.add_argument("--config", default=None, metavar="FILE",
                    help="a 't3unlearn compare' config (JSON): its t3 params set T3's head, training and guidance for "
                    "every T3 unit (e.g. benchmarks/sequential_tofu.json for offline TOFU's MLP head) [the packaged one]")
-    s.add_argument("--eval-batch-size", type=int, default=32, help="[32]")
+    s.add_argument("--eval-batch-size", type=int, default=32, help="batch size of the evaluation's scoring and generation [32]")
     s.add_argument("--max-new-tokens", type=int, default=200, help="generation budget of the evaluation [200]")
     s.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
     s.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -67,7 +67,7 @@ def register(sub) -> None:
                    help="a T3 head to serve as model NAME (repeatable; DIR alone names it after the directory)")
     p.add_argument("--name", default=None, help="the base model's id in the API [the --model value]")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
-    p.add_argument("--port", type=int, default=8000, help="[8000]")
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on [8000]")
     p.add_argument("--max-batch", type=positive_int, default=32, help="sequences decoded together at most [32]")
     p.add_argument("--max-n", type=positive_int, default=16, help="largest 'n' (choices per request) [16]")
     p.add_argument("--max-body-kb", type=positive_int, default=1024, help="largest request body in KiB [1024]")
@@ -75,7 +75,8 @@ def register(sub) -> None:
                    help="serve --head directories whose t3_config.json names another base or fingerprint (same shapes and tokenizer)")
     p.add_argument("--threads", default="auto", help="torch CPU threads: auto, 0 (torch's default) or a number [auto]")
     p.add_argument("--device", default=None, help="cpu, cuda ... [cuda if available]")
-    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"), help="[info]")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                   help="what the server logs to stderr (uvicorn's too) [info]")
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
     add_loading_options(p)
     _deployment_flags(p)

@@ -131,14 +131,15 @@ def _register_unlearn(sub) -> None:
     t = TrainConfig()
     h = p.add_argument_group("head and training")
     h.add_argument("--hidden-size", type=positive_int, default=t.hidden_size, help=f"head width h [{t.hidden_size}]")
-    h.add_argument("--activation", choices=ACTIVATIONS, default=t.activation, help=f"[{t.activation}]")
+    h.add_argument("--activation", choices=ACTIVATIONS, default=t.activation,
+                   help=f"activation of the head's hidden layer(s) [{t.activation}]")
     h.add_argument("--layers", type=positive_int, default=t.layers, help=f"hidden layers (> 1 needs a non-identity activation) [{t.layers}]")
     h.add_argument("--epochs", type=positive_int, default=t.epochs, help=f"passes over the forget set [{t.epochs}]")
     h.add_argument("--warmup-epochs", type=nonneg_int, default=t.warmup_epochs, help="linear learning-rate warm-up [a quarter of the epochs]")
     h.add_argument("--lr", type=float, default=t.lr, help=f"AdamW learning rate [{t.lr:g}]")
     h.add_argument("--weight-decay", type=float, default=t.weight_decay, help=f"AdamW weight decay [{t.weight_decay:g}]")
     h.add_argument("--batch-size", type=positive_int, default=t.batch_size, help=f"forget items per step (plus as many retain) [{t.batch_size}]")
-    h.add_argument("--seed", type=int, default=t.seed, help=f"[{t.seed}]")
+    h.add_argument("--seed", type=int, default=t.seed, help=f"seed of the head's initialization and the retain pairing [{t.seed}]")
     h.add_argument("--ensemble", type=positive_int, default=t.ensemble, metavar="K",
                    help="train K heads (seeds seed*K .. seed*K+K-1) and guide with the mean of their logits: one head of "
                         "width K*h, less dependent on the seed; K times the training time [1]")
@@ -152,7 +153,9 @@ def _register_unlearn(sub) -> None:
     o.add_argument("--shard-mb", type=float, default=None,
                    help="features are streamed to the cache in shards of this many MB (extraction memory) [256]")
     o.add_argument("--max-length", type=positive_int, default=512, help="token budget per item [512]")
-    o.add_argument("--template", choices=("auto", "chat", "plain"), default="auto", help="prompt format [auto]")
+    o.add_argument("--template", choices=("auto", "chat", "plain"), default="auto",
+                   help="prompt format: chat (the tokenizer's chat template), plain ('Question: Q\\nAnswer: A'), "
+                        "auto (chat when the tokenizer has a template) [auto]")
     o.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda if available]")
     o.add_argument("--overwrite", action="store_true", help="replace a head already at --out (and its request history) [refuse]")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -173,12 +176,16 @@ def _register_generate(sub) -> None:
     p.add_argument("--model", required=True, help="base model (directory, hub id, world:NAME), or a saved head directory")
     p.add_argument("--head", default=None, help="T3 head directory to guide --model with")
     add_guidance_options(p.add_argument_group("guidance (override the head's saved settings; need a head)"), saved=True)
-    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="[64]")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest answer, in tokens [64]")
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--top-k", type=nonneg_int, default=None, help="sampling: keep the k most likely tokens")
-    p.add_argument("--top-p", type=float, default=None, help="sampling: nucleus mass")
+    p.add_argument("--top-k", type=nonneg_int, default=None,
+                   help="sampling: keep the k most likely tokens, 0 for all [the model's generation config; "
+                        "transformers': 50]")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="sampling: keep the most likely tokens up to this probability mass, in (0, 1] [the model's "
+                        "generation config; transformers': 1, off]")
     p.add_argument("--num-beams", type=positive_int, default=1, help="beam search width [1]")
-    p.add_argument("--seed", type=int, default=0, help="[0]")
+    p.add_argument("--seed", type=int, default=0, help="random seed of sampling [0]")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--device", default=None, help="cpu, cuda ... [cuda if available]")
     p.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from t3unlearn.t3.options import nonneg_int, positive_int
+
 _EPILOG = """\
 examples:
   t3unlearn world build --out world                 the default world (200 authors x 20 QA, as TOFU)
@@ -17,7 +19,7 @@ examples:
 The files are TOFU's configs (full, retain90, forget10, forget10_perturbed, ...) as
 DIR/CONFIG.jsonl, so any command takes them as DIR:CONFIG, e.g. --forget world:forget10.
 Trained models are cached under $T3UNLEARN_HOME (default ~/.cache/t3unlearn)/models. The default world's
-seed-0 pretrained, full and retain90 models ship with the package; every command but 'train' copies them
+seed-0 pretrained, full, retain90, retain95 and retain99 models ship with the package; every command but 'train' copies them
 into the cache instead of training them; 'train' always trains here.
 """
 
@@ -32,8 +34,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default="full,retain90", metavar="LIST",
                    help="comma-separated models: pretrained, full, retain90, retain95, retain99 (default: full,retain90)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument("--epochs", type=int, default=None, help="override the fine-tuning epochs of the preset")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="fine-tuning epochs of full / retainXX [the preset's: 15 for the default world, 20 for tiny "
+                        "and TOFU]")
+    p.add_argument("--threads", type=nonneg_int, default=None,
                    help="torch threads while training (default: the preset's, 1; 0 = torch's default). "
                         "On a machine shared with other jobs, 1 can be many times faster than 2")
     p.add_argument("--jobs", default="auto",
@@ -44,7 +48,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 def add_check_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="forget10", choices=("forget01", "forget05", "forget10"),
                    help="forget split to evaluate on; its retain model is the forget-quality reference [forget10]")
-    p.add_argument("--limit", type=int, default=None, help="evaluate at most N items per set (default: all)")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate at most N items per set (default: all)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
 
 
@@ -63,18 +67,20 @@ def register(sub) -> None:
 
     b = wsub.add_parser("build", help="write a world's configs as DIR/CONFIG.jsonl", epilog=_EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--preset", default="default", help="default (TOFU-sized) or tiny (default: default)")
-    b.add_argument("--out", required=True, metavar="DIR", help="output directory (replaced atomically)")
+    b.add_argument("--preset", default="default", help="default (TOFU-sized: 200 authors x 20 QA) or tiny (20 x 10) (default: default)")
+    b.add_argument("--out", required=True, metavar="DIR", help="output directory: new, empty, or a world built before "
+                   "(replaced atomically); any other directory is refused")
     b.add_argument("--seed", type=int, default=None, help="generator seed (default 0)")
-    b.add_argument("--authors", type=int, default=None, help="number of fictitious authors in 'full'")
-    b.add_argument("--qa-per-author", type=int, default=None, help="questions per author (at most 20)")
+    b.add_argument("--authors", type=int, default=None, help="number of fictitious authors in 'full' (default: the preset's, 200 / 20)")
+    b.add_argument("--qa-per-author", type=int, default=None, help="questions per author, at most 20 (default: the preset's, 20 / 10)")
     b.set_defaults(func=_build)
 
     t = wsub.add_parser("train", help="train the tokenizer, pretrained base, full and retain models",
                         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_train_options(t)
     t.add_argument("--out", default=None, metavar="DIR",
-                   help="also copy the trained models to DIR/<name> (they are always cached)")
+                   help="also copy the trained models to DIR/<name> (they are always cached; a DIR/<name> "
+                        "that is not a model directory is refused)")
     t.set_defaults(func=_train)
 
     c = wsub.add_parser("check", help="evaluate the trained models: memorisation of the forget authors, utility",
@@ -121,6 +127,13 @@ def train_models(bench, args) -> int:
     from t3unlearn.io import atomic_dir
     from t3unlearn.workers import choose_jobs
 
+    from t3unlearn.errors import T3Error
+
+    for name in model_names(args.models) if args.out else ():  # DIR/<name> is replaced whole: never a user's own
+        target = Path(args.out) / name
+        if target.exists() and not (target.is_dir() and (not any(target.iterdir()) or (target / "config.json").is_file())):
+            raise T3Error(f"{target} is not a model directory written here before (it would be replaced whole); choose "
+                          "another --out.", option="out")
     choose_jobs(args.jobs)  # before anything is built
     start = time.perf_counter()
     paths = bench.models(model_names(args.models), log=print, seed=args.seed, epochs=args.epochs, threads=args.threads,
