@@ -29,7 +29,7 @@ ACTIVATIONS = ("identity", "relu", "gelu", "tanh")  # of the head's hidden layer
 TEMPERINGS = ("global", "adaptive")  # how the base is tempered (t3unlearn.t3.guidance)
 SPELLINGS = ("guided", "base")  # who chooses a word's later pieces (t3unlearn.t3.guidance)
 
-# the grid `t3unlearn calibrate` searches by default (docs/t3.md, "Privleak in the band"): s in steps of 0.05
+# the grid `t3unlearn calibrate` searches by default (docs/t3.md, "Calibration without the oracle"): s in steps of 0.05
 # where the world's choices fall, adaptive tempering, the support gate on; T = 1 (plain guidance) is scored beside.
 # Words are treated two ways (CALIBRATION_WORDS, (piece floor, spelling) pairs): whole words -- the word-piece
 # exemption at 10 (a word once begun is not tilted) and the base spelling words (a token that continues a word keeps
@@ -128,8 +128,8 @@ class Guidance:
     """How the head guides the base: ``temper(log p) + scale · logsigmoid(max(head + bias, floor))``.
 
     Each field's help text and bounds are in its metadata (:func:`knob`); see :mod:`t3unlearn.t3.guidance` for the
-    math. The defaults were measured on the world's forget10/forget05 (docs/t3.md, "Choosing T, s and the
-    tempering"); the paper's TOFU setting is ``temperature=2.5, scale=1.0, tempering="global"``.
+    math. The defaults were measured on the world's forget10/forget05 (docs/t3.md,
+    "Defaults"); the paper's TOFU setting is ``temperature=2.5, scale=1.0, tempering="global"``.
     """
 
     temperature: float = knob(

@@ -68,7 +68,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
                  lr=5e-3, pretrain_epochs=10, finetune_epochs=20, threads=1),
     # TOFU's own text: free-form answers of ~38 tokens (4096-token BPE) instead of the world's ~11, so a
     # larger vocabulary and TOFU's 512-token items; the base pretrains on ~3,400 items (t3unlearn.tofu),
-    # so less replay keeps the fine-tunes' cost near their own data's (docs/world.md, "TOFU's own data")
+    # so less replay keeps the fine-tunes' cost near their own data's (docs/world.md, "Offline TOFU")
     "tofu": dict(vocab_size=4096, max_length=512, pretrain_epochs=8, finetune_epochs=20, replay=0.05, threads=1),
 }
 
