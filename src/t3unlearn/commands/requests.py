@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from t3unlearn.loading import add_loading_options
-from t3unlearn.t3.options import positive_int
+from t3unlearn.t3.options import positive_float, positive_int
 
 _FEATURES_EPILOG = """\
 examples:
@@ -52,7 +52,7 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="base causal LM: local directory, hub id or world:NAME")
     p.add_argument("--data", required=True, action="append", metavar="SOURCE",
                    help="a data set (world:retain90, DIR:CONFIG, FILE.jsonl, tofu:retain90, ...); repeatable")
-    p.add_argument("--shard-mb", type=float, default=None, help="feature MB per shard: what one process holds at once [256]")
+    p.add_argument("--shard-mb", type=positive_float, default=None, help="feature MB per shard: what one process holds at once [256]")
     p.add_argument("--feature-batch-size", type=positive_int, default=32, help="items per forward pass [32]")
     p.add_argument("--max-length", type=int, default=512, help="token budget per item, as for unlearn [512]")
     p.add_argument("--template", choices=("auto", "chat", "plain"), default="auto", help="prompt format, as for unlearn [auto]")
@@ -125,8 +125,6 @@ def _features(args, distributed: bool) -> int:
     main = state is None or state.is_main_process
     say = print if main else (lambda *a, **k: None)
     device = state.device if state is not None else args.device
-    if args.shard_mb is not None and not args.shard_mb > 0:
-        raise T3Error(f"--shard-mb must be > 0, not {args.shard_mb}.")
     model_path = resolve_model(args.model, log=say)
     kw = loading_kwargs(args)
     tokenizer = load_tokenizer(model_path, **tokenizer_kwargs(kw))

@@ -10,7 +10,7 @@ from t3unlearn.loading import add_loading_options, loading_kwargs
 from t3unlearn.t3.config import ACTIVATIONS, Guidance, TrainConfig
 from t3unlearn.t3.options import (  # noqa: F401 - re-exported: other commands import them from here
     _check_long_items, _check_out, _is_head_dir, add_calibration_options, add_force_option,
-    add_guidance_options, guidance_overrides, nonneg_int, positive_int,
+    add_guidance_options, guidance_overrides, nonneg_int, positive_float, positive_int,
 )
 
 _UNLEARN_EPILOG = """\
@@ -150,7 +150,7 @@ def _register_unlearn(sub) -> None:
     o.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache (nor, with --calibrate, "
                    "the calibration's cache of answer states)")
     o.add_argument("--feature-batch-size", type=positive_int, default=32, help="items per forward pass of the model [32]")
-    o.add_argument("--shard-mb", type=float, default=None,
+    o.add_argument("--shard-mb", type=positive_float, default=None,
                    help="features are streamed to the cache in shards of this many MB (extraction memory) [256]")
     o.add_argument("--max-length", type=positive_int, default=512, help="token budget per item [512]")
     o.add_argument("--template", choices=("auto", "chat", "plain"), default="auto",

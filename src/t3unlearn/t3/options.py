@@ -30,6 +30,17 @@ positive_int = _int_at_least(1)
 nonneg_int = _int_at_least(0)
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0, else argparse's one-line error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def add_guidance_options(g, *, saved: bool = False, knobs=GUIDANCE_KNOBS) -> None:
     """One option per :class:`Guidance` knob (of ``knobs``), generated from its field's metadata (help, bounds,
     metavar): each is checked as it is parsed, with the message :meth:`Guidance.validate` gives; an option not given
