@@ -249,7 +249,7 @@ def _unlearn(args) -> int:
                       f"(--forget {src} --request-id {rid}), or with --add-forget ID=SOURCE on an existing head (--head DIR).")
 
     from t3unlearn.benchmarks import resolve_data, resolve_model
-    from t3unlearn.data import check_disjoint, load_qa
+    from t3unlearn.data import check_disjoint, check_holdout, load_qa
     from t3unlearn.lm import load_model, load_tokenizer
     from t3unlearn.loading import tokenizer_kwargs
     from t3unlearn.t3.train import format_report, unlearn
@@ -271,6 +271,7 @@ def _unlearn(args) -> int:
         never_seen = has_perturbed(holdout[0])
         _check_perturbed_use(args, never_seen)
         _check_truth_items(args, forget, args.forget, never_seen)  # before the head is trained, not after
+        check_holdout(holdout[0], forget, retain if args.holdout else None, f"--holdout {args.holdout}" if args.holdout else holdout[1])
     model_path = resolve_model(args.model, log=print)
     loading = loading_kwargs(args)
     tokenizer = load_tokenizer(model_path, **tokenizer_kwargs(loading))
@@ -372,6 +373,9 @@ def _update(args) -> int:
         forget, _, retain = _head_sets(args, t3.config)
         args.max_length = (t3.config.training or {}).get("max_length", 512)
         args.template = (t3.config.training or {}).get("template", "auto")
+        from t3unlearn.data import check_holdout
+
+        check_holdout(holdout[0], forget, retain if args.holdout else None, f"--holdout {args.holdout}" if args.holdout else holdout[1])
         print(f"calibrating on the head's {len(t3.config.requests)} request(s), {len(forget)} forget items:")
         _calibrate_and_report(t3, result.tokenizer, forget, holdout[0], holdout[1], retain, args, forget_spec or "")
         print(f"calibration: {time.perf_counter() - t0:.2f}s")
@@ -418,6 +422,9 @@ def _calibrate(args) -> int:
     if not args.forget:
         print(f"forget set: the head's {len(cfg.requests)} request(s) ({', '.join(request_ids(cfg))}), {len(forget)} items")
     holdout, holdout_name = _holdout(args, forget_spec)
+    from t3unlearn.data import check_holdout
+
+    check_holdout(holdout, forget, retain if args.holdout else None, f"--holdout {args.holdout}" if args.holdout else holdout_name)
     base = resolve_model(args.model, log=print) if args.model else T3ForCausalLM.base_model_path(args.head)
     loading = loading_kwargs(args)
     tokenizer = load_tokenizer(base, **tokenizer_kwargs(loading))

@@ -465,7 +465,8 @@ def _perturbed_examples(fmt, data, what: str = "forget"):
     check_perturbed(rows)
     counts = {len(r["perturbed_answer"]) for r in rows}
     if len(counts) != 1 or 0 in counts:
-        raise T3Error(f"every item needs the same number (>= 1) of perturbed answers; found {sorted(counts)}.")
+        raise T3Error(f"every {what} item needs the same number of wrong answers in perturbed_answer, at least one; "
+                      f"found {' and '.join(map(str, sorted(counts)))}: give every item as many.")
     n_pert = counts.pop()
     para = fmt.encode_batch([r["question"] for r in rows], [r["paraphrased_answer"] for r in rows])
     pert = fmt.encode_batch([r["question"] for r in rows for _ in range(n_pert)], [p for r in rows for p in r["perturbed_answer"]])
