@@ -301,6 +301,12 @@ def load_base(path: str, *, device: str | None = None, **loading_kwargs):
                          "copy or save the model again.") from None
     except ValueError as exc:
         raise ModelError(_value_error_message(path, exc, loading_kwargs)) from None
+    except ImportError as exc:  # a kernel or a checkpoint's own code that needs a package not installed here
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if loading_kwargs.get("attn_implementation") and "attention" in str(exc).lower():
+            raise ModelError(f"--attn-implementation {loading_kwargs['attn_implementation']} cannot be used here ({first}); "
+                             "install its package, or use sdpa or eager.") from None
+        raise ModelError(f"could not load the model {path!r}: {first}; install the package it names.") from None
     except OSError as exc:
         if p.exists() or looks_local(str(path)):
             raise ModelError(f"could not load the model {path!r}: {exc}".split("\n")[0]) from None
