@@ -155,7 +155,7 @@ def register(sub) -> None:
     q.add_argument("--oracle", default="auto", choices=("auto", "none"), help="also probe the benchmark's retain (oracle) model [auto]")
     deprecated_alias(q, "--reference", "--oracle", dest="oracle", choices=("auto", "none"))
     q.add_argument("--batch-size", type=int, default=32, help="[32]")
-    q.add_argument("--max-new-tokens", type=int, default=200, help="[200]")
+    q.add_argument("--max-new-tokens", type=positive_int, default=200, help="[200]")
     q.add_argument("--name", default=None, help="label in the table")
     q.add_argument("--device", default=None, help="cpu or cuda [cuda when available]")
     q.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
