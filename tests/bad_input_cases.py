@@ -139,6 +139,12 @@ CLI = [
                          "perturbed_answer": "A painter."}])],
          r"holdout set \S+pert-string.jsonl: item 0's 'perturbed_answer' is str, not a list of texts",
          'write it as a list, `["...", "..."]`', out="o-hp"),
+    Case("unlearn-model-is-a-head", "`unlearn --model` names a T3 head, not its base",
+         lambda f: ["unlearn", "--model", str(f["head"]), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["root"] / "o-mh")],
+         r"--model \S+/head is a T3 head, not a base model: train a new head over its base \(--model \S+/model\), or "
+         r"update this one with --head \S+/head --add-forget SOURCE", "give its base as --model, or update it with --head",
+         out="o-mh"),
     Case("unlearn-update-new-head", "`unlearn --update finetune` while making a new head",
          lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
                     "--out", str(f["root"] / "o-upd"), "--update", "finetune"],

@@ -273,6 +273,7 @@ def _unlearn(args) -> int:
         _check_truth_items(args, forget, args.forget, never_seen)  # before the head is trained, not after
         check_holdout(holdout[0], forget, retain if args.holdout else None, f"--holdout {args.holdout}" if args.holdout else holdout[1])
     model_path = resolve_model(args.model, log=print)
+    _check_not_a_head(args.model, model_path)
     loading = loading_kwargs(args)
     tokenizer = load_tokenizer(model_path, **tokenizer_kwargs(loading))
     _check_long_items(tokenizer, forget, retain, args.max_length)
@@ -304,6 +305,19 @@ def _unlearn(args) -> int:
     print(f"wrote {args.out} ({t3.guidance.label()}; head {t3.head.hidden}x{t3.head.vocab_size}, "
           f"{sum(p.numel() for p in t3.head.parameters()) / 1e3:.1f}K parameters); wall {time.perf_counter() - start:.2f}s")
     return 0
+
+
+def _check_not_a_head(spec: str, path: str) -> None:
+    """A new head is trained over a base model, not over another head (whose features are not the base's)."""
+    from pathlib import Path
+
+    from t3unlearn.errors import T3Error
+    from t3unlearn.t3.model import CONFIG_NAME, T3ForCausalLM
+
+    if (Path(path).expanduser() / CONFIG_NAME).is_file():
+        raise T3Error(f"--model {spec} is a T3 head, not a base model: train a new head over its base "
+                      f"(--model {T3ForCausalLM.base_model_path(path)}), or update this one with --head {spec} "
+                      "--add-forget SOURCE.")
 
 
 def _update(args) -> int:
