@@ -45,6 +45,19 @@ def _api(fn: Callable, *args, **kwargs) -> Callable:
     return lambda: fn(*args, **kwargs)
 
 
+def _moved_base_head(f) -> str:
+    """A copy of the head whose recorded base is no longer there (moved or deleted)."""
+    import shutil
+
+    head = f["root"] / "moved_head"
+    if not head.exists():
+        shutil.copytree(f["head"], head)
+        cfg = json.loads((head / "t3_config.json").read_text())
+        cfg["base_model_name_or_path"] = str(f["root"] / "moved-model")
+        (head / "t3_config.json").write_text(json.dumps(cfg))
+    return str(head)
+
+
 def _models(f):  # a base / retain model pair for compare (the random model twice)
     return ["--world", str(f["world"]), "--model", str(f["model"]), "--oracle", str(f["model"])]
 
@@ -304,6 +317,10 @@ CLI = [
          lambda f: ["generate", "--model", str(f["other"]), "--head", str(f["head"]), "Where?"],
          r"was trained on a base with hidden size 32 .*but this base has hidden size 16.*use the base it was trained on",
          "use the base the head was trained on"),
+    Case("head-base-moved", "`generate --model HEAD` after its base was moved away",
+         lambda f: ["generate", "--model", _moved_base_head(f), "Where?"],
+         r"the base model \S+/moved-model recorded in \S+/moved_head/t3_config.json does not exist here \(moved or "
+         r"deleted\?\); give the base explicitly: --model BASE --head \S+/moved_head", "give the base with --model"),
     Case("head-dir-is-not-a-head", "`--head` names a directory that is no head",
          lambda f: ["generate", "--model", str(f["model"]), "--head", str(f["root"] / "emptydir"), "Where?"],
          r"holds no t3_config.json; it is not a saved T3 head", "give a directory written by unlearn"),

@@ -373,7 +373,8 @@ def load_tokenizer(path: str, **kwargs):
     if p.is_dir() and not (p / "tokenizer_config.json").is_file():
         adapter = _adapter_class(p)
         if adapter is not None and hasattr(adapter, "base_model_path"):
-            return load_tokenizer(adapter.base_model_path(str(p)), **kwargs)
+            base = adapter.base_model_path(str(p), **({"must_exist": True} if adapter is _adapter(HEAD_CONFIG) else {}))
+            return load_tokenizer(base, **kwargs)
     check_model_source(path, revision=kwargs.get("revision"))
     if p.is_dir() and not any((p / name).is_file() for name in TOKENIZER_FILES):
         if not (p / "config.json").is_file():

@@ -371,7 +371,7 @@ def _update(args) -> int:
         holdout = _holdout(args, forget_spec or "")
     model, tokenizer = resolve_model(args.model, log=print) if args.model else None, None
     if loading_kwargs(args):  # the base loaded here, as the options say (else update loads the recorded one)
-        model, tokenizer = _load_base_and_tokenizer(model or T3ForCausalLM.base_model_path(args.head), args)
+        model, tokenizer = _load_base_and_tokenizer(model or T3ForCausalLM.base_model_path(args.head, must_exist=True), args)
     result = update(args.head, adds, args.remove_forget, model=model, tokenizer=tokenizer, retain=resolve_data(args.retain) if args.retain else None,
                     mode=args.update, cache=not args.no_cache, feature_batch_size=args.feature_batch_size, shard_mb=args.shard_mb,
                     device=args.device, progress=not args.quiet, **guidance_overrides(args))
@@ -439,7 +439,7 @@ def _calibrate(args) -> int:
     from t3unlearn.data import check_holdout
 
     check_holdout(holdout, forget, retain if args.holdout else None, f"--holdout {args.holdout}" if args.holdout else holdout_name)
-    base = resolve_model(args.model, log=print) if args.model else T3ForCausalLM.base_model_path(args.head)
+    base = resolve_model(args.model, log=print) if args.model else T3ForCausalLM.base_model_path(args.head, must_exist=True)
     loading = loading_kwargs(args)
     tokenizer = load_tokenizer(base, **tokenizer_kwargs(loading))
     t3 = T3ForCausalLM.from_pretrained(args.head, base_model=base, device=args.device, force=args.force, **loading)

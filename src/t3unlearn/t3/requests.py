@@ -209,7 +209,7 @@ def _base_of(head, old_cfg, model, tokenizer, base_in_head, device):
     from t3unlearn.t3.model import T3ForCausalLM, tokenizer_hash
 
     if model is None:
-        model = base_in_head if base_in_head is not None else T3ForCausalLM.base_model_path(head)
+        model = base_in_head if base_in_head is not None else T3ForCausalLM.base_model_path(head, must_exist=True)
     if isinstance(model, (str, Path)):
         from t3unlearn.lm import load_base, load_tokenizer
 
