@@ -158,6 +158,10 @@ CLI = [
          r"--model \S+/head is a T3 head, not a base model: train a new head over its base \(--model \S+/model\), or "
          r"update this one with --head \S+/head --add-forget SOURCE", "give its base as --model, or update it with --head",
          out="o-mh"),
+    Case("unlearn-lr-zero", "`unlearn --lr 0` (checked before the model is loaded: here its weights are corrupt)",
+         lambda f: ["unlearn", "--model", str(f["corrupt"]), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["root"] / "o-lr"), "--lr", "0"],
+         r"learning rate must be > 0, not 0.0", "a positive learning rate", out="o-lr"),
     Case("unlearn-update-new-head", "`unlearn --update finetune` while making a new head",
          lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
                     "--out", str(f["root"] / "o-upd"), "--update", "finetune"],

@@ -256,6 +256,8 @@ def _unlearn(args) -> int:
 
     start = time.perf_counter()
     guidance = Guidance().replace(**guidance_overrides(args))  # a bad T or s fails before any loading
+    TrainConfig(**{k: getattr(args, k) for k in ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr",
+                                                  "weight_decay", "batch_size", "seed", "ensemble")}).validate()  # so do these
     _check_out(args.out, overwrite=args.overwrite)
     forget_src, retain_src = resolve_data(args.forget), resolve_data(args.retain)
     forget = load_qa(forget_src, what="forget set")
