@@ -69,6 +69,8 @@ def test_tofu_perturbation_fields_have_tofus_types(tmp_path, extra, match):
         load_qa(str(f))
     ok = _write(tmp_path / "ok.jsonl", [{"question": "q?", "answer": "a", "paraphrased_answer": "b", "perturbed_answer": ["c"]}])
     assert load_qa(str(ok))["perturbed_answer"] == [["c"]]
+    mixed = _write(tmp_path / "mixed.jsonl", [{"question": "q?", "answer": "a", "perturbed_answer": ["c"]}, {"question": "r?", "answer": "b"}])
+    assert load_qa(str(mixed))["perturbed_answer"] == [["c"], None]  # an item without them: calibration says so
 
 
 @pytest.mark.parametrize(

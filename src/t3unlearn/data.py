@@ -242,13 +242,14 @@ def validate_qa(ds, *, require: Sequence[str] = ("question", "answer"), label: s
 
 
 def _check_perturbation_fields(ds, label: str) -> None:
-    """TOFU's ``paraphrased_answer`` (text) and ``perturbed_answer`` (a list of texts), where a set has them."""
+    """TOFU's ``paraphrased_answer`` (text) and ``perturbed_answer`` (a list of texts), where a set has them (None: an
+    item without them, in a file where others have them)."""
     for i, value in enumerate(ds["paraphrased_answer"] if "paraphrased_answer" in ds.column_names else []):
-        if not isinstance(value, str):
+        if value is not None and not isinstance(value, str):
             raise DataError(f"{label}: item {i}'s 'paraphrased_answer' is {type(value).__name__}, not text; write it as "
                             "a string, as in TOFU.")
     for i, value in enumerate(ds["perturbed_answer"] if "perturbed_answer" in ds.column_names else []):
-        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        if value is not None and (not isinstance(value, list) or not all(isinstance(x, str) for x in value)):
             raise DataError(f"{label}: item {i}'s 'perturbed_answer' is {type(value).__name__}, not a list of texts; write "
                             'it as a list of wrong answers, as in TOFU (["...", "..."]), even for one.')
 
