@@ -231,3 +231,18 @@ def test_a_holdout_shares_no_question_with_forget_or_retain(tmp_path):
     with pytest.raises(DataError, match=r"shares 1 question\(s\) with the retain set.*never trained on"):
         check_holdout(r, f, r)
     check_holdout(r, f)  # retain not given: not checked
+
+
+def test_an_unreachable_hub_data_set_is_one_line_without_a_config_none(monkeypatch, tmp_path):
+    import datasets
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach 'org/data' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError, match=r"^could not load org/data from the Hugging Face hub: the hub cannot be reached") as info:
+        load_qa("org/data")
+    assert "None" not in str(info.value).split("(")[0]
+    with pytest.raises(DataError, match=r"^could not load org/data config 'forget10' from the Hugging Face hub"):
+        load_qa("org/data:forget10")

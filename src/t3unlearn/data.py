@@ -167,7 +167,8 @@ def _load_hub(repo: str, config: str | None, split: str):
             if offline
             else "check the dataset id and config name"
         )
-        raise DataError(f"could not load {repo} config {config!r} from the Hugging Face hub: {hint}. ({text[:300]})") from None
+        what = f"{repo} config {config!r}" if config else repo
+        raise DataError(f"could not load {what} from the Hugging Face hub: {hint}. ({text[:300]})") from None
 
 
 def load_qa(
