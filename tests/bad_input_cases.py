@@ -162,6 +162,12 @@ CLI = [
          lambda f: ["unlearn", "--model", str(f["corrupt"]), "--forget", f["forget"], "--retain", f["retain"],
                     "--out", str(f["root"] / "o-lr"), "--lr", "0"],
          r"learning rate must be > 0, not 0.0", "a positive learning rate", out="o-lr"),
+    Case("calibrate-pretrained-is-the-base", "`calibrate --pretrained` names the model being unlearned",
+         lambda f: ["calibrate", "--head", str(f["head"]), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["root"] / "o-pb"), "--holdout", _jsonl(f["root"] / "unseen.jsonl", [
+                        {"question": "Who is Lena Ruiz?", "answer": "A poet."}]), "--pretrained", str(f["model"])],
+         r"--pretrained \S+/model is the model being unlearned, which saw the forget set; give the checkpoint it was "
+         r"fine-tuned from", "give the checkpoint it was fine-tuned from", out="o-pb"),
     Case("unlearn-update-new-head", "`unlearn --update finetune` while making a new head",
          lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
                     "--out", str(f["root"] / "o-upd"), "--update", "finetune"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from t3unlearn.commands.calibration import (_calibrate_and_report, _check_calibration_args, _check_perturbed_use,
+from t3unlearn.commands.calibration import (_calibrate_and_report, _check_calibration_args, _check_not_the_base, _check_perturbed_use,
                                             _check_truth_items, _common_source, _head_sets, _holdout)
 from t3unlearn.loading import add_loading_options, loading_kwargs
 from t3unlearn.t3.config import ACTIVATIONS, Guidance, TrainConfig
@@ -274,6 +274,7 @@ def _unlearn(args) -> int:
         _check_perturbed_use(args, never_seen)
         _check_truth_items(args, forget, args.forget, never_seen)  # before the head is trained, not after
         check_holdout(holdout[0], forget, retain if args.holdout else None, f"--holdout {args.holdout}" if args.holdout else holdout[1])
+    _check_not_the_base(args, args.model)
     model_path = resolve_model(args.model, log=print)
     _check_not_a_head(args.model, model_path)
     loading = loading_kwargs(args)
@@ -442,6 +443,7 @@ def _calibrate(args) -> int:
 
     check_holdout(holdout, forget, retain if args.holdout else None, f"--holdout {args.holdout}" if args.holdout else holdout_name)
     base = resolve_model(args.model, log=print) if args.model else T3ForCausalLM.base_model_path(args.head, must_exist=True)
+    _check_not_the_base(args, base)
     loading = loading_kwargs(args)
     tokenizer = load_tokenizer(base, **tokenizer_kwargs(loading))
     t3 = T3ForCausalLM.from_pretrained(args.head, base_model=base, device=args.device, force=args.force, **loading)
