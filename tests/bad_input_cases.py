@@ -168,6 +168,13 @@ CLI = [
                         {"question": "Who is Lena Ruiz?", "answer": "A poet."}]), "--pretrained", str(f["model"])],
          r"--pretrained \S+/model is the model being unlearned, which saw the forget set; give the checkpoint it was "
          r"fine-tuned from", "give the checkpoint it was fine-tuned from", out="o-pb"),
+    Case("update-oracle-is-the-base", "`unlearn --head H --add-forget ... --calibrate --oracle` names H's own base",
+         lambda f: ["unlearn", "--head", str(f["head"]), "--add-forget", _jsonl(f["root"] / "feb.jsonl", [
+                    {"question": "Who is Lena Ruiz?", "answer": "A poet."}]), "--calibrate", "--out",
+                    str(f["root"] / "o-ob"), "--holdout", _jsonl(f["root"] / "unseen2.jsonl", [
+                        {"question": "Who is Mira Sato?", "answer": "A painter."}]), "--oracle", str(f["model"])],
+         r"--oracle \S+/model is the model being unlearned, which saw the forget set; give a model trained without",
+         "give a model trained without the forget set", out="o-ob"),
     Case("unlearn-update-new-head", "`unlearn --update finetune` while making a new head",
          lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
                     "--out", str(f["root"] / "o-upd"), "--update", "finetune"],

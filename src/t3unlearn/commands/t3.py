@@ -370,6 +370,7 @@ def _update(args) -> int:
     forget_spec = None
     if args.calibrate:  # what calibration needs is checked before the update runs, not after
         _check_calibration_args(args)
+        _check_not_the_base(args, args.model or T3ForCausalLM.base_model_path(args.head))
         forget_spec = _common_source(sources)
         holdout = _holdout(args, forget_spec or "")
     model, tokenizer = resolve_model(args.model, log=print) if args.model else None, None
