@@ -51,6 +51,19 @@ def _foreign_models(root: Path) -> str:  # an --out whose full/ is a user's own 
     return str(root / "models_out")
 
 
+def _moved_base_head(f) -> str:
+    """A copy of the head whose recorded base is no longer there (moved or deleted)."""
+    import shutil
+
+    head = f["root"] / "moved_head"
+    if not head.exists():
+        shutil.copytree(f["head"], head)
+        cfg = json.loads((head / "t3_config.json").read_text())
+        cfg["base_model_name_or_path"] = str(f["root"] / "moved-model")
+        (head / "t3_config.json").write_text(json.dumps(cfg))
+    return str(head)
+
+
 def _models(f):  # a base / retain model pair for compare (the random model twice)
     return ["--world", str(f["world"]), "--model", str(f["model"]), "--oracle", str(f["model"])]
 
@@ -159,6 +172,45 @@ CLI = [
                     "--out", str(f["root"] / "o-mia"), "--calibrate", "--holdout", f["forget"], "--mia-tolerance", "0.7"],
          r"--mia-tolerance is a distance from AUC 0.5 and must be in \[0, 0.5\]", "a value in [0, 0.5], e.g. 0.075",
          out="o-mia"),
+    Case("unlearn-holdout-is-the-forget-set", "`unlearn --calibrate --holdout` names the forget set itself",
+         lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["root"] / "o-hf"), "--calibrate", "--holdout", f["forget"]],
+         r"--holdout \S+forget.jsonl shares 2 question\(s\) with the forget set, e.g. 'Where was Ilse Varga born\?'; the "
+         r"holdout must be items the model never trained on", "give items the model never trained on", out="o-hf"),
+    Case("calibrate-holdout-in-retain", "`calibrate --holdout` names retained items",
+         lambda f: ["calibrate", "--head", str(f["head"]), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["root"] / "o-hr"), "--holdout", f["retain"]],
+         r"shares 2 question\(s\) with the retain set", "give items the model never trained on", out="o-hr"),
+    Case("data-perturbed-not-a-list", "a holdout whose `perturbed_answer` is one string, not a list",
+         lambda f: ["calibrate", "--head", str(f["head"]), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["root"] / "o-hp"), "--holdout", _jsonl(f["root"] / "pert-string.jsonl", [
+                        {"question": "Who is Lena Ruiz?", "answer": "A poet.", "paraphrased_answer": "She is a poet.",
+                         "perturbed_answer": "A painter."}])],
+         r"holdout set \S+pert-string.jsonl: item 0's 'perturbed_answer' is str, not a list of texts",
+         'write it as a list, `["...", "..."]`', out="o-hp"),
+    Case("unlearn-model-is-a-head", "`unlearn --model` names a T3 head, not its base",
+         lambda f: ["unlearn", "--model", str(f["head"]), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["root"] / "o-mh")],
+         r"--model \S+/head is a T3 head, not a base model: train a new head over its base \(--model \S+/model\), or "
+         r"update this one with --head \S+/head --add-forget SOURCE", "give its base as --model, or update it with --head",
+         out="o-mh"),
+    Case("unlearn-lr-zero", "`unlearn --lr 0` (checked before the model is loaded: here its weights are corrupt)",
+         lambda f: ["unlearn", "--model", str(f["corrupt"]), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["root"] / "o-lr"), "--lr", "0"],
+         r"learning rate must be > 0, not 0.0", "a positive learning rate", out="o-lr"),
+    Case("calibrate-pretrained-is-the-base", "`calibrate --pretrained` names the model being unlearned",
+         lambda f: ["calibrate", "--head", str(f["head"]), "--forget", f["forget"], "--retain", f["retain"],
+                    "--out", str(f["root"] / "o-pb"), "--holdout", _jsonl(f["root"] / "unseen.jsonl", [
+                        {"question": "Who is Lena Ruiz?", "answer": "A poet."}]), "--pretrained", str(f["model"])],
+         r"--pretrained \S+/model is the model being unlearned, which saw the forget set; give the checkpoint it was "
+         r"fine-tuned from", "give the checkpoint it was fine-tuned from", out="o-pb"),
+    Case("update-oracle-is-the-base", "`unlearn --head H --add-forget ... --calibrate --oracle` names H's own base",
+         lambda f: ["unlearn", "--head", str(f["head"]), "--add-forget", _jsonl(f["root"] / "feb.jsonl", [
+                    {"question": "Who is Lena Ruiz?", "answer": "A poet."}]), "--calibrate", "--out",
+                    str(f["root"] / "o-ob"), "--holdout", _jsonl(f["root"] / "unseen2.jsonl", [
+                        {"question": "Who is Mira Sato?", "answer": "A painter."}]), "--oracle", str(f["model"])],
+         r"--oracle \S+/model is the model being unlearned, which saw the forget set; give a model trained without",
+         "give a model trained without the forget set", out="o-ob"),
     Case("unlearn-update-new-head", "`unlearn --update finetune` while making a new head",
          lambda f: ["unlearn", "--model", str(f["model"]), "--forget", f["forget"], "--retain", f["retain"],
                     "--out", str(f["root"] / "o-upd"), "--update", "finetune"],
@@ -231,6 +283,10 @@ CLI = [
     Case("eval-batch-size-zero", "`eval --batch-size 0`",
          lambda f: ["eval", "--model", str(f["model"]), "--batch-size", "0", "--out", str(f["root"] / "o18")],
          r"--batch-size and --max-new-tokens must be >= 1", "give 1 or more", out="o18"),
+    Case("probe-max-new-tokens-zero", "`probe --max-new-tokens 0`",
+         lambda f: ["probe", "--model", str(f["model"]), "--world", str(f["world"]), "--max-new-tokens", "0",
+                    "--out", str(f["root"] / "o18p")],
+         r"argument --max-new-tokens: must be >= 1, got 0", "give 1 or more", out="o18p"),
     Case("threads-negative", "`--threads -1`",
          lambda f: ["eval", "--model", str(f["model"]), "--threads", "-1", "--out", str(f["root"] / "o19")],
          r"--threads must be >= 1 \(or 0 for torch's default, or auto\), not -1", "a number >= 1, 0 or auto", out="o19"),
@@ -314,6 +370,10 @@ CLI = [
          lambda f: ["generate", "--model", str(f["other"]), "--head", str(f["head"]), "Where?"],
          r"was trained on a base with hidden size 32 .*but this base has hidden size 16.*use the base it was trained on",
          "use the base the head was trained on"),
+    Case("head-base-moved", "`generate --model HEAD` after its base was moved away",
+         lambda f: ["generate", "--model", _moved_base_head(f), "Where?"],
+         r"the base model \S+/moved-model recorded in \S+/moved_head/t3_config.json does not exist here \(moved or "
+         r"deleted\?\); give the base explicitly: --model BASE --head \S+/moved_head", "give the base with --model"),
     Case("head-dir-is-not-a-head", "`--head` names a directory that is no head",
          lambda f: ["generate", "--model", str(f["model"]), "--head", str(f["root"] / "emptydir"), "Where?"],
          r"holds no t3_config.json; it is not a saved T3 head", "give a directory written by unlearn"),

@@ -384,3 +384,23 @@ def test_local_paths_and_hub_ids_are_told_apart(tmp_path, monkeypatch):
     assert "neither a local directory nor a model on the Hugging Face hub" in hub_error_message("org/m", missing)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert "HF_HUB_OFFLINE is set" in hub_error_message("org/m", no_net)
+
+
+def test_an_attention_kernel_whose_package_is_missing_is_one_line(llama, monkeypatch):
+    """transformers raises ImportError for flash_attention_2 without flash-attn (and for a checkpoint's own code
+    that needs a package): one ModelError saying what to do, never a traceback."""
+    from transformers import AutoModelForCausalLM
+
+    from t3unlearn.errors import ModelError
+    from t3unlearn.lm import load_base
+
+    def no_flash(path, **kw):
+        raise ImportError("FlashAttention2 has been toggled on, but it cannot be used due to the following error: the "
+                          "package for FlashAttention2 doesn't seem to be installed.")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_flash)
+    with pytest.raises(ModelError, match=r"^--attn-implementation flash_attention_2 cannot be used here \(FlashAttention2 "
+                                         r".*\); install its package, or use sdpa or eager\.$"):
+        load_base(str(llama / "model"), device="cpu", attn_implementation="flash_attention_2")
+    with pytest.raises(ModelError, match=r"could not load the model .*: FlashAttention2 .*; install the package it names"):
+        load_base(str(llama / "model"), device="cpu")

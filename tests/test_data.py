@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from t3unlearn.data import REFERENCE_SYSTEM_PROMPT, IGNORE_INDEX, QAFormatter, check_disjoint, collate, load_qa
+from t3unlearn.data import REFERENCE_SYSTEM_PROMPT, IGNORE_INDEX, QAFormatter, check_disjoint, check_holdout, collate, load_qa
 from t3unlearn.errors import DataError
 
 
@@ -52,6 +52,25 @@ def test_question_and_answer_must_be_text(tmp_path, rows, match):
     f = _write(tmp_path / "forget.jsonl", rows)
     with pytest.raises(DataError, match=r"forget.jsonl: " + match + "; every question and answer must be a string"):
         load_qa(str(f))
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        ({"perturbed_answer": "Not a."}, r"item 0's 'perturbed_answer' is str, not a list of texts; write it as a list"),
+        ({"perturbed_answer": ["x", 3]}, r"item 0's 'perturbed_answer' is list, not a list of texts"),
+        ({"paraphrased_answer": ["a"]}, r"item 0's 'paraphrased_answer' is list, not text"),
+    ],
+)
+def test_tofu_perturbation_fields_have_tofus_types(tmp_path, extra, match):
+    """A perturbed_answer written as one string (not a list) would be read letter by letter as perturbed answers."""
+    f = _write(tmp_path / "holdout.jsonl", [{"question": "q?", "answer": "a", **extra}])
+    with pytest.raises(DataError, match=r"holdout.jsonl: " + match):
+        load_qa(str(f))
+    ok = _write(tmp_path / "ok.jsonl", [{"question": "q?", "answer": "a", "paraphrased_answer": "b", "perturbed_answer": ["c"]}])
+    assert load_qa(str(ok))["perturbed_answer"] == [["c"]]
+    mixed = _write(tmp_path / "mixed.jsonl", [{"question": "q?", "answer": "a", "perturbed_answer": ["c"]}, {"question": "r?", "answer": "b"}])
+    assert load_qa(str(mixed))["perturbed_answer"] == [["c"], None]  # an item without them: calibration says so
 
 
 @pytest.mark.parametrize(
@@ -199,3 +218,31 @@ def test_collate_pads_both_sides(small_tokenizer):
     assert left["attention_mask"][0].tolist()[-n0:] == [1] * n0
     assert (right["labels"][0, n0:] == IGNORE_INDEX).all()
     assert right["input_ids"].shape == left["input_ids"].shape
+
+
+def test_a_holdout_shares_no_question_with_forget_or_retain(tmp_path):
+    """The calibration holdout stands for never-seen items: the forget set itself, or retained items, are refused."""
+    f = load_qa(str(_write(tmp_path / "f.jsonl", [{"question": "Forgotten?", "answer": "a"}])))
+    r = load_qa(str(_write(tmp_path / "r.jsonl", [{"question": "Kept?", "answer": "b"}])))
+    h = load_qa(str(_write(tmp_path / "h.jsonl", [{"question": "Never seen?", "answer": "c"}])))
+    check_holdout(h, f, r)
+    with pytest.raises(DataError, match=r"--holdout f.jsonl shares 1 question\(s\) with the forget set, e.g. 'Forgotten\?'"):
+        check_holdout(f, f, r, "--holdout f.jsonl")
+    with pytest.raises(DataError, match=r"shares 1 question\(s\) with the retain set.*never trained on"):
+        check_holdout(r, f, r)
+    check_holdout(r, f)  # retain not given: not checked
+
+
+def test_an_unreachable_hub_data_set_is_one_line_without_a_config_none(monkeypatch, tmp_path):
+    import datasets
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach 'org/data' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError, match=r"^could not load org/data from the Hugging Face hub: the hub cannot be reached") as info:
+        load_qa("org/data")
+    assert "None" not in str(info.value).split("(")[0]
+    with pytest.raises(DataError, match=r"^could not load org/data config 'forget10' from the Hugging Face hub"):
+        load_qa("org/data:forget10")

@@ -279,3 +279,31 @@ def test_probe_and_eval_probes_cli(random_lm, tmp_path, monkeypatch, capsys):
     assert "not part of the TOFU metrics" in out and (tmp_path / "e" / "PROBES.json").is_file()
     summary = json.loads((tmp_path / "e" / "TOFU_SUMMARY.json").read_text())
     assert not any(w in k for k in summary for w in ("greedy", "entity", "nonword", "judge"))
+
+
+def test_probe_of_another_model_on_tofu_takes_no_tiny_oracle(random_lm, tmp_path, monkeypatch, capsys):
+    """TOFU's tiny retain and pretrained models (trained here on first use) are no other model's oracle: `probe` of
+    one's own checkpoint on --benchmark tofu neither trains nor reads them (as `eval --probes` does), and says so."""
+    from t3unlearn.benchmarks import Benchmark
+    from t3unlearn.commands.main import main
+
+    from test_eval_runner import build_fake_benchmark
+
+    model, tok = random_lm
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    (tmp_path / "t").mkdir()
+    tofu = build_fake_benchmark(tmp_path / "t")
+    monkeypatch.setenv("T3UNLEARN_TOFU_DIR", str(tofu))
+    monkeypatch.setattr("t3unlearn.eval.probing.vocabulary_sources", lambda bench: [tofu])  # not the tiny models' files
+    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
+
+    def no_tiny_model(self, name, **kw):
+        raise AssertionError(f"trained or read the tiny {name} model")
+
+    monkeypatch.setattr(Benchmark, "model", no_tiny_model)
+    assert main(["probe", "--model", str(tmp_path / "model"), "--benchmark", "tofu", "--probes", "greedy", "--max-new-tokens",
+                 "3", "--quiet", "--threads", "1", "--out", str(tmp_path / "p")]) == 0
+    assert "note: no oracle column and no judge loss" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "p" / "PROBES.json").read_text())
+    assert set(saved["results"]) == {"model"} and saved["reference"] is None and saved["judge"] is None

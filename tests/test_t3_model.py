@@ -370,6 +370,27 @@ def test_save_load_round_trip(random_lm, tmp_path):
     assert lm2.model.temperature == 1.5
 
 
+def test_saving_a_head_never_replaces_a_model_or_a_file(random_lm, tmp_path):
+    """save_pretrained replaces its directory whole: into the base model's own directory (as one saves an adapter
+    beside its model) it would delete the model. A file or a non-empty directory that is no head is refused and
+    left as it was; an existing head is replaced, and an empty directory is filled."""
+    base, tok = random_lm
+    t3 = _t3(base)
+    base.save_pretrained(tmp_path / "model")
+    before = sorted(p.name for p in (tmp_path / "model").iterdir())
+    with pytest.raises(ModelError, match=r"model is a non-empty directory that is not a T3 head; saving replaces it whole"):
+        t3.save_pretrained(tmp_path / "model")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == before and "model.safetensors" in before
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ModelError, match=r"notes.txt is a file; saving replaces it whole"):
+        t3.save_pretrained(tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    (tmp_path / "empty").mkdir()
+    t3.save_pretrained(tmp_path / "empty")
+    t3.set_guidance(temperature=3.0).save_pretrained(tmp_path / "empty")  # a head: replaced
+    assert json.loads((tmp_path / "empty" / "t3_config.json").read_text())["t3_temperature"] == 3.0
+
+
 def test_bad_heads_give_clear_errors(random_lm, tmp_path, small_tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -387,3 +387,27 @@ def test_cli_calibration_follows_the_requests(model_dir, tmp_path, monkeypatch, 
     assert main(["unlearn", "--head", head, "--remove-forget", "mar", "--calibrate", *quick]) == 2
     assert "--holdout" in capsys.readouterr().err
     assert cfg_file.read_text() == before
+
+
+def test_request_items_keep_the_perturbed_answers_their_sources_carry(tmp_path):
+    """`calibrate --head H --holdout X` (no --forget) reads the forget items again from the requests' sources; where
+    those carry TOFU's paraphrased and perturbed answers, so do the items (the truth ratios are scored on them), and
+    where one request lacks them, none do."""
+    from t3unlearn.t3.request_sets import DataSet
+    from t3unlearn.t3.requests import request_items
+
+    def pert(pairs):
+        return [{"question": q, "answer": a, "paraphrased_answer": f"In other words: {a}",
+                 "perturbed_answer": [f"Not {a}", f"Hardly {a}"]} for q, a in pairs]
+
+    p1, p2 = tmp_path / "r1.jsonl", tmp_path / "r2.jsonl"
+    p1.write_text("".join(json.dumps(r) + "\n" for r in pert(R1)))
+    p2.write_text("".join(json.dumps(r) + "\n" for r in pert(R2)))
+    plain = _jsonl(tmp_path / "r3.jsonl", R3)
+    recs = [{"id": rid, "source": str(p), "fingerprint": DataSet.load(str(p), what=rid).fingerprint}
+            for rid, p in (("r1", p1), ("r2", p2), ("r3", plain))]
+    items = request_items(recs[:2])
+    assert items["question"] == [q for q, _ in R1 + R2]
+    assert items["paraphrased_answer"] == [f"In other words: {a}" for _, a in R1 + R2]
+    assert items["perturbed_answer"][3] == [f"Not {R2[0][1]}", f"Hardly {R2[0][1]}"]
+    assert set(request_items(recs).column_names) == {"question", "answer"}

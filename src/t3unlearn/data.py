@@ -167,7 +167,8 @@ def _load_hub(repo: str, config: str | None, split: str):
             if offline
             else "check the dataset id and config name"
         )
-        raise DataError(f"could not load {repo} config {config!r} from the Hugging Face hub: {hint}. ({text[:300]})") from None
+        what = f"{repo} config {config!r}" if config else repo
+        raise DataError(f"could not load {what} from the Hugging Face hub: {hint}. ({text[:300]})") from None
 
 
 def load_qa(
@@ -238,6 +239,20 @@ def validate_qa(ds, *, require: Sequence[str] = ("question", "answer"), label: s
                 kind = type(value).__name__
                 raise DataError(f"{label}: item {i}'s '{field}' is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not text; "
                                 "every question and answer must be a string.")
+    _check_perturbation_fields(ds, label)
+
+
+def _check_perturbation_fields(ds, label: str) -> None:
+    """TOFU's ``paraphrased_answer`` (text) and ``perturbed_answer`` (a list of texts), where a set has them (None: an
+    item without them, in a file where others have them)."""
+    for i, value in enumerate(ds["paraphrased_answer"] if "paraphrased_answer" in ds.column_names else []):
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{label}: item {i}'s 'paraphrased_answer' is {type(value).__name__}, not text; write it as "
+                            "a string, as in TOFU.")
+    for i, value in enumerate(ds["perturbed_answer"] if "perturbed_answer" in ds.column_names else []):
+        if value is not None and (not isinstance(value, list) or not all(isinstance(x, str) for x in value)):
+            raise DataError(f"{label}: item {i}'s 'perturbed_answer' is {type(value).__name__}, not a list of texts; write "
+                            'it as a list of wrong answers, as in TOFU (["...", "..."]), even for one.')
 
 
 def check_disjoint(forget, retain) -> None:
@@ -249,6 +264,19 @@ def check_disjoint(forget, retain) -> None:
             f"forget and retain sets overlap in {len(shared)} question(s), e.g. {shared[0]!r}; "
             "remove them from the retain set (an item cannot be both forgotten and kept)."
         )
+
+
+def check_holdout(holdout, forget, retain=None, name: str = "the holdout set") -> None:
+    """A calibration holdout stands for items the model never trained on: it must share no question with the forget
+    set (calibration would match the forget answers to themselves) nor with the retain set (the head is trained to
+    keep those, and the model was fine-tuned on them); ``retain=None``: not checked."""
+    held = {q.strip() for q in holdout["question"]}
+    for what, ds in (("forget", forget), ("retain", retain)):
+        shared = [] if ds is None else [q for q in ds["question"] if q.strip() in held]
+        if shared:
+            raise DataError(f"{name} shares {len(shared)} question(s) with the {what} set, e.g. {shared[0]!r}; the holdout "
+                            "must be items the model never trained on, drawn like the forget set (e.g. authors outside "
+                            f"your fine-tuning data): remove them from one of the two sets.")
 
 
 # --------------------------------------------------------------------------- tokenization

@@ -301,6 +301,12 @@ def load_base(path: str, *, device: str | None = None, **loading_kwargs):
                          "copy or save the model again.") from None
     except ValueError as exc:
         raise ModelError(_value_error_message(path, exc, loading_kwargs)) from None
+    except ImportError as exc:  # a kernel or a checkpoint's own code that needs a package not installed here
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if loading_kwargs.get("attn_implementation") and "attention" in str(exc).lower():
+            raise ModelError(f"--attn-implementation {loading_kwargs['attn_implementation']} cannot be used here ({first}); "
+                             "install its package, or use sdpa or eager.") from None
+        raise ModelError(f"could not load the model {path!r}: {first}; install the package it names.") from None
     except OSError as exc:
         if p.exists() or looks_local(str(path)):
             raise ModelError(f"could not load the model {path!r}: {exc}".split("\n")[0]) from None
@@ -367,7 +373,8 @@ def load_tokenizer(path: str, **kwargs):
     if p.is_dir() and not (p / "tokenizer_config.json").is_file():
         adapter = _adapter_class(p)
         if adapter is not None and hasattr(adapter, "base_model_path"):
-            return load_tokenizer(adapter.base_model_path(str(p)), **kwargs)
+            base = adapter.base_model_path(str(p), **({"must_exist": True} if adapter is _adapter(HEAD_CONFIG) else {}))
+            return load_tokenizer(base, **kwargs)
     check_model_source(path, revision=kwargs.get("revision"))
     if p.is_dir() and not any((p / name).is_file() for name in TOKENIZER_FILES):
         if not (p / "config.json").is_file():

@@ -98,6 +98,22 @@ def _check_calibration_args(args) -> None:
         raise T3Error(f"--tolerance is a relative loss of retain probability and must be in [0, 1) (e.g. 0.03), not {tol}.")
 
 
+def _check_not_the_base(args, base) -> None:
+    """--pretrained and --oracle stand for models that never saw the forget set: the model being unlearned is neither."""
+    from pathlib import Path
+
+    from t3unlearn.errors import T3Error
+
+    def where(spec) -> str:
+        p = Path(str(spec)).expanduser()
+        return str(p.resolve()) if p.exists() else str(spec)
+
+    for option, fix in (("pretrained", "the checkpoint it was fine-tuned from"), ("oracle", "a model trained without the forget set")):
+        spec = getattr(args, option, None)
+        if spec and base and where(spec) == where(base):
+            raise T3Error(f"--{option} {spec} is the model being unlearned, which saw the forget set; give {fix}.")
+
+
 def _check_perturbed_use(args, never_seen: bool) -> None:
     """--perturbed needs truth ratios to compare with: --pretrained, --oracle or a holdout with perturbed answers."""
     if getattr(args, "perturbed", None) and not (getattr(args, "pretrained", None) or getattr(args, "oracle", None)

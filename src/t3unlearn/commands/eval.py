@@ -155,8 +155,8 @@ def register(sub) -> None:
     q.add_argument("--seed", type=int, default=0, help="sampling seed [0]")
     q.add_argument("--oracle", default="auto", choices=("auto", "none"), help="also probe the benchmark's retain (oracle) model [auto]")
     deprecated_alias(q, "--reference", "--oracle", dest="oracle", choices=("auto", "none"))
-    q.add_argument("--batch-size", type=int, default=32, help="batch size of generation and scoring [32]")
-    q.add_argument("--max-new-tokens", type=int, default=200, help="longest answer generated, in tokens [200]")
+    q.add_argument("--batch-size", type=positive_int, default=32, help="batch size of generation and scoring [32]")
+    q.add_argument("--max-new-tokens", type=positive_int, default=200, help="longest answer generated, in tokens [200]")
     q.add_argument("--name", default=None, help="label in the table")
     q.add_argument("--device", default=None, help="cpu or cuda [cuda when available]")
     q.add_argument("--threads", default="auto", help="torch CPU threads: a number, 0 (torch's default) or auto [auto]")
@@ -343,6 +343,7 @@ def _probe(args) -> int:
     from t3unlearn.eval.probe import PROBES
     from t3unlearn.lm import load_lm
     from t3unlearn.loading import loading_kwargs
+    from t3unlearn.t3.model import T3ForCausalLM
     from t3unlearn.t3.options import check_writable, guidance_overrides
 
     runner.split_configs(args.split)
@@ -363,8 +364,15 @@ def _probe(args) -> int:
                  **loading_kwargs(args))
     kw = dict(probes=probes, samples=args.samples, seed=args.seed, max_new_tokens=args.max_new_tokens,
               batch_size=args.batch_size, progress=not args.quiet)
-    table = probe_with_reference(lm, bench, args.split, out, reference=args.oracle == "auto", judge=args.judge,
-                                 device=args.device, log=log, **kw)
+    reference, judge = args.oracle == "auto", args.judge
+    base = T3ForCausalLM.base_model_path(model_path) if args.head is None and (Path(model_path) / "t3_config.json").is_file() \
+        else model_path
+    if bench.kind != "world" and not bench.owns_model(base) and (reference or judge.strip().lower() == "auto"):
+        # as eval does: TOFU's tiny models (trained here on first use) are not another model's oracle or judge
+        reference, judge = False, judge if judge.strip().lower() != "auto" else "none"
+        log(f"note: no oracle column and no judge loss: {bench.label}'s tiny retain and pretrained models are not this "
+            "model's oracle; give a judge with --judge MODEL (--oracle none --judge none: no note).")
+    table = probe_with_reference(lm, bench, args.split, out, reference=reference, judge=judge, device=args.device, log=log, **kw)
     print(table)
     print(f"results: {out / 'PROBES.json'}, {out / 'probes.md'}")
     return 0

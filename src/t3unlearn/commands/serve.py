@@ -139,7 +139,7 @@ def _serve(args) -> int:
     base = resolve_model(args.model, log=print)
     if Path(base).is_dir() and (Path(base) / CONFIG_NAME).is_file():  # a head directory: serve its base and it
         head_dir = base
-        base = T3ForCausalLM.base_model_path(head_dir)
+        base = T3ForCausalLM.base_model_path(head_dir, must_exist=True)
         heads.setdefault(Path(head_dir.rstrip("/")).name, head_dir)
         base_id = args.name or _public_id(base)
     if base_id in heads:  # the API names the base and each head: one name cannot be both

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from t3unlearn.commands.calibration import (_calibrate_and_report, _check_calibration_args, _check_perturbed_use,
+from t3unlearn.commands.calibration import (_calibrate_and_report, _check_calibration_args, _check_not_the_base, _check_perturbed_use,
                                             _check_truth_items, _common_source, _head_sets, _holdout)
 from t3unlearn.loading import add_loading_options, loading_kwargs
 from t3unlearn.t3.config import ACTIVATIONS, Guidance, TrainConfig
@@ -256,13 +256,15 @@ def _unlearn(args) -> int:
                       f"(--forget {src} --request-id {rid}), or with --add-forget ID=SOURCE on an existing head (--head DIR).")
 
     from t3unlearn.benchmarks import resolve_data, resolve_model
-    from t3unlearn.data import check_disjoint, load_qa
+    from t3unlearn.data import check_disjoint, check_holdout, load_qa
     from t3unlearn.lm import load_model, load_tokenizer
     from t3unlearn.loading import tokenizer_kwargs
     from t3unlearn.t3.train import format_report, unlearn
 
     start = time.perf_counter()
     guidance = Guidance().replace(**guidance_overrides(args))  # a bad T or s fails before any loading
+    TrainConfig(**{k: getattr(args, k) for k in ("hidden_size", "activation", "layers", "epochs", "warmup_epochs", "lr",
+                                                  "weight_decay", "batch_size", "seed", "ensemble")}).validate()  # so do these
     _check_out(args.out, overwrite=args.overwrite)
     forget_src, retain_src = resolve_data(args.forget), resolve_data(args.retain)
     forget = load_qa(forget_src, what="forget set")
@@ -278,7 +280,10 @@ def _unlearn(args) -> int:
         never_seen = has_perturbed(holdout[0])
         _check_perturbed_use(args, never_seen)
         _check_truth_items(args, forget, args.forget, never_seen)  # before the head is trained, not after
+        check_holdout(holdout[0], forget, retain if args.holdout else None, f"--holdout {args.holdout}" if args.holdout else holdout[1])
+    _check_not_the_base(args, args.model)
     model_path = resolve_model(args.model, log=print)
+    _check_not_a_head(args.model, model_path)
     loading = loading_kwargs(args)
     tokenizer = load_tokenizer(model_path, **tokenizer_kwargs(loading))
     _check_long_items(tokenizer, forget, retain, args.max_length)
@@ -310,6 +315,19 @@ def _unlearn(args) -> int:
     print(f"wrote {args.out} ({t3.guidance.label()}; head {t3.head.hidden}x{t3.head.vocab_size}, "
           f"{sum(p.numel() for p in t3.head.parameters()) / 1e3:.1f}K parameters); wall {time.perf_counter() - start:.2f}s")
     return 0
+
+
+def _check_not_a_head(spec: str, path: str) -> None:
+    """A new head is trained over a base model, not over another head (whose features are not the base's)."""
+    from pathlib import Path
+
+    from t3unlearn.errors import T3Error
+    from t3unlearn.t3.model import CONFIG_NAME, T3ForCausalLM
+
+    if (Path(path).expanduser() / CONFIG_NAME).is_file():
+        raise T3Error(f"--model {spec} is a T3 head, not a base model: train a new head over its base "
+                      f"(--model {T3ForCausalLM.base_model_path(path)}), or update this one with --head {spec} "
+                      "--add-forget SOURCE.")
 
 
 def _update(args) -> int:
@@ -359,11 +377,12 @@ def _update(args) -> int:
     forget_spec = None
     if args.calibrate:  # what calibration needs is checked before the update runs, not after
         _check_calibration_args(args)
+        _check_not_the_base(args, args.model or T3ForCausalLM.base_model_path(args.head))
         forget_spec = _common_source(sources)
         holdout = _holdout(args, forget_spec or "")
     model, tokenizer = resolve_model(args.model, log=print) if args.model else None, None
     if loading_kwargs(args):  # the base loaded here, as the options say (else update loads the recorded one)
-        model, tokenizer = _load_base_and_tokenizer(model or T3ForCausalLM.base_model_path(args.head), args)
+        model, tokenizer = _load_base_and_tokenizer(model or T3ForCausalLM.base_model_path(args.head, must_exist=True), args)
     result = update(args.head, adds, args.remove_forget, model=model, tokenizer=tokenizer, retain=resolve_data(args.retain) if args.retain else None,
                     mode=args.update, cache=not args.no_cache, feature_batch_size=args.feature_batch_size, shard_mb=args.shard_mb,
                     device=args.device, progress=not args.quiet, **guidance_overrides(args))
@@ -379,6 +398,9 @@ def _update(args) -> int:
         forget, _, retain = _head_sets(args, t3.config)
         args.max_length = (t3.config.training or {}).get("max_length", 512)
         args.template = (t3.config.training or {}).get("template", "auto")
+        from t3unlearn.data import check_holdout
+
+        check_holdout(holdout[0], forget, retain if args.holdout else None, f"--holdout {args.holdout}" if args.holdout else holdout[1])
         print(f"calibrating on the head's {len(t3.config.requests)} request(s), {len(forget)} forget items:")
         _calibrate_and_report(t3, result.tokenizer, forget, holdout[0], holdout[1], retain, args, forget_spec or "")
         print(f"calibration: {time.perf_counter() - t0:.2f}s")
@@ -425,7 +447,11 @@ def _calibrate(args) -> int:
     if not args.forget:
         print(f"forget set: the head's {len(cfg.requests)} request(s) ({', '.join(request_ids(cfg))}), {len(forget)} items")
     holdout, holdout_name = _holdout(args, forget_spec)
-    base = resolve_model(args.model, log=print) if args.model else T3ForCausalLM.base_model_path(args.head)
+    from t3unlearn.data import check_holdout
+
+    check_holdout(holdout, forget, retain if args.holdout else None, f"--holdout {args.holdout}" if args.holdout else holdout_name)
+    base = resolve_model(args.model, log=print) if args.model else T3ForCausalLM.base_model_path(args.head, must_exist=True)
+    _check_not_the_base(args, base)
     loading = loading_kwargs(args)
     tokenizer = load_tokenizer(base, **tokenizer_kwargs(loading))
     t3 = T3ForCausalLM.from_pretrained(args.head, base_model=base, device=args.device, force=args.force, **loading)

@@ -463,9 +463,10 @@ def _perturbed_examples(fmt, data, what: str = "forget"):
         raise T3Error(f"the {what} items need paraphrased and perturbed answers (fields {', '.join(PERTURBED_FIELDS)}; "
                       f"missing: {', '.join(missing) or 'every item'}).")
     check_perturbed(rows)
-    counts = {len(r["perturbed_answer"]) for r in rows}
+    counts = {len(r["perturbed_answer"] or []) if r["paraphrased_answer"] is not None else 0 for r in rows}  # None: lacks it
     if len(counts) != 1 or 0 in counts:
-        raise T3Error(f"every item needs the same number (>= 1) of perturbed answers; found {sorted(counts)}.")
+        raise T3Error(f"every {what} item needs a paraphrased_answer and the same number of wrong answers in perturbed_answer, "
+                      f"at least one; found {' and '.join(map(str, sorted(counts)))} (0: without them): give every item as many.")
     n_pert = counts.pop()
     para = fmt.encode_batch([r["question"] for r in rows], [r["paraphrased_answer"] for r in rows])
     pert = fmt.encode_batch([r["question"] for r in rows for _ in range(n_pert)], [p for r in rows for p in r["perturbed_answer"]])

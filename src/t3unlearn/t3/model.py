@@ -442,6 +442,9 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         from t3unlearn.io import atomic_dir
 
         target = Path(save_directory)
+        if target.exists() and not (target / CONFIG_NAME).is_file() and (not target.is_dir() or any(target.iterdir())):
+            raise ModelError(f"{target} is {'a non-empty directory that is not a T3 head' if target.is_dir() else 'a file'}; "
+                             "saving replaces it whole (a base model there would be lost): save the head to a new or empty directory.")
         with atomic_dir(target) as tmp:
             state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.head.state_dict().items()}
             # one metadata key: safetensors writes several in a random order, and a head must be byte-reproducible
@@ -456,11 +459,15 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         return T3Config.load(head_dir)
 
     @classmethod
-    def base_model_path(cls, head_dir) -> str:
-        """The base model (name or path) a saved head was trained on."""
+    def base_model_path(cls, head_dir, *, must_exist: bool = False) -> str:
+        """The base model (name or path) a saved head was trained on; ``must_exist``: a recorded local path that is
+        no longer there (the base was moved or deleted) is a ModelError saying how to give the base instead."""
         base = T3Config.load(head_dir).base_model_name_or_path
         if not base:
             raise ModelError(f"{head_dir}/{CONFIG_NAME} names no base model; give it explicitly (--model / base_model=).")
+        if must_exist and not Path(str(base)).expanduser().exists() and str(base).startswith(("/", ".", "~")):
+            raise ModelError(f"the base model {base} recorded in {head_dir}/{CONFIG_NAME} does not exist here (moved or "
+                             f"deleted?); give the base explicitly: --model BASE --head {head_dir} (base_model=).")
         return str(base)
 
     @staticmethod
@@ -533,12 +540,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         split_loading_kwargs(loading_kwargs, "T3ForCausalLM.from_pretrained")
         T3Config.load(head_dir)  # fail on a bad head before loading a large base
         if base_model is None:
-            base_model = cls.base_model_path(head_dir)
-            if not Path(base_model).exists() and base_model.startswith(("/", ".", "~")):
-                raise ModelError(
-                    f"the base model {base_model} recorded in {head_dir}/{CONFIG_NAME} does not exist here; "
-                    "give it explicitly (--model / base_model=)."
-                )
+            base_model = cls.base_model_path(head_dir, must_exist=True)
         return cls.from_base(base_model, head_dir, guidance=guidance, device=device, force=force, **knobs, **loading_kwargs)
 
     def check_tokenizer(self, tokenizer) -> None:

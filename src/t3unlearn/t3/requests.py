@@ -209,7 +209,7 @@ def _base_of(head, old_cfg, model, tokenizer, base_in_head, device):
     from t3unlearn.t3.model import T3ForCausalLM, tokenizer_hash
 
     if model is None:
-        model = base_in_head if base_in_head is not None else T3ForCausalLM.base_model_path(head)
+        model = base_in_head if base_in_head is not None else T3ForCausalLM.base_model_path(head, must_exist=True)
     if isinstance(model, (str, Path)):
         from t3unlearn.lm import load_base, load_tokenizer
 
@@ -414,20 +414,26 @@ def calibration_outdated(cfg) -> str | None:
 def request_items(records: Sequence[dict]):
     """The items of the recorded requests (``T3Config.requests``), read again from their recorded sources and
     checked against the records' fingerprints, as one ``datasets.Dataset`` (question, answer): the forget set
-    of the head as it is now, to calibrate on after an update."""
+    of the head as it is now, to calibrate on after an update. TOFU's ``paraphrased_answer`` and
+    ``perturbed_answer`` are kept where every request's source has them (the truth ratios are scored on them)."""
     from datasets import Dataset
+
+    from t3unlearn.data import load_qa
 
     if not records:
         raise T3Error("the head records no deletion requests; give the forget set it was trained on (--forget).")
-    questions: list[str] = []
-    answers: list[str] = []
+    columns: dict[str, list | None] = {"question": [], "answer": [], "paraphrased_answer": [], "perturbed_answer": []}
     for rec in records:
         rid = rec.get("id", "?")
         ds = read_again(rec, rid=rid, name=f"request {rid}", why=f"to calibrate on request {rid},",
                         remedy="give the head's forget set yourself (--forget)")
-        questions += ds.questions
-        answers += ds.answers
-    return Dataset.from_dict({"question": questions, "answer": answers})
+        columns["question"] += ds.questions
+        columns["answer"] += ds.answers
+        if columns["perturbed_answer"] is not None or columns["paraphrased_answer"] is not None:
+            full = load_qa(rec["source"], what=f"request {rid}")  # read_again checked it holds the recorded items
+            for c in ("paraphrased_answer", "perturbed_answer"):
+                columns[c] = columns[c] + list(full[c]) if columns[c] is not None and c in full.column_names else None
+    return Dataset.from_dict({c: v for c, v in columns.items() if v is not None})
 
 
 def split_requests(ds, n: int, *, by: str = "author") -> list:
