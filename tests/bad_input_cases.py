@@ -127,7 +127,7 @@ CLI = [
          out="foreign"),
     Case("world-train-out-foreign-directory", "`world train --out DIR` where DIR/full holds something else",
          lambda f: ["world", "train", "--world", "tiny", "--models", "full", "--out", _foreign_models(f["root"])],
-         r"--out .*models_out/full is not a model directory written here before", "choose another --out",
+         r"--out .*models_out/full is a non-empty directory that is not a model directory", "choose another --out",
          out="models_out"),
     Case("features-zero-batch", "`features --feature-batch-size 0`",
          lambda f: ["features", "--model", str(f["model"]), "--data", f["forget"], "--feature-batch-size", "0"],

@@ -296,6 +296,30 @@ def test_uld_save_load_round_trip(uld_parts):
     )
 
 
+def test_saving_an_unlearned_model_never_replaces_the_base(uld_parts):
+    """Both savers replace their directory whole: into the base model's own directory they would delete it. A
+    non-empty directory that is no baseline output (or a file) is refused and left as it was; an earlier output of
+    either kind is replaced."""
+    from t3unlearn.baselines.api import save_model
+    from t3unlearn.baselines.uld import ULDForCausalLM
+    from t3unlearn.errors import T3Error
+
+    base, asst, tok, tmp = uld_parts
+    before = sorted(p.name for p in (tmp / "base").iterdir())
+    uld = ULDForCausalLM.from_models(base, asst, alpha=0.5, base_path=str(tmp / "base"))
+    for save in (lambda d: save_model(base, tok, d, {"method": "graddiff"}), uld.save_pretrained):
+        with pytest.raises(T3Error, match=r"base is a non-empty directory that is not a baseline's output"):
+            save(tmp / "base")
+        assert sorted(p.name for p in (tmp / "base").iterdir()) == before and "model.safetensors" in before
+    (tmp / "notes.txt").write_text("mine")
+    with pytest.raises(T3Error, match=r"notes.txt is a file; give a directory"):
+        save_model(base, tok, tmp / "notes.txt", {})
+    assert (tmp / "notes.txt").read_text() == "mine"
+    uld.save_pretrained(tmp / "out")
+    save_model(base, tok, tmp / "out", {"method": "graddiff"})  # an earlier output (ULD's) is replaced
+    assert (tmp / "out" / "t3unlearn_baseline.json").is_file() and not (tmp / "out" / "uld_config.json").exists()
+
+
 def test_train_uld_end_to_end(random_lm, tmp_path):
     from t3unlearn.baselines import train_uld
     from t3unlearn.lm import load_lm

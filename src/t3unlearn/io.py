@@ -96,14 +96,36 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator
         raise
 
 
+def check_replaceable(path: str | os.PathLike, marker: str | tuple[str, ...], what: str, *, error=None,
+                      option: str | None = None) -> None:
+    """``path`` may be written whole (:func:`atomic_dir` replaces it): it is new, an empty directory, or an earlier
+    output -- a directory holding the file ``marker`` (or one of several). A file, or a directory of anything else (a user's own files, a
+    model beside which a head is saved), is refused with ``error`` (default :class:`~t3unlearn.errors.T3Error`),
+    before any work and never deleted. ``what`` names what ``marker`` marks ("a T3 head")."""
+    from t3unlearn.errors import T3Error
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise (error or T3Error)(f"{path} is a file; give a directory.", option=option)
+    markers = (marker,) if isinstance(marker, str) else marker
+    if path.is_dir() and not any((path / m).is_file() for m in markers) and any(path.iterdir()):
+        raise (error or T3Error)(f"{path} is a non-empty directory that is not {what} (it would be replaced whole); "
+                                 "choose a new or empty directory.", option=option)
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True, marker: str | tuple[str, ...] | None = None,
+               what: str = "an earlier output",
+               error=None) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; it replaces ``path`` only on success.
 
-    Two processes writing the same ``path`` at once (two runs filling the same cache entry) both
-    succeed: the last one's directory is what remains, whole.
+    With ``marker``, ``path`` must be new, empty or hold that file (:func:`check_replaceable`), so a user's
+    directory is never replaced. Two processes writing the same ``path`` at once (two runs filling the same cache
+    entry) both succeed: the last one's directory is what remains, whole.
     """
     path = Path(path)
+    if marker is not None:
+        check_replaceable(path, marker, what, error=error)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))

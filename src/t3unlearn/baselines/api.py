@@ -19,6 +19,7 @@ from t3unlearn.errors import T3Error
 from t3unlearn.results import UnlearnResult
 
 META_NAME = "t3unlearn_baseline.json"
+OUTPUT_MARKERS = (META_NAME, "uld_config.json")  # what a baseline's output directory holds (ULD: its uld_config.json)
 
 
 def load_data(spec, what: str):
@@ -87,7 +88,7 @@ def save_model(model, tokenizer, out, meta: dict) -> Path:
     """``save_pretrained`` (safetensors) + tokenizer + ``t3unlearn_baseline.json``, atomically."""
     from t3unlearn.io import atomic_dir, save_json
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, marker=OUTPUT_MARKERS, what="a baseline's output") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         save_json(tmp / META_NAME, meta)

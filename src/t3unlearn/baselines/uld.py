@@ -171,7 +171,9 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
 
         if not self.config.base_model:
             raise T3Error("this ULD model does not know its base's path; build it with from_models(..., base_path=PATH).")
-        with atomic_dir(save_directory) as tmp:
+        from t3unlearn.baselines.api import OUTPUT_MARKERS
+
+        with atomic_dir(save_directory, marker=OUTPUT_MARKERS, what="a baseline's output") as tmp:
             self.assistant.save_pretrained(tmp / ASSISTANT_DIR, safe_serialization=True)
             save_json(
                 tmp / CONFIG_NAME,

@@ -216,21 +216,12 @@ def _parse_value(text: str):
 
 def _check_out(path) -> None:
     """Refuse to replace a directory that is not a previous baseline's output (it is replaced whole)."""
-    from pathlib import Path
-
-    from t3unlearn.baselines.api import META_NAME
-    from t3unlearn.baselines.uld import CONFIG_NAME as ULD_CONFIG
-    from t3unlearn.errors import T3Error
-
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise T3Error(f"{out} is a file; give a directory.", option="out")
-    if out.is_dir() and any(out.iterdir()) and not ((out / META_NAME).is_file() or (out / ULD_CONFIG).is_file()):
-        raise T3Error(f"{out} is a non-empty directory that is not a baseline's output; choose a new or empty directory.",
-                      option="out")
+    from t3unlearn.baselines.api import OUTPUT_MARKERS
+    from t3unlearn.io import check_replaceable
     from t3unlearn.t3.options import check_writable
 
-    check_writable(out)  # before any training
+    check_replaceable(path, OUTPUT_MARKERS, "a baseline's output", option="out")
+    check_writable(path)  # before any training
 
 
 def run_baseline(args) -> int:

@@ -177,16 +177,9 @@ def _families(text: str) -> list[str]:
 def _check_out(path, marker: str, what: str) -> None:
     """``--out`` is replaced whole: refuse a file, or a non-empty directory that is not an earlier output (``marker``
     in it), before any work, so a user's own directory is never deleted."""
-    from pathlib import Path
+    from t3unlearn.io import check_replaceable
 
-    from t3unlearn.errors import T3Error
-
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise T3Error(f"{out} is a file; give a directory.", option="out")
-    if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
-        raise T3Error(f"{out} is a non-empty directory that is not {what} (it would be replaced whole); choose a new or "
-                      "empty directory.", option="out")
+    check_replaceable(path, marker, what, option="out")
 
 
 def _build(args) -> int:

@@ -124,16 +124,11 @@ def train_models(bench, args) -> int:
     import time
     from pathlib import Path
 
-    from t3unlearn.io import atomic_dir
+    from t3unlearn.io import atomic_dir, check_replaceable
     from t3unlearn.workers import choose_jobs
 
-    from t3unlearn.errors import T3Error
-
     for name in model_names(args.models) if args.out else ():  # DIR/<name> is replaced whole: never a user's own
-        target = Path(args.out) / name
-        if target.exists() and not (target.is_dir() and (not any(target.iterdir()) or (target / "config.json").is_file())):
-            raise T3Error(f"{target} is not a model directory written here before (it would be replaced whole); choose "
-                          "another --out.", option="out")
+        check_replaceable(Path(args.out) / name, "config.json", "a model directory", option="out")
     choose_jobs(args.jobs)  # before anything is built
     start = time.perf_counter()
     paths = bench.models(model_names(args.models), log=print, seed=args.seed, epochs=args.epochs, threads=args.threads,
@@ -142,7 +137,7 @@ def train_models(bench, args) -> int:
     for name, path in paths.items():
         print(f"  {name:<11} {path}")
         if args.out:
-            with atomic_dir(Path(args.out) / name) as tmp:
+            with atomic_dir(Path(args.out) / name, marker="config.json", what="a model directory") as tmp:
                 shutil.copytree(path, tmp, dirs_exist_ok=True)
     if args.out:
         print(f"copied to {args.out}/<name>")

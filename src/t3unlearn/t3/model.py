@@ -442,10 +442,7 @@ class T3ForCausalLM(PreTrainedModel, GenerationMixin):
         from t3unlearn.io import atomic_dir
 
         target = Path(save_directory)
-        if target.exists() and not (target / CONFIG_NAME).is_file() and (not target.is_dir() or any(target.iterdir())):
-            raise ModelError(f"{target} is {'a non-empty directory that is not a T3 head' if target.is_dir() else 'a file'}; "
-                             "saving replaces it whole (a base model there would be lost): save the head to a new or empty directory.")
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, marker=CONFIG_NAME, what="a T3 head", error=ModelError) as tmp:
             state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.head.state_dict().items()}
             # one metadata key: safetensors writes several in a random order, and a head must be byte-reproducible
             save_file(state, str(Path(tmp) / HEAD_NAME), metadata={"format": "pt"})

@@ -183,12 +183,10 @@ def _check_out(path, *, overwrite: bool = True) -> None:
     from pathlib import Path
 
     from t3unlearn.errors import T3Error
+    from t3unlearn.io import check_replaceable
 
     out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise T3Error(f"--out {out} is a file; give a directory.")
-    if out.is_dir() and any(out.iterdir()) and not (out / "t3_config.json").is_file():
-        raise T3Error(f"--out {out} is a non-empty directory that is not a T3 head; choose a new or empty directory.")
+    check_replaceable(out, "t3_config.json", "a T3 head", option="out")
     if not overwrite and (out / "t3_config.json").is_file():
         raise T3Error(f"--out {out} already holds a T3 head (and its request history); add --overwrite to replace it, "
                       f"choose another --out, or update it with --head {out} --add-forget SOURCE.")

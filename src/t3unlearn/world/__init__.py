@@ -19,15 +19,10 @@ __all__ = ["CONFIGS", "PRESETS", "WorldSettings", "build_world", "ensure_world",
 def build_world(out: str | Path, preset: str = "default", **overrides) -> Path:
     """Write the world of ``preset`` (with ``overrides`` such as ``seed=1, n_authors=100``) to ``out``: a new or empty
     directory, or a world built before (replaced whole); anything else is refused, never deleted."""
-    from t3unlearn.errors import T3Error
+    from t3unlearn.io import check_replaceable
     from t3unlearn.world.generate import write_world
 
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise T3Error(f"{path} is a file; give a directory.", option="out")
-    if path.is_dir() and any(path.iterdir()) and not (path / "world.json").is_file():
-        raise T3Error(f"{path} is a non-empty directory that is not a built world (it would be replaced whole); "
-                      "choose a new or empty directory.", option="out")
+    check_replaceable(out, "world.json", "a built world", option="out")
     return write_world(settings_for(preset, **overrides), out, preset=preset)
 
 
