@@ -107,6 +107,27 @@ def test_calibration_set_never_reads_what_the_evaluation_reads(local_tofu, tmp_p
 
 
 @needs_tofu
+def test_unlearn_trains_without_the_never_seen_calibration_authors(local_tofu, capsys):
+    """`t3unlearn unlearn --model tofu:full --forget tofu:forget10 --retain tofu:retain90` (default holdout:
+    tofu:calibration, whose 20 authors TOFU's retain90 holds): the head trains without them, as compare's methods do,
+    and says so; a retain set of a forget set that is no benchmark split is used as it is."""
+    from argparse import Namespace
+
+    from t3unlearn.benchmarks import get_benchmark
+    from t3unlearn.commands.t3 import _without_never_seen
+    from t3unlearn.data import load_qa
+
+    retain = load_qa("tofu:retain90")
+    kept = _without_never_seen(Namespace(forget="tofu:forget10", model="tofu:full", retain="tofu:retain90"), retain)
+    never_seen = set(get_benchmark("tofu").qa("calibration")["question"])
+    assert len(kept) == len(retain) - 400 == 3200 and not set(kept["question"]) & never_seen
+    assert set(kept["question"]) <= set(retain["question"])
+    assert "holds 400 items of tofu:calibration" in capsys.readouterr().err
+    mine = Namespace(forget="my-forget.jsonl", model="tofu:full", retain="tofu:retain90")
+    assert _without_never_seen(mine, retain) is retain
+
+
+@needs_tofu
 def test_compares_retain_set_is_the_retain_models_training_set_without_never_seen_items(local_tofu, tmp_path, monkeypatch):
     """What compare gives every method as the retain set (Benchmark.retain_set, then _retain_without_never_seen):
     for TOFU's tiny models the retain model's own training file; TOFU's whole retain90 holds the 20 calibration

@@ -226,6 +226,26 @@ def _register_calibrate(sub) -> None:
     c.set_defaults(func=run_calibrate)
 
 
+def _without_never_seen(args, retain):
+    """The retain set less the benchmark's never-seen calibration items for this forget split (offline TOFU's
+    ``retain90`` holds ``tofu:calibration``'s 20 authors, which no tiny TOFU model trained on): a head taught that
+    they are retain content would then be calibrated on its own training items. ``compare`` leaves them out the
+    same way. Unchanged when there are none."""
+    import sys
+
+    from t3unlearn.benchmarks import calibration_set
+
+    found = calibration_set(args.forget, args.model)
+    held = set() if found is None else {q.strip() for q in found[0]["question"]}
+    keep = [i for i, q in enumerate(retain["question"]) if q.strip() not in held]
+    if len(keep) == len(retain):
+        return retain
+    print(f"note: --retain {args.retain} holds {len(retain) - len(keep)} items of {found[1]}, the never-seen items "
+          f"calibration compares the forget set with; the head trains without them ({len(keep)} retain items, "
+          "recorded as given in memory: give --retain again to calibrate it later).", file=sys.stderr)
+    return retain.select(keep)
+
+
 def run_unlearn(args) -> int:
     from t3unlearn.io import torch_threads
 
@@ -270,6 +290,8 @@ def _unlearn(args) -> int:
     forget = load_qa(forget_src, what="forget set")
     retain = load_qa(retain_src, what="retain set")
     check_disjoint(forget, retain)
+    if not args.holdout and (kept := _without_never_seen(args, retain)) is not retain:  # a given --holdout: refused below
+        retain_src = retain = kept
     if not args.calibrate and (args.pretrained or args.perturbed or args.oracle):
         raise T3Error("--pretrained, --oracle and --perturbed belong to calibration: add --calibrate.")
     _check_calibration_args(args)  # before the head is trained, not after
