@@ -387,6 +387,12 @@ def test_cli_calibration_follows_the_requests(model_dir, tmp_path, monkeypatch, 
     assert main(["unlearn", "--head", head, "--remove-forget", "mar", "--calibrate", *quick]) == 2
     assert "--holdout" in capsys.readouterr().err
     assert cfg_file.read_text() == before
+    # so is a holdout that an added request holds: refused before the update trains (update is never called)
+    import t3unlearn.t3.requests as requests
+
+    monkeypatch.setattr(requests, "update", lambda *a, **k: pytest.fail("the update trained before the check"))
+    assert main(["unlearn", "--head", head, "--add-forget", f"apr={r3}", "--calibrate", "--holdout", r3, *quick]) == 2
+    assert "shares" in capsys.readouterr().err and cfg_file.read_text() == before
 
 
 def test_request_items_keep_the_perturbed_answers_their_sources_carry(tmp_path):

@@ -402,6 +402,11 @@ def _update(args) -> int:
         _check_not_the_base(args, args.model or T3ForCausalLM.base_model_path(args.head))
         forget_spec = _common_source(sources)
         holdout = _holdout(args, forget_spec or "")
+        from t3unlearn.data import check_holdout, load_qa
+
+        name = f"--holdout {args.holdout}" if args.holdout else holdout[1]
+        for src in filter(None, sources):  # the requests' items against the holdout, before the update trains
+            check_holdout(holdout[0], load_qa(src, what="forget set"), None, name)
     model, tokenizer = resolve_model(args.model, log=print) if args.model else None, None
     if loading_kwargs(args):  # the base loaded here, as the options say (else update loads the recorded one)
         model, tokenizer = _load_base_and_tokenizer(model or T3ForCausalLM.base_model_path(args.head, must_exist=True), args)
