@@ -505,6 +505,8 @@ def _generate(args) -> int:
     from t3unlearn.io import set_seed
     from t3unlearn.lm import load_lm
 
+    if empty := [i + 1 for i, q in enumerate(args.questions) if not q.strip()]:
+        raise T3Error(f"question {empty[0]} is empty; give each question as text (quoted if it has spaces).")
     args.model = resolve_model(args.model, log=print)
     kw = guidance_overrides(args, args.model)
     if args.head is not None and _is_head_dir(args.model):
