@@ -421,6 +421,8 @@ def test_bad_bodies_and_chat_requests(server):
         (dict(model="tiny-full", messages=[]), "messages"),
         (dict(model="tiny-full", messages=[{"role": "robot", "content": "hi"}]), "messages[0].role"),
         (dict(model="tiny-full", messages=[{"role": "user", "content": 42}]), "messages[0].content"),
+        (dict(model="tiny-full", messages=[{"role": "user", "content": None}]), "messages[0].content"),
+        (dict(model="tiny-full", messages=[{"role": "system", "content": "Be brief."}, {"role": "user"}]), "messages[1].content"),
         (dict(model="tiny-full", messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]), "messages[1].role"),
         (dict(model="tiny-full", messages=[{"role": "user", "content": "hi"}], tools=[{"type": "function"}]), "tools"),
         (dict(model="tiny-full", messages=[{"role": "user", "content": "hi"}], max_completion_tokens=-1), "max_completion_tokens"),

@@ -186,10 +186,18 @@ class TextPart(_Strict):
 
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    content: str | list[TextPart] | None = Field(None, validate_default=True)
     name: str | None = None
 
     _content = field_validator("content")(_unicode)
+
+    @field_validator("content")
+    @classmethod
+    def _given(cls, v, info):
+        if v is None and info.data.get("role") != "assistant":
+            raise ValueError(f"a {info.data.get('role', 'user')} message needs its text as 'content'; only an assistant "
+                             "message may leave it null")
+        return v
 
     def text(self) -> str:
         if isinstance(self.content, list):
