@@ -318,6 +318,8 @@ def test_saving_an_unlearned_model_never_replaces_the_base(uld_parts):
     uld.save_pretrained(tmp / "out")
     save_model(base, tok, tmp / "out", {"method": "graddiff"})  # an earlier output (ULD's) is replaced
     assert (tmp / "out" / "t3unlearn_baseline.json").is_file() and not (tmp / "out" / "uld_config.json").exists()
+    uld.save_pretrained(tmp / "out")  # and a baseline's output by ULD's
+    assert (tmp / "out" / "uld_config.json").is_file()
 
 
 def test_train_uld_end_to_end(random_lm, tmp_path):

@@ -19,7 +19,6 @@ from t3unlearn.errors import T3Error
 from t3unlearn.results import UnlearnResult
 
 META_NAME = "t3unlearn_baseline.json"
-OUTPUT_MARKERS = (META_NAME, "uld_config.json")  # what a baseline's output directory holds (ULD: its uld_config.json)
 
 
 def load_data(spec, what: str):
@@ -86,6 +85,7 @@ def load_base(model, tokenizer=None, loading: dict | None = None):
 
 def save_model(model, tokenizer, out, meta: dict) -> Path:
     """``save_pretrained`` (safetensors) + tokenizer + ``t3unlearn_baseline.json``, atomically."""
+    from t3unlearn.baselines.uld import OUTPUT_MARKERS
     from t3unlearn.io import atomic_dir, save_json
 
     with atomic_dir(out, marker=OUTPUT_MARKERS, what="a baseline's output") as tmp:

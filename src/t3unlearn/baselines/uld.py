@@ -33,6 +33,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from t3unlearn.errors import ModelError, T3Error
 
 CONFIG_NAME = "uld_config.json"
+# what a baseline's output directory holds, one or the other: baselines.api's META_NAME, or ULD's config
+OUTPUT_MARKERS = ("t3unlearn_baseline.json", CONFIG_NAME)
 ASSISTANT_DIR = "assistant"
 
 
@@ -171,8 +173,6 @@ class ULDForCausalLM(PreTrainedModel, GenerationMixin):
 
         if not self.config.base_model:
             raise T3Error("this ULD model does not know its base's path; build it with from_models(..., base_path=PATH).")
-        from t3unlearn.baselines.api import OUTPUT_MARKERS
-
         with atomic_dir(save_directory, marker=OUTPUT_MARKERS, what="a baseline's output") as tmp:
             self.assistant.save_pretrained(tmp / ASSISTANT_DIR, safe_serialization=True)
             save_json(

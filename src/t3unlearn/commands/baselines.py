@@ -216,7 +216,7 @@ def _parse_value(text: str):
 
 def _check_out(path) -> None:
     """Refuse to replace a directory that is not a previous baseline's output (it is replaced whole)."""
-    from t3unlearn.baselines.api import OUTPUT_MARKERS
+    from t3unlearn.baselines.uld import OUTPUT_MARKERS
     from t3unlearn.io import check_replaceable
     from t3unlearn.t3.options import check_writable
 

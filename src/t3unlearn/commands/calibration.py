@@ -57,6 +57,15 @@ def _holdout(args, forget_spec: str):
     return found
 
 
+def _check_holdout(args, holdout, forget, retain=None) -> None:
+    """``holdout`` (``_holdout``'s (items, name)) shares no question with ``forget``, nor -- a given --holdout -- with
+    ``retain`` (a benchmark's default holdout that the retain set holds is left out of it instead: see unlearn)."""
+    from t3unlearn.data import check_holdout
+
+    given = getattr(args, "holdout", None)
+    check_holdout(holdout[0], forget, retain if given else None, f"--holdout {given}" if given else holdout[1])
+
+
 def _common_source(sources) -> str | None:
     """The one data source all of a head's requests came from, or None (several, or one given in memory)."""
     found = {str(x) for x in sources}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from t3unlearn.commands.calibration import (_calibrate_and_report, _check_calibration_args, _check_not_the_base, _check_perturbed_use,
-                                            _check_truth_items, _common_source, _head_sets, _holdout)
+from t3unlearn.commands.calibration import (_calibrate_and_report, _check_calibration_args, _check_holdout,
+                                            _check_not_the_base, _check_perturbed_use, _check_truth_items, _common_source,
+                                            _head_sets, _holdout)
 from t3unlearn.loading import add_loading_options, loading_kwargs
 from t3unlearn.t3.config import ACTIVATIONS, Guidance, TrainConfig
 from t3unlearn.t3.options import (  # noqa: F401 - re-exported: other commands import them from here
@@ -276,7 +277,7 @@ def _unlearn(args) -> int:
                       f"(--forget {src} --request-id {rid}), or with --add-forget ID=SOURCE on an existing head (--head DIR).")
 
     from t3unlearn.benchmarks import resolve_data, resolve_model
-    from t3unlearn.data import check_disjoint, check_holdout, load_qa
+    from t3unlearn.data import check_disjoint, load_qa
     from t3unlearn.lm import load_model, load_tokenizer
     from t3unlearn.loading import tokenizer_kwargs
     from t3unlearn.t3.train import format_report, unlearn
@@ -302,7 +303,7 @@ def _unlearn(args) -> int:
         never_seen = has_perturbed(holdout[0])
         _check_perturbed_use(args, never_seen)
         _check_truth_items(args, forget, args.forget, never_seen)  # before the head is trained, not after
-        check_holdout(holdout[0], forget, retain if args.holdout else None, f"--holdout {args.holdout}" if args.holdout else holdout[1])
+        _check_holdout(args, holdout, forget, retain)
     _check_not_the_base(args, args.model)
     model_path = resolve_model(args.model, log=print)
     _check_not_a_head(args.model, model_path)
@@ -402,11 +403,10 @@ def _update(args) -> int:
         _check_not_the_base(args, args.model or T3ForCausalLM.base_model_path(args.head))
         forget_spec = _common_source(sources)
         holdout = _holdout(args, forget_spec or "")
-        from t3unlearn.data import check_holdout, load_qa
+        from t3unlearn.data import load_qa
 
-        name = f"--holdout {args.holdout}" if args.holdout else holdout[1]
         for src in filter(None, sources):  # the requests' items against the holdout, before the update trains
-            check_holdout(holdout[0], load_qa(src, what="forget set"), None, name)
+            _check_holdout(args, holdout, load_qa(src, what="forget set"))
     model, tokenizer = resolve_model(args.model, log=print) if args.model else None, None
     if loading_kwargs(args):  # the base loaded here, as the options say (else update loads the recorded one)
         model, tokenizer = _load_base_and_tokenizer(model or T3ForCausalLM.base_model_path(args.head, must_exist=True), args)
@@ -425,9 +425,7 @@ def _update(args) -> int:
         forget, _, retain = _head_sets(args, t3.config)
         args.max_length = (t3.config.training or {}).get("max_length", 512)
         args.template = (t3.config.training or {}).get("template", "auto")
-        from t3unlearn.data import check_holdout
-
-        check_holdout(holdout[0], forget, retain if args.holdout else None, f"--holdout {args.holdout}" if args.holdout else holdout[1])
+        _check_holdout(args, holdout, forget, retain)
         print(f"calibrating on the head's {len(t3.config.requests)} request(s), {len(forget)} forget items:")
         _calibrate_and_report(t3, result.tokenizer, forget, holdout[0], holdout[1], retain, args, forget_spec or "")
         print(f"calibration: {time.perf_counter() - t0:.2f}s")
@@ -474,9 +472,7 @@ def _calibrate(args) -> int:
     if not args.forget:
         print(f"forget set: the head's {len(cfg.requests)} request(s) ({', '.join(request_ids(cfg))}), {len(forget)} items")
     holdout, holdout_name = _holdout(args, forget_spec)
-    from t3unlearn.data import check_holdout
-
-    check_holdout(holdout, forget, retain if args.holdout else None, f"--holdout {args.holdout}" if args.holdout else holdout_name)
+    _check_holdout(args, (holdout, holdout_name), forget, retain)
     base = resolve_model(args.model, log=print) if args.model else T3ForCausalLM.base_model_path(args.head, must_exist=True)
     _check_not_the_base(args, base)
     loading = loading_kwargs(args)
