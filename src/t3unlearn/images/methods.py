@@ -450,8 +450,34 @@ def get_method(name: str | Method) -> Method:
     return METHODS[key]
 
 
+# the numeric settings checked for every method that has them: (low, high, low included) or None for no bound
+_RANGES = {"lambda": (0.0, 1.0, True), "lambda_end": (0.0, 1.0, False), "superfactor": (0.0, None, True),
+           "alpha": (0.0, None, True), "eta": (0.0, None, True), "forget_norm": (0.0, None, True),
+           "forget_norm_ratio": (0.0, None, True), "kl_weight": (0.0, None, True), "prior_sigma": (0.0, None, False),
+           "infer_lr": (0.0, None, False), "policy_lr": (0.0, None, False), "sfd_weight": (0.0, None, True)}
+
+
+def _check_numbers(method: Method, params: dict) -> None:
+    """A T3Error naming the setting when a number is not a number or out of its range (before any work)."""
+    for key, (lo, hi, lo_ok) in _RANGES.items():
+        v = params.get(key)
+        if v is None or key not in method.defaults or (key == "alpha" and method.style == "distill"):
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise T3Error(f"{method.title}: {key} must be a number, not {v!r}.")
+        if (v < lo or (v == lo and not lo_ok)) or (hi is not None and v > hi):
+            where = f"in [{lo:g}, {hi:g}]" if hi is not None else (f">= {lo:g}" if lo_ok else f"> {lo:g}")
+            if key == "lambda_end":
+                where = "in (0, 1] (the end of a geometric schedule from lambda)"
+            raise T3Error(f"{method.title}: {key} must be {where}, not {v!r}.")
+    if params.get("lambda_end") is not None and "lambda_end" in method.defaults and params.get("lambda") == 0:
+        raise T3Error(f"{method.title}: lambda_end makes a geometric schedule from lambda, which must then be > 0, not 0.")
+
+
 def resolve_params(method: Method, params: dict | None) -> dict:
-    """The method's defaults updated with ``params``; unknown keys are an error."""
+    """The method's defaults updated with ``params``; unknown keys and numbers out of range are an error."""
     params = renamed_settings(dict(params or {}), method.defaults)
     reject_unknown(params, method.defaults, owner=method.title, error=T3Error)
-    return {**method.defaults, **params}
+    out = {**method.defaults, **params}
+    _check_numbers(method, out)
+    return out
