@@ -35,12 +35,18 @@ def make_sampler(train_scheduler, name: str = "ddpm"):
     raise T3Error(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}.")
 
 
+def check_sampling_steps(steps: int, train_scheduler) -> None:
+    """A T3Error unless ``1 <= steps <=`` the model's training timesteps (a sampler cannot take more)."""
+    most = int(train_scheduler.config.num_train_timesteps)
+    if not 1 <= steps <= most:
+        raise T3Error(f"sampling steps must be between 1 and the model's {most} training timesteps, not {steps}.")
+
+
 @torch.no_grad()
 def sample_ddpm(unet, train_scheduler, labels: torch.Tensor, *, generator: torch.Generator, steps: int = 30,
                 sampler: str = "ddpm", guidance_scale: float = 1.0, batch_size: int = 500, tick=None) -> torch.Tensor:
     """Images ``[N, 1, S, S]`` in [0, 1] for ``labels`` (``NULL_LABEL`` = unconditional)."""
-    if steps < 1:
-        raise T3Error(f"sampling steps must be >= 1, not {steps}.")
+    check_sampling_steps(steps, train_scheduler)
     sched = make_sampler(train_scheduler, sampler)
     sched.set_timesteps(steps)
     size = unet.config.sample_size
