@@ -131,3 +131,11 @@ def test_sampling_steps_beyond_the_schedule(capsys):
             sample_guided_diffusion(lambda x, t: torch.zeros_like(x), None, gen.scheduler, torch.zeros(2, 1, 16, 16),
                                     guidance=ImageGuidance(), steps=steps, generator=torch.Generator())
     assert sample_ddpm(gen.model, gen.scheduler, labels, generator=torch.Generator().manual_seed(0), steps=20).shape[0] == 2
+
+
+@pytest.mark.parametrize("scale", ["-2", "nan"])
+def test_eval_negative_guidance_scale(scale, module_home, capsys):
+    from t3unlearn.commands.main import main
+
+    assert main(["images", "eval", *_TINY, "--model", "ddpm:full", "--guidance-scale", scale]) == 2
+    assert "--guidance-scale must be >= 0" in _one_error_line(capsys)

@@ -364,6 +364,11 @@ def _eval(args) -> int:
     from t3unlearn.io import save_json, torch_threads
 
     t0 = time.perf_counter()
+    if args.guidance_scale is not None and not args.guidance_scale >= 0:
+        from t3unlearn.errors import T3Error
+
+        raise T3Error(f"must be >= 0 (1 = off, 0 = unconditional samples), not {args.guidance_scale:g}.",
+                      option="guidance_scale")
     if args.out:
         _check_out(args.out)
     with torch_threads(args.threads, log=print):
