@@ -101,6 +101,8 @@ def test_generator_with_corrupt_meta_or_pickled_weights_is_refused(tmp_path):
     ("adaptive_siss", {"prior_sigma": -1}, "prior_sigma must be > 0"),
     ("neggrad_plus", {"alpha": -1}, "alpha must be >= 0"),
     ("sfd_siss", {"lambda": 2}, "lambda must be in"),
+    ("sfd_siss", {"pool_size": 0}, "pool_size must be a whole number >= 1"),
+    ("adaptive_siss", {"hidden": 2.5}, "hidden must be a whole number >= 1"),
 ])
 def test_method_settings_out_of_range(method, params, message):
     from t3unlearn.images.methods import get_method, resolve_params
