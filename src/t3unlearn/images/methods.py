@@ -470,7 +470,7 @@ def _check_numbers(method: Method, params: dict) -> None:
             if key == "lambda_end":
                 where = "in (0, 1] (the end of a geometric schedule from lambda)"
             raise T3Error(f"{method.title}: {key} must be {where}, not {v!r}.")
-    for key in ("pool_size", "pool_steps", "hidden", "interval"):
+    for key in ("pool_size", "pool_steps", "hidden"):  # interval: rl_siss's setup
         v = params.get(key)
         if key in method.defaults and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise T3Error(f"{method.title}: {key} must be a whole number >= 1, not {v!r}.")
