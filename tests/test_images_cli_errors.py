@@ -141,3 +141,19 @@ def test_eval_negative_guidance_scale(scale, module_home, capsys):
 
     assert main(["images", "eval", *_TINY, "--model", "ddpm:full", "--guidance-scale", scale]) == 2
     assert "--guidance-scale must be >= 0" in _one_error_line(capsys)
+
+
+def test_corrupt_benchmark_is_one_error_and_a_corrupt_cache_entry_is_rebuilt(tmp_path, monkeypatch):
+    from t3unlearn.errors import DataError
+    from t3unlearn.images.data import ensure_benchmark, load_benchmark
+
+    monkeypatch.setenv("T3UNLEARN_HOME", str(tmp_path / "home"))
+    bench = ensure_benchmark("tiny")
+    want = bench.train.clone()
+    (bench.path / "bench.json").write_text('{"x')
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_benchmark(bench.path)
+    assert torch.equal(ensure_benchmark("tiny").train, want)  # was a JSONDecodeError traceback on every command
+    (bench.path / "bench.json").write_text("[1]")
+    with pytest.raises(DataError, match="not an image benchmark's description"):
+        load_benchmark(bench.path)
