@@ -12,10 +12,11 @@ family decides what "the loss of one image" and "the shared mixture sample" are.
 - ``neggrad``: gradient ascent on the forget data;
 - ``neggrad_plus``: descent on retain plus ascent on forget (``alpha``);
 - ``siss``: SISS with a static λ, the superfactor c and forget-gradient normalisation;
-- ``adaptive_siss``: Adaptive-λ SISS: an inference network maps the previous step's context
-  ``[mean retain loss, mean forget loss, ||∇ retain||, ||∇ forget||]`` to a logit-normal posterior
-  ``q_φ(λ)``; λ is sampled by reparameterisation, and ``φ`` is trained jointly with the model on
-  the variational objective ``E_q[SISS loss(λ)] + β·KL(q_φ(λ) || prior)``.
+- ``adaptive_siss``: Adaptive-λ SISS: an inference network maps the step's own context, measured now on
+  its retain and forget batches (:data:`FEATURES`: the log ratios of the forget to the retain loss and
+  gradient norm, both losses relative to step 0, progress) to a logit-normal posterior ``q_φ(λ)``; λ is
+  sampled by reparameterisation, the model takes SISS's step at λ, and ``φ`` minimises the SISS
+  estimator's log second moment plus ``β·KL(q_φ(λ) || prior)`` (:func:`_adaptive_siss`).
 
 - ``sfd`` / ``sfd_multi``: Score Forgetting Distillation (:mod:`t3unlearn.images.sfd`): a one-step
   generator distilled from the frozen DDPM with the forget label(s) given the safe label's score;
