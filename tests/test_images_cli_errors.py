@@ -157,3 +157,15 @@ def test_corrupt_benchmark_is_one_error_and_a_corrupt_cache_entry_is_rebuilt(tmp
     (bench.path / "bench.json").write_text("[1]")
     with pytest.raises(DataError, match="not an image benchmark's description"):
         load_benchmark(bench.path)
+
+
+@pytest.mark.parametrize("method", ["t3", "naive"])
+def test_unlearn_out_is_not_the_model_itself(method, module_home, tmp_path, capsys):
+    from t3unlearn.commands.main import main
+    from t3unlearn.images.models import new_generator
+
+    src = new_generator("vae").save(tmp_path / "mine")
+    before = sorted(p.name for p in src.iterdir())
+    assert main(["images", "unlearn", *_TINY, "--model", str(src), "--method", method, "--out", str(src)]) == 2
+    assert "is the model being unlearned" in _one_error_line(capsys)
+    assert sorted(p.name for p in src.iterdir()) == before  # t3 replaced the base by a head over itself

@@ -294,6 +294,13 @@ def _unlearn(args) -> int:
 
     method = get_method(args.method)
     _check_out(args.out, replaced_by="an image generator or T3 head", marker="t3_images.json")
+    from pathlib import Path
+
+    from t3unlearn.errors import T3Error
+
+    if Path(args.out).resolve() == Path(args.model).resolve():  # a T3 head over it would replace its own base
+        raise T3Error(f"{args.out} is the model being unlearned (--model); write the result to another directory.",
+                      option="out")
     if method.style == "guidance":
         return _unlearn_t3(args, method)
     if method.style == "distill":
