@@ -81,6 +81,13 @@ def make_scheduler(arch: DDPMArch) -> DDPMScheduler:
                          prediction_type="epsilon", clip_sample=True)
 
 
+def check_sampling_steps(steps: int, train_scheduler) -> None:
+    """A ModelError unless ``1 <= steps <=`` the model's training timesteps (a sampler cannot take more)."""
+    most = int(train_scheduler.config.num_train_timesteps)
+    if not 1 <= steps <= most:
+        raise ModelError(f"sampling steps must be between 1 and the model's {most} training timesteps, not {steps}.")
+
+
 class ConditionalVAE(ModelMixin, ConfigMixin):
     """``q(z | x, y) = N(mu, diag sigma^2)``, ``p(z) = N(0, I)``, ``p(x | z, y) = Bernoulli(sigmoid(logits))``.
 

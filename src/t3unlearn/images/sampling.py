@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from t3unlearn.errors import T3Error
-from t3unlearn.images.models import NULL_LABEL, ImageGenerator
+from t3unlearn.images.models import NULL_LABEL, ImageGenerator, check_sampling_steps  # noqa: F401 - re-exported
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -33,13 +33,6 @@ def make_sampler(train_scheduler, name: str = "ddpm"):
     if name == "ddpm":
         return DDPMScheduler.from_config(train_scheduler.config)
     raise T3Error(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}.")
-
-
-def check_sampling_steps(steps: int, train_scheduler) -> None:
-    """A T3Error unless ``1 <= steps <=`` the model's training timesteps (a sampler cannot take more)."""
-    most = int(train_scheduler.config.num_train_timesteps)
-    if not 1 <= steps <= most:
-        raise T3Error(f"sampling steps must be between 1 and the model's {most} training timesteps, not {steps}.")
 
 
 @torch.no_grad()

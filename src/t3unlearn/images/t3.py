@@ -58,7 +58,7 @@ from torch import nn
 
 from t3unlearn.errors import ModelError, T3Error
 from t3unlearn.images.guidance import SCHEMES, ImageGuidance  # noqa: F401 - re-exported
-from t3unlearn.images.models import LOCAL_SAFETENSORS
+from t3unlearn.images.models import LOCAL_SAFETENSORS, check_sampling_steps
 from t3unlearn.settings import TrainingSettings
 
 T3_DIR = "t3"
@@ -251,8 +251,6 @@ def sample_guided_diffusion(eps_fn: Callable, log_f_fn: Callable | None, schedul
     fresh copy with ``steps`` timesteps is used. Randomness comes from ``generator`` only.
     """
     from diffusers import DDPMScheduler
-
-    from t3unlearn.images.sampling import check_sampling_steps
 
     check_sampling_steps(steps, scheduler)
     sched = DDPMScheduler.from_config(scheduler.config)
