@@ -169,3 +169,24 @@ def test_unlearn_out_is_not_the_model_itself(method, module_home, tmp_path, caps
     assert main(["images", "unlearn", *_TINY, "--model", str(src), "--method", method, "--out", str(src)]) == 2
     assert "is the model being unlearned" in _one_error_line(capsys)
     assert sorted(p.name for p in src.iterdir()) == before  # t3 replaced the base by a head over itself
+
+
+def test_a_loss_that_becomes_nan_is_one_error_without_a_warning(module_home):
+    import dataclasses
+    import warnings
+
+    from t3unlearn.images.data import ensure_benchmark
+    from t3unlearn.images.methods import Terms, get_method
+    from t3unlearn.images.models import new_generator
+    from t3unlearn.images.trainer import unlearn
+
+    def nan_step(ctx, batch):
+        x, y = batch["retain"]
+        return Terms(ctx.family.plain_loss(x, y, ctx.generator).mean() * float("nan"), None)
+
+    method = dataclasses.replace(get_method("naive"), compute=nan_step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # float() of a tensor that needs grad warned, a second stderr line
+        with pytest.raises(T3Error, match="the loss became nan at step 0"):
+            unlearn(new_generator("vae"), ensure_benchmark("tiny"), method, config={"steps": 1, "batch_size": 2},
+                    progress=False)
