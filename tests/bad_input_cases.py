@@ -123,7 +123,7 @@ CLI = [
     Case("images-unlearn-out-foreign-directory", "`images unlearn --out` is a non-empty directory of something else",
          lambda f: ["images", "unlearn", "--preset", "tiny", "--model", "ddpm:full", "--method", "naive", "--out",
                     str(f["root"] / "foreign")],
-         r"--out .*foreign is a non-empty directory that is not an image model", "choose a new or empty directory",
+         r"--out .*foreign is a non-empty directory that is not an image generator or T3 head", "choose a new or empty directory",
          out="foreign"),
     Case("world-train-out-foreign-directory", "`world train --out DIR` where DIR/full holds something else",
          lambda f: ["world", "train", "--world", "tiny", "--models", "full", "--out", _foreign_models(f["root"])],

@@ -164,22 +164,31 @@ def register(sub) -> None:
     x.set_defaults(func=_exactness)
 
 
-def _families(text: str) -> list[str]:
+def _families(text: str, option: str = "family") -> list[str]:
     from t3unlearn.errors import T3Error
 
     fams = [f.strip() for f in text.split(",") if f.strip()]
     bad = [f for f in fams if f not in ("ddpm", "vae")]
     if not fams or bad:
-        raise T3Error(f"--family takes ddpm, vae or both (comma-separated), not {text!r}.")
+        raise T3Error(f"takes ddpm, vae or both (comma-separated), not {text!r}.", option=option)
     return fams
 
 
-def _check_out(path, marker: str, what: str) -> None:
-    """``--out`` is replaced whole: refuse a file, or a non-empty directory that is not an earlier output (``marker``
-    in it), before any work, so a user's own directory is never deleted."""
-    from t3unlearn.io import check_replaceable
+def _check_out(path, *, replaced_by: str | None = None, marker: str | None = None) -> None:
+    """``--out`` checked before any work: not a file, writable, and, where the command replaces the directory
+    whole (``replaced_by``: what it writes there), new, empty or that command's earlier output (``marker`` in it)."""
+    from pathlib import Path
 
-    check_replaceable(path, marker, what, option="out")
+    from t3unlearn.errors import T3Error
+    from t3unlearn.io import check_replaceable
+    from t3unlearn.t3.options import check_writable
+
+    out = Path(path)
+    if replaced_by:
+        check_replaceable(out, marker, replaced_by, option="out")
+    elif out.exists() and not out.is_dir():
+        raise T3Error(f"{out} is a file; give a directory.", option="out")
+    check_writable(out)
 
 
 def _build(args) -> int:
@@ -192,9 +201,9 @@ def _build(args) -> int:
     from t3unlearn.images.presets import get_preset
 
     t0 = time.perf_counter()
-    if args.out:
-        _check_out(args.out, "bench.json", "an image benchmark")
     P = get_preset(args.preset)
+    if args.out:
+        _check_out(args.out, replaced_by="an image benchmark", marker="bench.json")
     bench = ensure_benchmark(P.bench)
     if args.out:
         out = write_benchmark(bench.settings, args.out, preset=P.bench)
@@ -221,20 +230,20 @@ def _train(args) -> int:
 
     from t3unlearn.errors import T3Error
     from t3unlearn.images.api import ROLES, ensure_generator
-    from t3unlearn.images.models import ImageGenerator
+    from t3unlearn.images.models import META_FILE, ImageGenerator
     from t3unlearn.io import atomic_dir, torch_threads
 
     roles = [r.strip() for r in args.role.split(",") if r.strip()]
     if not roles or any(r not in ROLES for r in roles):
         raise T3Error(f"--role takes full, retain or both, not {args.role!r}.")
+    families = _families(args.family)
     if args.out:
-        from t3unlearn.images.models import META_FILE
-
-        for fam in _families(args.family):
+        _check_out(args.out)
+        for fam in families:
             for role in roles:
-                _check_out(Path(args.out) / f"{fam}-{role}", META_FILE, "an image model")
+                _check_out(Path(args.out) / f"{fam}-{role}", replaced_by="an image generator", marker=META_FILE)
     with torch_threads(args.threads, log=print):
-        for fam in _families(args.family):
+        for fam in families:
             for role in roles:
                 t0 = time.perf_counter()
                 path = ensure_generator(fam, role, preset=args.preset, seed=args.seed, progress=not args.quiet)
@@ -243,7 +252,7 @@ def _train(args) -> int:
                 print(f"{fam} {role}: {meta['parameters']:,} parameters, {meta['config']['steps']} steps, trained in "
                       f"{meta['train_seconds']:.1f} s{' (cached)' if took < meta['train_seconds'] / 2 else ''}; {path}")
                 if args.out:
-                    with atomic_dir(Path(args.out) / f"{fam}-{role}") as tmp:
+                    with atomic_dir(Path(args.out) / f"{fam}-{role}", marker=META_FILE, what="an image generator") as tmp:
                         shutil.copytree(path, tmp, dirs_exist_ok=True)
     return 0
 
@@ -289,10 +298,15 @@ def _unlearn(args) -> int:
     from t3unlearn.images.trainer import UnlearnConfig, unlearn
     from t3unlearn.io import torch_threads
 
-    from t3unlearn.images.models import META_FILE
-
     method = get_method(args.method)
-    _check_out(args.out, META_FILE, "an image model")
+    _check_out(args.out, replaced_by="an image generator or T3 head", marker="t3_images.json")
+    from pathlib import Path
+
+    from t3unlearn.errors import T3Error
+
+    if Path(args.out).resolve() == Path(args.model).resolve():  # a T3 head over it would replace its own base
+        raise T3Error(f"{args.out} is the model being unlearned (--model); write the result to another directory.",
+                      option="out")
     if method.style == "guidance":
         return _unlearn_t3(args, method)
     if method.style == "distill":
@@ -363,6 +377,13 @@ def _eval(args) -> int:
     from t3unlearn.io import save_json, torch_threads
 
     t0 = time.perf_counter()
+    if args.guidance_scale is not None and not args.guidance_scale >= 0:
+        from t3unlearn.errors import T3Error
+
+        raise T3Error(f"must be >= 0 (1 = off, 0 = unconditional samples), not {args.guidance_scale:g}.",
+                      option="guidance_scale")
+    if args.out:
+        _check_out(args.out)
     with torch_threads(args.threads, log=print):
         path = resolve_generator(args.model, preset=args.preset, progress=not args.quiet, log=print)
         cfg = eval_config(args.preset, sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed)
@@ -393,8 +414,9 @@ def _compare(args) -> int:
     from t3unlearn.experiments.images import compare
     from t3unlearn.io import torch_threads
 
+    _check_out(args.out)
     with torch_threads(args.threads, log=print):
-        compare(args.preset, _families(args.families), [m.strip() for m in args.methods.split(",") if m.strip()],
+        compare(args.preset, _families(args.families, "families"), [m.strip() for m in args.methods.split(",") if m.strip()],
                 args.seeds, args.out, progress=not args.quiet, grids=not args.no_grids)
     return 0
 
@@ -412,6 +434,8 @@ def _exactness(args) -> int:
         raise T3Error(f"--models takes analytic, trained or both, not {args.models!r}.")
     if args.n < 100 or args.steps < 2:
         raise T3Error("--n must be >= 100 and --steps >= 2.")
+    if args.out:
+        _check_out(args.out)
     with torch_threads(args.threads, log=print):
         rep = run_check(n=args.n, steps=args.steps, models=models, seed=args.seed, progress=not args.quiet)
     md = table_markdown(rep)

@@ -358,14 +358,22 @@ def load_benchmark(path: str | Path) -> ImageBenchmark:
     if not (path / "bench.json").is_file() or not (path / "data.safetensors").is_file():
         raise DataError(f"{path} is not an image benchmark (no bench.json / data.safetensors); build one with "
                         "'t3unlearn images build --out DIR'.")
-    meta = json.loads((path / "bench.json").read_text(encoding="utf-8"))
+    try:
+        meta = json.loads((path / "bench.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path / 'bench.json'} is unreadable or not valid JSON ({str(exc).splitlines()[0]}); "
+                        "delete the directory and rebuild it with 't3unlearn images build'.") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("settings"), dict):
+        raise DataError(f"{path / 'bench.json'} is not an image benchmark's description; delete the directory and "
+                        "rebuild it with 't3unlearn images build'.")
     if meta.get("version") != BENCH_VERSION:
         raise DataError(f"{path} was built by another version of the benchmark; rebuild it with 't3unlearn images build'.")
     try:
         tensors = load_file(str(path / "data.safetensors"))
+        settings = BenchSettings(**meta["settings"])
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-        raise DataError(f"{path / 'data.safetensors'} is unreadable ({exc}); delete the directory and rebuild it.") from None
-    return ImageBenchmark(BenchSettings(**meta["settings"]), path, tensors)
+        raise DataError(f"{path} is unreadable ({exc}); delete the directory and rebuild it.") from None
+    return ImageBenchmark(settings, path, tensors)
 
 
 def ensure_benchmark(preset: str = "default", **overrides) -> ImageBenchmark:
@@ -374,8 +382,12 @@ def ensure_benchmark(preset: str = "default", **overrides) -> ImageBenchmark:
 
     s = bench_settings(preset, **overrides)
     path = cache_home() / "images" / "bench" / f"{preset}-{fingerprint('t3-images-bench', BENCH_VERSION, asdict(s))}"
-    if not (path / "bench.json").is_file():
-        write_benchmark(s, path, preset=preset)
+    if (path / "bench.json").is_file():
+        try:
+            return load_benchmark(path)
+        except DataError:
+            pass  # a corrupt cache entry is built again (the benchmark is a function of its settings)
+    write_benchmark(s, path, preset=preset)
     return load_benchmark(path)
 
 

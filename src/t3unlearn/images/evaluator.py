@@ -140,7 +140,7 @@ def ensure_classifier(bench: ImageBenchmark, config: ClassifierConfig | None = N
     path = cache_home() / "images" / "classifier" / fingerprint("t3-images-clf", CLASSIFIER_VERSION, bench.fingerprint(), asdict(cfg))
     if (path / "classifier.json").is_file():
         try:
-            return DigitClassifier.from_pretrained(str(path)).eval(), json.loads((path / "classifier.json").read_text())
+            return DigitClassifier.from_pretrained(str(path), local_files_only=True, use_safetensors=True).eval(), json.loads((path / "classifier.json").read_text())
         except (OSError, ValueError):  # a corrupt cache entry is retrained
             pass
     clf, record = train_classifier(bench, cfg, progress=progress)

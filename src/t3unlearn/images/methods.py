@@ -12,10 +12,11 @@ family decides what "the loss of one image" and "the shared mixture sample" are.
 - ``neggrad``: gradient ascent on the forget data;
 - ``neggrad_plus``: descent on retain plus ascent on forget (``alpha``);
 - ``siss``: SISS with a static λ, the superfactor c and forget-gradient normalisation;
-- ``adaptive_siss``: Adaptive-λ SISS: an inference network maps the previous step's context
-  ``[mean retain loss, mean forget loss, ||∇ retain||, ||∇ forget||]`` to a logit-normal posterior
-  ``q_φ(λ)``; λ is sampled by reparameterisation, and ``φ`` is trained jointly with the model on
-  the variational objective ``E_q[SISS loss(λ)] + β·KL(q_φ(λ) || prior)``.
+- ``adaptive_siss``: Adaptive-λ SISS: an inference network maps the step's own context, measured now on
+  its retain and forget batches (:data:`FEATURES`: the log ratios of the forget to the retain loss and
+  gradient norm, both losses relative to step 0, progress) to a logit-normal posterior ``q_φ(λ)``; λ is
+  sampled by reparameterisation, the model takes SISS's step at λ, and ``φ`` minimises the SISS
+  estimator's log second moment plus ``β·KL(q_φ(λ) || prior)`` (:func:`_adaptive_siss`).
 
 - ``sfd`` / ``sfd_multi``: Score Forgetting Distillation (:mod:`t3unlearn.images.sfd`): a one-step
   generator distilled from the frozen DDPM with the forget label(s) given the safe label's score;
@@ -450,8 +451,38 @@ def get_method(name: str | Method) -> Method:
     return METHODS[key]
 
 
+# the numeric settings checked for every method that has them: (low, high, low included) or None for no bound
+_RANGES = {"lambda": (0.0, 1.0, True), "lambda_end": (0.0, 1.0, False), "superfactor": (0.0, None, True),
+           "alpha": (0.0, None, True), "eta": (0.0, None, True), "forget_norm": (0.0, None, True),
+           "forget_norm_ratio": (0.0, None, True), "kl_weight": (0.0, None, True), "prior_sigma": (0.0, None, False),
+           "infer_lr": (0.0, None, False), "policy_lr": (0.0, None, False), "sfd_weight": (0.0, None, True)}
+
+
+def _check_numbers(method: Method, params: dict) -> None:
+    """A T3Error naming the setting when a number is not a number or out of its range (before any work)."""
+    for key, (lo, hi, lo_ok) in _RANGES.items():
+        v = params.get(key)
+        if v is None or key not in method.defaults or (key == "alpha" and method.style == "distill"):
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise T3Error(f"{method.title}: {key} must be a number, not {v!r}.")
+        if (v < lo or (v == lo and not lo_ok)) or (hi is not None and v > hi):
+            where = f"in [{lo:g}, {hi:g}]" if hi is not None else (f">= {lo:g}" if lo_ok else f"> {lo:g}")
+            if key == "lambda_end":
+                where = "in (0, 1] (the end of a geometric schedule from lambda)"
+            raise T3Error(f"{method.title}: {key} must be {where}, not {v!r}.")
+    for key in ("pool_size", "pool_steps", "hidden"):  # interval: rl_siss's setup
+        v = params.get(key)
+        if key in method.defaults and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise T3Error(f"{method.title}: {key} must be a whole number >= 1, not {v!r}.")
+    if params.get("lambda_end") is not None and "lambda_end" in method.defaults and params.get("lambda") == 0:
+        raise T3Error(f"{method.title}: lambda_end makes a geometric schedule from lambda, which must then be > 0, not 0.")
+
+
 def resolve_params(method: Method, params: dict | None) -> dict:
-    """The method's defaults updated with ``params``; unknown keys are an error."""
+    """The method's defaults updated with ``params``; unknown keys and numbers out of range are an error."""
     params = renamed_settings(dict(params or {}), method.defaults)
     reject_unknown(params, method.defaults, owner=method.title, error=T3Error)
-    return {**method.defaults, **params}
+    out = {**method.defaults, **params}
+    _check_numbers(method, out)
+    return out

@@ -39,6 +39,8 @@ META_FILE = "t3_images.json"
 # loads a saved T3 head over a base generator (a directory whose meta has "t3"): "module:function", imported by name
 GUIDED_LOADER = "t3unlearn.images.t3:load_guided"
 FAMILIES = ("ddpm", "vae")
+# how every saved model is read: from the directory only (never the Hub), safetensors only (never a pickle)
+LOCAL_SAFETENSORS = {"local_files_only": True, "use_safetensors": True}
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,13 @@ def make_unet(arch: DDPMArch, image_size: int = 16) -> UNet2DModel:
 def make_scheduler(arch: DDPMArch) -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=arch.num_train_timesteps, beta_schedule=arch.beta_schedule,
                          prediction_type="epsilon", clip_sample=True)
+
+
+def check_sampling_steps(steps: int, train_scheduler) -> None:
+    """A ModelError unless ``1 <= steps <=`` the model's training timesteps (a sampler cannot take more)."""
+    most = int(train_scheduler.config.num_train_timesteps)
+    if not 1 <= steps <= most:
+        raise ModelError(f"sampling steps must be between 1 and the model's {most} training timesteps, not {steps}.")
 
 
 class ConditionalVAE(ModelMixin, ConfigMixin):
@@ -145,17 +154,27 @@ class ImageGenerator:
         if not (path / META_FILE).is_file():
             raise ModelError(f"{path} is not a t3unlearn image generator (no {META_FILE}); train one with "
                              "'t3unlearn images train' or give the directory 'images unlearn --out' wrote.")
-        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        try:
+            meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{path / META_FILE} is unreadable or not valid JSON ({str(exc).splitlines()[0]}); "
+                             "the generator is corrupt: train or unlearn it again.") from None
+        if not isinstance(meta, dict):
+            raise ModelError(f"{path / META_FILE} must hold a JSON object; the generator is corrupt: train or unlearn it again.")
         family = meta.pop("family", None)
         if "t3" in meta:  # a T3 head over a base generator, saved the way an adapter is (t3 sits above this module)
             module, _, loader = GUIDED_LOADER.partition(":")
             return getattr(importlib.import_module(module), loader)(path, meta)
+        missing = [d for d in {"ddpm": ("unet", "scheduler"), "vae": ("vae",)}.get(family, ()) if not (path / d).is_dir()]
+        if missing:
+            raise ModelError(f"{path} lacks {' and '.join(d + '/' for d in missing)}: the generator is incomplete; "
+                             "train or unlearn it again.")
         try:
             if family == "ddpm":
-                model = UNet2DModel.from_pretrained(str(path / "unet"))
-                sched = DDPMScheduler.from_pretrained(str(path / "scheduler"))
+                model = UNet2DModel.from_pretrained(str(path / "unet"), **LOCAL_SAFETENSORS)
+                sched = DDPMScheduler.from_pretrained(str(path / "scheduler"), local_files_only=True)
             elif family == "vae":
-                model, sched = ConditionalVAE.from_pretrained(str(path / "vae")), None
+                model, sched = ConditionalVAE.from_pretrained(str(path / "vae"), **LOCAL_SAFETENSORS), None
             else:
                 raise ModelError(f"{path / META_FILE} names an unknown family {family!r}; expected ddpm or vae.")
         except (OSError, ValueError) as exc:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from t3unlearn.errors import T3Error
-from t3unlearn.images.models import NULL_LABEL, ImageGenerator
+from t3unlearn.images.models import NULL_LABEL, ImageGenerator, check_sampling_steps  # noqa: F401 - re-exported
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -39,8 +39,7 @@ def make_sampler(train_scheduler, name: str = "ddpm"):
 def sample_ddpm(unet, train_scheduler, labels: torch.Tensor, *, generator: torch.Generator, steps: int = 30,
                 sampler: str = "ddpm", guidance_scale: float = 1.0, batch_size: int = 500, tick=None) -> torch.Tensor:
     """Images ``[N, 1, S, S]`` in [0, 1] for ``labels`` (``NULL_LABEL`` = unconditional)."""
-    if steps < 1:
-        raise T3Error(f"sampling steps must be >= 1, not {steps}.")
+    check_sampling_steps(steps, train_scheduler)
     sched = make_sampler(train_scheduler, sampler)
     sched.set_timesteps(steps)
     size = unet.config.sample_size

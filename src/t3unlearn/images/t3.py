@@ -58,6 +58,7 @@ from torch import nn
 
 from t3unlearn.errors import ModelError, T3Error
 from t3unlearn.images.guidance import SCHEMES, ImageGuidance  # noqa: F401 - re-exported
+from t3unlearn.images.models import LOCAL_SAFETENSORS, check_sampling_steps
 from t3unlearn.settings import TrainingSettings
 
 T3_DIR = "t3"
@@ -251,6 +252,7 @@ def sample_guided_diffusion(eps_fn: Callable, log_f_fn: Callable | None, schedul
     """
     from diffusers import DDPMScheduler
 
+    check_sampling_steps(steps, scheduler)
     sched = DDPMScheduler.from_config(scheduler.config)
     sched.set_timesteps(steps)
     ab = sched.alphas_cumprod
@@ -311,7 +313,7 @@ class T3ImageHead:
     def load(cls, path: Path) -> "T3ImageHead":
         d = Path(path) / T3_DIR
         try:
-            clf = NoisyClassifier.from_pretrained(str(d / "classifier")).eval()
+            clf = NoisyClassifier.from_pretrained(str(d / "classifier"), **LOCAL_SAFETENSORS).eval()
             raw = json.loads((d / "guidance.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelError(f"{path} has a missing or corrupt T3 head ({str(exc).splitlines()[0]}); "

@@ -193,7 +193,7 @@ def unlearn(gen: ImageGenerator, bench, method, *, params: dict | None = None, c
         terms = method.compute(ctx, batch)
         for part in (terms.descent, terms.ascent):
             if part is not None and not torch.isfinite(part):
-                raise T3Error(f"{method.title}: the loss became {float(part)} at step {step}; lower the learning rate (now {cfg.lr}).")
+                raise T3Error(f"{method.title}: the loss became {float(part.detach())} at step {step}; lower the learning rate (now {cfg.lr}).")
         keep = aux_params is not None
         g_desc = list(torch.autograd.grad(terms.descent, weights, retain_graph=keep or terms.ascent is not None, allow_unused=True)) \
             if terms.descent is not None else None
