@@ -390,10 +390,10 @@ def _eval(args) -> int:
         res = evaluate_cached(path, preset=args.preset, config=cfg, progress=not args.quiet)
         if args.out:
             out = Path(args.out)
-            save_json(out / "eval.json", res)
-            gen = ImageGenerator.load(path)
+            gen = ImageGenerator.load(path)  # the grid is sampled before either file is written: both or neither
             imgs, names = grid_samples(gen, load_bench(args.preset), steps=cfg.steps, sampler=cfg.sampler, guidance_scale=cfg.guidance_scale)
             save_grid(imgs, out / "samples.png", nrow=12, row_labels=names, title=str(args.model))
+            save_json(out / "eval.json", res)
     fl = res["forget_label"]
     print(f"{args.model} ({res['family']}):")
     print(f"  forget-glyph rate, label {fl}: {100 * res['forget_rate_label']:.1f} % of {res['n_forget_label']} samples "
