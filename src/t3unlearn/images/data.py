@@ -331,7 +331,7 @@ def write_benchmark(s: BenchSettings, out: str | Path, *, preset: str | None = N
     out = Path(out)
     tensors = make_tensors(s)
     bench = ImageBenchmark(s, out, tensors)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, marker="bench.json", what="an image benchmark") as tmp:
         save_file(tensors, str(tmp / "data.safetensors"))
         meta = {
             "format": "t3unlearn-images-bench",

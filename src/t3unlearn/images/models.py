@@ -136,7 +136,7 @@ class ImageGenerator:
         from t3unlearn.io import atomic_dir
 
         path = Path(path)
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, marker=META_FILE, what="an image generator or T3 head") as tmp:
             if extra is not None:
                 extra(tmp)
             if self.family == "ddpm":

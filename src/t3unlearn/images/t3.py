@@ -419,7 +419,9 @@ def save_guided(head: T3ImageHead, base: str | Path, out: str | Path, *, record:
     fp = weights_fingerprint(base)
     head.record = {**head.record, "base_fingerprint": fp}
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    if out.resolve() == base:
+        raise T3Error(f"{out} is the head's base model; save the head to another directory.")
+    with atomic_dir(out, marker=META_FILE, what="an image generator or T3 head") as tmp:
         head.save(tmp)
         if record is not None:
             (tmp / "run.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")

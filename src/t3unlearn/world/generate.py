@@ -534,7 +534,7 @@ def write_world(settings: WorldSettings, out: str | Path, *, preset: str | None 
 
     data = generate(settings)
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, marker="world.json", what="a built world") as tmp:
         for name, items in data.items():
             with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as fh:
                 for it in items:
