@@ -51,6 +51,31 @@ def _strays(root: Path) -> list[str]:
 # --------------------------------------------------------------------------- atomic directories
 
 
+def test_atomic_dir_with_a_marker_replaces_only_its_own_output(tmp_path):
+    """atomic_dir(marker=...) writes a new or empty directory and replaces an earlier output (the marker in it); a
+    file or a directory of anything else is refused before anything is written, and left as it was."""
+    from t3unlearn.errors import T3Error
+    from t3unlearn.io import atomic_dir
+
+    def write(path):
+        with atomic_dir(path, marker="out.json", what="an earlier output") as tmp:
+            (tmp / "out.json").write_text("{}")
+
+    (tmp_path / "empty").mkdir()
+    for path in (tmp_path / "new", tmp_path / "empty", tmp_path / "new"):  # the last: its own earlier output
+        write(path)
+        assert sorted(p.name for p in path.iterdir()) == ["out.json"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    (tmp_path / "a_file").write_text("keep")
+    for path, why in ((tmp_path / "mine", "is a non-empty directory that is not an earlier output"),
+                      (tmp_path / "a_file", "is a file")):
+        with pytest.raises(T3Error, match=why):
+            write(path)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep" and (tmp_path / "a_file").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty", "mine", "new"]  # no temporaries left
+
+
 def test_atomic_dir_two_writers_at_once(tmp_path):
     """Both writers of one entry succeed, at the same instant; what remains is one of them, whole."""
     from t3unlearn.io import atomic_dir
