@@ -145,6 +145,16 @@ def test_eval_negative_guidance_scale(scale, module_home, capsys):
     assert "--guidance-scale must be >= 0" in _one_error_line(capsys)
 
 
+def test_eval_guidance_scale_on_a_vae_is_refused(module_home, tmp_path, capsys):
+    """Classifier-free guidance is the DDPM's: a VAE sampled 'with' it was sampled without, silently."""
+    from t3unlearn.commands.main import main
+    from t3unlearn.images.models import new_generator
+
+    vae = new_generator("vae").save(tmp_path / "vae")
+    assert main(["images", "eval", *_TINY, "--model", str(vae), "--guidance-scale", "2"]) == 2
+    assert "--guidance-scale is the DDPM's classifier-free guidance; a VAE samples without it" in _one_error_line(capsys)
+
+
 def test_corrupt_benchmark_is_one_error_and_a_corrupt_cache_entry_is_rebuilt(tmp_path, monkeypatch):
     from t3unlearn.errors import DataError
     from t3unlearn.images.data import ensure_benchmark, load_benchmark

@@ -376,16 +376,19 @@ def _eval(args) -> int:
     from t3unlearn.images.models import ImageGenerator
     from t3unlearn.io import save_json, torch_threads
 
+    from t3unlearn.errors import T3Error
+
     t0 = time.perf_counter()
     if args.guidance_scale is not None and not args.guidance_scale >= 0:
-        from t3unlearn.errors import T3Error
-
         raise T3Error(f"must be >= 0 (1 = off, 0 = unconditional samples), not {args.guidance_scale:g}.",
                       option="guidance_scale")
     if args.out:
         _check_out(args.out)
     with torch_threads(args.threads, log=print):
         path = resolve_generator(args.model, preset=args.preset, progress=not args.quiet, log=print)
+        if args.guidance_scale not in (None, 1.0) and ImageGenerator.load(path).family != "ddpm":
+            raise T3Error("is the DDPM's classifier-free guidance; a VAE samples without it: leave it out.",
+                          option="guidance_scale")
         cfg = eval_config(args.preset, sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed)
         res = evaluate_cached(path, preset=args.preset, config=cfg, progress=not args.quiet)
         if args.out:
