@@ -6,6 +6,7 @@ would: unlearn -> generate -> eval -> serve. Seconds per family; offline."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -238,9 +239,13 @@ def test_loading_options_reach_from_pretrained(llama, monkeypatch, capsys):
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy_model)
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", spy_tok)
+    capsys.readouterr()
     _run(["generate", "--model", str(llama / "model"), "--head", str(llama / "head"), "--dtype", "bfloat16",
           "--attn-implementation", "eager", "--revision", "v1", "--trust-remote-code", "--device", "cpu",
           "--max-new-tokens", "2", "--threads", "1", "Where was Ilse Varga born?"])
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if "--revision" in ln]
+    assert len(notes) == 1 and re.fullmatch(r"note: --revision v1 is for hub ids; \S+/model is a local directory, "
+                                            r"loaded as it is\.", notes[0]), notes
     assert seen["model"] == {"dtype": "bfloat16", "attn_implementation": "eager", "revision": "v1", "trust_remote_code": True}
     assert seen["tokenizer"] == {"revision": "v1", "trust_remote_code": True}
     _run(["generate", "--model", str(llama / "model"), "--device", "cpu", "--max-new-tokens", "2", "--threads", "1", "Q?"])
