@@ -290,6 +290,11 @@ def load_base(path: str, *, device: str | None = None, **loading_kwargs):
         check_device(device)
     check_model_source(path, revision=loading_kwargs.get("revision"))
     p = Path(str(path)).expanduser()
+    if loading_kwargs.get("revision") and p.is_dir():  # transformers reads a local directory as it is
+        import sys
+
+        print(f"note: --revision {loading_kwargs['revision']} is for hub ids; {path} is a local directory, loaded as it "
+              "is.", file=sys.stderr)
     if p.exists() and not (p / "config.json").is_file():
         raise ModelError(f"{p} holds no config.json, t3_config.json or other model config; is it a model directory?")
     from safetensors import SafetensorError

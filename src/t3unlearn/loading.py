@@ -110,9 +110,6 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-_REVISION_NOTED: set = set()
-
-
 def check_model_source(path: str, what: str = "model", *, revision: str | None = None) -> None:
     """A ModelError for a model path that cannot be what the user meant, before transformers is asked: a
     local-looking path that does not exist ("did you mean ...?"), a directory without config.json, an
@@ -135,12 +132,6 @@ def check_model_source(path: str, what: str = "model", *, revision: str | None =
         except (ValueError, UnicodeDecodeError) as exc:
             raise ModelError(f"{cfg} is not valid JSON ({str(exc).splitlines()[0]}); the model directory is corrupt, "
                              "copy or save the model again.") from None
-        if revision and (str(p), revision) not in _REVISION_NOTED:  # transformers reads a local directory as it is
-            import sys
-
-            _REVISION_NOTED.add((str(p), revision))  # once, though the model and its tokenizer both come here
-            print(f"note: --revision {revision} is for hub ids; {path} is a local directory, loaded as it is.",
-                  file=sys.stderr)
         return
     if looks_local(str(path)):
         near = _near_miss(p)
