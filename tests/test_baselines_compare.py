@@ -318,6 +318,32 @@ def test_compare_user_errors(tmp_path):
     assert main(["compare", "--split", "forget07x", "--out", str(tmp_path)]) == 2
 
 
+def test_compare_refuses_a_bad_out_or_doc_before_any_run(tmp_path, monkeypatch, capsys):
+    import t3unlearn.experiments.compare as cmp
+    from t3unlearn.commands.main import main
+    from t3unlearn.experiments.compare.report import doc_markers, write_doc
+
+    monkeypatch.setattr(cmp, "compare", lambda *a, **k: pytest.fail("compare ran despite a bad --out/--doc"))
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(["compare", "--methods", "t3", "--seeds", "1", "--out", str(afile)]) == 2
+    assert "--out" in capsys.readouterr().err and afile.read_text() == "mine"
+    assert main(["compare", "--methods", "t3", "--out", str(tmp_path / "o"), "--doc", str(tmp_path)]) == 2
+    assert "--doc" in capsys.readouterr().err
+    # a begin marker without its end: appending would leave two begin markers, and the next run would replace
+    # from the stray one, deleting the user's text after it; refused before any run and at write time
+    begin = doc_markers("forget10")[0]
+    half = tmp_path / "half.md"
+    half.write_text(f"# mine\n{begin}\nmy text\n")
+    assert main(["compare", "--methods", "t3", "--out", str(tmp_path / "o"), "--doc", str(half)]) == 2
+    assert "marker" in capsys.readouterr().err
+    png = tmp_path / "p.png"
+    png.write_bytes(b"png")
+    with pytest.raises(ValueError, match="marker"):
+        write_doc(half, [{"split": "forget10", "plot": str(png), "markdown": "T"}], "cmd")
+    assert half.read_text() == f"# mine\n{begin}\nmy text\n" and not (tmp_path / "o").exists()
+
+
 def test_help_teaches(capsys):
     from t3unlearn.commands.main import main
 

@@ -153,7 +153,9 @@ def run_compare(args) -> int:
     from t3unlearn.experiments.compare import DEFAULT_CONFIG, compare, load_compare_config, unit_threads, write_doc
     from t3unlearn.experiments.compare.trainings import parse_trainings
     from t3unlearn.errors import T3Error
+    from t3unlearn.experiments.compare.report import check_doc
     from t3unlearn.io import torch_threads
+    from t3unlearn.t3.options import check_writable
 
     if args.print_config:
         sys.stdout.write(Path(DEFAULT_CONFIG).read_text(encoding="utf-8"))
@@ -167,6 +169,11 @@ def run_compare(args) -> int:
         raise T3Error(f"must be >= 1, not {args.jobs}.", option="jobs")
     cfg = load_compare_config(args.config)
     trainings = parse_trainings(args.trainings) if args.trainings is not None else None
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise T3Error(f"{args.out} is a file; give a directory (runs are cached there).", option="out")
+    check_writable(args.out)  # before any run
+    if args.doc:
+        check_doc(args.doc)
     setting = args.threads if args.threads is not None else cfg.threads
     isolate = cfg.isolate and not args.in_process
     reports = []
