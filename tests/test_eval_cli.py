@@ -73,6 +73,16 @@ def test_eval_cli_help_and_mistakes(capsys, tmp_path):
     assert main(["eval", "--model", "m", "--threads", "zero", "--out", str(tmp_path / "o")]) == 2
 
 
+def test_a_json_object_without_tofu_metrics_is_not_results(tmp_path, capsys):
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"accuracy": 0.9, "loss": 1.2}))  # summary-shaped, no TOFU metric
+    assert main(["report", str(other), "--out", str(tmp_path / "r")]) == 2
+    assert "not a TOFU results file" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert main(["eval", "--model", "m", "--oracle-results", str(other), "--out", str(tmp_path / "o")]) == 2
+    assert "not a TOFU results file" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert EvalResults.load(_seed_reference(tmp_path)).agg("forget_truth_ratio") == 0.5  # partial TOFU files still load
+
+
 def test_no_progress_also_silences_transformers_bars(saved_model, tmp_path, capfd, monkeypatch):
     """``--quiet`` (like ``--quiet``) hides the libraries' own bars too: transformers' "Loading weights"."""
     import transformers
