@@ -311,6 +311,18 @@ def test_config_override_and_validation(tmp_path):
             load_compare_config(user)
 
 
+def test_a_method_parameter_of_the_wrong_type_is_refused_when_the_config_is_read():
+    from t3unlearn.experiments.compare import load_compare_config
+    from t3unlearn.errors import ConfigError
+
+    # before, NPO's beta "x" passed and the run crashed with a traceback after every earlier unit
+    with pytest.raises(ConfigError, match=r"methods.npo \(beta=x\): beta must be a number"):
+        load_compare_config({"methods": {"npo": {"sweep": [{"beta": "x"}]}}})
+    with pytest.raises(ConfigError, match="steering_coeff must be a number"):
+        load_compare_config({"methods": {"rmu": {"params": {"steering_coeff": True}}}})
+    assert load_compare_config({"methods": {"rmu": {"params": {"layer": 2}}}}).settings("rmu")[0].params["layer"] == 2
+
+
 def test_compare_user_errors(tmp_path):
     from t3unlearn.commands.main import main
 
