@@ -437,3 +437,33 @@ def test_a_reused_head_without_a_word_piece_table_takes_a_calibrated_piece_setti
     assert torch.equal(model.head.piece_mask(), word_pieces(tok, base.config.vocab_size))
     assert model.guidance.piece_floor == 10.0 and model.guidance.temperature == 2.0 and model.guidance.spelling == "base"
     assert attach_head(base, tmp_path / "head", tok, {"piece_floor": None}).guidance.piece_floor is None
+
+
+def test_an_interrupted_unit_process_gets_to_clean_up(tmp_path):
+    """Ctrl+C / SIGTERM on compare: its unit's process is interrupted and may remove its temporaries (before, the
+    parent's subprocess.run SIGKILLed it and a SIGTERM killed the parent outright: a temporary stayed behind)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from t3unlearn.commands.baselines import _term_as_interrupt
+    from t3unlearn.experiments.compare.units import _stop
+
+    tmp = tmp_path / ".unit.tmp"
+    child = ("import pathlib, shutil, sys, time\np = pathlib.Path(sys.argv[1]); p.mkdir(); print('ready', flush=True)\n"
+             "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    time.sleep(0.5); shutil.rmtree(p)\n")
+    proc = subprocess.Popen([sys.executable, "-c", child, str(tmp)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready" and tmp.is_dir()
+    _stop(proc)
+    assert not tmp.exists() and proc.returncode is not None
+    before = signal.getsignal(signal.SIGTERM)
+    restore = _term_as_interrupt()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    finally:
+        restore()
+    assert signal.getsignal(signal.SIGTERM) == before
