@@ -262,3 +262,13 @@ def test_runs_are_labelled_by_model_and_head():
     assert name("path/to/model") is None and name("path/to/model", head="h") is None  # load_lm names it
     assert name("path/to/model", head="runs/h", default="model") == "model+h"
     assert name("world:full", head="h", given="mine") == "mine"
+
+
+def test_demo_refuses_an_out_that_is_a_file_before_any_work(tmp_path, monkeypatch, capsys):
+    import t3unlearn.benchmarks as benchmarks
+
+    monkeypatch.setattr(benchmarks, "get_benchmark", lambda *a, **k: pytest.fail("demo started work despite --out a file"))
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(["demo", "--preset", "tiny", "--threads", "1", "--out", str(afile)]) == 2  # was a traceback after training
+    assert "--out" in capsys.readouterr().err and afile.read_text() == "mine"
