@@ -585,9 +585,10 @@ def main(argv: list[str]) -> int:
     try:
         with torch_threads(spec.threads or 0):  # this process's own threads: the driver split the machine
             execute_unit(spec)
+    except KeyboardInterrupt:  # the driver was interrupted and stops us: our temporaries are gone, no traceback
+        return 130
     except (T3Error, OSError) as exc:
         from t3unlearn.errors import user_error_message
-
         message = user_error_message(exc)
         if message is None:
             raise
