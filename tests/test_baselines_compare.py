@@ -311,11 +311,49 @@ def test_config_override_and_validation(tmp_path):
             load_compare_config(user)
 
 
+def test_a_method_parameter_of_the_wrong_type_is_refused_when_the_config_is_read():
+    from t3unlearn.experiments.compare import load_compare_config
+    from t3unlearn.errors import ConfigError
+
+    # before, NPO's beta "x" passed and the run crashed with a traceback after every earlier unit
+    with pytest.raises(ConfigError, match=r"methods.npo \(beta=x\): beta must be a number"):
+        load_compare_config({"methods": {"npo": {"sweep": [{"beta": "x"}]}}})
+    with pytest.raises(ConfigError, match="steering_coeff must be a number"):
+        load_compare_config({"methods": {"rmu": {"params": {"steering_coeff": True}}}})
+    assert load_compare_config({"methods": {"rmu": {"params": {"layer": 2}}}}).settings("rmu")[0].params["layer"] == 2
+
+
 def test_compare_user_errors(tmp_path):
     from t3unlearn.commands.main import main
 
     assert main(["compare", "--methods", "t3,sgd", "--out", str(tmp_path)]) == 2
     assert main(["compare", "--split", "forget07x", "--out", str(tmp_path)]) == 2
+
+
+def test_compare_refuses_a_bad_out_or_doc_before_any_run(tmp_path, monkeypatch, capsys):
+    import t3unlearn.experiments.compare as cmp
+    from t3unlearn.commands.main import main
+    from t3unlearn.experiments.compare.report import doc_markers, write_doc
+
+    monkeypatch.setattr(cmp, "compare", lambda *a, **k: pytest.fail("compare ran despite a bad --out/--doc"))
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(["compare", "--methods", "t3", "--seeds", "1", "--out", str(afile)]) == 2
+    assert "--out" in capsys.readouterr().err and afile.read_text() == "mine"
+    assert main(["compare", "--methods", "t3", "--out", str(tmp_path / "o"), "--doc", str(tmp_path)]) == 2
+    assert "--doc" in capsys.readouterr().err
+    # a begin marker without its end: appending would leave two begin markers, and the next run would replace
+    # from the stray one, deleting the user's text after it; refused before any run and at write time
+    begin = doc_markers("forget10")[0]
+    half = tmp_path / "half.md"
+    half.write_text(f"# mine\n{begin}\nmy text\n")
+    assert main(["compare", "--methods", "t3", "--out", str(tmp_path / "o"), "--doc", str(half)]) == 2
+    assert "marker" in capsys.readouterr().err
+    png = tmp_path / "p.png"
+    png.write_bytes(b"png")
+    with pytest.raises(ValueError, match="marker"):
+        write_doc(half, [{"split": "forget10", "plot": str(png), "markdown": "T"}], "cmd")
+    assert half.read_text() == f"# mine\n{begin}\nmy text\n" and not (tmp_path / "o").exists()
 
 
 def test_help_teaches(capsys):
@@ -399,3 +437,33 @@ def test_a_reused_head_without_a_word_piece_table_takes_a_calibrated_piece_setti
     assert torch.equal(model.head.piece_mask(), word_pieces(tok, base.config.vocab_size))
     assert model.guidance.piece_floor == 10.0 and model.guidance.temperature == 2.0 and model.guidance.spelling == "base"
     assert attach_head(base, tmp_path / "head", tok, {"piece_floor": None}).guidance.piece_floor is None
+
+
+def test_an_interrupted_unit_process_gets_to_clean_up(tmp_path):
+    """Ctrl+C / SIGTERM on compare: its unit's process is interrupted and may remove its temporaries (before, the
+    parent's subprocess.run SIGKILLed it and a SIGTERM killed the parent outright: a temporary stayed behind)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from t3unlearn.commands.baselines import _term_as_interrupt
+    from t3unlearn.experiments.compare.units import _stop
+
+    tmp = tmp_path / ".unit.tmp"
+    child = ("import pathlib, shutil, sys, time\np = pathlib.Path(sys.argv[1]); p.mkdir(); print('ready', flush=True)\n"
+             "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    time.sleep(0.5); shutil.rmtree(p)\n")
+    proc = subprocess.Popen([sys.executable, "-c", child, str(tmp)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready" and tmp.is_dir()
+    _stop(proc)
+    assert not tmp.exists() and proc.returncode is not None
+    before = signal.getsignal(signal.SIGTERM)
+    restore = _term_as_interrupt()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    finally:
+        restore()
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -73,6 +73,16 @@ def test_eval_cli_help_and_mistakes(capsys, tmp_path):
     assert main(["eval", "--model", "m", "--threads", "zero", "--out", str(tmp_path / "o")]) == 2
 
 
+def test_a_json_object_without_tofu_metrics_is_not_results(tmp_path, capsys):
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"accuracy": 0.9, "loss": 1.2}))  # summary-shaped, no TOFU metric
+    assert main(["report", str(other), "--out", str(tmp_path / "r")]) == 2
+    assert "not a TOFU results file" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert main(["eval", "--model", "m", "--oracle-results", str(other), "--out", str(tmp_path / "o")]) == 2
+    assert "not a TOFU results file" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert EvalResults.load(_seed_reference(tmp_path)).agg("forget_truth_ratio") == 0.5  # partial TOFU files still load
+
+
 def test_no_progress_also_silences_transformers_bars(saved_model, tmp_path, capfd, monkeypatch):
     """``--quiet`` (like ``--quiet``) hides the libraries' own bars too: transformers' "Loading weights"."""
     import transformers
@@ -252,3 +262,13 @@ def test_runs_are_labelled_by_model_and_head():
     assert name("path/to/model") is None and name("path/to/model", head="h") is None  # load_lm names it
     assert name("path/to/model", head="runs/h", default="model") == "model+h"
     assert name("world:full", head="h", given="mine") == "mine"
+
+
+def test_demo_refuses_an_out_that_is_a_file_before_any_work(tmp_path, monkeypatch, capsys):
+    import t3unlearn.benchmarks as benchmarks
+
+    monkeypatch.setattr(benchmarks, "get_benchmark", lambda *a, **k: pytest.fail("demo started work despite --out a file"))
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(["demo", "--preset", "tiny", "--threads", "1", "--out", str(afile)]) == 2  # was a traceback after training
+    assert "--out" in capsys.readouterr().err and afile.read_text() == "mine"

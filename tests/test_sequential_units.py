@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 
 def _runner(tmp_path, config=None, kind="world"):
     from t3unlearn.experiments.sequential import Runner
@@ -85,3 +87,20 @@ def test_the_table_names_a_method_run_with_fewer_seeds():
     text = markdown(rep, "p.png")
     assert "3 seed(s)" in text and "| NPO (1 seed) |" in text and "| T3 incremental |" in text
     assert "| NPO | 0.4 | 0.3 |" in text  # the per-request rows keep the plain names
+
+
+def test_a_bad_out_or_doc_is_refused_before_any_run(tmp_path, monkeypatch, capsys):
+    import t3unlearn.experiments.sequential as seq
+    from t3unlearn.commands.main import main
+    from t3unlearn.io import replace_section
+
+    monkeypatch.setattr(seq, "sequential", lambda *a, **k: pytest.fail("sequential ran despite a bad --out/--doc"))
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(["sequential", "--benchmark", "world-tiny", "--out", str(afile)]) == 2
+    assert "--out" in capsys.readouterr().err and afile.read_text() == "mine"
+    assert main(["sequential", "--benchmark", "world-tiny", "--out", str(tmp_path / "o"), "--doc", str(tmp_path)]) == 2
+    assert "--doc" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="marker"):  # a stray begin marker: never replace from it
+        replace_section("a\n<B>\nmine\n", "<B>", "<E>", "<B>new<E>")
+    assert replace_section("a\n<B>old<E>\nz", "<B>", "<E>", "<B>new<E>") == "a\n<B>new<E>\nz"

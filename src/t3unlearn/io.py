@@ -289,8 +289,15 @@ def torch_threads(setting: str | int | None = "auto", *, log=None) -> Iterator[i
 
 def replace_section(text: str, begin: str, end: str, block: str) -> str:
     """``text`` with the section from the marker ``begin`` to ``end`` replaced by ``block`` (which carries
-    both markers), or with ``block`` appended when the markers are not there: generated sections of docs."""
-    if begin in text and end in text:
+    both markers), or with ``block`` appended when the markers are not there: generated sections of docs.
+    A marker without its partner, or the end before the beginning, is refused (a ``ValueError``): replacing
+    from a stray marker would delete the hand-written text after it."""
+    has_begin, has_end = begin in text, end in text
+    if has_begin != has_end or (has_begin and text.index(end) < text.index(begin)):
+        there, missing = (begin, end) if has_begin else (end, begin)
+        raise ValueError(f"has the marker {there!r} without {missing!r} after it; restore the missing marker "
+                         "or delete the stray one, then rerun")
+    if has_begin:
         pre, rest = text.split(begin, 1)
         _, post = rest.split(end, 1)
         return pre + block + post

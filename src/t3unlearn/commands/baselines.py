@@ -148,12 +148,15 @@ def _all_methods():
 
 
 def run_compare(args) -> int:
+    import contextlib
     from pathlib import Path
 
     from t3unlearn.experiments.compare import DEFAULT_CONFIG, compare, load_compare_config, unit_threads, write_doc
     from t3unlearn.experiments.compare.trainings import parse_trainings
     from t3unlearn.errors import T3Error
+    from t3unlearn.experiments.compare.report import check_doc
     from t3unlearn.io import torch_threads
+    from t3unlearn.t3.options import check_writable
 
     if args.print_config:
         sys.stdout.write(Path(DEFAULT_CONFIG).read_text(encoding="utf-8"))
@@ -167,11 +170,18 @@ def run_compare(args) -> int:
         raise T3Error(f"must be >= 1, not {args.jobs}.", option="jobs")
     cfg = load_compare_config(args.config)
     trainings = parse_trainings(args.trainings) if args.trainings is not None else None
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise T3Error(f"{args.out} is a file; give a directory (runs are cached there).", option="out")
+    check_writable(args.out)  # before any run
+    if args.doc:
+        check_doc(args.doc)
     setting = args.threads if args.threads is not None else cfg.threads
     isolate = cfg.isolate and not args.in_process
     reports = []
+    restore = _term_as_interrupt()  # kill PID: stop like Ctrl+C, so the runs under way remove their temporaries
     # this process's own threads (the reference evaluation, units run here): the units' share of the machine
-    with torch_threads(unit_threads(setting, args.jobs if isolate else 1)[0] or 0):
+    with contextlib.ExitStack() as stack, torch_threads(unit_threads(setting, args.jobs if isolate else 1)[0] or 0):
+        stack.callback(restore)
         for split in splits:
             rep = compare(
                 args.benchmark, split, args.methods.split(","), args.seeds, cfg, args.out,
@@ -187,6 +197,20 @@ def run_compare(args) -> int:
         cmd = "t3unlearn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("t3unlearn") else _reconstruct(args)
         print(f"wrote {write_doc(args.doc, reports, cmd)}")
     return 0
+
+
+def _term_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt until the returned function is called (main thread only)."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _reconstruct(args) -> str:

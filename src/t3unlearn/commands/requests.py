@@ -166,8 +166,17 @@ def _sequential(args) -> int:
     import shlex
     import sys
 
-    from t3unlearn.experiments.sequential import sequential, write_doc
+    from pathlib import Path
 
+    from t3unlearn.errors import T3Error
+    from t3unlearn.experiments.sequential import sequential, write_doc
+    from t3unlearn.t3.options import check_writable
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise T3Error(f"{args.out} is a file; give a directory (runs are cached there).", option="out")
+    check_writable(args.out)  # before any run
+    if args.doc and Path(args.doc).is_dir():
+        raise T3Error(f"{args.doc} is a directory; give a markdown file.", option="doc")
     reports = []
     for bench in [b.strip() for b in args.benchmark.split(",") if b.strip()]:
         rep = sequential(bench, n_requests=args.requests, methods=args.methods.split(","), seeds=args.seeds, baseline_seeds=args.baseline_seeds, out=args.out,

@@ -162,6 +162,11 @@ class EvalResults:
             raise T3Error(f"{file} is not in the TOFU_EVAL.json layout (each metric must map to an object with 'agg_value').")
         if not any(isinstance(v, dict) and "agg_value" in v for v in metrics.values()):
             raise T3Error(f"{file} has no metric with an 'agg_value'; it is not a TOFU results file.")
+        from t3unlearn.eval.metrics import DEFAULT_REPORT, MIA_METRICS, UTILITY_PARTS
+
+        if not set(metrics) & {*DEFAULT_REPORT, *UTILITY_PARTS, *MIA_METRICS}:
+            raise T3Error(f"{file} holds none of TOFU's metrics (e.g. {', '.join(DEFAULT_REPORT[:3])}); it is not a "
+                          "TOFU results file: give one written by 't3unlearn eval' or the reference framework.")
         info = {}
         if (directory / INFO_FILE).is_file() and file.name != INFO_FILE:
             loaded = load_json(directory / INFO_FILE)

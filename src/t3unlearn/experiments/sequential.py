@@ -583,7 +583,12 @@ def write_doc(doc: str | Path, reports: Sequence[dict], command: str) -> Path:
             shutil.copyfile(rep["plot"], target)
         body = rep["markdown"].replace(f"]({Path(rep['plot']).name})", f"]({target.name})")
         block = "\n".join([begin, "", "```bash", command, "```", "", body, end])
-        text = replace_section(text, begin, end, block)
+        try:
+            text = replace_section(text, begin, end, block)
+        except ValueError as e:
+            from t3unlearn.errors import T3Error
+
+            raise T3Error(f"{doc} {e}.", option="doc") from None
     with atomic_write(doc, "w", encoding="utf-8") as fh:
         fh.write(text)
     return doc

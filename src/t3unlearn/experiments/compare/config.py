@@ -211,7 +211,21 @@ def parse(raw: dict, where: str) -> CompareConfig:
         for setting in cfg.settings(name):
             if not guided(name):
                 BaselineConfig.from_dict(setting.train, where=f"{where}: methods.{name} ({setting.label})")
+                _check_param_types(name, setting.params, f"{where}: methods.{name} ({setting.label})")
     return cfg
+
+
+def _check_param_types(name: str, params: dict, where: str) -> None:
+    """A method parameter whose default is a number must be one: a string there would fail only inside the
+    run, after every earlier unit, with a traceback."""
+    import math
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    for key, default in get_method(name).defaults.items():
+        if key in params and number(default) and not (number(params[key]) and math.isfinite(params[key])):
+            raise ConfigError(f"{where}: {key} must be a number (default {default}), not {params[key]!r}.")
 
 
 def _known_method(name: str, where: str) -> None:

@@ -134,6 +134,30 @@ def doc_markers(split: str, benchmark: str | None = None, trainings: Sequence[in
     return (f"<!-- t3unlearn compare {key}: generated, do not edit by hand -->", f"<!-- end of generated section {key} -->")
 
 
+def check_doc(doc: str | os.PathLike) -> None:
+    """A T3Error (before any work) unless ``--doc`` can take generated sections: not a directory, in a writable
+    place, and every generated section's begin marker followed by its end marker (a stray marker would make
+    the next replacement delete the hand-written text after it)."""
+    import re
+
+    from t3unlearn.errors import T3Error
+    from t3unlearn.t3.options import check_writable
+
+    doc = Path(doc)
+    if doc.is_dir():
+        raise T3Error(f"{doc} is a directory; give a markdown file.", option="doc")
+    check_writable(doc.parent, option="doc")
+    if doc.is_file():
+        text = doc.read_text(encoding="utf-8")
+        for key in re.findall(r"<!-- t3unlearn compare (.+?): generated, do not edit by hand -->", text):
+            begin, end = (f"<!-- t3unlearn compare {key}: generated, do not edit by hand -->",
+                          f"<!-- end of generated section {key} -->")
+            if text.count(begin) != 1 or end not in text.split(begin, 1)[1]:
+                raise T3Error(f"{doc}: the generated section {key!r} has no single begin marker followed by its end "
+                              f"marker ({end!r}); restore the missing marker or delete the stray one, then rerun.",
+                              option="doc")
+
+
 def write_doc(doc: str | os.PathLike, reports: Sequence[dict], command: str) -> Path:
     """Put each report's table and plot into ``doc``, one generated section per split (replaced when
     present, appended otherwise, each with the command that made it); plots are copied beside the document."""
@@ -151,10 +175,15 @@ def write_doc(doc: str | os.PathLike, reports: Sequence[dict], command: str) -> 
                 shutil.copyfileobj(src, fh)
         block = "\n".join([begin, "", "```bash", command, "```", "", rep["markdown"],
                            f"![forget quality vs model utility, {rep['split']}]({target.name})", "", end])
-        text = replace_section(text, begin, end, block)
+        try:
+            text = replace_section(text, begin, end, block)
+        except ValueError as e:
+            from t3unlearn.errors import T3Error
+
+            raise T3Error(f"{doc} {e}.", option="doc") from None
     with atomic_write(doc, "w", encoding="utf-8") as fh:
         fh.write(text)
     return doc
 
 
-__all__ = ["COLUMNS", "doc_markers", "markdown_table", "plot", "sweep_table", "verdict", "write_doc"]
+__all__ = ["COLUMNS", "check_doc", "doc_markers", "markdown_table", "plot", "sweep_table", "verdict", "write_doc"]

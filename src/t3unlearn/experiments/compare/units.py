@@ -506,8 +506,13 @@ def run_unit(spec: UnitSpec, *, isolate: bool, log: Callable[[str], None]) -> di
     if not isolate:
         rec = execute_unit(spec)
     else:
-        proc = subprocess.run([sys.executable, "-m", "t3unlearn.experiments.compare"], input=spec.to_json(), text=True,
-                              env={**os.environ, PARENT_ENV: str(os.getpid())})
+        proc = subprocess.Popen([sys.executable, "-m", "t3unlearn.experiments.compare"], stdin=subprocess.PIPE, text=True,
+                                env={**os.environ, PARENT_ENV: str(os.getpid())})
+        try:
+            proc.communicate(spec.to_json())
+        except BaseException:  # Ctrl+C, ...: let the unit remove its temporaries (subprocess.run would SIGKILL it)
+            _stop(proc)
+            raise
         rec = _read_json(unit_dir / RECORD)
         if proc.returncode != 0 or rec is None:
             raise T3Error(f"the run {spec.method} [{spec.setting}] seed {spec.seed} failed (exit {proc.returncode}); "
@@ -522,6 +527,17 @@ def run_unit(spec: UnitSpec, *, isolate: bool, log: Callable[[str], None]) -> di
     log(f"    {spec.method} [{spec.setting}] seed {spec.seed} done in {time.perf_counter() - t0:.0f}s "
         f"({rec.get('eval_mode', 'full')} eval): {scores}, unlearning {number(rec['cost'].get('wall_seconds'))}s")
     return rec
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Interrupt a unit's process and give it ``grace`` seconds to clean up (its temporaries), then kill it."""
+    if proc.poll() is None:
+        proc.send_signal(__import__("signal").SIGINT)
+    try:
+        proc.wait(grace)
+    except BaseException:  # too slow, or a second Ctrl+C
+        proc.kill()
+        proc.wait()
 
 
 # --------------------------------------------------------------------------- the unit's own process
@@ -569,9 +585,10 @@ def main(argv: list[str]) -> int:
     try:
         with torch_threads(spec.threads or 0):  # this process's own threads: the driver split the machine
             execute_unit(spec)
+    except KeyboardInterrupt:  # the driver was interrupted and stops us: our temporaries are gone, no traceback
+        return 130
     except (T3Error, OSError) as exc:
         from t3unlearn.errors import user_error_message
-
         message = user_error_message(exc)
         if message is None:
             raise
