@@ -449,14 +449,14 @@ def test_an_interrupted_unit_process_gets_to_clean_up(tmp_path):
     import time
 
     from t3unlearn.commands.baselines import _term_as_interrupt
-    from t3unlearn.experiments.compare.units import _stop
+    from t3unlearn.workers import stop_process
 
     tmp = tmp_path / ".unit.tmp"
     child = ("import pathlib, shutil, sys, time\np = pathlib.Path(sys.argv[1]); p.mkdir(); print('ready', flush=True)\n"
              "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    time.sleep(0.5); shutil.rmtree(p)\n")
     proc = subprocess.Popen([sys.executable, "-c", child, str(tmp)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready" and tmp.is_dir()
-    _stop(proc)
+    stop_process(proc)
     assert not tmp.exists() and proc.returncode is not None
     before = signal.getsignal(signal.SIGTERM)
     restore = _term_as_interrupt()

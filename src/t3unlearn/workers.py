@@ -158,3 +158,17 @@ def children_cpu_seconds() -> float:
 
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
+
+
+def stop_process(proc, grace: float = 10.0) -> None:
+    """Interrupt a child process (SIGINT, as Ctrl+C would) and give it ``grace`` seconds to clean up its
+    temporaries, then kill it; a second Ctrl+C while waiting kills it at once."""
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(grace)
+    except BaseException:  # too slow, or a second Ctrl+C
+        proc.kill()
+        proc.wait()

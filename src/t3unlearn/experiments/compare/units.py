@@ -7,10 +7,9 @@ them. A unit runs in its own Python process (``python -m t3unlearn.experiments.c
 standard input) so that its peak memory is its own; that process exits when its parent dies, and it
 takes a file lock on its unit, so an orphan and a rerun never both write it.
 
-*Artifacts* are trained models that several units share, under ``OUT/artifacts``: the T3 head (also
-classifier guidance's, which is the same head at T = 1, and every temperature's), the ULD assistant
-(``alpha`` only matters at inference), and the fine-tuned models between the sweep and the evaluation.
-Each is built once under a file lock, in an atomic directory holding its ``cost.json``.
+*Artifacts* are trained models that several units share, under ``OUT/artifacts``: the T3 head (also classifier
+guidance's, the same head at T = 1), the ULD assistant (``alpha`` only matters at inference), and the fine-tuned
+models between the sweep and the evaluation; each built once under a file lock, in an atomic directory.
 """
 
 from __future__ import annotations
@@ -129,8 +128,8 @@ def _read_json(path: Path) -> dict | None:
 
 
 def artifact(art: Path, build: Callable[[Path], dict], *, needs: tuple[str, ...] = ()) -> dict:
-    """The cost of the artifact at ``art``: built by ``build(tmp_dir) -> cost`` once, under a file lock, in an
-    atomic directory that also holds ``cost.json``; reused while ``cost.json`` and the ``needs`` files are there."""
+    """The cost of ``art``, built by ``build(tmp_dir) -> cost`` once, under a file lock, in an atomic directory with
+    ``cost.json``; reused while it and the ``needs`` files are there."""
     from t3unlearn.io import atomic_dir, save_json
 
     with lock_for(art):
@@ -511,7 +510,9 @@ def run_unit(spec: UnitSpec, *, isolate: bool, log: Callable[[str], None]) -> di
         try:
             proc.communicate(spec.to_json())
         except BaseException:  # Ctrl+C, ...: let the unit remove its temporaries (subprocess.run would SIGKILL it)
-            _stop(proc)
+            from t3unlearn.workers import stop_process
+
+            stop_process(proc)
             raise
         rec = _read_json(unit_dir / RECORD)
         if proc.returncode != 0 or rec is None:
@@ -527,17 +528,6 @@ def run_unit(spec: UnitSpec, *, isolate: bool, log: Callable[[str], None]) -> di
     log(f"    {spec.method} [{spec.setting}] seed {spec.seed} done in {time.perf_counter() - t0:.0f}s "
         f"({rec.get('eval_mode', 'full')} eval): {scores}, unlearning {number(rec['cost'].get('wall_seconds'))}s")
     return rec
-
-
-def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """Interrupt a unit's process and give it ``grace`` seconds to clean up (its temporaries), then kill it."""
-    if proc.poll() is None:
-        proc.send_signal(__import__("signal").SIGINT)
-    try:
-        proc.wait(grace)
-    except BaseException:  # too slow, or a second Ctrl+C
-        proc.kill()
-        proc.wait()
 
 
 # --------------------------------------------------------------------------- the unit's own process
@@ -589,6 +579,7 @@ def main(argv: list[str]) -> int:
         return 130
     except (T3Error, OSError) as exc:
         from t3unlearn.errors import user_error_message
+
         message = user_error_message(exc)
         if message is None:
             raise
