@@ -452,7 +452,8 @@ def test_an_interrupted_unit_process_gets_to_clean_up(tmp_path):
     from t3unlearn.workers import stop_process
 
     tmp = tmp_path / ".unit.tmp"
-    child = ("import pathlib, shutil, sys, time\np = pathlib.Path(sys.argv[1]); p.mkdir()\n"  # ready only inside try:
+    child = ("import pathlib, shutil, signal, sys, time\np = pathlib.Path(sys.argv[1]); p.mkdir()\n"  # ready only inside try:
+             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # as a unit does (SIGINT is ignored in CI)
              "try:\n    print('ready', flush=True); time.sleep(60)\nexcept KeyboardInterrupt:\n    time.sleep(0.5); shutil.rmtree(p)\n")
     proc = subprocess.Popen([sys.executable, "-c", child, str(tmp)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready" and tmp.is_dir()

@@ -569,8 +569,11 @@ def main(argv: list[str]) -> int:
         print("usage: python -m t3unlearn.experiments.compare < SPEC.json (internal: one run of t3unlearn compare)",
               file=sys.stderr)
         return 2
+    import signal
+
     from t3unlearn.io import torch_threads
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a driver started in the background ignores SIGINT
     spec = UnitSpec.from_json(sys.stdin.read())
     try:
         with torch_threads(spec.threads or 0):  # this process's own threads: the driver split the machine
