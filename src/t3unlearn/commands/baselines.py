@@ -170,9 +170,7 @@ def run_compare(args) -> int:
         raise T3Error(f"must be >= 1, not {args.jobs}.", option="jobs")
     cfg = load_compare_config(args.config)
     trainings = parse_trainings(args.trainings) if args.trainings is not None else None
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise T3Error(f"{args.out} is a file; give a directory (runs are cached there).", option="out")
-    check_writable(args.out)  # before any run
+    check_writable(args.out)  # before any run: a directory (runs are cached there)
     if args.doc:
         check_doc(args.doc)
     setting = args.threads if args.threads is not None else cfg.threads

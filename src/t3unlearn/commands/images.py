@@ -179,16 +179,13 @@ def _check_out(path, *, replaced_by: str | None = None, marker: str | None = Non
     whole (``replaced_by``: what it writes there), new, empty or that command's earlier output (``marker`` in it)."""
     from pathlib import Path
 
-    from t3unlearn.errors import T3Error
     from t3unlearn.io import check_replaceable
     from t3unlearn.t3.options import check_writable
 
     out = Path(path)
     if replaced_by:
         check_replaceable(out, marker, replaced_by, option="out")
-    elif out.exists() and not out.is_dir():
-        raise T3Error(f"{out} is a file; give a directory.", option="out")
-    check_writable(out)
+    check_writable(out)  # a file there is refused too
 
 
 def _build(args) -> int:

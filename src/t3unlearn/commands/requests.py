@@ -172,9 +172,7 @@ def _sequential(args) -> int:
     from t3unlearn.experiments.sequential import sequential, write_doc
     from t3unlearn.t3.options import check_writable
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise T3Error(f"{args.out} is a file; give a directory (runs are cached there).", option="out")
-    check_writable(args.out)  # before any run
+    check_writable(args.out)  # before any run: a directory (runs are cached there)
     if args.doc and Path(args.doc).is_dir():
         raise T3Error(f"{args.doc} is a directory; give a markdown file.", option="doc")
     reports = []

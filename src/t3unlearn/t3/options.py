@@ -171,6 +171,8 @@ def check_writable(path, option: str = "out") -> None:
     from t3unlearn.errors import T3Error
 
     out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise T3Error(f"--{option} {out} is a file; give a directory.")
     probe = out if out.is_dir() else next((q for q in out.parents if q.exists()), Path("."))
     if not probe.is_dir():
         raise T3Error(f"--{option} {out}: {probe} is a file, not a directory; choose another path.")
